@@ -1,0 +1,3 @@
+from astro_rmaat.cli import main
+
+main()

@@ -1,0 +1,76 @@
+"""The ``rmaat`` command: one lazy group, one subcommand per stage entry point.
+
+Each subcommand lives in its own stage and is imported only when it is invoked, so
+``rmaat train`` never imports brian2 and ``rmaat simulate`` never imports torch.
+Errors a user can fix (:class:`~astro_rmaat.errors.RmaatError`) are printed as one line
+on stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from astro_rmaat.errors import RmaatError
+
+#: subcommand -> "module:attribute" of a click command (typer apps: typer.main.get_command)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "simulate": ("astro_sim.cli:simulate_command", "simulate a neuron–astrocyte model (Brian2)"),
+    "sweep": ("astro_sim.sweep_cli:sweep_command", "run a grid of simulations (serial, processes or Dask)"),
+    "fit": ("distill.cli:fit_command", "fit saturating macro models to a trace; write retention.json"),
+    "sensitivity": ("distill.cli:sensitivity_command", "how macro parameters and the schedule move across a sweep"),
+    "generate": ("rmaat_model.data.cli:generate_command", "generate ListOps or Pathfinder in the official LRA layout"),
+    "train": ("rmaat_model.cli:train_command", "train RMAAT or a baseline on an LRA task"),
+    "evaluate": ("rmaat_model.cli:evaluate_command", "re-evaluate a finished training run"),
+    "pipeline": ("astro_rmaat.pipeline:pipeline_command", "simulate -> fit -> train, and write a report"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        target, help_text = COMMANDS[name]
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                @click.command(name=name, help=f"{help_text} (not available: {exc})")
+                def unavailable() -> None:
+                    raise click.ClickException(f"'rmaat {name}' is not available in this installation: {exc}")
+                return unavailable
+            raise
+        return getattr(module, attr)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # List the commands without importing them (help must stay fast and brian2/torch-free).
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, help_text) for name, (_, help_text) in COMMANDS.items()])
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="astro-rmaat")
+def cli() -> None:
+    """astro-rmaat: neuron–astrocyte LTP (Brian2) -> macro model (lmfit) -> RMAAT (PyTorch)."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="rmaat", standalone_mode=False)
+    except RmaatError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)

@@ -1,0 +1,185 @@
+"""``retention.json`` — the file between ``distill`` and ``rmaat_model`` (schema ``rmaat.retention/v1``).
+
+The RMAAT paper (Appendix D) compresses the memory handed from segment t to segment t+1 by
+
+    dp_t      = p(t * tau_cycle) - p((t - 1) * tau_cycle)          (t = 1, 2, ...)
+    RF(t, T)  = dp_t / sum_{i=1..T} dp_i                            (needs T in advance)
+    RF_inf(t) = dp_t / (p_inf - p(0))                               (streaming; no T)
+
+where p is the fitted macro model of the long-term astrocytic trace and one STP cycle is
+one segment. ``RF_inf`` is the paper's ``dp_t / p_inf`` written for a curve that need not
+start at 0; both sum to 1 (over T, resp. over all t).
+
+This module only reads, validates and evaluates the file, with NumPy alone: the torch side
+imports it without lmfit, SciPy or Brian2. ``distill`` writes it (``build_document``).
+
+File layout (JSON object)::
+
+    schema        "rmaat.retention/v1"
+    model         {"name": str, "params": {name: {"value": float, "stderr": float|null}},
+                   "param_names": [str], "covariance": [[float]]|null, "uncertainties_ok": bool}
+    candidates    [{"name", "params", "r2", "aic", "aicc", "bic", "akaike_weight",
+                    "uncertainties_ok", ...}]
+    tau_cycle_s   float > 0       one STP cycle (= one segment), seconds
+    p_inf         float           asymptote of the chosen model, trace units
+    curve         {"t_cycles": [0, 1, ..., K], "p": [p(k * tau_cycle)]}   chosen model
+    band          optional {"p_lo": [...], "p_hi": [...]} (same grid; from the covariance)
+    source        {"traces": str, "sha256": str, "variable": str, "unit": str,
+                   "simulation_config": {...}}
+    created_utc   str
+
+Parameter names follow one convention the reader checks: any parameter whose name starts
+with ``tau`` or ``t_half`` is a time (seconds) and must be positive.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astro_rmaat.errors import DataError
+
+SCHEMA = "rmaat.retention/v1"
+TIME_PREFIXES = ("tau", "t_half")
+
+
+@dataclass(frozen=True)
+class Retention:
+    """A validated retention schedule. ``p`` is the macro model at cycle boundaries 0..K."""
+
+    model_name: str
+    params: dict[str, float]
+    tau_cycle_s: float
+    p_inf: float
+    p: np.ndarray = field(repr=False)
+    p_lo: np.ndarray | None = field(default=None, repr=False)
+    p_hi: np.ndarray | None = field(default=None, repr=False)
+    document: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def max_segments(self) -> int:
+        return int(self.p.size - 1)
+
+    def increments(self, n: int) -> np.ndarray:
+        """dp_1 .. dp_n (float64)."""
+        if not isinstance(n, (int, np.integer)) or n < 1:
+            raise DataError(f"number of segments {n!r}: expected an integer >= 1")
+        if n > self.max_segments:
+            raise DataError(f"number of segments {n} exceeds the {self.max_segments} cycles "
+                            "tabulated in the retention file; regenerate it with more cycles")
+        return np.diff(self.p[: n + 1])
+
+    def rf(self, T: int) -> np.ndarray:
+        """RF(t, T) for t = 1..T; sums to 1."""
+        dp = self.increments(T)
+        return dp / dp.sum()
+
+    def rf_stream(self, n: int) -> np.ndarray:
+        """RF_inf(t) for t = 1..n; needs no T (sums to 1 only as n -> infinity)."""
+        return self.increments(n) / (self.p_inf - self.p[0])
+
+    def rf_band(self, T: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """Pointwise band of RF(t, T) from the curve band, when the file has one."""
+        if self.p_lo is None or self.p_hi is None:
+            return None
+        lo = np.diff(self.p_lo[: T + 1]); hi = np.diff(self.p_hi[: T + 1])
+        lo_rf = lo / lo.sum(); hi_rf = hi / hi.sum()
+        return np.minimum(lo_rf, hi_rf), np.maximum(lo_rf, hi_rf)
+
+
+def _err(where: str, msg: str) -> DataError:
+    return DataError(f"retention file {where}: {msg}")
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def validate_document(doc: Any, where: str = "<document>") -> Retention:
+    """Check every field the torch side relies on; return the :class:`Retention`."""
+    if not isinstance(doc, dict):
+        raise _err(where, "expected a JSON object at the top level")
+    if doc.get("schema") != SCHEMA:
+        raise _err(where, f"schema is {doc.get('schema')!r}; expected {SCHEMA!r}")
+    for key in ("model", "tau_cycle_s", "p_inf", "curve", "source", "candidates"):
+        if key not in doc:
+            raise _err(where, f"missing field {key!r}")
+    tau_cycle = doc["tau_cycle_s"]
+    if not _finite(tau_cycle) or tau_cycle <= 0:
+        raise _err(where, f"tau_cycle_s = {tau_cycle!r}; expected a finite positive number of seconds")
+    model = doc["model"]
+    if not isinstance(model, dict) or not isinstance(model.get("name"), str):
+        raise _err(where, "model must be an object with a 'name'")
+    params_doc = model.get("params")
+    if not isinstance(params_doc, dict) or not params_doc:
+        raise _err(where, "model.params must be a non-empty object")
+    params: dict[str, float] = {}
+    for name, entry in params_doc.items():
+        value = entry.get("value") if isinstance(entry, dict) else None
+        if not _finite(value):
+            raise _err(where, f"model parameter {name!r} = {value!r}; expected a finite number")
+        if name.startswith(TIME_PREFIXES) and value <= 0:
+            raise _err(where, f"time constant {name!r} = {value!r} s; expected a positive number")
+        params[name] = float(value)
+    p_inf = doc["p_inf"]
+    if not _finite(p_inf):
+        raise _err(where, f"p_inf = {p_inf!r}; expected a finite number")
+    curve = doc["curve"]
+    if not isinstance(curve, dict) or "p" not in curve:
+        raise _err(where, "curve must be an object with 'p' (the model at cycle boundaries)")
+    try:
+        p = np.asarray(curve["p"], dtype=np.float64)
+    except (TypeError, ValueError):
+        raise _err(where, "curve.p must be a list of numbers") from None
+    if p.ndim != 1 or p.size < 3:
+        raise _err(where, f"curve.p has {p.size} values; expected at least 3 cycle boundaries")
+    if not np.all(np.isfinite(p)):
+        raise _err(where, "curve.p holds non-finite values")
+    dp = np.diff(p)
+    if np.any(dp < 0) or dp[0] <= 0:
+        i = int(np.flatnonzero(dp < 0)[0]) if np.any(dp < 0) else 0
+        raise _err(where, f"curve is not monotone increasing (dp at cycle {i + 1} = {dp[i]!r}); "
+                          "expected a rising, saturating long-term trace")
+    if not dp[-1] < dp[0]:
+        raise _err(where, f"curve does not saturate (last increment {dp[-1]!r} >= first {dp[0]!r})")
+    span = p_inf - p[0]
+    if not span > 0 or p[-1] > p_inf + 1e-9 * max(1.0, abs(p_inf)):
+        raise _err(where, f"p_inf = {p_inf!r} must lie above the curve (p(0) = {p[0]!r}, "
+                          f"p(K) = {p[-1]!r})")
+    band = doc.get("band") or {}
+    p_lo = np.asarray(band["p_lo"], dtype=np.float64) if "p_lo" in band else None
+    p_hi = np.asarray(band["p_hi"], dtype=np.float64) if "p_hi" in band else None
+    for name, arr in (("band.p_lo", p_lo), ("band.p_hi", p_hi)):
+        if arr is not None and (arr.shape != p.shape or not np.all(np.isfinite(arr))):
+            raise _err(where, f"{name} must be {p.size} finite numbers like curve.p")
+    return Retention(model_name=model["name"], params=params, tau_cycle_s=float(tau_cycle),
+                     p_inf=float(p_inf), p=p, p_lo=p_lo, p_hi=p_hi, document=doc)
+
+
+def load_retention(path: str | os.PathLike) -> Retention:
+    """Read and validate a ``retention.json``."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"retention file {str(p)!r} does not exist")
+    try:
+        doc = json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"retention file {str(p)!r} is not valid JSON: {exc}") from None
+    return validate_document(doc, where=repr(str(p)))
+
+
+def default_retention_path() -> Path:
+    """The shipped schedule distilled from the default RMAAT-network simulation."""
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "data" / "default_retention.json",
+                      here.parent / "data" / "retention" / "default.json"):
+        if candidate.is_file():
+            return candidate
+    raise DataError("the shipped default retention file is missing "
+                    "(data/retention/default.json); reinstall astro-rmaat or pass --retention FILE")

@@ -1,0 +1,1 @@
+"""rmaat_model"""

@@ -1,0 +1,162 @@
+"""The shared plumbing: atomic run directories, config checking, the two file formats."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from astro_rmaat import config as cfgmod
+from astro_rmaat import retention, runs, traces
+from astro_rmaat.errors import ConfigError, DataError, RunExistsError
+
+
+@dataclasses.dataclass(frozen=True)
+class Inner:
+    tau_s: float = 1.0  # s
+    n: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class Outer:
+    name: Literal["a", "b"] = "a"
+    inner: Inner = Inner()
+    values: tuple[float, ...] = (1.0, 2.0)
+    flag: bool = False
+
+    def __post_init__(self):
+        cfgmod.require_positive("inner.tau_s", self.inner.tau_s, "s")
+
+
+def test_config_round_trip_and_overrides():
+    cfg = cfgmod.load_config(Outer, overrides=["inner.tau_s=2.5", "name=b", "values=[3, 4]"])
+    assert cfg == Outer(name="b", inner=Inner(tau_s=2.5), values=(3.0, 4.0))
+    assert cfgmod.from_dict(Outer, cfgmod.to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("inner.tau=1", "inner.tau"),              # unknown key
+    ("inner.tau_s=-1", "inner.tau_s = -1"),    # negative time constant
+    ("inner.tau_s=0", "positive"),             # zero time constant
+    ("inner.n=1.5", "expected an integer"),    # wrong type
+    ("name=c", "expected one of"),             # not a choice
+    ("flag=1", "true or false"),
+    ("novalue", "KEY=VALUE"),
+])
+def test_config_bad_input_names_the_value(override, needle):
+    with pytest.raises(ConfigError, match=needle.replace("(", r"\(")):
+        cfgmod.load_config(Outer, overrides=[override])
+
+
+def test_config_file_unknown_key(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"inner": {"tau_s": 2, "bogus": 1}}))
+    with pytest.raises(ConfigError, match="inner.bogus"):
+        cfgmod.load_config(Outer, p)
+
+
+def test_run_dir_refuses_finished_and_different(tmp_path):
+    out = tmp_path / "run"
+    runs.prepare_run_dir(out, {"a": 1})
+    runs.prepare_run_dir(out, {"a": 1})  # same config: resumable
+    with pytest.raises(RunExistsError, match="different config"):
+        runs.prepare_run_dir(out, {"a": 2})
+    runs.finish_run(out, runs.make_meta(stage="test", seed=0, wall_time_s=0.1))
+    with pytest.raises(RunExistsError, match="finished run"):
+        runs.prepare_run_dir(out, {"a": 1})
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == 0 and "numpy" in meta["versions"]
+
+
+def test_atomic_write_leaves_old_file_on_failure(tmp_path):
+    p = tmp_path / "f.json"
+    runs.atomic_write_json(p, {"ok": True})
+    with pytest.raises(RuntimeError):
+        with runs.atomic_path(p) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("crash mid-write")
+    assert json.loads(p.read_text()) == {"ok": True}
+    assert [x.name for x in tmp_path.iterdir()] == ["f.json"]
+
+
+def _trace_df(n=5):
+    t = np.arange(n, dtype=float)
+    return pd.DataFrame({"t_s": np.r_[t, t], "variable": ["p_l"] * n * 2,
+                         "element": [0] * n + [1] * n, "value": np.r_[1 - np.exp(-t), 2 * (1 - np.exp(-t))],
+                         "unit": ["1"] * n * 2})
+
+
+def test_traces_round_trip_and_select(tmp_path):
+    p = tmp_path / "traces.parquet"
+    sha = traces.write_traces(_trace_df(), p, {"model": "toy", "tau_cycle_s": 1.0})
+    assert sha == runs.sha256_file(p)
+    df = traces.read_traces(p)
+    assert df.attrs["model"] == "toy" and df.attrs["schema"] == traces.SCHEMA
+    t, y = traces.select_curve(df, "p_l")
+    np.testing.assert_allclose(y, 1.5 * (1 - np.exp(-t)))
+    with pytest.raises(DataError, match="'q'.*available: p_l"):
+        traces.select_curve(df, "q")
+
+
+@pytest.mark.parametrize("mutate, needle", [
+    (lambda d: d.assign(value=np.nan), "non-finite"),
+    (lambda d: d.iloc[::-1], "not increasing"),
+    (lambda d: d.iloc[:0], "empty"),
+])
+def test_traces_reject_bad_tables(tmp_path, mutate, needle):
+    with pytest.raises(DataError, match=needle):
+        traces.write_traces(mutate(_trace_df()), tmp_path / "x.parquet", {"model": "toy"})
+    assert not (tmp_path / "x.parquet").exists()
+
+
+def retention_doc(tau=3.0, tau_cycle=1.0, K=64):
+    k = np.arange(K + 1)
+    p = 1 - np.exp(-k * tau_cycle / tau)
+    return {"schema": retention.SCHEMA, "tau_cycle_s": tau_cycle, "p_inf": 1.0,
+            "model": {"name": "exp_saturation", "params": {"p_inf": {"value": 1.0, "stderr": 0.01},
+                                                          "tau": {"value": tau, "stderr": 0.1}}},
+            "candidates": [], "curve": {"t_cycles": k.tolist(), "p": p.tolist()},
+            "source": {"traces": "x", "sha256": "0" * 64}}
+
+
+def test_retention_closed_form_for_exponential():
+    r = retention.validate_document(retention_doc(tau=3.0))
+    T = 8
+    q = np.exp(-1.0 / 3.0)
+    t = np.arange(1, T + 1)
+    np.testing.assert_allclose(r.rf(T), (1 - q) * q ** (t - 1) / (1 - q ** T), rtol=1e-12)
+    assert r.rf(T).sum() == pytest.approx(1.0)
+    assert np.all(np.diff(r.rf(T)) < 0)
+    # streaming form: the T -> infinity limit
+    assert np.max(np.abs(r.rf(64)[:8] - r.rf_stream(8))) < 1e-8
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda d: d.update(schema="rmaat.retention/v0"), "schema"),
+    (lambda d: d["model"]["params"]["tau"].update(value=-3.0), "time constant 'tau'"),
+    (lambda d: d.update(tau_cycle_s=0), "tau_cycle_s"),
+    (lambda d: d["curve"].update(p=d["curve"]["p"][::-1]), "monotone"),
+])
+def test_retention_reader_rejects(edit, needle):
+    doc = retention_doc()
+    edit(doc)
+    with pytest.raises(DataError, match=needle):
+        retention.validate_document(doc)
+
+
+def test_cli_lists_commands_without_heavy_imports(run_cli):
+    proc = run_cli("--help", check=True)
+    for name in ("simulate", "sweep", "fit", "train", "evaluate", "pipeline"):
+        assert name in proc.stdout
+    code = ("import sys, contextlib, io\nfrom astro_rmaat import cli\n"
+            "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
+            "    cli.main(['--help'])\n"
+            "print('brian2' in sys.modules, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip().endswith("False False"), out.stdout + out.stderr

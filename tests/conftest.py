@@ -1,0 +1,42 @@
+"""Shared fixtures. Each package has its own folder of tests mirroring it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Notebooks and the pipeline read this to pick their quick setting.
+os.environ.setdefault("RMAAT_QUICK", "1")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+@pytest.fixture
+def run_cli():
+    """Run ``rmaat ARGS...`` in a fresh process; returns the CompletedProcess (text)."""
+    def run(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 600,
+            check: bool = False) -> subprocess.CompletedProcess:
+        proc = subprocess.run([sys.executable, "-m", "astro_rmaat", *map(str, args)],
+                              cwd=cwd or REPO, env=_env(), capture_output=True, text=True,
+                              timeout=timeout)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"rmaat {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+    return run
