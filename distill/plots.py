@@ -1,0 +1,112 @@
+"""Figures of the distill stage. Every helper takes ``ax=None`` and returns ``ax``."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from astro_rmaat.style import new_axes, plot_style
+
+
+def plot_fits(t, y, fits, chosen=None, ax=None, unit: str = "1", variable: str = "p"):
+    """The data and every candidate's fitted curve (chosen one thick)."""
+    with plot_style():
+        ax = new_axes(ax)
+        ax.plot(t, y, "o", ms=3, color="0.3", label="data", zorder=3)
+        tt = np.linspace(0.0, float(np.max(t)), 400)
+        for f in fits:
+            lw = 2.4 if chosen is not None and f.name == chosen.name else 1.2
+            ax.plot(tt, f.predict(tt), lw=lw, label=f"{f.name} (w={f.akaike_weight:.2f})")
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel(f"{variable} ({unit})")
+        ax.legend(loc="lower right")
+    return ax
+
+
+def plot_residuals(t, y, fits, ax=None):
+    """Residuals (data - model) of each candidate."""
+    with plot_style():
+        ax = new_axes(ax)
+        for f in fits:
+            ax.plot(t, y - f.predict(t), ".-", ms=3, lw=0.8, label=f.name)
+        ax.axhline(0.0, color="0.2", lw=0.8)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("residual")
+    return ax
+
+
+def plot_comparison(fits, ax=None):
+    """ΔAICc and ΔBIC per candidate (lower is better), with Akaike weights as labels."""
+    with plot_style():
+        ax = new_axes(ax)
+        names = [f.name for f in fits]
+        a = np.array([f.aicc for f in fits]); b = np.array([f.bic for f in fits])
+        a = a - np.min(a[np.isfinite(a)]); b = b - np.min(b[np.isfinite(b)])
+        x = np.arange(len(fits))
+        ax.bar(x - 0.2, np.where(np.isfinite(a), a, 0), 0.4, label="ΔAICc")
+        ax.bar(x + 0.2, np.where(np.isfinite(b), b, 0), 0.4, label="ΔBIC")
+        for i, f in enumerate(fits):
+            flag = "" if f.uncertainties_ok else " (!)"
+            ax.annotate(f"w={f.akaike_weight:.2f}{flag}", (x[i], 0), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize=8)
+        ax.set_xticks(x, names)
+        ax.set_yscale("symlog", linthresh=2.0)
+        ax.set_ylabel("Δ criterion (lower is better)")
+        ax.legend()
+    return ax
+
+
+def plot_schedule(name: str, params: dict[str, float], tau_cycle_s: float, Ts=(4, 8, 16, 32),
+                  fit=None, ax=None, level: float = 0.95, n_samples: int = 1000, seed: int = 0,
+                  stream: bool = True):
+    """RF(t, T) for several T (band from ``fit``'s covariance when given), and RF_inf."""
+    from astro_rmaat.errors import DataError
+    from distill import retention as R
+
+    with plot_style():
+        ax = new_axes(ax)
+        import matplotlib as mpl
+        colors = mpl.rcParams["axes.prop_cycle"].by_key().get("color", [None])
+        for j, T in enumerate(Ts):
+            color = colors[j % len(colors)] if colors else None
+            t = np.arange(1, T + 1)
+            ax.plot(t, R.rf(name, params, tau_cycle_s, T), "o-", ms=2.5, color=color, label=f"T={T}")
+            if fit is not None and fit.uncertainties_ok:
+                try:
+                    lo, hi = R.rf_band(fit, tau_cycle_s, T, level, n_samples, seed)
+                    ax.fill_between(t, lo, hi, alpha=0.2, color=color, lw=0)
+                except DataError:
+                    pass
+        if stream:
+            n = max(Ts)
+            ax.plot(np.arange(1, n + 1), R.rf_inf(name, params, tau_cycle_s, n), "k--", lw=1.0,
+                    label="RF_inf (streaming)")
+        ax.set_xlabel("segment t")
+        ax.set_ylabel("retention factor")
+        ax.set_yscale("log")
+        ax.legend()
+    return ax
+
+
+def save_fit_figure(path, t, y, fits, chosen, doc, Ts, unit="1", variable="p") -> Path:
+    """The 2×2 summary figure of one fit (data+fits, residuals, comparison, schedule)."""
+    import matplotlib.pyplot as plt
+    from astro_rmaat.runs import atomic_path
+
+    with plot_style():
+        fig, axes = plt.subplots(2, 2, figsize=(11, 7.5))
+        plot_fits(t, y, fits, chosen, ax=axes[0, 0], unit=unit, variable=variable)
+        axes[0, 0].set_title(f"chosen: {chosen.name}")
+        plot_residuals(t, y, fits, ax=axes[0, 1])
+        plot_comparison(fits, ax=axes[1, 0])
+        plot_schedule(chosen.name, chosen.values, doc["tau_cycle_s"], Ts, fit=chosen, ax=axes[1, 1])
+        axes[1, 1].set_title(f"tau_cycle = {doc['tau_cycle_s']:.4g} s "
+                             f"({doc.get('band', {}).get('level', math.nan):.0%} band)"
+                             if "band" in doc else f"tau_cycle = {doc['tau_cycle_s']:.4g} s (no band)")
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+    return Path(path)
