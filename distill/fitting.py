@@ -13,7 +13,8 @@ starting points; the best start is kept. Each fit reports
   of the residual signs, Shapiro–Wilk normality;
 * ``uncertainties_ok``: False — with the reasons in ``uncertainty_problems`` — when the
   covariance could not be estimated (singular Jacobian), a standard error is not finite,
-  or a parameter sits on a bound. Such a fit is never reported as if it were fine.
+  a parameter sits on a bound, or two parameters are
+  perfectly correlated (|r| > 0.9999: not separately identifiable). Such a fit is never reported as if it were fine.
 
 ``fit(cfg, traces_path, out_dir)`` is the stage entry: it writes ``fit.json``,
 ``retention.json`` and ``fit.png`` into a run directory (``config.json`` first,
@@ -211,7 +212,8 @@ def information_criteria(rss: float, n: int, k: int) -> tuple[float, float, floa
 
 
 # --------------------------------------------------------------------------- one fit
-_METHOD = "least_squares"
+_METHOD = "least_squares"   # scipy's trust-region reflective: native bounds, no sin transform
+MAX_CORRELATION = 0.9999     # |correlation| above this: two parameters are one direction
 def _at_bound(value: float, lo: float, hi: float) -> str | None:
     width = hi - lo
     tol = 1e-6 * width if math.isfinite(width) else 1e-9 * max(abs(value), 1.0)
@@ -300,6 +302,15 @@ def _to_candidate(model: MacroModel, res, t, y, bounds, with_report: bool) -> Ca
                 stderr[p] = None
             else:
                 stderr[p] = s
+    if covar is not None and not problems and len(varied) > 1:
+        sd = np.sqrt(np.diag(covar))
+        corr = covar / np.outer(sd, sd)
+        iu = np.triu_indices(len(varied), 1)
+        worst = int(np.argmax(np.abs(corr[iu])))
+        if abs(corr[iu][worst]) > MAX_CORRELATION:
+            a, b = varied[iu[0][worst]], varied[iu[1][worst]]
+            problems.append(f"{a!r} and {b!r} are not separately identifiable "
+                            f"(correlation {corr[iu][worst]:+.6f})")
     for p in varied:
         side = _at_bound(values[p], *bounds[p])
         if side:

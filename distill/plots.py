@@ -110,3 +110,48 @@ def save_fit_figure(path, t, y, fits, chosen, doc, Ts, unit="1", variable="p") -
             fig.savefig(tmp, format="png")
         plt.close(fig)
     return Path(path)
+
+
+def plot_global(sweep, gf, ax=None, key: str | None = None):
+    """Every sweep point's data and its curve from the global fit (shared shape)."""
+    import matplotlib as mpl
+
+    with plot_style():
+        ax = new_axes(ax)
+        cmap = mpl.colormaps["viridis"]
+        n = len(sweep.points)
+        for i, pt in enumerate(sweep.points):
+            color = cmap(i / max(n - 1, 1))
+            label = pt.point_id if key is None else f"{key}={pt.grid.get(key)}"
+            ax.plot(pt.curve.t, pt.curve.y, "o", ms=2.5, color=color)
+            tt = np.linspace(0.0, float(pt.curve.t.max()), 300)
+            ax.plot(tt, gf.point_candidate(pt.point_id).predict(tt), color=color, label=label)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel(f"{sweep.points[0].curve.variable} ({sweep.points[0].curve.unit})")
+        ax.set_title(f"global {gf.model}: shared {', '.join(gf.shared)}")
+        if n <= 10:
+            ax.legend(fontsize=7)
+    return ax
+
+
+def save_global_figure(path, sweep, gf, doc, Ts) -> Path:
+    """Global fit (data + curves), residuals per point, and the shared schedule."""
+    import matplotlib.pyplot as plt
+    from astro_rmaat.runs import atomic_path
+
+    with plot_style():
+        fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+        key = sweep.keys[0] if sweep.keys else None
+        plot_global(sweep, gf, ax=axes[0], key=key)
+        for pt in sweep.points:
+            f = gf.point_candidate(pt.point_id)
+            axes[1].plot(pt.curve.t, pt.curve.y - f.predict(pt.curve.t), ".-", ms=2, lw=0.6)
+        axes[1].axhline(0.0, color="0.2", lw=0.8)
+        axes[1].set_xlabel("time (s)"); axes[1].set_ylabel("residual (global fit)")
+        ref = gf.point_candidate(sweep.points[0].point_id)
+        plot_schedule(gf.model, ref.values, doc["tau_cycle_s"], Ts, fit=ref, ax=axes[2])
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+    return Path(path)
