@@ -155,3 +155,66 @@ def save_global_figure(path, sweep, gf, doc, Ts) -> Path:
             fig.savefig(tmp, format="png")
         plt.close(fig)
     return Path(path)
+
+
+def plot_param_vs_key(table, key: str, param: str, ax=None, by: list[str] | None = None):
+    """A fitted parameter (± stderr) against one swept key; one line per value of ``by`` keys."""
+    with plot_style():
+        ax = new_axes(ax)
+        groups = table.groupby(by, sort=True) if by else [((), table)]
+        for label, sub in groups:
+            x = sub[key].to_numpy(dtype=float)
+            y = sub[param].to_numpy(dtype=float)
+            col = f"{param}_stderr" if f"{param}_stderr" in sub else f"{param}_sd"
+            err = sub[col].to_numpy(dtype=float) if col in sub else None
+            order = np.argsort(x, kind="stable")
+            name = ", ".join(f"{k}={v}" for k, v in zip(by or [], np.atleast_1d(label))) or None
+            ax.errorbar(x[order], y[order], yerr=None if err is None else err[order], fmt="o-",
+                        ms=3, capsize=2, label=name)
+        x = table[key].to_numpy(dtype=float)
+        if np.all(x > 0) and np.ptp(x) > 0 and x.max() / x.min() > 8:
+            ax.set_xscale("log")
+        ax.set_xlabel(key)
+        ax.set_ylabel(param)
+        if by and len(groups) <= 6:
+            ax.legend(fontsize=7)
+    return ax
+
+
+def save_sensitivity_figure(path, sweep, fits, table, name, tau_cycle_s, horizons) -> Path:
+    """Per swept key: the shape parameters and RF(1, T) against the key; the schedules."""
+    import matplotlib as mpl
+    import matplotlib.pyplot as plt
+    from astro_rmaat.runs import atomic_path
+    from distill import retention as R
+    from distill.models import get_model
+
+    keys = [k for k in sweep.keys if np.issubdtype(np.asarray(table[k]).dtype, np.number)][:3] or [None]
+    shape = list(get_model(name).shape_names)
+    T = horizons[min(1, len(horizons) - 1)]
+    outputs = shape + [f"rf_first_{T}"]
+    ncol = len(outputs) + 1
+    with plot_style():
+        fig, axes = plt.subplots(len(keys), ncol, figsize=(3.4 * ncol, 3.0 * len(keys)), squeeze=False)
+        for i, key in enumerate(keys):
+            for j, o in enumerate(outputs):
+                if key is None:
+                    axes[i, j].plot(table[o].to_numpy(), "o")
+                else:
+                    plot_param_vs_key(table, key, o, ax=axes[i, j],
+                                      by=[k for k in keys if k not in (key, None)] or None)
+            ax = axes[i, -1]
+            cmap = mpl.colormaps["viridis"]
+            vals = table[key].to_numpy(dtype=float) if key else np.arange(len(table))
+            lo, hi = float(np.min(vals)), float(np.max(vals))
+            for pid, v in zip(table["point_id"], vals):
+                f = fits[pid]
+                c = cmap(0.0 if hi == lo else (v - lo) / (hi - lo))
+                ax.plot(np.arange(1, T + 1), R.rf(name, f.values, tau_cycle_s, T), color=c, lw=1.0)
+            ax.set_xlabel("segment t"); ax.set_ylabel(f"RF(t, {T})"); ax.set_yscale("log")
+            ax.set_title(f"colour: {key}" if key else "schedules")
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png")
+        plt.close(fig)
+    return Path(path)
