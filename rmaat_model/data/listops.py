@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import csv
 import math
-import multiprocessing as mp
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 
 from astro_rmaat.errors import ConfigError, DataError
-from rmaat_model.data.base import PAD_ID, TaskSpec, check_max_len, check_split
+from rmaat_model.data.base import PAD_ID, TaskSpec, check_max_len, check_split, pool_context
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -134,7 +133,7 @@ def generate(n: int, seed: int = 0, settings: ListOpsSettings = ListOpsSettings(
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=n, desc="listops", unit="tree")
-    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    pool = pool_context().Pool(workers) if workers > 1 else None
     try:
         while len(out) < n:
             n_chunks = math.ceil((n - len(out)) / chunk_size)

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import multiprocessing as mp
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +49,7 @@ import numpy as np
 import torch
 
 from astro_rmaat.errors import ConfigError, DataError
-from rmaat_model.data.base import PAD_ID, TaskSpec, check_split
+from rmaat_model.data.base import PAD_ID, TaskSpec, check_split, pool_context
 
 SUBDIR = "curv_contour_length_14"
 VOCAB_SIZE = 257
@@ -369,7 +368,7 @@ def _write_batch(args: tuple[str, PathfinderSettings, int, int, int, int]) -> in
     for i in range(count):
         image, scene = generate_image(s, seed, first + i)
         with atomic_path(img_dir / f"sample_{i}.png") as tmp:
-            Image.fromarray(image, mode="L").save(tmp, format="PNG")
+            Image.fromarray(image).save(tmp, format="PNG")
         rows.append(f"imgs/{batch} sample_{i}.png {i} {scene.label} {s.continuity} "
                     f"{s.contour_length} {s.distractor_length} {s.paddle_length} "
                     f"{s.paddle_thickness} {scene.margin:g} 1")
@@ -410,7 +409,7 @@ def generate_files(out_dir: str | Path, *, resolution: int = 32, n: int = 200_00
                    unit="img")
     with runs.Stopwatch() as sw:
         if workers > 1 and len(jobs) > 1:
-            with mp.get_context("spawn").Pool(workers) as pool:
+            with pool_context().Pool(workers) as pool:
                 for done in pool.imap_unordered(_write_batch, jobs):
                     if bar is not None:
                         bar.update(done)
