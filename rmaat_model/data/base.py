@@ -1,0 +1,105 @@
+"""The shared face of the Long Range Arena tasks: a task spec, a loader registry, a collate.
+
+Every task module (``listops``, ``text``, ``retrieval``, ``image``, ``pathfinder``, and the
+synthetic ``recall`` task of the training code) exposes
+``load_split(data_dir, split, max_len) -> (TaskSpec, Dataset)``. Dataset items are dicts
+``{"tokens": LongTensor (L,), "label": int}`` (plus ``"tokens2"`` for the two-document
+Retrieval task), variable length and unpadded. Token id 0 is reserved for padding in every
+task, so byte and pixel tasks shift their values by one (byte ``b`` -> token ``b + 1``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from astro_rmaat.errors import ConfigError
+
+PAD_ID = 0  # reserved padding id, shared by every task
+SPLITS = ("train", "val", "test")
+Split = Literal["train", "val", "test"]
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str         # task name as in TASKS ("listops", "text", ...)
+    vocab_size: int   # number of token ids, padding (0) included
+    n_classes: int    # number of labels; labels are 0 .. n_classes - 1
+    max_len: int      # longest sequence (per document for pair tasks), tokens
+    pad_id: int       # padding id (always PAD_ID = 0)
+    pair: bool        # True when items carry a second document in "tokens2"
+
+
+#: task name -> module exposing load_split(data_dir, split, max_len); imported lazily
+TASKS: dict[str, str] = {
+    "listops": "rmaat_model.data.listops",
+    "text": "rmaat_model.data.text",
+    "retrieval": "rmaat_model.data.retrieval",
+    "image": "rmaat_model.data.image",
+    "pathfinder": "rmaat_model.data.pathfinder",
+    "recall": "rmaat_model.data.synthetic",
+}
+
+
+def check_split(split: str) -> None:
+    if split not in SPLITS:
+        raise ConfigError(f"split = {split!r}: expected one of {', '.join(SPLITS)}")
+
+
+def check_max_len(max_len: int | None, default: int) -> int:
+    """``max_len`` or the task's default; a positive integer."""
+    if max_len is None:
+        return default
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len <= 0:
+        raise ConfigError(f"max_len = {max_len!r}: expected a positive integer (tokens)")
+    return max_len
+
+
+def load_split(task: str, data_dir: str | Path, split: Split,
+               max_len: int | None = None) -> tuple[TaskSpec, torch.utils.data.Dataset]:
+    """The spec and dataset of one split of ``task``, read from ``data_dir``.
+
+    Raises ConfigError for an unknown task or split and DataError (naming the file to
+    obtain, or the ``rmaat generate`` command that writes it) when ``data_dir`` lacks it.
+    """
+    if task not in TASKS:
+        raise ConfigError(f"task = {task!r}: unknown task; expected one of {', '.join(TASKS)}")
+    check_split(split)
+    module = importlib.import_module(TASKS[task])
+    return module.load_split(data_dir, split, max_len)
+
+
+def collate(batch: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
+    """Right-pad a list of items into ``{"tokens": (B, Lmax), "label": (B,)}`` (+ "tokens2")."""
+    if not batch:
+        raise ValueError("collate: empty batch")
+    out = {"tokens": _pad([item["tokens"] for item in batch], pad_id),
+           "label": torch.tensor([int(item["label"]) for item in batch], dtype=torch.long)}
+    if "tokens2" in batch[0]:
+        out["tokens2"] = _pad([item["tokens2"] for item in batch], pad_id)
+    return out
+
+
+def _pad(seqs: list[torch.Tensor], pad_id: int) -> torch.Tensor:
+    longest = max(len(s) for s in seqs)
+    out = torch.full((len(seqs), longest), pad_id, dtype=torch.long)  # (B, Lmax)
+    for i, s in enumerate(seqs):
+        out[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
+    return out
+
+
+def pool_context():
+    """Worker processes for the generators: fork where available (no re-import of torch)."""
+    import multiprocessing as mp
+    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+
+
+def bytes_to_tokens(data: bytes, max_len: int) -> torch.Tensor:
+    """Byte-level tokens (LRA Text/Retrieval): the first ``max_len`` bytes, each + 1."""
+    arr = torch.frombuffer(bytearray(data[:max_len]), dtype=torch.uint8) if data else \
+        torch.empty(0, dtype=torch.uint8)
+    return arr.to(torch.long) + 1
