@@ -1,0 +1,200 @@
+"""Astrocytic Memory Replay Backpropagation (AMRB), full BPTT and truncated BPTT(k).
+
+A segment recurrence is a step ``(segment, memory) -> (output, memory)`` applied to
+segments 0..T-1 from an initial memory, with a loss on the last segment's output or on
+every segment's output. Three ways to get the gradients:
+
+``bptt``   one graph over all T segments; activations of every segment are kept until the
+           backward, so memory grows linearly in T.
+``amrb``   a no-grad forward keeps only the memory entering each segment and the RNG state
+           (CPU, and every CUDA device when CUDA is present); the backward then replays the
+           segments last to first, each inside ``torch.random.fork_rng`` with its recorded RNG
+           state (so dropout masks are the forward's), each with its own small graph, and
+           backpropagates the segment loss (if any) together with the incoming memory
+           gradient, handing the gradient of its input memory to the segment before.
+           Gradients equal BPTT's (same operations, same order per segment, different
+           summation order across segments: float round-off); peak activation memory is one
+           segment's graph plus T memory tensors. The cost is one extra forward.
+``tbptt``  truncated BPTT(k): segments in chunks of k counted back from the last one; the
+           memory entering a chunk is detached. With a loss on the last segment only, the
+           earlier chunks run without a graph (their parameters get no gradient from them).
+
+The memory is a single tensor. If the initial memory carries a graph (a learned initial
+memory expanded to the batch) its gradient flows into that graph exactly once.
+
+``forward_backward`` applies this to the models of ``rmaat_model.model``: the memory is
+the unscaled memory output of each segment, the loss is the classifier's on the final state.
+Whole-sequence archs (transformer, at) have one "segment": every method is plain backprop.
+No DDP hooks are assumed: the caller all-reduces gradients afterwards.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from astro_rmaat.errors import ConfigError
+
+Step = Callable[[Any, torch.Tensor], tuple[Any, torch.Tensor]]
+SegmentLoss = Callable[[Any, int], torch.Tensor]
+METHODS = ("amrb", "bptt", "tbptt")
+
+
+def _cuda_devices() -> list[int]:
+    return list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+
+
+def _rng_state(devices: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
+
+
+def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor]], devices: Sequence[int]) -> None:
+    torch.set_rng_state(state[0])
+    for d, s in zip(devices, state[1]):
+        torch.cuda.set_rng_state(s, d)
+
+
+def _has_loss(i: int, T: int, loss_on: str) -> bool:
+    return loss_on == "every" or i == T - 1
+
+
+def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss_fn: SegmentLoss, *,
+                 method: Literal["amrb", "bptt", "tbptt"] = "amrb", k: int | None = None,
+                 loss_on: Literal["last", "every"] = "last",
+                 stats: dict | None = None) -> tuple[torch.Tensor, Any]:
+    """Forward and backward through the recurrence; populates ``.grad``.
+
+    ``loss_fn(output, i)`` is the loss of segment i (a scalar); the total loss is the sum
+    over the segments that carry one. Returns (total loss detached, last output detached).
+    ``stats``, when given, receives ``stored_memory_bytes`` (AMRB's kept memories).
+    """
+    segments = list(segments)
+    T = len(segments)
+    if T == 0:
+        raise ConfigError("run_segments: expected at least one segment")
+    if loss_on not in ("last", "every"):
+        raise ConfigError(f"loss_on = {loss_on!r}: expected 'last' or 'every'")
+    if method == "bptt":
+        return _bptt(step, segments, memory, loss_fn, loss_on)
+    if method == "tbptt":
+        if k is None or isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ConfigError(f"truncated BPTT needs k = segments to backpropagate through, an integer >= 1; got {k!r}")
+        return _tbptt(step, segments, memory, loss_fn, loss_on, k)
+    if method == "amrb":
+        return _amrb(step, segments, memory, loss_fn, loss_on, stats)
+    raise ConfigError(f"method = {method!r}: expected one of {', '.join(map(repr, METHODS))}")
+
+
+def _detach_out(out: Any) -> Any:
+    return out.detach() if isinstance(out, torch.Tensor) else out
+
+
+def _bptt(step, segments, memory, loss_fn, loss_on):
+    T, total, out = len(segments), None, None
+    for i, seg in enumerate(segments):
+        out, memory = step(seg, memory)
+        if _has_loss(i, T, loss_on):
+            li = loss_fn(out, i)
+            total = li if total is None else total + li
+    total.backward()
+    return total.detach(), _detach_out(out)
+
+
+def _tbptt(step, segments, memory, loss_fn, loss_on, k):
+    T, total, out = len(segments), 0.0, None
+    # chunk boundaries counted back from the last segment: [.., T-2k), [T-2k, T-k), [T-k, T)
+    starts = list(range(T - k, 0, -k))[::-1]
+    bounds = list(zip([0] + starts, starts + [T]))
+    for j, (a, b) in enumerate(bounds):
+        if j > 0:
+            memory = memory.detach()
+        needs_grad = any(_has_loss(i, T, loss_on) for i in range(a, b))
+        with torch.set_grad_enabled(needs_grad and torch.is_grad_enabled()):
+            chunk_loss = None
+            for i in range(a, b):
+                out, memory = step(segments[i], memory)
+                if _has_loss(i, T, loss_on):
+                    li = loss_fn(out, i)
+                    chunk_loss = li if chunk_loss is None else chunk_loss + li
+        if chunk_loss is not None:
+            chunk_loss.backward()
+            total = total + chunk_loss.detach()
+    return torch.as_tensor(total).detach(), _detach_out(out)
+
+
+def _amrb(step, segments, memory, loss_fn, loss_on, stats):
+    T = len(segments)
+    devices = _cuda_devices()
+    kept: list[torch.Tensor] = []           # memory entering segment i (i >= 1)
+    rng: list[tuple] = []                   # RNG state before segment i
+    with torch.no_grad():
+        m = memory.detach()
+        for i, seg in enumerate(segments):
+            rng.append(_rng_state(devices))
+            kept.append(m)
+            _, m = step(seg, m)
+    if stats is not None:
+        stats["stored_memory_bytes"] = sum(x.numel() * x.element_size() for x in kept[1:])
+    grad_m: torch.Tensor | None = None
+    total, last_out = None, None
+    for i in range(T - 1, -1, -1):
+        with torch.random.fork_rng(devices=devices):
+            _set_rng_state(rng[i], devices)
+            with torch.enable_grad():
+                m_in = memory if i == 0 else kept[i].detach().requires_grad_(True)
+                out, m_out = step(segments[i], m_in)
+                tensors, grads = [], []
+                if _has_loss(i, T, loss_on):
+                    li = loss_fn(out, i)
+                    tensors.append(li); grads.append(None)
+                    total = li.detach() if total is None else total + li.detach()
+                if grad_m is not None and m_out.requires_grad:
+                    tensors.append(m_out); grads.append(grad_m)
+                if tensors:
+                    torch.autograd.backward(tensors, grads)
+        if i == T - 1:
+            last_out = _detach_out(out)
+        if i > 0:
+            grad_m = m_in.grad if m_in.grad is not None else torch.zeros_like(m_in)
+        kept[i] = None  # type: ignore[call-overload]  (free as we go)
+        del out, m_out
+    return total, last_out
+
+
+# --------------------------------------------------------------------------- the models
+def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
+                     method: Literal["amrb", "bptt", "tbptt"] = "amrb", k: int | None = None,
+                     tokens2: torch.Tensor | None = None,
+                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+                     stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward AND backward of one batch (``.grad`` populated, accumulated like ``backward``).
+
+    ``loss_fn(logits, labels)`` should reduce to the batch mean (cross-entropy's default).
+    Returns (loss detached, logits (B, K) detached). A ``DistributedDataParallel`` wrapper
+    is unwrapped (``.module``): all-reduce the gradients yourself afterwards.
+    """
+    if method not in METHODS:
+        raise ConfigError(f"method = {method!r}: expected one of {', '.join(map(repr, METHODS))}")
+    model = getattr(model, "module", model)
+    plan = model.plan(tokens, tokens2)
+    if not model.has_memory:
+        logits = model.readout(plan, model.encode(plan))
+        loss = loss_fn(logits, labels)
+        loss.backward()
+        return loss.detach(), logits.detach()
+    captured: dict[str, torch.Tensor] = {}
+
+    def step(t: int, state: torch.Tensor):
+        new = model.step(plan, t, state)
+        return new, new
+
+    def loss_last(state: torch.Tensor, i: int) -> torch.Tensor:
+        logits = model.readout(plan, state)
+        captured["logits"] = logits.detach()
+        return loss_fn(logits, labels)
+
+    loss, _ = run_segments(step, range(plan.n_segments), model.initial_memory(plan), loss_last,
+                           method=method, k=k, loss_on="last", stats=stats)
+    return loss, captured["logits"]

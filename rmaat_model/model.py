@@ -1,0 +1,454 @@
+"""RMAAT and its iso-architecture baselines, in one file.
+
+RMAAT (Mia, Bal, Sengupta, ICLR 2026) is a segment-recurrent encoder: the sequence is cut
+into T segments, M memory tokens are joined to each segment, attention inside a segment is
+the linear-cost *astromorphic* attention, and the memory outputs of segment t, scaled by
+the LTP retention factor RF(t, T) of a ``retention.json``, are the memory of segment t+1.
+
+    arch          attention inside a window             memory   retention
+    rmaat         astromorphic (H_neuron + H_astro)     yes      cfg.retention
+    rmt           softmax                               yes      none (paper's RMT)
+    rlt           normalised linear (alpha=1, no H_astro) yes    none (paper's RLT)
+    at            astromorphic over the whole sequence  no       -
+    transformer   softmax over the whole sequence       no       -
+
+All five share one code path (embedding, pre-LN blocks, heads); only the attention kernel
+and the recurrence differ, so a comparison is iso-architecture at equal width and depth.
+
+Shape legend
+    B   batch (B' = 2B when the two-tower matching head stacks both documents)
+    L   tokens per sequence as given (padded with pad_id at the end)
+    N   segment_len, tokens per segment        T   segments (per sequence: T_b = ceil(len_b / N))
+    M   n_mem, memory tokens                   W   window attended at once (M + N, or L)
+    D   d_model      nh  n_heads      hs  head size = D / nh      m  astro processes (= hs)
+    V   vocab_size   K   n_classes
+
+Open choices the paper leaves (each decided here, documented where it is made):
+    * phi = elu + 1 on Q, K and R (paper).
+    * R (W x m): positions of the window and m process centres both on [0, 1):
+      pos_w = w / W_cap, c_j = (j + 1/2) / m, r_wj = exp(-|pos_w - c_j| * astro_scale), with
+      W_cap the window *capacity* (M + N, or max_len), never the actual length, so padding
+      cannot move the map. m must equal hs: H_astro (m x hs) is added to H_neuron (hs x hs).
+    * The 1/m of the paper divides H_neuron and H_astro only, not C (literal reading). With
+      alpha = 1 and H_astro off the layer is therefore normalised linear attention / m; the
+      constant is absorbed by the output projection. RLT uses exactly that kernel.
+    * g = (sum_t phi(k_t))^alpha elementwise over the head dimension, sums over real keys
+      only (padding masked out of every sum); alpha = 0.25 (predecessor paper).
+    * "+ X" is the block's residual connection (pre-LN blocks, nanoGPT style).
+    * Memory tokens sit before the segment tokens; attention within [mem; segment] is
+      bidirectional (encoder). The initial memory is learned. The state handed between
+      segments is the *unscaled* memory output; RF(t, T) multiplies it as it enters segment
+      t+1, which is the paper's mem_{t+1} = RF(t, T) mem'_{t+1}, and lets the classifier
+      read the last segment's memory unscaled (pool = "mem").
+    * T and RF(t, T) come from each sequence's real length; segments past a sequence's end
+      leave its state untouched, so appending padding cannot change the logits.
+    * AT and Transformer attend over the whole (real part of the) sequence with learned
+      absolute positions; segment_len and n_mem do not apply to them.
+    * Positions of memory archs are learned per in-segment offset (same for every segment).
+
+Third-party imports: torch only. Reading a retention.json goes through
+``astro_rmaat.retention`` (NumPy), imported only when ``build_model`` reads a file.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from astro_rmaat.errors import ConfigError, DataError
+
+ARCHS = ("rmaat", "rmt", "rlt", "transformer", "at")
+MEMORY_ARCHS = ("rmaat", "rmt", "rlt")
+RETENTIONS = ("ltp", "stream", "learned", "none")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: Literal["rmaat", "rmt", "rlt", "transformer", "at"] = "rmaat"  # model family (table in module doc)
+    vocab_size: int = 32          # token ids are 0 .. vocab_size-1, pad_id included
+    n_classes: int = 10           # K, classifier outputs
+    max_len: int = 2048           # longest real sequence accepted (tokens); longer input is an error
+    pad_id: int = 0               # padding token id, masked out of every sum
+    d_model: int = 64             # D, residual width
+    n_heads: int = 4              # nh, attention heads (D must be divisible by nh)
+    n_layers: int = 2             # encoder blocks
+    d_ff: int = 128               # hidden width of the feed-forward sublayer
+    dropout: float = 0.1          # dropout probability (embeddings, attention output, FFN)
+    segment_len: int = 128        # N, tokens per segment (memory archs only)
+    n_mem: int = 8                # M, memory tokens (memory archs only; must be >= 1 there)
+    retention: Literal["ltp", "stream", "learned", "none"] = "ltp"  # rmaat's memory scaling: RF(t,T) from
+    #   retention_file / RF_inf(t) (no T) / learned table initialised from ltp / unscaled.
+    #   rmt and rlt are the paper's baselines without RF: for them it is always "none".
+    retention_file: str | None = None  # retention.json; None -> astro_rmaat.retention.default_retention_path()
+    alpha: float = 0.25           # presynaptic exponent in g = (sum phi(k))^alpha (rmaat, at)
+    n_astro: int | None = None    # m, astro processes per head; None -> head size (the only valid value)
+    astro_scale: float = 8.0      # decay rate of r = exp(-|pos - c| * scale), positions on [0, 1) per window
+    head: Literal["cls", "match"] = "cls"  # cls: one sequence; match: two-tower document pair (tokens2)
+    pool: Literal["auto", "mem", "mean"] = "auto"  # readout: mem = mean of the last real segment's memory
+    #   outputs (memory archs); mean = mean over real tokens (whole-sequence archs); auto picks by arch.
+
+    def __post_init__(self):
+        def check_choice(name, value, choices):
+            if value not in choices:
+                raise ConfigError(f"model {name} = {value!r}: expected one of {', '.join(map(repr, choices))}")
+        check_choice("arch", self.arch, ARCHS)
+        check_choice("retention", self.retention, RETENTIONS)
+        check_choice("head", self.head, ("cls", "match"))
+        check_choice("pool", self.pool, ("auto", "mem", "mean"))
+        for name in ("vocab_size", "n_classes", "max_len", "d_model", "n_heads", "n_layers", "d_ff",
+                     "segment_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model {name} = {value!r}: expected an integer >= 1")
+        if self.n_classes < 2 and self.head == "cls":
+            raise ConfigError(f"model n_classes = {self.n_classes}: expected at least 2")
+        if not (isinstance(self.pad_id, int) and 0 <= self.pad_id < self.vocab_size):
+            raise ConfigError(f"model pad_id = {self.pad_id!r}: expected an id in [0, vocab_size={self.vocab_size})")
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"model d_model = {self.d_model} is not divisible by n_heads = {self.n_heads}")
+        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
+            raise ConfigError(f"model dropout = {self.dropout!r}: expected a probability in [0, 1)")
+        if self.arch in MEMORY_ARCHS and (not isinstance(self.n_mem, int) or self.n_mem < 1):
+            raise ConfigError(f"model n_mem = {self.n_mem!r}: arch {self.arch!r} carries memory tokens "
+                              "between segments; expected an integer >= 1")
+        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha <= 1):
+            raise ConfigError(f"model alpha = {self.alpha!r}: expected 0 < alpha <= 1")
+        if not (isinstance(self.astro_scale, (int, float)) and self.astro_scale > 0
+                and math.isfinite(self.astro_scale)):
+            raise ConfigError(f"model astro_scale = {self.astro_scale!r}: expected a finite positive number")
+        hs = self.d_model // self.n_heads
+        if self.n_astro is not None and self.n_astro != hs:
+            raise ConfigError(f"model n_astro = {self.n_astro!r}: H_astro (m x hs) is added to H_neuron "
+                              f"(hs x hs), so m must equal the head size d_model/n_heads = {hs} (or be null)")
+        if self.pool == "mem" and self.arch not in MEMORY_ARCHS:
+            raise ConfigError(f"model pool = 'mem' needs memory tokens; arch {self.arch!r} has none "
+                              "(use 'mean' or 'auto')")
+        if self.pool == "mean" and self.arch in MEMORY_ARCHS:
+            raise ConfigError(f"model pool = 'mean' is not available for memory arch {self.arch!r}: its "
+                              "classifier reads the last segment's memory (use 'mem' or 'auto')")
+
+    # derived quantities -------------------------------------------------------------
+    @property
+    def has_memory(self) -> bool:
+        return self.arch in MEMORY_ARCHS
+
+    @property
+    def head_size(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def max_segments(self) -> int:
+        """T_cap = ceil(max_len / N): the largest T the retention table must hold."""
+        return -(-self.max_len // self.segment_len)
+
+    @property
+    def effective_retention(self) -> str:
+        return self.retention if self.arch == "rmaat" else "none"
+
+    @property
+    def kernel(self) -> str:
+        return {"rmaat": "astro", "at": "astro", "rlt": "linear"}.get(self.arch, "softmax")
+
+
+# --------------------------------------------------------------------------- attention kernels
+def phi(x: torch.Tensor) -> torch.Tensor:
+    """Positive feature map of the paper: elu(x) + 1 > 0."""
+    return F.elu(x) + 1.0
+
+
+def astro_map(w_cap: int, m: int, scale: float) -> torch.Tensor:
+    """phi(R), (w_cap, m): distance decay between window positions and m process centres."""
+    pos = torch.arange(w_cap, dtype=torch.float64) / w_cap          # (W,)
+    centre = (torch.arange(m, dtype=torch.float64) + 0.5) / m       # (m,)
+    r = torch.exp(-(pos[:, None] - centre[None, :]).abs() * scale)  # (W, m)
+    return phi(r).float()
+
+
+def astromorphic_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor,
+                           phi_r: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """Astromorphic attention, linear in W.
+
+    q, k, v: (B, nh, W, hs); key_mask: (B, W) bool, True for real keys; phi_r: (W, m=hs) or
+    None (H_astro off). Returns phi(Q) (H_neuron + H_astro) / C, (B, nh, W, hs).
+    """
+    m = q.shape[-1]
+    mask = key_mask[:, None, :, None].to(q.dtype)                   # (B, 1, W, 1)
+    fq = phi(q)                                                     # (B, nh, W, hs)
+    fk = phi(k) * mask                                              # (B, nh, W, hs) padding -> 0
+    H = fk.transpose(-2, -1) @ v / m                                # H_neuron (B, nh, hs, hs)
+    if phi_r is not None:
+        H = H + phi_r.transpose(0, 1) @ (v * mask) / m              # + H_astro (B, nh, m, hs)
+    g = fk.sum(dim=-2).pow(alpha)                                   # (B, nh, hs)
+    C = (fq * g[:, :, None, :]).sum(dim=-1, keepdim=True)           # (B, nh, W, 1)
+    return (fq @ H) / C                                             # (B, nh, W, hs)
+
+
+def softmax_attention(q, k, v, key_mask: torch.Tensor | None) -> torch.Tensor:
+    """Scaled dot-product attention; key_mask (B, W) bool or None when nothing is padded."""
+    mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, W)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, W, hs)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig, w_cap: int):
+        super().__init__()
+        self.nh, self.hs, self.kernel, self.alpha = cfg.n_heads, cfg.head_size, cfg.kernel, cfg.alpha
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        if self.kernel == "astro":  # geometry from config: rebuilt, not stored
+            self.register_buffer("phi_r", astro_map(w_cap, self.hs, cfg.astro_scale), persistent=False)
+        else:
+            self.phi_r = None
+
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool) -> torch.Tensor:
+        B, W, D = x.shape
+        q, k, v = self.qkv(x).view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, W, hs)
+        if self.kernel == "softmax":
+            y = softmax_attention(q, k, v, None if all_real else key_mask)
+        elif self.kernel == "astro":
+            y = astromorphic_attention(q, k, v, key_mask, self.phi_r[:W].to(x.dtype), self.alpha)
+        else:  # plain normalised linear attention (RLT): alpha = 1, no H_astro
+            y = astromorphic_attention(q, k, v, key_mask, None, 1.0)
+        return self.proj(y.transpose(1, 2).reshape(B, W, D))
+
+
+class Block(nn.Module):
+    """Pre-LN encoder block: x + Attn(LN x), then x + FFN(LN x)."""
+
+    def __init__(self, cfg: ModelConfig, w_cap: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = Attention(cfg, w_cap)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.ffn = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x, key_mask, all_real):
+        x = x + self.drop(self.attn(self.ln1(x), key_mask, all_real))
+        return x + self.drop(self.ffn(self.ln2(x)))
+
+
+# --------------------------------------------------------------------------- the model
+@dataclass
+class Plan:
+    """A batch made ready: lengths, segment counts, tokens cut to what is needed."""
+
+    tokens: torch.Tensor     # (B', T*N) memory archs, (B', max real length) otherwise
+    key_mask: torch.Tensor   # same shape, bool: True for real tokens
+    lengths: torch.Tensor    # (B',) real length = index of the last non-pad token + 1
+    n_seg: torch.Tensor      # (B',) T_b = ceil(len_b / N) (1 for whole-sequence archs)
+    n_segments: int          # T = max_b T_b
+    batch: int               # B, sequences per tower
+    all_real: bool           # no padding anywhere (lets softmax skip its mask)
+
+
+class RMAAT(nn.Module):
+    """Every arch of the module table; ``forward`` is the full-graph (BPTT) pass.
+
+    The recurrence is exposed step by step for AMRB (rmaat_model.amrb):
+    ``plan`` -> ``initial_memory`` -> ``step`` (t = 0 .. T-1) -> ``readout``.
+    """
+
+    def __init__(self, cfg: ModelConfig, rf_table: torch.Tensor | None = None):
+        super().__init__()
+        self.cfg = cfg
+        D = cfg.d_model
+        self.tok_emb = nn.Embedding(cfg.vocab_size, D)
+        if cfg.has_memory:
+            w_cap = cfg.n_mem + cfg.segment_len
+            self.pos_emb = nn.Parameter(torch.randn(cfg.segment_len, D) * 0.02)   # (N, D) in-segment offset
+            self.mem_init = nn.Parameter(torch.randn(cfg.n_mem, D) * 0.02)        # (M, D) learned memory
+            Tc = cfg.max_segments
+            if rf_table is None:
+                rf_table = torch.ones(Tc, Tc)
+            if tuple(rf_table.shape) != (Tc, Tc):
+                raise ConfigError(f"retention table has shape {tuple(rf_table.shape)}; expected ({Tc}, {Tc}) "
+                                  f"= ceil(max_len / segment_len) squared")
+            rf_table = rf_table.detach().to(torch.float32).clone()
+            if cfg.effective_retention == "learned":  # own learning rate, no weight decay: param_groups()
+                self.rf_table = nn.Parameter(rf_table)             # (T_cap, T_cap): RF(t, T) at [T-1, t-1]
+            else:
+                self.register_buffer("rf_table", rf_table)
+        else:
+            w_cap = cfg.max_len
+            self.pos_emb = nn.Parameter(torch.randn(cfg.max_len, D) * 0.02)       # (max_len, D) absolute
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, w_cap) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(D)
+        if cfg.head == "match":  # two-tower: shared encoder, features [u, v, u*v, u-v]
+            self.head = nn.Sequential(nn.Linear(4 * D, D), nn.GELU(), nn.Linear(D, cfg.n_classes))
+        else:
+            self.head = nn.Linear(D, cfg.n_classes)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+
+    @property
+    def has_memory(self) -> bool:
+        return self.cfg.has_memory
+
+    def param_groups(self, lr: float, weight_decay: float, retention_lr: float | None = None) -> list[dict]:
+        """AdamW groups: matrices decay; biases, LayerNorms, embeddings-free vectors do not;
+        the learned retention table (name ``rf_table``) gets ``retention_lr`` (default lr) and no decay."""
+        decay, no_decay, retention = [], [], []
+        for name, p in self.named_parameters():
+            if not p.requires_grad:
+                continue
+            if name == "rf_table":
+                retention.append(p)
+            elif p.dim() >= 2 and name not in ("mem_init",):
+                decay.append(p)
+            else:
+                no_decay.append(p)
+        groups = [{"params": decay, "lr": lr, "weight_decay": weight_decay},
+                  {"params": no_decay, "lr": lr, "weight_decay": 0.0}]
+        if retention:
+            groups.append({"params": retention, "lr": lr if retention_lr is None else retention_lr,
+                           "weight_decay": 0.0})
+        return groups
+
+    # -- input ----------------------------------------------------------------------------
+    def plan(self, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> Plan:
+        cfg = self.cfg
+        if cfg.head == "match" and tokens2 is None:
+            raise DataError("the matching head needs a second document: pass tokens2 (B, L2)")
+        if cfg.head == "cls" and tokens2 is not None:
+            raise DataError("tokens2 was given but the model's head is 'cls'; use head='match' for pairs")
+        towers = [tokens] if tokens2 is None else [tokens, tokens2]
+        for i, x in enumerate(towers):
+            if x.dim() != 2 or x.dtype not in (torch.int64, torch.int32):
+                raise DataError(f"tokens{'' if i == 0 else '2'}: expected an integer tensor (B, L); "
+                                f"got {tuple(x.shape)} {x.dtype}")
+        if tokens2 is not None:
+            if tokens2.shape[0] != tokens.shape[0]:
+                raise DataError(f"tokens has {tokens.shape[0]} rows but tokens2 has {tokens2.shape[0]}")
+            L = max(tokens.shape[1], tokens2.shape[1])
+            towers = [F.pad(x, (0, L - x.shape[1]), value=cfg.pad_id) for x in towers]
+        x = torch.cat(towers, dim=0).long()                                   # (B', L)
+        nonpad = x != cfg.pad_id
+        pos1 = torch.arange(1, x.shape[1] + 1, device=x.device)
+        lengths = (nonpad * pos1).amax(dim=1) if x.shape[1] else torch.zeros(x.shape[0], dtype=torch.long)
+        longest, shortest = int(lengths.max()), int(lengths.min())
+        if longest > cfg.max_len:
+            raise DataError(f"sequence of {longest} tokens is longer than the model's max_len = {cfg.max_len}")
+        if shortest == 0:
+            raise DataError("a sequence holds only padding (pad_id = {}); expected at least one real token"
+                            .format(cfg.pad_id))
+        if int(x.max()) >= cfg.vocab_size or int(x.min()) < 0:
+            raise DataError(f"token id {int(x.max()) if int(x.max()) >= cfg.vocab_size else int(x.min())} "
+                            f"is outside the vocabulary [0, {cfg.vocab_size})")
+        if cfg.has_memory:
+            N = cfg.segment_len
+            n_seg = (lengths + N - 1) // N
+            T = int(n_seg.max())
+            width = T * N
+        else:
+            n_seg = torch.ones_like(lengths)
+            T, width = 1, longest
+        x = F.pad(x, (0, width - x.shape[1]), value=cfg.pad_id) if width > x.shape[1] else x[:, :width]
+        key_mask = x != cfg.pad_id
+        return Plan(tokens=x, key_mask=key_mask, lengths=lengths, n_seg=n_seg, n_segments=T,
+                    batch=tokens.shape[0], all_real=bool(key_mask.all()))
+
+    # -- the recurrence (memory archs) ----------------------------------------------------
+    def initial_memory(self, plan: Plan) -> torch.Tensor:
+        return self.mem_init.unsqueeze(0).expand(plan.tokens.shape[0], -1, -1)   # (B', M, D)
+
+    def retention_scale(self, plan: Plan, t: int) -> torch.Tensor:
+        """RF(t, T_b) per sequence for the state leaving 0-based segment t-1: (B',)."""
+        return self.rf_table[plan.n_seg - 1, t - 1]
+
+    def step(self, plan: Plan, t: int, state: torch.Tensor) -> torch.Tensor:
+        """Segment t (0-based): state (B', M, D) unscaled memory output of segment t-1 -> the same of t."""
+        cfg, N, M = self.cfg, self.cfg.segment_len, self.cfg.n_mem
+        seg = plan.tokens[:, t * N:(t + 1) * N]                              # (B', N)
+        seg_mask = plan.key_mask[:, t * N:(t + 1) * N]                       # (B', N)
+        mem = state if t == 0 else state * self.retention_scale(plan, t).to(state.dtype)[:, None, None]
+        x = torch.cat([mem, self.drop(self.tok_emb(seg) + self.pos_emb)], dim=1)   # (B', M+N, D)
+        key_mask = torch.cat([seg_mask.new_ones(seg.shape[0], M), seg_mask], dim=1)   # (B', M+N)
+        all_real = bool(seg_mask.all()) if cfg.kernel == "softmax" else False
+        for block in self.blocks:
+            x = block(x, key_mask, all_real)
+        active = (t < plan.n_seg)[:, None, None]                             # (B', 1, 1)
+        return torch.where(active, x[:, :M], state)                         # (B', M, D)
+
+    # -- whole-sequence archs -------------------------------------------------------------
+    def encode(self, plan: Plan) -> torch.Tensor:
+        """Transformer / AT: final hidden states of the whole sequence, (B', L', D)."""
+        W = plan.tokens.shape[1]
+        x = self.drop(self.tok_emb(plan.tokens) + self.pos_emb[:W])          # (B', L', D)
+        for block in self.blocks:
+            x = block(x, plan.key_mask, plan.all_real)
+        return x
+
+    # -- readout --------------------------------------------------------------------------
+    def features(self, plan: Plan, state: torch.Tensor) -> torch.Tensor:
+        """(B', D) pooled features from the final memory state (B', M, D) or hidden states (B', L', D)."""
+        h = self.ln_f(state)
+        if self.has_memory:
+            return h.mean(dim=1)
+        mask = plan.key_mask.unsqueeze(-1).to(h.dtype)                      # (B', L', 1)
+        return (h * mask).sum(dim=1) / mask.sum(dim=1)
+
+    def readout(self, plan: Plan, state: torch.Tensor) -> torch.Tensor:
+        """logits (B, K)."""
+        f = self.features(plan, state)
+        if self.cfg.head == "match":
+            u, v = f[:plan.batch], f[plan.batch:]
+            f = torch.cat([u, v, u * v, u - v], dim=-1)                      # (B, 4D)
+        return self.head(f)
+
+    def forward(self, tokens: torch.Tensor, tokens2: torch.Tensor | None = None) -> torch.Tensor:
+        """Full-graph forward: tokens (B, L) [, tokens2 (B, L2)] -> logits (B, K)."""
+        plan = self.plan(tokens, tokens2)
+        if self.has_memory:
+            state = self.initial_memory(plan)
+            for t in range(plan.n_segments):
+                state = self.step(plan, t, state)
+        else:
+            state = self.encode(plan)
+        return self.readout(plan, state)
+
+
+# --------------------------------------------------------------------------- construction
+def retention_table(cfg: ModelConfig) -> torch.Tensor | None:
+    """RF table (T_cap, T_cap) for cfg, with RF(t, T) at [T-1, t-1]; None when no file is needed."""
+    mode = cfg.effective_retention
+    if not cfg.has_memory or mode == "none":
+        return None
+    from astro_rmaat import retention as retention_io  # NumPy only
+
+    path = cfg.retention_file if cfg.retention_file is not None else retention_io.default_retention_path()
+    schedule = retention_io.load_retention(path)
+    Tc = cfg.max_segments
+    if schedule.max_segments < Tc:
+        raise ConfigError(f"retention file {str(path)!r} tabulates {schedule.max_segments} cycles but the model "
+                          f"needs up to T = ceil(max_len / segment_len) = {Tc} segments; regenerate it with "
+                          "more cycles or lower max_len")
+    table = torch.zeros(Tc, Tc, dtype=torch.float64)
+    if mode == "stream":  # RF_inf(t): the same in every row, no T needed
+        table[:] = torch.as_tensor(schedule.rf_stream(Tc).tolist(), dtype=torch.float64)
+    else:  # ltp, and learned initialised from ltp
+        for T in range(1, Tc + 1):
+            table[T - 1, :T] = torch.as_tensor(schedule.rf(T).tolist(), dtype=torch.float64)
+    return table
+
+
+def build_model(cfg: ModelConfig, *, rf_table: torch.Tensor | None = None) -> RMAAT:
+    """The model for ``cfg``. The retention file is read unless ``rf_table`` is given (checkpoints)."""
+    if not isinstance(cfg, ModelConfig):
+        raise ConfigError(f"build_model expects a ModelConfig; got {type(cfg).__name__}")
+    if rf_table is None:
+        rf_table = retention_table(cfg)
+    return RMAAT(cfg, rf_table)
