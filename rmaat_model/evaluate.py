@@ -16,7 +16,8 @@ from astro_rmaat.config import read_json_file
 from astro_rmaat.errors import ConfigError, DataError
 from rmaat_model import distributed as D
 from rmaat_model.data.base import check_split, load_split
-from rmaat_model.train import BEST_FILE, MODEL_FILE, config_from_dict, evaluate_dataset
+from rmaat_model.train import (BEST_FILE, MODEL_FILE, config_from_dict, evaluate_dataset,
+                               load_weights)
 
 
 def evaluate(run_dir: str | Path, split: str = "test", *, weights: Literal["best", "last"] = "best",
@@ -27,7 +28,6 @@ def evaluate(run_dir: str | Path, split: str = "test", *, weights: Literal["best
     ``data_dir`` replaces the directory stored in the run's config (data moved since).
     Returns ``{"split", "weights", "loss", "acc", "n", "step"...}``.
     """
-    from rmaat_model import checkpoint
     run = Path(run_dir)
     check_split(split)
     if weights not in ("best", "last"):
@@ -43,7 +43,8 @@ def evaluate(run_dir: str | Path, split: str = "test", *, weights: Literal["best
     spec, dataset = load_split(cfg.task, data_dir if data_dir is not None else cfg.data_dir,
                                split, cfg.max_len)
     dev = D.pick_device(device)
-    model, mcfg = checkpoint.load(wpath, map_location=dev)
+    model = load_weights(run, wpath.name, dev)
+    mcfg = model.cfg
     if (mcfg.vocab_size, mcfg.n_classes) != (spec.vocab_size, spec.n_classes):
         raise DataError(f"{str(wpath)!r} was trained for vocab {mcfg.vocab_size} / "
                         f"{mcfg.n_classes} classes but {cfg.task} data has "

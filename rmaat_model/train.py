@@ -4,7 +4,8 @@ A run directory holds::
 
     config.json         the TrainConfig (written first; the key to resuming)
     metrics.csv         one row per evaluation (step, lr, train/val loss and accuracy, time)
-    model.safetensors   the latest weights + the ModelConfig that rebuilds the model
+    model.safetensors   the latest weights (rmaat_model.checkpoint.load_model reads it)
+    model_config.json   the ModelConfig that rebuilds the model of both weight files
     best.safetensors    the weights with the best validation accuracy so far
     ckpt.pt             full resume state: model, optimiser, scheduler, step, per-rank RNG
                         states, best-so-far, metrics rows (the data position is the step)
@@ -159,31 +160,13 @@ def load_data(cfg: TrainConfig, splits=("train", "val", "test")) -> tuple[TaskSp
 
 
 def param_groups(model: torch.nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
-    """AdamW groups: matrices with weight decay; biases, norms, gains without; a learned
-    retention schedule in its own group at ``retention_lr`` without weight decay."""
-    retention_ids = {id(p) for p in retention_parameters(model)}
-    decay, no_decay, retention = [], [], []
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        if id(p) in retention_ids:
-            retention.append(p)
-        elif p.ndim >= 2 and "embed" not in name.lower():
-            decay.append(p)
-        else:
-            no_decay.append(p)
-    groups = [{"params": decay, "weight_decay": optim.weight_decay, "name": "decay"},
-              {"params": no_decay, "weight_decay": 0.0, "name": "no_decay"}]
-    if retention:
-        groups.append({"params": retention, "weight_decay": 0.0, "lr": optim.retention_lr,
-                       "name": "retention"})
+    """AdamW groups from the model (``RMAAT.param_groups``): matrices with weight decay;
+    biases, norms and the initial memory without; a ``learned`` retention table in its own
+    group at ``retention_lr`` without weight decay. Each group is named for the logs."""
+    groups = D.unwrap(model).param_groups(optim.lr, optim.weight_decay, optim.retention_lr)
+    for group, name in zip(groups, ("decay", "no_decay", "retention")):
+        group["name"] = name
     return [g for g in groups if g["params"]]
-
-
-def retention_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
-    """The parameters of a ``learned`` retention schedule (empty for the other modes)."""
-    fn = getattr(model, "retention_parameters", None)
-    return list(fn()) if callable(fn) else []
 
 
 class WarmupCosine:
@@ -298,11 +281,44 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def save_weights(path: Path, model: torch.nn.Module, mcfg: ModelConfig) -> None:
-    """safetensors weights + the ModelConfig JSON, atomically."""
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    """The state_dict as safetensors at ``path``, and the ModelConfig that rebuilds it
+    beside it (``model_config.json``, the layout of :mod:`rmaat_model.checkpoint`);
+    both atomically."""
+    from safetensors.torch import save
+
     from rmaat_model import checkpoint
-    with runs.atomic_path(path) as tmp:
-        checkpoint.save(D.unwrap(model), mcfg, tmp)
+    model = D.unwrap(model)
+    cfg_path = path.parent / checkpoint.CONFIG_FILE
+    if not cfg_path.is_file():
+        runs.atomic_write_json(cfg_path, to_dict(model.cfg))
+    tensors = {k: t.detach().to("cpu").contiguous() for k, t in model.state_dict().items()}
+    runs.atomic_write_bytes(path, save(tensors, metadata={"format": "pt"}))
+
+
+def load_weights(run_dir: str | Path, name: str = BEST_FILE,
+                 device: torch.device | str = "cpu") -> torch.nn.Module:
+    """Rebuild a run's model from ``model_config.json`` and load ``name`` into it (strict)."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from rmaat_model import checkpoint
+    cfg = checkpoint.load_config(run_dir)
+    path = Path(run_dir) / name
+    if not path.is_file():
+        raise DataError(f"model weights {str(path)!r} do not exist")
+    try:
+        state = load_file(str(path), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise DataError(f"model weights {str(path)!r} are not a readable safetensors file: "
+                        f"{exc}") from None
+    model = build_model(cfg, rf_table=state.get("rf_table"))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DataError(f"model weights {str(path)!r} do not fit the config beside them: "
+                        f"{str(exc)[:300]}") from None
+    return model.to(device)
 
 
 def save_ckpt(path: Path, state: dict[str, Any]) -> None:
@@ -423,7 +439,7 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
         per_rank = D.gather_objects({"rng": rng_state(), "window": dict(window)}, env)
         if not env.is_main:
             return
-        save_weights(out / MODEL_FILE, raw, mcfg)
+        save_weights(out / MODEL_FILE, raw)
         save_ckpt(ckpt_path, {
             "format": CKPT_FORMAT, "config": config_dict(cfg), "world_size": env.world_size,
             "step": step, "elapsed_s": elapsed(), "model": raw.state_dict(),
@@ -438,7 +454,7 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
         if res["acc"] > best["val_acc"]:
             best.update(val_acc=res["acc"], step=step)
             if env.is_main:
-                save_weights(out / BEST_FILE, raw, mcfg)
+                save_weights(out / BEST_FILE, raw)
         count = max(window["count"], 1.0)
         row = {"step": step, "epoch": round(step / sampler.per_epoch, 4),
                "lr": optimizer.param_groups[0]["lr"],
@@ -528,9 +544,8 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
 
 def final_results(out: Path, cfg: TrainConfig, spec: TaskSpec, data: dict, env: D.DistEnv,
                   best: dict, step: int) -> dict[str, Any]:
-    from rmaat_model import checkpoint
     D.barrier(env)   # best.safetensors is complete before anyone reads it
-    model, _ = checkpoint.load(out / BEST_FILE, map_location=env.device)
+    model = load_weights(out, BEST_FILE, env.device)
     eval_bs = cfg.eval_batch_size or cfg.batch_size
     res: dict[str, Any] = {"best_step": int(best["step"]), "steps_done": step,
                            "checkpoint": BEST_FILE}

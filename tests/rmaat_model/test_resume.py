@@ -21,7 +21,7 @@ def cfg(method: str = "amrb") -> TrainConfig:
     data.update(task="recall", max_len=32, batch_size=16, steps=10, eval_every=4, seed=7,
                 device="cpu", method=method)
     data["model"].update(arch="rmaat", d_model=16, n_heads=2, n_layers=1, d_ff=32,
-                         dropout=0.2, segment_len=8, n_mem=2)
+                         dropout=0.2, segment_len=8, n_mem=2, retention="none")
     data["optim"].update(lr=3e-3, warmup_steps=3)
     return from_dict(TrainConfig, data)
 

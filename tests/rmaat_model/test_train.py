@@ -24,7 +24,7 @@ def tiny(**overrides) -> TrainConfig:
     data.update(task="recall", max_len=32, batch_size=16, steps=6, eval_every=3, seed=3,
                 device="cpu")
     data["model"].update(arch="rmaat", d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.1,
-                         segment_len=8, n_mem=2)
+                         segment_len=8, n_mem=2, retention="none")
     data["optim"].update(lr=3e-3, warmup_steps=2)
     for key, value in overrides.items():
         node = data
