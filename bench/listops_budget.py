@@ -1,0 +1,128 @@
+"""ListOps at an equal wall-clock budget: RMAAT vs RMT vs Transformer.
+
+    PYTHONPATH=$PWD python bench/listops_budget.py --minutes 3 [--data runs/listops] [--out runs/bench]
+
+Generates ListOps with the official algorithm and length range (500 < length < 2000,
+sequences padded to 2000) unless ``--data`` already holds ``basic_{train,val,test}.tsv``,
+then trains each model for the same wall-clock budget (``TrainConfig.max_minutes``) at
+equal width and depth. Each run's cosine schedule is sized to the steps the model can take
+in the budget, measured by a short timing probe first (not counted in the budget). Prints
+validation and test accuracy of each run's best-on-validation checkpoint, the steps it
+managed, and the majority-class baseline. Benchmarks are not tests: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from astro_rmaat.config import from_dict, to_dict
+from rmaat_model.data import listops
+from rmaat_model.train import RESULTS_FILE, TrainConfig, train
+
+MODELS = {  # arch -> (method, retention)
+    "rmaat": ("amrb", "ltp"),
+    "rmt": ("bptt", "none"),
+    "transformer": ("bptt", "none"),
+}
+
+
+def ensure_data(data: Path, n_train: int, n_val: int, n_test: int, seed: int, workers: int) -> Path:
+    if all((data / listops.SPLIT_FILES[s]).is_file() for s in ("train", "val", "test")):
+        return data
+    print(f"generating ListOps ({n_train}/{n_val}/{n_test}, official settings) into {data}",
+          file=sys.stderr)
+    listops.generate_files(data, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
+                           workers=workers, progress=True)
+    return data
+
+
+def make_config(arch: str, args, steps: int, minutes: float | None) -> TrainConfig:
+    method, retention = MODELS[arch]
+    d = to_dict(TrainConfig())
+    d.update(task="listops", data_dir=str(args.data), max_len=args.max_len,
+             batch_size=args.batch_size, steps=steps, eval_every=max(1, steps // args.evals),
+             eval_batches=args.eval_batches, seed=args.seed, method=method,
+             max_minutes=minutes, device=args.device)
+    d["model"].update(arch=arch, d_model=args.d_model, n_heads=args.n_heads,
+                      n_layers=args.n_layers, d_ff=2 * args.d_model, dropout=0.1,
+                      segment_len=args.segment_len, n_mem=args.n_mem, retention=retention)
+    d["optim"].update(lr=args.lr, warmup_steps=max(1, steps // 10))
+    return from_dict(TrainConfig, d)
+
+
+def seconds_per_step(arch: str, args, probe_dir: Path) -> float:
+    """Median-free, simple probe: time steps 2..P of a throwaway run (step 1 warms up)."""
+    P = args.probe_steps
+    cfg = make_config(arch, args, steps=1000, minutes=None)
+    out = probe_dir / arch
+    t0 = time.perf_counter()
+    train(cfg, out, stop_after=1, progress=False)
+    t1 = time.perf_counter()
+    train(cfg, out, stop_after=P - 1, progress=False)
+    t2 = time.perf_counter()
+    shutil.rmtree(out, ignore_errors=True)
+    # the second call re-loads data and the checkpoint; subtract a rough share of that
+    return max((t2 - t1) / (P - 1), 1e-3), t1 - t0
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget per model")
+    ap.add_argument("--data", type=Path, default=Path("runs/listops"))
+    ap.add_argument("--out", type=Path, default=Path("runs/bench_listops"))
+    ap.add_argument("--models", default="rmaat,rmt,transformer")
+    ap.add_argument("--n-train", type=int, default=20_000)
+    ap.add_argument("--n-val", type=int, default=1_000)
+    ap.add_argument("--n-test", type=int, default=1_000)
+    ap.add_argument("--gen-workers", type=int, default=2)
+    ap.add_argument("--max-len", type=int, default=2000)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--d-model", type=int, default=64)
+    ap.add_argument("--n-heads", type=int, default=4)
+    ap.add_argument("--n-layers", type=int, default=2)
+    ap.add_argument("--segment-len", type=int, default=250)
+    ap.add_argument("--n-mem", type=int, default=8)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--evals", type=int, default=8, help="evaluations per run")
+    ap.add_argument("--eval-batches", type=int, default=8)
+    ap.add_argument("--probe-steps", type=int, default=4)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+
+    ensure_data(args.data, args.n_train, args.n_val, args.n_test, args.seed, args.gen_workers)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    root = args.out / stamp
+    rows = []
+    for arch in args.models.split(","):
+        sps, _ = seconds_per_step(arch, args, root / "_probe")
+        steps = max(2, int(args.minutes * 60 / sps))
+        print(f"{arch}: ~{sps:.2f} s/step -> schedule of {steps} steps in {args.minutes} min",
+              file=sys.stderr)
+        run = train(make_config(arch, args, steps, args.minutes), root / arch)
+        res = json.loads((run / RESULTS_FILE).read_text())
+        meta = json.loads((run / "meta.json").read_text())
+        rows.append((arch, res, meta))
+    shutil.rmtree(root / "_probe", ignore_errors=True)
+
+    maj = rows[0][1]["majority"]
+    print(f"\nListOps, {args.minutes} min per model, length <= {args.max_len}, "
+          f"d_model {args.d_model}, {args.n_layers} layers, batch {args.batch_size}, "
+          f"train {args.n_train}; runs in {root}")
+    print("| model | method | steps | best step | val acc | test acc |")
+    print("|---|---|---|---|---|---|")
+    for arch, res, meta in rows:
+        print(f"| {arch} | {MODELS[arch][0]} | {res['steps_done']} | {res['best_step']} | "
+              f"{100 * res['val_acc']:.1f} | {100 * res['test_acc']:.1f} |")
+    print(f"| majority class ({maj['class']}) | - | - | - | {100 * maj['val_acc']:.1f} | "
+          f"{100 * maj['test_acc']:.1f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,88 @@
+"""``recall``: a seeded synthetic long-range task that only a model with memory can solve.
+
+Each example is a sequence of ``max_len`` tokens. One *answer* token (one of ``N_CLASSES``
+values) sits at a random position among the first ``ANSWER_WINDOW`` positions; every other
+position except the last holds a *distractor* token drawn from a separate alphabet; the
+last position holds the *query* token. The label is the answer's value.
+
+With a segment length ``S`` (``ANSWER_WINDOW <= S``) and ``max_len = T * S``, the answer
+always lies in the first segment and the question in the last one, so a segment-recurrent
+model must carry the answer through ``T - 1`` segment boundaries in its memory, while a
+model that sees only the last segment (AT, no memory) can do no better than chance
+(``1 / N_CLASSES``). The training tests use ``T >= 4``.
+
+Layout of the vocabulary (``VOCAB_SIZE`` tokens)::
+
+    0                      padding (never produced; the task has fixed length)
+    1                      query
+    2 .. 2+N_CLASSES-1     answers (label = token - 2)
+    2+N_CLASSES .. end     distractors
+
+Every split is generated from its own fixed seed, deterministically: ``data_dir`` is
+ignored (there is nothing to download), so the same call gives the same tensors anywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from astro_rmaat.errors import ConfigError
+from rmaat_model.data.base import PAD_ID, TaskSpec, check_max_len, check_split
+
+NAME = "recall"
+QUERY_ID = 1
+N_CLASSES = 8                    # answer alphabet; chance accuracy = 1/8
+N_DISTRACTORS = 16               # distractor alphabet
+ANSWER_OFFSET = 2
+DISTRACTOR_OFFSET = ANSWER_OFFSET + N_CLASSES
+VOCAB_SIZE = DISTRACTOR_OFFSET + N_DISTRACTORS
+ANSWER_WINDOW = 8                # the answer sits in positions [0, ANSWER_WINDOW)
+DEFAULT_MAX_LEN = 64             # 4 segments of 16 tokens
+SPLIT_SIZES = {"train": 8192, "val": 512, "test": 512}   # examples per split
+SPLIT_SEEDS = {"train": 11, "val": 12, "test": 13}       # one fixed seed per split
+
+
+class RecallDataset(Dataset):
+    """The generated split, in memory; items are ``{"tokens": (L,) int64, "label": int}``."""
+
+    def __init__(self, tokens: torch.Tensor, labels: torch.Tensor) -> None:
+        self.tokens = tokens      # (N, L) int64
+        self.labels = labels      # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, i: int) -> dict:
+        return {"tokens": self.tokens[i], "label": int(self.labels[i])}
+
+
+def generate(n: int, max_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` examples of length ``max_len`` from ``seed``: (tokens (n, L), labels (n,))."""
+    if max_len < ANSWER_WINDOW + 1:
+        raise ConfigError(f"recall max_len = {max_len}: expected at least {ANSWER_WINDOW + 1} "
+                          "(answer window plus the query)")
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(DISTRACTOR_OFFSET, VOCAB_SIZE, size=(n, max_len), dtype=np.int64)
+    labels = rng.integers(0, N_CLASSES, size=n, dtype=np.int64)
+    where = rng.integers(0, ANSWER_WINDOW, size=n)
+    tokens[np.arange(n), where] = ANSWER_OFFSET + labels
+    tokens[:, -1] = QUERY_ID
+    return tokens, labels
+
+
+def task_spec(max_len: int = DEFAULT_MAX_LEN) -> TaskSpec:
+    return TaskSpec(name=NAME, vocab_size=VOCAB_SIZE, n_classes=N_CLASSES, max_len=max_len,
+                    pad_id=PAD_ID, pair=False)
+
+
+def load_split(data_dir, split: str, max_len: int | None = None) -> tuple[TaskSpec, RecallDataset]:
+    """The ``split`` ('train', 'val' or 'test') of length ``max_len`` (default 64).
+
+    ``data_dir`` is accepted for the common loader signature and ignored.
+    """
+    check_split(split)
+    L = check_max_len(max_len, DEFAULT_MAX_LEN)
+    tokens, labels = generate(SPLIT_SIZES[split], L, SPLIT_SEEDS[split])
+    return task_spec(L), RecallDataset(torch.from_numpy(tokens), torch.from_numpy(labels))

@@ -1,0 +1,56 @@
+"""Re-evaluate a training run from its files alone: ``evaluate(run_dir, split="test")``.
+
+Reads ``config.json`` (task, data directory, length, batch size) and the weights file
+(``best.safetensors`` by default — the checkpoint a finished run reports — or the latest
+``model.safetensors``), rebuilds the model from the ModelConfig stored beside the weights,
+and measures loss and accuracy on one split. Nothing in the run directory is written.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from astro_rmaat import runs
+from astro_rmaat.config import read_json_file
+from astro_rmaat.errors import ConfigError, DataError
+from rmaat_model import distributed as D
+from rmaat_model.data.base import check_split, load_split
+from rmaat_model.train import (BEST_FILE, MODEL_FILE, config_from_dict, evaluate_dataset,
+                               load_weights)
+
+
+def evaluate(run_dir: str | Path, split: str = "test", *, weights: Literal["best", "last"] = "best",
+             data_dir: str | Path | None = None, batch_size: int | None = None,
+             device: str = "auto", progress: bool = False) -> dict[str, Any]:
+    """Loss and accuracy of a run's ``weights`` on ``split``.
+
+    ``data_dir`` replaces the directory stored in the run's config (data moved since).
+    Returns ``{"split", "weights", "loss", "acc", "n", "step"...}``.
+    """
+    run = Path(run_dir)
+    check_split(split)
+    if weights not in ("best", "last"):
+        raise ConfigError(f"weights = {weights!r}: expected 'best' or 'last'")
+    cfg_path = run / runs.CONFIG_FILE
+    if not cfg_path.is_file():
+        raise DataError(f"{str(run)!r} is not a training run: {runs.CONFIG_FILE} is missing")
+    cfg = config_from_dict(read_json_file(cfg_path, "run config"))
+    wpath = run / (BEST_FILE if weights == "best" else MODEL_FILE)
+    if not wpath.is_file():
+        raise DataError(f"{str(wpath)!r} does not exist; the run has not evaluated yet "
+                        "(train it first, or resume it with 'rmaat train' and the same config)")
+    spec, dataset = load_split(cfg.task, data_dir if data_dir is not None else cfg.data_dir,
+                               split, cfg.max_len)
+    dev = D.pick_device(device)
+    model = load_weights(run, wpath.name, dev)
+    mcfg = model.cfg
+    if (mcfg.vocab_size, mcfg.n_classes) != (spec.vocab_size, spec.n_classes):
+        raise DataError(f"{str(wpath)!r} was trained for vocab {mcfg.vocab_size} / "
+                        f"{mcfg.n_classes} classes but {cfg.task} data has "
+                        f"{spec.vocab_size} / {spec.n_classes}")
+    bs = batch_size or cfg.eval_batch_size or cfg.batch_size
+    res = evaluate_dataset(model, dataset, batch_size=bs, pad_id=spec.pad_id,
+                           env=D.DistEnv(device=dev), progress=progress)
+    return {"run": str(run), "split": split, "weights": wpath.name, "task": cfg.task,
+            "arch": mcfg.arch, **res}

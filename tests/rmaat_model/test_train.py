@@ -1,0 +1,168 @@
+"""Training loop: run layout, best-on-validation checkpoint, schedule, bad input, CLI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from astro_rmaat.config import from_dict, to_dict
+from astro_rmaat.errors import ConfigError, DataError, RunExistsError
+from rmaat_model.evaluate import evaluate
+from rmaat_model.train import (BEST_FILE, CKPT_FILE, METRICS_FILE, MODEL_FILE, RESULTS_FILE,
+                               TrainConfig, WarmupCosine, make_optimizer, param_groups,
+                               read_metrics, train)
+
+
+def tiny(**overrides) -> TrainConfig:
+    """A small RMAAT on 'recall' (4 segments of 8 tokens) that trains in a second or two."""
+    data = to_dict(TrainConfig())
+    data.update(task="recall", max_len=32, batch_size=16, steps=6, eval_every=3, seed=3,
+                device="cpu")
+    data["model"].update(arch="rmaat", d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=0.1,
+                         segment_len=8, n_mem=2, retention="none")
+    data["optim"].update(lr=3e-3, warmup_steps=2)
+    for key, value in overrides.items():
+        node = data
+        *path, last = key.split("__")
+        for part in path:
+            node = node[part]
+        node[last] = value
+    return from_dict(TrainConfig, data)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_run_layout_and_best_checkpoint(tmp_path):
+    """A finished run holds every file; the reported checkpoint is the best on validation
+    (its val accuracy is the maximum in metrics.csv), and evaluate() re-derives the
+    test accuracy from the files alone."""
+    run = train(tiny(), tmp_path / "run", progress=False)
+    for name in ("config.json", "meta.json", METRICS_FILE, MODEL_FILE, BEST_FILE, CKPT_FILE,
+                 RESULTS_FILE):
+        assert (run / name).is_file(), name
+    rows = read_metrics(run)
+    assert [r["step"] for r in rows] == [3, 6]
+    res = json.loads((run / RESULTS_FILE).read_text())
+    best_row = max(rows, key=lambda r: r["val_acc"])
+    assert res["best_step"] == best_row["step"]
+    assert res["val_acc"] == pytest.approx(best_row["val_acc"], abs=1e-12)
+    assert 0.0 <= res["test_acc"] <= 1.0
+    assert res["majority"]["test_acc"] < 0.25          # 8 balanced classes
+    again = evaluate(run, "test")
+    assert again["acc"] == pytest.approx(res["test_acc"], abs=1e-12)
+    assert again["n"] == res["n_test"]
+    meta = json.loads((run / "meta.json").read_text())
+    assert meta["seed"] == 3 and meta["stage"] == "train"
+
+
+def test_finished_run_is_never_overwritten(tmp_path):
+    run = train(tiny(steps=3), tmp_path / "run", progress=False)
+    before = {p.name: sha(p) for p in run.iterdir() if p.is_file()}
+    with pytest.raises(RunExistsError, match="finished run"):
+        train(tiny(steps=3), run, progress=False)
+    with pytest.raises(RunExistsError, match="finished run"):
+        train(tiny(steps=4), run, progress=False)
+    assert {p.name: sha(p) for p in run.iterdir() if p.is_file()} == before
+
+
+def test_unknown_task_is_a_config_error():
+    with pytest.raises(ConfigError, match="'sudoku'.*expected one of"):
+        tiny(task="sudoku")
+
+
+def test_data_dir_without_files_writes_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = tiny(task="listops", data_dir=str(empty), max_len=None)
+    with pytest.raises(DataError, match="basic_train.tsv"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_corrupted_checkpoint_is_a_clear_error(tmp_path):
+    run = train(tiny(), tmp_path / "run", stop_after=2, progress=False)
+    assert (run / CKPT_FILE).is_file() and not (run / "meta.json").exists()
+    (run / CKPT_FILE).write_bytes(b"not a checkpoint" * 10)
+    with pytest.raises(DataError, match="ckpt.pt.*corrupted"):
+        train(tiny(), run, progress=False)
+
+
+def test_resume_with_incompatible_config_is_refused(tmp_path):
+    run = train(tiny(), tmp_path / "run", stop_after=2, progress=False)
+    ckpt = sha(run / CKPT_FILE)
+    with pytest.raises(RunExistsError, match="different config"):
+        train(tiny(optim__lr=1e-2), run, progress=False)
+    assert sha(run / CKPT_FILE) == ckpt
+
+
+def test_bad_values_are_config_errors():
+    with pytest.raises(ConfigError, match="steps"):
+        tiny(steps=0)
+    with pytest.raises(ConfigError, match="optim.lr"):
+        tiny(optim__lr=-1.0)
+    with pytest.raises(ConfigError, match="method"):
+        tiny(method="magic")
+
+
+def test_batch_must_divide_over_processes():
+    from rmaat_model.distributed import DistEnv, StepBatchSampler
+    with pytest.raises(ConfigError, match="batch_size = 5"):
+        StepBatchSampler(100, 5, 0, DistEnv(rank=0, world_size=2), start=0, stop=1)
+
+
+def test_warmup_cosine_schedule():
+    s = WarmupCosine(warmup=10, total=110, floor=0.1)
+    assert s(0) == pytest.approx(0.1) and s(9) == pytest.approx(1.0)
+    after = [s(t) for t in range(10, 111)]
+    assert all(a >= b for a, b in zip(after, after[1:]))      # monotone decay
+    assert after[0] == pytest.approx(1.0) and after[-1] == pytest.approx(0.1)
+    assert s(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def test_learned_retention_gets_its_own_group():
+    """A learned schedule trains at retention_lr without weight decay; matrices decay,
+    biases and norms do not."""
+    from rmaat_model.model import build_model
+    from rmaat_model.data.synthetic import task_spec
+    from rmaat_model.train import model_config_for
+    cfg = tiny(model__retention="learned")
+    model = build_model(model_config_for(cfg, task_spec(32)))
+    groups = {g["name"]: g for g in param_groups(model, cfg.optim)}
+    assert groups["retention"]["weight_decay"] == 0.0
+    assert groups["retention"]["lr"] == cfg.optim.retention_lr
+    assert all(p.ndim >= 2 for p in groups["decay"]["params"])
+    assert groups["no_decay"]["weight_decay"] == 0.0
+    n_all = sum(1 for p in model.parameters() if p.requires_grad)
+    assert sum(len(g["params"]) for g in groups.values()) == n_all
+    opt, sched = make_optimizer(model, cfg)
+    lrs = [g["lr"] for g in opt.param_groups]
+    assert cfg.optim.retention_lr * sched.lr_lambdas[0](0) in lrs
+
+
+def test_cli_train_evaluate_and_errors(tmp_path, run_cli):
+    proc = run_cli("train", "--task", "recall", "--show-defaults", "--set", "optim.lr=0.002")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown["task"] == "recall" and shown["optim"]["lr"] == 0.002
+    bad = run_cli("train", "--task", "sudoku", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "sudoku" in bad.stderr and "Traceback" not in bad.stderr
+    bad = run_cli("train", "--task", "recall", "--set", "optim.lrr=1", "--out", tmp_path / "x")
+    assert bad.returncode == 2 and "optim.lrr" in bad.stderr
+    cfg_file = tmp_path / "tiny.json"
+    cfg_file.write_text(json.dumps(to_dict(tiny(steps=3))))
+    out = tmp_path / "run"
+    proc = run_cli("train", "--config", cfg_file, "--out", out, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads((out / RESULTS_FILE).read_text())
+    ev = run_cli("evaluate", out, "--split", "test")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["acc"] == pytest.approx(res["test_acc"], abs=1e-12)
+    again = run_cli("train", "--config", cfg_file, "--out", out, "--quiet")
+    assert again.returncode == 2 and "finished run" in again.stderr
