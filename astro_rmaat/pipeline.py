@@ -17,6 +17,7 @@ or a finished pipeline is refused; nothing is half-overwritten.
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,3 +52,197 @@ class PipelineConfig:
             raise ConfigError("models is empty: expected at least one model to train, e.g. rmaat")
         if not 0 < self.min_len < self.max_len:
             raise ConfigError(f"min_len = {self.min_len!r}, max_len = {self.max_len!r}: expected 0 < min_len < max_len")
+
+
+# --------------------------------------------------------------------------- stage settings
+#: generated or synthetic tasks the pipeline can make itself (others need official files)
+LOCAL_TASKS = ("listops", "recall")
+
+
+def _quick_or(cfg: PipelineConfig, quick, full):
+    return quick if cfg.quick else full
+
+
+def data_sizes(cfg: PipelineConfig) -> dict[str, int]:
+    """Generated-data sizes; quick mode caps them (short ListOps trees, a few hundred samples)."""
+    if not cfg.quick:
+        return {"n_train": cfg.n_train, "n_eval": cfg.n_eval, "min_len": cfg.min_len, "max_len": cfg.max_len}
+    return {"n_train": min(cfg.n_train, 256), "n_eval": min(cfg.n_eval, 64),
+            "min_len": min(cfg.min_len, 40), "max_len": min(cfg.max_len, 250)}
+
+
+def sim_config(cfg: PipelineConfig):
+    from astro_sim.simulate import load_sim_config
+
+    sets = list(cfg.sim_set)
+    if cfg.quick and cfg.family == "rmaat_network":
+        sets = ["record_interval_ms=50", *sets]
+    return load_sim_config(None, sets, model=cfg.family)
+
+
+def fit_config(cfg: PipelineConfig):
+    from distill.fitting import DEFAULT_CANDIDATES, FitConfig
+
+    return FitConfig(models=tuple(cfg.fit_models) or DEFAULT_CANDIDATES, seed=cfg.seed,
+                     n_starts=_quick_or(cfg, 4, 8), band_samples=_quick_or(cfg, 300, 2000))
+
+
+def train_config(cfg: PipelineConfig, arch: str, data_dir: Path, retention_file: Path):
+    from rmaat_model.model import ModelConfig
+    from rmaat_model.train import OptimConfig, TrainConfig
+
+    segment_len = _quick_or(cfg, 32, 256)
+    model = ModelConfig(arch=arch, d_model=_quick_or(cfg, 32, 64), n_heads=4, n_layers=2,
+                        d_ff=_quick_or(cfg, 64, 128), dropout=0.1, segment_len=segment_len,
+                        n_mem=8, retention="ltp", retention_file=str(retention_file))
+    return TrainConfig(
+        task=cfg.task, data_dir=str(data_dir) if cfg.task != "recall" else None,
+        max_len=data_sizes(cfg)["max_len"] if cfg.task == "listops" else None,
+        model=model, method="amrb" if arch in ("rmaat", "rmt", "rlt") else "bptt",
+        optim=OptimConfig(lr=1e-3, warmup_steps=_quick_or(cfg, 2, 30)),
+        batch_size=_quick_or(cfg, 8, 16), steps=_quick_or(cfg, 12, 400),
+        eval_every=_quick_or(cfg, 6, 25), eval_batches=_quick_or(cfg, 2, None),
+        seed=cfg.seed, max_minutes=cfg.budget_minutes)
+
+
+# --------------------------------------------------------------------------- stages
+def _say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+def _stage_simulate(cfg: PipelineConfig, out: Path) -> Path:
+    from astro_sim.simulate import simulate
+
+    if runs.is_finished(out):
+        _say(f"  reusing the finished simulation in {out}")
+        return out
+    return simulate(sim_config(cfg), out)
+
+
+def _stage_fit(cfg: PipelineConfig, sim_dir: Path, out: Path) -> Path:
+    from distill.fitting import fit
+
+    if runs.is_finished(out):
+        _say(f"  reusing the finished fit in {out}")
+        return out
+    return fit(fit_config(cfg), sim_dir / "samples.parquet", out)
+
+
+def _stage_data(cfg: PipelineConfig, out: Path) -> Path:
+    if cfg.task == "recall":
+        return out
+    if cfg.task != "listops":
+        raise ConfigError(f"task = {cfg.task!r}: the pipeline generates its own data; "
+                          f"expected one of {', '.join(LOCAL_TASKS)} (train on official LRA files "
+                          "with `rmaat train --task ... --data DIR`)")
+    from rmaat_model.data.listops import ListOpsSettings, generate_files
+
+    if runs.is_finished(out):
+        _say(f"  reusing the generated ListOps in {out}")
+        return out
+    sizes = data_sizes(cfg)
+    settings = ListOpsSettings(min_length=sizes["min_len"], max_length=sizes["max_len"])
+    generate_files(out, n_train=sizes["n_train"], n_val=sizes["n_eval"], n_test=sizes["n_eval"],
+                   seed=cfg.seed,
+                   settings=settings, workers=min(2, os.cpu_count() or 1), progress=True)
+    return out
+
+
+def _stage_train(cfg: PipelineConfig, arch: str, data_dir: Path, retention_file: Path,
+                 out: Path) -> Path:
+    from rmaat_model.train import train
+
+    if runs.is_finished(out):
+        _say(f"  reusing the finished training run in {out}")
+        return out
+    return train(train_config(cfg, arch, data_dir, retention_file), out, progress=True)
+
+
+def pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike) -> Path:
+    """Run every stage into ``out_dir`` and write ``report.md``; returns the report path."""
+    if not isinstance(cfg, PipelineConfig):
+        raise ConfigError(f"pipeline() needs a PipelineConfig, got {type(cfg).__name__}")
+    if cfg.task not in LOCAL_TASKS:
+        raise ConfigError(f"task = {cfg.task!r}: expected one of {', '.join(LOCAL_TASKS)}")
+    out = Path(out_dir)
+    if runs.is_finished(out):
+        from astro_rmaat.errors import RunExistsError
+        raise RunExistsError(f"{str(out)!r} already holds a finished pipeline; its report is "
+                             f"{str(out / 'report.md')!r} (choose a new --out to run again)")
+    runs.prepare_run_dir(out, cfgmod.to_dict(cfg))
+    walls: dict[str, float] = {}
+    n = 4 + len(cfg.models)
+    with runs.Stopwatch() as total:
+        _say(f"[1/{n}] simulate the {cfg.family} model (Brian2)")
+        with runs.Stopwatch() as sw:
+            sim_dir = _stage_simulate(cfg, out / "sim")
+        walls["simulate"] = sw.elapsed
+        _say(f"[2/{n}] fit the macro models and write retention.json (lmfit)")
+        with runs.Stopwatch() as sw:
+            fit_dir = _stage_fit(cfg, sim_dir, out / "fit")
+        walls["fit"] = sw.elapsed
+        _say(f"[3/{n}] prepare the {cfg.task} data")
+        with runs.Stopwatch() as sw:
+            data_dir = _stage_data(cfg, out / "data" / cfg.task)
+        walls["data"] = sw.elapsed
+        train_dirs = {}
+        for i, arch in enumerate(cfg.models):
+            _say(f"[{4 + i}/{n}] train {arch} on {cfg.task} ({cfg.budget_minutes:g} min budget)")
+            with runs.Stopwatch() as sw:
+                train_dirs[arch] = _stage_train(cfg, arch, data_dir, fit_dir / "retention.json",
+                                                out / "train" / arch)
+            walls[f"train_{arch}"] = sw.elapsed
+        _say(f"[{n}/{n}] write the report")
+        from astro_rmaat.report import write_report
+        report = write_report(out, cfg, sim_dir=sim_dir, fit_dir=fit_dir, train_dirs=train_dirs,
+                              walls=walls)
+    runs.finish_run(out, runs.make_meta(stage="pipeline", seed=cfg.seed, wall_time_s=total.elapsed,
+                                        packages=("brian2", "lmfit", "torch"), stage_walls_s=walls))
+    _say(f"report: {report}")
+    return report
+
+
+# --------------------------------------------------------------------------- CLI
+def _pipeline_cli():
+    import click
+
+    @click.command(name="pipeline", context_settings={"help_option_names": ["-h", "--help"]})
+    @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/pipeline",
+                  show_default=True, help="Directory for every stage's outputs and the report.")
+    @click.option("--family", type=click.Choice(["rmaat_network", "tripartite"]), default=None,
+                  help="Biophysical model family to distil (default rmaat_network).")
+    @click.option("--task", type=click.Choice(list(LOCAL_TASKS)), default=None,
+                  help="Training task (default listops, generated locally).")
+    @click.option("--budget", "budget_minutes", type=float, default=None,
+                  help="Training wall-clock budget per model, minutes (default 1.5).")
+    @click.option("--models", default=None, help="Comma-separated models to train, e.g. rmaat,transformer,rmt.")
+    @click.option("--quick", is_flag=True, help="Tiny sizes: seconds instead of minutes (tests, notebooks).")
+    @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
+                  help="PipelineConfig JSON file.")
+    @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                  help="Override one PipelineConfig value, e.g. --set n_train=8000.")
+    @click.option("--show-defaults", is_flag=True, help="Print the resulting config as JSON and exit.")
+    def pipeline_command(out_dir, family, task, budget_minutes, models, quick, config_path,
+                         overrides, show_defaults):
+        """Simulate -> fit -> retention.json -> train RMAAT and a baseline -> report.md."""
+        sets = list(overrides)
+        if family:
+            sets.append(f"family={family}")
+        if task:
+            sets.append(f"task={task}")
+        if budget_minutes is not None:
+            sets.append(f"budget_minutes={budget_minutes}")
+        if models:
+            sets.append("models=" + json.dumps([m.strip() for m in models.split(",") if m.strip()]))
+        if quick:
+            sets.append("quick=true")
+        cfg = cfgmod.load_config(PipelineConfig, config_path, sets)
+        if show_defaults:
+            click.echo(runs.to_json(cfgmod.to_dict(cfg)), nl=False)
+            return
+        pipeline(cfg, out_dir)
+
+    return pipeline_command
+
+
+pipeline_command = _pipeline_cli()
