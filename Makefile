@@ -30,7 +30,9 @@ install-dev: $(VENV)/.installed-dev
 
 ## make demo: simulate -> fit -> train on the built-in defaults; prints where the report is
 demo: $(VENV)/.installed
-	$(VENV)/bin/rmaat pipeline --out $(OUT)
+	@if [ -f "$(OUT)/meta.json" ]; then \
+	  echo "The demo already ran; its report is $(OUT)/report.md (make demo OUT=runs/demo2 runs it again)."; \
+	else $(VENV)/bin/rmaat pipeline --out $(OUT); fi
 
 ## make test: the whole suite, notebooks included (quick mode)
 test: $(VENV)/.installed-dev
