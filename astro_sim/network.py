@@ -10,9 +10,9 @@ Objects (all real Brian2 groups with units):
   variable ``C_ps_post = T psi(p_s_pre)`` is sum_kl T_ijkl psi(p_s_kl), with T set once
   from the distance between the synapse midpoints.
 
-The drive ``b_j(t)`` comes from the protocol (:mod:`astro_sim.protocols`) through a
-``TimedArray``; it is sampled once at the start of each step, so the drive is exactly
-piecewise constant between switch times (which lie on the dt grid).
+The drive ``b_j(t)`` comes from the protocol (:mod:`astro_sim.protocols`) as step counts in
+the namespace; it is set once at the start of each step, so the drive is exactly piecewise
+constant between switch times (which lie on the dt grid).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from astro_rmaat.config import require_positive
 from astro_rmaat.errors import ConfigError
 from astro_sim.network_params import (PARAM_SET_ID, Geometry, NetworkParams, neuron_positions_um,
                                       synapse_pairs)
-from astro_sim.protocols import STPProtocol, drive_timed_array, steps_of
+from astro_sim.protocols import DRIVE_EXPR, STPProtocol, drive_namespace, steps_of
 from astro_sim.simulate import SimOutput
 
 #: variable -> (group, unit written to the traces)
@@ -144,7 +144,7 @@ def build_network(cfg: NetworkSimConfig) -> BuiltNetwork:
     dt = cfg.dt_ms * ms
     defaultclock.dt = dt
     ns = namespace(cfg.params)
-    ns["stp_drive"] = drive_timed_array(cfg.protocol, cfg.dt_ms * 1e-3)
+    ns.update(drive_namespace(cfg.protocol, cfg.dt_ms * 1e-3))
 
     geometry = cfg.geometry
     positions = neuron_positions_um(geometry, cfg.seed)
@@ -153,7 +153,7 @@ def build_network(cfg: NetworkSimConfig) -> BuiltNetwork:
     neurons.x_pos = positions[:, 0] * umetre
     neurons.y_pos = positions[:, 1] * umetre
     neurons.driven = cfg.protocol.driven_mask(geometry.n_neurons)
-    neurons.run_regularly("b = stp_drive(t) * driven", when="start", name="drive")
+    neurons.run_regularly(f"b = ({DRIVE_EXPR}) * driven", when="start", name="drive")
 
     pre, post = synapse_pairs(geometry)
     synapses = Synapses(neurons, neurons, SYNAPSE_EQS, method=cfg.method, namespace=ns,
@@ -161,8 +161,9 @@ def build_network(cfg: NetworkSimConfig) -> BuiltNetwork:
     synapses.connect(i=pre, j=post)
     if not (np.array_equal(synapses.i[:], pre) and np.array_equal(synapses.j[:], post)):
         raise RuntimeError("Brian2 reordered the synapses; element indices would be ambiguous")
-    synapses.x_mid = "(x_pos_pre + x_pos_post) / 2"
-    synapses.y_mid = "(y_pos_pre + y_pos_post) / 2"
+    mid = (positions[pre] + positions[post]) / 2.0   # process locations (um)
+    synapses.x_mid = mid[:, 0] * umetre
+    synapses.y_mid = mid[:, 1] * umetre
 
     coupling = Synapses(synapses, synapses, COUPLING_EQS, namespace=ns, name="coupling")
     # every other process, no self-coupling. Explicit index arrays: Brian2 2.9's Cython

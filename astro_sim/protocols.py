@@ -1,9 +1,10 @@
 """Stimulation protocols as data: repeated STP cycles.
 
 A protocol is a frozen dataclass; the model reads it only through :func:`drive_segments`
-(piecewise-constant pieces, used by the SciPy reference) and :func:`drive_timed_array`
-(the same pieces as a Brian2 ``TimedArray``). Changing the protocol therefore never
-touches the model equations.
+(piecewise-constant pieces, used by the SciPy reference) and :func:`drive_namespace`
+(the same switch times as step counts for the Brian2 expression :data:`DRIVE_EXPR`).
+Changing the protocol therefore never touches the model equations, and in Brian2 it does
+not even trigger a recompilation (the values travel in the namespace).
 
 One STP cycle of length ``tau_cycle_s``: the drive ``amplitude`` is on for the first
 ``drive_s`` seconds, then off. ``n_cycles`` cycles, applied to the neurons in ``driven``
@@ -89,25 +90,40 @@ def steps_of(value_s: float, dt_s: float, what: str) -> int:
     return k
 
 
-def drive_values(protocol: STPProtocol, dt_s: float) -> tuple[np.ndarray, float]:
-    """The drive sampled on the coarsest grid that holds both switch times exactly.
+@dataclass(frozen=True)
+class DriveSteps:
+    """The protocol on the integration grid: whole numbers of steps of ``dt``."""
 
-    Returns ``(values, grid_dt_s)`` with ``values[k]`` the drive on
-    ``[k grid_dt, (k+1) grid_dt)``. The grid step is a multiple of ``dt_s``.
-    """
-    n_on = steps_of(protocol.drive_s, dt_s, "protocol.drive_s")
-    n_cycle = steps_of(protocol.tau_cycle_s, dt_s, "protocol.tau_cycle_s")
-    g = math.gcd(n_on, n_cycle)
-    on, cycle = n_on // g, n_cycle // g
-    one = np.zeros(cycle)
-    one[:on] = protocol.amplitude
-    values = np.concatenate([np.tile(one, protocol.n_cycles), [0.0]])  # drive is off after the end
-    return values, g * dt_s
+    cycle: int      # steps per cycle
+    on: int         # drive-on steps at the start of each cycle
+    total: int      # steps in the whole protocol (drive is off from then on)
+    amplitude: float
 
 
-def drive_timed_array(protocol: STPProtocol, dt_s: float, name: str = "stp_drive"):
-    """The protocol as a Brian2 ``TimedArray`` (dimensionless), switch times on the dt grid."""
-    from brian2 import TimedArray, second
+def drive_steps(protocol: STPProtocol, dt_s: float) -> DriveSteps:
+    """Switch times as step counts; an error unless they lie on the dt grid."""
+    return DriveSteps(cycle=steps_of(protocol.tau_cycle_s, dt_s, "protocol.tau_cycle_s"),
+                      on=steps_of(protocol.drive_s, dt_s, "protocol.drive_s"),
+                      total=steps_of(protocol.duration_s, dt_s, "protocol duration"),
+                      amplitude=float(protocol.amplitude))
 
-    values, grid_dt = drive_values(protocol, dt_s)
-    return TimedArray(values, dt=grid_dt * second, name=name)
+
+#: The drive of step ``n`` (Brian2's integer ``t_in_timesteps``) as a Brian2 expression over
+#: the names of :func:`drive_namespace`. Integer arithmetic, so switch times are exact and
+#: one compiled code object serves every protocol (only namespace values change).
+DRIVE_EXPR = ("stp_amplitude * int((t_in_timesteps % stp_cycle_steps) < stp_on_steps)"
+              " * int(t_in_timesteps < stp_total_steps)")
+
+
+def drive_namespace(protocol: STPProtocol, dt_s: float) -> dict[str, float | int]:
+    """The names :data:`DRIVE_EXPR` reads, for a Brian2 namespace."""
+    steps = drive_steps(protocol, dt_s)
+    return {"stp_amplitude": steps.amplitude, "stp_cycle_steps": steps.cycle,
+            "stp_on_steps": steps.on, "stp_total_steps": steps.total}
+
+
+def drive_at_steps(protocol: STPProtocol, dt_s: float, n: np.ndarray) -> np.ndarray:
+    """NumPy twin of :data:`DRIVE_EXPR` (for tests and plots): the drive at steps ``n``."""
+    steps = drive_steps(protocol, dt_s)
+    n = np.asarray(n)
+    return steps.amplitude * ((n % steps.cycle) < steps.on) * (n < steps.total)
