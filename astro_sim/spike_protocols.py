@@ -1,11 +1,12 @@
 """Stimulation protocols of the tripartite synapse, as data.
 
 A protocol is described by :class:`SpikeProtocolConfig` (plain JSON values) and turned by
-:func:`make_stimulus` into a :class:`Stimulus`: arrays on the simulation time grid that the
-Brian2 network reads through ``TimedArray`` objects (presynaptic spikes, postsynaptic
-spikes, direct astrocytic IP3 drive). The network's code never depends on the protocol,
-so in ``cpp_standalone`` a new protocol of the same duration is a new ``run_args`` array,
-not a rebuild.
+:func:`make_stimulus` into a :class:`Stimulus`: fixed-size spike-time tables that the Brian2
+network reads through ``TimedArray`` objects (presynaptic and postsynaptic spikes) and the
+settings of the direct astrocytic IP3 drive, which the network holds as ``(shared,
+constant)`` variables. The network's code never depends on the protocol, so Cython compiles
+it once, and in ``cpp_standalone`` a new protocol of the same run length is new
+``run_args``, not a rebuild.
 
 Kinds (``kind``):
 
@@ -39,8 +40,6 @@ import numpy as np
 
 from astro_rmaat.config import require_positive
 from astro_rmaat.errors import ConfigError
-
-IP3_DRIVE_DT_S = 0.01  # grid of the IP3 drive TimedArray (IP3 is slow: tens of seconds)
 
 Kind = Literal["trains", "pairing", "poisson_steps", "ip3_drive", "explicit"]
 
@@ -116,24 +115,33 @@ def run_duration_s(p: SpikeProtocolConfig) -> float:
     return p.n_periods * p.period_s + p.tail_s
 
 
+NO_SPIKE_S = 1e9  # padding of the spike tables: a time no run reaches
+
+
 @dataclass
 class Stimulus:
-    """Protocol arrays on the simulation grid (what the network's TimedArrays hold)."""
+    """Protocol data the network reads: spike tables (TimedArrays) and IP3 pulse settings.
 
-    dt_s: float                 # grid step of pre/post arrays (the simulation dt)
+    Spike tables hold each unit's spike times (s, ascending, on the dt grid) in a column of
+    ``max_spikes + 1`` rows, padded with ``NO_SPIKE_S``; their shape depends only on
+    ``max_spikes`` and ``n_units``, never on the protocol, so neither the Cython code nor a
+    standalone build changes with the protocol.
+    """
+
+    dt_s: float                 # simulation step
     duration_s: float           # run length
     period_s: float             # protocol period (tau_cycle)
     boundaries_s: np.ndarray    # (n_periods + 1,) sample times of the slow variable
-    pre: np.ndarray             # (n_steps + 1, n_units) 1.0 where a presynaptic spike falls
-    post: np.ndarray            # (n_steps + 1, n_units) 1.0 where a postsynaptic spike falls
-    ip3: np.ndarray             # (n_ip3_steps + 1, n_units) uM/s on the IP3_DRIVE_DT_S grid
+    pre: np.ndarray             # (max_spikes + 1, n_units) presynaptic spike times, s
+    post: np.ndarray            # (max_spikes + 1, n_units) postsynaptic spike times, s
+    ip3: dict[str, float]       # IP3 pulse train: amp_uM_per_s, t0_s, pulse_s, period_s, n
     pre_times_s: list[np.ndarray] = field(default_factory=list)   # per unit, on the grid
     post_times_s: list[np.ndarray] = field(default_factory=list)  # per unit, on the grid
 
 
-def _spike_grid(times_by_unit: list[np.ndarray], n_steps: int, dt: float, duration: float,
-                which: str) -> tuple[np.ndarray, list[np.ndarray]]:
-    grid = np.zeros((n_steps + 1, len(times_by_unit)))  # last row: after the run, always 0
+def _spike_table(times_by_unit: list[np.ndarray], dt: float, duration: float, max_spikes: int,
+                 which: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    table = np.full((max_spikes + 1, len(times_by_unit)), NO_SPIKE_S)
     snapped = []
     for u, times in enumerate(times_by_unit):
         times = np.asarray(times, dtype=float)
@@ -141,18 +149,22 @@ def _spike_grid(times_by_unit: list[np.ndarray], n_steps: int, dt: float, durati
         if bad.any():
             raise ConfigError(f"{which} spike time {float(times[bad][0])!r} s is outside the "
                               f"run [0, {duration!r}) s; expected times within the run")
-        steps = np.rint(times / dt).astype(np.int64)
+        steps = np.sort(np.rint(times / dt).astype(np.int64))
         if np.unique(steps).size != steps.size:
-            k = steps[np.flatnonzero(np.diff(np.sort(steps)) == 0)[0]]
+            k = steps[np.flatnonzero(np.diff(steps) == 0)[0]]
             raise ConfigError(f"{which} spikes: two spikes fall in the same time step "
                               f"(t = {k * dt!r} s, dt = {dt!r} s); expected at most one per step")
-        grid[steps, u] = 1.0
-        snapped.append(np.sort(steps) * dt)
-    return grid, snapped
+        if steps.size > max_spikes:
+            raise ConfigError(f"{which} spikes: unit {u} has {steps.size} spikes; expected at most "
+                              f"max_spikes = {max_spikes} (raise max_spikes in the config)")
+        table[: steps.size, u] = steps * dt
+        snapped.append(steps * dt)
+    return table, snapped
 
 
-def make_stimulus(p: SpikeProtocolConfig, n_units: int, dt_s: float, seed: int) -> Stimulus:
-    """Arrays for ``n_units`` units on the ``dt_s`` grid; Poisson draws use ``seed``."""
+def make_stimulus(p: SpikeProtocolConfig, n_units: int, dt_s: float, seed: int,
+                  max_spikes: int = 4096) -> Stimulus:
+    """Spike tables for ``n_units`` units on the ``dt_s`` grid; Poisson draws use ``seed``."""
     period = p.period_s
     n = p.n_periods
     duration = run_duration_s(p)
@@ -163,19 +175,18 @@ def make_stimulus(p: SpikeProtocolConfig, n_units: int, dt_s: float, seed: int) 
     starts = np.arange(n) * period + p.offset_s
     pre = [np.empty(0)] * n_units
     post = [np.empty(0)] * n_units
-    ip3_steps = int(round(duration / IP3_DRIVE_DT_S))
-    ip3 = np.zeros((ip3_steps + 1, n_units))
+    ip3 = {"amp_uM_per_s": 0.0, "t0_s": 0.0, "pulse_s": 0.0, "period_s": 1.0, "n": 0.0}
 
     if p.kind == "trains":
         pulses = np.arange(p.train_pulses) / p.train_rate_hz
         pre = [(starts[:, None] + pulses[None, :]).ravel()] * n_units
     elif p.kind == "pairing":
-        t_pre = starts
-        t_post = starts + p.pair_delay_ms * 1e-3
-        pre, post = [t_pre] * n_units, [t_post] * n_units
+        pre = [starts] * n_units
+        post = [starts + p.pair_delay_ms * 1e-3] * n_units
     elif p.kind == "poisson_steps":
         rng = np.random.default_rng(seed)
-        rates = np.repeat(np.asarray(p.rates_hz, dtype=float), int(round(period / dt_s)))
+        steps_per = int(round(period / dt_s))
+        rates = np.repeat(np.asarray(p.rates_hz, dtype=float), steps_per)
         rates = np.concatenate([rates, np.zeros(n_steps - rates.size)])
         prob = rates * dt_s
         if prob.max(initial=0.0) > 0.1:
@@ -184,19 +195,16 @@ def make_stimulus(p: SpikeProtocolConfig, n_units: int, dt_s: float, seed: int) 
         draws = rng.random((n_steps, n_units)) < prob[:, None]
         pre = [np.flatnonzero(draws[:, u]) * dt_s for u in range(n_units)]
     elif p.kind == "ip3_drive":
-        t = np.arange(ip3_steps + 1) * IP3_DRIVE_DT_S
-        phase = t - p.offset_s
-        k = np.floor_divide(phase, p.ip3_period_s)
-        on = (phase >= 0) & (k < n) & (phase - k * p.ip3_period_s < p.ip3_pulse_s - 1e-12)
-        ip3[on, :] = p.ip3_amp_uM_per_s
+        ip3 = {"amp_uM_per_s": p.ip3_amp_uM_per_s, "t0_s": p.offset_s, "pulse_s": p.ip3_pulse_s,
+               "period_s": p.ip3_period_s, "n": float(p.n_ip3_pulses)}
     elif p.kind == "explicit":
         pre = [np.asarray(p.pre_times_s, dtype=float)] * n_units
         post = [np.asarray(p.post_times_s, dtype=float)] * n_units
     else:  # pragma: no cover - Literal checked by the config loader
         raise ConfigError(f"protocol.kind = {p.kind!r}: unknown")
 
-    pre_grid, pre_snapped = _spike_grid(pre, n_steps, dt_s, duration, "presynaptic")
-    post_grid, post_snapped = _spike_grid(post, n_steps, dt_s, duration, "postsynaptic")
+    pre_t, pre_snapped = _spike_table(pre, dt_s, duration, max_spikes, "presynaptic")
+    post_t, post_snapped = _spike_table(post, dt_s, duration, max_spikes, "postsynaptic")
     return Stimulus(dt_s=dt_s, duration_s=duration, period_s=period,
-                    boundaries_s=np.arange(n + 1) * period, pre=pre_grid, post=post_grid,
-                    ip3=ip3, pre_times_s=pre_snapped, post_times_s=post_snapped)
+                    boundaries_s=np.arange(n + 1) * period, pre=pre_t, post=post_t, ip3=ip3,
+                    pre_times_s=pre_snapped, post_times_s=post_snapped)

@@ -154,7 +154,8 @@ class TripartiteSimConfig:
     dt_ms: float = 1.0                             # ms, integration step
     record_dt_ms: float = 10.0                     # ms, sampling step of traces.parquet
     n_units: int = 1                               # independent synapse–astrocyte units
-    rho_init: float = 0.0                          # 1, initial efficacy of every unit
+    max_spikes: int = 4096                         # capacity of each unit's spike table (pre and post)
+    rho_init: tuple[float, ...] = (0.0,)           # 1, initial efficacy; unit i takes rho_init[i % len]
     param_sets: tuple[str, ...] = (_SA, _GB)       # names of the parameter sets the defaults come from
     params: TripartiteParams = field(default_factory=TripartiteParams)  # model parameters
     protocol: SpikeProtocolConfig = field(default_factory=SpikeProtocolConfig)  # stimulation
@@ -166,12 +167,15 @@ class TripartiteSimConfig:
         require_positive("record_dt_ms", self.record_dt_ms, "ms")
         if self.n_units < 1:
             raise ConfigError(f"n_units = {self.n_units!r}: expected >= 1")
+        if self.max_spikes < 1:
+            raise ConfigError(f"max_spikes = {self.max_spikes!r}: expected >= 1")
         ratio = self.record_dt_ms / self.dt_ms
         if abs(ratio - round(ratio)) > 1e-9:
             raise ConfigError(f"record_dt_ms = {self.record_dt_ms!r}: expected a multiple of "
                               f"dt_ms = {self.dt_ms!r}")
-        if not 0 <= self.rho_init <= 1:
-            raise ConfigError(f"rho_init = {self.rho_init!r}: expected a value in [0, 1]")
+        if not self.rho_init or not all(0 <= r <= 1 for r in self.rho_init):
+            raise ConfigError(f"rho_init = {list(self.rho_init)!r}: expected a non-empty list "
+                              "of values in [0, 1]")
         for name in self.param_sets:
             tp.parameter_set(name)
         unknown = [v for v in self.record if v not in VARIABLES]
@@ -230,7 +234,12 @@ J_beta = O_beta*Gamma_A : mmolar/second
 J_delta = O_delta/(1 + I/kappa_delta)*C**2/(C**2 + K_delta**2) : mmolar/second
 J_3K = O_3K*C**4/(C**4 + K_D**4)*I/(I + K_3K) : mmolar/second
 J_5P = Omega_5P*I : mmolar/second
-J_ex = ip3_drive(t, i) : mmolar/second                  # exogenous IP3 production (protocol)
+J_ex = ip3_amp*int(t >= ip3_t0)*int(t < ip3_t0 + ip3_n*ip3_period)*int(t - ip3_t0 - ip3_period*floor((t - ip3_t0)/ip3_period) < ip3_pulse) : mmolar/second  # exogenous IP3 production (protocol)
+ip3_amp : mmolar/second (shared, constant)             # IP3 drive during a pulse
+ip3_t0 : second (shared, constant)                     # onset of the first pulse
+ip3_pulse : second (shared, constant)                  # pulse length
+ip3_period : second (shared, constant)                 # onset-to-onset interval
+ip3_n : 1 (shared, constant)                           # number of pulses
 dC/dt = J_r + J_l - J_p : mmolar
 J_r = Omega_C*m_inf**3*h**3*(C_T - (1 + rho_A)*C) : mmolar/second   # IP3R release
 J_l = Omega_L*(C_T - (1 + rho_A)*C) : mmolar/second                  # ER leak
@@ -279,6 +288,27 @@ f_d = clip(tau_Ca*log(clip(c, 1e-30, 1e30)/theta_d)/dt, 0, 1)
 """
 
 
+def rho_init_values(cfg: TripartiteSimConfig) -> np.ndarray:
+    """Initial efficacy of each unit (``rho_init`` repeated over the units)."""
+    return np.resize(np.asarray(cfg.rho_init, dtype=np.float64), cfg.n_units)
+
+
+def validate(cfg: TripartiteSimConfig) -> None:
+    """Check what only the protocol arrays reveal (spike times inside the run, capacity)."""
+    make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed, cfg.max_spikes)
+
+
+def stim_constants(stim: Stimulus) -> dict[str, float]:
+    """The IP3 drive of ``stim`` as the unit group's shared constants, in SI base units."""
+    d = stim.ip3
+    # Pulse edges sit a quarter step early, between Runge-Kutta stages, so that no target's
+    # rounding of t decides on which side of an edge a stage falls.
+    return {"ip3_amp": d["amp_uM_per_s"] * 1e-3, "ip3_t0": d["t0_s"] - 0.25 * stim.dt_s,
+            "ip3_pulse": d["pulse_s"],
+            "ip3_period": d["period_s"], "ip3_n": d["n"]}
+
+
+
 @dataclass
 class Handles:
     """The Brian2 objects of one built network (for run_args and read-out)."""
@@ -289,7 +319,6 @@ class Handles:
     postsyn: Any
     pre_spike: Any
     post_spike: Any
-    ip3_drive: Any
     unit_mon: Any | None
     syn_mon: Any | None
     duration: Any
@@ -298,20 +327,19 @@ class Handles:
 def build_network(cfg: TripartiteSimConfig, stim: Stimulus) -> Handles:
     """Create the network for ``cfg`` (parameters set from cfg) on the current device."""
     import brian2 as b2
-    from astro_sim.spike_protocols import IP3_DRIVE_DT_S
 
     n = cfg.n_units
     dt = cfg.dt_ms * b2.ms
-    pre_spike = b2.TimedArray(stim.pre, dt=dt, name="pre_spike")
-    post_spike = b2.TimedArray(stim.post, dt=dt, name="post_spike")
-    ip3_drive = b2.TimedArray(stim.ip3 * b2.umolar / b2.second, dt=IP3_DRIVE_DT_S * b2.second,
-                              name="ip3_drive")
-    ns = {"pre_spike": pre_spike, "post_spike": post_spike, "ip3_drive": ip3_drive}
+    # Spike tables: row k of column i is unit i's k-th spike time (TimedArray indexed by k).
+    pre_spike = b2.TimedArray(stim.pre * b2.second, dt=1 * b2.second, name="pre_spike")
+    post_spike = b2.TimedArray(stim.post * b2.second, dt=1 * b2.second, name="post_spike")
+    ns = {"pre_spike": pre_spike, "post_spike": post_spike}
 
-    pre_gen = b2.NeuronGroup(n, "", threshold="pre_spike(t, i) > 0.5", reset="", name="pre_gen",
-                             namespace=ns, dt=dt)
-    post_gen = b2.NeuronGroup(n, "", threshold="post_spike(t, i) > 0.5", reset="", name="post_gen",
-                              namespace=ns, dt=dt)
+    gen_eqs = "k : integer  # index of the next spike in this unit's table"
+    pre_gen = b2.NeuronGroup(n, gen_eqs, threshold="t >= pre_spike(k*second, i) - 0.5*dt",
+                             reset="k += 1", name="pre_gen", namespace=ns, dt=dt)
+    post_gen = b2.NeuronGroup(n, gen_eqs, threshold="t >= post_spike(k*second, i) - 0.5*dt",
+                              reset="k += 1", name="post_gen", namespace=ns, dt=dt)
     unit = b2.NeuronGroup(n, UNIT_EQS + _declare(UNIT_PARAMS), method="rk4", dt=dt,
                           threshold="C > C_Theta", refractory="C > C_Theta",
                           reset="G_A += rho_e*G_T*U_A*x_A\nx_A -= U_A*x_A\nn_glio += 1",
@@ -328,6 +356,10 @@ def build_network(cfg: TripartiteSimConfig, stim: Stimulus) -> Handles:
 
     for name in UNIT_PARAMS:
         setattr(unit, brian_name(name), param_quantity(name, getattr(cfg.params, name)))
+    si_units = {"ip3_amp": b2.mmolar / b2.second, "ip3_t0": b2.second, "ip3_pulse": b2.second,
+                "ip3_period": b2.second, "ip3_n": 1}
+    for name, value in stim_constants(stim).items():
+        setattr(unit, name, value * si_units[name])
     for name in SYN_PARAMS:
         setattr(syn, brian_name(name), param_quantity(name, getattr(cfg.params, name)))
     for name in POSTSYN_PARAMS:
@@ -335,7 +367,7 @@ def build_network(cfg: TripartiteSimConfig, stim: Stimulus) -> Handles:
     # Initial state (chapter): all zero except h = 0.9, x_S = x_A = 1; rho from the config.
     unit.h = 0.9
     unit.x_A = 1.0
-    unit.rho = cfg.rho_init
+    unit.rho = rho_init_values(cfg)
     syn.x_S = 1.0
 
     rec_dt = cfg.record_dt_ms * b2.ms
@@ -348,8 +380,7 @@ def build_network(cfg: TripartiteSimConfig, stim: Stimulus) -> Handles:
     net = b2.Network(*objs)
     # One extra sample step so the last protocol boundary (t = duration) is recorded.
     duration = stim.duration_s * b2.second + rec_dt
-    return Handles(net, unit, syn, postsyn, pre_spike, post_spike, ip3_drive, unit_mon, syn_mon,
-                   duration)
+    return Handles(net, unit, syn, postsyn, pre_spike, post_spike, unit_mon, syn_mon, duration)
 
 
 def _to_trace_unit(var: str, values: np.ndarray) -> np.ndarray:
@@ -410,7 +441,7 @@ def run(cfg: TripartiteSimConfig) -> "SimOutput":
 
     if cfg.target not in TARGETS:
         raise ConfigError(f"target = {cfg.target!r}: expected one of {', '.join(TARGETS)}")
-    stim = make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed)
+    stim = make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed, cfg.max_spikes)
     if cfg.target == "cpp_standalone":
         from astro_sim import tripartite_standalone as sa
         project = sa.get_project(cfg, stim)

@@ -62,7 +62,7 @@ def signature(cfg, stim) -> dict[str, Any]:
         "dt_ms": cfg.dt_ms, "record_dt_ms": cfg.record_dt_ms, "n_units": cfg.n_units,
         "duration_s": round(stim.duration_s, 12), "record": list(cfg.record),
         "D_pre_ms": cfg.params.D_pre, "pre_shape": list(stim.pre.shape),
-        "ip3_shape": list(stim.ip3.shape), "source": _source_hash(),
+        "source": _source_hash(),
         "brian2": importlib.metadata.version("brian2"),
     }
 
@@ -108,15 +108,23 @@ class StandaloneProject:
     # ------------------------------------------------------------------ one run
     def run_args(self, cfg, stim, run_dir: Path) -> list[str]:
         """The binary's ``name=value`` arguments for ``cfg`` (arrays written into ``run_dir``)."""
-        from astro_sim.tripartite import PARAM_UNITS, brian_name
+        from astro_sim.tripartite import PARAM_UNITS, brian_name, stim_constants
         names = self.manifest["params"]
+        unit = self.manifest["unit_group"]
         args = []
         for pname, group in names.items():
             si = getattr(cfg.params, pname) * SI_FACTOR[PARAM_UNITS[pname]]
             args.append(f"{group}.{brian_name(pname)}={float(si)!r}")
-        args.append(f"{self.manifest['unit_group']}.rho={float(cfg.rho_init)!r}")
-        for key, arr in (("pre_spike", stim.pre), ("post_spike", stim.post),
-                         ("ip3_drive", stim.ip3 * SI_FACTOR["uM/s"])):
+        for name, si in stim_constants(stim).items():
+            args.append(f"{unit}.{name}={float(si)!r}")
+        from astro_sim.tripartite import rho_init_values
+        rho0 = rho_init_values(cfg)
+        if np.all(rho0 == rho0[0]):
+            args.append(f"{unit}.rho={float(rho0[0])!r}")
+        else:
+            rho0.tofile(run_dir / "rho_init.dat")
+            args.append(f"{unit}.rho={run_dir / 'rho_init.dat'}")
+        for key, arr in (("pre_spike", stim.pre), ("post_spike", stim.post)):
             path = run_dir / f"{key}.dat"
             np.ascontiguousarray(arr, dtype=np.float64).tofile(path)
             args.append(f"{key}.values={path}")
@@ -202,7 +210,7 @@ def _build_here(cfg_dict: dict[str, Any], directory: Path) -> None:
                                       TripartiteSimConfig, build_network)
 
     cfg = from_dict(TripartiteSimConfig, cfg_dict)
-    stim = make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed)
+    stim = make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed, cfg.max_spikes)
     b2.set_device("cpp_standalone", build_on_run=False, directory=str(directory))
     h = build_network(cfg, stim)
     h.net.run(h.duration, namespace={})
