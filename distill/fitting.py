@@ -350,6 +350,13 @@ def fit_candidates(t, y, models=DEFAULT_CANDIDATES, *, n_starts: int = 8, seed: 
                    offset: str = "free", max_nfev: int = 4000, with_report: bool = True,
                    where: str = "curve") -> list[CandidateFit]:
     """Fit every candidate; fill in Akaike (AICc) and BIC weights. Order follows ``models``."""
+    n_points = np.asarray(t).size
+    for m in models:
+        n_vary = len(get_model(m).param_names) - (0 if offset == "free" else 1)
+        if 0 < n_points < n_vary + 2:
+            raise DataError(f"{where}: {n_points} points for model {m!r} with {n_vary} fitted "
+                            f"parameters; expected at least {n_vary + 2} (parameters plus two); "
+                            "drop it from the candidates or supply a longer trace")
     fits = [fit_model(m, t, y, n_starts=n_starts, seed=seed, offset=offset, max_nfev=max_nfev,
                       with_report=with_report, where=where) for m in models]
     for f, wa, wb in zip(fits, _weights([f.aicc for f in fits]), _weights([f.bic for f in fits])):
