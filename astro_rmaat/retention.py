@@ -23,7 +23,10 @@ File layout (JSON object)::
     tau_cycle_s   float > 0       one STP cycle (= one segment), seconds
     p_inf         float           asymptote of the chosen model, trace units
     curve         {"t_cycles": [0, 1, ..., K], "p": [p(k * tau_cycle)]}   chosen model
-    band          optional {"p_lo": [...], "p_hi": [...]} (same grid; from the covariance)
+    band          optional {"p_lo": [...], "p_hi": [...]} (same grid; pointwise band of p),
+                  optionally also "jacobian": [[dp_k/dtheta_j]] ((K+1) x len(model.param_names))
+                  and "z" (normal quantile of the band level): with model.covariance they give
+                  the delta-method band of RF(t, T) for any T (see ``Retention.rf_band``)
     source        {"traces": str, "sha256": str, "variable": str, "unit": str,
                    "simulation_config": {...}}
     created_utc   str
@@ -61,6 +64,10 @@ class Retention:
     p_lo: np.ndarray | None = field(default=None, repr=False)
     p_hi: np.ndarray | None = field(default=None, repr=False)
     document: dict[str, Any] = field(default_factory=dict, repr=False)
+    covariance: np.ndarray | None = field(default=None, repr=False)  # of model.param_names
+    jacobian: np.ndarray | None = field(default=None, repr=False)    # (K+1, k): dp_k / dtheta_j
+    z: float | None = None                                           # band half-width in sd
+    param_names: tuple[str, ...] = ()
 
     @property
     def max_segments(self) -> int:
@@ -84,8 +91,29 @@ class Retention:
         """RF_inf(t) for t = 1..n; needs no T (sums to 1 only as n -> infinity)."""
         return self.increments(n) / (self.p_inf - self.p[0])
 
-    def rf_band(self, T: int) -> tuple[np.ndarray, np.ndarray] | None:
-        """Pointwise band of RF(t, T) from the curve band, when the file has one."""
+    def rf_band(self, T: int, stream: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+        """Pointwise band of RF(t, T) (or of RF_inf with ``stream=True``), when the file has one.
+
+        With a Jacobian and covariance in the file this is the delta-method band
+        RF ± z·sd, sd from the linearised RF (exact to first order for every T). Older
+        files with only ``p_lo``/``p_hi`` get the cruder band from differencing those.
+        """
+        if self.jacobian is not None and self.covariance is not None and self.z is not None:
+            dp = self.increments(T)
+            Jd = np.diff(self.jacobian[: T + 1], axis=0)               # (T, k)
+            if stream:
+                span = self.p_inf - self.p[0]
+                dspan = -self.jacobian[0].copy()
+                if "p_inf" in self.param_names:
+                    dspan[self.param_names.index("p_inf")] += 1.0
+                val = dp / span
+                G = Jd / span - np.outer(dp, dspan) / span ** 2
+            else:
+                S = dp.sum()
+                val = dp / S
+                G = Jd / S - np.outer(dp, Jd.sum(axis=0)) / S ** 2
+            sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", G, self.covariance, G), 0.0))
+            return val - self.z * sd, val + self.z * sd
         if self.p_lo is None or self.p_hi is None:
             return None
         lo = np.diff(self.p_lo[: T + 1]); hi = np.diff(self.p_hi[: T + 1])
@@ -158,8 +186,28 @@ def validate_document(doc: Any, where: str = "<document>") -> Retention:
     for name, arr in (("band.p_lo", p_lo), ("band.p_hi", p_hi)):
         if arr is not None and (arr.shape != p.shape or not np.all(np.isfinite(arr))):
             raise _err(where, f"{name} must be {p.size} finite numbers like curve.p")
+    names = model.get("param_names") or []
+    cov = jac = z = None
+    if "jacobian" in band:
+        k = len(names)
+        try:
+            jac = np.asarray(band["jacobian"], dtype=np.float64)
+            cov = np.asarray(model.get("covariance"), dtype=np.float64)
+        except (TypeError, ValueError):
+            raise _err(where, "band.jacobian and model.covariance must be numeric matrices") from None
+        if jac.shape != (p.size, k) or not np.all(np.isfinite(jac)):
+            raise _err(where, f"band.jacobian must be {p.size} x {k} finite numbers "
+                              f"(cycle boundaries x model.param_names)")
+        if cov.shape != (k, k) or not np.all(np.isfinite(cov)) or np.any(np.diag(cov) < 0):
+            raise _err(where, f"model.covariance must be a {k} x {k} finite matrix with a "
+                              "non-negative diagonal when band.jacobian is given")
+        z = band.get("z")
+        if not _finite(z) or z <= 0:
+            raise _err(where, f"band.z = {z!r}; expected a positive number (sd per half-width)")
     return Retention(model_name=model["name"], params=params, tau_cycle_s=float(tau_cycle),
-                     p_inf=float(p_inf), p=p, p_lo=p_lo, p_hi=p_hi, document=doc)
+                     p_inf=float(p_inf), p=p, p_lo=p_lo, p_hi=p_hi, document=doc,
+                     covariance=cov, jacobian=jac, z=None if z is None else float(z),
+                     param_names=tuple(names))
 
 
 def load_retention(path: str | os.PathLike) -> Retention:

@@ -1,8 +1,9 @@
 """lmfit fits of the macro models, model selection, and the ``distill.fit`` stage entry.
 
 One curve ``(t_s, p)`` is fitted by every candidate of :mod:`distill.models` with bounded,
-named lmfit parameters (Levenberg–Marquardt, ``leastsq``), from ``n_starts`` seeded
-starting points; the best start is kept. Each fit reports
+named lmfit parameters (SciPy's trust-region reflective ``least_squares``, which handles
+bounds without a variable transform), from up to ``n_starts`` seeded starting points; the
+best is kept, and the search stops early once two starts reach the same best minimum. Each fit reports
 
 * values, standard errors and the covariance of the varied parameters (lmfit scales the
   covariance by the reduced chi-square, i.e. the noise level is estimated from the
@@ -48,7 +49,7 @@ class FitConfig:
     models: tuple[str, ...] = DEFAULT_CANDIDATES  # candidate macro models (names in distill.models.MODELS)
     criterion: Literal["aicc", "bic"] = "aicc"    # model choice: smallest AICc (default) or BIC
     offset: Literal["free", "zero", "first"] = "free"  # p(0): fitted / fixed at 0 / fixed at the first sample
-    n_starts: int = 8                    # seeded starting points per model (best kept)
+    n_starts: int = 8                    # at most this many seeded starts per model (best kept; stops when 2 agree)
     seed: int = 0                        # seed of the starting points and of the band sampling
     max_nfev: int = 4000                 # cap on model evaluations per start
     tau_cycle_s: float | None = None     # one STP cycle, s; None: from the trace attrs
@@ -213,6 +214,8 @@ def information_criteria(rss: float, n: int, k: int) -> tuple[float, float, floa
 
 # --------------------------------------------------------------------------- one fit
 _METHOD = "least_squares"   # scipy's trust-region reflective: native bounds, no sin transform
+AGREE_STARTS = 2            # stop early once this many starts reach the same best minimum
+AGREE_RTOL = 1e-5           # "same minimum": chi-square within this relative tolerance (ΔAIC ~ N·1e-5)
 MAX_CORRELATION = 0.9999     # |correlation| above this: two parameters are one direction
 def _at_bound(value: float, lo: float, hi: float) -> str | None:
     width = hi - lo
@@ -243,7 +246,7 @@ def fit_model(model: MacroModel | str, t, y, *, n_starts: int = 8, seed: int = 0
     def residual(params):
         return model.func(t, **params.valuesdict()) - y
 
-    best = None
+    best, agree = None, 0
     for _ in range(n_starts):
         g = model.guess(t, y, rng)
         params = lmfit.Parameters()
@@ -262,8 +265,12 @@ def fit_model(model: MacroModel | str, t, y, *, n_starts: int = 8, seed: int = 0
             continue
         if not np.isfinite(res.chisqr):
             continue
-        if best is None or res.chisqr < best.chisqr:
-            best = res
+        if best is not None and abs(res.chisqr - best.chisqr) <= AGREE_RTOL * best.chisqr:
+            agree += 1
+        elif best is None or res.chisqr < best.chisqr:
+            best, agree = res, 1
+        if agree >= AGREE_STARTS:
+            break           # the best minimum was found from two independent starts
     if best is None:
         raise DataError(f"{where}: model {model.name!r} could not be fitted from any of "
                         f"{n_starts} starting points (non-finite residuals)")
@@ -350,6 +357,13 @@ def fit_candidates(t, y, models=DEFAULT_CANDIDATES, *, n_starts: int = 8, seed: 
                    offset: str = "free", max_nfev: int = 4000, with_report: bool = True,
                    where: str = "curve") -> list[CandidateFit]:
     """Fit every candidate; fill in Akaike (AICc) and BIC weights. Order follows ``models``."""
+    n_points = np.asarray(t).size
+    for m in models:
+        n_vary = len(get_model(m).param_names) - (0 if offset == "free" else 1)
+        if 0 < n_points < n_vary + 2:
+            raise DataError(f"{where}: {n_points} points for model {m!r} with {n_vary} fitted "
+                            f"parameters; expected at least {n_vary + 2} (parameters plus two); "
+                            "drop it from the candidates or supply a longer trace")
     fits = [fit_model(m, t, y, n_starts=n_starts, seed=seed, offset=offset, max_nfev=max_nfev,
                       with_report=with_report, where=where) for m in models]
     for f, wa, wb in zip(fits, _weights([f.aicc for f in fits]), _weights([f.bic for f in fits])):

@@ -61,7 +61,7 @@ def plot_comparison(fits, ax=None):
 def plot_schedule(name: str, params: dict[str, float], tau_cycle_s: float, Ts=(4, 8, 16, 32),
                   fit=None, ax=None, level: float = 0.95, n_samples: int = 1000, seed: int = 0,
                   stream: bool = True):
-    """RF(t, T) for several T (band from ``fit``'s covariance when given), and RF_inf."""
+    """RF(t, T) for several T (delta-method band from ``fit``'s covariance when given), and RF_inf."""
     from astro_rmaat.errors import DataError
     from distill import retention as R
 
@@ -75,7 +75,7 @@ def plot_schedule(name: str, params: dict[str, float], tau_cycle_s: float, Ts=(4
             ax.plot(t, R.rf(name, params, tau_cycle_s, T), "o-", ms=2.5, color=color, label=f"T={T}")
             if fit is not None and fit.uncertainties_ok:
                 try:
-                    lo, hi = R.rf_band(fit, tau_cycle_s, T, level, n_samples, seed)
+                    lo, hi = R.rf_band_delta(fit, tau_cycle_s, T, level)
                     ax.fill_between(t, lo, hi, alpha=0.2, color=color, lw=0)
                 except DataError:
                     pass

@@ -9,10 +9,13 @@ at cycle boundaries, ``dp_t = p(t tau_cycle) - p((t-1) tau_cycle)``:
 Both depend only on the shape of the curve, not on its amplitude. For the exponential,
 ``RF(t, T) = (1 - r) r^(t-1) / (1 - r^T)`` with ``r = exp(-tau_cycle / tau)``.
 
-Uncertainty bands are propagated from the fit's covariance by sampling: parameter vectors
-are drawn from N(estimate, covariance) with a seeded generator (draws outside the fit's
-bounds are rejected), each is turned into a curve or a schedule, and the band is the
-pointwise central ``level`` interval. A fit whose covariance could not be estimated gets no
+Uncertainty bands are propagated from the fit's covariance in two ways. *Sampling* (the
+default here): parameter vectors are drawn from N(estimate, covariance) with a seeded
+generator (draws outside the fit's bounds are rejected), each is turned into a curve or a
+schedule, and the band is the pointwise central ``level`` interval. *Delta method*: the
+Jacobian of the curve at cycle boundaries (central differences) linearises RF, whose
+variance is then ``G C G^T``; the document stores that Jacobian so the NumPy reader
+(``astro_rmaat.retention.Retention.rf_band``) gives the band for any T without the model. A fit whose covariance could not be estimated gets no
 band (the document says so) rather than a falsely narrow one.
 
 ``build_document`` writes the ``rmaat.retention/v1`` layout read by
@@ -93,6 +96,47 @@ def sample_params(fit, n: int, seed: int) -> list[dict[str, float]]:
         v.update(zip(fit.varied, map(float, row)))
         out.append(v)
     return out
+
+
+def curve_jacobian(fit, tau_cycle_s: float, K: int) -> np.ndarray:
+    """d p(k tau_cycle) / d theta_j for k = 0..K and theta = ``fit.varied`` (central differences)."""
+    model = get_model(fit.name)
+    k = np.arange(K + 1) * float(tau_cycle_s)
+    J = np.empty((K + 1, len(fit.varied)))
+    for j, name in enumerate(fit.varied):
+        v = fit.values[name]
+        s = fit.stderr.get(name) or 0.0
+        h = max(1e-6 * abs(v), 1e-4 * s, 1e-12)
+        lo, hi = fit.bounds.get(name, (-np.inf, np.inf))
+        up = dict(fit.values); dn = dict(fit.values)
+        up[name] = min(v + h, hi); dn[name] = max(v - h, lo)
+        J[:, j] = (model(k, **up) - model(k, **dn)) / (up[name] - dn[name])
+    return J
+
+
+def rf_band_delta(fit, tau_cycle_s: float, T: int, level: float = 0.95,
+                  stream: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Delta-method ``level`` band of RF(t, T) (or RF_inf), t = 1..T: RF ± z sd."""
+    from statistics import NormalDist
+
+    if fit.covar is None or not fit.uncertainties_ok:
+        raise DataError(f"model {fit.name!r}: its uncertainties could not be estimated "
+                        f"({'; '.join(fit.uncertainty_problems) or 'no covariance'}); no band")
+    p = boundary_curve(fit.name, fit.values, tau_cycle_s, T)
+    J = curve_jacobian(fit, tau_cycle_s, T)
+    dp = np.diff(p); Jd = np.diff(J, axis=0)
+    if stream:
+        span = fit.values["p_inf"] - fit.values["p0"]
+        dspan = np.array([(n == "p_inf") - (n == "p0") for n in fit.varied], dtype=float)
+        val = dp / span
+        G = Jd / span - np.outer(dp, dspan) / span ** 2
+    else:
+        S = dp.sum()
+        val = dp / S
+        G = Jd / S - np.outer(dp, Jd.sum(axis=0)) / S ** 2
+    sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", G, fit.covar, G), 0.0))
+    z = NormalDist().inv_cdf(0.5 + level / 2.0)
+    return val - z * sd, val + z * sd
 
 
 def _quantiles(arr: np.ndarray, level: float) -> tuple[np.ndarray, np.ndarray]:
@@ -178,9 +222,14 @@ def build_document(chosen, candidates: Iterable, *, tau_cycle_s: float, source: 
     if chosen.uncertainties_ok and chosen.covar is not None:
         try:
             lo, hi, used = curve_band(chosen, tau_cycle_s, n_cycles, band_level, band_samples, seed)
+            from statistics import NormalDist
             doc["band"] = {"p_lo": lo.tolist(), "p_hi": hi.tolist(), "level": band_level,
-                           "method": "sampling from N(estimate, covariance), bounds rejected",
-                           "n_samples": used, "seed": seed}
+                           "method": "p_lo/p_hi: pointwise quantiles of curves sampled from "
+                                     "N(estimate, covariance), bounds rejected; jacobian: "
+                                     "delta method for RF (reader: Retention.rf_band)",
+                           "n_samples": used, "seed": seed,
+                           "jacobian": curve_jacobian(chosen, tau_cycle_s, n_cycles).tolist(),
+                           "z": NormalDist().inv_cdf(0.5 + band_level / 2.0)}
         except DataError as exc:
             doc["band_note"] = f"no band: {exc}"
     else:
