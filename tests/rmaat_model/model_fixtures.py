@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pytest
+import torch
 
 from astro_rmaat import retention
 
@@ -37,3 +39,13 @@ def rf_closed_form(t: int, T: int, tau: float = TAU_CYCLES) -> float:
 def rf_stream_closed_form(t: int, tau: float = TAU_CYCLES) -> float:
     q = math.exp(-1.0 / tau)
     return (1 - q) * q ** (t - 1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tests use tiny tensors: one intra-op thread is faster than several, and on a
+    shared machine oversubscribed threads cost 10x. Restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -13,6 +13,7 @@ from astro_rmaat.errors import ConfigError, DataError
 from rmaat_model.model import (ARCHS, MEMORY_ARCHS, ModelConfig, astro_map, astromorphic_attention,
                                build_model, phi)
 
+from model_fixtures import one_thread  # noqa: F401  (autouse)
 from model_fixtures import rf_closed_form, rf_stream_closed_form, write_retention
 
 SMALL = dict(vocab_size=20, n_classes=3, max_len=160, d_model=16, n_heads=2, n_layers=2, d_ff=32,
