@@ -176,11 +176,20 @@ class _Obstacles:
         n = self.n
         if n == 0:
             return np.ones(len(p), dtype=bool)
-        seg = self.seg[:n]
-        d = segment_distance(p[:, None], q[:, None], seg[None, :, 0:2], seg[None, :, 2:4])  # (k, n)
-        exempt = (self.owner[:n] == owner) & (self.index[:n] >= index - 1)  # the paddle it grows from
-        ok = (d >= self.clear[None, :n]) | exempt[None]
-        return ok.all(axis=1)
+        seg, clear = self.seg[:n], self.clear[:n]
+        # only obstacles that can come within their clearance of the candidates' bounding circle
+        pts = np.concatenate([p, q])
+        centre = pts.mean(axis=0)
+        reach = np.sqrt(((pts - centre) ** 2).sum(axis=1).max())
+        mid = (seg[:, 0:2] + seg[:, 2:4]) / 2
+        half = np.sqrt(((seg[:, 2:4] - seg[:, 0:2]) ** 2).sum(axis=1)) / 2
+        near = np.sqrt(((mid - centre) ** 2).sum(axis=1)) - half - reach < clear
+        near &= ~((self.owner[:n] == owner) & (self.index[:n] >= index - 1))  # grows from it
+        if not near.any():
+            return np.ones(len(p), dtype=bool)
+        seg, clear = seg[near], clear[near]
+        d = segment_distance(p[:, None], q[:, None], seg[None, :, 0:2], seg[None, :, 2:4])  # (k, m)
+        return (d >= clear[None]).all(axis=1)
 
 
 def _inside(p: np.ndarray, lo: float, hi: float) -> np.ndarray:

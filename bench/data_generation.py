@@ -1,0 +1,67 @@
+"""Throughput of the local LRA generators: ListOps trees/s and Pathfinder images/s,
+1 worker vs N workers, measured side by side in one run (median of --repeats).
+
+    PYTHONPATH=. python bench/data_generation.py --listops 2000 --pathfinder 200 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+
+from rmaat_model.data import listops, pathfinder
+
+
+def _cpu_s() -> float:
+    t = os.times()  # this process and its reaped worker processes
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def _median_rate(fn, n: int, repeats: int) -> tuple[float, float]:
+    """Median items per wall-clock second and per CPU second (robust to a busy machine)."""
+    rates, cpu_rates = [], []
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), _cpu_s()
+        fn()
+        rates.append(n / (time.perf_counter() - t0))
+        cpu_rates.append(n / max(_cpu_s() - c0, 1e-9))
+    return statistics.median(rates), statistics.median(cpu_rates)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--listops", type=int, default=2000, help="trees per timing")
+    ap.add_argument("--pathfinder", type=int, default=200, help="images per timing (32 px)")
+    ap.add_argument("--workers", type=int, default=2, help="processes of the parallel run")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    rows = []
+    for w in (1, args.workers):
+        rate = _median_rate(lambda: listops.generate(args.listops, seed=0, workers=w),
+                            args.listops, args.repeats)
+        rows.append(("listops", w, rate))
+    for res, n in ((32, args.pathfinder), (128, max(args.pathfinder // 4, 1))):
+        for w in (1, args.workers):
+            def run(w=w, res=res, n=n) -> None:
+                with tempfile.TemporaryDirectory() as tmp:
+                    old = pathfinder.BATCH_SIZE
+                    pathfinder.BATCH_SIZE = max(n // (2 * w), 1)  # several batches per worker
+                    try:
+                        pathfinder.generate_files(tmp, resolution=res, n=n, seed=0, workers=w)
+                    finally:
+                        pathfinder.BATCH_SIZE = old
+            rows.append((f"pathfinder{res} (PNG written)", w, _median_rate(run, n, args.repeats)))
+    print(f"load average (1 min) {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'generator':32s} {'workers':>7s} {'items/s':>9s} {'vs 1 worker':>11s} {'items/CPU-s':>11s}")
+    base = {}
+    for name, w, (rate, cpu_rate) in rows:
+        base.setdefault(name, rate)
+        print(f"{name:32s} {w:7d} {rate:9.1f} {rate / base[name]:10.2f}x {cpu_rate:11.1f}")
+
+
+if __name__ == "__main__":
+    main()
