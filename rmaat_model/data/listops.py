@@ -22,16 +22,21 @@ only, never on the number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
+import hashlib
 import math
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
 from astro_rmaat.errors import ConfigError, DataError
+from astro_rmaat.runs import atomic_path
 from rmaat_model.data.base import PAD_ID, TaskSpec, check_max_len, check_split, pool_context
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -118,46 +123,47 @@ def generate_chunk(args: tuple[int, int, int, ListOpsSettings]) -> list[tuple[st
     return out
 
 
-def generate(n: int, seed: int = 0, settings: ListOpsSettings = ListOpsSettings(), *,
-             workers: int = 1, chunk_size: int = 250,
-             progress: bool = False) -> list[tuple[str, int, int]]:
-    """``n`` distinct trees ``(source, label, length)``, identical for any ``workers``."""
-    if n < 0:
+def iter_trees(n: int, seed: int = 0, settings: ListOpsSettings = ListOpsSettings(), *,
+               workers: int = 1, chunk_size: int = 250) -> Iterator[tuple[str, int, int]]:
+    """Yield ``n`` distinct trees ``(source, label, length)``, identical for any ``workers``.
+
+    Only a 16-byte digest of each source is kept for de-duplication, so full-size
+    generation streams to disk in little memory.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ConfigError(f"n = {n!r}: expected a non-negative number of samples")
-    if workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers = {workers!r}: expected a positive number of processes")
-    seen: set[str] = set()
-    out: list[tuple[str, int, int]] = []
-    next_chunk = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n, desc="listops", unit="tree")
+    seen: set[bytes] = set()
+    done, next_chunk = 0, 0
     pool = pool_context().Pool(workers) if workers > 1 else None
     try:
-        while len(out) < n:
-            n_chunks = math.ceil((n - len(out)) / chunk_size)
+        while done < n:
+            n_chunks = math.ceil((n - done) / chunk_size)
             jobs = [(seed, next_chunk + k, chunk_size, settings) for k in range(n_chunks)]
             next_chunk += n_chunks
             results = pool.imap(generate_chunk, jobs) if pool else map(generate_chunk, jobs)
             for trees in results:
                 for tree in trees:
-                    if len(out) < n and tree[0] not in seen:
-                        seen.add(tree[0])
-                        out.append(tree)
-                        if bar is not None:
-                            bar.update(1)
+                    key = hashlib.blake2b(tree[0].encode(), digest_size=16).digest()
+                    if done < n and key not in seen:
+                        seen.add(key)
+                        done += 1
+                        yield tree
     finally:
         if pool is not None:
             pool.terminate()
-        if bar is not None:
-            bar.close()
-    return out
+            pool.join()
 
 
-def write_tsv(path: str | Path, rows: list[tuple[str, int]]) -> Path:
+def generate(n: int, seed: int = 0, settings: ListOpsSettings = ListOpsSettings(), *,
+             workers: int = 1, chunk_size: int = 250) -> list[tuple[str, int, int]]:
+    """``n`` distinct trees ``(source, label, length)`` as a list (see iter_trees)."""
+    return list(iter_trees(n, seed, settings, workers=workers, chunk_size=chunk_size))
+
+
+def write_tsv(path: str | Path, rows: Iterable[tuple[str, int]]) -> Path:
     """Write ``(source, label)`` rows in the official layout, atomically."""
-    from astro_rmaat.runs import atomic_path
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
@@ -170,13 +176,12 @@ def generate_files(out_dir: str | Path, *, n_train: int = 96_000, n_val: int = 2
                    n_test: int = 2_000, seed: int = 0,
                    settings: ListOpsSettings = ListOpsSettings(), workers: int = 1,
                    progress: bool = False) -> dict[str, Path]:
-    """Generate the three splits into ``out_dir/basic_{train,val,test}.tsv``.
+    """Generate the three splits into ``out_dir/basic_{train,val,test}.tsv`` (streamed).
 
+    The first ``n_train`` distinct trees form train, the next ``n_val`` val, then test.
     ``out_dir`` is a run directory (``config.json`` first, ``meta.json`` last): a finished
     generation is never overwritten; an interrupted one with the same settings is redone.
     """
-    import dataclasses
-
     from astro_rmaat import runs
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -184,18 +189,31 @@ def generate_files(out_dir: str | Path, *, n_train: int = 96_000, n_val: int = 2
     config = {"task": "listops", "n_train": n_train, "n_val": n_val, "n_test": n_test,
               "seed": seed, **dataclasses.asdict(settings)}
     out = runs.prepare_run_dir(out_dir, config)
-    with runs.Stopwatch() as sw:
-        trees = generate(n_train + n_val + n_test, seed, settings, workers=workers,
-                         progress=progress)
-        bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
-                  "test": (n_train + n_val, n_train + n_val + n_test)}
-        paths = {}
-        for split, (a, b) in bounds.items():
-            paths[split] = write_tsv(out / SPLIT_FILES[split], [(t[0], t[1]) for t in trees[a:b]])
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    total = sum(sizes.values())
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc="listops", unit="tree")
+    with runs.Stopwatch() as sw, contextlib.ExitStack() as stack:
+        writers = {}
+        for split in sizes:
+            tmp = stack.enter_context(atomic_path(out / SPLIT_FILES[split]))
+            fh = stack.enter_context(open(tmp, "w", newline=""))
+            writers[split] = csv.writer(fh, delimiter="\t", lineterminator="\n")
+            writers[split].writerow(HEADER)
+        order = [split for split, size in sizes.items() for _ in range(size)]
+        for split, (source, label, _) in zip(order, iter_trees(total, seed, settings,
+                                                                workers=workers)):
+            writers[split].writerow((source, label))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     runs.finish_run(out, runs.make_meta(stage="generate-listops", seed=seed,
                                         wall_time_s=sw.elapsed, workers=workers,
-                                        samples_per_s=len(trees) / max(sw.elapsed, 1e-9)))
-    return paths
+                                        samples_per_s=total / max(sw.elapsed, 1e-9)))
+    return {split: out / SPLIT_FILES[split] for split in sizes}
 
 
 # --------------------------------------------------------------------------- evaluation
