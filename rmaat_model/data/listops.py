@@ -41,7 +41,7 @@ from rmaat_model.data.base import PAD_ID, TaskSpec, check_max_len, check_split, 
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
-VALUE_PROB = 0.75   # probability that a node above max_depth is a value (official 1 - 0.25)
+VALUE_PROB = 0.75   # probability that a node shallower than max_depth is a value (official)
 HEADER = ("Source", "Target")
 SPLIT_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}
 MAX_LEN = 2000      # LRA pads ListOps to 2000 tokens
@@ -266,10 +266,9 @@ def encode(source: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------- dataset
-def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
-    """Sources and labels of an official-format TSV (header ``Source\\tTarget``)."""
+def iter_tsv(path: str | Path) -> Iterator[tuple[int, str, int]]:
+    """``(line number, source, label)`` of an official-format TSV (header ``Source\\tTarget``)."""
     path = Path(path)
-    sources, labels = [], []
     with open(path, newline="") as fh:
         reader = csv.reader(fh, delimiter="\t")
         header = next(reader, None)
@@ -289,9 +288,7 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
                                 "an integer 0-9") from None
             if not 0 <= label < N_CLASSES:
                 raise DataError(f"{str(path)!r} line {lineno}: Target = {label}: expected 0-9")
-            sources.append(row[0])
-            labels.append(label)
-    return sources, labels
+            yield lineno, row[0], label
 
 
 class ListOpsDataset(torch.utils.data.Dataset):
@@ -304,13 +301,14 @@ class ListOpsDataset(torch.utils.data.Dataset):
     def __init__(self, path: str | Path, max_len: int = MAX_LEN):
         self.path = Path(path)
         self.max_len = max_len
-        sources, self.labels = read_tsv(self.path)
+        self.labels: list[int] = []
         parts = []
-        for row, source in enumerate(sources):
+        for lineno, source, label in iter_tsv(self.path):
             try:
                 parts.append(np.array(encode(source), dtype=np.uint8))
             except DataError as exc:
-                raise DataError(f"{str(self.path)!r} line {row + 2}: {exc}") from None
+                raise DataError(f"{str(self.path)!r} line {lineno}: {exc}") from None
+            self.labels.append(label)
         lengths = np.array([len(p) for p in parts], dtype=np.int64)
         self.offsets = np.concatenate([[0], np.cumsum(lengths)])
         self.ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
