@@ -267,9 +267,9 @@ def make_scene(rng: np.random.Generator, settings: PathfinderSettings,
             if np.linalg.norm(m0 - m1) < s.seed_distance:
                 continue
             clear = s.marker_radius + s.paddle_thickness / 2 + margin
-            foreign = [i for i in range(2) if i not in (c0, c1)]
+            # a marker touches no target contour but its own
             if all(point_segment_distance(m, scene.contours[f][:, 0], scene.contours[f][:, 1]).min()
-                   >= clear for m in (m0, m1) for f in foreign):
+                   >= clear for m, own in ((m0, c0), (m1, c1)) for f in range(2) if f != own):
                 chosen = (m0, c0, m1, c1)
                 break
         if chosen is None:
