@@ -31,13 +31,35 @@ def _median_rate(fn, n: int, repeats: int) -> tuple[float, float]:
     return statistics.median(rates), statistics.median(cpu_rates)
 
 
+def marker_distance_auc(resolution: int, n: int, seed: int = 123) -> tuple[float, float]:
+    """Fraction of positives and the AUC of "markers closer -> label 1" over n scenes.
+
+    0.5 means the marker distance alone tells nothing about the label (no shortcut).
+    """
+    import numpy as np
+    scenes = [pathfinder.make_scene(pathfinder.image_rng(seed, i), pathfinder.SETTINGS[resolution])
+              for i in range(n)]
+    y = np.array([s.label for s in scenes])
+    d = np.array([np.linalg.norm(s.markers[0] - s.markers[1]) for s in scenes])
+    pos, neg = d[y == 1], d[y == 0]
+    auc = (neg[:, None] > pos[None]).mean() + 0.5 * (neg[:, None] == pos[None]).mean()
+    return float(y.mean()), float(auc)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--listops", type=int, default=2000, help="trees per timing")
     ap.add_argument("--pathfinder", type=int, default=200, help="images per timing (32 px)")
     ap.add_argument("--workers", type=int, default=2, help="processes of the parallel run")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--cue", type=int, default=0,
+                    help="also check the marker-distance shortcut on this many scenes")
     args = ap.parse_args()
+    if args.cue:
+        for res, n in ((32, args.cue), (128, max(args.cue // 3, 2))):
+            frac, auc = marker_distance_auc(res, n)
+            print(f"pathfinder{res}: {n} scenes, positives {frac:.3f}, "
+                  f"AUC of marker distance for the label {auc:.3f} (0.5 = no shortcut)")
 
     rows = []
     for w in (1, args.workers):
