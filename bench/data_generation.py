@@ -61,6 +61,13 @@ def main() -> None:
             print(f"pathfinder{res}: {n} scenes, positives {frac:.3f}, "
                   f"AUC of marker distance for the label {auc:.3f} (0.5 = no shortcut)")
 
+    import collections
+    trees = listops.generate(args.listops, seed=0)
+    counts = collections.Counter(t[1] for t in trees)
+    label, top = counts.most_common(1)[0]
+    print(f"listops: {len(trees)} trees (seed 0), majority class {label} at {top / len(trees):.1%}, "
+          f"class 0 at {counts[0] / len(trees):.1%}, mean length "
+          f"{sum(t[2] for t in trees) / len(trees):.0f} tokens")
     rows = []
     for w in (1, args.workers):
         rate = _median_rate(lambda: listops.generate(args.listops, seed=0, workers=w),
