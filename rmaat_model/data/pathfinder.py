@@ -176,11 +176,20 @@ class _Obstacles:
         n = self.n
         if n == 0:
             return np.ones(len(p), dtype=bool)
-        seg = self.seg[:n]
-        d = segment_distance(p[:, None], q[:, None], seg[None, :, 0:2], seg[None, :, 2:4])  # (k, n)
-        exempt = (self.owner[:n] == owner) & (self.index[:n] >= index - 1)  # the paddle it grows from
-        ok = (d >= self.clear[None, :n]) | exempt[None]
-        return ok.all(axis=1)
+        seg, clear = self.seg[:n], self.clear[:n]
+        # only obstacles that can come within their clearance of the candidates' bounding circle
+        pts = np.concatenate([p, q])
+        centre = pts.mean(axis=0)
+        reach = np.sqrt(((pts - centre) ** 2).sum(axis=1).max())
+        mid = (seg[:, 0:2] + seg[:, 2:4]) / 2
+        half = np.sqrt(((seg[:, 2:4] - seg[:, 0:2]) ** 2).sum(axis=1)) / 2
+        near = np.sqrt(((mid - centre) ** 2).sum(axis=1)) - half - reach < clear
+        near &= ~((self.owner[:n] == owner) & (self.index[:n] >= index - 1))  # grows from it
+        if not near.any():
+            return np.ones(len(p), dtype=bool)
+        seg, clear = seg[near], clear[near]
+        d = segment_distance(p[:, None], q[:, None], seg[None, :, 0:2], seg[None, :, 2:4])  # (k, m)
+        return (d >= clear[None]).all(axis=1)
 
 
 def _inside(p: np.ndarray, lo: float, hi: float) -> np.ndarray:
@@ -258,9 +267,9 @@ def make_scene(rng: np.random.Generator, settings: PathfinderSettings,
             if np.linalg.norm(m0 - m1) < s.seed_distance:
                 continue
             clear = s.marker_radius + s.paddle_thickness / 2 + margin
-            foreign = [i for i in range(2) if i not in (c0, c1)]
+            # a marker touches no target contour but its own
             if all(point_segment_distance(m, scene.contours[f][:, 0], scene.contours[f][:, 1]).min()
-                   >= clear for m in (m0, m1) for f in foreign):
+                   >= clear for m, own in ((m0, c0), (m1, c1)) for f in range(2) if f != own):
                 chosen = (m0, c0, m1, c1)
                 break
         if chosen is None:

@@ -21,5 +21,3 @@ def test_generate_listops_and_pathfinder(run_cli, tmp_path):
         ["sample_0.png", "sample_1.png", "sample_2.png"]
     bad = run_cli("generate", "pathfinder", "--out", tmp_path / "pf2", "--resolution", "48")
     assert bad.returncode == 2 and "48" in bad.stderr
-    bad = run_cli("generate", "listops", "--out", tmp_path / "lo2", "--n-val", "-3")
-    assert bad.returncode == 2 and "n_val = -3" in bad.stderr

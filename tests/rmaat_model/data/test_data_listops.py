@@ -157,7 +157,7 @@ def test_generated_files_load_through_the_registry(tmp_path):
             item = ds[i]
             assert item["tokens"].dtype == torch.long and 0 < int(item["tokens"].min())
             assert int(item["tokens"].max()) < spec.vocab_size
-            assert item["label"] == listops.evaluate(ds.sources[i])
+            assert item["label"] == listops.evaluate(ds.text(i))
     assert sizes == {"train": 30, "val": 6, "test": 4}
     spec, ds = base.load_split("listops", tmp_path, "train", max_len=100)
     batch = base.collate([ds[0], ds[1]])
@@ -175,7 +175,7 @@ def test_official_format_written_elsewhere_loads(tmp_path):
     assert len(ds) == 2 and ds.labels == [4, 8]
     v = listops.VOCAB
     assert ds[1]["tokens"].tolist() == [v["[SM"], v["9"], v["9"], v["]"]]
-    assert [listops.evaluate(s) for s in ds.sources] == ds.labels
+    assert [listops.evaluate(ds.text(i)) for i in range(2)] == ds.labels
 
 
 def test_bad_inputs_are_reported(tmp_path):
@@ -191,10 +191,12 @@ def test_bad_inputs_are_reported(tmp_path):
     (tmp_path / "basic_train.tsv").write_text("Source\tTarget\n[MAX 1 ]\tten\n")
     with pytest.raises(DataError, match="line 2"):
         listops.load_split(tmp_path, "train")
-    (tmp_path / "basic_train.tsv").write_text("Source\tTarget\n[MAX 1 [FIRST 2 ] ]\t1\n")
-    _, ds = listops.load_split(tmp_path, "train")
-    with pytest.raises(DataError, match="FIRST"):
-        ds[0]
+    (tmp_path / "basic_train.tsv").write_text("Source\tTarget\n[MAX 1 ]\t1\n[MAX 1 [FIRST 2 ] ]\t1\n")
+    with pytest.raises(DataError, match="line 3.*FIRST"):
+        listops.load_split(tmp_path, "train")
+    (tmp_path / "basic_train.tsv").write_text("Source\tTarget\n[MAX 1 12 ]\t1\n")
+    with pytest.raises(DataError, match="line 2.*'12'"):
+        listops.load_split(tmp_path, "train")
     with pytest.raises(ConfigError):
         listops.ListOpsSettings(min_length=2000, max_length=500)
     with pytest.raises(ConfigError):

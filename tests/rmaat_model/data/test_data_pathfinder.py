@@ -34,6 +34,11 @@ def _check_scene(scene):
         ends = np.stack([scene.contours[c][0, 0], scene.contours[c][-1, 1]])
         assert np.min(np.linalg.norm(ends - m, axis=1)) < 1e-9
     assert np.linalg.norm(scene.markers[0] - scene.markers[1]) >= s.seed_distance
+    clear = s.marker_radius + s.paddle_thickness / 2 + scene.margin
+    for m, own in zip(scene.markers, scene.marker_contours):  # no marker touches another contour
+        for k, c in enumerate(scene.contours):
+            if k != own:
+                assert pf.point_segment_distance(m, c[:, 0], c[:, 1]).min() >= clear - 1e-9
     targets = [c for c, k in zip(scene.contours, scene.kinds) if k == "target"]
     assert len(targets) == 2 and all(len(c) == s.contour_length for c in targets)
     lengths = np.linalg.norm(segs[:, 1] - segs[:, 0], axis=1)
