@@ -298,9 +298,14 @@ class RMAAT(nn.Module):
     def has_memory(self) -> bool:
         return self.cfg.has_memory
 
+    def retention_parameters(self) -> list[nn.Parameter]:
+        """The learned retention table (``retention = "learned"``), else empty."""
+        return [self.rf_table] if isinstance(getattr(self, "rf_table", None), nn.Parameter) else []
+
     def param_groups(self, lr: float, weight_decay: float, retention_lr: float | None = None) -> list[dict]:
-        """AdamW groups: matrices decay; biases, LayerNorms, embeddings-free vectors do not;
-        the learned retention table (name ``rf_table``) gets ``retention_lr`` (default lr) and no decay."""
+        """AdamW groups: 2-D weights (linear layers, embeddings) decay; biases, LayerNorm gains and
+        the initial memory do not; the learned retention table (parameter name ``rf_table``, also
+        ``retention_parameters()``) gets ``retention_lr`` (default: lr) and no weight decay."""
         decay, no_decay, retention = [], [], []
         for name, p in self.named_parameters():
             if not p.requires_grad:

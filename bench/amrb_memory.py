@@ -1,0 +1,88 @@
+"""AMRB vs full BPTT: activation memory and wall time as the number of segments T grows.
+
+    PYTHONPATH=$PWD python bench/amrb_memory.py [--T 4 8 16 32 64] [--repeats 3] [--retention FILE]
+
+For each T, one RMAAT training step (forward + backward, batch B, T full segments) under
+BPTT and under AMRB, measured side by side in one run:
+  * peak bytes saved for backward (parameters excluded; storages de-duplicated), plus the
+    memory states AMRB keeps — deterministic;
+  * peak RSS increase of the step in a fresh process (warm-up step first, heap trimmed);
+  * wall time, median of ``--repeats`` interleaved runs in this process.
+Prints ratios BPTT / AMRB. Benchmarks are not tests: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+
+import torch
+
+from astro_rmaat.config import to_dict
+from rmaat_model.amrb import forward_backward
+from rmaat_model.memory import peak_rss, saved_bytes
+from rmaat_model.model import ModelConfig, build_model
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from _schedule import retention_file  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--T", type=int, nargs="+", default=[4, 8, 16, 32, 64])
+    ap.add_argument("--batch", type=int, default=2)
+    ap.add_argument("--segment-len", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS probes")
+    ap.add_argument("--retention", default=None)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    rfile, rdesc = retention_file(args.retention)
+    cfg = ModelConfig(arch="rmaat", retention="ltp", retention_file=rfile, segment_len=args.segment_len,
+                      max_len=max(args.T) * args.segment_len)
+    print(f"RMAAT d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} "
+          f"N={cfg.segment_len} M={cfg.n_mem} dropout={cfg.dropout}; batch {args.batch}; "
+          f"{args.threads} threads; retention: {rdesc}")
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    params = list(model.parameters())
+    header = (f"{'T':>3} {'saved BPTT':>11} {'saved AMRB':>11} {'ratio':>6} {'RSS BPTT':>9} {'RSS AMRB':>9} "
+              f"{'ratio':>6} {'wall BPTT':>9} {'wall AMRB':>9} {'AMRB/BPTT':>9}")
+    print(header)
+    for T in args.T:
+        g = torch.Generator().manual_seed(T)
+        x = torch.randint(1, cfg.vocab_size, (args.batch, T * cfg.segment_len), generator=g)
+        y = torch.randint(0, cfg.n_classes, (args.batch,), generator=g)
+        saved = {}
+        for method in ("bptt", "amrb"):
+            st: dict = {}
+            saved[method] = saved_bytes(lambda: forward_backward(model, x, y, method=method, stats=st),
+                                        ignore=params)["peak_bytes"] + st.get("stored_memory_bytes", 0)
+            model.zero_grad(set_to_none=True)
+        walls = {"bptt": [], "amrb": []}
+        for _ in range(args.repeats):
+            for method in ("bptt", "amrb"):
+                t0 = time.perf_counter()
+                forward_backward(model, x, y, method=method)
+                walls[method].append(time.perf_counter() - t0)
+                model.zero_grad(set_to_none=True)
+        rss = {}
+        for method in ("bptt", "amrb"):
+            if args.no_rss:
+                rss[method] = float("nan")
+                continue
+            kw = dict(model=to_dict(cfg), batch=args.batch, length=T * cfg.segment_len,
+                      method=method, threads=args.threads)
+            rss[method] = peak_rss("rmaat_model.memory:training_step", kw)["peak_rss_increase_bytes"]
+        wb, wa = statistics.median(walls["bptt"]), statistics.median(walls["amrb"])
+        mb = lambda v: f"{v / 2**20:8.1f}M"
+        print(f"{T:>3} {mb(saved['bptt']):>11} {mb(saved['amrb']):>11} {saved['bptt'] / saved['amrb']:6.1f} "
+              f"{mb(rss['bptt']):>9} {mb(rss['amrb']):>9} {rss['bptt'] / max(rss['amrb'], 1):6.1f} "
+              f"{wb:8.2f}s {wa:8.2f}s {wa / wb:9.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

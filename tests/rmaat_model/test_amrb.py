@@ -1,0 +1,173 @@
+"""AMRB gives the gradients of full BPTT (dropout on); truncated BPTT(k) truncates."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from astro_rmaat.errors import ConfigError
+from rmaat_model import amrb
+from rmaat_model.amrb import forward_backward, run_segments
+from rmaat_model.model import ModelConfig, build_model
+
+from model_fixtures import one_thread  # noqa: F401  (autouse)
+from model_fixtures import write_retention
+
+SMALL = dict(vocab_size=20, n_classes=3, max_len=160, d_model=16, n_heads=2, n_layers=2, d_ff=32,
+             segment_len=16, n_mem=3, dropout=0.2)
+
+# float32 bound: |g_amrb - g_bptt| <= RTOL_F32 * max|g_bptt| per parameter tensor. The two
+# differ only in summation order across segments (and, here, not even that: both accumulate
+# last segment first), so the float64 run must agree to 1e-12.
+RTOL_F32, RTOL_F64 = 1e-5, 1e-12
+
+
+def grads(model, tokens, labels, method, seed=7, tokens2=None, **kw):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    loss, logits = forward_backward(model, tokens, labels, method=method, tokens2=tokens2, **kw)
+    return loss, logits, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def assert_same_grads(a, b, rtol):
+    assert a.keys() == b.keys()
+    for name in a:
+        scale = a[name].abs().max().clamp_min(1e-30)
+        err = (a[name] - b[name]).abs().max() / scale
+        assert err <= rtol, f"{name}: relative difference {err:.3g} > {rtol:g}"
+
+
+def batch(seed=0, B=3, L=120, pad_row=True):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(1, 20, (B, L), generator=g)
+    if pad_row:
+        x[0, 37:] = 0                                          # one short sequence: T_b = 3 of 8
+    return x, torch.randint(0, 3, (B,), generator=g)
+
+
+@pytest.mark.parametrize("arch, retention, dtype", [
+    ("rmaat", "ltp", torch.float32), ("rmaat", "learned", torch.float32), ("rmt", "none", torch.float32),
+    ("rlt", "none", torch.float32), ("rmaat", "ltp", torch.float64)])
+def test_amrb_gradients_equal_full_bptt_with_dropout(tmp_path, arch, retention, dtype):
+    rfile = str(write_retention(tmp_path / "r.json"))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, retention=retention, retention_file=rfile, **SMALL)).to(dtype)
+    assert model.training and model.cfg.dropout > 0
+    x, y = batch()
+    l_b, z_b, g_b = grads(model, x, y, "bptt")
+    l_a, z_a, g_a = grads(model, x, y, "amrb")
+    rtol = RTOL_F32 if dtype == torch.float32 else RTOL_F64
+    assert_same_grads(g_b, g_a, rtol)
+    assert len(g_b) == len(list(model.parameters()))          # every parameter got a gradient
+    torch.testing.assert_close(l_a, l_b, rtol=rtol, atol=0)
+    torch.testing.assert_close(z_a, z_b, rtol=rtol, atol=rtol)
+    # the RNG leaves both methods in the same state: the next draw agrees
+    torch.manual_seed(7); forward_backward(model, x, y, method="bptt"); after_b = torch.rand(1)
+    torch.manual_seed(7); forward_backward(model, x, y, method="amrb"); after_a = torch.rand(1)
+    assert after_a == after_b
+
+
+def test_replay_without_the_rng_state_would_differ(monkeypatch):
+    """Negative control: dropout is live, so skipping the RNG restore breaks equality."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rmt", retention="none", **SMALL))
+    x, y = batch()
+    _, _, g_b = grads(model, x, y, "bptt")
+    monkeypatch.setattr(amrb, "_set_rng_state", lambda state, devices: None)
+    _, _, g_a = grads(model, x, y, "amrb")
+    worst = max(((g_a[n] - g_b[n]).abs().max() / g_b[n].abs().max()).item() for n in g_b)
+    assert worst > 1e-2
+
+
+def test_amrb_on_the_matching_head_and_whole_sequence_archs(tmp_path):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rmaat", retention="none", head="match", **SMALL))
+    x, y = batch()
+    x2, _ = batch(seed=1, L=70)
+    _, _, g_b = grads(model, x, y, "bptt", tokens2=x2)
+    _, _, g_a = grads(model, x, y, "amrb", tokens2=x2)
+    assert_same_grads(g_b, g_a, RTOL_F32)
+    for arch in ("transformer", "at"):                         # one segment: every method is backprop
+        torch.manual_seed(0)
+        m = build_model(ModelConfig(arch=arch, **SMALL))
+        _, _, g_b = grads(m, x, y, "bptt")
+        _, _, g_a = grads(m, x, y, "amrb")
+        assert_same_grads(g_b, g_a, 0.0)
+
+
+def test_forward_backward_accumulates_like_backward():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rlt", retention="none", **{**SMALL, "dropout": 0.0}))
+    x, y = batch()
+    _, _, g1 = grads(model, x, y, "amrb")
+    forward_backward(model, x, y, method="amrb")               # second call on top of the first
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, 2 * g1[n])
+
+
+# --------------------------------------------------------------------------- generic recurrence
+class Cell(torch.nn.Module):
+    """A toy step (segment, memory) -> (output, memory) with dropout."""
+
+    def __init__(self, d=6):
+        super().__init__()
+        self.inp, self.rec, self.out = torch.nn.Linear(d, d), torch.nn.Linear(d, d), torch.nn.Linear(d, 2)
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x, m):
+        m = torch.tanh(self.inp(self.drop(x)) + self.rec(m))
+        return self.out(m), m
+
+
+def toy(method, loss_on, k=None, seed=3, T=6):
+    torch.manual_seed(0)
+    cell = Cell().double()
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(T)]
+    m0 = torch.zeros(4, 6, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(seed)
+    loss, out = run_segments(cell, xs, m0, lambda o, i: (o ** 2).mean() * (i + 1), method=method,
+                             k=k, loss_on=loss_on)
+    return loss, {n: p.grad for n, p in cell.named_parameters()} | {"m0": m0.grad}, cell, xs
+
+
+@pytest.mark.parametrize("loss_on", ["last", "every"])
+def test_generic_amrb_equals_bptt(loss_on):
+    l_b, g_b, *_ = toy("bptt", loss_on)
+    l_a, g_a, *_ = toy("amrb", loss_on)
+    assert_same_grads(g_b, g_a, RTOL_F64)
+    assert abs(l_a - l_b) < 1e-12
+    l_t, g_t, *_ = toy("tbptt", loss_on, k=6)                  # k = T: no truncation
+    assert_same_grads(g_b, g_t, RTOL_F64)
+
+
+@pytest.mark.parametrize("loss_on", ["last", "every"])
+def test_truncated_bptt_cuts_the_memory_gradient_every_k(loss_on):
+    _, g_t, cell, xs = toy("tbptt", loss_on, k=2)
+    # reference: one graph, memory detached at the chunk boundaries T-2, T-4 (segments 4, 2)
+    cell.zero_grad()
+    m = torch.zeros(4, 6, dtype=torch.float64, requires_grad=True)
+    m0 = m
+    torch.manual_seed(3)
+    total = 0
+    for i, x in enumerate(xs):
+        if i in (2, 4):
+            m = m.detach()
+        o, m = cell(x, m)
+        if loss_on == "every" or i == len(xs) - 1:
+            total = total + (o ** 2).mean() * (i + 1)
+    total.backward()
+    ref = {n: p.grad for n, p in cell.named_parameters()} | {"m0": m0.grad}
+    if loss_on == "last":
+        assert g_t["m0"] is None and ref["m0"] is None         # no gradient reaches the start
+        del g_t["m0"], ref["m0"]
+    assert_same_grads(ref, g_t, RTOL_F64)
+    _, g_full, *_ = toy("bptt", loss_on)
+    assert (g_full["rec.weight"] - g_t["rec.weight"]).abs().max() > 1e-6
+
+
+def test_bad_methods():
+    with pytest.raises(ConfigError, match="truncated BPTT needs k"):
+        toy("tbptt", "last", k=None)
+    with pytest.raises(ConfigError, match="method = 'sgd'"):
+        toy("sgd", "last")

@@ -1,0 +1,268 @@
+"""RMAAT and its baselines: the attention formulas, padding, retention modes, bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from astro_rmaat import config as cfgio
+from astro_rmaat.errors import ConfigError, DataError
+from rmaat_model.model import (ARCHS, MEMORY_ARCHS, ModelConfig, astro_map, astromorphic_attention,
+                               build_model, phi)
+
+from model_fixtures import one_thread  # noqa: F401  (autouse)
+from model_fixtures import rf_closed_form, rf_stream_closed_form, write_retention
+
+SMALL = dict(vocab_size=20, n_classes=3, max_len=160, d_model=16, n_heads=2, n_layers=2, d_ff=32,
+             segment_len=16, n_mem=3, dropout=0.1)
+
+
+@pytest.fixture
+def rfile(tmp_path):
+    return str(write_retention(tmp_path / "retention.json"))
+
+
+def make(arch="rmaat", rfile=None, **kw):
+    cfg = ModelConfig(arch=arch, **{**SMALL, "retention": "ltp" if rfile else "none",
+                                    "retention_file": rfile, **kw})
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+# --------------------------------------------------------------------------- attention
+def direct_astromorphic(q, k, v, mask, phi_r, alpha):
+    """The same formulas, one query at a time, with explicit sums over keys (O(W^2))."""
+    B, nh, W, hs = q.shape
+    out = torch.zeros_like(q)
+    for b in range(B):
+        for h in range(nh):
+            real = [j for j in range(W) if mask[b, j]]
+            g = sum(phi(k[b, h, j]) for j in real) ** alpha
+            for i in range(W):
+                fq = phi(q[b, h, i])
+                num = sum((fq @ phi(k[b, h, j])) * v[b, h, j] for j in real) / hs
+                if phi_r is not None:
+                    num = num + sum((fq @ phi_r[j]) * v[b, h, j] for j in real) / hs
+                out[b, h, i] = num / (fq @ g)
+    return out
+
+
+def random_qkv(W=7, hs=4, B=2, nh=2):
+    g = torch.Generator().manual_seed(1)
+    q, k, v = (torch.randn(B, nh, W, hs, generator=g, dtype=torch.float64) for _ in range(3))
+    mask = torch.ones(B, W, dtype=torch.bool)
+    mask[1, 5:] = False                     # second sequence padded
+    return q, k, v, mask
+
+
+def test_astromorphic_attention_equals_direct_quadratic_evaluation():
+    q, k, v, mask = random_qkv()
+    phi_r = astro_map(10, 4, 8.0).double()[:7]
+    fast = astromorphic_attention(q, k, v, mask, phi_r, 0.25)
+    slow = direct_astromorphic(q, k, v, mask, phi_r, 0.25)
+    torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
+    # padded keys do not enter: changing them leaves every output unchanged
+    k2, v2 = k.clone(), v.clone()
+    k2[1, :, 5:] += 3.0; v2[1, :, 5:] -= 2.0
+    torch.testing.assert_close(astromorphic_attention(q, k2, v2, mask, phi_r, 0.25), fast, rtol=0, atol=0)
+
+
+def test_alpha_one_without_astro_is_normalised_linear_attention():
+    q, k, v, mask = random_qkv()
+    out = astromorphic_attention(q, k, v, mask, None, 1.0)
+    m = q.shape[-1]
+    fq, fk = phi(q), phi(k) * mask[:, None, :, None]
+    A = fq @ fk.transpose(-2, -1)                        # (B, nh, W, W) non-negative scores
+    ref = (A / A.sum(-1, keepdim=True)) @ v              # row-normalised linear attention
+    torch.testing.assert_close(out * m, ref, rtol=1e-12, atol=1e-12)   # the paper's constant 1/m
+
+
+def test_astro_map_decays_with_distance_from_each_process():
+    r = astro_map(32, 4, 8.0) - 1.0                      # phi(r) - 1 = r for r > 0
+    centres = [(j + 0.5) / 4 * 32 for j in range(4)]
+    for j, c in enumerate(centres):
+        near, far = int(c), (int(c) + 16) % 32
+        assert r[near, j] > 0.5 > r[far, j]
+
+
+def test_astromorphic_cost_is_linear_in_window():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(fn, W):
+        x = torch.randn(1, 2, W, 8, requires_grad=True)
+        mask = torch.ones(1, W, dtype=torch.bool)
+        mask[0, -1] = False
+        with FlopCounterMode(display=False) as counter:
+            fn(x, x * 1.0, x * 2.0, mask).sum().backward()
+        return counter.get_total_flops()
+    astro = lambda q, k, v, m: astromorphic_attention(q, k, v, m, astro_map(W_CAP, 8, 8.0)[:q.shape[2]], 0.25)
+    f = [flops(astro, W) for W in (256, 512, 1024)]
+    assert f[1] / f[0] == pytest.approx(2.0, rel=0.01) and f[2] / f[1] == pytest.approx(2.0, rel=0.01)
+
+
+W_CAP = 1024
+
+
+# --------------------------------------------------------------------------- padding
+@pytest.mark.parametrize("arch", ARCHS)
+def test_appending_padding_does_not_change_logits(arch, rfile):
+    model = make(arch, rfile if arch == "rmaat" else None).eval()
+    g = torch.Generator().manual_seed(2)
+    short = torch.randint(1, 20, (1, 37), generator=g)        # 3 segments, the last one padded
+    long_ = torch.randint(1, 20, (1, 150), generator=g)       # 10 segments
+    alone = model(short)
+    extra = model(torch.cat([short, torch.zeros(1, 80, dtype=torch.long)], 1))
+    batched = model(torch.cat([torch.cat([short, torch.zeros(1, 113, dtype=torch.long)], 1), long_]))
+    torch.testing.assert_close(extra, alone, rtol=0, atol=0)
+    torch.testing.assert_close(batched[:1], alone, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(batched[1:], model(long_), rtol=1e-5, atol=1e-6)
+
+
+def test_matching_head_is_two_shared_towers(rfile):
+    model = make("rmaat", rfile, head="match").eval()
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randint(1, 20, (2, 40), generator=g), torch.randint(1, 20, (2, 90), generator=g)
+    logits = model(a, b)
+    # each tower's features equal those of the document encoded on its own
+    plan = model.plan(a, b)
+    state = model.initial_memory(plan)
+    for t in range(plan.n_segments):
+        state = model.step(plan, t, state)
+    f = model.features(plan, state)
+
+    def alone(x):
+        cfg1 = dataclasses.replace(model.cfg, head="cls")
+        one = build_model(cfg1, rf_table=model.rf_table)
+        one.load_state_dict({k: v for k, v in model.state_dict().items() if not k.startswith("head.")},
+                            strict=False)
+        one.eval()
+        p = one.plan(x)
+        s = one.initial_memory(p)
+        for t in range(p.n_segments):
+            s = one.step(p, t, s)
+        return one.features(p, s)
+    torch.testing.assert_close(f[:2], alone(a), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(f[2:], alone(b), rtol=1e-5, atol=1e-6)
+    u, v = f[:2], f[2:]
+    torch.testing.assert_close(logits, model.head(torch.cat([u, v, u * v, u - v], -1)))
+
+
+def test_baselines_have_the_same_sizes():
+    shapes = {arch: {k: tuple(v.shape) for k, v in make(arch).state_dict().items()} for arch in ARCHS}
+    assert shapes["rmaat"] == shapes["rmt"] == shapes["rlt"]
+    assert shapes["transformer"] == shapes["at"]
+    body = lambda s: {k: v for k, v in s.items() if k.startswith("blocks.")}
+    assert body(shapes["rmaat"]) == body(shapes["transformer"])
+
+
+# --------------------------------------------------------------------------- retention
+def test_retention_scales_follow_the_fixture_schedule(tmp_path, rfile):
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(1, 20, (2, 100), generator=g)
+    x[0, 40:] = 0                                             # T = 3 and T = 7 in one batch
+    ltp, stream, none = (make("rmaat", rfile, retention=r) for r in ("ltp", "stream", "none"))
+    plan = ltp.plan(x)
+    assert plan.n_seg.tolist() == [3, 7]
+    for t in range(1, 7):
+        want = [rf_closed_form(t, 3) if t <= 3 else 0.0, rf_closed_form(t, 7)]
+        torch.testing.assert_close(ltp.retention_scale(plan, t), torch.tensor(want), rtol=1e-6, atol=0)
+        stream_want = torch.tensor([rf_stream_closed_form(t)] * 2)
+        torch.testing.assert_close(stream.retention_scale(plan, t), stream_want, rtol=1e-6, atol=0)
+        assert none.retention_scale(plan, t).tolist() == [1.0, 1.0]
+    # the ltp model differs from the unscaled one only by RF(t, T) on the incoming memory
+    ltp.eval(); none.eval()
+    none.load_state_dict(ltp.state_dict() | {"rf_table": none.rf_table})
+    state = ltp.initial_memory(plan)
+    for t in range(4):
+        state = ltp.step(plan, t, state)
+    scale = ltp.retention_scale(plan, 4)[:, None, None]
+    ours = ltp.step(plan, 4, state)[1]                        # row 0 has ended (T = 3): no update
+    torch.testing.assert_close(ours, none.step(plan, 4, state * scale)[1])
+    assert not torch.allclose(ours, none.step(plan, 4, state)[1])
+
+
+def run_states(model, x):
+    plan = model.plan(x)
+    state, states = model.initial_memory(plan), []
+    for t in range(plan.n_segments):
+        state = model.step(plan, t, state)
+        states.append(state)
+    return states
+
+
+@pytest.mark.parametrize("mode, prefix_stable", [("stream", True), ("none", True), ("ltp", False)])
+def test_stream_needs_no_T(rfile, mode, prefix_stable):
+    model = make("rmaat", rfile, retention=mode).eval()
+    g = torch.Generator().manual_seed(5)
+    long_ = torch.randint(1, 20, (1, 128), generator=g)       # 8 segments
+    short = long_[:, :48]                                     # its first 3 segments
+    a, b = run_states(model, short)[2], run_states(model, long_)[2]
+    assert torch.allclose(a, b, rtol=1e-6, atol=1e-7) == prefix_stable
+
+
+def test_learned_retention_is_a_parameter_with_its_own_group(rfile):
+    model = make("rmaat", rfile, retention="learned")
+    ltp = make("rmaat", rfile, retention="ltp")
+    assert isinstance(model.rf_table, torch.nn.Parameter)
+    torch.testing.assert_close(model.rf_table.detach(), ltp.rf_table)
+    assert model.retention_parameters() == [model.rf_table] and ltp.retention_parameters() == []
+    groups = model.param_groups(lr=1e-3, weight_decay=0.1, retention_lr=1e-2)
+    ret = [gr for gr in groups if any(p is model.rf_table for p in gr["params"])]
+    assert len(ret) == 1 and ret[0]["lr"] == 1e-2 and ret[0]["weight_decay"] == 0.0 and len(ret[0]["params"]) == 1
+    n = sum(len(gr["params"]) for gr in groups)
+    assert n == len(list(model.parameters()))
+    x = torch.randint(1, 20, (2, 70))
+    model(x).sum().backward()
+    assert model.rf_table.grad[4, :4].abs().min() > 0        # RF(t, T=5) for t = 1..4 learn
+    assert model.rf_table.grad[4, 4:].abs().max() == 0
+
+
+# --------------------------------------------------------------------------- bad input
+def test_sequence_longer_than_max_len(rfile):
+    model = make("rmaat", rfile)
+    with pytest.raises(DataError, match=r"161 tokens .* max_len = 160"):
+        model(torch.ones(1, 161, dtype=torch.long))
+    model(torch.cat([torch.ones(1, 160, dtype=torch.long), torch.zeros(1, 5, dtype=torch.long)], 1))
+
+
+def test_retention_file_that_does_not_validate(tmp_path):
+    bad = write_retention(tmp_path / "bad.json")
+    doc = json.loads(bad.read_text()); doc["curve"]["p"] = doc["curve"]["p"][::-1]
+    bad.write_text(json.dumps(doc))
+    with pytest.raises(DataError, match="bad.json.*monotone"):
+        make("rmaat", str(bad))
+    short = write_retention(tmp_path / "short.json", K=4)
+    with pytest.raises(ConfigError, match=r"tabulates 4 cycles .* T = .* = 10"):
+        make("rmaat", str(short))
+    with pytest.raises(DataError, match="does not exist"):
+        make("rmaat", str(tmp_path / "missing.json"))
+
+
+def test_unknown_arch_and_memory_without_memory_tokens():
+    with pytest.raises(ConfigError, match="arch = 'gpt'.*expected one of"):
+        ModelConfig(arch="gpt")
+    with pytest.raises(ConfigError, match="arch = 'gpt'"):
+        cfgio.from_dict(ModelConfig, {"arch": "gpt"})
+    for arch in MEMORY_ARCHS:
+        with pytest.raises(ConfigError, match=f"n_mem = 0: arch '{arch}'"):
+            ModelConfig(arch=arch, n_mem=0)
+    ModelConfig(arch="transformer", n_mem=0)                 # no memory, nothing to complain about
+    with pytest.raises(ConfigError, match="n_astro = 8.*head size .* = 16"):
+        ModelConfig(n_astro=8)
+    with pytest.raises(ConfigError, match="not divisible"):
+        ModelConfig(d_model=30, n_heads=4)
+
+
+def test_bad_batches_are_named():
+    model = make("transformer")
+    with pytest.raises(DataError, match="only padding"):
+        model(torch.zeros(2, 10, dtype=torch.long))
+    with pytest.raises(DataError, match="token id 25 .* vocabulary"):
+        model(torch.full((1, 4), 25))
+    with pytest.raises(DataError, match="tokens2 was given"):
+        model(torch.ones(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.long))
+    with pytest.raises(DataError, match="needs a second document"):
+        make("transformer", head="match")(torch.ones(1, 4, dtype=torch.long))
