@@ -44,12 +44,11 @@ def generate(out_dir: Path, work: Path) -> tuple[Path, Path]:
     samples = out_dir / SAMPLES_NAME
     with atomic_path(samples) as tmp:
         shutil.copyfile(sim / "samples.parquet", tmp)
-    try:  # the document records the trace path: relative to the repository when inside it
-        rel = samples.resolve().relative_to(REPO)
-        with contextlib.chdir(REPO):
-            fit_dir = fit(FitConfig(), rel, work / "fit")
-    except ValueError:
-        fit_dir = fit(FitConfig(), samples, work / "fit")
+    # the document records the trace path: relative to the repository when inside it
+    inside = samples.resolve().is_relative_to(REPO)
+    with contextlib.chdir(REPO if inside else Path.cwd()):
+        fit_dir = fit(FitConfig(), samples.resolve().relative_to(REPO) if inside else samples,
+                      work / "fit")
     retention = out_dir / RETENTION_NAME
     with atomic_path(retention) as tmp:
         shutil.copyfile(fit_dir / "retention.json", tmp)
