@@ -128,8 +128,7 @@ class CandidateFit:
             "formula": self.model.description,
             "params": {p: {"value": float(self.values[p]), "stderr": num(self.stderr.get(p)),
                            "vary": p in self.varied,
-                           "bounds": [float(b) for b in self.bounds.get(p, (-math.inf, math.inf))]
-                           if p in self.bounds and all(map(math.isfinite, self.bounds[p])) else None}
+                           "bounds": [num(b) for b in self.bounds[p]] if p in self.bounds else None}
                        for p in self.model.param_names},
             "param_names": list(self.varied),
             "covariance": None if self.covar is None else self.covar.tolist(),
@@ -478,12 +477,11 @@ def fit(cfg: FitConfig, traces_path: str | os.PathLike, out_dir: str | os.PathLi
                               offset=cfg.offset, max_nfev=cfg.max_nfev,
                               where=f"{str(curve.path)!r} variable {curve.variable!r}")
         chosen = select(fits, cfg.criterion)
-        doc = write_outputs(out, cfg, curve, fits, chosen)
+        write_outputs(out, cfg, curve, fits, chosen)
     runs.finish_run(out, runs.make_meta(
         stage="fit", seed=cfg.seed, wall_time_s=sw.elapsed, packages=("lmfit", "scipy", "matplotlib"),
         traces=str(curve.path), traces_sha256=curve.sha256, chosen_model=chosen.name,
         files={name: runs.sha256_file(out / name) for name in ("fit.json", "retention.json")}))
-    del doc
     return out
 
 

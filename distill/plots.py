@@ -107,7 +107,7 @@ def save_fit_figure(path, t, y, fits, chosen, doc, Ts, unit="1", variable="p") -
                              if "band" in doc else f"tau_cycle = {doc['tau_cycle_s']:.4g} s (no band)")
         fig.tight_layout()
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
     return Path(path)
 
@@ -152,7 +152,7 @@ def save_global_figure(path, sweep, gf, doc, Ts) -> Path:
         plot_schedule(gf.model, ref.values, doc["tau_cycle_s"], Ts, fit=ref, ax=axes[2])
         fig.tight_layout()
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
     return Path(path)
 
@@ -215,6 +215,6 @@ def save_sensitivity_figure(path, sweep, fits, table, name, tau_cycle_s, horizon
             ax.set_title(f"colour: {key}" if key else "schedules")
         fig.tight_layout()
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
     return Path(path)

@@ -16,7 +16,7 @@ import os
 
 QUICK = os.environ.get("RMAAT_QUICK", "0") == "1"   # the tests run this notebook quickly
 SEED = 0
-N_SEEDS = 20 if QUICK else 200          # repeated noisy fits for the coverage check
+N_SEEDS = 10 if QUICK else 200          # repeated noisy fits for the coverage check
 TRACES = None                           # a samples.parquet / simulation run dir; None: shipped or synthetic
 
 # %% [markdown]

@@ -123,6 +123,8 @@ def test_sigmoidal_hill_schedule_rises_then_falls():
     (lambda d: d.update(tau_cycle_s=-1.0), "tau_cycle_s"),
     (lambda d: d["curve"].update(p=[0.0, 0.1, float("nan")] + d["curve"]["p"][3:]), "non-finite"),
     (lambda d: d.pop("curve"), "missing field 'curve'"),
+    (lambda d: d["band"].update(jacobian=d["band"]["jacobian"][:10]), "band.jacobian must be"),
+    (lambda d: d["band"].update(z=-1.0), "band.z"),
 ])
 def test_reader_rejects_bad_documents(edit, needle):
     _, doc = _doc()
