@@ -142,3 +142,22 @@ def test_import_distill_is_light():
     code = "import sys, distill, distill.cli; print(any(m in sys.modules for m in ('lmfit', 'scipy', 'brian2', 'torch')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_fit_a_continuous_traces_file_by_variable_name(tmp_path):
+    """A traces.parquet sampled every 0.1 s with two variables: fit the one named."""
+    from astro_rmaat.traces import write_traces
+    t = np.arange(0, 30.0001, 0.1)
+    rng = np.random.default_rng(2)
+    df = pd.concat([
+        pd.DataFrame({"t_s": t, "variable": "rho", "element": 0, "unit": "1",
+                      "value": 0.5 * (1 - np.exp(-t / 6.0)) + rng.normal(0, 0.003, t.size)}),
+        pd.DataFrame({"t_s": t, "variable": "C", "element": 0, "unit": "uM",
+                      "value": 0.1 + 0.05 * np.sin(t)})])
+    path = tmp_path / "traces.parquet"
+    write_traces(df, path, {"model": "synthetic:exp", "tau_cycle_s": 1.0, "sampling": "continuous"})
+    out = fitting.fit(fitting.FitConfig(variable="rho", models=("exp", "mm"), n_starts=2,
+                                        band_samples=200), path, tmp_path / "fit")
+    r = reader.load_retention(out / "retention.json")
+    assert r.model_name == "exp" and r.params["tau"] == pytest.approx(6.0, rel=0.02)
+    assert r.document["source"]["variable"] == "rho"
