@@ -86,7 +86,7 @@ def load_sweep(sweep_dir: str | os.PathLike, cfg: fitting.FitConfig) -> Sweep:
             raise DataError(f"sweep {str(d)!r}: point {pid!r} has no directory {str(pdir)!r} "
                             "(the sweep did not finish?)")
         curve = fitting.load_curve(pdir, cfg)
-        grid = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k in keys}
+        grid = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items() if k in keys}
         points.append(SweepPoint(pid, grid, curve))
     return Sweep(path=d, keys=keys, points=points, config=config)
 
