@@ -1,0 +1,103 @@
+"""simulate(cfg, out_dir) and ``rmaat simulate``: files, metadata, refusals, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from astro_rmaat import config as cfgmod
+from astro_rmaat.errors import ConfigError, RunExistsError
+from astro_rmaat.traces import read_traces
+from astro_sim.network import NetworkSimConfig
+from astro_sim.simulate import load_sim_config, simulate
+
+SHORT = ["protocol.n_cycles=3"]
+
+
+def snapshot(d):
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_simulate_writes_a_self_describing_run(tmp_path):
+    cfg = load_sim_config(overrides=SHORT)
+    out = simulate(cfg, tmp_path / "run")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "meta.json", "samples.parquet",
+                                                     "traces.parquet"]
+    config = json.loads((out / "config.json").read_text())
+    assert cfgmod.from_dict(NetworkSimConfig, config) == cfg
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["seed"] == cfg.seed and meta["brian2_target"] == "cython" and meta["wall_time_s"] > 0
+    assert meta["versions"]["brian2"].startswith("2.9")
+    tr = read_traces(out / "traces.parquet")
+    assert set(tr["variable"]) == {"x", "s", "p_s", "p_l"} and set(tr["unit"]) == {"1"}
+    assert tr.attrs["model"] == "rmaat_network" and tr.attrs["sampling"] == "continuous"
+    sm = read_traces(out / "samples.parquet")
+    assert sm.attrs["sampling"] == "cycle_boundaries" and sm.attrs["slow_variable"] == "p_l"
+    assert sm.attrs["tau_cycle_s"] == 1.0 and sm.attrs["n_cycles"] == 3
+    assert sm.attrs["param_set"] == "rmaat-network/v1" and sm.attrs["config"] == config
+    assert sorted(sm["t_s"].unique()) == [0.0, 1.0, 2.0, 3.0]
+    assert sm.groupby("element").size().tolist() == [4] * 9
+    # a finished run is never overwritten, and the refusal leaves it byte for byte intact
+    before = snapshot(out)
+    with pytest.raises(RunExistsError, match="finished run"):
+        simulate(cfg, out)
+    assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("override, needle", [
+    ("params.tau_nn_ms=3", "unknown parameter 'params.tau_nn_ms'"),
+    ("params.tau_n_ms=\"fast\"", "params.tau_n_ms = 'fast': expected a number"),
+    ("protocol.n_cycles=2.5", "protocol.n_cycles = 2.5: expected an integer"),
+    ("params.tau_ps_ms=0", "params.tau_ps_ms = 0.0: expected a finite positive number ms"),
+    ("params.tau_pl_s=-10", "params.tau_pl_s = -10.0: expected a finite positive number s"),
+    ("params.gamma_s=-1", "params.gamma_s = -1.0"),
+    ("record_interval_ms=1500", "record_interval_ms = 1500.0: expected at most the cycle length"),
+    ("protocol.n_cycles=0", "protocol.n_cycles = 0: expected an integer >= 1"),
+    ("record=[\"x\",\"ca\"]", "unknown variable 'ca'"),
+    ("protocol.driven=[0,9]", "neuron 9 does not exist"),
+    ("dt_ms=0.3", "not a whole number of time steps"),
+    ("target=\"gpu\"", "target = 'gpu': expected one of"),
+])
+def test_bad_input_is_one_clear_error(override, needle):
+    with pytest.raises(ConfigError) as exc:
+        load_sim_config(overrides=[override])
+    assert needle in str(exc.value), str(exc.value)
+
+
+def test_config_file_with_unknown_key(tmp_path):
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"model": "rmaat_network", "params": {"tau_n_ms": 5, "kappa": 1}}))
+    with pytest.raises(ConfigError, match="params.kappa"):
+        load_sim_config(p)
+    p.write_text(json.dumps({"model": "rmaat_network", "params": {"tau_n_ms": 5}}))
+    assert load_sim_config(p).params.tau_n_ms == 5.0
+
+
+def test_cli_runs_refuses_and_reports_bad_input(run_cli, tmp_path):
+    out = tmp_path / "run"
+    cfg_file = tmp_path / "cfg.json"
+    cfg_file.write_text(json.dumps({"model": "rmaat_network", "protocol": {"n_cycles": 2}}))
+    ok = run_cli("simulate", "--config", cfg_file, "--out", out, "--set", "record=[\"p_l\"]")
+    assert ok.returncode == 0, ok.stderr
+    tr = read_traces(out / "traces.parquet")
+    assert set(tr["variable"]) == {"p_l"} and tr["t_s"].max() == 2.0
+    before = snapshot(out)
+    again = run_cli("simulate", "--config", cfg_file, "--out", out)
+    assert again.returncode == 2 and "already holds a finished run" in again.stderr
+    assert "Traceback" not in again.stderr and snapshot(out) == before
+
+    bad_out = tmp_path / "bad"
+    bad = run_cli("simulate", "--out", bad_out, "--set", "protocol.n_cycles=0")
+    assert bad.returncode == 2 and "protocol.n_cycles = 0" in bad.stderr
+    assert "Traceback" not in bad.stderr and not bad_out.exists()   # nothing half-written
+
+
+def test_cli_show_defaults_is_the_full_config(run_cli):
+    proc = run_cli("simulate", "--show-defaults", "--set", "protocol.amplitude=0.5")
+    assert proc.returncode == 0, proc.stderr
+    shown = json.loads(proc.stdout)
+    assert shown == cfgmod.to_dict(load_sim_config(overrides=["protocol.amplitude=0.5"]))
+    assert shown["model"] == "rmaat_network" and shown["params"]["tau_pl_s"] == 10.0
+    assert np.isclose(shown["protocol"]["amplitude"], 0.5)
