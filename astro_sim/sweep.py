@@ -1,0 +1,354 @@
+"""Parameter sweeps: a grid of simulation configs, run serially, on processes, or on Dask.
+
+``sweep(cfg, out_dir, executor=..., workers=..., scheduler=...)`` runs every point of the
+Cartesian product of ``cfg.grid`` (dotted config keys -> lists of values) applied to
+``cfg.base`` (a simulation config table of any model family) and writes::
+
+    out_dir/config.json            the sweep config (written first)
+    out_dir/design.parquet         one row per point: point_id ("p0000"), one column per
+                                   grid key (named by its dotted key), seed
+    out_dir/points/<point_id>/     a normal simulate run directory: traces.parquet,
+                                   samples.parquet, config.json, meta.json (finished)
+    out_dir/meta.json              written when every point is finished
+
+A point's seed is derived from the sweep seed and the point index (NumPy ``SeedSequence``),
+unless ``seed`` is itself a grid key. Rerunning the same sweep into the same directory
+resumes it: finished points are skipped. Everything is validated — grid keys, every point's
+config, its protocol arrays and the scheduler address — before anything is written.
+
+Executors: ``serial`` (in this process), ``processes`` (local worker processes), ``dask``
+(``dask.distributed.Client``: a ``LocalCluster`` of ``workers`` processes on loopback, or
+the scheduler at ``scheduler``, e.g. ``tcp://10.0.0.5:8786`` — the same call; workers of a
+remote cluster need this package installed and ``out_dir`` on a shared filesystem).
+
+With ``standalone`` (tripartite family), every point runs on ``cpp_standalone``: the parent
+builds each distinct code signature once before dispatching (usually exactly one build),
+and each worker process runs the binary from its own copy of the build, passing the point's
+parameters and stimulus arrays as run_args.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+import numpy as np
+import pandas as pd
+
+from astro_rmaat import config as cfgmod
+from astro_rmaat import runs
+from astro_rmaat.errors import ConfigError, DataError, RunExistsError
+
+DESIGN_FILE = "design.parquet"
+POINTS_DIR = "points"
+STANDALONE_DIR = "_standalone"
+EXECUTORS = ("serial", "processes", "dask")
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    base: dict[str, Any] = field(default_factory=lambda: {"model": "tripartite"})  # simulation config table; "model" picks the family
+    grid: dict[str, Any] = field(default_factory=dict)   # dotted config key -> list of values (Cartesian product)
+    seed: int = 0                                         # base seed; point i gets a seed derived from (seed, i)
+    standalone: bool = False                              # run points on cpp_standalone: one build, run_args per point
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.base, dict):
+            raise ConfigError(f"base = {self.base!r}: expected a table of simulation settings")
+
+
+# ----------------------------------------------------------------------------- the design
+def point_seed(base_seed: int, index: int) -> int:
+    """Deterministic per-point seed from the sweep seed and the point index."""
+    return int(np.random.SeedSequence([int(base_seed), int(index)]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def _family(base: dict[str, Any]) -> tuple[str, type]:
+    from astro_sim import simulate
+    model = base.get("model", "tripartite")
+    return model, simulate.config_class(model)
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any, cls_name: str) -> None:
+    parts = key.split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(child, dict):
+            raise ConfigError(f"grid key {key!r}: {'.'.join(parts[:i + 1])!r} is not a table of "
+                              f"parameters of {cls_name}")
+        node = child
+    if parts[-1] not in node:
+        known = ", ".join(sorted(node))
+        raise ConfigError(f"grid key {key!r} is not a parameter of {cls_name}; expected one of "
+                          f"{known} (dotted keys reach nested tables, e.g. params.alpha)")
+    node[parts[-1]] = value
+
+
+def _grid_values(grid: dict[str, Any]) -> dict[str, list[Any]]:
+    if not grid:
+        raise ConfigError("grid is empty: expected at least one key with a list of values, "
+                          "e.g. --grid params.alpha=0,0.9")
+    out = {}
+    for key, values in grid.items():
+        if not isinstance(values, (list, tuple)) or len(values) == 0:
+            raise ConfigError(f"grid key {key!r} = {values!r}: expected a non-empty list of values")
+        out[key] = list(values)
+    return out
+
+
+def design(cfg: SweepConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
+    """The design table and the full config table of every point (all validated)."""
+    model, cls = _family(cfg.base)
+    grid = _grid_values(cfg.grid)
+    defaults = cfgmod.to_dict(cls())
+    base = cfgmod._deep_merge(defaults, json.loads(json.dumps(cfg.base)), cls.__name__)
+    if cfg.standalone:
+        if model != "tripartite":
+            raise ConfigError(f"standalone sweeps are implemented for the tripartite family; "
+                              f"base model is {model!r}")
+        base["target"] = "cpp_standalone"
+    keys = list(grid)
+    rows, configs = [], []
+    family = sys.modules.get(cls.__module__)
+    for index, combo in enumerate(itertools.product(*(grid[k] for k in keys))):
+        data = json.loads(json.dumps(base))
+        seed = point_seed(cfg.seed, index)
+        if "seed" in data and "seed" not in keys:
+            data["seed"] = seed
+        for key, value in zip(keys, combo):
+            _set_dotted(data, key, value, cls.__name__)
+        point_id = f"p{index:04d}"
+        try:
+            pcfg = cfgmod.from_dict(cls, data)
+            if hasattr(family, "validate"):
+                family.validate(pcfg)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep point {point_id} ({', '.join(f'{k}={v!r}' for k, v in zip(keys, combo))}): {exc}") from None
+        rows.append({"point_id": point_id, **dict(zip(keys, combo)), "seed": data.get("seed", seed)})
+        configs.append(cfgmod.to_dict(pcfg))
+    table = pd.DataFrame(rows)
+    for key in keys:  # JSON-ish values (lists) are stored as their JSON text
+        if table[key].map(lambda v: isinstance(v, (list, tuple, dict))).any():
+            table[key] = table[key].map(json.dumps)
+    return table, configs
+
+
+# ----------------------------------------------------------------------------- one point
+def run_point(task: dict[str, Any]) -> dict[str, Any]:
+    """Run one point into its run directory (any process; imports stay inside)."""
+    from astro_sim import simulate
+
+    point_dir = Path(task["point_dir"])
+    if runs.is_finished(point_dir):
+        return {"point_id": task["point_id"], "status": "skipped", "wall_s": 0.0}
+    t0 = time.perf_counter()
+    cls = simulate.config_class(task["config"].get("model", "tripartite"))
+    pcfg = cfgmod.from_dict(cls, task["config"])
+    shared = task.get("standalone_shared")
+    old_env = os.environ.get("RMAAT_STANDALONE_CACHE")
+    if shared:
+        from astro_sim import tripartite_standalone as sa
+        worker_root = Path(task["standalone_workers"]) / f"{socket.gethostname()}-{os.getpid()}"
+        for key in os.listdir(shared):
+            if (Path(shared) / key / sa.MANIFEST).is_file():
+                sa.StandaloneProject(Path(shared) / key).copy_to(worker_root / key)
+        os.environ["RMAAT_STANDALONE_CACHE"] = str(worker_root)
+    try:
+        simulate.simulate(pcfg, point_dir)
+    finally:
+        if shared:
+            if old_env is None:
+                os.environ.pop("RMAAT_STANDALONE_CACHE", None)
+            else:
+                os.environ["RMAAT_STANDALONE_CACHE"] = old_env
+    return {"point_id": task["point_id"], "status": "done", "wall_s": time.perf_counter() - t0}
+
+
+# ----------------------------------------------------------------------------- executors
+def _package_env() -> None:
+    """Child processes import this very package (a worktree may shadow an installed copy)."""
+    root = str(Path(__file__).resolve().parents[1])
+    parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    if root not in parts:
+        os.environ["PYTHONPATH"] = os.pathsep.join([root, *parts])
+
+
+def connect_dask(scheduler: str | None, workers: int, timeout_s: float = 10.0):
+    """A Dask client: the given scheduler, or a loopback LocalCluster of worker processes."""
+    from dask.distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            return Client(scheduler, timeout=timeout_s), None
+        except (OSError, TimeoutError) as exc:
+            raise ConfigError(f"scheduler {scheduler!r} is unreachable within {timeout_s:g} s "
+                              f"({type(exc).__name__}); expected the address of a running "
+                              "dask scheduler, e.g. tcp://HOST:8786") from None
+        except ValueError as exc:
+            raise ConfigError(f"scheduler {scheduler!r}: {exc}; expected e.g. tcp://HOST:8786") from None
+    _package_env()
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address=None)
+    return Client(cluster), cluster
+
+
+def _import_brian2() -> bool:
+    """Brian2 installs a SIGINT handler on import, which only the main thread may do; Dask
+    runs tasks in worker threads, so import it first where ``client.run`` runs (the
+    worker's event-loop thread, its main thread)."""
+    import brian2  # noqa: F401
+    return True
+
+
+def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, client) -> Iterable[dict]:
+    if executor == "serial":
+        for task in tasks:
+            yield run_point(task)
+    elif executor == "processes":
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+        _package_env()
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [pool.submit(run_point, t) for t in tasks]
+            for fut in as_completed(futures):
+                yield fut.result()
+    else:
+        from dask.distributed import as_completed
+        futures = [client.submit(run_point, t, key=f"point-{t['point_id']}-{t['nonce']}", pure=False)
+                   for t in tasks]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+
+# ----------------------------------------------------------------------------- the sweep
+def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "serial",
+          workers: int = 2, scheduler: str | None = None, progress: bool = True,
+          connect_timeout_s: float = 10.0) -> Path:
+    """Run (or resume) the sweep ``cfg`` into ``out_dir``; returns ``out_dir``."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"executor = {executor!r}: expected one of {', '.join(EXECUTORS)}")
+    if scheduler and executor != "dask":
+        raise ConfigError(f"scheduler = {scheduler!r} needs executor 'dask' (got {executor!r})")
+    if workers < 1:
+        raise ConfigError(f"workers = {workers!r}: expected >= 1")
+    out = Path(out_dir)
+    table, configs = design(cfg)          # every bad grid / point config fails here, before I/O
+    if runs.is_finished(out):
+        raise RunExistsError(f"{str(out)!r} already holds a finished sweep ({runs.META_FILE} "
+                             "present); choose a new --out directory")
+    client = cluster = None
+    if executor == "dask":                # an unreachable scheduler fails here, before I/O
+        client, cluster = connect_dask(scheduler, workers, connect_timeout_s)
+        client.run(_import_brian2)
+    try:
+        return _run(cfg, out, table, configs, executor, workers, client, progress)
+    finally:
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+def _run(cfg, out: Path, table, configs, executor, workers, client, progress) -> Path:
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    runs.prepare_run_dir(out, cfgmod.to_dict(cfg))
+    design_path = out / DESIGN_FILE
+    if design_path.is_file():
+        old = pd.read_parquet(design_path)
+        try:
+            pd.testing.assert_frame_equal(old, table, check_dtype=False)
+            same = True
+        except AssertionError:
+            same = False
+        if not same:
+            raise DataError(f"{str(design_path)!r} differs from this sweep's design; "
+                            "use a new --out directory")
+    else:
+        with runs.atomic_path(design_path) as tmp:
+            table.to_parquet(tmp, index=False)
+
+    builds = 0
+    shared = None
+    if cfg.standalone:
+        from astro_sim import tripartite, tripartite_standalone as sa
+        shared = out / STANDALONE_DIR / "build"
+        before = sa.BUILD_COUNT
+        seen = set()
+        for c in configs:
+            pcfg = cfgmod.from_dict(tripartite.TripartiteSimConfig, c)
+            stim = tripartite.make_stimulus(pcfg.protocol, pcfg.n_units, pcfg.dt_ms * 1e-3,
+                                            pcfg.seed, pcfg.max_spikes)
+            key = sa.signature_key(sa.signature(pcfg, stim))
+            if key not in seen:
+                seen.add(key)
+                old_env = os.environ.get("RMAAT_STANDALONE_CACHE")
+                os.environ["RMAAT_STANDALONE_CACHE"] = str(shared)
+                try:
+                    sa.get_project(pcfg, stim)
+                finally:
+                    if old_env is None:
+                        os.environ.pop("RMAAT_STANDALONE_CACHE", None)
+                    else:
+                        os.environ["RMAAT_STANDALONE_CACHE"] = old_env
+        builds = sa.BUILD_COUNT - before
+
+    nonce = f"{time.time_ns():x}"
+    tasks, skipped = [], 0
+    for pid, c in zip(table["point_id"], configs):
+        pdir = out / POINTS_DIR / pid
+        if runs.is_finished(pdir):
+            skipped += 1
+            continue
+        tasks.append({"point_id": pid, "config": c, "point_dir": str(pdir.resolve()), "nonce": nonce,
+                      "standalone_shared": str(shared.resolve()) if shared else None,
+                      "standalone_workers": str((out / STANDALONE_DIR / "workers").resolve())})
+    walls = []
+    with tqdm(total=len(table), initial=skipped, desc="sweep", unit="point",
+              disable=not progress) as bar:
+        for res in _iter_results(tasks, executor, workers, client):
+            walls.append(res["wall_s"])
+            bar.update(1)
+    meta = runs.make_meta(stage="sweep", seed=cfg.seed, wall_time_s=time.perf_counter() - t0,
+                          packages=("brian2", "dask", "distributed"), executor=executor,
+                          workers=workers if executor != "serial" else 1,
+                          n_points=len(table), points_run=len(tasks), points_skipped=skipped,
+                          standalone_builds=builds,
+                          point_wall_s_median=float(np.median(walls)) if walls else None)
+    runs.finish_run(out, meta)
+    return out
+
+
+def load_sweep_config(path: str | os.PathLike | None = None, grid_items: Iterable[str] = (),
+                      standalone: bool | None = None) -> SweepConfig:
+    """The sweep config from a JSON file, with ``key=v1,v2,...`` grid items added on top."""
+    data = cfgmod.read_json_file(path, "sweep config") if path is not None else {}
+    if "base" not in data and "grid" not in data and data:
+        data = {"base": data}             # a plain simulation config file is the base
+    grid = dict(data.get("grid", {}))
+    for item in grid_items:
+        if "=" not in item:
+            raise ConfigError(f"--grid {item!r}: expected KEY=V1,V2,..., e.g. --grid params.alpha=0,0.9")
+        key, raw = item.split("=", 1)
+        values = [_parse_value(v) for v in raw.split(",") if v.strip() != ""]
+        grid[key.strip()] = values
+    data["grid"] = grid
+    if standalone is not None:
+        data["standalone"] = standalone or bool(data.get("standalone", False))
+    return cfgmod.from_dict(SweepConfig, data)
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw.strip()

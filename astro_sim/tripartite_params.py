@@ -1,0 +1,133 @@
+"""Named, versioned parameter sets of the spiking tripartite synapse.
+
+Each set is a table of :class:`Param` rows (value, unit, meaning, source). Values are plain
+floats in the unit named beside them, so a config stays JSON; ``astro_sim.tripartite``
+attaches the Brian2 unit when it builds the network. Sets are never edited in place: a
+change of any value is a new version (``.../v2``), so a run's ``param_sets`` attribute
+names exactly the numbers it used.
+
+Sources
+-------
+``glioscience-ch18/v1``
+    De Pittà & Berry (eds.), *Computational Glioscience* (Springer 2019), ch. 18 (Stimberg,
+    Goodman, Brette, De Pittà: "Modeling neuron–glia interactions with the Brian 2
+    simulator"; bioRxiv 198366, 2018) — the Tsodyks–Markram synapse with
+    gliotransmitter-modulated release (De Pittà et al. 2011) and the G-ChI astrocyte
+    (De Pittà et al. 2009, Li–Rinzel reduction), with threshold-triggered release.
+``graupner-brunel-2012-dp/v1``
+    Graupner & Brunel (2012) PNAS 109:3991, "Calcium-based plasticity model explains
+    sensitivity of synaptic changes to spike pattern, rate, and dendritic location",
+    the "DP" parameter set (also the reference of Brian2's
+    ``examples/frompapers/Graupner_Brunel_2012.py``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from astro_rmaat.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str       # symbol as in the equations
+    value: float    # in ``unit``
+    unit: str       # "1" for dimensionless
+    meaning: str
+    source: str
+
+
+_CH18 = "Computational Glioscience (2019) ch. 18 / Stimberg et al. 2018, bioRxiv 198366"
+_GB = "Graupner & Brunel 2012, PNAS 109:3991, DP set"
+
+GLIOSCIENCE_CH18_V1: tuple[Param, ...] = (
+    # --- Tsodyks–Markram synapse with gliotransmitter-modulated release
+    Param("U_0_star", 0.6, "1", "resting release probability U_0*", _CH18),
+    Param("Omega_f", 3.33, "1/s", "facilitation (u_S) decay rate", _CH18),
+    Param("Omega_d", 2.0, "1/s", "recovery rate of synaptic resources x_S", _CH18),
+    Param("rho_c", 0.005, "1", "synaptic vesicle-to-cleft volume ratio", _CH18),
+    Param("Y_T", 500.0, "mM", "total vesicular glutamate", _CH18),
+    Param("Omega_c", 40.0, "1/s", "glutamate clearance rate from the cleft", _CH18),
+    Param("O_G", 1.5, "1/(uM*s)", "gliotransmitter binding rate to presynaptic receptors", _CH18),
+    Param("Omega_G", 0.5 / 60.0, "1/s", "presynaptic receptor unbinding rate (0.5/min)", _CH18),
+    Param("alpha", 0.0, "1", "release-probability target under full gliotransmitter action "
+          "(0: release-decreasing; > U_0*: release-increasing)", _CH18),
+    # --- G-ChI astrocyte: metabotropic receptors
+    Param("O_N", 0.3, "1/(uM*s)", "glutamate binding rate to astrocytic receptors", _CH18),
+    Param("Omega_N", 0.5, "1/s", "astrocytic receptor unbinding rate", _CH18),
+    Param("K_KC", 0.5, "uM", "Ca2+ affinity of PKC (receptor desensitisation)", _CH18),
+    Param("zeta", 10.0, "1", "maximal PKC-mediated receptor desensitisation", _CH18),
+    Param("O_beta", 0.5, "uM/s", "maximal receptor-driven IP3 production (set per use, 0.5-5)", _CH18),
+    # --- IP3 production and degradation
+    Param("O_delta", 0.6, "uM/s", "maximal PLC-delta IP3 production", _CH18),
+    Param("kappa_delta", 1.5, "uM", "IP3 inhibition constant of PLC-delta", _CH18),
+    Param("K_delta", 0.1, "uM", "Ca2+ affinity of PLC-delta", _CH18),
+    Param("O_3K", 4.5, "uM/s", "maximal IP3 degradation by IP3-3K", _CH18),
+    Param("K_D", 0.7, "uM", "Ca2+ affinity of CaMKII (IP3-3K activation)", _CH18),
+    Param("K_3K", 1.0, "uM", "IP3 affinity of IP3-3K", _CH18),
+    Param("Omega_5P", 0.05, "1/s", "IP3 degradation rate by IP-5P", _CH18),
+    # --- Ca2+-induced Ca2+ release (Li–Rinzel)
+    Param("O_P", 0.9, "uM/s", "maximal SERCA uptake rate", _CH18),
+    Param("K_P", 0.05, "uM", "Ca2+ affinity of SERCA", _CH18),
+    Param("C_T", 2.0, "uM", "total cell free Ca2+ content", _CH18),
+    Param("rho_A", 0.18, "1", "ER-to-cytoplasm volume ratio", _CH18),
+    Param("Omega_C", 6.0, "1/s", "maximal IP3R Ca2+ release rate", _CH18),
+    Param("Omega_L", 0.1, "1/s", "Ca2+ leak rate from the ER", _CH18),
+    Param("d_1", 0.13, "uM", "IP3 binding affinity of the IP3R", _CH18),
+    Param("d_2", 1.05, "uM", "Ca2+ inactivation dissociation constant", _CH18),
+    Param("d_3", 0.9434, "uM", "IP3 dissociation constant", _CH18),
+    Param("d_5", 0.08, "uM", "Ca2+ activation dissociation constant", _CH18),
+    Param("O_2", 0.2, "1/(uM*s)", "IP3R binding rate for Ca2+ inhibition", _CH18),
+    # --- gliotransmitter release
+    Param("C_Theta", 0.5, "uM", "Ca2+ threshold of gliotransmitter release", _CH18),
+    Param("Omega_A", 0.6, "1/s", "gliotransmitter recycling rate", _CH18),
+    Param("U_A", 0.6, "1", "gliotransmitter release probability", _CH18),
+    Param("G_T", 200.0, "mM", "total vesicular gliotransmitter", _CH18),
+    Param("rho_e", 6.5e-4, "1", "astrocytic vesicle-to-extracellular volume ratio", _CH18),
+    Param("Omega_e", 60.0, "1/s", "gliotransmitter clearance rate", _CH18),
+)
+
+GRAUPNER_BRUNEL_2012_DP_V1: tuple[Param, ...] = (
+    Param("tau_Ca", 20.0, "ms", "decay time of the synaptic calcium trace c", _GB),
+    Param("C_pre", 1.0, "1", "calcium jump per presynaptic spike (scaled by r_S/U_0* when "
+          "release_scaling = 1; De Pittà & Brunel 2016)", _GB),
+    Param("C_post", 2.0, "1", "calcium jump per postsynaptic spike", _GB),
+    Param("D_pre", 13.7, "ms", "delay of the presynaptic calcium jump", _GB),
+    Param("theta_d", 1.0, "1", "depression threshold on c", _GB),
+    Param("theta_p", 1.3, "1", "potentiation threshold on c", _GB),
+    Param("gamma_d", 200.0, "1", "depression rate (in units of 1/tau)", _GB),
+    Param("gamma_p", 321.808, "1", "potentiation rate (in units of 1/tau)", _GB),
+    Param("rho_star", 0.5, "1", "unstable fixed point of the bistable cubic", _GB),
+    Param("tau", 150.0, "s", "time constant of the efficacy rho", _GB),
+    Param("sigma", 2.8284, "1", "noise amplitude of the published set; not used here "
+          "(rho is deterministic, as in the reference pairing table with sigma = 0)", _GB),
+    Param("b", 5.0, "1", "ratio w1/w0 of the two stable weights (w = w0 + rho (w1 - w0))", _GB),
+)
+
+#: name -> parameter table. Add new versions; never change a published one.
+PARAMETER_SETS: dict[str, tuple[Param, ...]] = {
+    "glioscience-ch18/v1": GLIOSCIENCE_CH18_V1,
+    "graupner-brunel-2012-dp/v1": GRAUPNER_BRUNEL_2012_DP_V1,
+}
+DEFAULT_SYNAPSE_ASTROCYTE_SET = "glioscience-ch18/v1"
+DEFAULT_PLASTICITY_SET = "graupner-brunel-2012-dp/v1"
+
+
+def parameter_set(name: str) -> dict[str, Param]:
+    """The named set as ``{symbol: Param}``; an unknown name is a :class:`ConfigError`."""
+    if name not in PARAMETER_SETS:
+        raise ConfigError(f"parameter set {name!r} is unknown; expected one of: "
+                          f"{', '.join(PARAMETER_SETS)}")
+    return {p.name: p for p in PARAMETER_SETS[name]}
+
+
+def value(set_name: str, symbol: str) -> float:
+    return parameter_set(set_name)[symbol].value
+
+
+def as_markdown(name: str) -> str:
+    """The set as a Markdown table (value, unit, meaning, source) for docs and reports."""
+    rows = [f"| {p.name} | {p.value:g} | {p.unit} | {p.meaning} | {p.source} |"
+            for p in parameter_set(name).values()]
+    return "\n".join([f"**{name}**", "", "| symbol | value | unit | meaning | source |",
+                      "|---|---|---|---|---|", *rows])

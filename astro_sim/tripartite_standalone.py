@@ -1,0 +1,236 @@
+"""Build the tripartite network once with Brian2 ``cpp_standalone``; rerun it with run_args.
+
+A build is fixed by its *signature* — what changes the generated code or array shapes:
+dt, record dt, number of units, run length, recorded variables, the presynaptic calcium
+delay, and this package's model source. Everything else — every parameter (declared
+``(shared, constant)``), the initial efficacy and the stimulus arrays (TimedArrays) — is
+passed to the compiled binary on its command line, in the ``name=value`` /
+``name=file`` form that ``device.run(run_args=...)`` produces. Builds are cached by
+signature (``standalone_dir`` of the config, else ``$RMAAT_STANDALONE_CACHE``, else
+``~/.cache/astro_rmaat/tripartite``), guarded by a file lock, so concurrent processes build
+a signature once.
+
+The build runs in a child Python process (``set_device('cpp_standalone',
+build_on_run=False)``, ``device.build(run=False)``), so the caller's Brian2 device state is
+never touched and a process can mix runtime and standalone runs. Running needs neither
+Brian2 nor a compiler: :meth:`StandaloneProject.run` starts the binary with a private
+results directory and reads the monitor files listed in the build's ``manifest.json``.
+Parallel workers each run from their own copy of the binary and its static arrays
+(:meth:`StandaloneProject.copy_to`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from astro_rmaat import runs
+from astro_rmaat.config import from_dict, to_dict
+from astro_rmaat.errors import ConfigError
+
+MANIFEST = "manifest.json"
+
+#: factor from each parameter unit (tripartite_params) to Brian2's SI base units
+SI_FACTOR = {"1": 1.0, "1/s": 1.0, "uM": 1e-3, "mM": 1.0, "uM/s": 1e-3, "1/(uM*s)": 1e3,
+             "ms": 1e-3, "s": 1.0}
+
+#: number of builds this process started (tests use it to prove "built exactly once")
+BUILD_COUNT = 0
+
+
+def _source_hash() -> str:
+    h = hashlib.sha256()
+    here = Path(__file__).resolve().parent
+    for name in ("tripartite.py", "tripartite_standalone.py", "tripartite_params.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def signature(cfg, stim) -> dict[str, Any]:
+    """What fixes the generated code: two configs with equal signatures share one build."""
+    import importlib.metadata
+    return {
+        "dt_ms": cfg.dt_ms, "record_dt_ms": cfg.record_dt_ms, "n_units": cfg.n_units,
+        "duration_s": round(stim.duration_s, 12), "record": list(cfg.record),
+        "D_pre_ms": cfg.params.D_pre, "pre_shape": list(stim.pre.shape),
+        "source": _source_hash(),
+        "brian2": importlib.metadata.version("brian2"),
+    }
+
+
+def signature_key(sig: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def cache_root(cfg) -> Path:
+    if cfg.standalone_dir:
+        return Path(cfg.standalone_dir)
+    env = os.environ.get("RMAAT_STANDALONE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "astro_rmaat" / "tripartite"
+
+
+class StandaloneProject:
+    """A compiled build (``directory`` with ``main``, ``static_arrays/``, ``manifest.json``)."""
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory).resolve()
+        self.manifest = json.loads((self.directory / MANIFEST).read_text())
+
+    @property
+    def signature(self) -> dict[str, Any]:
+        return self.manifest["signature"]
+
+    # ------------------------------------------------------------------ copies for workers
+    def copy_to(self, dest: str | os.PathLike) -> "StandaloneProject":
+        """A private copy (binary, static arrays, manifest) for one worker; reused if present."""
+        dest = Path(dest)
+        if not (dest / MANIFEST).is_file():
+            tmp = Path(tempfile.mkdtemp(prefix=".copy-", dir=dest.parent if dest.parent.exists()
+                                        else _mkdir(dest.parent)))
+            shutil.copy2(self.directory / "main", tmp / "main")
+            shutil.copytree(self.directory / "static_arrays", tmp / "static_arrays")
+            shutil.copy2(self.directory / MANIFEST, tmp / MANIFEST)
+            try:
+                os.replace(tmp, dest)
+            except OSError:  # another process placed it first
+                shutil.rmtree(tmp, ignore_errors=True)
+        return StandaloneProject(dest)
+
+    # ------------------------------------------------------------------ one run
+    def run_args(self, cfg, stim, run_dir: Path) -> list[str]:
+        """The binary's ``name=value`` arguments for ``cfg`` (arrays written into ``run_dir``)."""
+        from astro_sim.tripartite import PARAM_UNITS, brian_name, stim_constants
+        names = self.manifest["params"]
+        unit = self.manifest["unit_group"]
+        args = []
+        for pname, group in names.items():
+            si = getattr(cfg.params, pname) * SI_FACTOR[PARAM_UNITS[pname]]
+            args.append(f"{group}.{brian_name(pname)}={float(si)!r}")
+        for name, si in stim_constants(stim).items():
+            args.append(f"{unit}.{name}={float(si)!r}")
+        from astro_sim.tripartite import rho_init_values
+        rho0 = rho_init_values(cfg)
+        if np.all(rho0 == rho0[0]):
+            args.append(f"{unit}.rho={float(rho0[0])!r}")
+        else:
+            rho0.tofile(run_dir / "rho_init.dat")
+            args.append(f"{unit}.rho={run_dir / 'rho_init.dat'}")
+        for key, arr in (("pre_spike", stim.pre), ("post_spike", stim.post)):
+            path = run_dir / f"{key}.dat"
+            np.ascontiguousarray(arr, dtype=np.float64).tofile(path)
+            args.append(f"{key}.values={path}")
+        return args
+
+    def run(self, cfg, stim, keep: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Run the binary for ``cfg``; returns ``(t_s, {var: (n_t, n_units) SI})``."""
+        from astro_sim.tripartite_standalone import signature as sig_of
+        sig = sig_of(cfg, stim)
+        if sig != self.signature:
+            diff = sorted(k for k in sig if sig[k] != self.signature.get(k))
+            raise ConfigError(f"this cpp_standalone build does not fit the config: {diff} differ "
+                              "(they change the generated code); build for this signature")
+        runs_dir = _mkdir(self.directory / "runs")
+        run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=runs_dir))
+        try:
+            args = self.run_args(cfg, stim, run_dir)
+            proc = subprocess.run(["./main", "--results_dir", f"{run_dir}/", *args],
+                                  cwd=self.directory, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise RuntimeError(f"cpp_standalone binary in {self.directory} failed "
+                                   f"({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+            return self._read(run_dir)
+        finally:
+            if not keep:
+                shutil.rmtree(run_dir, ignore_errors=True)
+
+    def _read(self, run_dir: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        n = self.signature["n_units"]
+        t_s = np.fromfile(run_dir / self.manifest["t_file"], dtype=np.float64)
+        arrays = {}
+        for var, (fname, dtype) in self.manifest["outputs"].items():
+            data = np.fromfile(run_dir / fname, dtype=np.dtype(dtype))
+            arrays[var] = data.reshape(-1, n)[: t_s.size]
+        return t_s, arrays
+
+
+def _mkdir(p: Path) -> Path:
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def get_project(cfg, stim) -> StandaloneProject:
+    """The cached build for ``cfg``'s signature, building it (once) if needed."""
+    from filelock import FileLock
+
+    sig = signature(cfg, stim)
+    root = _mkdir(cache_root(cfg))
+    directory = root / signature_key(sig)
+    with FileLock(str(directory) + ".lock"):
+        if not (directory / MANIFEST).is_file():
+            build(cfg, directory)
+    project = StandaloneProject(directory)
+    if project.signature != sig:  # pragma: no cover - a hash collision or a stale cache
+        raise ConfigError(f"standalone cache {directory} holds another build; delete it")
+    return project
+
+
+def build(cfg, directory: Path) -> None:
+    """Generate and compile the project in a child process (the caller's device untouched)."""
+    global BUILD_COUNT
+    if directory.exists():
+        shutil.rmtree(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    cfg_json = runs.to_json(to_dict(cfg))
+    pkg_root = str(Path(__file__).resolve().parents[1])
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([pkg_root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    proc = subprocess.run([sys.executable, "-m", "astro_sim.tripartite_standalone", str(directory)],
+                          input=cfg_json, env=env, capture_output=True, text=True)
+    BUILD_COUNT += 1
+    if proc.returncode != 0 or not (directory / MANIFEST).is_file():
+        raise RuntimeError(f"cpp_standalone build in {directory} failed ({proc.returncode}):\n"
+                           f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+def _build_here(cfg_dict: dict[str, Any], directory: Path) -> None:
+    """Child-process side of :func:`build`."""
+    import brian2 as b2
+
+    from astro_sim.spike_protocols import make_stimulus
+    from astro_sim.tripartite import (POSTSYN_PARAMS, SYN_PARAMS, UNIT_PARAMS,
+                                      TripartiteSimConfig, build_network)
+
+    cfg = from_dict(TripartiteSimConfig, cfg_dict)
+    stim = make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed, cfg.max_spikes)
+    b2.set_device("cpp_standalone", build_on_run=False, directory=str(directory))
+    h = build_network(cfg, stim)
+    h.net.run(h.duration, namespace={})
+    b2.device.build(directory=str(directory), compile=True, run=False, with_output=False)
+    dev = b2.get_device()
+    outputs = {}
+    t_file = None
+    for mon in (h.unit_mon, h.syn_mon):
+        if mon is None:
+            continue
+        t_file = t_file or dev.get_array_filename(mon.variables["t"])
+        for var in mon.record_variables:
+            v = mon.variables[var]
+            outputs[var] = (dev.get_array_filename(v), np.dtype(v.dtype).str)
+    params = {**{p: h.unit.name for p in UNIT_PARAMS}, **{p: h.syn.name for p in SYN_PARAMS},
+              **{p: h.postsyn.name for p in POSTSYN_PARAMS}}
+    manifest = {"signature": signature(cfg, stim), "params": params, "unit_group": h.unit.name,
+                "t_file": t_file, "outputs": outputs}
+    runs.atomic_write_json(directory / MANIFEST, manifest)
+
+
+if __name__ == "__main__":
+    _build_here(json.loads(sys.stdin.read()), Path(sys.argv[1]))
