@@ -28,7 +28,12 @@ def test_shipped_default_retention_regenerates(repo_root, tmp_path):
     assert r.max_segments >= 1024 and r.rf(16).sum() == pytest.approx(1.0)
     assert r.document["source"]["traces"] == "data/retention/default_samples.parquet"
     assert r.document["source"]["sha256"] == fitting.runs.sha256_file(shipped / "default_samples.parquet")
-    assert r.document["source"]["simulation_config"]["model"] == "rmaat_network"
+    sim = r.document["source"]["simulation_config"]
+    assert sim["model"] == "rmaat_network"
+    # p_l integrates a cycle-periodic drive: at cycle boundaries it is exactly exponential
+    # with tau = tau_pl / gamma_l, and that is the model AICc picks
+    assert r.model_name == "exp"
+    assert r.params["tau"] == pytest.approx(sim["params"]["tau_pl_s"] / sim["params"]["gamma_l"], rel=1e-4)
     mod.generate(tmp_path / "fresh", tmp_path)
     problems = mod.compare(shipped, tmp_path / "fresh")
     assert not problems, problems
