@@ -58,6 +58,7 @@ class FitConfig:
     band_samples: int = 2000             # parameter draws from the covariance for the band
     plot_T: tuple[int, ...] = (4, 8, 16, 32)  # segment counts T drawn in the schedule figure
     shared: tuple[str, ...] | None = None     # global fit only: parameters shared across sweep points; None: all shape parameters
+    group_by: str | None = None          # global fit only: also fit a shared shape within each value of this swept key
 
     def __post_init__(self) -> None:
         if not self.models:

@@ -89,13 +89,21 @@ def test_global_fit_recovers_the_shared_time_constant():
 
 
 def test_fit_on_a_sweep_dir_runs_the_global_fit(sweep_dir, tmp_path):
-    cfg = fitting.FitConfig(n_starts=2, models=("exp", "hill"), band_samples=200)
+    cfg = fitting.FitConfig(n_starts=2, models=("exp", "hill"), band_samples=200,
+                            group_by="astro.tau_pl")
     out = fitting.fit(cfg, sweep_dir, tmp_path / "g")
     doc = json.loads((out / "fit.json").read_text())
     assert doc["schema"] == "rmaat.global_fit/v1" and doc["chosen"] == "exp"
     assert set(doc["grid"]) == {f"p{i:04d}" for i in range(6)}
     c = doc["global"]["comparison_with_independent_fits"]
     assert not c["shared_supported"]          # tau differs with astro.tau_pl: rejected
+    groups = {g["value"]: g for g in doc["groups"]}  # ... but shared within each tau_pl
+    assert set(groups) == {5.0, 10.0} and all(g["comparison_with_independent_fits"]["shared_supported"]
+                                             for g in groups.values())
+    assert groups[5.0]["shared_params"]["tau"]["value"] == pytest.approx(8.0, rel=0.02)
+    with pytest.raises(fitting.ConfigError, match="group_by = 'nope'"):
+        fitting.fit(fitting.FitConfig(group_by="nope"), sweep_dir, tmp_path / "h")
+    assert not (tmp_path / "h").exists()
     r = reader.load_retention(out / "retention.json")
     assert r.document["global_fit"]["shared"] == ["tau"]
     assert r.document["source"]["reference_point"] == "p0000"
