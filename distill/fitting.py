@@ -498,9 +498,6 @@ def write_outputs(out: Path, cfg: FitConfig, curve: Curve, fits: list[CandidateF
     from distill import plots
     from distill.retention import build_document
 
-    doc = build_document(chosen, fits, tau_cycle_s=curve.tau_cycle_s, source=source_block(curve),
-                         n_cycles=cfg.n_cycles, band_level=cfg.band_level,
-                         band_samples=cfg.band_samples, seed=cfg.seed, criterion=cfg.criterion)
     fit_doc = {
         "schema": "rmaat.fit/v1",
         "chosen": chosen.name, "criterion": cfg.criterion,
@@ -512,7 +509,13 @@ def write_outputs(out: Path, cfg: FitConfig, curve: Curve, fits: list[CandidateF
         "reports": {f.name: f.report for f in fits},
         "comparison": comparison_table(fits, chosen.name),
     }
-    runs.atomic_write_json(out / "fit.json", fit_doc)
+    runs.atomic_write_json(out / "fit.json", fit_doc)    # kept even if no schedule follows
+    try:
+        doc = build_document(chosen, fits, tau_cycle_s=curve.tau_cycle_s, source=source_block(curve),
+                             n_cycles=cfg.n_cycles, band_level=cfg.band_level,
+                             band_samples=cfg.band_samples, seed=cfg.seed, criterion=cfg.criterion)
+    except DataError as exc:
+        raise DataError(f"{exc} (the fits are in {str(out / 'fit.json')!r}; no retention.json written)") from None
     runs.atomic_write_json(out / "retention.json", doc)
     plots.save_fit_figure(out / "fit.png", curve.t, curve.y, fits, chosen, doc, cfg.plot_T,
                           unit=curve.unit, variable=curve.variable)

@@ -152,6 +152,15 @@ def test_import_distill_is_light():
     assert out.stdout.strip() == "False", out.stderr
 
 
+def test_falling_trace_keeps_fit_json_but_refuses_a_schedule(tmp_path):
+    path = synthetic.write_samples(tmp_path / "s.parquet", "exp", dict(p0=1.0, p_inf=0.4, tau=8.0),
+                                   noise=0.005)
+    with pytest.raises(DataError, match="fitted curve falls.*no retention.json written"):
+        fitting.fit(fitting.FitConfig(models=("exp",), n_starts=1), path, tmp_path / "f")
+    assert json.loads((tmp_path / "f" / "fit.json").read_text())["chosen"] == "exp"
+    assert not (tmp_path / "f" / "retention.json").exists() and not (tmp_path / "f" / "meta.json").exists()
+
+
 def test_fit_a_continuous_traces_file_by_variable_name(tmp_path):
     """A traces.parquet sampled every 0.1 s with two variables: fit the one named."""
     from astro_rmaat.traces import write_traces
