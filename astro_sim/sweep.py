@@ -200,6 +200,14 @@ def connect_dask(scheduler: str | None, workers: int, timeout_s: float = 10.0):
     return Client(cluster), cluster
 
 
+def _import_brian2() -> bool:
+    """Brian2 installs a SIGINT handler on import, which only the main thread may do; Dask
+    runs tasks in worker threads, so import it first where ``client.run`` runs (the
+    worker's event-loop thread, its main thread)."""
+    import brian2  # noqa: F401
+    return True
+
+
 def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, client) -> Iterable[dict]:
     if executor == "serial":
         for task in tasks:
@@ -239,6 +247,7 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
     client = cluster = None
     if executor == "dask":                # an unreachable scheduler fails here, before I/O
         client, cluster = connect_dask(scheduler, workers, connect_timeout_s)
+        client.run(_import_brian2)
     try:
         return _run(cfg, out, table, configs, executor, workers, client, progress)
     finally:

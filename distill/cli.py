@@ -33,11 +33,12 @@ def _overrides(options: dict, mapping: dict[str, str]) -> list[str]:
 @click.option("--seed", type=int, default=None, help="seed of the starting points and the band")
 @click.option("--n-starts", type=int, default=None, help="seeded starting points per model")
 @click.option("--tau-cycle", type=float, default=None, help="cycle length in s (default: from the trace)")
+@click.option("--group-by", default=None, help="sweep only: also fit a shared shape within each value of this key")
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="FitConfig JSON file")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a FitConfig field")
 def fit_command(traces, out_dir, variable, element, models, criterion, offset, seed, n_starts,
-                tau_cycle, config_path, sets):
+                tau_cycle, group_by, config_path, sets):
     """Fit saturating macro models to TRACES and write retention.json.
 
     TRACES is a samples/traces Parquet file, a simulation run directory (its samples.parquet),
@@ -49,10 +50,10 @@ def fit_command(traces, out_dir, variable, element, models, criterion, offset, s
 
     overrides = _overrides(dict(variable=variable, element=element, models=models,
                                 criterion=criterion, offset=offset, seed=seed, n_starts=n_starts,
-                                tau_cycle=tau_cycle),
+                                tau_cycle=tau_cycle, group_by=group_by),
                            dict(variable="variable", element="element", models="models",
                                 criterion="criterion", offset="offset", seed="seed",
-                                n_starts="n_starts", tau_cycle="tau_cycle_s"))
+                                n_starts="n_starts", tau_cycle="tau_cycle_s", group_by="group_by"))
     cfg = load_config(fitting.FitConfig, config_path, [*sets, *overrides])
     out = fitting.fit(cfg, traces, out_dir)
     fit_doc = json.loads((out / "fit.json").read_text())
@@ -70,6 +71,9 @@ def fit_command(traces, out_dir, variable, element, models, criterion, offset, s
                    f"{'supported' if c['shared_supported'] else 'NOT supported'}")
         if not g["uncertainties_ok"]:
             click.echo("  WARNING: uncertainties not estimated: " + "; ".join(g["uncertainty_problems"]))
+        for grp in fit_doc.get("groups") or []:
+            click.echo(f"\nwithin {fit_doc['group_by']} = {grp['value']}: "
+                       + grp.get("summary", grp.get("note", "")))
     else:
         chosen = fit_doc["chosen"]
         click.echo(fit_doc["reports"][chosen])

@@ -58,6 +58,7 @@ class FitConfig:
     band_samples: int = 2000             # parameter draws from the covariance for the band
     plot_T: tuple[int, ...] = (4, 8, 16, 32)  # segment counts T drawn in the schedule figure
     shared: tuple[str, ...] | None = None     # global fit only: parameters shared across sweep points; None: all shape parameters
+    group_by: str | None = None          # global fit only: also fit a shared shape within each value of this swept key
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -128,8 +129,7 @@ class CandidateFit:
             "formula": self.model.description,
             "params": {p: {"value": float(self.values[p]), "stderr": num(self.stderr.get(p)),
                            "vary": p in self.varied,
-                           "bounds": [float(b) for b in self.bounds.get(p, (-math.inf, math.inf))]
-                           if p in self.bounds and all(map(math.isfinite, self.bounds[p])) else None}
+                           "bounds": [num(b) for b in self.bounds[p]] if p in self.bounds else None}
                        for p in self.model.param_names},
             "param_names": list(self.varied),
             "covariance": None if self.covar is None else self.covar.tolist(),
@@ -478,12 +478,11 @@ def fit(cfg: FitConfig, traces_path: str | os.PathLike, out_dir: str | os.PathLi
                               offset=cfg.offset, max_nfev=cfg.max_nfev,
                               where=f"{str(curve.path)!r} variable {curve.variable!r}")
         chosen = select(fits, cfg.criterion)
-        doc = write_outputs(out, cfg, curve, fits, chosen)
+        write_outputs(out, cfg, curve, fits, chosen)
     runs.finish_run(out, runs.make_meta(
         stage="fit", seed=cfg.seed, wall_time_s=sw.elapsed, packages=("lmfit", "scipy", "matplotlib"),
         traces=str(curve.path), traces_sha256=curve.sha256, chosen_model=chosen.name,
         files={name: runs.sha256_file(out / name) for name in ("fit.json", "retention.json")}))
-    del doc
     return out
 
 
@@ -499,9 +498,6 @@ def write_outputs(out: Path, cfg: FitConfig, curve: Curve, fits: list[CandidateF
     from distill import plots
     from distill.retention import build_document
 
-    doc = build_document(chosen, fits, tau_cycle_s=curve.tau_cycle_s, source=source_block(curve),
-                         n_cycles=cfg.n_cycles, band_level=cfg.band_level,
-                         band_samples=cfg.band_samples, seed=cfg.seed, criterion=cfg.criterion)
     fit_doc = {
         "schema": "rmaat.fit/v1",
         "chosen": chosen.name, "criterion": cfg.criterion,
@@ -513,7 +509,13 @@ def write_outputs(out: Path, cfg: FitConfig, curve: Curve, fits: list[CandidateF
         "reports": {f.name: f.report for f in fits},
         "comparison": comparison_table(fits, chosen.name),
     }
-    runs.atomic_write_json(out / "fit.json", fit_doc)
+    runs.atomic_write_json(out / "fit.json", fit_doc)    # kept even if no schedule follows
+    try:
+        doc = build_document(chosen, fits, tau_cycle_s=curve.tau_cycle_s, source=source_block(curve),
+                             n_cycles=cfg.n_cycles, band_level=cfg.band_level,
+                             band_samples=cfg.band_samples, seed=cfg.seed, criterion=cfg.criterion)
+    except DataError as exc:
+        raise DataError(f"{exc} (the fits are in {str(out / 'fit.json')!r}; no retention.json written)") from None
     runs.atomic_write_json(out / "retention.json", doc)
     plots.save_fit_figure(out / "fit.png", curve.t, curve.y, fits, chosen, doc, cfg.plot_T,
                           unit=curve.unit, variable=curve.variable)

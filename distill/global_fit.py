@@ -86,7 +86,7 @@ def load_sweep(sweep_dir: str | os.PathLike, cfg: fitting.FitConfig) -> Sweep:
             raise DataError(f"sweep {str(d)!r}: point {pid!r} has no directory {str(pdir)!r} "
                             "(the sweep did not finish?)")
         curve = fitting.load_curve(pdir, cfg)
-        grid = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items() if k in keys}
+        grid = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items() if k in keys}
         points.append(SweepPoint(pid, grid, curve))
     return Sweep(path=d, keys=keys, points=points, config=config)
 
@@ -279,6 +279,9 @@ def fit_sweep(cfg: fitting.FitConfig, sweep_dir: str | os.PathLike, out_dir: str
     from distill.retention import build_document
 
     sweep = load_sweep(sweep_dir, cfg)
+    if cfg.group_by is not None and cfg.group_by not in sweep.keys:
+        raise ConfigError(f"group_by = {cfg.group_by!r}: not a swept key of {str(sweep.path)!r}; "
+                          f"expected one of {', '.join(sweep.keys) or '(none)'}")
     out = runs.prepare_run_dir(out_dir, cfgmod.to_dict(cfg))
     with runs.Stopwatch() as sw:
         tau_cycle = sweep.tau_cycle_s
@@ -286,6 +289,7 @@ def fit_sweep(cfg: fitting.FitConfig, sweep_dir: str | os.PathLike, out_dir: str
         gf = global_fit(name, [(p.curve.t, p.curve.y) for p in sweep.points],
                         [p.point_id for p in sweep.points], shared=cfg.shared,
                         n_starts=cfg.n_starts, seed=cfg.seed, offset=cfg.offset)
+        groups = fit_groups(sweep, cfg, name) if cfg.group_by else []
         ref = sweep.points[0]
         ref_fit = gf.point_candidate(ref.point_id)
         ref_candidates = fitting.fit_candidates(ref.curve.t, ref.curve.y, cfg.models,
@@ -307,7 +311,7 @@ def fit_sweep(cfg: fitting.FitConfig, sweep_dir: str | os.PathLike, out_dir: str
                    "global": gf.to_json(), "tau_cycle_s": tau_cycle,
                    "grid": {p.point_id: p.grid for p in sweep.points},
                    "independent": {pid: f.to_json() for pid, f in zip(gf.point_ids, gf.independent)},
-                   "report": gf.report}
+                   "report": gf.report, "group_by": cfg.group_by, "groups": groups}
         runs.atomic_write_json(out / "fit.json", fit_doc)
         runs.atomic_write_json(out / "retention.json", doc)
         plots.save_global_figure(out / "fit.png", sweep, gf, doc, cfg.plot_T)
@@ -315,6 +319,31 @@ def fit_sweep(cfg: fitting.FitConfig, sweep_dir: str | os.PathLike, out_dir: str
         stage="fit", seed=cfg.seed, wall_time_s=sw.elapsed, packages=("lmfit", "scipy", "matplotlib"),
         traces=str(sweep.path), chosen_model=name, global_fit=True,
         files={n: runs.sha256_file(out / n) for n in ("fit.json", "retention.json")}))
+    return out
+
+
+def fit_groups(sweep: Sweep, cfg: fitting.FitConfig, name: str) -> list[dict[str, Any]]:
+    """One shared-shape fit per value of ``cfg.group_by`` (groups of fewer than 2 points noted)."""
+    key = cfg.group_by
+    if key not in sweep.keys:
+        raise ConfigError(f"group_by = {key!r}: not a swept key of {str(sweep.path)!r}; "
+                          f"expected one of {', '.join(sweep.keys) or '(none)'}")
+    values: list[Any] = []
+    for p in sweep.points:
+        if p.grid[key] not in values:
+            values.append(p.grid[key])
+    out = []
+    for v in values:
+        pts = [p for p in sweep.points if p.grid[key] == v]
+        entry: dict[str, Any] = {"value": v, "points": [p.point_id for p in pts]}
+        if len(pts) < 2:
+            entry["note"] = "one point: nothing to share"
+        else:
+            g = global_fit(name, [(p.curve.t, p.curve.y) for p in pts], [p.point_id for p in pts],
+                           shared=cfg.shared, n_starts=cfg.n_starts, seed=cfg.seed, offset=cfg.offset)
+            entry.update(g.to_json())
+            entry["summary"] = summary(g)
+        out.append(entry)
     return out
 
 

@@ -107,12 +107,12 @@ def save_fit_figure(path, t, y, fits, chosen, doc, Ts, unit="1", variable="p") -
                              if "band" in doc else f"tau_cycle = {doc['tau_cycle_s']:.4g} s (no band)")
         fig.tight_layout()
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
     return Path(path)
 
 
-def plot_global(sweep, gf, ax=None, key: str | None = None):
+def plot_global(sweep, gf, ax=None):
     """Every sweep point's data and its curve from the global fit (shared shape)."""
     import matplotlib as mpl
 
@@ -122,7 +122,7 @@ def plot_global(sweep, gf, ax=None, key: str | None = None):
         n = len(sweep.points)
         for i, pt in enumerate(sweep.points):
             color = cmap(i / max(n - 1, 1))
-            label = pt.point_id if key is None else f"{key}={pt.grid.get(key)}"
+            label = ", ".join(f"{k}={v}" for k, v in pt.grid.items()) or pt.point_id
             ax.plot(pt.curve.t, pt.curve.y, "o", ms=2.5, color=color)
             tt = np.linspace(0.0, float(pt.curve.t.max()), 300)
             ax.plot(tt, gf.point_candidate(pt.point_id).predict(tt), color=color, label=label)
@@ -141,8 +141,7 @@ def save_global_figure(path, sweep, gf, doc, Ts) -> Path:
 
     with plot_style():
         fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-        key = sweep.keys[0] if sweep.keys else None
-        plot_global(sweep, gf, ax=axes[0], key=key)
+        plot_global(sweep, gf, ax=axes[0])
         for pt in sweep.points:
             f = gf.point_candidate(pt.point_id)
             axes[1].plot(pt.curve.t, pt.curve.y - f.predict(pt.curve.t), ".-", ms=2, lw=0.6)
@@ -152,7 +151,7 @@ def save_global_figure(path, sweep, gf, doc, Ts) -> Path:
         plot_schedule(gf.model, ref.values, doc["tau_cycle_s"], Ts, fit=ref, ax=axes[2])
         fig.tight_layout()
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
     return Path(path)
 
@@ -215,6 +214,6 @@ def save_sensitivity_figure(path, sweep, fits, table, name, tau_cycle_s, horizon
             ax.set_title(f"colour: {key}" if key else "schedules")
         fig.tight_layout()
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png")
+            fig.savefig(tmp, format="png", dpi=100)
         plt.close(fig)
     return Path(path)

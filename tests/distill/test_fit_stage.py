@@ -89,13 +89,21 @@ def test_global_fit_recovers_the_shared_time_constant():
 
 
 def test_fit_on_a_sweep_dir_runs_the_global_fit(sweep_dir, tmp_path):
-    cfg = fitting.FitConfig(n_starts=2, models=("exp", "hill"), band_samples=200)
+    cfg = fitting.FitConfig(n_starts=2, models=("exp", "hill"), band_samples=200,
+                            group_by="astro.tau_pl")
     out = fitting.fit(cfg, sweep_dir, tmp_path / "g")
     doc = json.loads((out / "fit.json").read_text())
     assert doc["schema"] == "rmaat.global_fit/v1" and doc["chosen"] == "exp"
     assert set(doc["grid"]) == {f"p{i:04d}" for i in range(6)}
     c = doc["global"]["comparison_with_independent_fits"]
     assert not c["shared_supported"]          # tau differs with astro.tau_pl: rejected
+    groups = {g["value"]: g for g in doc["groups"]}  # ... but shared within each tau_pl
+    assert set(groups) == {5.0, 10.0} and all(g["comparison_with_independent_fits"]["shared_supported"]
+                                             for g in groups.values())
+    assert groups[5.0]["shared_params"]["tau"]["value"] == pytest.approx(8.0, rel=0.02)
+    with pytest.raises(fitting.ConfigError, match="group_by = 'nope'"):
+        fitting.fit(fitting.FitConfig(group_by="nope"), sweep_dir, tmp_path / "h")
+    assert not (tmp_path / "h").exists()
     r = reader.load_retention(out / "retention.json")
     assert r.document["global_fit"]["shared"] == ["tau"]
     assert r.document["source"]["reference_point"] == "p0000"
@@ -142,3 +150,31 @@ def test_import_distill_is_light():
     code = "import sys, distill, distill.cli; print(any(m in sys.modules for m in ('lmfit', 'scipy', 'brian2', 'torch')))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip() == "False", out.stderr
+
+
+def test_falling_trace_keeps_fit_json_but_refuses_a_schedule(tmp_path):
+    path = synthetic.write_samples(tmp_path / "s.parquet", "exp", dict(p0=1.0, p_inf=0.4, tau=8.0),
+                                   noise=0.005)
+    with pytest.raises(DataError, match="fitted curve falls.*no retention.json written"):
+        fitting.fit(fitting.FitConfig(models=("exp",), n_starts=1), path, tmp_path / "f")
+    assert json.loads((tmp_path / "f" / "fit.json").read_text())["chosen"] == "exp"
+    assert not (tmp_path / "f" / "retention.json").exists() and not (tmp_path / "f" / "meta.json").exists()
+
+
+def test_fit_a_continuous_traces_file_by_variable_name(tmp_path):
+    """A traces.parquet sampled every 0.1 s with two variables: fit the one named."""
+    from astro_rmaat.traces import write_traces
+    t = np.arange(0, 30.0001, 0.1)
+    rng = np.random.default_rng(2)
+    df = pd.concat([
+        pd.DataFrame({"t_s": t, "variable": "rho", "element": 0, "unit": "1",
+                      "value": 0.5 * (1 - np.exp(-t / 6.0)) + rng.normal(0, 0.003, t.size)}),
+        pd.DataFrame({"t_s": t, "variable": "C", "element": 0, "unit": "uM",
+                      "value": 0.1 + 0.05 * np.sin(t)})])
+    path = tmp_path / "traces.parquet"
+    write_traces(df, path, {"model": "synthetic:exp", "tau_cycle_s": 1.0, "sampling": "continuous"})
+    out = fitting.fit(fitting.FitConfig(variable="rho", models=("exp", "mm"), n_starts=2,
+                                        band_samples=200), path, tmp_path / "fit")
+    r = reader.load_retention(out / "retention.json")
+    assert r.model_name == "exp" and r.params["tau"] == pytest.approx(6.0, rel=0.02)
+    assert r.document["source"]["variable"] == "rho"

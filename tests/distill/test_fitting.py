@@ -63,18 +63,18 @@ def test_standard_errors_are_honest(name):
 
 def test_model_selection_picks_the_generating_family():
     names = ["exp", "hill", "double_exp", "power"]
-    n_seeds = 10
+    n_seeds = 8
     confusion = np.zeros((4, 4), dtype=int)
     for i, name in enumerate(names):
         for s in range(n_seeds):
-            fits = fitting.fit_candidates(T_GRID, noisy(name, 1000 + s), names, n_starts=3,
+            fits = fitting.fit_candidates(T_GRID, noisy(name, 1000 + s), names, n_starts=2,
                                           seed=s, with_report=False)
             confusion[i, names.index(fitting.select(fits, "aicc").name)] += 1
     header = " " * 12 + " ".join(f"{n:>10}" for n in names)
     rows = "\n".join(f"{n:>11} " + " ".join(f"{c:>10}" for c in confusion[i]) for i, n in enumerate(names))
     print(f"\nconfusion matrix (rows: generating family, columns: chosen by AICc; "
           f"{n_seeds} seeds, noise {NOISE:.0%} of the rise):\n{header}\n{rows}")
-    assert np.all(np.diag(confusion) >= 0.7 * n_seeds)
+    assert np.all(np.diag(confusion) >= 0.75 * n_seeds)
 
 
 def test_statistics_and_weights():

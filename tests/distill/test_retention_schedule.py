@@ -6,6 +6,8 @@ import json
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from astro_rmaat import retention as reader
 from astro_rmaat.errors import DataError
@@ -123,6 +125,8 @@ def test_sigmoidal_hill_schedule_rises_then_falls():
     (lambda d: d.update(tau_cycle_s=-1.0), "tau_cycle_s"),
     (lambda d: d["curve"].update(p=[0.0, 0.1, float("nan")] + d["curve"]["p"][3:]), "non-finite"),
     (lambda d: d.pop("curve"), "missing field 'curve'"),
+    (lambda d: d["band"].update(jacobian=d["band"]["jacobian"][:10]), "band.jacobian must be"),
+    (lambda d: d["band"].update(z=-1.0), "band.z"),
 ])
 def test_reader_rejects_bad_documents(edit, needle):
     _, doc = _doc()
@@ -149,3 +153,21 @@ def test_no_band_when_uncertainties_unknown():
     assert "band" not in doc and "could not be estimated" in doc["band_note"] or "identifiable" in doc["band_note"]
     with pytest.raises(DataError, match="could not be estimated"):
         R.rf_band(f, 1.0, 8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(name=st.sampled_from(["exp", "mm", "double_exp", "power"]),
+       p0=st.floats(-1.0, 1.0), rise=st.floats(0.01, 10.0), tau=st.floats(0.3, 200.0),
+       shape=st.floats(0.1, 0.9), T=st.integers(2, 200))
+def test_schedule_invariants_for_any_concave_curve(name, p0, rise, tau, shape, T):
+    """RF sums to 1, is positive and falls with t; it exceeds RF_inf and falls as T grows."""
+    params = {"exp": dict(tau=tau), "mm": dict(t_half=tau),
+              "double_exp": dict(tau_fast=tau * shape, tau_slow=tau, w=shape),
+              "power": dict(tau=tau, alpha=1.0 + 5 * shape)}[name]
+    params.update(p0=p0, p_inf=p0 + rise)
+    rf = R.rf(name, params, TAU_CYCLE, T)
+    assert rf.sum() == pytest.approx(1.0, abs=1e-9)
+    assert np.all(rf >= 0) and np.all(np.diff(rf) <= 1e-15)
+    stream = R.rf_inf(name, params, TAU_CYCLE, T)
+    assert np.all(rf >= stream - 1e-15)
+    assert np.all(R.rf(name, params, TAU_CYCLE, T + 1)[:T] <= rf + 1e-15)

@@ -1,0 +1,113 @@
+"""cpp_standalone: one build serves a run_args sweep, equals runtime targets; stochastic stats.
+
+The module shares ONE standalone build (a fresh cache directory per test session): the
+sweep fixture builds it, every later test must find it (BUILD_COUNT does not move).
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from astro_rmaat.config import from_dict
+from astro_rmaat.traces import read_traces
+from astro_sim import tripartite_standalone as sa
+from astro_sim.spike_protocols import SpikeProtocolConfig
+from astro_sim.sweep import SweepConfig, sweep
+from astro_sim.tripartite import TripartiteParams, TripartiteSimConfig, run
+
+pytestmark = [pytest.mark.standalone, pytest.mark.slow]
+
+# 10 s, 2 units, astrocyte active: two 20 Hz trains, release-increasing gliotransmission.
+BASE = {"model": "tripartite", "n_units": 2, "rho_init": [0.1, 0.8],
+        "params": {"alpha": 0.9, "O_beta": 3.0},
+        "protocol": {"kind": "trains", "n_trains": 2, "inter_train_s": 5.0}}
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("standalone_cache")
+
+
+@pytest.fixture(scope="module")
+def standalone_sweep(cache, tmp_path_factory):
+    base = {**BASE, "standalone_dir": str(cache)}
+    cfg = SweepConfig(base=base, grid={"params.alpha": [0.0, 0.3, 0.9],
+                                       "protocol.train_rate_hz": [20.0, 40.0]}, seed=5,
+                      standalone=True)
+    before = sa.BUILD_COUNT
+    out = sweep(cfg, tmp_path_factory.mktemp("sweep") / "sw", progress=False)
+    return out, sa.BUILD_COUNT - before
+
+
+def test_run_args_sweep_builds_once_and_equals_separate_runs(standalone_sweep):
+    out, builds = standalone_sweep
+    meta = json.loads((out / "meta.json").read_text())
+    assert builds == 1 and meta["standalone_builds"] == 1 and meta["n_points"] == 6
+    assert len(list(p for p in (out.parent / "sw").rglob("manifest.json") )) >= 1
+    design = pd.read_parquet(out / "design.parquet")
+    finals = []
+    for pid in design.point_id:
+        pdir = out / "points" / pid
+        pcfg = from_dict(TripartiteSimConfig, json.loads((pdir / "config.json").read_text()))
+        assert pcfg.target == "cpp_standalone"
+        tr = read_traces(pdir / "traces.parquet")
+        assert tr.attrs["target"] == "cpp_standalone"
+        if pid in ("p0000", "p0003", "p0005"):   # separate runs on the Cython runtime
+            ref = run(from_dict(TripartiteSimConfig, {**json.loads((pdir / "config.json").read_text()),
+                                                      "target": "cython"})).traces
+            assert np.array_equal(ref[["t_s", "element"]].to_numpy(), tr[["t_s", "element"]].to_numpy())
+            np.testing.assert_allclose(tr.value.to_numpy(), ref.value.to_numpy(), rtol=1e-9, atol=1e-12)
+        finals.append(tr[tr.variable == "Gamma_S"].value.max())
+    assert len(set(np.round(finals, 9))) > 1          # the run_args really changed the runs
+
+
+def test_deterministic_run_agrees_across_numpy_cython_standalone(standalone_sweep, cache):
+    cfg = from_dict(TripartiteSimConfig, {**BASE, "standalone_dir": str(cache)})
+    before = sa.BUILD_COUNT
+    outs = {t: run(from_dict(TripartiteSimConfig, {**BASE, "standalone_dir": str(cache), "target": t}))
+            for t in ("cpp_standalone", "cython", "numpy")}
+    assert sa.BUILD_COUNT == before                   # the sweep's build was reused
+    ref = outs["cpp_standalone"].traces
+    assert ref[ref.variable == "n_glio"].value.max() >= 1        # the astrocyte released
+    assert cfg.protocol.kind == "trains"
+    for t in ("cython", "numpy"):
+        other = outs[t].traces
+        assert np.array_equal(ref[["t_s", "element"]].to_numpy(), other[["t_s", "element"]].to_numpy())
+        np.testing.assert_allclose(other.value.to_numpy(), ref.value.to_numpy(), rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(outs[t].samples.value, outs["cpp_standalone"].samples.value,
+                                   rtol=1e-9, atol=1e-12)
+
+
+def test_poisson_runs_agree_statistically_across_targets_and_seeds(standalone_sweep, cache):
+    """Poisson input: standalone and Cython on *different* seeds give the same statistics."""
+    def stats(target, seeds):
+        vals = []
+        for seed in seeds:
+            cfg = from_dict(TripartiteSimConfig, {
+                **BASE, "standalone_dir": str(cache), "target": target, "seed": seed,
+                "protocol": {"kind": "poisson_steps", "rates_hz": [20.0, 5.0], "step_s": 5.0}})
+            tr = run(cfg).traces
+            for e in (0, 1):
+                y = tr[(tr.variable == "Y_S") & (tr.element == e)].value.to_numpy()
+                C = tr[(tr.variable == "C") & (tr.element == e)].value.to_numpy()
+                vals.append((y.mean(), C.mean()))
+        return np.array(vals)
+
+    before = sa.BUILD_COUNT
+    a = stats("cpp_standalone", range(100, 106))
+    b = stats("cython", range(200, 203))
+    assert sa.BUILD_COUNT == before
+    assert np.std(a[:, 0]) > 0 and np.std(a[:, 1]) > 0            # seeds give different runs
+    for col in (0, 1):
+        se = np.sqrt(a[:, col].var(ddof=1) / len(a) + b[:, col].var(ddof=1) / len(b))
+        assert abs(a[:, col].mean() - b[:, col].mean()) < 4 * se
+    # same seed -> the same Poisson spikes on every target (drawn in NumPy), same numbers
+    same = [run(from_dict(TripartiteSimConfig, {
+        **BASE, "standalone_dir": str(cache), "target": t, "seed": 100,
+        "protocol": {"kind": "poisson_steps", "rates_hz": [20.0, 5.0], "step_s": 5.0}})).traces
+        for t in ("cpp_standalone", "cython")]
+    np.testing.assert_allclose(same[0].value.to_numpy(), same[1].value.to_numpy(), rtol=1e-9, atol=1e-12)
