@@ -25,6 +25,8 @@ from typing import Any, Iterable, Iterator
 from astro_rmaat.errors import RunExistsError
 
 CONFIG_FILE = "config.json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 META_FILE = "meta.json"
 
 
@@ -41,6 +43,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; outputs get the usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -160,3 +160,13 @@ def test_cli_lists_commands_without_heavy_imports(run_cli):
             "print('brian2' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.stdout.strip().endswith("False False"), out.stdout + out.stderr
+
+
+def test_atomic_write_gives_the_usual_file_mode(tmp_path):
+    import os
+    import stat
+
+    p = runs.atomic_write_text(tmp_path / "m.txt", "x")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
