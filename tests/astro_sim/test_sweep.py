@@ -132,3 +132,13 @@ def test_dask_local_cluster_of_two_processes_equals_serial(tmp_path):
         pd.testing.assert_frame_equal(a[pid], b[pid], check_exact=True)
     # the grid values reached the workers: points differ from each other
     assert not a["p0000"].value.equals(a["p0003"].value)
+
+
+@pytest.mark.slow
+def test_local_processes_equal_serial(tmp_path):
+    cfg = SweepConfig(base=TINY, grid={"params.alpha": [0.0, 0.9]}, seed=2)
+    serial = sweep(cfg, tmp_path / "serial", progress=False)
+    procs = sweep(cfg, tmp_path / "procs", executor="processes", workers=2, progress=False)
+    a, b = _all_traces(serial), _all_traces(procs)
+    for pid in a:
+        pd.testing.assert_frame_equal(a[pid], b[pid], check_exact=True)
