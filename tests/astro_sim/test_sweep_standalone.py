@@ -15,9 +15,8 @@ import pytest
 from astro_rmaat.config import from_dict
 from astro_rmaat.traces import read_traces
 from astro_sim import tripartite_standalone as sa
-from astro_sim.spike_protocols import SpikeProtocolConfig
 from astro_sim.sweep import SweepConfig, sweep
-from astro_sim.tripartite import TripartiteParams, TripartiteSimConfig, run
+from astro_sim.tripartite import TripartiteSimConfig, run
 
 pytestmark = [pytest.mark.standalone, pytest.mark.slow]
 
