@@ -15,7 +15,8 @@ Kinds (``kind``):
     onsets ``inter_train_s`` apart (onset to onset, the protocol period).
 ``pairing``
     ``n_pairs`` pre–post pairs at ``pair_rate_hz``; the postsynaptic spike follows the
-    presynaptic one by ``pair_delay_ms`` (negative: post before pre). Period ``1/pair_rate_hz``.
+    presynaptic one by ``pair_delay_ms`` (negative: post before pre), or, per unit, by
+    ``pair_delays_ms[i % len]``. Period ``1/pair_rate_hz``.
 ``poisson_steps``
     presynaptic Poisson trains whose rate steps through ``rates_hz``, ``step_s`` per level,
     drawn independently per unit from the run's seed (NumPy), so every Brian2 target sees
@@ -58,6 +59,7 @@ class SpikeProtocolConfig:
     n_pairs: int = 60                      # number of pre–post pairs
     pair_rate_hz: float = 1.0              # Hz, pairing frequency (period 1/f)
     pair_delay_ms: float = 10.0            # ms, t_post - t_pre
+    pair_delays_ms: tuple[float, ...] = () # ms, per-unit delays (unit i: [i % len]); overrides pair_delay_ms
     # poisson_steps
     rates_hz: tuple[float, ...] = (5.0, 20.0, 5.0)  # Hz, presynaptic rate of each step
     step_s: float = 10.0                   # s, duration of each rate step (the period)
@@ -181,8 +183,9 @@ def make_stimulus(p: SpikeProtocolConfig, n_units: int, dt_s: float, seed: int,
         pulses = np.arange(p.train_pulses) / p.train_rate_hz
         pre = [(starts[:, None] + pulses[None, :]).ravel()] * n_units
     elif p.kind == "pairing":
+        delays = p.pair_delays_ms or (p.pair_delay_ms,)
         pre = [starts] * n_units
-        post = [starts + p.pair_delay_ms * 1e-3] * n_units
+        post = [starts + delays[u % len(delays)] * 1e-3 for u in range(n_units)]
     elif p.kind == "poisson_steps":
         rng = np.random.default_rng(seed)
         steps_per = int(round(period / dt_s))

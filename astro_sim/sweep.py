@@ -37,7 +37,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Literal
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -153,22 +153,22 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     cls = simulate.config_class(task["config"].get("model", "tripartite"))
     pcfg = cfgmod.from_dict(cls, task["config"])
     shared = task.get("standalone_shared")
-    old_env = os.environ.get("RMAAT_STANDALONE_CACHE")
     if shared:
         from astro_sim import tripartite_standalone as sa
         worker_root = Path(task["standalone_workers"]) / f"{socket.gethostname()}-{os.getpid()}"
-        for key in os.listdir(shared):
-            if (Path(shared) / key / sa.MANIFEST).is_file():
-                sa.StandaloneProject(Path(shared) / key).copy_to(worker_root / key)
-        os.environ["RMAAT_STANDALONE_CACHE"] = str(worker_root)
-    try:
-        simulate.simulate(pcfg, point_dir)
-    finally:
-        if shared:
+        key = task["standalone_key"]
+        sa.StandaloneProject(Path(shared) / key).copy_to(worker_root / key)
+        old_env = os.environ.get(sa.WORKER_CACHE_ENV)
+        os.environ[sa.WORKER_CACHE_ENV] = str(worker_root)
+        try:
+            simulate.simulate(pcfg, point_dir)
+        finally:
             if old_env is None:
-                os.environ.pop("RMAAT_STANDALONE_CACHE", None)
+                os.environ.pop(sa.WORKER_CACHE_ENV, None)
             else:
-                os.environ["RMAAT_STANDALONE_CACHE"] = old_env
+                os.environ[sa.WORKER_CACHE_ENV] = old_env
+    else:
+        simulate.simulate(pcfg, point_dir)
     return {"point_id": task["point_id"], "status": "done", "wall_s": time.perf_counter() - t0}
 
 
@@ -279,27 +279,27 @@ def _run(cfg, out: Path, table, configs, executor, workers, client, progress) ->
 
     builds = 0
     shared = None
+    build_keys: dict[str, str] = {}
     if cfg.standalone:
+        import dataclasses
+
         from astro_sim import tripartite, tripartite_standalone as sa
-        shared = out / STANDALONE_DIR / "build"
         before = sa.BUILD_COUNT
         seen = set()
-        for c in configs:
+        for pid, c in zip(table["point_id"], configs):
             pcfg = cfgmod.from_dict(tripartite.TripartiteSimConfig, c)
+            # builds live in the config's standalone_dir (shared cache) or in the sweep dir
+            root = Path(pcfg.standalone_dir) if pcfg.standalone_dir else out / STANDALONE_DIR / "build"
+            if shared is not None and root != shared:
+                raise ConfigError("standalone_dir must not vary across a sweep's points")
+            shared = root
             stim = tripartite.make_stimulus(pcfg.protocol, pcfg.n_units, pcfg.dt_ms * 1e-3,
                                             pcfg.seed, pcfg.max_spikes)
             key = sa.signature_key(sa.signature(pcfg, stim))
+            build_keys[pid] = key
             if key not in seen:
                 seen.add(key)
-                old_env = os.environ.get("RMAAT_STANDALONE_CACHE")
-                os.environ["RMAAT_STANDALONE_CACHE"] = str(shared)
-                try:
-                    sa.get_project(pcfg, stim)
-                finally:
-                    if old_env is None:
-                        os.environ.pop("RMAAT_STANDALONE_CACHE", None)
-                    else:
-                        os.environ["RMAAT_STANDALONE_CACHE"] = old_env
+                sa.get_project(dataclasses.replace(pcfg, standalone_dir=str(root)), stim)
         builds = sa.BUILD_COUNT - before
 
     nonce = f"{time.time_ns():x}"
@@ -311,6 +311,7 @@ def _run(cfg, out: Path, table, configs, executor, workers, client, progress) ->
             continue
         tasks.append({"point_id": pid, "config": c, "point_dir": str(pdir.resolve()), "nonce": nonce,
                       "standalone_shared": str(shared.resolve()) if shared else None,
+                      "standalone_key": build_keys.get(pid),
                       "standalone_workers": str((out / STANDALONE_DIR / "workers").resolve())})
     walls = []
     with tqdm(total=len(table), initial=skipped, desc="sweep", unit="point",

@@ -437,8 +437,6 @@ def _run_runtime(cfg: TripartiteSimConfig, stim: Stimulus):
 
 def run(cfg: TripartiteSimConfig) -> "SimOutput":
     """Simulate ``cfg`` in memory (no run directory); same config -> same numbers."""
-    import brian2 as b2
-
     if cfg.target not in TARGETS:
         raise ConfigError(f"target = {cfg.target!r}: expected one of {', '.join(TARGETS)}")
     stim = make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed, cfg.max_spikes)
@@ -446,7 +444,8 @@ def run(cfg: TripartiteSimConfig) -> "SimOutput":
         from astro_sim import tripartite_standalone as sa
         project = sa.get_project(cfg, stim)
         t_s, arrays = project.run(cfg, stim)
-    else:
+    else:  # the runtime targets; a standalone run needs neither brian2 nor a compiler
+        import brian2 as b2
         b2.start_scope()
         t_s, arrays = _run_runtime(cfg, stim)
     return assemble_output(cfg, stim, t_s, arrays)

@@ -71,7 +71,13 @@ def signature_key(sig: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(sig, sort_keys=True).encode()).hexdigest()[:20]
 
 
+WORKER_CACHE_ENV = "RMAAT_STANDALONE_WORKER_CACHE"  # set by sweep workers: their private copies
+
+
 def cache_root(cfg) -> Path:
+    worker = os.environ.get(WORKER_CACHE_ENV)
+    if worker:
+        return Path(worker)
     if cfg.standalone_dir:
         return Path(cfg.standalone_dir)
     env = os.environ.get("RMAAT_STANDALONE_CACHE")

@@ -15,9 +15,8 @@ import pytest
 from astro_rmaat.config import from_dict
 from astro_rmaat.traces import read_traces
 from astro_sim import tripartite_standalone as sa
-from astro_sim.spike_protocols import SpikeProtocolConfig
 from astro_sim.sweep import SweepConfig, sweep
-from astro_sim.tripartite import TripartiteParams, TripartiteSimConfig, run
+from astro_sim.tripartite import TripartiteSimConfig, run
 
 pytestmark = [pytest.mark.standalone, pytest.mark.slow]
 
@@ -111,3 +110,23 @@ def test_poisson_runs_agree_statistically_across_targets_and_seeds(standalone_sw
         "protocol": {"kind": "poisson_steps", "rates_hz": [20.0, 5.0], "step_s": 5.0}})).traces
         for t in ("cpp_standalone", "cython")]
     np.testing.assert_allclose(same[0].value.to_numpy(), same[1].value.to_numpy(), rtol=1e-9, atol=1e-12)
+
+
+def test_release_increasing_gliotransmission_potentiates_more(standalone_sweep, cache):
+    """De Pittà & Brunel 2016: with C_pre scaled by r_S/U_0*, gliotransmission that raises
+    release (alpha > U_0*) drives rho higher under pairing than release-decreasing (alpha = 0)."""
+    def final_rho(alpha):
+        cfg = from_dict(TripartiteSimConfig, {
+            **BASE, "standalone_dir": str(cache), "target": "cpp_standalone", "rho_init": [0.5],
+            "params": {"alpha": alpha, "O_beta": 0.5},
+            "protocol": {"kind": "pairing", "n_pairs": 10, "pair_delay_ms": 10.0}})
+        out = run(cfg)
+        tr = out.traces
+        assert tr[tr.variable == "n_glio"].value.max() >= 1      # the astrocyte did release
+        s = out.samples
+        return s[s.t_s == s.t_s.max()].value.to_numpy()
+
+    before = sa.BUILD_COUNT
+    up, down = final_rho(0.9), final_rho(0.0)
+    assert sa.BUILD_COUNT == before
+    assert np.all(up - down > 0.01), (up, down)

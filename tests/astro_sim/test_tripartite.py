@@ -168,29 +168,32 @@ GB_TABLE = {  # dt_pair ms: (rho_bar, tau_eff s, rho(60 s) from 0, from 1)
 }
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("dt_pair", sorted(GB_TABLE))
-def test_graupner_brunel_pairing_table(dt_pair):
-    rho_bar, tau_eff, from0, from1 = GB_TABLE[dt_pair]
+def test_graupner_brunel_pairing_table():
+    delays = sorted(GB_TABLE)
+    # One network, 8 independent units: each delay from rho = 0 and from rho = 1.
     # Plain Graupner–Brunel (release_scaling 0: every presynaptic spike adds C_pre), sigma = 0.
-    cfg = TripartiteSimConfig(n_units=2, rho_init=(0.0, 1.0), record_dt_ms=1000.0,
+    cfg = TripartiteSimConfig(n_units=8, rho_init=(0.0, 1.0), record_dt_ms=1000.0,
                               params=TripartiteParams(release_scaling=0.0),
-                              protocol=SpikeProtocolConfig(kind="pairing", n_pairs=60, pair_rate_hz=1.0,
-                                                           pair_delay_ms=float(dt_pair)),
+                              protocol=SpikeProtocolConfig(
+                                  kind="pairing", n_pairs=60, pair_rate_hz=1.0,
+                                  pair_delays_ms=tuple(float(d) for d in delays for _ in (0, 1))),
                               record=("rho",))
     out = run(cfg)
     s = out.samples
     assert out.attrs["tau_cycle_s"] == 1.0 and out.attrs["slow_variable"] == "rho"
-    r0 = s[s.element == 0].value.to_numpy()
-    r1 = s[s.element == 1].value.to_numpy()
-    assert r0.size == 61 and s.t_s.max() == 60.0
-    assert r0[-1] == pytest.approx(from0, abs=0.015)
-    assert r1[-1] == pytest.approx(from1, abs=0.015)
-    # rho approaches rho_bar exponentially with tau_eff: an exponential fit recovers both.
-    k = np.arange(61.0)
-    (pinf, tau), _ = curve_fit(lambda t, a, b: a * (1 - np.exp(-t / b)), k, r0, p0=(0.5, 15.0))
-    assert pinf == pytest.approx(rho_bar, abs=0.02)
-    assert tau == pytest.approx(tau_eff, rel=0.2)
+    assert s.t_s.max() == 60.0
+    for k, dt_pair in enumerate(delays):
+        rho_bar, tau_eff, from0, from1 = GB_TABLE[dt_pair]
+        r0 = s[s.element == 2 * k].value.to_numpy()
+        r1 = s[s.element == 2 * k + 1].value.to_numpy()
+        assert r0.size == 61 and r0[0] == 0.0 and r1[0] == 1.0
+        assert r0[-1] == pytest.approx(from0, abs=0.015), dt_pair
+        assert r1[-1] == pytest.approx(from1, abs=0.015), dt_pair
+        # rho approaches rho_bar exponentially with tau_eff: an exponential fit recovers both.
+        t = np.arange(61.0)
+        (pinf, tau), _ = curve_fit(lambda t, a, b: a * (1 - np.exp(-t / b)), t, r0, p0=(0.5, 15.0))
+        assert pinf == pytest.approx(rho_bar, abs=0.02), dt_pair
+        assert tau == pytest.approx(tau_eff, rel=0.2), dt_pair
 
 
 # ----------------------------------------------------------------------------- invariants
@@ -221,3 +224,25 @@ def test_invariants_on_every_recorded_variable():
         up = (C[:-1] <= p.C_Theta) & (C[1:] > p.C_Theta)
         assert np.array_equal(np.diff(n), up.astype(float))
         assert n[-1] >= 1
+
+
+def test_direct_ip3_drive_adds_ip3_only_during_pulses():
+    def ip3(amp):
+        cfg = TripartiteSimConfig(record_dt_ms=10.0, record=("I", "C", "n_glio", "rho"),
+                                  protocol=SpikeProtocolConfig(kind="ip3_drive", n_ip3_pulses=2,
+                                                               ip3_amp_uM_per_s=amp, ip3_pulse_s=2.0,
+                                                               ip3_period_s=5.0, offset_s=1.0))
+        out = run(cfg)
+        return curve(out, "I") + (curve(out, "n_glio")[1],)
+
+    t, I0, n0 = ip3(0.0)
+    _, I1, n1 = ip3(2.0)
+    d = I1 - I0
+    # (pulse edges sit a quarter step early, so the sample at t = 1.0 s already sees a little)
+    assert np.all(d[t < 0.999] == 0.0) and np.all(d[(t >= 1.0) & (t <= 3.0)] > 0)
+    # during the first pulse the extra IP3 grows, by at most amp * time (degradation only removes)
+    k3 = np.argmin(np.abs(t - 3.0))
+    assert 0.25 * 2.0 * 2.0 < d[k3] <= 2.0 * 2.0 + 1e-9
+    assert d[np.argmin(np.abs(t - 5.9))] < d[k3]          # decays between pulses
+    assert d[np.argmin(np.abs(t - 8.0))] > d[np.argmin(np.abs(t - 5.9))]   # second pulse
+    assert n1[-1] > n0[-1]                                # the drive makes the astrocyte release
