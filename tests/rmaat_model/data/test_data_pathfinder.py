@@ -150,3 +150,20 @@ def test_bad_inputs_are_reported(tmp_path):
     _, ds = pf.load_split(tmp_path, "train")
     with pytest.raises(DataError, match="sample_0.png"):
         ds[0]
+
+
+def test_interrupted_generation_resumes_to_the_same_files(tmp_path, monkeypatch):
+    monkeypatch.setattr(pf, "BATCH_SIZE", 3)
+    root = pf.generate_files(tmp_path, n=6, seed=9)
+    before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    # an interruption during batch 1: no meta.json, no metadata/1.npy, one image missing
+    (tmp_path / "pathfinder32" / "meta.json").unlink()
+    (root / "metadata" / "1.npy").unlink()
+    (root / "imgs" / "1" / "sample_2.png").unlink()
+    batch0 = (root / "imgs" / "0" / "sample_0.png").stat().st_mtime_ns
+    pf.generate_files(tmp_path, n=6, seed=9)
+    after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    assert after == before
+    assert (root / "imgs" / "0" / "sample_0.png").stat().st_mtime_ns == batch0  # not redone
+    with pytest.raises(RunExistsError):
+        pf.generate_files(tmp_path, n=6, seed=10)              # finished: never overwritten
