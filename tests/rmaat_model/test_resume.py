@@ -8,6 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from astro_rmaat.config import from_dict, to_dict
+from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from rmaat_model.train import (BEST_FILE, MODEL_FILE, RESULTS_FILE, TrainConfig, load_ckpt,
                                read_metrics, train)
 
