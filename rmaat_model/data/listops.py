@@ -22,22 +22,26 @@ only, never on the number of worker processes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
+import hashlib
 import math
-import multiprocessing as mp
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import torch
 
 from astro_rmaat.errors import ConfigError, DataError
-from rmaat_model.data.base import PAD_ID, TaskSpec, check_max_len, check_split
+from astro_rmaat.runs import atomic_path
+from rmaat_model.data.base import PAD_ID, TaskSpec, check_max_len, check_split, pool_context
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
-VALUE_PROB = 0.75   # probability that a node above max_depth is a value (official 1 - 0.25)
+VALUE_PROB = 0.75   # probability that a node shallower than max_depth is a value (official)
 HEADER = ("Source", "Target")
 SPLIT_FILES = {"train": "basic_train.tsv", "val": "basic_val.tsv", "test": "basic_test.tsv"}
 MAX_LEN = 2000      # LRA pads ListOps to 2000 tokens
@@ -46,6 +50,7 @@ N_CLASSES = 10
 #: token -> id; 0 is padding. Official tokenisation: drop parentheses, split on spaces.
 VOCAB: dict[str, int] = {tok: i for i, tok in
                          enumerate(["<pad>", *map(str, range(10)), *OPERATORS, END])}
+ID_TO_TOKEN = {i: tok for tok, i in VOCAB.items()}
 assert VOCAB["<pad>"] == PAD_ID
 
 
@@ -119,46 +124,47 @@ def generate_chunk(args: tuple[int, int, int, ListOpsSettings]) -> list[tuple[st
     return out
 
 
-def generate(n: int, seed: int = 0, settings: ListOpsSettings = ListOpsSettings(), *,
-             workers: int = 1, chunk_size: int = 250,
-             progress: bool = False) -> list[tuple[str, int, int]]:
-    """``n`` distinct trees ``(source, label, length)``, identical for any ``workers``."""
-    if n < 0:
+def iter_trees(n: int, seed: int = 0, settings: ListOpsSettings = ListOpsSettings(), *,
+               workers: int = 1, chunk_size: int = 250) -> Iterator[tuple[str, int, int]]:
+    """Yield ``n`` distinct trees ``(source, label, length)``, identical for any ``workers``.
+
+    Only a 16-byte digest of each source is kept for de-duplication, so full-size
+    generation streams to disk in little memory.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ConfigError(f"n = {n!r}: expected a non-negative number of samples")
-    if workers < 1:
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers = {workers!r}: expected a positive number of processes")
-    seen: set[str] = set()
-    out: list[tuple[str, int, int]] = []
-    next_chunk = 0
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=n, desc="listops", unit="tree")
-    pool = mp.get_context("spawn").Pool(workers) if workers > 1 else None
+    seen: set[bytes] = set()
+    done, next_chunk = 0, 0
+    pool = pool_context().Pool(workers) if workers > 1 else None
     try:
-        while len(out) < n:
-            n_chunks = math.ceil((n - len(out)) / chunk_size)
+        while done < n:
+            n_chunks = math.ceil((n - done) / chunk_size)
             jobs = [(seed, next_chunk + k, chunk_size, settings) for k in range(n_chunks)]
             next_chunk += n_chunks
             results = pool.imap(generate_chunk, jobs) if pool else map(generate_chunk, jobs)
             for trees in results:
                 for tree in trees:
-                    if len(out) < n and tree[0] not in seen:
-                        seen.add(tree[0])
-                        out.append(tree)
-                        if bar is not None:
-                            bar.update(1)
+                    key = hashlib.blake2b(tree[0].encode(), digest_size=16).digest()
+                    if done < n and key not in seen:
+                        seen.add(key)
+                        done += 1
+                        yield tree
     finally:
         if pool is not None:
             pool.terminate()
-        if bar is not None:
-            bar.close()
-    return out
+            pool.join()
 
 
-def write_tsv(path: str | Path, rows: list[tuple[str, int]]) -> Path:
+def generate(n: int, seed: int = 0, settings: ListOpsSettings = ListOpsSettings(), *,
+             workers: int = 1, chunk_size: int = 250) -> list[tuple[str, int, int]]:
+    """``n`` distinct trees ``(source, label, length)`` as a list (see iter_trees)."""
+    return list(iter_trees(n, seed, settings, workers=workers, chunk_size=chunk_size))
+
+
+def write_tsv(path: str | Path, rows: Iterable[tuple[str, int]]) -> Path:
     """Write ``(source, label)`` rows in the official layout, atomically."""
-    from astro_rmaat.runs import atomic_path
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="") as fh:
             writer = csv.writer(fh, delimiter="\t", lineterminator="\n")
@@ -171,13 +177,12 @@ def generate_files(out_dir: str | Path, *, n_train: int = 96_000, n_val: int = 2
                    n_test: int = 2_000, seed: int = 0,
                    settings: ListOpsSettings = ListOpsSettings(), workers: int = 1,
                    progress: bool = False) -> dict[str, Path]:
-    """Generate the three splits into ``out_dir/basic_{train,val,test}.tsv``.
+    """Generate the three splits into ``out_dir/basic_{train,val,test}.tsv`` (streamed).
 
+    The first ``n_train`` distinct trees form train, the next ``n_val`` val, then test.
     ``out_dir`` is a run directory (``config.json`` first, ``meta.json`` last): a finished
     generation is never overwritten; an interrupted one with the same settings is redone.
     """
-    import dataclasses
-
     from astro_rmaat import runs
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -185,18 +190,31 @@ def generate_files(out_dir: str | Path, *, n_train: int = 96_000, n_val: int = 2
     config = {"task": "listops", "n_train": n_train, "n_val": n_val, "n_test": n_test,
               "seed": seed, **dataclasses.asdict(settings)}
     out = runs.prepare_run_dir(out_dir, config)
-    with runs.Stopwatch() as sw:
-        trees = generate(n_train + n_val + n_test, seed, settings, workers=workers,
-                         progress=progress)
-        bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val),
-                  "test": (n_train + n_val, n_train + n_val + n_test)}
-        paths = {}
-        for split, (a, b) in bounds.items():
-            paths[split] = write_tsv(out / SPLIT_FILES[split], [(t[0], t[1]) for t in trees[a:b]])
+    sizes = {"train": n_train, "val": n_val, "test": n_test}
+    total = sum(sizes.values())
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc="listops", unit="tree")
+    with runs.Stopwatch() as sw, contextlib.ExitStack() as stack:
+        writers = {}
+        for split in sizes:
+            tmp = stack.enter_context(atomic_path(out / SPLIT_FILES[split]))
+            fh = stack.enter_context(open(tmp, "w", newline=""))
+            writers[split] = csv.writer(fh, delimiter="\t", lineterminator="\n")
+            writers[split].writerow(HEADER)
+        order = [split for split, size in sizes.items() for _ in range(size)]
+        for split, (source, label, _) in zip(order, iter_trees(total, seed, settings,
+                                                                workers=workers)):
+            writers[split].writerow((source, label))
+            if bar is not None:
+                bar.update(1)
+    if bar is not None:
+        bar.close()
     runs.finish_run(out, runs.make_meta(stage="generate-listops", seed=seed,
                                         wall_time_s=sw.elapsed, workers=workers,
-                                        samples_per_s=len(trees) / max(sw.elapsed, 1e-9)))
-    return paths
+                                        samples_per_s=total / max(sw.elapsed, 1e-9)))
+    return {split: out / SPLIT_FILES[split] for split in sizes}
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -248,10 +266,9 @@ def encode(source: str) -> list[int]:
 
 
 # --------------------------------------------------------------------------- dataset
-def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
-    """Sources and labels of an official-format TSV (header ``Source\\tTarget``)."""
+def iter_tsv(path: str | Path) -> Iterator[tuple[int, str, int]]:
+    """``(line number, source, label)`` of an official-format TSV (header ``Source\\tTarget``)."""
     path = Path(path)
-    sources, labels = [], []
     with open(path, newline="") as fh:
         reader = csv.reader(fh, delimiter="\t")
         header = next(reader, None)
@@ -271,31 +288,43 @@ def read_tsv(path: str | Path) -> tuple[list[str], list[int]]:
                                 "an integer 0-9") from None
             if not 0 <= label < N_CLASSES:
                 raise DataError(f"{str(path)!r} line {lineno}: Target = {label}: expected 0-9")
-            sources.append(row[0])
-            labels.append(label)
-    return sources, labels
+            yield lineno, row[0], label
 
 
 class ListOpsDataset(torch.utils.data.Dataset):
     """Official-format TSV rows as ``{"tokens": LongTensor (L,), "label": int}``.
 
-    Rows are tokenised when read; sequences longer than ``max_len`` are cut (LRA does too).
+    All rows are tokenised when the file is read and kept as one flat uint8 array (about
+    0.1 GB for the 96K training set); sequences longer than ``max_len`` are cut (LRA too).
     """
 
     def __init__(self, path: str | Path, max_len: int = MAX_LEN):
         self.path = Path(path)
         self.max_len = max_len
-        self.sources, self.labels = read_tsv(self.path)
+        self.labels: list[int] = []
+        parts = []
+        for lineno, source, label in iter_tsv(self.path):
+            try:
+                parts.append(np.array(encode(source), dtype=np.uint8))
+            except DataError as exc:
+                raise DataError(f"{str(self.path)!r} line {lineno}: {exc}") from None
+            self.labels.append(label)
+        lengths = np.array([len(p) for p in parts], dtype=np.int64)
+        self.offsets = np.concatenate([[0], np.cumsum(lengths)])
+        self.ids = np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint8)
 
     def __len__(self) -> int:
-        return len(self.sources)
+        return len(self.labels)
+
+    def text(self, i: int) -> str:
+        """Row ``i`` as bare tokens (``[MAX 3 ]``), e.g. for ``evaluate``."""
+        a, b = self.offsets[i], self.offsets[i + 1]
+        return " ".join(ID_TO_TOKEN[t] for t in self.ids[a:b])
 
     def __getitem__(self, i: int) -> dict:
-        try:
-            ids = encode(self.sources[i])
-        except DataError as exc:
-            raise DataError(f"{str(self.path)!r} row {i}: {exc}") from None
-        return {"tokens": torch.tensor(ids[:self.max_len], dtype=torch.long),
+        a, b = self.offsets[i], self.offsets[i + 1]
+        b = min(b, a + self.max_len)
+        return {"tokens": torch.from_numpy(self.ids[a:b].astype(np.int64)),
                 "label": self.labels[i]}
 
 
