@@ -351,20 +351,24 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
         D.teardown(env)
 
 
+def _refuse_finished(out: Path) -> None:
+    if runs.is_finished(out):
+        raise RunExistsError(f"{str(out)!r} already holds a finished run ({runs.META_FILE} "
+                             "present); choose a new --out directory or delete that one yourself")
+
+
 def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | None,
            progress: bool) -> Path:
     t_session = time.perf_counter()
     # 1. inputs first: nothing is written for an unknown task or a missing file
-    if env.is_main and runs.is_finished(out):
-        raise RunExistsError(f"{str(out)!r} already holds a finished run ({runs.META_FILE} "
-                             "present); choose a new --out directory or delete that one yourself")
+    D.raise_together(env, _refuse_finished, out)
     spec, data = load_data(cfg)
     mcfg = model_config_for(cfg, spec)
     seed_everything(cfg.seed)                 # identical initial weights on every rank
     model = build_model(mcfg).to(env.device)
     optimizer, scheduler = make_optimizer(model, cfg)
     tb = None
-    if cfg.tensorboard and env.is_main:
+    if cfg.tensorboard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -379,7 +383,7 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
     window = {"loss": 0.0, "correct": 0.0, "count": 0.0}
     if resume:
         state = load_ckpt(ckpt_path)
-        if state["config"] != config_dict(cfg) and env.is_main:
+        if state["config"] != config_dict(cfg):
             raise RunExistsError(f"{str(ckpt_path)!r} was written by a different config; "
                                  "use a new --out directory")
         if state["world_size"] != env.world_size:

@@ -73,6 +73,15 @@ def test_finished_run_is_never_overwritten(tmp_path):
     assert {p.name: sha(p) for p in run.iterdir() if p.is_file()} == before
 
 
+def test_wall_clock_budget_stops_early_and_still_finishes(tmp_path):
+    """max_minutes spent after the first step: evaluate, keep the best, report, finish."""
+    run = train(tiny(steps=50, max_minutes=1e-4), tmp_path / "run", progress=False)
+    res = json.loads((run / RESULTS_FILE).read_text())
+    assert res["steps_done"] == 1 and res["best_step"] == 1
+    assert [r["step"] for r in read_metrics(run)] == [1]
+    assert (run / "meta.json").is_file()
+
+
 def test_unknown_task_is_a_config_error():
     with pytest.raises(ConfigError, match="'sudoku'.*expected one of"):
         tiny(task="sudoku")
