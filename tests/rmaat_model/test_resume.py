@@ -39,7 +39,7 @@ def assert_same_weights(a, b):
         assert (ta[k] == tb[k]).all(), f"{k} differs after resume"
 
 
-@pytest.mark.parametrize("method", ["amrb"])
+@pytest.mark.parametrize("method", ["amrb", "bptt"])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, method):
     c = cfg(method)
     full = train(c, tmp_path / "full", progress=False)
