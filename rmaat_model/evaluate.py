@@ -54,3 +54,21 @@ def evaluate(run_dir: str | Path, split: str = "test", *, weights: Literal["best
                            env=D.DistEnv(device=dev), progress=progress)
     return {"run": str(run), "split": split, "weights": wpath.name, "task": cfg.task,
             "arch": mcfg.arch, **res}
+
+
+def plot_learning_curves(runs_by_label: dict[str, str | Path], column: str = "val_acc", ax=None,
+                         chance: float | None = None):
+    """``column`` of ``metrics.csv`` against step, one line per run; returns ``ax``."""
+    from astro_rmaat.style import new_axes, plot_style
+    from rmaat_model.train import read_metrics
+    with plot_style():
+        ax = new_axes(ax)
+        for label, run in runs_by_label.items():
+            rows = read_metrics(run)
+            ax.plot([r["step"] for r in rows], [r[column] for r in rows], marker="o", label=label)
+        if chance is not None:
+            ax.axhline(chance, color="grey", linestyle=":", label="chance")
+        ax.set_xlabel("optimiser step")
+        ax.set_ylabel(column.replace("_", " "))
+        ax.legend()
+    return ax

@@ -4,9 +4,9 @@ A run directory holds::
 
     config.json         the TrainConfig (written first; the key to resuming)
     metrics.csv         one row per evaluation (step, lr, train/val loss and accuracy, time)
-    model.safetensors   the latest weights (rmaat_model.checkpoint.load_model reads it)
-    model_config.json   the ModelConfig that rebuilds the model of both weight files
-    best.safetensors    the weights with the best validation accuracy so far
+    model.safetensors   the latest weights, carrying the ModelConfig that rebuilds the model
+                        (rmaat_model.checkpoint.load reads it; model.config.json beside it)
+    best.safetensors    the weights with the best validation accuracy so far (+ best.config.json)
     ckpt.pt             full resume state: model, optimiser, scheduler, step, per-rank RNG
                         states, best-so-far, metrics rows (the data position is the step)
     results.json        best-on-validation checkpoint evaluated on val and test, the
@@ -282,43 +282,18 @@ def seed_everything(seed: int) -> None:
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
-    """The state_dict as safetensors at ``path``, and the ModelConfig that rebuilds it
-    beside it (``model_config.json``, the layout of :mod:`rmaat_model.checkpoint`);
-    both atomically."""
-    from safetensors.torch import save
-
+    """safetensors weights carrying their ModelConfig (+ ``*.config.json`` beside them),
+    written atomically by :func:`rmaat_model.checkpoint.save`."""
     from rmaat_model import checkpoint
-    model = D.unwrap(model)
-    cfg_path = path.parent / checkpoint.CONFIG_FILE
-    if not cfg_path.is_file():
-        runs.atomic_write_json(cfg_path, to_dict(model.cfg))
-    tensors = {k: t.detach().to("cpu").contiguous() for k, t in model.state_dict().items()}
-    runs.atomic_write_bytes(path, save(tensors, metadata={"format": "pt"}))
+    checkpoint.save(D.unwrap(model), None, path)
 
 
 def load_weights(run_dir: str | Path, name: str = BEST_FILE,
                  device: torch.device | str = "cpu") -> torch.nn.Module:
-    """Rebuild a run's model from ``model_config.json`` and load ``name`` into it (strict)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
+    """Rebuild a run's model from the weights file ``name`` (config read from the file)."""
     from rmaat_model import checkpoint
-    cfg = checkpoint.load_config(run_dir)
-    path = Path(run_dir) / name
-    if not path.is_file():
-        raise DataError(f"model weights {str(path)!r} do not exist")
-    try:
-        state = load_file(str(path), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise DataError(f"model weights {str(path)!r} are not a readable safetensors file: "
-                        f"{exc}") from None
-    model = build_model(cfg, rf_table=state.get("rf_table"))
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise DataError(f"model weights {str(path)!r} do not fit the config beside them: "
-                        f"{str(exc)[:300]}") from None
-    return model.to(device)
+    model, _ = checkpoint.load(Path(run_dir) / name, map_location=device)
+    return model
 
 
 def save_ckpt(path: Path, state: dict[str, Any]) -> None:
@@ -376,20 +351,24 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
         D.teardown(env)
 
 
+def _refuse_finished(out: Path) -> None:
+    if runs.is_finished(out):
+        raise RunExistsError(f"{str(out)!r} already holds a finished run ({runs.META_FILE} "
+                             "present); choose a new --out directory or delete that one yourself")
+
+
 def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | None,
            progress: bool) -> Path:
     t_session = time.perf_counter()
     # 1. inputs first: nothing is written for an unknown task or a missing file
-    if env.is_main and runs.is_finished(out):
-        raise RunExistsError(f"{str(out)!r} already holds a finished run ({runs.META_FILE} "
-                             "present); choose a new --out directory or delete that one yourself")
+    D.raise_together(env, _refuse_finished, out)
     spec, data = load_data(cfg)
     mcfg = model_config_for(cfg, spec)
     seed_everything(cfg.seed)                 # identical initial weights on every rank
     model = build_model(mcfg).to(env.device)
     optimizer, scheduler = make_optimizer(model, cfg)
     tb = None
-    if cfg.tensorboard and env.is_main:
+    if cfg.tensorboard:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
@@ -404,7 +383,7 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
     window = {"loss": 0.0, "correct": 0.0, "count": 0.0}
     if resume:
         state = load_ckpt(ckpt_path)
-        if state["config"] != config_dict(cfg) and env.is_main:
+        if state["config"] != config_dict(cfg):
             raise RunExistsError(f"{str(ckpt_path)!r} was written by a different config; "
                                  "use a new --out directory")
         if state["world_size"] != env.world_size:

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from astro_rmaat.config import from_dict, to_dict
+from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from rmaat_model.distributed import DistEnv, StepBatchSampler, average_gradients
 from rmaat_model.data.synthetic import task_spec
 from rmaat_model.model import build_model

@@ -8,6 +8,7 @@ import pytest
 from safetensors.torch import load_file
 
 from astro_rmaat.config import from_dict, to_dict
+from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from rmaat_model.train import (BEST_FILE, MODEL_FILE, RESULTS_FILE, TrainConfig, load_ckpt,
                                read_metrics, train)
 
@@ -38,7 +39,7 @@ def assert_same_weights(a, b):
         assert (ta[k] == tb[k]).all(), f"{k} differs after resume"
 
 
-@pytest.mark.parametrize("method", ["amrb"])
+@pytest.mark.parametrize("method", ["amrb", "bptt"])
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, method):
     c = cfg(method)
     full = train(c, tmp_path / "full", progress=False)

@@ -1,0 +1,171 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% tags=["parameters"]
+import os
+
+QUICK = os.environ.get("RMAAT_QUICK", "0") == "1"   # the tests run this notebook quickly
+SEED = 0
+STEPS = 300 if QUICK else 400          # optimiser steps of each recall run
+LENGTHS = (256, 1024) if QUICK else (1024, 4096)   # throughput comparison, tokens
+RETENTION = None                        # a retention.json; None: the shipped default (see below)
+THREADS = 1                             # intra-op threads (1 is fastest for these tiny models)
+
+# %% [markdown]
+# # 03 — Training RMAAT with AMRB
+#
+# The RMAAT paper's claim in one experiment: memory tokens carry information across segment
+# boundaries, and back-propagating through that memory (AMRB — exact BPTT at the memory cost
+# of one segment) is what teaches the model to use it.
+#
+# 1. train RMAAT with AMRB on the synthetic **recall** task (answer in the first of 4
+#    segments, asked for in the last) and, as a control, the same model with truncated
+#    BPTT(k = 1) — no gradient crosses a segment boundary;
+# 2. compare activation memory (AMRB vs BPTT) and training throughput (RMAAT vs RMT vs
+#    Transformer);
+# 3. reload the trained run from its files and re-evaluate it.
+
+# %%
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import torch
+
+from astro_rmaat.config import from_dict, to_dict
+from astro_rmaat.errors import DataError
+from astro_rmaat.retention import default_retention_path
+from rmaat_model.data.synthetic import N_CLASSES
+from rmaat_model.evaluate import evaluate, plot_learning_curves
+from rmaat_model.train import RESULTS_FILE, TrainConfig, read_metrics, train
+
+torch.set_num_threads(THREADS)
+work = Path(tempfile.mkdtemp(prefix="rmaat_nb03_"))
+
+# %% [markdown]
+# The retention schedule comes from `distill` (`retention.json`). Without the shipped file
+# we write an illustrative exponential schedule, p(t) = 1 - exp(-t / 3 cycles), so the
+# notebook runs anywhere; the recall runs use `learned` retention initialised from it.
+
+# %%
+if RETENTION is None:
+    try:
+        RETENTION = str(default_retention_path())
+    except DataError:
+        import math
+        p = [1 - math.exp(-k / 3.0) for k in range(65)]
+        doc = {"schema": "rmaat.retention/v1", "tau_cycle_s": 1.0, "p_inf": 1.0,
+               "model": {"name": "exp_saturation", "params": {"p_inf": {"value": 1.0, "stderr": None},
+                                                             "tau": {"value": 3.0, "stderr": None}}},
+               "candidates": [], "curve": {"t_cycles": list(range(65)), "p": p},
+               "source": {"traces": "illustrative exponential (notebook 03)", "sha256": ""}}
+        RETENTION = str(work / "retention.json")
+        Path(RETENTION).write_text(json.dumps(doc))
+print("retention schedule:", RETENTION)
+
+
+def recall_config(method: str, k: int = 1) -> TrainConfig:
+    d = to_dict(TrainConfig())
+    d.update(task="recall", max_len=64, batch_size=32, steps=STEPS, eval_every=max(1, STEPS // 6),
+             eval_batches=4, eval_batch_size=128, seed=SEED, device="cpu", method=method, tbptt_k=k)
+    d["model"].update(arch="rmaat", d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0,
+                      segment_len=16, n_mem=4, retention="learned", retention_file=RETENTION)
+    d["optim"].update(lr=5e-3, retention_lr=0.1, warmup_steps=20)
+    return from_dict(TrainConfig, d)
+
+# %% [markdown]
+# ## 1. Recall across four segments
+
+# %%
+runs = {}
+for label, cfg in (("RMAAT + AMRB", recall_config("amrb")),
+                   ("RMAAT + TBPTT(1)", recall_config("tbptt", 1))):
+    t0 = time.perf_counter()
+    runs[label] = train(cfg, work / label.replace(" ", "_").replace("+", "").replace("(", "").replace(")", ""),
+                        progress=False)
+    res = json.loads((runs[label] / RESULTS_FILE).read_text())
+    print(f"{label:18s} test acc {res['test_acc']:.3f} (best step {res['best_step']}, "
+          f"{time.perf_counter() - t0:.0f} s; chance {1 / N_CLASSES:.3f})")
+
+ax = plot_learning_curves(runs, chance=1 / N_CLASSES)
+ax.set_title("recall, 4 segments of 16 tokens")
+plt.show()
+
+# %% [markdown]
+# With AMRB the gradient of the last segment's loss reaches the first segment through the
+# memory, and the model learns to write the answer there. With TBPTT(1) the forward pass
+# still carries memory, but nothing teaches the first segment to write into it.
+#
+# ## 2. Memory and throughput
+#
+# Activation bytes saved for backward (deterministic; `rmaat_model.memory.saved_bytes`)
+# for one training step of the same RMAAT at growing numbers of segments T.
+
+# %%
+from rmaat_model.memory import saved_bytes, training_step
+
+model_dict = dict(arch="rmaat", vocab_size=32, n_classes=10, max_len=64 * 16, d_model=64, n_heads=4,
+                  n_layers=2, d_ff=128, dropout=0.1, segment_len=64, n_mem=8, retention="ltp",
+                  retention_file=RETENTION)
+rows = []
+for T in (2, 4, 8, 16):
+    per = {}
+    for method in ("bptt", "amrb"):
+        step = training_step(model_dict, batch=4, length=64 * T, method=method)
+        per[method] = saved_bytes(step)["peak_bytes"]
+    rows.append((T, per["bptt"], per["amrb"]))
+    print(f"T = {T:2d}: BPTT {per['bptt'] / 2**20:6.2f} MiB, AMRB {per['amrb'] / 2**20:6.2f} MiB, "
+          f"ratio {per['bptt'] / per['amrb']:.1f}x")
+
+# %% [markdown]
+# Training throughput (forward + backward, tokens/s) at equal width and depth, median of a
+# few steps on this machine's CPU (the `bench/throughput.py` script measures it properly).
+
+# %%
+import statistics
+
+
+def tokens_per_s(arch: str, length: int, method: str, reps: int = 3) -> float:
+    d = dict(model_dict, arch=arch, max_len=max(LENGTHS), retention="ltp" if arch == "rmaat" else "none")
+    step = training_step(d, batch=2, length=length, method=method)
+    step()                                           # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter(); step(); times.append(time.perf_counter() - t0)
+    return 2 * length / statistics.median(times)
+
+
+for L in LENGTHS:
+    tp = {arch: tokens_per_s(arch, L, "amrb" if arch == "rmaat" else "bptt")
+          for arch in ("rmaat", "rmt", "transformer")}
+    print(f"L = {L:5d}: " + ", ".join(f"{a} {v:8.0f} tok/s" for a, v in tp.items())
+          + f"  | RMAAT / RMT = {tp['rmaat'] / tp['rmt']:.2f}x")
+
+# %% [markdown]
+# ## 3. Loading a trained run
+#
+# A run directory describes itself: `config.json`, `metrics.csv`, `best.safetensors`
+# (the best-on-validation weights, carrying their ModelConfig), `results.json`,
+# `meta.json`. `evaluate` re-derives the test accuracy from those files alone.
+
+# %%
+from rmaat_model import checkpoint
+
+run = runs["RMAAT + AMRB"]
+print(sorted(p.name for p in run.iterdir()))
+print(json.dumps(evaluate(run, "test"), indent=1))
+model, mcfg = checkpoint.load(run / "best.safetensors")
+print("learned RF(t, T=4):", [round(float(x), 3) for x in model.rf_table.detach()[3, :4]])
+print("metrics.csv, last row:", read_metrics(run)[-1])
