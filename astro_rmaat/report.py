@@ -34,7 +34,7 @@ def read_metrics_csv(path: Path) -> list[dict[str, float]]:
 
 def segments_of(train_dir: Path) -> int | None:
     """Number of segments T the model saw for the longest sequence (max_len / segment_len)."""
-    mc_path = train_dir / "model_config.json"
+    mc_path = train_dir / "model.config.json"
     if not mc_path.is_file():
         return None
     mc = json.loads(mc_path.read_text())
