@@ -158,6 +158,7 @@ def test_learned_retention_gets_its_own_group(tmp_path):
     assert cfg.optim.retention_lr * sched.lr_lambdas[0](0) in lrs
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_and_errors(tmp_path, run_cli, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")      # the subprocesses: one intra-op thread
     proc = run_cli("train", "--task", "recall", "--show-defaults", "--set", "optim.lr=0.002")
