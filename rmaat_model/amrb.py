@@ -12,6 +12,8 @@ every segment's output. Three ways to get the gradients:
            state (so dropout masks are the forward's), each with its own small graph, and
            backpropagates the segment loss (if any) together with the incoming memory
            gradient, handing the gradient of its input memory to the segment before.
+           (The last segment is not replayed: it runs once, with its graph, right after
+           the no-grad forward of the others.)
            Gradients equal BPTT's (same operations, same order per segment, different
            summation order across segments: float round-off); peak activation memory is one
            segment's graph plus T memory tensors. The cost is one extra forward.
@@ -30,6 +32,7 @@ No DDP hooks are assumed: the caller all-reduces gradients afterwards.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
@@ -127,21 +130,26 @@ def _tbptt(step, segments, memory, loss_fn, loss_on, k):
 def _amrb(step, segments, memory, loss_fn, loss_on, stats):
     T = len(segments)
     devices = _cuda_devices()
-    kept: list[torch.Tensor] = []           # memory entering segment i (i >= 1)
-    rng: list[tuple] = []                   # RNG state before segment i
+    kept: list[torch.Tensor] = []           # memory entering segment i
+    rng: list[tuple] = []                   # RNG state before segment i (i < T-1)
     with torch.no_grad():
         m = memory.detach()
-        for i, seg in enumerate(segments):
+        for i, seg in enumerate(segments[:-1]):
             rng.append(_rng_state(devices))
             kept.append(m)
             _, m = step(seg, m)
+    kept.append(m)
     if stats is not None:
         stats["stored_memory_bytes"] = sum(x.numel() * x.element_size() for x in kept[1:])
     grad_m: torch.Tensor | None = None
     total, last_out = None, None
     for i in range(T - 1, -1, -1):
-        with torch.random.fork_rng(devices=devices):
-            _set_rng_state(rng[i], devices)
+        # The last segment runs once, with its graph, straight after the no-grad forward
+        # (the RNG is where it must be); the others replay inside fork_rng.
+        replay = torch.random.fork_rng(devices=devices) if i < T - 1 else contextlib.nullcontext()
+        with replay:
+            if i < T - 1:
+                _set_rng_state(rng[i], devices)
             with torch.enable_grad():
                 m_in = memory if i == 0 else kept[i].detach().requires_grad_(True)
                 out, m_out = step(segments[i], m_in)
