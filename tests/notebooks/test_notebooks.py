@@ -10,6 +10,11 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
 
+#: text each notebook must print in quick mode: its science ran, not only its cells
+EXPECTED_OUTPUT = {
+    "02_fit_macro_model": ["chosen:", "within 1 stderr:", "RF(t,  8)", "elasticity"],
+}
+
 
 def test_the_three_notebooks_exist():
     names = {p.stem for p in NOTEBOOKS}
@@ -45,3 +50,6 @@ def test_notebook_executes_in_quick_mode(path, tmp_path, monkeypatch):
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert not errors
+    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    for needle in EXPECTED_OUTPUT.get(path.stem, []):
+        assert needle in text, f"{path.name} did not print {needle!r}"
