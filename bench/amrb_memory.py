@@ -8,6 +8,7 @@ BPTT and under AMRB, measured side by side in one run:
     memory states AMRB keeps — deterministic;
   * peak RSS increase of the step in a fresh process (warm-up step first, heap trimmed);
   * wall time, median of ``--repeats`` interleaved runs in this process.
+On a busy shared machine use ``--threads 1`` (two threads there were erratic).
 Prints ratios BPTT / AMRB. Benchmarks are not tests: nothing is asserted.
 """
 

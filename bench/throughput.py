@@ -40,6 +40,7 @@ def main() -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
     ap.add_argument("--segment-len", type=int, default=512)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--cap", type=float, default=8.0, help="skip longer lengths once a step exceeds this (s)")
@@ -51,7 +52,7 @@ def main() -> None:
     models = {}
     for name, (arch, retention, method) in MODELS.items():
         cfg = ModelConfig(arch=arch, retention=retention, retention_file=rfile, max_len=max_len,
-                          segment_len=args.segment_len)
+                          segment_len=args.segment_len, n_layers=args.layers)
         torch.manual_seed(0)
         models[name] = (build_model(cfg), method)
     cfg = next(iter(models.values()))[0].cfg

@@ -16,7 +16,7 @@ every segment's output. Three ways to get the gradients:
            the no-grad forward of the others.)
            Gradients equal BPTT's (same operations, same order per segment, different
            summation order across segments: float round-off); peak activation memory is one
-           segment's graph plus T memory tensors. The cost is one extra forward.
+           segment's graph plus T memory tensors. The cost is T-1 extra segment forwards.
 ``tbptt``  truncated BPTT(k): segments in chunks of k counted back from the last one; the
            memory entering a chunk is detached. With a loss on the last segment only, the
            earlier chunks run without a graph (their parameters get no gradient from them).

@@ -45,6 +45,8 @@ Open choices the paper leaves (each decided here, documented where it is made):
     * AT and Transformer attend over the whole (real part of the) sequence with learned
       absolute positions; segment_len and n_mem do not apply to them.
     * Positions of memory archs are learned per in-segment offset (same for every segment).
+    * In a memory arch's last block only the M memory rows are queries (the segment's tokens
+      are keys only): nothing else of that block is ever read, so it is not computed.
 
 Third-party imports: torch only. Reading a retention.json goes through
 ``astro_rmaat.retention`` (NumPy), imported only when ``build_model`` reads a file.
@@ -205,16 +207,20 @@ class Attention(nn.Module):
         else:
             self.phi_r = None
 
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool,
+                n_query: int | None = None) -> torch.Tensor:
+        """x (B, W, D) -> (B, Wq, D): every row is a key; only the first n_query rows (all when
+        None) are queries."""
         B, W, D = x.shape
         q, k, v = self.qkv(x).view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, W, hs)
+        q = q if n_query is None else q[:, :, :n_query]                                # (B, nh, Wq, hs)
         if self.kernel == "softmax":
             y = softmax_attention(q, k, v, None if all_real else key_mask)
         elif self.kernel == "astro":
             y = astromorphic_attention(q, k, v, key_mask, self.phi_r[:W].to(x.dtype), self.alpha)
         else:  # plain normalised linear attention (RLT): alpha = 1, no H_astro
             y = astromorphic_attention(q, k, v, key_mask, None, 1.0)
-        return self.proj(y.transpose(1, 2).reshape(B, W, D))
+        return self.proj(y.transpose(1, 2).reshape(B, q.shape[2], D))
 
 
 class Block(nn.Module):
@@ -228,8 +234,9 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, key_mask, all_real):
-        x = x + self.drop(self.attn(self.ln1(x), key_mask, all_real))
+    def forward(self, x, key_mask, all_real, n_query=None):
+        a = self.attn(self.ln1(x), key_mask, all_real, n_query)
+        x = (x if n_query is None else x[:, :n_query]) + self.drop(a)
         return x + self.drop(self.ffn(self.ln2(x)))
 
 
@@ -383,10 +390,12 @@ class RMAAT(nn.Module):
         x = torch.cat([mem, self.drop(self.tok_emb(seg) + self.pos_emb)], dim=1)   # (B', M+N, D)
         key_mask = torch.cat([seg_mask.new_ones(seg.shape[0], M), seg_mask], dim=1)   # (B', M+N)
         all_real = bool(seg_mask.all()) if cfg.kernel == "softmax" else False
-        for block in self.blocks:
-            x = block(x, key_mask, all_real)
+        for i, block in enumerate(self.blocks):
+            # only the memory rows of the last block are read: the segment's tokens attend
+            # as keys there but are not computed as queries (saves a block's FFN on N rows)
+            x = block(x, key_mask, all_real, M if i == len(self.blocks) - 1 else None)
         active = (t < plan.n_seg)[:, None, None]                             # (B', 1, 1)
-        return torch.where(active, x[:, :M], state)                         # (B', M, D)
+        return torch.where(active, x, state)                                # (B', M, D)
 
     # -- whole-sequence archs -------------------------------------------------------------
     def encode(self, plan: Plan) -> torch.Tensor:

@@ -266,3 +266,24 @@ def test_bad_batches_are_named():
         model(torch.ones(1, 4, dtype=torch.long), torch.ones(1, 4, dtype=torch.long))
     with pytest.raises(DataError, match="needs a second document"):
         make("transformer", head="match")(torch.ones(1, 4, dtype=torch.long))
+
+
+@pytest.mark.parametrize("arch", MEMORY_ARCHS)
+def test_last_block_computing_only_memory_rows_changes_nothing(arch, rfile):
+    """step() skips the segment rows of the last block as queries; running every row gives
+    the same memory (they are never read)."""
+    model = make(arch, rfile if arch == "rmaat" else None).eval()
+    x = torch.randint(1, 20, (2, 60), generator=torch.Generator().manual_seed(6))
+    x[0, 20:] = 0
+    plan, N, M = model.plan(x), model.cfg.segment_len, model.cfg.n_mem
+    state = model.initial_memory(plan)
+    for t in range(plan.n_segments):
+        new = model.step(plan, t, state)
+        seg, seg_mask = plan.tokens[:, t * N:(t + 1) * N], plan.key_mask[:, t * N:(t + 1) * N]
+        mem = state if t == 0 else state * model.retention_scale(plan, t)[:, None, None]
+        h = torch.cat([mem, model.tok_emb(seg) + model.pos_emb], 1)
+        key_mask = torch.cat([seg_mask.new_ones(2, M), seg_mask], 1)
+        for block in model.blocks:
+            h = block(h, key_mask, False)
+        torch.testing.assert_close(new, torch.where((t < plan.n_seg)[:, None, None], h[:, :M], state))
+        state = new
