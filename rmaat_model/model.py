@@ -10,6 +10,7 @@ the LTP retention factor RF(t, T) of a ``retention.json``, are the memory of seg
     rmt           softmax                               yes      none (paper's RMT)
     rlt           normalised linear (alpha=1, no H_astro) yes    none (paper's RLT)
     at            astromorphic over the whole sequence  no       -
+    at (segment)  astromorphic within one segment       no       -   (at_scope = "segment")
     transformer   softmax over the whole sequence       no       -
 
 All five share one code path (embedding, pre-LN blocks, heads); only the attention kernel
@@ -44,6 +45,13 @@ Open choices the paper leaves (each decided here, documented where it is made):
       leave its state untouched, so appending padding cannot change the logits.
     * AT and Transformer attend over the whole (real part of the) sequence with learned
       absolute positions; segment_len and n_mem do not apply to them.
+    * AT with at_scope = "segment" is the segment-local, memory-free control: the sequence is
+      cut into RMAAT's segments (segment_len, the last one padded), each segment would be
+      encoded alone (no memory tokens, nothing passed between segments; positions learned per
+      in-segment offset, R laid out on the capacity N), and the classifier reads the mean
+      over the real tokens of each sequence's last real segment -- where a memory arch reads
+      its last real segment's memory outputs. As no other segment can reach the logits, only
+      that last segment is computed (``plan`` cuts it out); the result is the same.
     * Positions of memory archs are learned per in-segment offset (same for every segment).
     * In a memory arch's last block only the M memory rows are queries (the segment's tokens
       are keys only): nothing else of that block is ever read, so it is not computed.
@@ -93,6 +101,9 @@ class ModelConfig:
     head: Literal["cls", "match"] = "cls"  # cls: one sequence; match: two-tower document pair (tokens2)
     pool: Literal["auto", "mem", "mean"] = "auto"  # readout: mem = mean of the last real segment's memory
     #   outputs (memory archs); mean = mean over real tokens (whole-sequence archs); auto picks by arch.
+    at_scope: Literal["sequence", "segment"] = "sequence"  # what arch "at" attends over: the whole
+    #   sequence (the paper's AT) or each segment of segment_len tokens alone (memory-free control,
+    #   read out from the last real segment). Only "at" reads it; "segment" with another arch is an error.
 
     def __post_init__(self):
         def check_choice(name, value, choices):
@@ -102,6 +113,10 @@ class ModelConfig:
         check_choice("retention", self.retention, RETENTIONS)
         check_choice("head", self.head, ("cls", "match"))
         check_choice("pool", self.pool, ("auto", "mem", "mean"))
+        check_choice("at_scope", self.at_scope, ("sequence", "segment"))
+        if self.at_scope == "segment" and self.arch != "at":
+            raise ConfigError(f"model at_scope = 'segment' applies to arch 'at' only; arch {self.arch!r} "
+                              "has its own scope (use at_scope = 'sequence')")
         for name in ("vocab_size", "n_classes", "max_len", "d_model", "n_heads", "n_layers", "d_ff",
                      "segment_len"):
             value = getattr(self, name)
@@ -138,6 +153,11 @@ class ModelConfig:
     @property
     def has_memory(self) -> bool:
         return self.arch in MEMORY_ARCHS
+
+    @property
+    def segmented(self) -> bool:
+        """The input is cut into segments of segment_len (memory archs and segment-local AT)."""
+        return self.has_memory or self.at_scope == "segment"
 
     @property
     def head_size(self) -> int:
@@ -245,7 +265,8 @@ class Block(nn.Module):
 class Plan:
     """A batch made ready: lengths, segment counts, tokens cut to what is needed."""
 
-    tokens: torch.Tensor     # (B', T*N) memory archs, (B', max real length) otherwise
+    tokens: torch.Tensor     # (B', T*N) memory archs, (B', N) segment-local AT (each sequence's last
+    #                          real segment), (B', max real length) whole-sequence archs
     key_mask: torch.Tensor   # same shape, bool: True for real tokens
     lengths: torch.Tensor    # (B',) real length = index of the last non-pad token + 1
     n_seg: torch.Tensor      # (B',) T_b = ceil(len_b / N) (1 for whole-sequence archs)
@@ -281,6 +302,9 @@ class RMAAT(nn.Module):
                 self.rf_table = nn.Parameter(rf_table)             # (T_cap, T_cap): RF(t, T) at [T-1, t-1]
             else:
                 self.register_buffer("rf_table", rf_table)
+        elif cfg.segmented:  # segment-local AT: one segment is the window, no memory tokens
+            w_cap = cfg.segment_len
+            self.pos_emb = nn.Parameter(torch.randn(cfg.segment_len, D) * 0.02)   # (N, D) in-segment offset
         else:
             w_cap = cfg.max_len
             self.pos_emb = nn.Parameter(torch.randn(cfg.max_len, D) * 0.02)       # (max_len, D) absolute
@@ -360,7 +384,7 @@ class RMAAT(nn.Module):
         if int(x.max()) >= cfg.vocab_size or int(x.min()) < 0:
             raise DataError(f"token id {int(x.max()) if int(x.max()) >= cfg.vocab_size else int(x.min())} "
                             f"is outside the vocabulary [0, {cfg.vocab_size})")
-        if cfg.has_memory:
+        if cfg.segmented:
             N = cfg.segment_len
             n_seg = (lengths + N - 1) // N
             T = int(n_seg.max())
@@ -369,6 +393,9 @@ class RMAAT(nn.Module):
             n_seg = torch.ones_like(lengths)
             T, width = 1, longest
         x = F.pad(x, (0, width - x.shape[1]), value=cfg.pad_id) if width > x.shape[1] else x[:, :width]
+        if cfg.segmented and not cfg.has_memory:  # segment-local AT: only the last real segment is read
+            start = (n_seg - 1) * N                                           # (B',)
+            x = x.gather(1, start[:, None] + torch.arange(N, device=x.device))   # (B', N)
         key_mask = x != cfg.pad_id
         return Plan(tokens=x, key_mask=key_mask, lengths=lengths, n_seg=n_seg, n_segments=T,
                     batch=tokens.shape[0], all_real=bool(key_mask.all()))
@@ -399,7 +426,8 @@ class RMAAT(nn.Module):
 
     # -- whole-sequence archs -------------------------------------------------------------
     def encode(self, plan: Plan) -> torch.Tensor:
-        """Transformer / AT: final hidden states of the whole sequence, (B', L', D)."""
+        """Transformer / AT: final hidden states of the whole sequence (B', L', D), or of the last
+        real segment (B', N, D) for segment-local AT (plan cut it out)."""
         W = plan.tokens.shape[1]
         x = self.drop(self.tok_emb(plan.tokens) + self.pos_emb[:W])          # (B', L', D)
         for block in self.blocks:

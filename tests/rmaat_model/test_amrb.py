@@ -87,9 +87,9 @@ def test_amrb_on_the_matching_head_and_whole_sequence_archs(tmp_path):
     _, _, g_b = grads(model, x, y, "bptt", tokens2=x2)
     _, _, g_a = grads(model, x, y, "amrb", tokens2=x2)
     assert_same_grads(g_b, g_a, RTOL_F32)
-    for arch in ("transformer", "at"):                         # one segment: every method is backprop
-        torch.manual_seed(0)
-        m = build_model(ModelConfig(arch=arch, **SMALL))
+    for arch, scope in (("transformer", "sequence"), ("at", "sequence"), ("at", "segment")):
+        torch.manual_seed(0)                                   # one window: every method is backprop
+        m = build_model(ModelConfig(arch=arch, at_scope=scope, **SMALL))
         _, _, g_b = grads(m, x, y, "bptt")
         _, _, g_a = grads(m, x, y, "amrb")
         assert_same_grads(g_b, g_a, 0.0)

@@ -107,9 +107,10 @@ W_CAP = 1024
 
 
 # --------------------------------------------------------------------------- padding
-@pytest.mark.parametrize("arch", ARCHS)
-def test_appending_padding_does_not_change_logits(arch, rfile):
-    model = make(arch, rfile if arch == "rmaat" else None).eval()
+@pytest.mark.parametrize("arch, kw", [(a, {}) for a in ARCHS] + [("at", {"at_scope": "segment"})],
+                         ids=[*ARCHS, "at-segment"])
+def test_appending_padding_does_not_change_logits(arch, kw, rfile):
+    model = make(arch, rfile if arch == "rmaat" else None, **kw).eval()
     g = torch.Generator().manual_seed(2)
     short = torch.randint(1, 20, (1, 37), generator=g)        # 3 segments, the last one padded
     long_ = torch.randint(1, 20, (1, 150), generator=g)       # 10 segments
@@ -156,6 +157,34 @@ def test_baselines_have_the_same_sizes():
     assert shapes["transformer"] == shapes["at"]
     body = lambda s: {k: v for k, v in s.items() if k.startswith("blocks.")}
     assert body(shapes["rmaat"]) == body(shapes["transformer"])
+    # segment-local AT: RMAAT less its initial memory and retention table
+    seg = {k: tuple(v.shape) for k, v in make("at", at_scope="segment").state_dict().items()}
+    assert seg == {k: v for k, v in shapes["rmaat"].items() if k not in ("mem_init", "rf_table")}
+
+
+def test_segment_local_at_sees_only_the_last_real_segment():
+    """No memory, nothing passed between segments: the logits are those of the last real
+    segment encoded alone, and no token before it can move them."""
+    model = make("at", at_scope="segment").eval()
+    N = model.cfg.segment_len
+    g = torch.Generator().manual_seed(7)
+    x = torch.randint(1, 20, (3, 150), generator=g)
+    x[0, 37:] = 0                                             # T_b = 3, last segment half padded
+    x[1, 64:] = 0                                             # T_b = 4, last segment full
+    logits = model(x)
+    for b, (start, end) in enumerate([(32, 37), (48, 64), (144, 150)]):
+        torch.testing.assert_close(logits[b], model(x[b:b + 1, start:end])[0], rtol=1e-5, atol=1e-6)
+    y = x.clone()
+    y[0, :32] = torch.randint(1, 20, (32,), generator=g)       # every earlier segment rewritten
+    y[1, :48] = torch.randint(1, 20, (48,), generator=g)
+    y[2, :144] = torch.randint(1, 20, (144,), generator=g)
+    torch.testing.assert_close(model(y), logits, rtol=0, atol=0)
+    last = ([0, 1, 2], [36, 63, 149])                        # the last real segment does count
+    y[last] = y[last] % 19 + 1                                # ids 1..19: each one changes
+    assert not torch.allclose(model(y), logits)
+    whole = make("at").eval()                                 # the paper's AT sees earlier segments
+    z = x.clone(); z[2, :144] = y[2, :144]
+    assert not torch.allclose(whole(z)[2], whole(x)[2])
 
 
 # --------------------------------------------------------------------------- retention
@@ -250,6 +279,14 @@ def test_unknown_arch_and_memory_without_memory_tokens():
         with pytest.raises(ConfigError, match=f"n_mem = 0: arch '{arch}'"):
             ModelConfig(arch=arch, n_mem=0)
     ModelConfig(arch="transformer", n_mem=0)                 # no memory, nothing to complain about
+    ModelConfig(arch="at", at_scope="segment", n_mem=0)      # segment-local AT has no memory either
+    with pytest.raises(ConfigError, match="at_scope = 'window'.*expected one of"):
+        ModelConfig(arch="at", at_scope="window")
+    for arch in ("rmaat", "rmt", "rlt", "transformer"):
+        with pytest.raises(ConfigError, match=f"at_scope = 'segment' applies to arch 'at' only; arch '{arch}'"):
+            ModelConfig(arch=arch, at_scope="segment")
+    with pytest.raises(ConfigError, match="pool = 'mem' needs memory tokens"):
+        ModelConfig(arch="at", at_scope="segment", pool="mem")
     with pytest.raises(ConfigError, match="n_astro = 8.*head size .* = 16"):
         ModelConfig(n_astro=8)
     with pytest.raises(ConfigError, match="not divisible"):
