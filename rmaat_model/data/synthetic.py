@@ -9,8 +9,7 @@ With a segment length ``S`` (``ANSWER_WINDOW <= S``) and ``max_len = T * S``, th
 always lies in the first segment and the question in the last one, so a segment-recurrent
 model must carry the answer through ``T - 1`` segment boundaries in its memory, while a
 model that sees only the last segment (AT with ``at_scope="segment"``, no memory) can do no
-better than chance
-(``1 / N_CLASSES``). The training tests use ``T >= 4``.
+better than chance (``1 / N_CLASSES``). The training tests use ``T >= 4``.
 
 Layout of the vocabulary (``VOCAB_SIZE`` tokens)::
 
