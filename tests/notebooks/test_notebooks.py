@@ -12,6 +12,8 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("[0-9][0-9]_*.py"))
 
 #: text each notebook must print in quick mode: its science ran, not only its cells
 EXPECTED_OUTPUT = {
+    "01_simulate_astrocyte_ltp": ["monotone rise: True", "max |p_l(Brian2) - p_l(SciPy)|",
+                                  "gliotransmitter releases:", "rho after the pairs:"],
     "02_fit_macro_model": ["chosen:", "within 1 stderr:", "RF(t,  8)", "elasticity"],
 }
 
