@@ -90,6 +90,10 @@ def collect(sim_dir: Path, fit_dir: Path, train_dirs: dict[str, Path],
 
 
 # --------------------------------------------------------------------------- figures
+#: variables worth a panel, in order: RMAAT network (x, s, p_s) and tripartite synapse
+#: (astrocyte Ca2+ and IP3, gliotransmitter-modulated release, GB calcium); the slow
+#: variable is always the last panel
+PANELS = ("x", "s", "p_s", "C", "Gamma_S", "c", "I")
 def plot_traces(traces_path: Path, samples_path: Path):
     """Every recorded variable over time, with the slow variable at cycle boundaries; a Figure."""
     import matplotlib.pyplot as plt
@@ -97,8 +101,9 @@ def plot_traces(traces_path: Path, samples_path: Path):
     df = read_traces(traces_path)
     samples = read_traces(samples_path)
     slow = samples.attrs.get("slow_variable")
-    variables = [v for v in ("x", "s", "p_s", "p_l") if v in set(df["variable"])] or \
-        sorted(df["variable"].unique())[:4]
+    present = set(df["variable"])
+    variables = [v for v in PANELS if v in present and v != slow][:3]
+    variables += [slow] if slow in present else []
     with plot_style():
         fig, axes = plt.subplots(len(variables), 1, figsize=(7.0, 1.7 * len(variables)), sharex=True)
         axes = np.atleast_1d(axes)

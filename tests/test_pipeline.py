@@ -82,3 +82,15 @@ def test_pipeline_bad_input(run_cli, tmp_path):
     proc = run_cli("pipeline", "--out", tmp_path / "y", "--set", "n_trian=5")
     assert proc.returncode == 2 and "n_trian" in proc.stderr
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+@pytest.mark.slow
+def test_pipeline_distils_the_tripartite_family(run_cli, tmp_path):
+    out = tmp_path / "trip"
+    proc = run_cli("pipeline", "--quick", "--family", "tripartite", "--models", "rmaat", "--out", out)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sim_cfg = json.loads((out / "sim" / "config.json").read_text())
+    assert sim_cfg["model"] == "tripartite"
+    report = (out / "report.md").read_text()
+    assert "`rho` sampled at" in report and "| rmaat | amrb |" in report
+    assert load_retention(out / "fit" / "retention.json").document["source"]["variable"] == "rho"
