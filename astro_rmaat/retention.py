@@ -101,24 +101,39 @@ class Retention:
         if self.jacobian is not None and self.covariance is not None and self.z is not None:
             dp = self.increments(T)
             Jd = np.diff(self.jacobian[: T + 1], axis=0)               # (T, k)
+            span = dspan = None
             if stream:
                 span = self.p_inf - self.p[0]
                 dspan = -self.jacobian[0].copy()
                 if "p_inf" in self.param_names:
                     dspan[self.param_names.index("p_inf")] += 1.0
-                val = dp / span
-                G = Jd / span - np.outer(dp, dspan) / span ** 2
-            else:
-                S = dp.sum()
-                val = dp / S
-                G = Jd / S - np.outer(dp, Jd.sum(axis=0)) / S ** 2
-            sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", G, self.covariance, G), 0.0))
+            val, sd = rf_delta(dp, Jd, self.covariance, span=span, dspan=dspan)
             return val - self.z * sd, val + self.z * sd
         if self.p_lo is None or self.p_hi is None:
             return None
         lo = np.diff(self.p_lo[: T + 1]); hi = np.diff(self.p_hi[: T + 1])
         lo_rf = lo / lo.sum(); hi_rf = hi / hi.sum()
         return np.minimum(lo_rf, hi_rf), np.maximum(lo_rf, hi_rf)
+
+
+def rf_delta(dp: np.ndarray, Jd: np.ndarray, covariance: np.ndarray, *,
+             span: float | None = None, dspan: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Retention factors and their delta-method standard deviations.
+
+    ``dp`` (T,) are the increments, ``Jd`` (T, k) their derivatives with respect to the k
+    fitted parameters, ``covariance`` (k, k) the parameters' covariance. Without ``span``
+    this is RF(t, T) = dp_t / sum(dp); with it, the streaming RF_inf(t) = dp_t / span,
+    where ``dspan`` (k,) is d span / d parameters.
+    """
+    if span is None:
+        total = dp.sum()
+        val = dp / total
+        G = Jd / total - np.outer(dp, Jd.sum(axis=0)) / total ** 2
+    else:
+        val = dp / span
+        G = Jd / span - np.outer(dp, dspan) / span ** 2
+    sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", G, covariance, G), 0.0))
+    return val, sd
 
 
 def _err(where: str, msg: str) -> DataError:

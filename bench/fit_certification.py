@@ -15,15 +15,10 @@ import time
 import numpy as np
 
 from distill import fitting, models
+from distill.synthetic import CERTIFIED_PARAMS
 
 T = np.arange(41.0)
-TRUTH = {
-    "exp": dict(p0=0.02, p_inf=0.5, tau=8.0),
-    "hill": dict(p0=0.0, p_inf=0.6, t_half=10.0, n=2.0),
-    "double_exp": dict(p0=0.0, p_inf=1.0, tau_fast=1.5, tau_slow=15.0, w=0.5),
-    "power": dict(p0=0.0, p_inf=1.0, tau=10.0, alpha=3.0),
-    "mm": dict(p0=0.0, p_inf=1.0, t_half=5.0),
-}
+TRUTH = CERTIFIED_PARAMS
 
 
 def noisy(name, seed, noise):

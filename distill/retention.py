@@ -31,7 +31,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from astro_rmaat.errors import DataError
-from astro_rmaat.retention import SCHEMA, validate_document
+from astro_rmaat.retention import SCHEMA, rf_delta, validate_document
 from distill.models import get_model
 
 
@@ -125,16 +125,11 @@ def rf_band_delta(fit, tau_cycle_s: float, T: int, level: float = 0.95,
     p = boundary_curve(fit.name, fit.values, tau_cycle_s, T)
     J = curve_jacobian(fit, tau_cycle_s, T)
     dp = np.diff(p); Jd = np.diff(J, axis=0)
+    span = dspan = None
     if stream:
         span = fit.values["p_inf"] - fit.values["p0"]
         dspan = np.array([(n == "p_inf") - (n == "p0") for n in fit.varied], dtype=float)
-        val = dp / span
-        G = Jd / span - np.outer(dp, dspan) / span ** 2
-    else:
-        S = dp.sum()
-        val = dp / S
-        G = Jd / S - np.outer(dp, Jd.sum(axis=0)) / S ** 2
-    sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", G, fit.covar, G), 0.0))
+    val, sd = rf_delta(dp, Jd, fit.covar, span=span, dspan=dspan)
     z = NormalDist().inv_cdf(0.5 + level / 2.0)
     return val - z * sd, val + z * sd
 

@@ -9,19 +9,12 @@ import pytest
 
 from astro_rmaat.errors import ConfigError, DataError
 from distill import fitting, models
+from distill.synthetic import CERTIFIED_PARAMS
 
 T_GRID = np.arange(41, dtype=float)          # 41 samples, 1 s apart (cycle boundaries)
 NOISE = 0.01                                 # noise sd, fraction of the rise ("moderate")
 
-#: one parameter set per family, chosen so the families are distinguishable at 1 % noise.
-#: (hill at n = 1 and power at alpha = 1 are the same curve; see docs/readme/distill.md)
-TRUTH = {
-    "exp": dict(p0=0.02, p_inf=0.5, tau=8.0),
-    "hill": dict(p0=0.0, p_inf=0.6, t_half=10.0, n=2.0),
-    "double_exp": dict(p0=0.0, p_inf=1.0, tau_fast=1.5, tau_slow=15.0, w=0.5),
-    "power": dict(p0=0.0, p_inf=1.0, tau=10.0, alpha=3.0),
-    "mm": dict(p0=0.0, p_inf=1.0, t_half=5.0),
-}
+TRUTH = CERTIFIED_PARAMS
 
 
 def noisy(name, seed, noise=NOISE):
