@@ -22,7 +22,7 @@ not a memory-less model in the segment sense, so it is not a control here.
 Retention: ``learned`` (initialised from an LTP schedule, its own lr, no weight decay).
 With the fixed ``ltp`` schedule of the fixture (tau = 3 cycles) the memory written in
 segment 1 is scaled by RF(1, 4) ~ 0.38, then 0.28, then 0.20 relative to fresh writes,
-and the model did not leave chance within this budget (measured; see docs/readme/train.md).
+and the model did not leave chance within this budget (measured; see the README, "The learning test").
 """
 
 from __future__ import annotations
