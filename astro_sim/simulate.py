@@ -48,7 +48,13 @@ def _family_module(model: str):
     if model not in MODEL_FAMILIES:
         raise ConfigError(f"model = {model!r}: expected one of {', '.join(MODEL_FAMILIES)}")
     module_name, _ = MODEL_FAMILIES[model]
-    return importlib.import_module(module_name)
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name != module_name:
+            raise
+        raise ConfigError(f"model = {model!r}: its module {module_name} is not part of this "
+                          "installation") from None
 
 
 def config_class(model: str = DEFAULT_FAMILY) -> type:

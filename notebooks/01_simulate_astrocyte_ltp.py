@@ -52,17 +52,11 @@ traces, samples = out.traces, out.samples
 print({k: out.attrs[k] for k in ("model", "tau_cycle_s", "n_cycles", "target", "param_set")})
 
 # %%
-fig, axes = plt.subplots(4, 1, figsize=(8, 8), sharex=True)
-for ax, var in zip(axes, ["x", "s", "p_s", "p_l"]):
-    sub = traces[traces["variable"] == var]
-    for el, grp in sub.groupby("element"):
-        ax.plot(grp["t_s"], grp["value"], lw=0.8)
-    ax.set_ylabel(var)
-pl = samples[samples["variable"] == "p_l"]
-axes[3].plot(pl["t_s"], pl["value"], "k.", ms=3, label="cycle boundaries")
-axes[3].legend(loc="lower right")
-axes[-1].set_xlabel("time [s]")
+from astro_sim.plots import plot_overview
+
+plot_overview(traces, samples)   # x, s, p_s, p_l of every element, and p_l at cycle boundaries
 plt.show()
+pl = samples[samples["variable"] == "p_l"]
 
 # %% [markdown]
 # `p_s` rises and relaxes within every cycle; `p_l` integrates across cycles and
