@@ -220,6 +220,13 @@ def render(results: dict[str, Any], cfg: dict[str, Any], walls: dict[str, float]
         lines.append(f"| {arch} | {r['method']} | {r['segments'] or '–'} | {r['steps_done']} | "
                      f"{r['best_step']} | {_pct(r['val_acc'])} | {_pct(r['test_acc'])} | "
                      f"{_f(r['wall_time_s'], '.0f')} |")
+    near_prior = [a for a, r in tr.items() if r["test_acc"] is not None and majority is not None
+                  and r["test_acc"] - majority < 0.03]
+    if near_prior:
+        lines += ["", f"{', '.join(near_prior)}: within 3 points of the majority class — still "
+                  "predicting close to the label prior. Runs with one seed see the same batches, so "
+                  "prior-like models have near-identical training losses (they follow the batches' "
+                  "label mix)."]
     lines += ["", f"Majority-class baseline on test: {_pct(majority)}. Accuracies are those of the "
               "best-on-validation checkpoint. The paper's full-budget ListOps figures are RMAAT 38.9% "
               "and Transformer 36.4%; a budget of minutes on two CPU cores is far from that.", "",
