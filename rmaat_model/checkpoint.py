@@ -10,7 +10,8 @@ The metadata copy makes one file self-sufficient (callers that write through a t
 name, like the trainer's atomic rename, get no sidecar and need none). ``load`` reads the
 metadata, else the sidecar. Loading never re-reads the retention.json named in the
 config: the schedule travels in the state_dict, so a checkpoint stays usable when that
-file moves or changes.
+file moves or changes. A config stored before the block layout and the RF reading were
+fields rebuilds the model it was trained as (pre-LN, literal): see ``LEGACY_DEFAULTS``.
 """
 
 from __future__ import annotations
@@ -73,7 +74,20 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
         raise DataError(f"model weights {str(path)!r} carry no model config and no "
                         f"{sidecar_path(path).name if path.name.endswith('.safetensors') else 'sidecar'} "
                         "lies beside them; cannot rebuild the model")
-    return cfgio.from_dict(ModelConfig, data, where="model_config")
+    return cfgio.from_dict(ModelConfig, with_legacy_layout(data), where="model_config")
+
+
+#: fields a checkpoint written before they existed lacks, with the value its model was built with
+LEGACY_DEFAULTS = {"norm": "pre", "retention_reading": "literal"}
+
+
+def with_legacy_layout(data: dict) -> dict:
+    """A stored model config without ``norm`` / ``retention_reading`` predates them: its model
+    had pre-LN blocks and the literal RF reading, so it is rebuilt that way, not with today's
+    defaults (post-LN, integrating)."""
+    if not isinstance(data, dict):
+        return data
+    return {**LEGACY_DEFAULTS, **data}
 
 
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[RMAAT, ModelConfig]:

@@ -74,7 +74,9 @@ from astro_rmaat.errors import ConfigError, DataError
 
 ARCHS = ("rmaat", "rmt", "rlt", "transformer", "at")
 MEMORY_ARCHS = ("rmaat", "rmt", "rlt")
-RETENTIONS = ("ltp", "stream", "learned", "none")
+RETENTIONS = ("ltp", "stream", "learned", "flat", "none")
+READINGS = ("integrating", "literal")
+NORMS = ("post", "pre")
 
 
 @dataclass(frozen=True)
@@ -91,9 +93,14 @@ class ModelConfig:
     dropout: float = 0.1          # dropout probability (embeddings, attention output, FFN)
     segment_len: int = 128        # N, tokens per segment (memory archs only)
     n_mem: int = 8                # M, memory tokens (memory archs only; must be >= 1 there)
-    retention: Literal["ltp", "stream", "learned", "none"] = "ltp"  # rmaat's memory scaling: RF(t,T) from
-    #   retention_file / RF_inf(t) (no T) / learned table initialised from ltp / unscaled.
+    retention: Literal["ltp", "stream", "learned", "flat", "none"] = "ltp"  # rmaat's schedule: RF(t,T)
+    #   from retention_file / RF_inf(t) (no T) / learned table initialised from ltp / RF = 1/T (the
+    #   same total capacity with no LTP shape: a control) / none (memory passed on unscaled).
     #   rmt and rlt are the paper's baselines without RF: for them it is always "none".
+    retention_reading: Literal["integrating", "literal"] = "integrating"  # how RF acts on the memory:
+    #   integrating mem_{t+1} = mem_t + RF(t,T) (mem'_{t+1} - mem_t); literal mem_{t+1} = RF(t,T) mem'_{t+1}
+    norm: Literal["post", "pre"] = "post"  # LayerNorm after each residual add (post) or before each
+    #   sublayer (pre, nanoGPT); every arch shares it. Checkpoints without the field load as "pre".
     retention_file: str | None = None  # retention.json; None -> astro_rmaat.retention.default_retention_path()
     alpha: float = 0.25           # presynaptic exponent in g = (sum phi(k))^alpha (rmaat, at)
     n_astro: int | None = None    # m, astro processes per head; None -> head size (the only valid value)
@@ -111,6 +118,8 @@ class ModelConfig:
                 raise ConfigError(f"model {name} = {value!r}: expected one of {', '.join(map(repr, choices))}")
         check_choice("arch", self.arch, ARCHS)
         check_choice("retention", self.retention, RETENTIONS)
+        check_choice("retention_reading", self.retention_reading, READINGS)
+        check_choice("norm", self.norm, NORMS)
         check_choice("head", self.head, ("cls", "match"))
         check_choice("pool", self.pool, ("auto", "mem", "mean"))
         check_choice("at_scope", self.at_scope, ("sequence", "segment"))
@@ -198,16 +207,27 @@ def astromorphic_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, ke
     q, k, v: (B, nh, W, hs); key_mask: (B, W) bool, True for real keys; phi_r: (W, m=hs) or
     None (H_astro off). Returns phi(Q) (H_neuron + H_astro) / C, (B, nh, W, hs).
     """
-    m = q.shape[-1]
     mask = key_mask[:, None, :, None].to(q.dtype)                   # (B, 1, W, 1)
-    fq = phi(q)                                                     # (B, nh, W, hs)
-    fk = phi(k) * mask                                              # (B, nh, W, hs) padding -> 0
-    H = fk.transpose(-2, -1) @ v / m                                # H_neuron (B, nh, hs, hs)
-    if phi_r is not None:
-        H = H + phi_r.transpose(0, 1) @ (v * mask) / m              # + H_astro (B, nh, m, hs)
-    g = fk.sum(dim=-2).pow(alpha)                                   # (B, nh, hs)
-    C = (fq * g[:, :, None, :]).sum(dim=-1, keepdim=True)           # (B, nh, W, 1)
-    return (fq @ H) / C                                             # (B, nh, W, hs)
+    return astro_kernel(phi(q), phi(k), v, mask, phi_r, alpha)
+
+
+def astro_kernel(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
+                 phi_r: torch.Tensor | None, alpha: float) -> torch.Tensor:
+    """The same on feature-mapped fq = phi(Q), fk = phi(K), all heads in one set of batched ops.
+
+    mask: (B, 1, W, 1) float (1 for real keys) or None when every key is real. With padding
+    masked out of K and V, H_neuron + H_astro = (phi(K) + phi(R))^T V / m, and the row sums
+    C = phi(Q) g join H as one more column, so a single matmul gives numerator and C:
+    [phi(Q) (H_neuron + H_astro) | m C] = phi(Q) [(phi(K) + phi(R))^T V | m g].
+    """
+    m = fq.shape[-1]
+    if mask is not None:
+        fk, v = fk * mask, v * mask                                 # padding -> 0 in every sum
+    g = fk.sum(dim=-2, keepdim=True).pow(alpha)                     # (B, nh, 1, hs)
+    a = fk if phi_r is None else fk + phi_r                         # (B, nh, W, hs)
+    H = torch.cat([a.transpose(-2, -1) @ v, g.transpose(-2, -1) * m], dim=-1)   # (B, nh, hs, hs+1)
+    y = fq @ H                                                      # (B, nh, W, hs+1)
+    return y[..., :m] / y[..., m:]                                  # (B, nh, W, hs)
 
 
 def softmax_attention(q, k, v, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -230,34 +250,58 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool,
                 n_query: int | None = None) -> torch.Tensor:
         """x (B, W, D) -> (B, Wq, D): every row is a key; only the first n_query rows (all when
-        None) are queries."""
+        None) are queries. all_real: no key is padding (the mask is skipped)."""
         B, W, D = x.shape
-        q, k, v = self.qkv(x).view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)  # 3 x (B, nh, W, hs)
-        q = q if n_query is None else q[:, :, :n_query]                                # (B, nh, Wq, hs)
+        Wq = W if n_query is None else n_query
+        qkv = self.qkv(x)                                                          # (B, W, 3D)
         if self.kernel == "softmax":
-            y = softmax_attention(q, k, v, None if all_real else key_mask)
-        elif self.kernel == "astro":
-            y = astromorphic_attention(q, k, v, key_mask, self.phi_r[:W].to(x.dtype), self.alpha)
-        else:  # plain normalised linear attention (RLT): alpha = 1, no H_astro
-            y = astromorphic_attention(q, k, v, key_mask, None, 1.0)
-        return self.proj(y.transpose(1, 2).reshape(B, q.shape[2], D))
+            q, k, v = qkv.view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)   # 3 x (B, nh, W, hs)
+            y = softmax_attention(q[:, :, :Wq], k, v, None if all_real else key_mask)
+        else:   # astromorphic (rmaat, at) or plain normalised linear (rlt: alpha = 1, no H_astro)
+            fqk = phi(qkv[..., :2 * D]).view(B, W, 2, self.nh, self.hs).permute(2, 0, 3, 1, 4)
+            v = qkv[..., 2 * D:].view(B, W, self.nh, self.hs).transpose(1, 2)      # (B, nh, W, hs)
+            mask = None if all_real else key_mask[:, None, :, None].to(x.dtype)    # (B, 1, W, 1)
+            astro = self.kernel == "astro"
+            y = astro_kernel(fqk[0][:, :, :Wq], fqk[1], v, mask, self.phi_r[:W].to(x.dtype) if astro else None,
+                             self.alpha if astro else 1.0)
+        return self.proj(y.transpose(1, 2).reshape(B, Wq, D))
+
+
+def dropout_masks(n: int, shape: tuple[int, ...], p: float, like: torch.Tensor, active: bool):
+    """n inverted-dropout masks of ``shape`` in ONE random draw (n, *shape), or None when off.
+
+    One draw per segment (or per whole-sequence pass) instead of one per dropout site keeps the
+    RNG calls that AMRB's replay must repeat to a minimum; the masks are the same either way."""
+    if not active or p == 0.0:
+        return None
+    keep = 1.0 - p
+    return torch.empty((n, *shape), dtype=like.dtype, device=like.device).bernoulli_(keep).div_(keep)
 
 
 class Block(nn.Module):
-    """Pre-LN encoder block: x + Attn(LN x), then x + FFN(LN x)."""
+    """Encoder block. post (default): Y = LN(X + Attn X), LN(Y + FFN Y), the layout of the
+    astromorphic-transformer papers; pre: X + Attn(LN X), then X + FFN(LN X) (nanoGPT)."""
 
     def __init__(self, cfg: ModelConfig, w_cap: int):
         super().__init__()
+        self.post = cfg.norm == "post"
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.attn = Attention(cfg, w_cap)
         self.ln2 = nn.LayerNorm(cfg.d_model)
         self.ffn = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
-        self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x, key_mask, all_real, n_query=None):
-        a = self.attn(self.ln1(x), key_mask, all_real, n_query)
-        x = (x if n_query is None else x[:, :n_query]) + self.drop(a)
-        return x + self.drop(self.ffn(self.ln2(x)))
+    def forward(self, x, key_mask, all_real, n_query=None, masks=None):
+        """masks: (2, B, W, D) dropout masks for the attention and FFN outputs, or None."""
+        nq = x.shape[1] if n_query is None else n_query
+        a = self.attn(x if self.post else self.ln1(x), key_mask, all_real, n_query)
+        r = x if n_query is None else x[:, :nq]
+        if masks is not None:
+            a = a * masks[0, :, :nq]
+        x = self.ln1(r + a) if self.post else r + a
+        f = self.ffn(x if self.post else self.ln2(x))
+        if masks is not None:
+            f = f * masks[1, :, :nq]
+        return self.ln2(x + f) if self.post else x + f
 
 
 # --------------------------------------------------------------------------- the model
@@ -273,6 +317,8 @@ class Plan:
     n_segments: int          # T = max_b T_b
     batch: int               # B, sequences per tower
     all_real: bool           # no padding anywhere (lets softmax skip its mask)
+    seg_key_mask: torch.Tensor | None = None   # (B', T, M+N) memory archs: [memory rows; segment t]
+    seg_all_real: tuple[bool, ...] = ()        # per segment: no padded key (the mask is skipped)
 
 
 class RMAAT(nn.Module):
@@ -308,7 +354,6 @@ class RMAAT(nn.Module):
         else:
             w_cap = cfg.max_len
             self.pos_emb = nn.Parameter(torch.randn(cfg.max_len, D) * 0.02)       # (max_len, D) absolute
-        self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, w_cap) for _ in range(cfg.n_layers))
         self.ln_f = nn.LayerNorm(D)
         if cfg.head == "match":  # two-tower: shared encoder, features [u, v, u*v, u-v]
@@ -397,8 +442,14 @@ class RMAAT(nn.Module):
             start = (n_seg - 1) * N                                           # (B',)
             x = x.gather(1, start[:, None] + torch.arange(N, device=x.device))   # (B', N)
         key_mask = x != cfg.pad_id
+        seg_key_mask, seg_all_real = None, ()
+        if cfg.has_memory:   # built once per batch, sliced per segment
+            per_seg = key_mask.view(-1, T, cfg.segment_len)                        # (B', T, N)
+            seg_key_mask = torch.cat([per_seg.new_ones(per_seg.shape[0], T, cfg.n_mem), per_seg], dim=2)
+            seg_all_real = tuple(per_seg.all(dim=2).all(dim=0).tolist())
         return Plan(tokens=x, key_mask=key_mask, lengths=lengths, n_seg=n_seg, n_segments=T,
-                    batch=tokens.shape[0], all_real=bool(key_mask.all()))
+                    batch=tokens.shape[0], all_real=bool(key_mask.all()),
+                    seg_key_mask=seg_key_mask, seg_all_real=seg_all_real)
 
     # -- the recurrence (memory archs) ----------------------------------------------------
     def initial_memory(self, plan: Plan) -> torch.Tensor:
@@ -409,18 +460,37 @@ class RMAAT(nn.Module):
         return self.rf_table[plan.n_seg - 1, t - 1]
 
     def step(self, plan: Plan, t: int, state: torch.Tensor) -> torch.Tensor:
-        """Segment t (0-based): state (B', M, D) unscaled memory output of segment t-1 -> the same of t."""
+        """Segment t (0-based): the memory state (B', M, D) carried out of segment t-1 -> that of t.
+
+        literal reading: the state is the unscaled memory output mem'_t, and RF(t-1, T) scales it
+        as it enters segment t (the paper's mem_t = RF mem'_t). integrating: the state is the
+        memory itself, mem_{t+1} = mem_t + RF(t, T) (mem'_{t+1} - mem_t), the output of a
+        sequence's last real segment is handed on unscaled (the classifier reads it), as in the
+        literal reading. retention "none" is the same under both: mem_{t+1} = mem'_{t+1}.
+        """
         cfg, N, M = self.cfg, self.cfg.segment_len, self.cfg.n_mem
+        mode = cfg.effective_retention
+        integrating = cfg.retention_reading == "integrating" and mode != "none"
         seg = plan.tokens[:, t * N:(t + 1) * N]                              # (B', N)
-        seg_mask = plan.key_mask[:, t * N:(t + 1) * N]                       # (B', N)
-        mem = state if t == 0 else state * self.retention_scale(plan, t).to(state.dtype)[:, None, None]
-        x = torch.cat([mem, self.drop(self.tok_emb(seg) + self.pos_emb)], dim=1)   # (B', M+N, D)
-        key_mask = torch.cat([seg_mask.new_ones(seg.shape[0], M), seg_mask], dim=1)   # (B', M+N)
-        all_real = bool(seg_mask.all()) if cfg.kernel == "softmax" else False
+        key_mask = plan.seg_key_mask[:, t]                                   # (B', M+N)
+        if t == 0 or integrating or mode == "none":
+            mem = state
+        else:
+            mem = state * self.retention_scale(plan, t).to(state.dtype)[:, None, None]
+        B, W, D = seg.shape[0], M + N, cfg.d_model
+        masks = dropout_masks(1 + 2 * len(self.blocks), (B, W, D), cfg.dropout, state, self.training)
+        emb = self.tok_emb(seg) + self.pos_emb                               # (B', N, D)
+        x = torch.cat([mem, emb if masks is None else emb * masks[0, :, M:]], dim=1)   # (B', M+N, D)
+        all_real = plan.seg_all_real[t]
         for i, block in enumerate(self.blocks):
             # only the memory rows of the last block are read: the segment's tokens attend
             # as keys there but are not computed as queries (saves a block's FFN on N rows)
-            x = block(x, key_mask, all_real, M if i == len(self.blocks) - 1 else None)
+            last = i == len(self.blocks) - 1
+            x = block(x, key_mask, all_real, M if last else None,
+                      None if masks is None else masks[1 + 2 * i:3 + 2 * i])
+        if integrating:   # RF(t+1, T_b) in 1-based segments; the last real segment's output as is
+            rf = self.rf_table[plan.n_seg - 1, t].to(x.dtype)[:, None, None]           # (B', 1, 1)
+            x = torch.where((t == plan.n_seg - 1)[:, None, None], x, torch.lerp(state, x, rf))
         active = (t < plan.n_seg)[:, None, None]                             # (B', 1, 1)
         return torch.where(active, x, state)                                # (B', M, D)
 
@@ -428,10 +498,14 @@ class RMAAT(nn.Module):
     def encode(self, plan: Plan) -> torch.Tensor:
         """Transformer / AT: final hidden states of the whole sequence (B', L', D), or of the last
         real segment (B', N, D) for segment-local AT (plan cut it out)."""
-        W = plan.tokens.shape[1]
-        x = self.drop(self.tok_emb(plan.tokens) + self.pos_emb[:W])          # (B', L', D)
-        for block in self.blocks:
-            x = block(x, plan.key_mask, plan.all_real)
+        B, W = plan.tokens.shape
+        emb = self.tok_emb(plan.tokens) + self.pos_emb[:W]                   # (B', L', D)
+        masks = dropout_masks(1 + 2 * len(self.blocks), (B, W, self.cfg.d_model), self.cfg.dropout,
+                              emb, self.training)
+        x = emb if masks is None else emb * masks[0]
+        for i, block in enumerate(self.blocks):
+            x = block(x, plan.key_mask, plan.all_real, None,
+                      None if masks is None else masks[1 + 2 * i:3 + 2 * i])
         return x
 
     # -- readout --------------------------------------------------------------------------
@@ -469,11 +543,14 @@ def retention_table(cfg: ModelConfig) -> torch.Tensor | None:
     mode = cfg.effective_retention
     if not cfg.has_memory or mode == "none":
         return None
+    Tc = cfg.max_segments
+    if mode == "flat":  # RF(t, T) = 1/T: the same total capacity as an LTP schedule, no shape
+        T = torch.arange(1, Tc + 1, dtype=torch.float64)
+        return torch.tril(torch.ones(Tc, Tc, dtype=torch.float64)) / T[:, None]
     from astro_rmaat import retention as retention_io  # NumPy only
 
     path = cfg.retention_file if cfg.retention_file is not None else retention_io.default_retention_path()
     schedule = retention_io.load_retention(path)
-    Tc = cfg.max_segments
     if schedule.max_segments < Tc:
         raise ConfigError(f"retention file {str(path)!r} tabulates {schedule.max_segments} cycles but the model "
                           f"needs up to T = ceil(max_len / segment_len) = {Tc} segments; regenerate it with "

@@ -64,3 +64,22 @@ def test_bad_checkpoints_are_named(tmp_path):
     checkpoint.sidecar_path(tmp_path / "mixed.safetensors").write_text(json.dumps(cfg_other))
     with pytest.raises(DataError, match="mixed.safetensors.*do not fit"):
         checkpoint.load(tmp_path / "mixed.safetensors")
+
+
+def test_a_checkpoint_from_before_the_layout_field_rebuilds_pre_ln_with_identical_outputs():
+    """fixtures/pre_norm_rmaat.safetensors was written by revision c18666a (pre-LN blocks, literal
+    RF, no ``norm`` / ``retention_reading`` in its stored config) together with the logits it
+    gave on fixed tokens; loading it today must rebuild that model, not today's default."""
+    from pathlib import Path
+    fixtures = Path(__file__).parent / "fixtures"
+    expected = json.loads((fixtures / "pre_norm_rmaat.expected.json").read_text())
+    model, cfg = checkpoint.load(fixtures / "pre_norm_rmaat.safetensors")
+    assert cfg.norm == "pre" and cfg.retention_reading == "literal"
+    assert ModelConfig().norm == "post"                      # ... which is not today's default
+    x = torch.tensor(expected["tokens"])
+    with torch.no_grad():
+        logits = model.eval()(x)
+    torch.testing.assert_close(logits, torch.tensor(expected["logits"]), rtol=1e-5, atol=1e-6)
+    post = build_model(cfg.__class__(**{**cfgio.to_dict(cfg), "norm": "post"}), rf_table=model.rf_table)
+    post.load_state_dict(model.state_dict())                 # same weights, the other layout
+    assert not torch.allclose(post.eval()(x), logits, atol=1e-3)

@@ -87,7 +87,7 @@ def test_two_gloo_processes_equal_one(tmp_path, repo_root):
     for k in w0:                                        # every parameter (buffers are fixed)
         d1, d2 = w1[k] - w0[k], w2[k] - w0[k]          # the update of one and of two processes
         scale = float(d1.abs().max())
-        assert scale > 1e-4, f"{k} did not move"
+        assert scale > 1e-5, f"{k} did not move"
         err = float((d1 - d2).abs().max())
         assert err <= 1e-4 * scale + 1e-7, f"{k}: updates differ by {err:.3g} (update {scale:.3g})"
     r1, r2 = read_metrics(one), read_metrics(tmp_path / "two")

@@ -192,7 +192,8 @@ def test_retention_scales_follow_the_fixture_schedule(tmp_path, rfile):
     g = torch.Generator().manual_seed(4)
     x = torch.randint(1, 20, (2, 100), generator=g)
     x[0, 40:] = 0                                             # T = 3 and T = 7 in one batch
-    ltp, stream, none = (make("rmaat", rfile, retention=r) for r in ("ltp", "stream", "none"))
+    ltp, stream, none = (make("rmaat", rfile, retention=r, retention_reading="literal")
+                         for r in ("ltp", "stream", "none"))
     plan = ltp.plan(x)
     assert plan.n_seg.tolist() == [3, 7]
     for t in range(1, 7):
@@ -213,6 +214,33 @@ def test_retention_scales_follow_the_fixture_schedule(tmp_path, rfile):
     assert not torch.allclose(ours, none.step(plan, 4, state)[1])
 
 
+@pytest.mark.parametrize("mode", ["ltp", "stream", "flat", "learned"])
+def test_integrating_reading_moves_the_memory_by_rf_towards_each_write(rfile, mode):
+    """mem_{t+1} = mem_t + RF(t, T) (mem'_{t+1} - mem_t) for every segment but a sequence's last,
+    whose memory output is read out unscaled; mem' is what the unscaled model writes."""
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(1, 20, (2, 100), generator=g)
+    x[0, 40:] = 0                                             # T = 3 and T = 7 in one batch
+    integ = make("rmaat", rfile, retention=mode, retention_reading="integrating").eval()
+    none = make("rmaat", rfile, retention="none").eval()
+    none.load_state_dict(integ.state_dict() | {"rf_table": none.rf_table})
+    plan = integ.plan(x)
+    table = integ.rf_table.detach()
+    if mode == "flat":                                        # RF = 1/T: no file, same capacity
+        torch.testing.assert_close(table[6, :7], torch.full((7,), 1 / 7, dtype=torch.float32))
+        assert float(table[2, :3].sum()) == pytest.approx(1.0) and float(table[2, 3:].abs().sum()) == 0
+    state = integ.initial_memory(plan)
+    for t in range(plan.n_segments):
+        written = none.step(plan, t, state)                   # mem'_{t+1} from mem_t
+        rf = table[plan.n_seg - 1, t][:, None, None]
+        last = (t == plan.n_seg - 1)[:, None, None]
+        want = torch.where(last, written, state + rf * (written - state))
+        want = torch.where((t < plan.n_seg)[:, None, None], want, state)
+        new = integ.step(plan, t, state)
+        torch.testing.assert_close(new, want, rtol=1e-6, atol=1e-6)
+        state = new
+
+
 def run_states(model, x):
     plan = model.plan(x)
     state, states = model.initial_memory(plan), []
@@ -222,13 +250,15 @@ def run_states(model, x):
     return states
 
 
+@pytest.mark.parametrize("reading", ["literal", "integrating"])
 @pytest.mark.parametrize("mode, prefix_stable", [("stream", True), ("none", True), ("ltp", False)])
-def test_stream_needs_no_T(rfile, mode, prefix_stable):
-    model = make("rmaat", rfile, retention=mode).eval()
+def test_stream_needs_no_T(rfile, mode, prefix_stable, reading):
+    model = make("rmaat", rfile, retention=mode, retention_reading=reading).eval()
     g = torch.Generator().manual_seed(5)
     long_ = torch.randint(1, 20, (1, 128), generator=g)       # 8 segments
     short = long_[:, :48]                                     # its first 3 segments
-    a, b = run_states(model, short)[2], run_states(model, long_)[2]
+    # the memory after segment 2 of 3 (not the short sequence's last, which is read out as is)
+    a, b = run_states(model, short)[1], run_states(model, long_)[1]
     assert torch.allclose(a, b, rtol=1e-6, atol=1e-7) == prefix_stable
 
 
@@ -309,7 +339,7 @@ def test_bad_batches_are_named():
 def test_last_block_computing_only_memory_rows_changes_nothing(arch, rfile):
     """step() skips the segment rows of the last block as queries; running every row gives
     the same memory (they are never read)."""
-    model = make(arch, rfile if arch == "rmaat" else None).eval()
+    model = make(arch, rfile if arch == "rmaat" else None, retention_reading="literal").eval()
     x = torch.randint(1, 20, (2, 60), generator=torch.Generator().manual_seed(6))
     x[0, 20:] = 0
     plan, N, M = model.plan(x), model.cfg.segment_len, model.cfg.n_mem
