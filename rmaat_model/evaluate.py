@@ -72,3 +72,27 @@ def plot_learning_curves(runs_by_label: dict[str, str | Path], column: str = "va
         ax.set_ylabel(column.replace("_", " "))
         ax.legend()
     return ax
+
+
+def accuracy_by_age(model, dataset, *, batch_size: int = 256) -> dict[int, dict[str, float]]:
+    """Accuracy of ``model`` on a dataset whose examples carry an ``ages`` tensor (``assoc``):
+    ``{age: {"acc": ..., "n": ...}}``, ages in segments between the fact and the query — the
+    model's forgetting curve."""
+    import torch
+
+    ages = getattr(dataset, "ages", None)
+    if ages is None:
+        raise DataError("accuracy by age needs a dataset with ages (task 'assoc')")
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros(len(dataset), dtype=torch.bool)
+    with torch.no_grad():
+        for start in range(0, len(dataset), batch_size):
+            x = dataset.tokens[start:start + batch_size]
+            correct[start:start + batch_size] = model(x).argmax(-1) == dataset.labels[start:start + batch_size]
+    model.train(was_training)
+    out = {}
+    for age in sorted(set(ages.tolist())):
+        sel = ages == age
+        out[int(age)] = {"acc": float(correct[sel].float().mean()), "n": int(sel.sum())}
+    return out

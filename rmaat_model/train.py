@@ -92,8 +92,9 @@ class OptimConfig:
 @dataclass(frozen=True)
 class TrainConfig:
     task: str = "listops"             # LRA task ('listops', 'text', 'retrieval', 'image',
-                                      # 'pathfinder') or the synthetic 'recall'
-    data_dir: str | None = None       # directory with the task's files (unused for 'recall')
+                                      # 'pathfinder') or the synthetic 'recall' and 'assoc'
+    data_dir: str | None = None       # directory with the task's files (unused for 'recall', 'assoc')
+    assoc_pairs: int = 4              # 'assoc': key -> value pairs per example (K)
     max_len: int | None = None        # sequence length, tokens; None = the task's LRA length
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture; the task
                                       # fields (vocab_size, n_classes, max_len, pad_id, head)
@@ -130,6 +131,10 @@ class TrainConfig:
             require_positive("max_minutes", self.max_minutes, "min")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers = {self.num_workers!r}: expected >= 0")
+        if self.task == "assoc":   # the layout must hold the pairs: checked before any file
+            from rmaat_model.data import assoc
+            assoc.check_layout(self.max_len or assoc.DEFAULT_MAX_LEN, self.model.segment_len,
+                               self.assoc_pairs)
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -151,8 +156,10 @@ def model_config_for(cfg: TrainConfig, spec: TaskSpec) -> ModelConfig:
 def load_data(cfg: TrainConfig, splits=("train", "val", "test")) -> tuple[TaskSpec, dict]:
     """Load every split up front, so a missing file stops the run before it writes anything."""
     data, spec = {}, None
+    options = ({"segment_len": cfg.model.segment_len, "pairs": cfg.assoc_pairs}
+               if cfg.task == "assoc" else {})
     for split in splits:
-        spec, data[split] = load_split(cfg.task, cfg.data_dir, split, cfg.max_len)
+        spec, data[split] = load_split(cfg.task, cfg.data_dir, split, cfg.max_len, **options)
         if len(data[split]) == 0:
             raise DataError(f"{cfg.task} {split} split in {cfg.data_dir!r} is empty; "
                             "expected at least one example")

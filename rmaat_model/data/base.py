@@ -42,6 +42,7 @@ TASKS: dict[str, str] = {
     "image": "rmaat_model.data.image",
     "pathfinder": "rmaat_model.data.pathfinder",
     "recall": "rmaat_model.data.synthetic",
+    "assoc": "rmaat_model.data.assoc",
 }
 
 
@@ -60,8 +61,10 @@ def check_max_len(max_len: int | None, default: int) -> int:
 
 
 def load_split(task: str, data_dir: str | Path, split: Split,
-               max_len: int | None = None) -> tuple[TaskSpec, torch.utils.data.Dataset]:
+               max_len: int | None = None, **options) -> tuple[TaskSpec, torch.utils.data.Dataset]:
     """The spec and dataset of one split of ``task``, read from ``data_dir``.
+
+    ``options`` go to the task's own loader (``assoc``: ``segment_len``, ``pairs``).
 
     Raises ConfigError for an unknown task or split and DataError (naming the file to
     obtain, or the ``rmaat generate`` command that writes it) when ``data_dir`` lacks it.
@@ -70,7 +73,7 @@ def load_split(task: str, data_dir: str | Path, split: Split,
         raise ConfigError(f"task = {task!r}: unknown task; expected one of {', '.join(TASKS)}")
     check_split(split)
     module = importlib.import_module(TASKS[task])
-    return module.load_split(data_dir, split, max_len)
+    return module.load_split(data_dir, split, max_len, **options)
 
 
 def collate(batch: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:

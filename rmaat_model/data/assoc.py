@@ -1,0 +1,133 @@
+"""``assoc``: seeded key -> value recall whose accuracy can be read by the age of the fact.
+
+Each example is ``T`` segments of ``N`` tokens (``max_len = T * N``). ``K`` key -> value
+*pairs* (two adjacent tokens, key then value) sit in pair slots of segments 1 .. T-1 (1-based;
+every segment but the last offers ``N // 2`` slots, at even offsets); the slots are drawn
+uniformly without replacement, so a pair is equally likely in any of those segments. Keys are
+distinct within an example; values may repeat. The last segment holds distractors and, as its
+last two tokens, the query marker and one of the K keys; the label is that key's value. Every
+other position holds a distractor token from a separate alphabet.
+
+The *age* of an example is the number of segments between the queried fact and the query:
+``age = T - s`` for a fact in segment ``s`` (1-based), so ages run 1 .. T-1, uniformly. An
+accuracy-by-age curve is a model's forgetting curve. Unlike ``recall`` (the fact always in
+segment 1, where a falling retention schedule writes hardest), ``assoc`` puts facts
+everywhere, and with K > 1 the memory must hold several facts at once (the multi-query
+associative recall family of tasks, Arora et al. 2023, with one query per sequence).
+
+Layout of the vocabulary (``VOCAB_SIZE`` tokens)::
+
+    0                         padding (never produced: the task has fixed length)
+    1                         query marker
+    2 .. 2+N_KEYS-1           keys
+    then N_VALUES values      (label = token - VALUE_OFFSET)
+    then N_DISTRACTORS        distractors
+
+Every split comes from its own fixed seed: the same (split, T, N, K) gives the same arrays.
+The generator is NumPy only; ``AssocDataset`` wraps its arrays for torch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from astro_rmaat.errors import ConfigError
+
+NAME = "assoc"
+QUERY_ID = 1
+N_KEYS = 32
+N_VALUES = 8                     # label alphabet: chance accuracy = 1/8
+N_DISTRACTORS = 16
+KEY_OFFSET = 2
+VALUE_OFFSET = KEY_OFFSET + N_KEYS
+DISTRACTOR_OFFSET = VALUE_OFFSET + N_VALUES
+VOCAB_SIZE = DISTRACTOR_OFFSET + N_DISTRACTORS
+N_CLASSES = N_VALUES
+DEFAULT_SEGMENT_LEN = 16
+DEFAULT_PAIRS = 4
+DEFAULT_MAX_LEN = 4 * DEFAULT_SEGMENT_LEN
+SPLIT_SIZES = {"train": 8192, "val": 1024, "test": 2048}
+SPLIT_SEEDS = {"train": 21, "val": 22, "test": 23}
+
+
+def check_layout(max_len: int, segment_len: int, pairs: int) -> int:
+    """T = max_len / segment_len after checking that the layout can hold the task."""
+    for name, value in (("max_len", max_len), ("segment_len", segment_len), ("pairs", pairs)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ConfigError(f"assoc {name} = {value!r}: expected a positive integer")
+    if segment_len < 2:
+        raise ConfigError(f"assoc segment_len = {segment_len}: expected at least 2 (a pair, and the "
+                          "query marker with its key)")
+    if max_len % segment_len:
+        raise ConfigError(f"assoc max_len = {max_len} is not a multiple of segment_len = {segment_len}: "
+                          "expected max_len = T * segment_len")
+    T = max_len // segment_len
+    if T < 2:
+        raise ConfigError(f"assoc max_len = {max_len} with segment_len = {segment_len} gives T = {T} "
+                          "segment(s): expected T >= 2 (facts before the query's segment)")
+    slots = (T - 1) * (segment_len // 2)
+    if pairs > slots:
+        raise ConfigError(f"assoc pairs = {pairs}: the {T - 1} segment(s) before the query hold at most "
+                          f"{slots} pairs of {segment_len // 2} per segment; expected pairs <= {slots}")
+    if pairs > N_KEYS:
+        raise ConfigError(f"assoc pairs = {pairs}: keys are distinct within an example and there are "
+                          f"{N_KEYS}; expected pairs <= {N_KEYS}")
+    return T
+
+
+def generate(n: int, max_len: int, segment_len: int, pairs: int, seed: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``n`` examples: tokens (n, max_len) int64, labels (n,), ages (n,) in 1 .. T-1."""
+    T = check_layout(max_len, segment_len, pairs)
+    rng = np.random.default_rng(seed)
+    per_seg = segment_len // 2
+    n_slots = (T - 1) * per_seg
+    tokens = rng.integers(DISTRACTOR_OFFSET, VOCAB_SIZE, size=(n, max_len), dtype=np.int64)
+    # K distinct slots and K distinct keys per example (argsort of uniforms = random permutation)
+    slots = np.argsort(rng.random((n, n_slots)), axis=1)[:, :pairs]          # (n, K)
+    keys = np.argsort(rng.random((n, N_KEYS)), axis=1)[:, :pairs]            # (n, K)
+    values = rng.integers(0, N_VALUES, size=(n, pairs))                       # (n, K)
+    seg, offset = slots // per_seg, 2 * (slots % per_seg)                     # 0-based segment
+    pos = seg * segment_len + offset                                          # (n, K) key positions
+    rows = np.arange(n)[:, None]
+    tokens[rows, pos] = KEY_OFFSET + keys
+    tokens[rows, pos + 1] = VALUE_OFFSET + values
+    which = rng.integers(0, pairs, size=n)                                    # the queried pair
+    idx = np.arange(n)
+    tokens[:, -2] = QUERY_ID
+    tokens[:, -1] = KEY_OFFSET + keys[idx, which]
+    labels = values[idx, which].astype(np.int64)
+    ages = (T - 1 - seg[idx, which]).astype(np.int64)                         # 1 .. T-1
+    return tokens, labels, ages
+
+
+def answer_from_tokens(tokens: np.ndarray) -> int:
+    """The label of one example read back from its tokens alone (the task's definition)."""
+    key = int(tokens[-1])
+    where = np.flatnonzero(tokens[:-2] == key)
+    if len(where) != 1 or tokens[-2] != QUERY_ID:
+        raise ValueError("not an assoc example: the queried key must occur once before the query")
+    return int(tokens[where[0] + 1]) - VALUE_OFFSET
+
+
+def task_spec(max_len: int):
+    from rmaat_model.data.base import PAD_ID, TaskSpec
+
+    return TaskSpec(name=NAME, vocab_size=VOCAB_SIZE, n_classes=N_CLASSES, max_len=max_len,
+                    pad_id=PAD_ID, pair=False)
+
+
+def load_split(data_dir, split: str, max_len: int | None = None, *,
+               segment_len: int = DEFAULT_SEGMENT_LEN, pairs: int = DEFAULT_PAIRS):
+    """(TaskSpec, AssocDataset) of ``split``; ``data_dir`` is ignored (nothing to read)."""
+    import torch
+
+    from rmaat_model.data.base import check_max_len, check_split
+    from rmaat_model.data.synthetic import RecallDataset
+
+    check_split(split)
+    L = check_max_len(max_len, DEFAULT_MAX_LEN)
+    tokens, labels, ages = generate(SPLIT_SIZES[split], L, segment_len, pairs, SPLIT_SEEDS[split])
+    dataset = RecallDataset(torch.from_numpy(tokens), torch.from_numpy(labels))
+    dataset.ages = torch.from_numpy(ages)      # (n,) segments between fact and query
+    return task_spec(L), dataset

@@ -1,0 +1,64 @@
+"""``assoc``: labels follow from the tokens, ages cover 1..T-1 evenly, seeded, bad layouts named."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from astro_rmaat.errors import ConfigError
+from rmaat_model.data import assoc
+
+
+@pytest.mark.parametrize("T, K", [(2, 4), (4, 4), (8, 1), (8, 16), (16, 4)])
+def test_labels_are_recoverable_from_the_tokens_and_ages_cover_every_segment(T, K):
+    N = 16
+    tokens, labels, ages = assoc.generate(3000, T * N, N, K, seed=5)
+    assert tokens.shape == (3000, T * N) and tokens.min() >= 1 and tokens.max() < assoc.VOCAB_SIZE
+    assert [assoc.answer_from_tokens(row) for row in tokens[:500]] == labels[:500].tolist()
+    keys = (tokens >= assoc.KEY_OFFSET) & (tokens < assoc.VALUE_OFFSET)
+    assert (keys[:, :-1].sum(axis=1) == K).all()            # K keys before the query, all distinct
+    for row in tokens[:200]:
+        k = row[:-1][(row[:-1] >= assoc.KEY_OFFSET) & (row[:-1] < assoc.VALUE_OFFSET)]
+        assert len(set(k.tolist())) == K
+    # the queried fact lies `age` segments before the query's segment
+    for row, age in zip(tokens[:300], ages[:300]):
+        pos = int(np.flatnonzero(row[:-2] == row[-1])[0])
+        assert (T - 1) - pos // N == age
+    assert sorted(set(ages.tolist())) == list(range(1, T))    # every age occurs ...
+    counts = np.bincount(ages, minlength=T)[1:]
+    assert counts.min() > 0.7 * counts.mean()                  # ... about equally often
+    assert np.bincount(labels, minlength=assoc.N_VALUES).min() > 0.7 * 3000 / assoc.N_VALUES
+
+
+def test_splits_are_seeded_and_distinct():
+    a = assoc.load_split(None, "train", 64, segment_len=16, pairs=4)[1]
+    b = assoc.load_split(None, "train", 64, segment_len=16, pairs=4)[1]
+    c = assoc.load_split(None, "test", 64, segment_len=16, pairs=4)[1]
+    assert (a.tokens == b.tokens).all() and (a.labels == b.labels).all() and (a.ages == b.ages).all()
+    assert not (a.tokens[:100] == c.tokens[:100]).all()
+    spec, _ = assoc.load_split(None, "val", 128, segment_len=16, pairs=4)
+    assert spec.vocab_size == assoc.VOCAB_SIZE and spec.n_classes == 8 and spec.max_len == 128
+
+
+def test_bad_layouts_are_named():
+    with pytest.raises(ConfigError, match=r"pairs = 9: the 1 segment\(s\) before the query hold at most 8"):
+        assoc.generate(4, 32, 16, 9, seed=0)
+    with pytest.raises(ConfigError, match="T = 1 segment.*expected T >= 2"):
+        assoc.generate(4, 16, 16, 1, seed=0)
+    with pytest.raises(ConfigError, match="not a multiple of segment_len"):
+        assoc.generate(4, 40, 16, 1, seed=0)
+    with pytest.raises(ConfigError, match="pairs = 0: expected a positive integer"):
+        assoc.generate(4, 64, 16, 0, seed=0)
+    with pytest.raises(ConfigError, match="pairs = 40: keys are distinct"):
+        assoc.generate(4, 16 * 11, 16, 40, seed=0)
+
+
+def test_a_train_config_with_a_layout_that_cannot_hold_the_pairs_is_refused_before_anything_runs():
+    from rmaat_model.model import ModelConfig
+    from rmaat_model.train import TrainConfig
+    with pytest.raises(ConfigError, match="assoc pairs = 20"):
+        TrainConfig(task="assoc", max_len=32, assoc_pairs=20, model=ModelConfig(segment_len=16))
+    with pytest.raises(ConfigError, match="norm = 'mid': expected one of 'post', 'pre'"):
+        ModelConfig(norm="mid")
+    with pytest.raises(ConfigError, match="retention_reading = 'scaled': expected one of 'integrating', 'literal'"):
+        ModelConfig(retention_reading="scaled")
