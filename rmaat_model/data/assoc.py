@@ -1,12 +1,16 @@
 """``assoc``: seeded key -> value recall whose accuracy can be read by the age of the fact.
 
 Each example is ``T`` segments of ``N`` tokens (``max_len = T * N``). ``K`` key -> value
-*pairs* (two adjacent tokens, key then value) sit in pair slots of segments 1 .. T-1 (1-based;
-every segment but the last offers ``N // 2`` slots, at even offsets); the slots are drawn
-uniformly without replacement, so a pair is equally likely in any of those segments. Keys are
-distinct within an example; values may repeat. The last segment holds distractors and, as its
-last two tokens, the query marker and one of the K keys; the label is that key's value. Every
-other position holds a distractor token from a separate alphabet.
+*facts* sit at fact slots of segments 1 .. T-1 (1-based; the first ``FACT_WINDOW`` = 8
+positions of each segment, as ``recall`` keeps its answer in a window), drawn uniformly
+without replacement, so a fact is equally likely in any of those segments. A fact is one token that
+names its key and its value (id ``FACT_OFFSET + key * N_VALUES + value``), so what is measured
+is how long the memory keeps a fact, not how a block binds two neighbouring tokens (a
+two-token key, value layout left every model of the benchmark's size at the plateau of
+guessing among the values present, ~1/K + ..., within a CPU budget). Keys are distinct within an
+example; values may repeat. The last segment holds distractors and, as its last two tokens,
+the query marker and a *key token* naming one of the K keys; the label is that key's value.
+Every other position holds a distractor token from a separate alphabet.
 
 The *age* of an example is the number of segments between the queried fact and the query:
 ``age = T - s`` for a fact in segment ``s`` (1-based), so ages run 1 .. T-1, uniformly. An
@@ -19,8 +23,8 @@ Layout of the vocabulary (``VOCAB_SIZE`` tokens)::
 
     0                         padding (never produced: the task has fixed length)
     1                         query marker
-    2 .. 2+N_KEYS-1           keys
-    then N_VALUES values      (label = token - VALUE_OFFSET)
+    2 .. 2+N_KEYS-1           key tokens (what the query asks for)
+    then N_KEYS * N_VALUES    facts: key k has value v (label = v)
     then N_DISTRACTORS        distractors
 
 Every split comes from its own fixed seed: the same (split, T, N, K) gives the same arrays.
@@ -35,14 +39,15 @@ from astro_rmaat.errors import ConfigError
 
 NAME = "assoc"
 QUERY_ID = 1
-N_KEYS = 32
+N_KEYS = 16
 N_VALUES = 8                     # label alphabet: chance accuracy = 1/8
 N_DISTRACTORS = 16
 KEY_OFFSET = 2
-VALUE_OFFSET = KEY_OFFSET + N_KEYS
-DISTRACTOR_OFFSET = VALUE_OFFSET + N_VALUES
+FACT_OFFSET = KEY_OFFSET + N_KEYS
+DISTRACTOR_OFFSET = FACT_OFFSET + N_KEYS * N_VALUES
 VOCAB_SIZE = DISTRACTOR_OFFSET + N_DISTRACTORS
 N_CLASSES = N_VALUES
+FACT_WINDOW = 8                  # facts sit among the first FACT_WINDOW positions of a segment
 DEFAULT_SEGMENT_LEN = 16
 DEFAULT_PAIRS = 4
 DEFAULT_MAX_LEN = 4 * DEFAULT_SEGMENT_LEN
@@ -56,8 +61,8 @@ def check_layout(max_len: int, segment_len: int, pairs: int) -> int:
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ConfigError(f"assoc {name} = {value!r}: expected a positive integer")
     if segment_len < 2:
-        raise ConfigError(f"assoc segment_len = {segment_len}: expected at least 2 (a pair, and the "
-                          "query marker with its key)")
+        raise ConfigError(f"assoc segment_len = {segment_len}: expected at least 2 (the query "
+                          "marker and its key)")
     if max_len % segment_len:
         raise ConfigError(f"assoc max_len = {max_len} is not a multiple of segment_len = {segment_len}: "
                           "expected max_len = T * segment_len")
@@ -65,10 +70,11 @@ def check_layout(max_len: int, segment_len: int, pairs: int) -> int:
     if T < 2:
         raise ConfigError(f"assoc max_len = {max_len} with segment_len = {segment_len} gives T = {T} "
                           "segment(s): expected T >= 2 (facts before the query's segment)")
-    slots = (T - 1) * (segment_len // 2)
+    per_seg = min(FACT_WINDOW, segment_len)
+    slots = (T - 1) * per_seg
     if pairs > slots:
         raise ConfigError(f"assoc pairs = {pairs}: the {T - 1} segment(s) before the query hold at most "
-                          f"{slots} pairs of {segment_len // 2} per segment; expected pairs <= {slots}")
+                          f"{slots} facts ({per_seg} per segment); expected pairs <= {slots}")
     if pairs > N_KEYS:
         raise ConfigError(f"assoc pairs = {pairs}: keys are distinct within an example and there are "
                           f"{N_KEYS}; expected pairs <= {N_KEYS}")
@@ -80,19 +86,18 @@ def generate(n: int, max_len: int, segment_len: int, pairs: int, seed: int
     """``n`` examples: tokens (n, max_len) int64, labels (n,), ages (n,) in 1 .. T-1."""
     T = check_layout(max_len, segment_len, pairs)
     rng = np.random.default_rng(seed)
-    per_seg = segment_len // 2
+    per_seg = min(FACT_WINDOW, segment_len)
     n_slots = (T - 1) * per_seg
     tokens = rng.integers(DISTRACTOR_OFFSET, VOCAB_SIZE, size=(n, max_len), dtype=np.int64)
-    # K distinct slots and K distinct keys per example (argsort of uniforms = random permutation)
-    slots = np.argsort(rng.random((n, n_slots)), axis=1)[:, :pairs]          # (n, K)
+    # K distinct positions and K distinct keys per example (argsort of uniforms = a permutation)
+    pos = np.argsort(rng.random((n, n_slots)), axis=1)[:, :pairs]            # (n, K)
     keys = np.argsort(rng.random((n, N_KEYS)), axis=1)[:, :pairs]            # (n, K)
     values = rng.integers(0, N_VALUES, size=(n, pairs))                       # (n, K)
-    seg, offset = slots // per_seg, 2 * (slots % per_seg)                     # 0-based segment
-    pos = seg * segment_len + offset                                          # (n, K) key positions
     rows = np.arange(n)[:, None]
-    tokens[rows, pos] = KEY_OFFSET + keys
-    tokens[rows, pos + 1] = VALUE_OFFSET + values
-    which = rng.integers(0, pairs, size=n)                                    # the queried pair
+    seg = pos // per_seg                                                      # 0-based segment
+    pos = seg * segment_len + pos % per_seg
+    tokens[rows, pos] = FACT_OFFSET + keys * N_VALUES + values
+    which = rng.integers(0, pairs, size=n)                                    # the queried fact
     idx = np.arange(n)
     tokens[:, -2] = QUERY_ID
     tokens[:, -1] = KEY_OFFSET + keys[idx, which]
@@ -103,11 +108,12 @@ def generate(n: int, max_len: int, segment_len: int, pairs: int, seed: int
 
 def answer_from_tokens(tokens: np.ndarray) -> int:
     """The label of one example read back from its tokens alone (the task's definition)."""
-    key = int(tokens[-1])
-    where = np.flatnonzero(tokens[:-2] == key)
-    if len(where) != 1 or tokens[-2] != QUERY_ID:
-        raise ValueError("not an assoc example: the queried key must occur once before the query")
-    return int(tokens[where[0] + 1]) - VALUE_OFFSET
+    key = int(tokens[-1]) - KEY_OFFSET
+    facts = tokens[:-2][(tokens[:-2] >= FACT_OFFSET) & (tokens[:-2] < DISTRACTOR_OFFSET)] - FACT_OFFSET
+    hits = facts[facts // N_VALUES == key]
+    if len(hits) != 1 or tokens[-2] != QUERY_ID:
+        raise ValueError("not an assoc example: the queried key must have exactly one fact")
+    return int(hits[0] % N_VALUES)
 
 
 def task_spec(max_len: int):

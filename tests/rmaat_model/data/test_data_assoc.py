@@ -15,15 +15,18 @@ def test_labels_are_recoverable_from_the_tokens_and_ages_cover_every_segment(T, 
     tokens, labels, ages = assoc.generate(3000, T * N, N, K, seed=5)
     assert tokens.shape == (3000, T * N) and tokens.min() >= 1 and tokens.max() < assoc.VOCAB_SIZE
     assert [assoc.answer_from_tokens(row) for row in tokens[:500]] == labels[:500].tolist()
-    keys = (tokens >= assoc.KEY_OFFSET) & (tokens < assoc.VALUE_OFFSET)
-    assert (keys[:, :-1].sum(axis=1) == K).all()            # K keys before the query, all distinct
-    for row in tokens[:200]:
-        k = row[:-1][(row[:-1] >= assoc.KEY_OFFSET) & (row[:-1] < assoc.VALUE_OFFSET)]
-        assert len(set(k.tolist())) == K
+    facts = (tokens >= assoc.FACT_OFFSET) & (tokens < assoc.DISTRACTOR_OFFSET)
+    assert (facts.sum(axis=1) == K).all()                    # K facts before the query ...
+    assert not facts[:, -N:].any()                           # ... none in the query's segment
+    for row in tokens[:200]:                                 # ... with distinct keys
+        f = row[(row >= assoc.FACT_OFFSET) & (row < assoc.DISTRACTOR_OFFSET)] - assoc.FACT_OFFSET
+        assert len(set((f // assoc.N_VALUES).tolist())) == K
     # the queried fact lies `age` segments before the query's segment
     for row, age in zip(tokens[:300], ages[:300]):
-        pos = int(np.flatnonzero(row[:-2] == row[-1])[0])
-        assert (T - 1) - pos // N == age
+        f = (row - assoc.FACT_OFFSET) // assoc.N_VALUES
+        is_fact = (row >= assoc.FACT_OFFSET) & (row < assoc.DISTRACTOR_OFFSET)
+        pos = int(np.flatnonzero(is_fact & (f == row[-1] - assoc.KEY_OFFSET))[0])
+        assert (T - 1) - pos // N == age and pos % N < assoc.FACT_WINDOW
     assert sorted(set(ages.tolist())) == list(range(1, T))    # every age occurs ...
     counts = np.bincount(ages, minlength=T)[1:]
     assert counts.min() > 0.7 * counts.mean()                  # ... about equally often
@@ -49,15 +52,17 @@ def test_bad_layouts_are_named():
         assoc.generate(4, 40, 16, 1, seed=0)
     with pytest.raises(ConfigError, match="pairs = 0: expected a positive integer"):
         assoc.generate(4, 64, 16, 0, seed=0)
-    with pytest.raises(ConfigError, match="pairs = 40: keys are distinct"):
-        assoc.generate(4, 16 * 11, 16, 40, seed=0)
+    with pytest.raises(ConfigError, match="pairs = 20: keys are distinct"):
+        assoc.generate(4, 16 * 4, 16, 20, seed=0)
+    with pytest.raises(ConfigError, match=r"pairs = 7: the 2 segment\(s\) before the query hold at most 6"):
+        assoc.generate(4, 9, 3, 7, seed=0)
 
 
 def test_a_train_config_with_a_layout_that_cannot_hold_the_pairs_is_refused_before_anything_runs():
     from rmaat_model.model import ModelConfig
     from rmaat_model.train import TrainConfig
     with pytest.raises(ConfigError, match="assoc pairs = 20"):
-        TrainConfig(task="assoc", max_len=32, assoc_pairs=20, model=ModelConfig(segment_len=16))
+        TrainConfig(task="assoc", max_len=32, assoc_pairs=20, model=ModelConfig(segment_len=16, max_len=32))
     with pytest.raises(ConfigError, match="norm = 'mid': expected one of 'post', 'pre'"):
         ModelConfig(norm="mid")
     with pytest.raises(ConfigError, match="retention_reading = 'scaled': expected one of 'integrating', 'literal'"):

@@ -1,0 +1,273 @@
+"""Forgetting curves: accuracy on ``assoc`` by the age of the fact, for every memory.
+
+    PYTHONPATH=$PWD python bench/retention_curve.py [--quick] [--out bench/out/retention] [--workers 2]
+
+Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
+T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's:
+d_model 32, 2 heads, 1 block, d_ff 64, 4 memory tokens, AMRB, 300 steps, lr 5e-3):
+
+    ltp            RMAAT, shipped LTP schedule, integrating reading, post-LN (the default)
+    ltp-literal    RMAAT, the paper's literal reading mem = RF mem', post-LN
+    stream         RMAAT, RF_inf(t) (no T), integrating;  stream-literal: the same, literal
+    learned        RMAAT, table learned from the LTP start (integrating)
+    flat           RMAAT, RF = 1/T, integrating: the capacity of an LTP schedule without its shape
+    none           RMAAT, memory passed on unscaled
+    ltp-pre, ltp-literal-pre, none-pre     the same with pre-LN blocks
+    rmt, rlt       the paper's baselines (softmax / linear attention, no RF)
+    elastic        HiPPO-LegS compressed memory (Elastic Memory), uniform sampling
+    elastic-recent the same trained with recency-biased sampling points
+    at-segment     memory-free control (each segment alone)
+    transformer    softmax over the whole sequence (upper bound)
+
+Seeds: 5 for ltp, ltp-literal and none, 3 for the rest. The ``elastic`` runs are also
+evaluated with the other sampling set (uniform <-> recent) at test time, without retraining.
+
+Writes, under --out: ``results.csv`` (one row per run: setting, model, seed, test accuracy and
+accuracy at each age), ``table.md`` (mean ± sd per setting and model), ``forgetting.png``
+(accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
+Finished runs are reused, so an interrupted benchmark resumes. Runs go to a pool of
+``--workers`` processes with one torch thread each. A benchmark, not a test: nothing is asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import os
+import statistics
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+SEGMENT_LEN = 16
+FULL_GRID = [(2, 4), (4, 4), (8, 4), (16, 4), (8, 1), (8, 16)]     # (T, K)
+QUICK_GRID = [(4, 1)]
+
+#: model name -> ModelConfig overrides (arch, retention, reading, norm, ...)
+MODELS: dict[str, dict] = {
+    "ltp": dict(retention="ltp", retention_reading="integrating"),
+    "ltp-literal": dict(retention="ltp", retention_reading="literal"),
+    "stream": dict(retention="stream", retention_reading="integrating"),
+    "stream-literal": dict(retention="stream", retention_reading="literal"),
+    "learned": dict(retention="learned", retention_reading="integrating"),
+    "flat": dict(retention="flat", retention_reading="integrating"),
+    "none": dict(retention="none"),
+    "ltp-pre": dict(retention="ltp", retention_reading="integrating", norm="pre"),
+    "ltp-literal-pre": dict(retention="ltp", retention_reading="literal", norm="pre"),
+    "none-pre": dict(retention="none", norm="pre"),
+    "rmt": dict(arch="rmt", retention="none"),
+    "rlt": dict(arch="rlt", retention="none"),
+    "elastic": dict(arch="elastic", retention="none", elastic_sampling="uniform"),
+    "elastic-recent": dict(arch="elastic", retention="none", elastic_sampling="recent"),
+    "at-segment": dict(arch="at", at_scope="segment", retention="none"),
+    "transformer": dict(arch="transformer", retention="none"),
+}
+FIVE_SEEDS = ("ltp", "ltp-literal", "none")
+QUICK_MODELS = ("ltp", "ltp-literal", "none", "at-segment")
+
+
+def base_config(T: int, K: int, model: str, seed: int, steps: int):
+    from astro_rmaat.config import from_dict, to_dict
+    from rmaat_model.train import TrainConfig
+
+    d = to_dict(TrainConfig())
+    d.update(task="assoc", assoc_pairs=K, max_len=T * SEGMENT_LEN, batch_size=32, steps=steps,
+             eval_every=max(1, steps // 6), eval_batches=4, eval_batch_size=256, seed=seed,
+             device="cpu", method="amrb")
+    d["model"].update(arch="rmaat", d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0,
+                      segment_len=SEGMENT_LEN, n_mem=4, retention_file=None)
+    d["model"].update(MODELS[model])
+    d["optim"].update(lr=5e-3, retention_lr=0.1, warmup_steps=20)
+    return from_dict(TrainConfig, d)
+
+
+def run_one(job: dict) -> dict:
+    """Train (or reuse) one run and measure its accuracy by age on the test split."""
+    import torch
+
+    torch.set_num_threads(1)
+    from astro_rmaat import runs
+    from rmaat_model.data.base import load_split
+    from rmaat_model.evaluate import accuracy_by_age
+    from rmaat_model.train import RESULTS_FILE, load_weights, train
+
+    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"])
+    out = Path(job["dir"])
+    t0 = time.perf_counter()
+    if not runs.is_finished(out):
+        train(cfg, out, progress=False)
+    wall = time.perf_counter() - t0
+    res = json.loads((out / RESULTS_FILE).read_text())
+    _, test = load_split("assoc", None, "test", cfg.max_len, segment_len=SEGMENT_LEN, pairs=cfg.assoc_pairs)
+    model = load_weights(out, device="cpu")
+    rows = []
+    samplings = [None]
+    if cfg.model.arch == "elastic":   # the other sampling set at test time, no retraining
+        samplings.append("recent" if cfg.model.elastic_sampling == "uniform" else "uniform")
+    for sampling in samplings:
+        if sampling is not None:
+            model.set_sampling(sampling)
+        by_age = accuracy_by_age(model, test)
+        acc = sum(v["acc"] * v["n"] for v in by_age.values()) / sum(v["n"] for v in by_age.values())
+        row = {"T": job["T"], "K": job["K"], "model": job["model"] + ("" if sampling is None else f"@{sampling}"),
+               "seed": job["seed"], "steps": res["steps_done"], "test_acc": round(acc, 4),
+               "best_val_acc": round(res["val_acc"], 4), "train_wall_s": round(wall, 1)}
+        row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
+        rows.append(row)
+    return {"rows": rows}
+
+
+def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int) -> list[dict]:
+    jobs = []
+    for T, K in grid:
+        for model in models:
+            n = seeds5 if model in FIVE_SEEDS else seeds3
+            for seed in range(n):
+                jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps,
+                             "dir": str(out / "runs" / f"T{T}_K{K}" / model / f"seed{seed}")})
+    # the longest sequences first, so the pool's tail is short
+    return sorted(jobs, key=lambda j: -j["T"])
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
+    cols = ["T", "K", "model", "seed", "steps", "test_acc", "best_val_acc", "train_wall_s"] + [f"age_{a}" for a in ages]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: (r["T"], r["K"], r["model"], r["seed"])):
+            w.writerow({c: r.get(c, "") for c in cols})
+    os.replace(tmp, path)
+
+
+def summarise(rows: list[dict]) -> tuple[str, dict]:
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["T"], r["K"], r["model"]), []).append(r)
+    settings = sorted({(T, K) for T, K, _ in groups})
+    models = []
+    for _, _, m in groups:
+        if m not in models:
+            models.append(m)
+    order = [m for m in list(MODELS) + [f"{x}@{s}" for x in ("elastic", "elastic-recent") for s in ("uniform", "recent")]
+             if m in models]
+    head = "| model | " + " | ".join(f"T={T}, K={K}" for T, K in settings) + " |"
+    lines = [head, "|" + "---|" * (len(settings) + 1)]
+    stats = {}
+    for m in order:
+        cells = []
+        for T, K in settings:
+            rs = groups.get((T, K, m), [])
+            if not rs:
+                cells.append("")
+                continue
+            accs = [r["test_acc"] for r in rs]
+            mean = statistics.fmean(accs)
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            stats[(T, K, m)] = (mean, sd, len(accs))
+            cells.append(f"{100 * mean:.1f} ± {100 * sd:.1f} (n={len(accs)})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n", stats
+
+
+def plot(path: Path, rows: list[dict]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from astro_rmaat import retention
+    from astro_rmaat.style import plot_style
+
+    settings = sorted({(r["T"], r["K"]) for r in rows})
+    with plot_style():
+        fig, axes = plt.subplots(1, len(settings) + 1, figsize=(3.4 * (len(settings) + 1), 3.2), squeeze=False)
+        ax = axes[0, 0]
+        sched = retention.load_retention(retention.default_retention_path())
+        t = np.arange(len(sched.p))
+        ax.plot(t, sched.p / sched.p_inf, color="k", label="p_l / p_inf (astrocyte LTP)")
+        Tmax = max(T for T, _ in settings)
+        ax.bar(np.arange(1, Tmax + 1), sched.rf(Tmax), color="tab:green", alpha=0.5,
+               label=f"RF(t, {Tmax})")
+        ax.set_xlim(0, max(Tmax, 20))
+        ax.set_xlabel("cycles / segments")
+        ax.set_title("LTP curve -> schedule")
+        ax.legend(fontsize=7)
+        for ax, (T, K) in zip(axes[0, 1:], settings):
+            sub = [r for r in rows if r["T"] == T and r["K"] == K]
+            for m in dict.fromkeys(r["model"] for r in sub):
+                rs = [r for r in sub if r["model"] == m]
+                ages = sorted(int(k[4:]) for k in rs[0] if k.startswith("age_"))
+                mean = [statistics.fmean(r[f"age_{a}"] for r in rs) for a in ages]
+                ax.plot(ages, mean, marker="o", ms=3, label=m)
+            ax.axhline(1 / 8, color="grey", ls=":", lw=1)
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel("age of the fact (segments)")
+            ax.set_title(f"assoc T={T}, K={K}")
+        axes[0, 1].set_ylabel("test accuracy")
+        axes[0, -1].legend(fontsize=6, loc="upper right", ncol=2)
+        fig.tight_layout()
+        tmp = path.with_name(path.stem + ".tmp.png")
+        fig.savefig(tmp, dpi=110)
+        plt.close(fig)
+    os.replace(tmp, path)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="T=4, K=1, 4 models, 1 seed, 150 steps (about 2 minutes on 2 cores)")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/out/retention[-quick]")
+    ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default 300; quick 150)")
+    ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
+    args = ap.parse_args(argv)
+    if args.workers < 1:
+        print(f"--workers {args.workers}: expected at least 1", file=sys.stderr)
+        return 2
+    models = tuple(MODELS) if args.models is None else tuple(m.strip() for m in args.models.split(","))
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        print(f"--models: unknown model {unknown[0]!r}; expected some of {', '.join(MODELS)}", file=sys.stderr)
+        return 2
+    if args.quick:
+        grid, steps, seeds = QUICK_GRID, args.steps or 150, (1, 1)
+        models = QUICK_MODELS if args.models is None else models
+    else:
+        grid, steps, seeds = FULL_GRID, args.steps or 300, (5, 3)
+    out = args.out or Path("bench/out") / ("retention-quick" if args.quick else "retention")
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = jobs_for(grid, models, steps, out, *seeds)
+    print(f"retention benchmark: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, models: "
+          f"{', '.join(models)}; {args.workers} worker(s) x 1 thread; out {out}", flush=True)
+    t0 = time.perf_counter()
+    rows = []
+    import multiprocessing as mp
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn")) as pool:
+        for i, res in enumerate(pool.map(run_one, jobs), 1):
+            rows.extend(res["rows"])
+            r = res["rows"][0]
+            print(f"  [{i}/{len(jobs)}] T={r['T']} K={r['K']} {r['model']} seed {r['seed']}: "
+                  f"test {100 * r['test_acc']:.1f} %", flush=True)
+    write_csv(out / "results.csv", rows)
+    table, _ = summarise(rows)
+    header = (f"assoc test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each; "
+              f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
+              f"wall {time.perf_counter() - t0:.0f} s\n\n")
+    tmp = out / "table.md.tmp"
+    tmp.write_text(header + table)
+    os.replace(tmp, out / "table.md")
+    plot(out / "forgetting.png", rows)
+    print()
+    print(header + table)
+    print(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'forgetting.png'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
