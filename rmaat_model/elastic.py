@@ -36,7 +36,12 @@ read(c, t)
     The history reconstructed at the S sampling fractions x_s of its span [0, t_tokens]
     (f(x_s t) ~ sum_n c_n g_n(x_s), oldest point first), mapped d_mem -> D by a learned linear map
     W_read: (B, S, D). LegS coefficients live on fractions of the span, so the read does not
-    depend on t; t is only checked (an integer >= 0, the segment just written).
+    depend on t; t is only checked (an integer >= 0, the segment just written). Segment 0 has
+    no history to read: its memory tokens are the model's own (reading the zero state gives
+    W_read's bias alone).
+
+Carried state: c alone, one tensor, so AMRB replays segments from saved states unchanged
+(tests/rmaat_model/test_elastic.py checks AMRB's gradients against BPTT's through write/read).
 
 Only W_write and W_read are parameters. The block matrices and the sampling basis are derived
 from the constructor's arguments and are non-persistent buffers (float64, cast to the state's

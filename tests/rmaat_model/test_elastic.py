@@ -7,6 +7,7 @@ import torch
 from torch.func import functional_call
 
 from astro_rmaat.errors import ConfigError, DataError
+from rmaat_model.amrb import run_segments
 from rmaat_model.elastic import ElasticMemory
 from rmaat_model.hippo import legs_recurrence, sample_points
 
@@ -137,6 +138,36 @@ def test_gradcheck_through_write_and_read():
     h = torch.randn(2, 8, 3, dtype=F64, requires_grad=True)
     weights = [p.detach().clone().requires_grad_(True) for p in chain.parameters()]
     assert torch.autograd.gradcheck(fn, (c0, h, *weights))
+
+
+@pytest.mark.parametrize("loss_on", ["last", "every"])
+def test_amrb_replay_of_the_state_gives_bptt_gradients(loss_on):
+    """c is the single tensor AMRB carries: a toy recurrence (memory tokens of segment t feed a
+    tanh layer whose output is written, as a model's blocks would) trained through
+    ``amrb.run_segments`` gets BPTT's parameter gradients to round-off, padding included."""
+    torch.manual_seed(0)
+    mem = ElasticMemory(4, 3, n_coef=5, n_samples=2, segment_len=4, max_segments=4).double()
+    mix = torch.nn.Linear(4, 4).double()
+    x = torch.randn(2, 16, 4, dtype=F64)
+    mask = torch.ones(2, 16, dtype=torch.bool)
+    mask[1, 10:] = False
+
+    def step(t, c):
+        m = mem.read(c, t - 1).mean(dim=1, keepdim=True) if t else 0.0   # (B, 1, D) or nothing yet
+        h = torch.tanh(mix(x[:, 4 * t:4 * t + 4] + m))
+        c = mem.write(c, h, t, mask[:, 4 * t:4 * t + 4])
+        return mem.read(c, t), c
+
+    def grads(method):
+        for p in [*mem.parameters(), *mix.parameters()]:
+            p.grad = None
+        run_segments(step, range(4), mem.initial_state(2, F64), lambda out, i: (out ** 2).sum(),
+                     method=method, loss_on=loss_on)
+        return [p.grad.clone() for p in [*mem.parameters(), *mix.parameters()]]
+
+    for a, b in zip(grads("bptt"), grads("amrb")):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-12)
+        assert a.abs().max() > 0
 
 
 def test_bad_configuration_and_bad_tensors():
