@@ -31,7 +31,9 @@ write(c, h, t, token_mask)
     batched matrix product (segment t holds tokens t*N+1 .. t*N+N). A sequence with n_b < N real
     tokens in segment t gets the block matrices of its own n_b (computed at run time by the closed
     form of ``hippo.block_matrices``): padded tokens add nothing and do not advance its clock. A
-    sequence with no real token keeps c unchanged. Gradients reach h, W_write and c.
+    sequence with no real token keeps c unchanged. Gradients reach h, W_write and c. Each write
+    reads two flags back from the device (mask well-formed, any sequence ending inside): one
+    synchronisation per segment.
 read(c, t)
     The history reconstructed at the S sampling fractions x_s of its span [0, t_tokens]
     (f(x_s t) ~ sum_n c_n g_n(x_s), oldest point first), mapped d_mem -> D by a learned linear map
@@ -45,7 +47,8 @@ Carried state: c alone, one tensor, so AMRB replays segments from saved states u
 
 Only W_write and W_read are parameters. The block matrices and the sampling basis are derived
 from the constructor's arguments and are non-persistent buffers (float64, cast to the state's
-dtype at use), so a checkpoint does not depend on the sampling and loads under any other.
+dtype at use; ``module.float()`` casts them like any buffer), so a checkpoint does not depend
+on the sampling and loads under any other.
 Bad constructor arguments and bad sampling values raise ConfigError; tensors of the wrong shape
 raise DataError.
 """
