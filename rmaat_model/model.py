@@ -72,8 +72,9 @@ import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError, DataError
 
-ARCHS = ("rmaat", "rmt", "rlt", "transformer", "at")
-MEMORY_ARCHS = ("rmaat", "rmt", "rlt")
+ARCHS = ("rmaat", "rmt", "rlt", "elastic", "transformer", "at")
+MEMORY_ARCHS = ("rmaat", "rmt", "rlt", "elastic")
+SAMPLINGS = ("uniform", "recent", "fractions")
 RETENTIONS = ("ltp", "stream", "learned", "flat", "none")
 READINGS = ("integrating", "literal")
 NORMS = ("post", "pre")
@@ -81,7 +82,7 @@ NORMS = ("post", "pre")
 
 @dataclass(frozen=True)
 class ModelConfig:
-    arch: Literal["rmaat", "rmt", "rlt", "transformer", "at"] = "rmaat"  # model family (table in module doc)
+    arch: Literal["rmaat", "rmt", "rlt", "elastic", "transformer", "at"] = "rmaat"  # model family (module doc)
     vocab_size: int = 32          # token ids are 0 .. vocab_size-1, pad_id included
     n_classes: int = 10           # K, classifier outputs
     max_len: int = 2048           # longest real sequence accepted (tokens); longer input is an error
@@ -108,6 +109,12 @@ class ModelConfig:
     head: Literal["cls", "match"] = "cls"  # cls: one sequence; match: two-tower document pair (tokens2)
     pool: Literal["auto", "mem", "mean"] = "auto"  # readout: mem = mean of the last real segment's memory
     #   outputs (memory archs); mean = mean over real tokens (whole-sequence archs); auto picks by arch.
+    elastic_coef: int = 16        # elastic: Legendre coefficients per feature of the HiPPO-LegS state
+    elastic_dim: int | None = None  # elastic: features compressed per token (d_mem); None -> d_model
+    elastic_sampling: Literal["uniform", "recent", "fractions"] = "uniform"  # elastic: where the
+    #   history is sampled for the n_mem memory tokens (uniform over [0, t], denser near the
+    #   present, or elastic_fractions); can be changed at evaluation (RMAAT.set_sampling)
+    elastic_fractions: tuple[float, ...] = ()  # elastic_sampling = "fractions": n_mem points in [0, 1]
     at_scope: Literal["sequence", "segment"] = "sequence"  # what arch "at" attends over: the whole
     #   sequence (the paper's AT) or each segment of segment_len tokens alone (memory-free control,
     #   read out from the last real segment). Only "at" reads it; "segment" with another arch is an error.
@@ -123,6 +130,9 @@ class ModelConfig:
         check_choice("head", self.head, ("cls", "match"))
         check_choice("pool", self.pool, ("auto", "mem", "mean"))
         check_choice("at_scope", self.at_scope, ("sequence", "segment"))
+        check_choice("elastic_sampling", self.elastic_sampling, SAMPLINGS)
+        if self.arch == "elastic":
+            self._check_elastic()
         if self.at_scope == "segment" and self.arch != "at":
             raise ConfigError(f"model at_scope = 'segment' applies to arch 'at' only; arch {self.arch!r} "
                               "has its own scope (use at_scope = 'sequence')")
@@ -157,6 +167,26 @@ class ModelConfig:
         if self.pool == "mean" and self.arch in MEMORY_ARCHS:
             raise ConfigError(f"model pool = 'mean' is not available for memory arch {self.arch!r}: its "
                               "classifier reads the last segment's memory (use 'mem' or 'auto')")
+
+    def _check_elastic(self) -> None:
+        for name in ("elastic_coef",) + (("elastic_dim",) if self.elastic_dim is not None else ()):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"model {name} = {value!r}: expected an integer >= 1")
+        if self.elastic_sampling == "fractions":
+            fr = self.elastic_fractions
+            if len(fr) != self.n_mem:
+                raise ConfigError(f"model elastic_fractions has {len(fr)} values: expected n_mem = {self.n_mem} "
+                                  "sampling points in [0, 1]")
+            bad = [f for f in fr if not (isinstance(f, (int, float)) and 0.0 <= f <= 1.0)]
+            if bad:
+                raise ConfigError(f"model elastic_fractions value {bad[0]!r}: expected fractions in [0, 1] "
+                                  "of the history's span")
+
+    @property
+    def elastic_points(self):
+        """The sampling set handed to ElasticMemory: a mode name or the explicit fractions."""
+        return tuple(self.elastic_fractions) if self.elastic_sampling == "fractions" else self.elastic_sampling
 
     # derived quantities -------------------------------------------------------------
     @property
@@ -355,6 +385,10 @@ class RMAAT(nn.Module):
             w_cap = cfg.max_len
             self.pos_emb = nn.Parameter(torch.randn(cfg.max_len, D) * 0.02)       # (max_len, D) absolute
         self.blocks = nn.ModuleList(Block(cfg, w_cap) for _ in range(cfg.n_layers))
+        if cfg.arch == "elastic":  # HiPPO-LegS compressed history, read back as n_mem memory tokens
+            from rmaat_model.elastic import ElasticMemory
+            self.elastic = ElasticMemory(D, cfg.elastic_dim or D, cfg.elastic_coef, cfg.n_mem,
+                                         cfg.elastic_points, cfg.segment_len, cfg.max_segments)
         self.ln_f = nn.LayerNorm(D)
         if cfg.head == "match":  # two-tower: shared encoder, features [u, v, u*v, u-v]
             self.head = nn.Sequential(nn.Linear(4 * D, D), nn.GELU(), nn.Linear(D, cfg.n_classes))
@@ -453,7 +487,24 @@ class RMAAT(nn.Module):
 
     # -- the recurrence (memory archs) ----------------------------------------------------
     def initial_memory(self, plan: Plan) -> torch.Tensor:
+        """(B', M, D) learned memory tokens; for elastic the empty LegS state (B', d_mem, n_coef)."""
+        if self.cfg.arch == "elastic":
+            return self.elastic.initial_state(plan.tokens.shape[0], self.mem_init.dtype, plan.tokens.device)
         return self.mem_init.unsqueeze(0).expand(plan.tokens.shape[0], -1, -1)   # (B', M, D)
+
+    def memory_tokens(self, plan: Plan, t: int, state: torch.Tensor) -> torch.Tensor:
+        """Elastic: the memory tokens joining segment t (B', M, D), sampled from the state."""
+        if t == 0:   # no history yet: the learned initial memory
+            return self.mem_init.unsqueeze(0).expand(plan.tokens.shape[0], -1, -1)
+        return self.elastic.read(state, t - 1)
+
+    def set_sampling(self, sampling, fractions: tuple[float, ...] = ()) -> None:
+        """Elastic: change where the history is sampled (e.g. at evaluation); no retraining."""
+        if self.cfg.arch != "elastic":
+            raise ConfigError(f"set_sampling applies to arch 'elastic', not {self.cfg.arch!r}")
+        import dataclasses
+        self.cfg = dataclasses.replace(self.cfg, elastic_sampling=sampling, elastic_fractions=tuple(fractions))
+        self.elastic.sampling = self.cfg.elastic_points
 
     def retention_scale(self, plan: Plan, t: int) -> torch.Tensor:
         """RF(t, T_b) per sequence for the state leaving 0-based segment t-1: (B',)."""
@@ -473,7 +524,10 @@ class RMAAT(nn.Module):
         integrating = cfg.retention_reading == "integrating" and mode != "none"
         seg = plan.tokens[:, t * N:(t + 1) * N]                              # (B', N)
         key_mask = plan.seg_key_mask[:, t]                                   # (B', M+N)
-        if t == 0 or integrating or mode == "none":
+        elastic = cfg.arch == "elastic"
+        if elastic:
+            mem = self.memory_tokens(plan, t, state)
+        elif t == 0 or integrating or mode == "none":
             mem = state
         else:
             mem = state * self.retention_scale(plan, t).to(state.dtype)[:, None, None]
@@ -485,9 +539,11 @@ class RMAAT(nn.Module):
         for i, block in enumerate(self.blocks):
             # only the memory rows of the last block are read: the segment's tokens attend
             # as keys there but are not computed as queries (saves a block's FFN on N rows)
-            last = i == len(self.blocks) - 1
+            last = i == len(self.blocks) - 1 and not elastic   # elastic writes every token's state
             x = block(x, key_mask, all_real, M if last else None,
                       None if masks is None else masks[1 + 2 * i:3 + 2 * i])
+        if elastic:       # the segment's tokens extend the compressed history (padding adds nothing)
+            return self.elastic.write(state, x[:, M:], t, key_mask[:, M:])
         if integrating:   # RF(t+1, T_b) in 1-based segments; the last real segment's output as is
             rf = self.rf_table[plan.n_seg - 1, t].to(x.dtype)[:, None, None]           # (B', 1, 1)
             x = torch.where((t == plan.n_seg - 1)[:, None, None], x, torch.lerp(state, x, rf))
@@ -511,6 +567,8 @@ class RMAAT(nn.Module):
     # -- readout --------------------------------------------------------------------------
     def features(self, plan: Plan, state: torch.Tensor) -> torch.Tensor:
         """(B', D) pooled features from the final memory state (B', M, D) or hidden states (B', L', D)."""
+        if self.cfg.arch == "elastic":   # the memory tokens the history would hand on
+            state = self.elastic.read(state, max(plan.n_segments - 1, 0))
         h = self.ln_f(state)
         if self.has_memory:
             return h.mean(dim=1)

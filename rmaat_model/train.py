@@ -95,6 +95,8 @@ class TrainConfig:
                                       # 'pathfinder') or the synthetic 'recall' and 'assoc'
     data_dir: str | None = None       # directory with the task's files (unused for 'recall', 'assoc')
     assoc_pairs: int = 4              # 'assoc': key -> value pairs per example (K)
+    recall_min_segments: int | None = None  # 'recall': lengths vary from this many segments of
+                                      # model.segment_len to max_len (None: every sequence max_len)
     max_len: int | None = None        # sequence length, tokens; None = the task's LRA length
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture; the task
                                       # fields (vocab_size, n_classes, max_len, pad_id, head)
@@ -135,6 +137,12 @@ class TrainConfig:
             from rmaat_model.data import assoc
             assoc.check_layout(self.max_len or assoc.DEFAULT_MAX_LEN, self.model.segment_len,
                                self.assoc_pairs)
+        if self.recall_min_segments is not None:
+            if self.task != "recall":
+                raise ConfigError(f"recall_min_segments = {self.recall_min_segments!r} applies to task "
+                                  f"'recall' only (task is {self.task!r}); leave it null")
+            from rmaat_model.data.synthetic import generate_varying
+            generate_varying(1, self.max_len or 64, 0, self.model.segment_len, self.recall_min_segments)
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:
@@ -156,8 +164,11 @@ def model_config_for(cfg: TrainConfig, spec: TaskSpec) -> ModelConfig:
 def load_data(cfg: TrainConfig, splits=("train", "val", "test")) -> tuple[TaskSpec, dict]:
     """Load every split up front, so a missing file stops the run before it writes anything."""
     data, spec = {}, None
-    options = ({"segment_len": cfg.model.segment_len, "pairs": cfg.assoc_pairs}
-               if cfg.task == "assoc" else {})
+    options = {}
+    if cfg.task == "assoc":
+        options = {"segment_len": cfg.model.segment_len, "pairs": cfg.assoc_pairs}
+    elif cfg.task == "recall" and cfg.recall_min_segments is not None:
+        options = {"segment_len": cfg.model.segment_len, "min_segments": cfg.recall_min_segments}
     for split in splits:
         spec, data[split] = load_split(cfg.task, cfg.data_dir, split, cfg.max_len, **options)
         if len(data[split]) == 0:

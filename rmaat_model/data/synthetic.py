@@ -18,6 +18,12 @@ Layout of the vocabulary (``VOCAB_SIZE`` tokens)::
     2 .. 2+N_CLASSES-1     answers (label = token - 2)
     2+N_CLASSES .. end     distractors
 
+With ``min_segments`` (and ``segment_len``) the lengths vary: each example has ``T_b``
+segments, ``T_b`` uniform in ``min_segments .. max_len / segment_len``, padded to ``max_len``
+with the padding id, the query at its last real position. Its *age* ``T_b - 1`` (segments
+between the answer and the query) is kept in ``dataset.ages``: accuracy by age is a
+forgetting curve.
+
 Every split is generated from its own fixed seed, deterministically: ``data_dir`` is
 ignored (there is nothing to download), so the same call gives the same tensors anywhere.
 """
@@ -60,6 +66,13 @@ class RecallDataset(Dataset):
 
 def generate(n: int, max_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """``n`` examples of length ``max_len`` from ``seed``: (tokens (n, L), labels (n,))."""
+    tokens, labels, _ = generate_varying(n, max_len, seed)
+    return tokens, labels
+
+
+def generate_varying(n: int, max_len: int, seed: int, segment_len: int | None = None,
+                     min_segments: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens (n, L), labels (n,), ages (n,)); lengths vary when ``min_segments`` is given."""
     if max_len < ANSWER_WINDOW + 1:
         raise ConfigError(f"recall max_len = {max_len}: expected at least {ANSWER_WINDOW + 1} "
                           "(answer window plus the query)")
@@ -68,8 +81,22 @@ def generate(n: int, max_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     labels = rng.integers(0, N_CLASSES, size=n, dtype=np.int64)
     where = rng.integers(0, ANSWER_WINDOW, size=n)
     tokens[np.arange(n), where] = ANSWER_OFFSET + labels
-    tokens[:, -1] = QUERY_ID
-    return tokens, labels
+    if min_segments is None:
+        tokens[:, -1] = QUERY_ID
+        T = max_len // segment_len if segment_len else 1
+        return tokens, labels, np.full(n, max(T - 1, 0), dtype=np.int64)
+    if segment_len is None or segment_len < ANSWER_WINDOW + 1 or max_len % segment_len:
+        raise ConfigError(f"recall with varying lengths: segment_len = {segment_len!r} must divide max_len = "
+                          f"{max_len} and hold the answer window ({ANSWER_WINDOW} tokens) and the query")
+    T = max_len // segment_len
+    if not (isinstance(min_segments, int) and 2 <= min_segments <= T):
+        raise ConfigError(f"recall min_segments = {min_segments!r}: expected an integer in 2 .. {T} "
+                          f"(= max_len / segment_len)")
+    T_b = rng.integers(min_segments, T + 1, size=n)
+    length = T_b * segment_len
+    tokens[np.arange(max_len)[None, :] >= length[:, None]] = PAD_ID
+    tokens[np.arange(n), length - 1] = QUERY_ID
+    return tokens, labels, (T_b - 1).astype(np.int64)
 
 
 def task_spec(max_len: int = DEFAULT_MAX_LEN) -> TaskSpec:
@@ -77,12 +104,16 @@ def task_spec(max_len: int = DEFAULT_MAX_LEN) -> TaskSpec:
                     pad_id=PAD_ID, pair=False)
 
 
-def load_split(data_dir, split: str, max_len: int | None = None) -> tuple[TaskSpec, RecallDataset]:
-    """The ``split`` ('train', 'val' or 'test') of length ``max_len`` (default 64).
+def load_split(data_dir, split: str, max_len: int | None = None, *, segment_len: int | None = None,
+               min_segments: int | None = None) -> tuple[TaskSpec, RecallDataset]:
+    """The ``split`` ('train', 'val' or 'test') of length ``max_len`` (default 64); lengths
+    vary from ``min_segments`` to ``max_len / segment_len`` segments when it is given.
 
     ``data_dir`` is accepted for the common loader signature and ignored.
     """
     check_split(split)
     L = check_max_len(max_len, DEFAULT_MAX_LEN)
-    tokens, labels = generate(SPLIT_SIZES[split], L, SPLIT_SEEDS[split])
-    return task_spec(L), RecallDataset(torch.from_numpy(tokens), torch.from_numpy(labels))
+    tokens, labels, ages = generate_varying(SPLIT_SIZES[split], L, SPLIT_SEEDS[split], segment_len, min_segments)
+    dataset = RecallDataset(torch.from_numpy(tokens), torch.from_numpy(labels))
+    dataset.ages = torch.from_numpy(ages)      # (n,) segments between the answer and the query
+    return task_spec(L), dataset

@@ -47,7 +47,8 @@ def batch(seed=0, B=3, L=120, pad_row=True):
 
 @pytest.mark.parametrize("arch, retention, dtype", [
     ("rmaat", "ltp", torch.float32), ("rmaat", "learned", torch.float32), ("rmt", "none", torch.float32),
-    ("rlt", "none", torch.float32), ("rmaat", "ltp", torch.float64)])
+    ("rlt", "none", torch.float32), ("rmaat", "ltp", torch.float64), ("elastic", "none", torch.float32),
+    ("elastic", "none", torch.float64)])
 def test_amrb_gradients_equal_full_bptt_with_dropout(tmp_path, arch, retention, dtype):
     rfile = str(write_retention(tmp_path / "r.json"))
     torch.manual_seed(0)

@@ -335,7 +335,7 @@ def test_bad_batches_are_named():
         make("transformer", head="match")(torch.ones(1, 4, dtype=torch.long))
 
 
-@pytest.mark.parametrize("arch", MEMORY_ARCHS)
+@pytest.mark.parametrize("arch", [a for a in MEMORY_ARCHS if a != "elastic"])   # elastic writes every row
 def test_last_block_computing_only_memory_rows_changes_nothing(arch, rfile):
     """step() skips the segment rows of the last block as queries; running every row gives
     the same memory (they are never read)."""

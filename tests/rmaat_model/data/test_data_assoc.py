@@ -67,3 +67,19 @@ def test_a_train_config_with_a_layout_that_cannot_hold_the_pairs_is_refused_befo
         ModelConfig(norm="mid")
     with pytest.raises(ConfigError, match="retention_reading = 'scaled': expected one of 'integrating', 'literal'"):
         ModelConfig(retention_reading="scaled")
+
+
+def test_recall_with_varying_lengths_keeps_its_answer_in_segment_one_and_records_the_age():
+    from rmaat_model.data import synthetic as recall
+    tokens, labels, ages = recall.generate_varying(2000, 256, 3, segment_len=16, min_segments=2)
+    lengths = (tokens != 0).cumsum(1).argmax(1) + 1                # index of the last real token + 1
+    assert ((lengths % 16) == 0).all() and (ages == lengths // 16 - 1).all()
+    assert sorted(set(ages.tolist())) == list(range(1, 16))
+    assert (tokens[np.arange(2000), lengths - 1] == recall.QUERY_ID).all()
+    answers = tokens[:, :recall.ANSWER_WINDOW] - recall.ANSWER_OFFSET
+    hit = (answers >= 0) & (answers < recall.N_CLASSES)
+    assert (hit.sum(1) == 1).all() and (answers[hit] == labels).all()
+    fixed, fixed_labels = recall.generate(50, 64, 3)               # the fixed-length task unchanged
+    assert (fixed[:, -1] == recall.QUERY_ID).all() and (fixed != 0).all()
+    with pytest.raises(ConfigError, match="min_segments = 1: expected an integer in 2 .. 16"):
+        recall.generate_varying(4, 256, 0, segment_len=16, min_segments=1)
