@@ -20,3 +20,11 @@ class DataError(RmaatError, ValueError):
 
 class RunExistsError(RmaatError, FileExistsError):
     """The output directory already holds a finished (or a different) run."""
+
+
+class OutputError(RmaatError, OSError):
+    """The output location cannot be created or written (permissions, read-only, full)."""
+
+
+class RunBusyError(RunExistsError):
+    """Another live process holds the run directory's lock."""

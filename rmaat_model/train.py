@@ -348,13 +348,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
     try:
         return _train(cfg, out, env, stop_after=stop_after, progress=progress)
     finally:
+        runs.release_run_dir(out)   # an interrupted run can be resumed by another process
         D.teardown(env)
 
 
 def _refuse_finished(out: Path) -> None:
-    if runs.is_finished(out):
-        raise RunExistsError(f"{str(out)!r} already holds a finished run ({runs.META_FILE} "
-                             "present); choose a new --out directory or delete that one yourself")
+    runs.check_out_dir(out)   # finished, not a directory, or not writable: refused up front
 
 
 def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | None,
