@@ -41,6 +41,11 @@ def _canonical(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"traces table lacks column(s) {missing}; expected columns {list(COLUMNS)}")
+    for col, ok, expected in (("t_s", _is_real, "float64"), ("value", _is_real, "float64"),
+                              ("element", pd.api.types.is_integer_dtype, "int64")):
+        if not ok(df[col]):
+            raise DataError(f"traces column {col!r} has dtype {df[col].dtype}; expected {expected} "
+                            f"(see the {SCHEMA} table in astro_rmaat/traces.py)")
     out = pd.DataFrame({
         "t_s": df["t_s"].to_numpy(dtype=np.float64),
         "variable": df["variable"].astype(str).to_numpy(dtype=object),
@@ -49,6 +54,11 @@ def _canonical(df: pd.DataFrame) -> pd.DataFrame:
         "unit": df["unit"].astype(str).to_numpy(dtype=object),
     })
     return out
+
+
+def _is_real(col: pd.Series) -> bool:
+    return (pd.api.types.is_float_dtype(col) or pd.api.types.is_integer_dtype(col)) \
+        and not pd.api.types.is_bool_dtype(col)
 
 
 def write_traces(df: pd.DataFrame, path: str | os.PathLike, attrs: dict[str, Any]) -> str:

@@ -173,6 +173,19 @@ def check_curve(t, y, n_params: int = 0, where: str = "curve") -> tuple[np.ndarr
     return t, y
 
 
+def check_rises(t: np.ndarray, y: np.ndarray, where: str = "curve") -> None:
+    """A retention schedule needs a trace that rises: its last quarter above its first.
+
+    Every macro model here is a saturating rise, so a falling trace can be fitted but gives
+    no schedule; refusing it here stops the run before its directory is made.
+    """
+    q = max(1, y.size // 4)
+    first, last = float(np.mean(y[:q])), float(np.mean(y[-q:]))
+    if not last > first:
+        raise DataError(f"{where}: the trace falls (mean of the first {q} sample(s) {first:.4g}, "
+                        f"of the last {q} {last:.4g}); expected a rising, saturating trace")
+
+
 # --------------------------------------------------------------------------- diagnostics
 def residual_diagnostics(resid: np.ndarray) -> dict[str, float | None]:
     """Durbin–Watson, lag-1 autocorrelation, runs test of signs, Shapiro–Wilk normality."""
@@ -454,6 +467,7 @@ def load_curve(path: str | os.PathLike, cfg: FitConfig) -> Curve:
         raise DataError(f"traces file {str(p)!r}: tau_cycle_s = {tau_cycle!r} in its attrs; expected "
                         "a positive cycle length in seconds (pass tau_cycle_s in the fit config)")
     t, y = check_curve(t, y, where=f"{str(p)!r} variable {variable!r}")
+    check_rises(t, y, where=f"{str(p)!r} variable {variable!r}")
     return Curve(t=t, y=y, variable=variable, unit=units[0] if units else "1",
                  tau_cycle_s=float(tau_cycle), attrs=attrs, path=p, sha256=runs.sha256_file(p))
 
