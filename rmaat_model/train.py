@@ -95,6 +95,7 @@ class TrainConfig:
                                       # 'pathfinder') or the synthetic 'recall'
     data_dir: str | None = None       # directory with the task's files (unused for 'recall')
     max_len: int | None = None        # sequence length, tokens; None = the task's LRA length
+    truncate: bool = False            # allow a max_len shorter than the data's sequences (cut)
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture; the task
                                       # fields (vocab_size, n_classes, max_len, pad_id, head)
                                       # are filled from the data, whatever is set here
@@ -142,7 +143,20 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 # --------------------------------------------------------------------------- building blocks
 def model_config_for(cfg: TrainConfig, spec: TaskSpec) -> ModelConfig:
-    """The user's architecture with the task's vocabulary, classes, length and head."""
+    """The user's architecture with the task's vocabulary, classes, length and head.
+
+    A task field the user set in ``model`` that disagrees with the task is refused, not
+    silently replaced (``model.max_len``: set the top-level ``max_len`` instead).
+    """
+    task = {"vocab_size": spec.vocab_size, "n_classes": spec.n_classes, "max_len": spec.max_len,
+            "pad_id": spec.pad_id, "head": "match" if spec.pair else "cls"}
+    default = ModelConfig()
+    for name in TASK_FIELDS:
+        value = getattr(cfg.model, name)
+        if value != getattr(default, name) and value != task[name]:
+            hint = "; set the top-level max_len instead" if name == "max_len" else ""
+            raise ConfigError(f"model.{name} = {value!r}: the {cfg.task} task sets it to "
+                              f"{task[name]!r}; leave it unset{hint}")
     return dataclasses.replace(cfg.model, vocab_size=spec.vocab_size, n_classes=spec.n_classes,
                                max_len=spec.max_len, pad_id=spec.pad_id,
                                head="match" if spec.pair else "cls")
@@ -156,7 +170,21 @@ def load_data(cfg: TrainConfig, splits=("train", "val", "test")) -> tuple[TaskSp
         if len(data[split]) == 0:
             raise DataError(f"{cfg.task} {split} split in {cfg.data_dir!r} is empty; "
                             "expected at least one example")
+        longest = longest_sequence(data[split])
+        if cfg.max_len is not None and longest is not None and longest > cfg.max_len \
+                and not cfg.truncate:
+            raise ConfigError(f"max_len = {cfg.max_len}: the {cfg.task} {split} split holds "
+                              f"sequences of up to {longest} tokens, which would be cut; expected "
+                              f"max_len >= {longest}, or set truncate=true to cut them")
     return spec, data
+
+
+def longest_sequence(dataset) -> int | None:
+    """The longest stored sequence, where a dataset keeps its lengths (ListOps); else None."""
+    offsets = getattr(dataset, "offsets", None)
+    if offsets is None or len(offsets) < 2:
+        return None
+    return int(np.max(np.diff(offsets)))
 
 
 def param_groups(model: torch.nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
