@@ -29,7 +29,7 @@ File layout (JSON object)::
                   the delta-method band of RF(t, T) for any T (see ``Retention.rf_band``)
     source        {"traces": str, "sha256": str, "variable": str, "unit": str,
                    "simulation_config": {...}}
-    created_utc   str
+    (older files may also hold ``created_utc``; the finish time now lives in meta.json)
 
 Parameter names follow one convention the reader checks: any parameter whose name starts
 with ``tau`` or ``t_half`` is a time (seconds) and must be positive.

@@ -25,7 +25,6 @@ document is passed through its ``validate_document`` before it is returned.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable
 
 import numpy as np
@@ -211,8 +210,7 @@ def build_document(chosen, candidates: Iterable, *, tau_cycle_s: float, source: 
         "p_inf": float(chosen.values["p_inf"]),
         "p0": float(chosen.values["p0"]),
         "curve": {"t_cycles": list(range(n_cycles + 1)), "p": p.tolist()},
-        "source": source,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": source,   # no creation time: wall times live in the run's meta.json
     }
     if chosen.uncertainties_ok and chosen.covar is not None:
         try:
