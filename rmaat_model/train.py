@@ -3,7 +3,7 @@
 A run directory holds::
 
     config.json         the TrainConfig (written first; the key to resuming)
-    metrics.csv         one row per evaluation (step, lr, train/val loss and accuracy, time)
+    metrics.csv         one row per evaluation (step, lr, train/val loss and accuracy)
     model.safetensors   the latest weights, carrying the ModelConfig that rebuilds the model
                         (rmaat_model.checkpoint.load reads it; model.config.json beside it)
     best.safetensors    the weights with the best validation accuracy so far (+ best.config.json)
@@ -11,12 +11,18 @@ A run directory holds::
                         states, best-so-far, metrics rows (the data position is the step)
     results.json        best-on-validation checkpoint evaluated on val and test, the
                         majority-class baseline (written at the end)
-    meta.json           versions, git revision, seed, wall time (written last = finished)
+    timing.json         wall-clock seconds so far (unfinished runs only; then in meta.json)
+    meta.json           versions, git revision, seed, wall times (written last = finished)
     tb/                 TensorBoard events (only with ``tensorboard = true``)
 
 Every file is written atomically. Rerunning the same config on an interrupted directory
 resumes from ``ckpt.pt`` and ends with the same weights and metrics as an uninterrupted
-run; a different config is refused; a finished run is never overwritten.
+run; a different config is refused; a finished run is never overwritten. The same config
+and seed give the same bytes in every file but ``meta.json`` (the only home of wall times).
+
+``ckpt.pt`` is written at every evaluation, every ``ckpt_every`` steps, and after each
+``ckpt_minutes`` of work (default 2), whichever comes first; a kill (even ``kill -9``)
+loses only the steps since the last checkpoint, and the rerun redoes them identically.
 
 The training loop runs unchanged under ``torchrun`` (see :mod:`rmaat_model.distributed`):
 ``batch_size`` is the global batch, split evenly over the processes.
@@ -28,6 +34,7 @@ import csv
 import dataclasses
 import functools
 import io
+import json
 import math
 import random
 import sys
@@ -55,8 +62,9 @@ BEST_FILE = "best.safetensors"
 METRICS_FILE = "metrics.csv"
 RESULTS_FILE = "results.json"
 CKPT_FORMAT = "rmaat.train-ckpt/v1"
+TIMING_FILE = "timing.json"   # wall-clock seconds of an unfinished run (moved into meta.json)
 METRIC_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-                  "best_val_acc", "elapsed_s")
+                  "best_val_acc")
 #: ModelConfig fields that come from the task, not from the user
 TASK_FIELDS = ("vocab_size", "n_classes", "max_len", "pad_id", "head")
 
@@ -104,7 +112,10 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW + warm-up/cosine + clip
     batch_size: int = 32              # global batch (all processes together), sequences
     steps: int = 1000                 # optimiser steps in the whole run
-    eval_every: int = 100             # steps between evaluations (and checkpoints)
+    eval_every: int = 100             # steps between evaluations (each also checkpoints)
+    ckpt_every: int | None = None     # steps between checkpoints besides evaluations; None = off
+    ckpt_minutes: float | None = 2.0  # wall-clock minutes of work between checkpoints; None =
+                                      # off. A kill loses at most the work since the last one
     eval_batches: int | None = None   # cap on validation batches per evaluation; None = all
     eval_batch_size: int | None = None  # sequences per evaluation batch; None = batch_size
     seed: int = 0                     # seeds model init, data order and dropout (+ rank)
@@ -129,6 +140,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} = {value!r}: expected a positive integer or null")
         if self.max_minutes is not None:
             require_positive("max_minutes", self.max_minutes, "min")
+        if self.ckpt_minutes is not None:
+            require_positive("ckpt_minutes", self.ckpt_minutes, "min")
+        if self.ckpt_every is not None and (isinstance(self.ckpt_every, bool)
+                                            or not isinstance(self.ckpt_every, int)
+                                            or self.ckpt_every < 1):
+            raise ConfigError(f"ckpt_every = {self.ckpt_every!r}: expected a positive integer or null")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers = {self.num_workers!r}: expected >= 0")
 
@@ -344,6 +361,15 @@ def load_ckpt(path: Path) -> dict[str, Any]:
     return state
 
 
+def read_timing(run_dir: Path) -> dict[str, Any]:
+    """Wall-clock seconds of an unfinished run (``timing.json``); empty when absent/unreadable."""
+    try:
+        data = json.loads((run_dir / TIMING_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
@@ -408,6 +434,8 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
     step, elapsed_before, rows = 0, 0.0, []
     best = {"val_acc": -1.0, "step": -1}
     window = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    timing = read_timing(out) if resume else {}
+    eval_times = list(timing.get("eval_elapsed_s", []))
     if resume:
         state = load_ckpt(ckpt_path)
         if state["config"] != config_dict(cfg):
@@ -419,7 +447,7 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        step, elapsed_before = int(state["step"]), timing.get("elapsed_s", 0.0)
         rows, best = list(state["metrics"]), dict(state["best"])
         window = dict(state["window"][env.rank])
         set_rng_state(state["rng"][env.rank])
@@ -441,17 +469,24 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - t_session
 
+    last_ckpt = time.perf_counter()
+    ckpt_s = cfg.ckpt_minutes * 60.0 if cfg.ckpt_minutes is not None else math.inf
+
     def checkpoint() -> None:
+        nonlocal last_ckpt
+        last_ckpt = time.perf_counter()
         per_rank = D.gather_objects({"rng": rng_state(), "window": dict(window)}, env)
         if not env.is_main:
             return
         save_weights(out / MODEL_FILE, raw)
         save_ckpt(ckpt_path, {
             "format": CKPT_FORMAT, "config": config_dict(cfg), "world_size": env.world_size,
-            "step": step, "elapsed_s": elapsed(), "model": raw.state_dict(),
+            "step": step, "model": raw.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": [r["rng"] for r in per_rank], "window": [r["window"] for r in per_rank],
             "best": best, "metrics": rows})
+        runs.atomic_write_json(out / TIMING_FILE, {"elapsed_s": round(elapsed(), 3),
+                                                   "eval_elapsed_s": eval_times})
 
     def run_eval() -> None:
         nonlocal window
@@ -466,9 +501,9 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
                "lr": optimizer.param_groups[0]["lr"],
                "train_loss": window["loss"] / count if window["count"] else float("nan"),
                "train_acc": window["correct"] / count if window["count"] else float("nan"),
-               "val_loss": res["loss"], "val_acc": res["acc"], "best_val_acc": best["val_acc"],
-               "elapsed_s": round(elapsed(), 3)}
+               "val_loss": res["loss"], "val_acc": res["acc"], "best_val_acc": best["val_acc"]}
         rows.append(row)
+        eval_times.append(round(elapsed(), 3))
         window = {"loss": 0.0, "correct": 0.0, "count": 0.0}
         if env.is_main:
             write_metrics(out / METRICS_FILE, rows)
@@ -508,7 +543,10 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", best=f"{max(best['val_acc'], 0):.3f}",
                             refresh=False)
-        out_of_time = D.broadcast_object(elapsed() > budget_s if env.is_main else None, env)
+        out_of_time, ckpt_due = D.broadcast_object(
+            (elapsed() > budget_s, time.perf_counter() - last_ckpt > ckpt_s)
+            if env.is_main else None, env)
+        ckpt_due = ckpt_due or (cfg.ckpt_every is not None and step % cfg.ckpt_every == 0)
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             # gather this window's train loss/acc from all ranks before logging
             window.update(zip(("loss", "correct", "count"),
@@ -516,6 +554,8 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
                                                 window["count"]], env)))
             run_eval()
             checkpoint()
+        elif ckpt_due:
+            checkpoint()   # mid-window: the window sums travel in the checkpoint
         if out_of_time:
             break
         if stop_after is not None and session_steps >= stop_after and step < cfg.steps:
@@ -541,7 +581,9 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
         runs.finish_run(out, runs.make_meta(
             stage="train", seed=cfg.seed, wall_time_s=elapsed(),
             packages=("torch", "safetensors"), world_size=env.world_size,
-            device=str(env.device), steps_done=step, results=results))
+            device=str(env.device), steps_done=step, results=results,
+            eval_steps=[int(r["step"]) for r in rows], eval_elapsed_s=eval_times))
+        (out / TIMING_FILE).unlink(missing_ok=True)   # wall times now live in meta.json
         if tb is not None:
             tb.close()
     D.barrier(env)
