@@ -341,9 +341,21 @@ def load_weights(run_dir: str | Path, name: str = BEST_FILE,
     return model
 
 
+def _interned(obj: Any) -> Any:
+    """``obj`` with every string interned: pickle memoises a string per object, so equal
+    strings that are shared in one run and separate in a resumed one gave different bytes."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_interned(k): _interned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_interned(v) for v in obj)
+    return obj
+
+
 def save_ckpt(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(_interned(state), buf)
     runs.atomic_write_bytes(path, buf.getvalue())
 
 
