@@ -166,7 +166,10 @@ def check_stages(cfg: PipelineConfig) -> None:
     validate(sim_config(cfg))
     fit_config(cfg)
     for arch in cfg.models:
-        train_config(cfg, arch, Path("data"), Path("retention.json"))
+        try:
+            train_config(cfg, arch, Path("data"), Path("retention.json"))
+        except ConfigError as exc:
+            raise ConfigError(f"models = {','.join(cfg.models)}: {exc}") from None
 
 
 def pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike) -> Path:

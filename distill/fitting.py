@@ -34,7 +34,7 @@ import numpy as np
 
 from astro_rmaat import config as cfgmod
 from astro_rmaat import runs
-from astro_rmaat.errors import ConfigError, DataError
+from astro_rmaat.errors import ConfigError, DataError, show
 from distill.models import DEFAULT_CANDIDATES, MODELS, MacroModel, get_model
 
 
@@ -156,20 +156,20 @@ def check_curve(t, y, n_params: int = 0, where: str = "curve") -> tuple[np.ndarr
         bad = ~np.isfinite(arr)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where}: {label} at index {i} is {arr[i]!r}; expected finite numbers "
+            raise DataError(f"{where}: {label} at index {i} is {show(arr[i])}; expected finite numbers "
                             "(NaN/inf in the trace)")
     if t.size > 1 and not np.all(np.diff(t) > 0):
         i = int(np.flatnonzero(np.diff(t) <= 0)[0])
-        raise DataError(f"{where}: time is not increasing (t[{i}] = {t[i]!r} s, "
-                        f"t[{i + 1}] = {t[i + 1]!r} s); expected strictly increasing times")
+        raise DataError(f"{where}: time is not increasing (t[{i}] = {show(t[i])} s, "
+                        f"t[{i + 1}] = {show(t[i + 1])} s); expected strictly increasing times")
     if t[0] < 0:
-        raise DataError(f"{where}: first time {t[0]!r} s is negative; expected time since the "
+        raise DataError(f"{where}: first time {show(t[0])} s is negative; expected time since the "
                         "protocol started (t >= 0)")
     if t.size < n_params + 2:
         raise DataError(f"{where}: {t.size} points for a model with {n_params} fitted parameters; "
                         f"expected at least {n_params + 2} (parameters plus two)")
     if np.ptp(y) == 0:
-        raise DataError(f"{where}: the trace is constant ({y[0]!r}); nothing saturates")
+        raise DataError(f"{where}: the trace is constant ({show(y[0])}); nothing saturates")
     return t, y
 
 
