@@ -482,6 +482,7 @@ def fit(cfg: FitConfig, traces_path: str | os.PathLike, out_dir: str | os.PathLi
     """
     if not isinstance(cfg, FitConfig):
         raise ConfigError(f"fit() needs a FitConfig, got {type(cfg).__name__}")
+    runs.check_out_dir(out_dir)           # finished, or not writable: before reading anything
     if (Path(traces_path) / "design.parquet").is_file():
         from distill.global_fit import fit_sweep
         return fit_sweep(cfg, traces_path, out_dir)

@@ -190,8 +190,8 @@ def locked_dir(tmp_path):
     d.chmod(0o755)
 
 
-def verb_args(verb: str, out: Path, tmp_path: Path) -> list[str]:
-    sweep_dir = REPO / "tests" / "_no_sweep_needed"  # never read: --out is refused first
+def verb_args(verb: str, out: Path) -> list[str]:
+    sweep_dir = REPO / "tests" / "no-such-sweep"   # never read: the output is checked first
     return {
         "simulate": ["simulate", "--set", "protocol.n_cycles=3", "--out", out],
         "sweep": ["sweep", "--grid", "params.U_0_star=0.3,0.6", "--quiet", "--out", out],
@@ -205,14 +205,15 @@ def verb_args(verb: str, out: Path, tmp_path: Path) -> list[str]:
     }[verb]
 
 
-VERBS = ["simulate", "sweep", "fit", "generate listops", "generate pathfinder", "train", "pipeline"]
+VERBS = ["simulate", "sweep", "fit", "sensitivity", "generate listops", "generate pathfinder",
+         "train", "pipeline"]
 
 
 @pytest.mark.parametrize("verb", VERBS)
-def test_unwritable_out_is_one_line_exit_2_nothing_created(verb, locked_dir, tmp_path, capsys):
+def test_unwritable_out_is_one_line_exit_2_nothing_created(verb, locked_dir, capsys):
     out = locked_dir / "run"
     with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in verb_args(verb, out, tmp_path)])
+        main([str(a) for a in verb_args(verb, out)])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert exc.value.code == 2 and len(err) == 1, err
     assert str(locked_dir) in err[0] and ("not permitted" in err[0] or "denied" in err[0]
@@ -225,7 +226,7 @@ def test_out_through_a_file_is_one_line_exit_2(verb, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     with pytest.raises(SystemExit) as exc:
-        main([str(a) for a in verb_args(verb, blocker / "run", tmp_path)])
+        main([str(a) for a in verb_args(verb, blocker / "run")])
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert exc.value.code == 2 and len(err) == 1 and "is not a directory" in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file"]
