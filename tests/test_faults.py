@@ -132,12 +132,20 @@ def test_kill9_sweep_mid_run_then_resume_gives_the_uninterrupted_sweep(tmp_path)
 
 # --------------------------------------------------------------------------- one lock per run
 @pytest.mark.slow
-def test_second_process_on_a_busy_out_is_refused_at_once_naming_the_holder(tmp_path):
+@pytest.mark.parametrize("verb", ["train", "sweep"])
+def test_second_process_on_a_busy_out_is_refused_at_once_naming_the_holder(verb, tmp_path):
     run = tmp_path / "run"
-    first = spawn(*TRAIN, "--steps", "100000", "--out", run)
+    if verb == "train":
+        argv = [*TRAIN, "--steps", "100000", "--out", run]
+    else:
+        base = tmp_path / "base.json"
+        base.write_text(json.dumps(SWEEP_BASE))
+        argv = ["sweep", "--config", base, "--grid", "params.U_0_star=" + ",".join(
+            f"{0.1 + 0.01 * k:.2f}" for k in range(60)), "--quiet", "--out", run]
+    first = spawn(*argv)
     try:
         wait_for(lambda: (run / "config.json").is_file(), first)
-        second = rmaat(*TRAIN, "--steps", "100000", "--out", run, timeout=120)
+        second = rmaat(*argv, timeout=120)
         line = one_line_error(second)
         assert f"in use by pid {first.pid}" in line and str(run) in line
         assert first.poll() is None            # the holder runs on, untouched
