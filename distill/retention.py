@@ -29,7 +29,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from astro_rmaat.errors import DataError
+from astro_rmaat.errors import DataError, show
 from astro_rmaat.retention import SCHEMA, rf_delta, validate_document
 from distill.models import get_model
 
@@ -49,7 +49,7 @@ def rf_from_curve(p: np.ndarray, T: int | None = None) -> np.ndarray:
     dp = np.diff(p[: T + 1])
     total = dp.sum()
     if not total > 0:
-        raise DataError(f"the curve does not rise over the first {T} cycles (sum dp = {total!r}); "
+        raise DataError(f"the curve does not rise over the first {T} cycles (sum dp = {show(total)}); "
                         "the retention factor needs a rising trace")
     return dp / total
 
