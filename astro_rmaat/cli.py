@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         if exc.errno not in FILESYSTEM_ERRNOS:
             raise
         from astro_rmaat.runs import describe_os_error
-        _fail(describe_os_error(exc.filename or "?", exc))
+        _fail(describe_os_error(None, exc, action="use"))
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

@@ -152,8 +152,8 @@ def is_finished(out_dir: str | os.PathLike) -> bool:
     return (Path(out_dir) / META_FILE).is_file()
 
 
-def describe_os_error(path: str | os.PathLike, exc: OSError) -> str:
-    """``'runs/x': cannot write there (Permission denied)`` — one line for people."""
+def describe_os_error(path: str | os.PathLike | None, exc: OSError, action: str = "write") -> str:
+    """``cannot write 'runs/x': Permission denied (choose a writable location)`` — one line."""
     where = exc.filename if exc.filename is not None else path
     reason = exc.strerror or type(exc).__name__
     hint = {errno.ENOSPC: "free some space or choose another location",
@@ -163,7 +163,9 @@ def describe_os_error(path: str | os.PathLike, exc: OSError) -> str:
             errno.EPERM: "choose a writable location",
             errno.ENOTDIR: "a part of the path is a file",
             errno.ENOENT: "a folder on the path is missing"}.get(exc.errno, "choose another location")
-    return f"cannot write {str(where)!r}: {reason} ({hint})"
+    if where is None:
+        return f"cannot {action} an output file: {reason} ({hint})"
+    return f"cannot {action} {str(where)!r}: {reason} ({hint})"
 
 
 def _first_missing(path: Path) -> Path | None:
