@@ -8,6 +8,7 @@ on stderr and exit with status 2, without a traceback.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
@@ -60,12 +61,22 @@ def cli() -> None:
     """astro-rmaat: neuron–astrocyte LTP (Brian2) -> macro model (lmfit) -> RMAAT (PyTorch)."""
 
 
+#: OSError numbers that mean "this location cannot be written/read", i.e. the user's to fix
+FILESYSTEM_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT,
+                               errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.EEXIST,
+                               errno.ENAMETOOLONG, errno.EMLINK, errno.EFBIG})
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="rmaat", standalone_mode=False)
     except RmaatError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(2)
+        _fail(str(exc))
+    except OSError as exc:
+        if exc.errno not in FILESYSTEM_ERRNOS:
+            raise
+        from astro_rmaat.runs import describe_os_error
+        _fail(describe_os_error(None, exc, action="use"))
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
@@ -74,3 +85,12 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, exit 2. Run directories this process created and did not finish
+    are removed, so the corrected command starts afresh (a resumed run's directory stays)."""
+    from astro_rmaat.runs import discard_new_unfinished
+    discard_new_unfinished()
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)

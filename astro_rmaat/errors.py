@@ -20,3 +20,27 @@ class DataError(RmaatError, ValueError):
 
 class RunExistsError(RmaatError, FileExistsError):
     """The output directory already holds a finished (or a different) run."""
+
+
+class OutputError(RmaatError, OSError):
+    """The output location cannot be created or written (permissions, read-only, full)."""
+
+
+class RunBusyError(RunExistsError):
+    """Another live process holds the run directory's lock."""
+
+
+def show(value: object, digits: int = 6) -> str:
+    """A number as people read it in a message: ``5`` or ``0.123457``, never ``np.float64(5.0)``.
+
+    Numpy scalars become Python numbers; floats keep ``digits`` significant digits;
+    anything that is not a number is shown by its ``repr``.
+    """
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", None) == ():
+        value = item()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:.{digits}g}"

@@ -158,6 +158,20 @@ def _stage_train(cfg: PipelineConfig, arch: str, data_dir: Path, retention_file:
     return train(train_config(cfg, arch, data_dir, retention_file), out, progress=True)
 
 
+def check_stages(cfg: PipelineConfig) -> None:
+    """Build every stage's config (simulation, fit, one training run per model) before any
+    stage runs: a bad model name or override stops the pipeline before it writes a file."""
+    from astro_sim.simulate import validate
+
+    validate(sim_config(cfg))
+    fit_config(cfg)
+    for arch in cfg.models:
+        try:
+            train_config(cfg, arch, Path("data"), Path("retention.json"))
+        except ConfigError as exc:
+            raise ConfigError(f"models = {','.join(cfg.models)}: {exc}") from None
+
+
 def pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike) -> Path:
     """Run every stage into ``out_dir`` and write ``report.md``; returns the report path."""
     if not isinstance(cfg, PipelineConfig):
@@ -169,6 +183,7 @@ def pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike) -> Path:
         from astro_rmaat.errors import RunExistsError
         raise RunExistsError(f"{str(out)!r} already holds a finished pipeline; its report is "
                              f"{str(out / 'report.md')!r} (choose a new --out to run again)")
+    check_stages(cfg)
     runs.prepare_run_dir(out, cfgmod.to_dict(cfg))
     walls: dict[str, float] = {}
     n = 4 + len(cfg.models)

@@ -29,7 +29,7 @@ File layout (JSON object)::
                   the delta-method band of RF(t, T) for any T (see ``Retention.rf_band``)
     source        {"traces": str, "sha256": str, "variable": str, "unit": str,
                    "simulation_config": {...}}
-    created_utc   str
+    (older files may also hold ``created_utc``; the finish time now lives in meta.json)
 
 Parameter names follow one convention the reader checks: any parameter whose name starts
 with ``tau`` or ``t_half`` is a time (seconds) and must be positive.
@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from astro_rmaat.errors import DataError
+from astro_rmaat.errors import DataError, show
 
 SCHEMA = "rmaat.retention/v1"
 TIME_PREFIXES = ("tau", "t_half")
@@ -187,14 +187,14 @@ def validate_document(doc: Any, where: str = "<document>") -> Retention:
     dp = np.diff(p)
     if np.any(dp < 0) or dp[0] <= 0:
         i = int(np.flatnonzero(dp < 0)[0]) if np.any(dp < 0) else 0
-        raise _err(where, f"curve is not monotone increasing (dp at cycle {i + 1} = {dp[i]!r}); "
+        raise _err(where, f"curve is not monotone increasing (dp at cycle {i + 1} = {show(dp[i])}); "
                           "expected a rising, saturating long-term trace")
     if not dp[-1] < dp[0]:
-        raise _err(where, f"curve does not saturate (last increment {dp[-1]!r} >= first {dp[0]!r})")
+        raise _err(where, f"curve does not saturate (last increment {show(dp[-1])} >= first {show(dp[0])})")
     span = p_inf - p[0]
     if not span > 0 or p[-1] > p_inf + 1e-9 * max(1.0, abs(p_inf)):
-        raise _err(where, f"p_inf = {p_inf!r} must lie above the curve (p(0) = {p[0]!r}, "
-                          f"p(K) = {p[-1]!r})")
+        raise _err(where, f"p_inf = {show(p_inf)} must lie above the curve (p(0) = {show(p[0])}, "
+                          f"p(K) = {show(p[-1])})")
     band = doc.get("band") or {}
     p_lo = np.asarray(band["p_lo"], dtype=np.float64) if "p_lo" in band else None
     p_hi = np.asarray(band["p_hi"], dtype=np.float64) if "p_hi" in band else None

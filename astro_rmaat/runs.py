@@ -9,12 +9,14 @@ run; it may be resumed only with the very same config.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import importlib.metadata
 import json
 import math
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from astro_rmaat.errors import RunExistsError
+from astro_rmaat.errors import OutputError, RmaatError, RunBusyError, RunExistsError
 
 CONFIG_FILE = "config.json"
 _UMASK = os.umask(0o022)
@@ -139,17 +141,49 @@ def make_meta(*, stage: str, seed: int | None, wall_time_s: float,
 
 
 # --------------------------------------------------------------------------- run directories
+LOCK_FILE = ".lock"   # flock'd by the process that runs in the directory; holds its pid
+#: run directory (resolved) -> its FileLock, for the directories this process holds
+_HELD: dict[Path, Any] = {}
+#: run directory (resolved) -> the topmost directory this process created for it
+_CREATED: dict[Path, Path] = {}
+
+
 def is_finished(out_dir: str | os.PathLike) -> bool:
     return (Path(out_dir) / META_FILE).is_file()
 
 
-def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
-                    resume: bool = True) -> Path:
-    """Create ``out_dir`` for a new run of ``config``, or reopen an interrupted one.
+def describe_os_error(path: str | os.PathLike | None, exc: OSError, action: str = "write") -> str:
+    """``cannot write 'runs/x': Permission denied (choose a writable location)`` — one line."""
+    where = exc.filename if exc.filename is not None else path
+    reason = exc.strerror or type(exc).__name__
+    hint = {errno.ENOSPC: "free some space or choose another location",
+            errno.EDQUOT: "free some space or choose another location",
+            errno.EROFS: "choose a writable location",
+            errno.EACCES: "choose a writable location",
+            errno.EPERM: "choose a writable location",
+            errno.ENOTDIR: "a part of the path is a file",
+            errno.ENOENT: "a folder on the path is missing"}.get(exc.errno, "choose another location")
+    if where is None:
+        return f"cannot {action} an output file: {reason} ({hint})"
+    return f"cannot {action} {str(where)!r}: {reason} ({hint})"
 
-    Refuses (``RunExistsError``) when the directory holds a finished run, or an
-    interrupted run of a different config, or (with ``resume=False``) any run at all.
-    Writes ``config.json`` atomically and returns the directory.
+
+def _first_missing(path: Path) -> Path | None:
+    """The topmost ancestor of ``path`` (itself included) that does not exist yet."""
+    missing = None
+    for p in (path, *path.parents):
+        if p.exists() or p.is_symlink():
+            return missing
+        missing = p
+    return missing
+
+
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Refuse, before any work, an ``--out`` that cannot become this run's directory.
+
+    A finished run, a path that is a file, a location that cannot be written (permissions,
+    read-only, immutable) or a path through a file: one :class:`RmaatError` each, and
+    nothing is created (writability is probed with a temporary file that is removed).
     """
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -158,6 +192,117 @@ def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
         raise RunExistsError(
             f"{str(out)!r} already holds a finished run ({META_FILE} present); "
             "choose a new --out directory or delete that one yourself")
+    missing = _first_missing(out.absolute())
+    anchor = missing.parent if missing is not None else out.absolute()
+    if not anchor.is_dir():
+        raise OutputError(f"cannot create {str(out)!r}: {str(anchor)!r} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".rmaat-probe-", dir=anchor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        exc.filename = None
+        raise OutputError(describe_os_error(anchor, exc)) from None
+    return out
+
+
+def _lock_holder(lock_path: Path) -> str:
+    try:
+        text = lock_path.read_text().split()
+    except OSError:
+        text = []
+    return f"pid {text[0]} on {text[1]}" if len(text) >= 2 else "another process"
+
+
+def lock_run_dir(out_dir: str | os.PathLike) -> None:
+    """Take the directory's lock (``.lock``, a ``filelock.FileLock``) or refuse at once.
+
+    The lock is an OS file lock (flock), so the kernel drops it when its process dies: a
+    lock left by a killed run is simply taken over. The holder writes its pid and host into
+    the file so that a refused process can name it. Re-taking a lock this process already
+    holds is allowed (a resumed run in the same process).
+    """
+    import filelock
+
+    out = Path(out_dir)
+    key = out.resolve()
+    if key in _HELD:
+        _HELD[key].acquire()
+        return
+    lock_path = out / LOCK_FILE
+    lock = filelock.FileLock(str(lock_path), timeout=0, thread_local=False)
+    try:
+        lock.acquire()
+    except filelock.Timeout:
+        raise RunBusyError(f"{str(out)!r} is in use by {_lock_holder(lock_path)}; wait for that "
+                           "run to end, or choose another --out directory") from None
+    with open(lock_path, "r+") as fh:   # our pid, for a refused process to name
+        fh.truncate(0)
+        fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+    _HELD[key] = lock
+
+
+def release_run_dir(out_dir: str | os.PathLike, *, remove: bool = False) -> None:
+    """Drop this process's lock on ``out_dir`` (``remove``: delete ``.lock`` too)."""
+    out = Path(out_dir)
+    lock = _HELD.pop(out.resolve(), None)
+    if lock is None:
+        return
+    if remove:  # after meta.json: a process that takes a fresh lock sees a finished run
+        with contextlib.suppress(OSError):
+            (out / LOCK_FILE).unlink()
+    lock.release(force=True)
+
+
+def discard_new_unfinished() -> list[Path]:
+    """Remove the run directories this process created and did not finish.
+
+    Called when a run stops on a user error (a bad input found late, a full disk): the
+    corrected command then starts from nothing instead of meeting a half-made directory.
+    Returns the directories removed.
+    """
+    removed = []
+    for run, top in list(_CREATED.items()):
+        _CREATED.pop(run)
+        release_run_dir(run)
+        if run.is_dir() and not is_finished(run):
+            shutil.rmtree(top, ignore_errors=True)
+            removed.append(top)
+    return removed
+
+
+def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
+                    resume: bool = True) -> Path:
+    """Create ``out_dir`` for a new run of ``config``, or reopen an interrupted one.
+
+    Refuses (``RunExistsError``) when the directory holds a finished run, or an
+    interrupted run of a different config, or (with ``resume=False``) any run at all;
+    ``RunBusyError`` when another live process runs in it; ``OutputError`` when it cannot
+    be written. Takes the directory's lock (held until :func:`finish_run` or the end of the
+    process), writes ``config.json`` atomically and returns the directory.
+    """
+    out = check_out_dir(out_dir)
+    missing = _first_missing(out.absolute())
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(describe_os_error(out, exc)) from None
+    if missing is not None:
+        _CREATED[out.resolve()] = missing
+    lock_run_dir(out)
+    try:
+        _check_config(out, config, resume)
+        atomic_write_json(out / CONFIG_FILE, config)
+    except RmaatError:
+        release_run_dir(out)
+        raise
+    return out
+
+
+def _check_config(out: Path, config: dict[str, Any], resume: bool) -> None:
+    if is_finished(out):   # finished before we got the lock
+        raise RunExistsError(f"{str(out)!r} already holds a finished run ({META_FILE} present); "
+                             "choose a new --out directory or delete that one yourself")
     cfg_path = out / CONFIG_FILE
     if cfg_path.is_file():
         try:
@@ -172,14 +317,14 @@ def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
                 f"{str(cfg_path)!r} to resume it")
         if not resume:
             raise RunExistsError(f"{str(out)!r} already holds a run; resuming is disabled")
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(cfg_path, config)
-    return out
 
 
 def finish_run(out_dir: str | os.PathLike, meta: dict[str, Any]) -> Path:
     """Write ``meta.json`` last: from now on the run is finished and protected."""
-    return atomic_write_json(Path(out_dir) / META_FILE, meta)
+    path = atomic_write_json(Path(out_dir) / META_FILE, meta)
+    _CREATED.pop(Path(out_dir).resolve(), None)
+    release_run_dir(out_dir, remove=True)
+    return path
 
 
 class Stopwatch:

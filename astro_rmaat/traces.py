@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from astro_rmaat.errors import DataError
+from astro_rmaat.errors import DataError, show
 from astro_rmaat.runs import atomic_path, sha256_file
 
 SCHEMA = "rmaat.traces/v1"
@@ -41,6 +41,11 @@ def _canonical(df: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise DataError(f"traces table lacks column(s) {missing}; expected columns {list(COLUMNS)}")
+    for col, ok, expected in (("t_s", _is_real, "float64"), ("value", _is_real, "float64"),
+                              ("element", pd.api.types.is_integer_dtype, "int64")):
+        if not ok(df[col]):
+            raise DataError(f"traces column {col!r} has dtype {df[col].dtype}; expected {expected} "
+                            f"(see the {SCHEMA} table in astro_rmaat/traces.py)")
     out = pd.DataFrame({
         "t_s": df["t_s"].to_numpy(dtype=np.float64),
         "variable": df["variable"].astype(str).to_numpy(dtype=object),
@@ -49,6 +54,11 @@ def _canonical(df: pd.DataFrame) -> pd.DataFrame:
         "unit": df["unit"].astype(str).to_numpy(dtype=object),
     })
     return out
+
+
+def _is_real(col: pd.Series) -> bool:
+    return (pd.api.types.is_float_dtype(col) or pd.api.types.is_integer_dtype(col)) \
+        and not pd.api.types.is_bool_dtype(col)
 
 
 def write_traces(df: pd.DataFrame, path: str | os.PathLike, attrs: dict[str, Any]) -> str:
@@ -109,14 +119,14 @@ def validate(df: pd.DataFrame, where: str = "traces") -> None:
     if bad_t.any() or bad_v.any():
         row = int(np.flatnonzero(bad_t | bad_v)[0])
         r = df.iloc[row]
-        raise DataError(f"{where}: non-finite value at t_s={r.t_s!r}, variable={r.variable!r}, "
-                        f"element={r.element}: value={r.value!r}; expected finite numbers")
+        raise DataError(f"{where}: non-finite value at t_s={show(r.t_s)}, variable={r.variable!r}, "
+                        f"element={show(r.element)}: value={show(r.value)}; expected finite numbers")
     for (var, el), grp in df.groupby(["variable", "element"], sort=False):
         t = grp["t_s"].to_numpy()
         if t.size > 1 and not np.all(np.diff(t) > 0):
             i = int(np.flatnonzero(np.diff(t) <= 0)[0])
             raise DataError(f"{where}: time is not increasing for variable {var!r} element {el} "
-                            f"(t_s[{i}]={t[i]!r}, t_s[{i + 1}]={t[i + 1]!r})")
+                            f"(t_s[{i}]={show(t[i])}, t_s[{i + 1}]={show(t[i + 1])})")
 
 
 def select_curve(df: pd.DataFrame, variable: str, element: int | None = None,

@@ -33,6 +33,8 @@ MODEL_FAMILIES: dict[str, tuple[str, str]] = {
     "tripartite": ("astro_sim.tripartite", "TripartiteSimConfig"),
 }
 DEFAULT_FAMILY = "rmaat_network"
+#: SimOutput attrs that are wall-clock measurements: kept in meta.json, out of the traces files
+VOLATILE_ATTRS = ("run_wall_s",)
 
 
 @dataclass
@@ -75,6 +77,14 @@ def load_sim_config(path: str | os.PathLike | None = None, overrides: Iterable[s
     return cfgmod.load_config(cls, path, overrides)
 
 
+def validate(cfg) -> None:
+    """The family's checks of what only the protocol arrays reveal (spike times inside the
+    run, capacity), run before any directory is made."""
+    family = _family_module(cfg.model)
+    if hasattr(family, "validate"):
+        family.validate(cfg)
+
+
 def run(cfg) -> SimOutput:
     """Run the simulation described by ``cfg`` in memory (no files written)."""
     return _family_module(cfg.model).run(cfg)
@@ -85,10 +95,13 @@ def simulate(cfg, out_dir: str | os.PathLike) -> Path:
     if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "model"):
         raise ConfigError(f"simulate() needs a simulation config dataclass, got {type(cfg).__name__}")
     config = cfgmod.to_dict(cfg)
+    validate(cfg)
     out = runs.prepare_run_dir(out_dir, config)
     with runs.Stopwatch() as sw:
         result = run(cfg)
-    attrs = {"config": config, **result.attrs}
+    # wall-clock figures vary between identical runs: they go to meta.json, not the traces
+    timings = {k: result.attrs[k] for k in VOLATILE_ATTRS if k in result.attrs}
+    attrs = {"config": config, **{k: v for k, v in result.attrs.items() if k not in timings}}
     attrs.setdefault("model", cfg.model)
     traces_sha = write_traces(result.traces, out / "traces.parquet", {**attrs, "sampling": "continuous"})
     samples_attrs = {**attrs, "sampling": attrs.get("samples_sampling", "cycle_boundaries")}
@@ -96,7 +109,7 @@ def simulate(cfg, out_dir: str | os.PathLike) -> Path:
     meta = runs.make_meta(
         stage="simulate", seed=getattr(cfg, "seed", None), wall_time_s=sw.elapsed,
         packages=("brian2", "scipy", "cython"), model=cfg.model,
-        brian2_target=result.attrs.get("target"),
+        brian2_target=result.attrs.get("target"), **timings,
         files={"traces.parquet": traces_sha, "samples.parquet": samples_sha})
     runs.finish_run(out, meta)
     return out

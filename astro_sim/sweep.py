@@ -44,7 +44,7 @@ import pandas as pd
 
 from astro_rmaat import config as cfgmod
 from astro_rmaat import runs
-from astro_rmaat.errors import ConfigError, DataError, RunExistsError
+from astro_rmaat.errors import ConfigError, DataError
 
 DESIGN_FILE = "design.parquet"
 POINTS_DIR = "points"
@@ -241,9 +241,7 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
         raise ConfigError(f"workers = {workers!r}: expected >= 1")
     out = Path(out_dir)
     table, configs = design(cfg)          # every bad grid / point config fails here, before I/O
-    if runs.is_finished(out):
-        raise RunExistsError(f"{str(out)!r} already holds a finished sweep ({runs.META_FILE} "
-                             "present); choose a new --out directory")
+    runs.check_out_dir(out)               # finished, or not writable: refused before I/O
     client = cluster = None
     if executor == "dask":                # an unreachable scheduler fails here, before I/O
         client, cluster = connect_dask(scheduler, workers, connect_timeout_s)

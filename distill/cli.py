@@ -20,9 +20,14 @@ def _overrides(options: dict, mapping: dict[str, str]) -> list[str]:
     return out
 
 
+def _need(value, what: str) -> None:
+    if value is None:
+        raise click.UsageError(f"{what} is required (or use --show-defaults)")
+
+
 @click.command(name="fit")
-@click.argument("traces", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+@click.argument("traces", type=click.Path(path_type=Path), required=False)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="run directory to create (refused if it holds a finished run)")
 @click.option("--variable", default=None, help="trace variable (default: the trace's slow variable, else p_l)")
 @click.option("--element", type=int, default=None, help="fit one element instead of the elements' mean")
@@ -37,8 +42,10 @@ def _overrides(options: dict, mapping: dict[str, str]) -> list[str]:
 @click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
               help="FitConfig JSON file")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE", help="override a FitConfig field")
+@click.option("--show-defaults", is_flag=True,
+              help="print the full FitConfig (defaults + --config + options) as JSON and exit")
 def fit_command(traces, out_dir, variable, element, models, criterion, offset, seed, n_starts,
-                tau_cycle, group_by, config_path, sets):
+                tau_cycle, group_by, config_path, sets, show_defaults):
     """Fit saturating macro models to TRACES and write retention.json.
 
     TRACES is a samples/traces Parquet file, a simulation run directory (its samples.parquet),
@@ -55,6 +62,13 @@ def fit_command(traces, out_dir, variable, element, models, criterion, offset, s
                                 criterion="criterion", offset="offset", seed="seed",
                                 n_starts="n_starts", tau_cycle="tau_cycle_s", group_by="group_by"))
     cfg = load_config(fitting.FitConfig, config_path, [*sets, *overrides])
+    if show_defaults:
+        from astro_rmaat.config import to_dict
+        from astro_rmaat.runs import to_json
+        click.echo(to_json(to_dict(cfg)), nl=False)
+        return
+    _need(traces, "TRACES (a traces file, simulation run or sweep directory)")
+    _need(out_dir, "--out DIR")
     out = fitting.fit(cfg, traces, out_dir)
     fit_doc = json.loads((out / "fit.json").read_text())
     if is_sweep_dir(traces):
@@ -66,8 +80,9 @@ def fit_command(traces, out_dir, variable, element, models, criterion, offset, s
             s = "not estimated" if e["stderr"] is None else f"{e['stderr']:.3g}"
             click.echo(f"  shared {p} = {e['value']:.6g} ± {s}")
         c = g["comparison_with_independent_fits"]
-        click.echo(f"  global - independent: dAICc = {c['delta_aicc_global_minus_independent']}, "
-                   f"F-test p = {c.get('f_p')}; shared shape "
+        f_p = c.get("f_p")
+        click.echo(f"  global - independent: dAICc = {c['delta_aicc_global_minus_independent']:.2f}, "
+                   f"F-test p = {'n/a' if f_p is None else format(f_p, '.3g')}; shared shape "
                    f"{'supported' if c['shared_supported'] else 'NOT supported'}")
         if not g["uncertainties_ok"]:
             click.echo("  WARNING: uncertainties not estimated: " + "; ".join(g["uncertainty_problems"]))
@@ -93,8 +108,8 @@ def fit_command(traces, out_dir, variable, element, models, criterion, offset, s
 
 
 @click.command(name="sensitivity")
-@click.argument("sweep_dir", type=click.Path(path_type=Path))
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path),
+@click.argument("sweep_dir", type=click.Path(path_type=Path), required=False)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
               help="run directory to create")
 @click.option("--model", default=None, help="macro model for every point (default: best summed AICc)")
 @click.option("--seed", type=int, default=None, help="seed of the fits' starting points and draws")
@@ -102,13 +117,22 @@ def fit_command(traces, out_dir, variable, element, models, criterion, offset, s
               help="SensitivityConfig JSON file")
 @click.option("--set", "sets", multiple=True, metavar="KEY=VALUE",
               help="override a SensitivityConfig field (fit.* for the fits)")
-def sensitivity_command(sweep_dir, out_dir, model, seed, config_path, sets):
+@click.option("--show-defaults", is_flag=True,
+              help="print the full SensitivityConfig as JSON and exit")
+def sensitivity_command(sweep_dir, out_dir, model, seed, config_path, sets, show_defaults):
     """How the fitted macro parameters and the retention schedule move across SWEEP_DIR."""
     from astro_rmaat.config import load_config
     from distill.sensitivity import SensitivityConfig, sensitivity, summary_text
 
     overrides = _overrides(dict(model=model, seed=seed), dict(model="model", seed="fit.seed"))
     cfg = load_config(SensitivityConfig, config_path, [*sets, *overrides])
+    if show_defaults:
+        from astro_rmaat.config import to_dict
+        from astro_rmaat.runs import to_json
+        click.echo(to_json(to_dict(cfg)), nl=False)
+        return
+    _need(sweep_dir, "SWEEP_DIR")
+    _need(out_dir, "--out DIR")
     out = sensitivity(cfg, sweep_dir, out_dir)
     click.echo(summary_text(out))
     click.echo(f"wrote {out / 'sensitivity.csv'}, {out / 'elasticity.csv'}, {out / 'sensitivity.png'}")

@@ -34,7 +34,7 @@ import numpy as np
 
 from astro_rmaat import config as cfgmod
 from astro_rmaat import runs
-from astro_rmaat.errors import ConfigError, DataError
+from astro_rmaat.errors import ConfigError, DataError, show
 from distill.models import DEFAULT_CANDIDATES, MODELS, MacroModel, get_model
 
 
@@ -156,21 +156,34 @@ def check_curve(t, y, n_params: int = 0, where: str = "curve") -> tuple[np.ndarr
         bad = ~np.isfinite(arr)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise DataError(f"{where}: {label} at index {i} is {arr[i]!r}; expected finite numbers "
+            raise DataError(f"{where}: {label} at index {i} is {show(arr[i])}; expected finite numbers "
                             "(NaN/inf in the trace)")
     if t.size > 1 and not np.all(np.diff(t) > 0):
         i = int(np.flatnonzero(np.diff(t) <= 0)[0])
-        raise DataError(f"{where}: time is not increasing (t[{i}] = {t[i]!r} s, "
-                        f"t[{i + 1}] = {t[i + 1]!r} s); expected strictly increasing times")
+        raise DataError(f"{where}: time is not increasing (t[{i}] = {show(t[i])} s, "
+                        f"t[{i + 1}] = {show(t[i + 1])} s); expected strictly increasing times")
     if t[0] < 0:
-        raise DataError(f"{where}: first time {t[0]!r} s is negative; expected time since the "
+        raise DataError(f"{where}: first time {show(t[0])} s is negative; expected time since the "
                         "protocol started (t >= 0)")
     if t.size < n_params + 2:
         raise DataError(f"{where}: {t.size} points for a model with {n_params} fitted parameters; "
                         f"expected at least {n_params + 2} (parameters plus two)")
     if np.ptp(y) == 0:
-        raise DataError(f"{where}: the trace is constant ({y[0]!r}); nothing saturates")
+        raise DataError(f"{where}: the trace is constant ({show(y[0])}); nothing saturates")
     return t, y
+
+
+def check_rises(t: np.ndarray, y: np.ndarray, where: str = "curve") -> None:
+    """A retention schedule needs a trace that rises: its last quarter above its first.
+
+    Every macro model here is a saturating rise, so a falling trace can be fitted but gives
+    no schedule; refusing it here stops the run before its directory is made.
+    """
+    q = max(1, y.size // 4)
+    first, last = float(np.mean(y[:q])), float(np.mean(y[-q:]))
+    if not last > first:
+        raise DataError(f"{where}: the trace falls (mean of the first {q} sample(s) {first:.4g}, "
+                        f"of the last {q} {last:.4g}); expected a rising, saturating trace")
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -454,6 +467,7 @@ def load_curve(path: str | os.PathLike, cfg: FitConfig) -> Curve:
         raise DataError(f"traces file {str(p)!r}: tau_cycle_s = {tau_cycle!r} in its attrs; expected "
                         "a positive cycle length in seconds (pass tau_cycle_s in the fit config)")
     t, y = check_curve(t, y, where=f"{str(p)!r} variable {variable!r}")
+    check_rises(t, y, where=f"{str(p)!r} variable {variable!r}")
     return Curve(t=t, y=y, variable=variable, unit=units[0] if units else "1",
                  tau_cycle_s=float(tau_cycle), attrs=attrs, path=p, sha256=runs.sha256_file(p))
 
@@ -468,6 +482,7 @@ def fit(cfg: FitConfig, traces_path: str | os.PathLike, out_dir: str | os.PathLi
     """
     if not isinstance(cfg, FitConfig):
         raise ConfigError(f"fit() needs a FitConfig, got {type(cfg).__name__}")
+    runs.check_out_dir(out_dir)           # finished, or not writable: before reading anything
     if (Path(traces_path) / "design.parquet").is_file():
         from distill.global_fit import fit_sweep
         return fit_sweep(cfg, traces_path, out_dir)

@@ -25,12 +25,11 @@ document is passed through its ``validate_document`` before it is returned.
 
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable
 
 import numpy as np
 
-from astro_rmaat.errors import DataError
+from astro_rmaat.errors import DataError, show
 from astro_rmaat.retention import SCHEMA, rf_delta, validate_document
 from distill.models import get_model
 
@@ -50,7 +49,7 @@ def rf_from_curve(p: np.ndarray, T: int | None = None) -> np.ndarray:
     dp = np.diff(p[: T + 1])
     total = dp.sum()
     if not total > 0:
-        raise DataError(f"the curve does not rise over the first {T} cycles (sum dp = {total!r}); "
+        raise DataError(f"the curve does not rise over the first {T} cycles (sum dp = {show(total)}); "
                         "the retention factor needs a rising trace")
     return dp / total
 
@@ -211,8 +210,7 @@ def build_document(chosen, candidates: Iterable, *, tau_cycle_s: float, source: 
         "p_inf": float(chosen.values["p_inf"]),
         "p0": float(chosen.values["p0"]),
         "curve": {"t_cycles": list(range(n_cycles + 1)), "p": p.tolist()},
-        "source": source,
-        "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "source": source,   # no creation time: wall times live in the run's meta.json
     }
     if chosen.uncertainties_ok and chosen.covar is not None:
         try:

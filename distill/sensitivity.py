@@ -143,6 +143,7 @@ def sensitivity(cfg: SensitivityConfig, sweep_dir: str | os.PathLike, out_dir: s
 
     if not isinstance(cfg, SensitivityConfig):
         raise ConfigError(f"sensitivity() needs a SensitivityConfig, got {type(cfg).__name__}")
+    runs.check_out_dir(out_dir)           # finished, or not writable: before reading the sweep
     sweep = load_sweep(sweep_dir, cfg.fit)
     if len(sweep.points) < 2:
         raise DataError(f"sweep {str(sweep.path)!r} has {len(sweep.points)} point(s); "

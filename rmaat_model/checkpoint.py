@@ -47,10 +47,28 @@ def save(model: RMAAT, cfg: ModelConfig | None, path: str | os.PathLike) -> Path
     path = Path(path)
     cfg_json = json.dumps(cfgio.to_dict(cfg), sort_keys=True)
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items()}
-    runs.atomic_write_bytes(path, st_save(tensors, metadata={"format": "pt", META_KEY: cfg_json}))
+    data = canonical_header(st_save(tensors, metadata={"format": "pt", META_KEY: cfg_json}))
+    runs.atomic_write_bytes(path, data)
     if path.name.endswith(".safetensors"):
         runs.atomic_write_json(sidecar_path(path), cfgio.to_dict(cfg))
     return path
+
+
+def canonical_header(data: bytes) -> bytes:
+    """The safetensors bytes with the header's ``__metadata__`` keys in sorted order.
+
+    safetensors keeps the metadata in a hash map, so its key order (and the file's sha256)
+    changes from one process to the next; the same weights must give the same bytes. The
+    header is an 8-byte little-endian length, then JSON padded with spaces to 8 bytes; the
+    tensor offsets are relative to the data that follows, so rewriting the JSON is safe.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
 def load_config(path: str | os.PathLike) -> ModelConfig:

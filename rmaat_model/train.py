@@ -3,7 +3,7 @@
 A run directory holds::
 
     config.json         the TrainConfig (written first; the key to resuming)
-    metrics.csv         one row per evaluation (step, lr, train/val loss and accuracy, time)
+    metrics.csv         one row per evaluation (step, lr, train/val loss and accuracy)
     model.safetensors   the latest weights, carrying the ModelConfig that rebuilds the model
                         (rmaat_model.checkpoint.load reads it; model.config.json beside it)
     best.safetensors    the weights with the best validation accuracy so far (+ best.config.json)
@@ -11,12 +11,18 @@ A run directory holds::
                         states, best-so-far, metrics rows (the data position is the step)
     results.json        best-on-validation checkpoint evaluated on val and test, the
                         majority-class baseline (written at the end)
-    meta.json           versions, git revision, seed, wall time (written last = finished)
+    timing.json         wall-clock seconds so far (unfinished runs only; then in meta.json)
+    meta.json           versions, git revision, seed, wall times (written last = finished)
     tb/                 TensorBoard events (only with ``tensorboard = true``)
 
 Every file is written atomically. Rerunning the same config on an interrupted directory
 resumes from ``ckpt.pt`` and ends with the same weights and metrics as an uninterrupted
-run; a different config is refused; a finished run is never overwritten.
+run; a different config is refused; a finished run is never overwritten. The same config
+and seed give the same bytes in every file but ``meta.json`` (the only home of wall times).
+
+``ckpt.pt`` is written at every evaluation, every ``ckpt_every`` steps, and after each
+``ckpt_minutes`` of work (default 2), whichever comes first; a kill (even ``kill -9``)
+loses only the steps since the last checkpoint, and the rerun redoes them identically.
 
 The training loop runs unchanged under ``torchrun`` (see :mod:`rmaat_model.distributed`):
 ``batch_size`` is the global batch, split evenly over the processes.
@@ -28,6 +34,7 @@ import csv
 import dataclasses
 import functools
 import io
+import json
 import math
 import random
 import sys
@@ -55,8 +62,9 @@ BEST_FILE = "best.safetensors"
 METRICS_FILE = "metrics.csv"
 RESULTS_FILE = "results.json"
 CKPT_FORMAT = "rmaat.train-ckpt/v1"
+TIMING_FILE = "timing.json"   # wall-clock seconds of an unfinished run (moved into meta.json)
 METRIC_COLUMNS = ("step", "epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc",
-                  "best_val_acc", "elapsed_s")
+                  "best_val_acc")
 #: ModelConfig fields that come from the task, not from the user
 TASK_FIELDS = ("vocab_size", "n_classes", "max_len", "pad_id", "head")
 
@@ -98,6 +106,7 @@ class TrainConfig:
     recall_min_segments: int | None = None  # 'recall': lengths vary from this many segments of
                                       # model.segment_len to max_len (None: every sequence max_len)
     max_len: int | None = None        # sequence length, tokens; None = the task's LRA length
+    truncate: bool = False            # allow a max_len shorter than the data's sequences (cut)
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture; the task
                                       # fields (vocab_size, n_classes, max_len, pad_id, head)
                                       # are filled from the data, whatever is set here
@@ -106,7 +115,10 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW + warm-up/cosine + clip
     batch_size: int = 32              # global batch (all processes together), sequences
     steps: int = 1000                 # optimiser steps in the whole run
-    eval_every: int = 100             # steps between evaluations (and checkpoints)
+    eval_every: int = 100             # steps between evaluations (each also checkpoints)
+    ckpt_every: int | None = None     # steps between checkpoints besides evaluations; None = off
+    ckpt_minutes: float | None = 2.0  # wall-clock minutes of work between checkpoints; None =
+                                      # off. A kill loses at most the work since the last one
     eval_batches: int | None = None   # cap on validation batches per evaluation; None = all
     eval_batch_size: int | None = None  # sequences per evaluation batch; None = batch_size
     seed: int = 0                     # seeds model init, data order and dropout (+ rank)
@@ -131,6 +143,12 @@ class TrainConfig:
                 raise ConfigError(f"{name} = {value!r}: expected a positive integer or null")
         if self.max_minutes is not None:
             require_positive("max_minutes", self.max_minutes, "min")
+        if self.ckpt_minutes is not None:
+            require_positive("ckpt_minutes", self.ckpt_minutes, "min")
+        if self.ckpt_every is not None and (isinstance(self.ckpt_every, bool)
+                                            or not isinstance(self.ckpt_every, int)
+                                            or self.ckpt_every < 1):
+            raise ConfigError(f"ckpt_every = {self.ckpt_every!r}: expected a positive integer or null")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers = {self.num_workers!r}: expected >= 0")
         if self.task == "assoc":   # the layout must hold the pairs: checked before any file
@@ -155,7 +173,20 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 # --------------------------------------------------------------------------- building blocks
 def model_config_for(cfg: TrainConfig, spec: TaskSpec) -> ModelConfig:
-    """The user's architecture with the task's vocabulary, classes, length and head."""
+    """The user's architecture with the task's vocabulary, classes, length and head.
+
+    A task field the user set in ``model`` that disagrees with the task is refused, not
+    silently replaced (``model.max_len``: set the top-level ``max_len`` instead).
+    """
+    task = {"vocab_size": spec.vocab_size, "n_classes": spec.n_classes, "max_len": spec.max_len,
+            "pad_id": spec.pad_id, "head": "match" if spec.pair else "cls"}
+    default = ModelConfig()
+    for name in TASK_FIELDS:
+        value = getattr(cfg.model, name)
+        if value != getattr(default, name) and value != task[name]:
+            hint = "; set the top-level max_len instead" if name == "max_len" else ""
+            raise ConfigError(f"model.{name} = {value!r}: the {cfg.task} task sets it to "
+                              f"{task[name]!r}; leave it unset{hint}")
     return dataclasses.replace(cfg.model, vocab_size=spec.vocab_size, n_classes=spec.n_classes,
                                max_len=spec.max_len, pad_id=spec.pad_id,
                                head="match" if spec.pair else "cls")
@@ -174,7 +205,21 @@ def load_data(cfg: TrainConfig, splits=("train", "val", "test")) -> tuple[TaskSp
         if len(data[split]) == 0:
             raise DataError(f"{cfg.task} {split} split in {cfg.data_dir!r} is empty; "
                             "expected at least one example")
+        longest = longest_sequence(data[split])
+        if cfg.max_len is not None and longest is not None and longest > cfg.max_len \
+                and not cfg.truncate:
+            raise ConfigError(f"max_len = {cfg.max_len}: the {cfg.task} {split} split holds "
+                              f"sequences of up to {longest} tokens, which would be cut; expected "
+                              f"max_len >= {longest}, or set truncate=true to cut them")
     return spec, data
+
+
+def longest_sequence(dataset) -> int | None:
+    """The longest stored sequence, where a dataset keeps its lengths (ListOps); else None."""
+    offsets = getattr(dataset, "offsets", None)
+    if offsets is None or len(offsets) < 2:
+        return None
+    return int(np.max(np.diff(offsets)))
 
 
 def param_groups(model: torch.nn.Module, optim: OptimConfig) -> list[dict[str, Any]]:
@@ -314,9 +359,21 @@ def load_weights(run_dir: str | Path, name: str = BEST_FILE,
     return model
 
 
+def _interned(obj: Any) -> Any:
+    """``obj`` with every string interned: pickle memoises a string per object, so equal
+    strings that are shared in one run and separate in a resumed one gave different bytes."""
+    if isinstance(obj, str):
+        return sys.intern(obj)
+    if isinstance(obj, dict):
+        return {_interned(k): _interned(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_interned(v) for v in obj)
+    return obj
+
+
 def save_ckpt(path: Path, state: dict[str, Any]) -> None:
     buf = io.BytesIO()
-    torch.save(state, buf)
+    torch.save(_interned(state), buf)
     runs.atomic_write_bytes(path, buf.getvalue())
 
 
@@ -332,6 +389,15 @@ def load_ckpt(path: Path) -> dict[str, Any]:
         raise DataError(f"checkpoint {str(path)!r} is not a {CKPT_FORMAT} training checkpoint; "
                         "delete it to restart the run from step 0, or use a new --out")
     return state
+
+
+def read_timing(run_dir: Path) -> dict[str, Any]:
+    """Wall-clock seconds of an unfinished run (``timing.json``); empty when absent/unreadable."""
+    try:
+        data = json.loads((run_dir / TIMING_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -366,13 +432,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
     try:
         return _train(cfg, out, env, stop_after=stop_after, progress=progress)
     finally:
+        runs.release_run_dir(out)   # an interrupted run can be resumed by another process
         D.teardown(env)
 
 
 def _refuse_finished(out: Path) -> None:
-    if runs.is_finished(out):
-        raise RunExistsError(f"{str(out)!r} already holds a finished run ({runs.META_FILE} "
-                             "present); choose a new --out directory or delete that one yourself")
+    runs.check_out_dir(out)   # finished, not a directory, or not writable: refused up front
 
 
 def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | None,
@@ -399,6 +464,8 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
     step, elapsed_before, rows = 0, 0.0, []
     best = {"val_acc": -1.0, "step": -1}
     window = {"loss": 0.0, "correct": 0.0, "count": 0.0}
+    timing = read_timing(out) if resume else {}
+    eval_times = list(timing.get("eval_elapsed_s", []))
     if resume:
         state = load_ckpt(ckpt_path)
         if state["config"] != config_dict(cfg):
@@ -410,7 +477,7 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        step, elapsed_before = int(state["step"]), float(state["elapsed_s"])
+        step, elapsed_before = int(state["step"]), timing.get("elapsed_s", 0.0)
         rows, best = list(state["metrics"]), dict(state["best"])
         window = dict(state["window"][env.rank])
         set_rng_state(state["rng"][env.rank])
@@ -432,17 +499,24 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
     def elapsed() -> float:
         return elapsed_before + time.perf_counter() - t_session
 
+    last_ckpt = time.perf_counter()
+    ckpt_s = cfg.ckpt_minutes * 60.0 if cfg.ckpt_minutes is not None else math.inf
+
     def checkpoint() -> None:
+        nonlocal last_ckpt
+        last_ckpt = time.perf_counter()
         per_rank = D.gather_objects({"rng": rng_state(), "window": dict(window)}, env)
         if not env.is_main:
             return
         save_weights(out / MODEL_FILE, raw)
         save_ckpt(ckpt_path, {
             "format": CKPT_FORMAT, "config": config_dict(cfg), "world_size": env.world_size,
-            "step": step, "elapsed_s": elapsed(), "model": raw.state_dict(),
+            "step": step, "model": raw.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": [r["rng"] for r in per_rank], "window": [r["window"] for r in per_rank],
             "best": best, "metrics": rows})
+        runs.atomic_write_json(out / TIMING_FILE, {"elapsed_s": round(elapsed(), 3),
+                                                   "eval_elapsed_s": eval_times})
 
     def run_eval() -> None:
         nonlocal window
@@ -457,9 +531,9 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
                "lr": optimizer.param_groups[0]["lr"],
                "train_loss": window["loss"] / count if window["count"] else float("nan"),
                "train_acc": window["correct"] / count if window["count"] else float("nan"),
-               "val_loss": res["loss"], "val_acc": res["acc"], "best_val_acc": best["val_acc"],
-               "elapsed_s": round(elapsed(), 3)}
+               "val_loss": res["loss"], "val_acc": res["acc"], "best_val_acc": best["val_acc"]}
         rows.append(row)
+        eval_times.append(round(elapsed(), 3))
         window = {"loss": 0.0, "correct": 0.0, "count": 0.0}
         if env.is_main:
             write_metrics(out / METRICS_FILE, rows)
@@ -499,7 +573,10 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
             bar.update(1)
             bar.set_postfix(loss=f"{float(loss):.3f}", best=f"{max(best['val_acc'], 0):.3f}",
                             refresh=False)
-        out_of_time = D.broadcast_object(elapsed() > budget_s if env.is_main else None, env)
+        out_of_time, ckpt_due = D.broadcast_object(
+            (elapsed() > budget_s, time.perf_counter() - last_ckpt > ckpt_s)
+            if env.is_main else None, env)
+        ckpt_due = ckpt_due or (cfg.ckpt_every is not None and step % cfg.ckpt_every == 0)
         if step % cfg.eval_every == 0 or step == cfg.steps or out_of_time:
             # gather this window's train loss/acc from all ranks before logging
             window.update(zip(("loss", "correct", "count"),
@@ -507,6 +584,8 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
                                                 window["count"]], env)))
             run_eval()
             checkpoint()
+        elif ckpt_due:
+            checkpoint()   # mid-window: the window sums travel in the checkpoint
         if out_of_time:
             break
         if stop_after is not None and session_steps >= stop_after and step < cfg.steps:
@@ -532,7 +611,9 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
         runs.finish_run(out, runs.make_meta(
             stage="train", seed=cfg.seed, wall_time_s=elapsed(),
             packages=("torch", "safetensors"), world_size=env.world_size,
-            device=str(env.device), steps_done=step, results=results))
+            device=str(env.device), steps_done=step, results=results,
+            eval_steps=[int(r["step"]) for r in rows], eval_elapsed_s=eval_times))
+        (out / TIMING_FILE).unlink(missing_ok=True)   # wall times now live in meta.json
         if tb is not None:
             tb.close()
     D.barrier(env)

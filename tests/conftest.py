@@ -40,3 +40,13 @@ def run_cli():
                                  f"{proc.stdout}\n{proc.stderr}")
         return proc
     return run
+
+
+@pytest.fixture(autouse=True)
+def _fresh_run_registry():
+    """Each test starts with no run directory marked 'created by this process', so a CLI
+    error in one test never removes an unfinished run another test left on purpose."""
+    from astro_rmaat import runs
+    runs._CREATED.clear()
+    yield
+    runs._CREATED.clear()

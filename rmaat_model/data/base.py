@@ -72,6 +72,10 @@ def load_split(task: str, data_dir: str | Path, split: Split,
     if task not in TASKS:
         raise ConfigError(f"task = {task!r}: unknown task; expected one of {', '.join(TASKS)}")
     check_split(split)
+    if data_dir is None and task != "recall":
+        raise ConfigError(f"task = {task!r} reads its files from data_dir, which is not set; "
+                          f"pass --data DIR (see `rmaat train --help`; ListOps and Pathfinder "
+                          f"are written by `rmaat generate`)")
     module = importlib.import_module(TASKS[task])
     return module.load_split(data_dir, split, max_len, **options)
 

@@ -187,6 +187,11 @@ def generate_files(out_dir: str | Path, *, n_train: int = 96_000, n_val: int = 2
     for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise ConfigError(f"{name} = {value!r}: expected a non-negative integer (samples)")
+    if n_train + n_val + n_test == 0:
+        raise ConfigError("n_train = n_val = n_test = 0: nothing to generate; expected at least "
+                          "one sample (e.g. --n-train 2000 --n-val 200 --n-test 200)")
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers = {workers!r}: expected a positive number of processes")
     config = {"task": "listops", "n_train": n_train, "n_val": n_val, "n_test": n_test,
               "seed": seed, **dataclasses.asdict(settings)}
     out = runs.prepare_run_dir(out_dir, config)

@@ -152,13 +152,14 @@ def test_import_distill_is_light():
     assert out.stdout.strip() == "False", out.stderr
 
 
-def test_falling_trace_keeps_fit_json_but_refuses_a_schedule(tmp_path):
+def test_falling_trace_is_refused_before_the_run_directory(tmp_path):
+    """Every macro model is a saturating rise: a falling trace gives no schedule, so it is
+    refused before config.json or fit.json exist (the corrected rerun then just works)."""
     path = synthetic.write_samples(tmp_path / "s.parquet", "exp", dict(p0=1.0, p_inf=0.4, tau=8.0),
                                    noise=0.005)
-    with pytest.raises(DataError, match="fitted curve falls.*no retention.json written"):
+    with pytest.raises(DataError, match="the trace falls"):
         fitting.fit(fitting.FitConfig(models=("exp",), n_starts=1), path, tmp_path / "f")
-    assert json.loads((tmp_path / "f" / "fit.json").read_text())["chosen"] == "exp"
-    assert not (tmp_path / "f" / "retention.json").exists() and not (tmp_path / "f" / "meta.json").exists()
+    assert not (tmp_path / "f").exists()
 
 
 def test_fit_a_continuous_traces_file_by_variable_name(tmp_path):
