@@ -33,9 +33,11 @@ class PipelineConfig:
     family: Literal["rmaat_network", "tripartite"] = "rmaat_network"  # biophysical model family to distil
     sim_set: tuple[str, ...] = ()              # KEY=VALUE overrides of the simulation config (see rmaat simulate --show-defaults)
     fit_models: tuple[str, ...] = ()           # candidate macro models (empty: all)
-    task: str = "listops"                      # training task: listops (generated here) or recall (synthetic)
-    models: tuple[str, ...] = ("rmaat", "transformer")  # first is the RMAAT model, the rest are baselines on the same budget
-    budget_minutes: float = 1.5                # wall-clock training budget per model, minutes
+    task: str = "recall"                       # training task: recall (synthetic, 2..16 segments) or listops (generated here)
+    models: tuple[str, ...] = ("rmaat", "rmaat-none", "at-segment")  # names of MODEL_VARIANTS; the first is
+    #                                            the RMAAT model, the rest are compared with it at equal steps and sizes
+    steps: int = 300                           # optimiser steps per model (quick: 40)
+    budget_minutes: float | None = None        # optional wall-clock cap per model, minutes (None: steps decide)
     n_train: int = 4000                        # generated training examples (ListOps: official algorithm)
     n_eval: int = 500                          # generated validation and test examples each
     min_len: int = 100                         # ListOps length bounds, tokens; the official range is 500 < len < 2000,
@@ -44,7 +46,14 @@ class PipelineConfig:
     quick: bool = False                        # tiny sizes for tests and notebooks (seconds, not minutes)
 
     def __post_init__(self) -> None:
-        cfgmod.require_positive("budget_minutes", self.budget_minutes, "min")
+        if self.budget_minutes is not None:
+            cfgmod.require_positive("budget_minutes", self.budget_minutes, "min")
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ConfigError(f"steps = {self.steps!r}: expected a positive integer")
+        unknown = [m for m in self.models if m not in MODEL_VARIANTS]
+        if unknown:
+            raise ConfigError(f"models: unknown model {unknown[0]!r}; expected names from "
+                              f"{', '.join(MODEL_VARIANTS)}")
         for name in ("n_train", "n_eval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} = {getattr(self, name)!r}: expected a positive integer")
@@ -52,6 +61,26 @@ class PipelineConfig:
             raise ConfigError("models is empty: expected at least one model to train, e.g. rmaat")
         if not 0 < self.min_len < self.max_len:
             raise ConfigError(f"min_len = {self.min_len!r}, max_len = {self.max_len!r}: expected 0 < min_len < max_len")
+
+
+#: model name -> ModelConfig fields; every name trains at the same sizes and steps
+MODEL_VARIANTS: dict[str, dict] = {
+    "rmaat": dict(arch="rmaat", retention="ltp"),              # distilled schedule, default reading
+    "rmaat-literal": dict(arch="rmaat", retention="ltp", retention_reading="literal"),
+    "rmaat-stream": dict(arch="rmaat", retention="stream"),
+    "rmaat-learned": dict(arch="rmaat", retention="learned"),
+    "rmaat-flat": dict(arch="rmaat", retention="flat"),        # RF = 1/T: capacity without LTP shape
+    "rmaat-none": dict(arch="rmaat", retention="none"),        # memory passed on unscaled
+    "rmt": dict(arch="rmt", retention="none"),
+    "rlt": dict(arch="rlt", retention="none"),
+    "elastic": dict(arch="elastic", retention="none"),
+    "at": dict(arch="at", retention="none"),
+    "at-segment": dict(arch="at", at_scope="segment", retention="none"),   # memory-free control
+    "transformer": dict(arch="transformer", retention="none"),
+}
+#: recall layout of the pipeline: sequences of 2..16 segments of 16 tokens (the paper's
+#: Retrieval uses 16 segments); quick: 2..4 segments
+RECALL_SEGMENT_LEN = 16
 
 
 # --------------------------------------------------------------------------- stage settings
@@ -87,22 +116,38 @@ def fit_config(cfg: PipelineConfig):
                      n_starts=_quick_or(cfg, 4, 8), band_samples=_quick_or(cfg, 300, 2000))
 
 
-def train_config(cfg: PipelineConfig, arch: str, data_dir: Path, retention_file: Path):
-    from rmaat_model.model import ModelConfig
+def train_config(cfg: PipelineConfig, name: str, data_dir: Path, retention_file: Path):
+    """The TrainConfig of model ``name`` (MODEL_VARIANTS) on the pipeline's task.
+
+    recall: the learning test's sizes (d_model 32, 1 block, 4 memory tokens, segments of 16),
+    lengths of 2..16 segments so the test split gives accuracy by age; listops: d_model 64,
+    2 blocks, segments of 128. Training runs a fixed number of steps (the same numbers on any
+    machine load), evaluating 20 times."""
+    from rmaat_model.model import MEMORY_ARCHS, ModelConfig
     from rmaat_model.train import OptimConfig, TrainConfig
 
-    segment_len = _quick_or(cfg, 32, 128)
-    model = ModelConfig(arch=arch, d_model=_quick_or(cfg, 32, 64), n_heads=4, n_layers=2,
-                        d_ff=_quick_or(cfg, 64, 128), dropout=0.1, segment_len=segment_len,
-                        n_mem=8, retention="ltp", retention_file=str(retention_file))
-    return TrainConfig(
-        task=cfg.task, data_dir=str(data_dir) if cfg.task != "recall" else None,
-        max_len=data_sizes(cfg)["max_len"] if cfg.task == "listops" else None,
-        model=model, method="amrb" if arch in ("rmaat", "rmt", "rlt") else "bptt",
-        optim=OptimConfig(lr=1e-3, warmup_steps=_quick_or(cfg, 2, 30)),
-        batch_size=_quick_or(cfg, 8, 32), steps=_quick_or(cfg, 12, 300),
-        eval_every=_quick_or(cfg, 6, 25), eval_batches=_quick_or(cfg, 2, None),
-        seed=cfg.seed, max_minutes=cfg.budget_minutes)
+    if name not in MODEL_VARIANTS:
+        raise ConfigError(f"model {name!r}: expected one of {', '.join(MODEL_VARIANTS)}")
+    variant = MODEL_VARIANTS[name]
+    steps = _quick_or(cfg, min(cfg.steps, 40), cfg.steps)
+    common = dict(retention_file=str(retention_file), **variant)
+    if cfg.task == "recall":
+        model = ModelConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0,
+                            segment_len=RECALL_SEGMENT_LEN, n_mem=4, **common)
+        optim = OptimConfig(lr=5e-3, retention_lr=0.1, warmup_steps=min(20, steps // 2))
+        task = dict(max_len=RECALL_SEGMENT_LEN * _quick_or(cfg, 4, 16), recall_min_segments=2,
+                    batch_size=32, eval_batches=_quick_or(cfg, 1, 2), eval_batch_size=256)
+    else:
+        model = ModelConfig(d_model=_quick_or(cfg, 32, 64), n_heads=4, n_layers=2,
+                            d_ff=_quick_or(cfg, 64, 128), dropout=0.1, segment_len=_quick_or(cfg, 32, 128),
+                            n_mem=8, **common)
+        optim = OptimConfig(lr=1e-3, warmup_steps=_quick_or(cfg, 2, 30))
+        task = dict(max_len=data_sizes(cfg)["max_len"], data_dir=str(data_dir),
+                    batch_size=_quick_or(cfg, 8, 32), eval_batches=_quick_or(cfg, 2, None))
+    return TrainConfig(task=cfg.task, model=model,
+                       method="amrb" if variant["arch"] in MEMORY_ARCHS else "bptt", optim=optim,
+                       steps=steps, eval_every=max(1, steps // 20), seed=cfg.seed,
+                       max_minutes=cfg.budget_minutes, **task)
 
 
 # --------------------------------------------------------------------------- stages
@@ -202,7 +247,9 @@ def pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike) -> Path:
         walls["data"] = sw.elapsed
         train_dirs = {}
         for i, arch in enumerate(cfg.models):
-            _say(f"[{4 + i}/{n}] train {arch} on {cfg.task} ({cfg.budget_minutes:g} min budget)")
+            budget = "" if cfg.budget_minutes is None else f", at most {cfg.budget_minutes:g} min"
+            steps = train_config(cfg, arch, data_dir, fit_dir / "retention.json").steps
+            _say(f"[{4 + i}/{n}] train {arch} on {cfg.task} ({steps} steps{budget})")
             with runs.Stopwatch() as sw:
                 train_dirs[arch] = _stage_train(cfg, arch, data_dir, fit_dir / "retention.json",
                                                 out / "train" / arch)
@@ -227,11 +274,14 @@ def _pipeline_cli():
     @click.option("--family", type=click.Choice(["rmaat_network", "tripartite"]), default=None,
                   help="Biophysical model family to distil (default rmaat_network).")
     @click.option("--task", type=click.Choice(list(LOCAL_TASKS)), default=None,
-                  help="Training task (default listops, generated locally).")
+                  help="Training task (default recall: synthetic, 2..16 segments; listops: generated locally).")
     @click.option("--budget", "budget_minutes", type=float, default=None,
-                  help="Training wall-clock budget per model, minutes (default 1.5).")
-    @click.option("--models", default=None, help="Comma-separated models to train, e.g. rmaat,transformer,rmt.")
-    @click.option("--quick", is_flag=True, help="Tiny sizes: seconds instead of minutes (tests, notebooks).")
+                  help="Optional wall-clock cap on each model's training, minutes (default: none, steps decide).")
+    @click.option("--models", default=None,
+                  help="Comma-separated models to train (default rmaat,rmaat-none,at-segment); names: "
+                  + ", ".join(MODEL_VARIANTS) + ".")
+    @click.option("--quick", is_flag=True, help="Tiny sizes and 40 steps per model: under a minute once the Brian2 "
+                  "cache is warm (tests, notebooks).")
     @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                   help="PipelineConfig JSON file.")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",

@@ -38,9 +38,23 @@ def segments_of(train_dir: Path) -> int | None:
     if not mc_path.is_file():
         return None
     mc = json.loads(mc_path.read_text())
-    if mc.get("arch") not in ("rmaat", "rmt", "rlt") or not mc.get("segment_len"):
+    if mc.get("arch") not in ("rmaat", "rmt", "rlt", "elastic") or not mc.get("segment_len"):
         return None
     return int(math.ceil(mc["max_len"] / mc["segment_len"]))
+
+
+def accuracy_by_age_of(train_dir: Path) -> dict[int, float] | None:
+    """Test accuracy of a run's best checkpoint by the age of the fact (segments between fact and
+    query), recomputed from its files; None for a task without ages."""
+    cfg = json.loads((train_dir / "config.json").read_text())
+    if not (cfg.get("task") == "assoc" or (cfg.get("task") == "recall" and cfg.get("recall_min_segments"))):
+        return None
+    from rmaat_model.evaluate import accuracy_by_age
+    from rmaat_model.train import BEST_FILE, config_from_dict, load_data, load_weights
+
+    _, data = load_data(config_from_dict(cfg), splits=("test",))
+    by_age = accuracy_by_age(load_weights(train_dir, BEST_FILE), data["test"])
+    return {int(a): v["acc"] for a, v in by_age.items()}
 
 
 def collect(sim_dir: Path, fit_dir: Path, train_dirs: dict[str, Path],
@@ -78,7 +92,8 @@ def collect(sim_dir: Path, fit_dir: Path, train_dirs: dict[str, Path],
                           "majority_test": (res.get("majority") or {}).get("test_acc"),
                           "majority": res.get("majority"),
                           "method": cfg.get("method"), "wall_time_s": meta.get("wall_time_s"),
-                          "segments": segments_of(d)}
+                          "segments": segments_of(d), "by_age": accuracy_by_age_of(d),
+                          "n_classes": json.loads((d / "model.config.json").read_text()).get("n_classes")}
         T_train = T_train or training[arch]["segments"]
     T_show = T_train or 8
     T_show = min(T_show, ret.max_segments)
@@ -157,6 +172,60 @@ def plot_training(train_dirs: dict[str, Path], axes=None):
     return axes
 
 
+def plot_forgetting(retention_path: Path, training: dict[str, Any], axes=None):
+    """The astrocyte's LTP curve and the schedule it gives (left) beside each model's accuracy
+    against the age of the fact (right): the biology's retention and the model's."""
+    import matplotlib.pyplot as plt
+
+    ret = load_retention(retention_path)
+    with_ages = {a: r for a, r in training.items() if r.get("by_age")}
+    with plot_style():
+        if axes is None:
+            _, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        T = max((max(r["by_age"]) + 1 for r in with_ages.values()), default=16)
+        T = min(T, ret.max_segments)
+        k = np.arange(len(ret.p))
+        axes[0].plot(k, ret.p / ret.p_inf, color="k", label="p / p_inf (LTP trace)")
+        axes[0].bar(np.arange(1, T + 1), ret.rf(T) / ret.rf(T).max(), color="tab:green", alpha=0.4,
+                    label=f"RF(t, {T}) / max")
+        axes[0].set_xlim(0, max(T, 20) + 0.5)
+        axes[0].set_xlabel("cycle = segment")
+        axes[0].set_title("astrocyte LTP -> schedule")
+        axes[0].legend(fontsize=8)
+        for arch, r in with_ages.items():
+            ages = sorted(r["by_age"])
+            axes[1].plot(ages, [r["by_age"][a] for a in ages], marker="o", ms=3, label=arch)
+        chance = next((1 / r["n_classes"] for r in with_ages.values() if r.get("n_classes")), None)
+        if chance:
+            axes[1].axhline(chance, color="grey", ls=":", lw=1, label="chance")
+        axes[1].set_ylim(0, 1.02)
+        axes[1].set_xlabel("age of the fact (segments before the query)")
+        axes[1].set_ylabel("test accuracy")
+        axes[1].set_title("forgetting curves")
+        axes[1].legend(fontsize=8)
+    return axes
+
+
+def schedule_sentence(training: dict[str, Any]) -> str:
+    """One sentence: what the model with the distilled schedule reached, beside the others."""
+    names = list(training)
+    if not names:
+        return ""
+    first, r0 = names[0], training[names[0]]
+
+    def describe(r):
+        txt = _pct(r["test_acc"])
+        if r.get("by_age"):
+            ages = sorted(r["by_age"])
+            txt += f" (age {ages[0]}: {_pct(r['by_age'][ages[0]])}, age {ages[-1]}: {_pct(r['by_age'][ages[-1]])})"
+        return txt
+
+    others = "; ".join(f"{a}: {describe(training[a])}" for a in names[1:])
+    chance = f"; chance {_pct(1 / r0['n_classes'])}" if r0.get("n_classes") else ""
+    return (f"With the schedule distilled from the astrocyte, {first} reached {describe(r0)} on test"
+            + (f", against {others}" if others else "") + f"{chance}.")
+
+
 # --------------------------------------------------------------------------- markdown
 def _f(x: Any, fmt: str = ".4g") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
@@ -203,13 +272,15 @@ def render(results: dict[str, Any], cfg: dict[str, Any], walls: dict[str, float]
               "|---|" + "---|" * sch["T"],
               "| RF(t, T) | " + " | ".join(_f(v, ".3f") for v in sch["rf"]) + " |",
               "| RF_inf(t) | " + " | ".join(_f(v, ".3f") for v in sch["rf_stream"]) + " |", ""]
-    lines += ["## 4. Training on the same wall-clock budget", ""]
+    lines += ["## 4. Training at equal steps and sizes", ""]
     data = results.get("data")
     if data and data.get("task") == "listops":
         lines += [f"ListOps generated by the official algorithm: {data['n_train']} / {data['n_val']} / "
                   f"{data['n_test']} train / val / test trees of {data['min_length']} < length < "
                   f"{data['max_length']} tokens (the LRA range is 500–2000; set it with "
                   "`--set min_len=500 --set max_len=2000`).", ""]
+    if any(r.get("by_age") for r in tr.values()):
+        lines += [f"![forgetting]({rel['forgetting']})", "", schedule_sentence(tr), ""]
     lines += [
               f"![training]({rel['training']})", "",
               "| model | gradient | segments | steps | best step | val acc | test acc | wall [s] |",
@@ -228,8 +299,11 @@ def render(results: dict[str, Any], cfg: dict[str, Any], walls: dict[str, float]
                   "prior-like models have near-identical training losses (they follow the batches' "
                   "label mix)."]
     lines += ["", f"Majority-class baseline on test: {_pct(majority)}. Accuracies are those of the "
-              "best-on-validation checkpoint. The paper's full-budget ListOps figures are RMAAT 38.9% "
-              "and Transformer 36.4%; a budget of minutes on two CPU cores is far from that.", "",
+              "best-on-validation checkpoint."]
+    if cfg.get("task") == "listops":
+        lines += ["The paper's full-budget ListOps figures are RMAAT 38.9% and Transformer 36.4%; "
+                  "minutes on two CPU cores are far from that."]
+    lines += ["",
               "## Stage wall times", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in walls.items()]
     return "\n".join(lines) + "\n"
@@ -257,8 +331,11 @@ def write_report(out: Path, cfg, *, sim_dir: Path, fit_dir: Path, train_dirs: di
     with plot_style():
         _save(plot_schedule(fit_dir / "retention.json", Ts).figure, figs / "schedule.png")
         _save(plot_training(train_dirs)[0].figure, figs / "training.png")
+        if any(r.get("by_age") for r in results["training"].values()):
+            _save(plot_forgetting(fit_dir / "retention.json", results["training"])[0].figure,
+                  figs / "forgetting.png")
     rel = {"traces": "figures/traces.png", "schedule": "figures/schedule.png",
-           "training": "figures/training.png",
+           "training": "figures/training.png", "forgetting": "figures/forgetting.png",
            "fit": os.path.relpath(fit_dir / "fit.png", out)}
     runs.atomic_write_json(out / "results.json", {**results, "stage_walls_s": walls})
     cfg_dict = to_dict(cfg)

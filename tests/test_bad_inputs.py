@@ -55,7 +55,7 @@ CASES = [
     ("train", ["--task", "listops", "--data", "{listops}", "--set", "max_len=8"], "would be cut"),
     ("train", ["--task", "recall", "--set", "ckpt_minutes=0"], "ckpt_minutes = 0"),
     ("train", ["--task", "recall", "--set", "model.arch=\"nope\""], "arch = 'nope'"),
-    ("pipeline", ["--models", "rmaat,foo"], "arch = 'foo'"),
+    ("pipeline", ["--models", "rmaat,foo"], "unknown model 'foo'"),
     ("pipeline", ["--set", "n_train=0"], "n_train = 0"),
 ]
 

@@ -33,10 +33,11 @@ def quick_run(tmp_path_factory):
 def test_pipeline_writes_every_stage_and_a_report(quick_run):
     out, proc = quick_run
     assert f"report: {out / 'report.md'}" in proc.stdout
-    for stage in ("sim", "fit", "train/rmaat", "train/transformer", "data/listops", "."):
+    for stage in ("sim", "fit", "train/rmaat", "train/rmaat-none", "train/at-segment", "."):
         assert (out / stage / "config.json").is_file() and (out / stage / "meta.json").is_file(), stage
     report = (out / "report.md").read_text()
-    for rel in ("figures/traces.png", "figures/schedule.png", "figures/training.png", "fit/fit.png"):
+    for rel in ("figures/traces.png", "figures/schedule.png", "figures/training.png",
+                "figures/forgetting.png", "fit/fit.png"):
         assert f"]({rel})" in report
         assert (out / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", rel
 
@@ -58,11 +59,21 @@ def test_report_numbers_come_from_the_run_files(quick_run):
     rf = load_retention(out / "fit" / "retention.json").rf(T)
     assert "| RF(t, T) | " + " | ".join(f"{v:.3f}" for v in rf) + " |" in report
     # test accuracies, from each training run's results.json
-    for arch in ("rmaat", "transformer"):
+    for arch in ("rmaat", "rmaat-none", "at-segment"):
         r = json.loads((out / "train" / arch / "results.json").read_text())
         assert f"| {100 * r['val_acc']:.1f}% | {100 * r['test_acc']:.1f}% |" in report
         with open(out / "train" / arch / "metrics.csv") as fh:
-            assert len(list(csv.DictReader(fh))) >= 1
+            assert len(list(csv.DictReader(fh))) >= 20                # learning curves of 20+ points
+        cfg = json.loads((out / "train" / arch / "config.json").read_text())
+        assert cfg["steps"] == 40 and cfg["max_minutes"] is None      # quick: a step count, not a budget
+    # the forgetting curve: accuracy by age, recomputed here from the best checkpoint
+    from rmaat_model.evaluate import accuracy_by_age
+    from rmaat_model.train import config_from_dict, load_data, load_weights
+    cfg = config_from_dict(json.loads((out / "train" / "rmaat" / "config.json").read_text()))
+    by_age = accuracy_by_age(load_weights(out / "train" / "rmaat"), load_data(cfg, ("test",))[1]["test"])
+    assert sorted(by_age) == [1, 2, 3]                                  # quick: 2..4 segments
+    assert res["training"]["rmaat"]["by_age"] == {str(a): v["acc"] for a, v in by_age.items()}
+    assert "With the schedule distilled from the astrocyte, rmaat reached" in report
 
 
 @pytest.mark.slow
