@@ -70,14 +70,18 @@ FIVE_SEEDS = ("ltp", "ltp-literal", "none")
 QUICK_MODELS = ("ltp", "ltp-literal", "none", "at-segment")
 
 
-def base_config(T: int, K: int, model: str, seed: int, steps: int):
+def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "assoc"):
     from astro_rmaat.config import from_dict, to_dict
     from rmaat_model.train import TrainConfig
 
     d = to_dict(TrainConfig())
-    d.update(task="assoc", assoc_pairs=K, max_len=T * SEGMENT_LEN, batch_size=32, steps=steps,
+    d.update(task=task, max_len=T * SEGMENT_LEN, batch_size=32, steps=steps,
              eval_every=max(1, steps // 6), eval_batches=4, eval_batch_size=256, seed=seed,
              device="cpu", method="amrb")
+    if task == "assoc":
+        d["assoc_pairs"] = K
+    else:   # recall over 2..T segments: the answer in segment 1, its age = segments - 1
+        d["recall_min_segments"] = 2
     d["model"].update(arch="rmaat", d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0,
                       segment_len=SEGMENT_LEN, n_mem=4, retention_file=None)
     d["model"].update(MODELS[model])
@@ -95,14 +99,15 @@ def run_one(job: dict) -> dict:
     from rmaat_model.evaluate import accuracy_by_age
     from rmaat_model.train import RESULTS_FILE, load_weights, train
 
-    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"])
+    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"])
     out = Path(job["dir"])
     t0 = time.perf_counter()
     if not runs.is_finished(out):
         train(cfg, out, progress=False)
     wall = time.perf_counter() - t0
     res = json.loads((out / RESULTS_FILE).read_text())
-    _, test = load_split("assoc", None, "test", cfg.max_len, segment_len=SEGMENT_LEN, pairs=cfg.assoc_pairs)
+    options = ({"pairs": cfg.assoc_pairs} if job["task"] == "assoc" else {"min_segments": cfg.recall_min_segments})
+    _, test = load_split(job["task"], None, "test", cfg.max_len, segment_len=SEGMENT_LEN, **options)
     model = load_weights(out, device="cpu")
     rows = []
     samplings = [None]
@@ -113,7 +118,7 @@ def run_one(job: dict) -> dict:
             model.set_sampling(sampling)
         by_age = accuracy_by_age(model, test)
         acc = sum(v["acc"] * v["n"] for v in by_age.values()) / sum(v["n"] for v in by_age.values())
-        row = {"T": job["T"], "K": job["K"], "model": job["model"] + ("" if sampling is None else f"@{sampling}"),
+        row = {"task": job["task"], "T": job["T"], "K": job["K"], "model": job["model"] + ("" if sampling is None else f"@{sampling}"),
                "seed": job["seed"], "steps": res["steps_done"], "test_acc": round(acc, 4),
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": round(wall, 1)}
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
@@ -121,21 +126,21 @@ def run_one(job: dict) -> dict:
     return {"rows": rows}
 
 
-def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int) -> list[dict]:
+def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task: str = "assoc") -> list[dict]:
     jobs = []
     for T, K in grid:
         for model in models:
             n = seeds5 if model in FIVE_SEEDS else seeds3
             for seed in range(n):
-                jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps,
-                             "dir": str(out / "runs" / f"T{T}_K{K}" / model / f"seed{seed}")})
+                jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps, "task": task,
+                             "dir": str(out / "runs" / f"{task}_T{T}_K{K}" / model / f"seed{seed}")})
     # the longest sequences first, so the pool's tail is short
     return sorted(jobs, key=lambda j: -j["T"])
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
-    cols = ["T", "K", "model", "seed", "steps", "test_acc", "best_val_acc", "train_wall_s"] + [f"age_{a}" for a in ages]
+    cols = ["task", "T", "K", "model", "seed", "steps", "test_acc", "best_val_acc", "train_wall_s"] + [f"age_{a}" for a in ages]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
@@ -208,7 +213,8 @@ def plot(path: Path, rows: list[dict]) -> None:
             ax.axhline(1 / 8, color="grey", ls=":", lw=1)
             ax.set_ylim(0, 1.02)
             ax.set_xlabel("age of the fact (segments)")
-            ax.set_title(f"assoc T={T}, K={K}")
+            task = sub[0].get("task", "assoc")
+            ax.set_title(f"assoc T={T}, K={K}" if task == "assoc" else f"recall, 2..{T} segments")
         axes[0, 1].set_ylabel("test accuracy")
         axes[0, -1].legend(fontsize=6, loc="upper right", ncol=2)
         fig.tight_layout()
@@ -220,6 +226,10 @@ def plot(path: Path, rows: list[dict]) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", choices=("assoc", "recall"), default="assoc",
+                    help="assoc: the grid below; recall: the answer in segment 1 of 2..16 segments "
+                         "(age = segments - 1), one setting")
+    ap.add_argument("--seeds", default=None, help="seeds as N5,N3 (default 5,3; quick 1,1)")
     ap.add_argument("--quick", action="store_true",
                     help="T=4, K=1, 4 models, 1 seed, 150 steps (about 2 minutes on 2 cores)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/out/retention[-quick]")
@@ -240,10 +250,14 @@ def main(argv=None) -> int:
         models = QUICK_MODELS if args.models is None else models
     else:
         grid, steps, seeds = FULL_GRID, args.steps or 300, (5, 3)
-    out = args.out or Path("bench/out") / ("retention-quick" if args.quick else "retention")
+    if args.task == "recall":
+        grid = [(4 if args.quick else 16, 1)]
+    if args.seeds:
+        seeds = tuple(int(x) for x in args.seeds.split(","))
+    out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
     out.mkdir(parents=True, exist_ok=True)
-    jobs = jobs_for(grid, models, steps, out, *seeds)
-    print(f"retention benchmark: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, models: "
+    jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task)
+    print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, models: "
           f"{', '.join(models)}; {args.workers} worker(s) x 1 thread; out {out}", flush=True)
     t0 = time.perf_counter()
     rows = []
@@ -256,7 +270,7 @@ def main(argv=None) -> int:
                   f"test {100 * r['test_acc']:.1f} %", flush=True)
     write_csv(out / "results.csv", rows)
     table, _ = summarise(rows)
-    header = (f"assoc test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each; "
+    header = (f"{args.task} test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each; "
               f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
               f"wall {time.perf_counter() - t0:.0f} s\n\n")
     tmp = out / "table.md.tmp"

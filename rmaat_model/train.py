@@ -126,6 +126,9 @@ class TrainConfig:
                                       # stops early (and still finishes) when it is spent
     num_workers: int = 0              # DataLoader worker processes per rank
     device: Literal["auto", "cpu", "cuda"] = "auto"  # 'auto' = CUDA when available
+    threads: int | None = None        # CPU intra-op threads per process; None: 1 (this project's models
+                                      # are small: 2 threads on a busy 2-core machine ran the demo's
+                                      # ListOps step 15x slower than 1, bench/train_step_speed.py)
     tensorboard: bool = False         # also write TensorBoard events to tb/ (needs tensorboard)
 
     def __post_init__(self) -> None:
@@ -151,6 +154,9 @@ class TrainConfig:
             raise ConfigError(f"ckpt_every = {self.ckpt_every!r}: expected a positive integer or null")
         if self.num_workers < 0:
             raise ConfigError(f"num_workers = {self.num_workers!r}: expected >= 0")
+        if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
+                                         or self.threads < 1):
+            raise ConfigError(f"threads = {self.threads!r}: expected a positive integer or null (1)")
         if self.task == "assoc":   # the layout must hold the pairs: checked before any file
             from rmaat_model.data import assoc
             assoc.check_layout(self.max_len or assoc.DEFAULT_MAX_LEN, self.model.segment_len,

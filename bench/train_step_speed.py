@@ -1,0 +1,102 @@
+"""Training steps per second of the demo's ListOps model: this tree against an older revision.
+
+    PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1]
+
+The config is the pipeline's ListOps model (d_model 64, 4 heads, 2 blocks, d_ff 128, dropout
+0.1, segments of 128 with 8 memory tokens, batch 32, AMRB, AdamW), on seeded random batches
+with the demo's lengths (100..500 tokens, ListOps vocabulary size). ``--ref`` is checked out
+with ``git worktree`` into a temporary folder; each repeat runs both trees in fresh
+processes, interleaved (ref, this, ref, this, ...), each timing ``--steps`` optimiser steps
+after two warm-up steps. Prints the median steps/s of each and their ratio, with the
+machine's cores and load. Each tree runs with its own defaults (the old revision: pre-LN,
+literal RF), and with ``--threads 0`` (the default) with the intra-op thread count its own
+``train`` would use (the old revision: torch's default, one per core). A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CHILD = r"""
+import json, sys, time, torch
+threads = int(sys.argv[1])
+if threads == 0:   # each tree's own training default
+    try:
+        from rmaat_model.train import cpu_threads
+        torch.set_num_threads(cpu_threads(None))
+    except ImportError:
+        pass       # a revision without a thread policy: torch's default
+else:
+    torch.set_num_threads(threads)
+from rmaat_model.model import ModelConfig, build_model
+from rmaat_model.amrb import forward_backward
+steps, arch = int(sys.argv[2]), sys.argv[3]
+cfg = ModelConfig(arch=arch, vocab_size=18, n_classes=10, max_len=512, d_model=64, n_heads=4, n_layers=2,
+                  d_ff=128, dropout=0.1, segment_len=128, n_mem=8, retention="none")
+torch.manual_seed(0)
+model = build_model(cfg)
+opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+g = torch.Generator().manual_seed(1)
+def batch():
+    lengths = torch.randint(100, 501, (32,), generator=g)
+    x = torch.randint(1, 18, (32, 500), generator=g)
+    x[torch.arange(500)[None, :] >= lengths[:, None]] = 0
+    return x, torch.randint(0, 10, (32,), generator=g)
+def step():
+    x, y = batch()
+    forward_backward(model, x, y, method="amrb")
+    opt.step(); opt.zero_grad(set_to_none=True)
+step(); step()
+t0 = time.perf_counter()
+for _ in range(steps):
+    step()
+print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t0)}))
+"""
+
+
+def run(tree: Path, threads: int, steps: int, arch: str) -> float:
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch], cwd=tree, env=env,
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--ref", default="c18666a", help="revision to compare with (default: before this round)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="intra-op threads for both trees; 0 (default): each tree's own training default")
+    ap.add_argument("--arch", default="rmaat", help="rmaat | rmt | rlt (same config otherwise)")
+    args = ap.parse_args(argv)
+    here = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        ref = Path(tmp) / "ref"
+        subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(ref), args.ref], check=True)
+        try:
+            old, new = [], []
+            for i in range(args.repeats):
+                old.append(run(ref, args.threads, args.steps, args.arch))
+                new.append(run(here, args.threads, args.steps, args.arch))
+                print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s", flush=True)
+        finally:
+            subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(ref)], check=False)
+    mo, mn = statistics.median(old), statistics.median(new)
+    print(f"{args.arch} + AMRB, demo ListOps config, {args.threads or 'each tree own default'} thread(s), {args.repeats} interleaved repeats "
+          f"of {args.steps} steps; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    print(f"median steps/s: {args.ref} {mo:.2f}, this tree {mn:.2f}; ratio {mn / mo:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
