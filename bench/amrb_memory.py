@@ -7,7 +7,10 @@ BPTT and under AMRB, measured side by side in one run:
   * peak bytes saved for backward (parameters excluded; storages de-duplicated), plus the
     memory states AMRB keeps — deterministic;
   * peak RSS increase of the step in a fresh process (warm-up step first, heap trimmed);
-  * wall time, median of ``--repeats`` interleaved runs in this process.
+  * wall time, median of ``--repeats`` interleaved runs in this process;
+  * the whole training state as the paper counts GPU memory: saved tensors + parameters +
+    gradients + AdamW's two moments (4 x the parameter bytes).
+``--arch`` picks the memory arch (rmaat, rmt, rlt, elastic; same sizes).
 On a busy shared machine use ``--threads 1`` (two threads there were erratic).
 Prints ratios BPTT / AMRB. Benchmarks are not tests: nothing is asserted.
 """
@@ -39,19 +42,23 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS probes")
     ap.add_argument("--retention", default=None)
+    ap.add_argument("--arch", default="rmaat", choices=("rmaat", "rmt", "rlt", "elastic"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     rfile, rdesc = retention_file(args.retention)
-    cfg = ModelConfig(arch="rmaat", retention="ltp", retention_file=rfile, segment_len=args.segment_len,
+    cfg = ModelConfig(arch=args.arch, retention="ltp" if args.arch == "rmaat" else "none",
+                      retention_file=rfile, segment_len=args.segment_len,
                       max_len=max(args.T) * args.segment_len)
-    print(f"RMAAT d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} "
+    print(f"{args.arch} d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} "
           f"N={cfg.segment_len} M={cfg.n_mem} dropout={cfg.dropout}; batch {args.batch}; "
           f"{args.threads} threads; retention: {rdesc}")
     torch.manual_seed(0)
     model = build_model(cfg)
     params = list(model.parameters())
     header = (f"{'T':>3} {'saved BPTT':>11} {'saved AMRB':>11} {'ratio':>6} {'RSS BPTT':>9} {'RSS AMRB':>9} "
-              f"{'ratio':>6} {'wall BPTT':>9} {'wall AMRB':>9} {'AMRB/BPTT':>9}")
+              f"{'ratio':>6} {'wall BPTT':>9} {'wall AMRB':>9} {'AMRB/BPTT':>9} {'whole BPTT':>10} "
+              f"{'whole AMRB':>10} {'ratio':>6}")
+    state_bytes = 4 * sum(p.numel() * p.element_size() for p in params)   # params, grads, 2 Adam moments
     print(header)
     for T in args.T:
         g = torch.Generator().manual_seed(T)
@@ -82,7 +89,9 @@ def main() -> None:
         mb = lambda v: f"{v / 2**20:8.1f}M"
         print(f"{T:>3} {mb(saved['bptt']):>11} {mb(saved['amrb']):>11} {saved['bptt'] / saved['amrb']:6.1f} "
               f"{mb(rss['bptt']):>9} {mb(rss['amrb']):>9} {rss['bptt'] / max(rss['amrb'], 1):6.1f} "
-              f"{wb:8.2f}s {wa:8.2f}s {wa / wb:9.2f}", flush=True)
+              f"{wb:8.2f}s {wa:8.2f}s {wa / wb:9.2f} {mb(saved['bptt'] + state_bytes):>10} "
+              f"{mb(saved['amrb'] + state_bytes):>10} "
+              f"{(saved['bptt'] + state_bytes) / (saved['amrb'] + state_bytes):6.1f}", flush=True)
 
 
 if __name__ == "__main__":

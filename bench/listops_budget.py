@@ -26,6 +26,7 @@ from rmaat_model.train import RESULTS_FILE, TrainConfig, train
 MODELS = {  # arch -> (method, retention)
     "rmaat": ("amrb", "ltp"),
     "rmt": ("bptt", "none"),
+    "elastic": ("amrb", "none"),
     "transformer": ("bptt", "none"),
 }
 

@@ -31,6 +31,8 @@ MODELS = {  # name -> (arch, retention, method)
     "RMAAT (AMRB)": ("rmaat", "ltp", "amrb"),
     "RMAAT (BPTT)": ("rmaat", "ltp", "bptt"),
     "RMT (BPTT)": ("rmt", "none", "bptt"),
+    "RLT (AMRB)": ("rlt", "none", "amrb"),
+    "Elastic (AMRB)": ("elastic", "none", "amrb"),
     "Transformer": ("transformer", "none", "bptt"),
 }
 

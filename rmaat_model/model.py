@@ -2,19 +2,38 @@
 
 RMAAT (Mia, Bal, Sengupta, ICLR 2026) is a segment-recurrent encoder: the sequence is cut
 into T segments, M memory tokens are joined to each segment, attention inside a segment is
-the linear-cost *astromorphic* attention, and the memory outputs of segment t, scaled by
-the LTP retention factor RF(t, T) of a ``retention.json``, are the memory of segment t+1.
+the linear-cost *astromorphic* attention, and the memory outputs of segment t, weighted by
+the LTP retention factor RF(t, T) of a ``retention.json``, become the memory of segment t+1.
 
     arch          attention inside a window             memory   retention
-    rmaat         astromorphic (H_neuron + H_astro)     yes      cfg.retention
+    rmaat         astromorphic (H_neuron + H_astro)     yes      cfg.retention, cfg.retention_reading
     rmt           softmax                               yes      none (paper's RMT)
     rlt           normalised linear (alpha=1, no H_astro) yes    none (paper's RLT)
+    elastic       softmax                               HiPPO-LegS state, sampled (rmaat_model.elastic)
     at            astromorphic over the whole sequence  no       -
     at (segment)  astromorphic within one segment       no       -   (at_scope = "segment")
     transformer   softmax over the whole sequence       no       -
 
-All five share one code path (embedding, pre-LN blocks, heads); only the attention kernel
-and the recurrence differ, so a comparison is iso-architecture at equal width and depth.
+All share one code path (embedding, blocks, heads); only the attention kernel and the
+recurrence differ, so a comparison is iso-architecture at equal width and depth.
+
+Block layout (``norm``, default "post"): LayerNorm after each residual add, Y = LN(X + Attn X),
+then LN(Y + FFN Y), the layout of the astromorphic-transformer papers RMAAT builds on. In a
+pre-LN block (X + Attn(LN X), nanoGPT) LayerNorm makes each segment's new writes independent
+of the memory's scale, so RF damps only the copy carried along the residual, and the damping
+multiplies across hand-offs. Measured (bench/retention_curve.py --task recall: answer in
+segment 1 of 2..16 segments, 300 steps, the shipped schedule): pre-LN stays at chance with
+every schedule (ltp 12.4 %, literal 13.1 %, none 17.8 %), post-LN learns.
+
+Two readings of the schedule (``retention_reading``), both from the same retention.json:
+    literal       mem_{t+1} = RF(t, T) mem'_{t+1}                     (the paper's formula)
+    integrating   mem_{t+1} = mem_t + RF(t, T) (mem'_{t+1} - mem_t)   (default)
+The integrating reading lets the memory integrate each segment's write weighted by the LTP
+increment, as p^l integrates its increments (total capacity sum_t RF = 1). On the benchmark
+above it reaches 100.0 ± 0.0 % (5 seeds) against 17.0 ± 10.2 % for the literal reading
+(RF(t, 16) runs 0.119 .. 0.026, so the literal product of factors vanishes), 96.7 % for the flat
+RF = 1/T control and 53.5 ± 35.7 % for unscaled memory (``none``). ``stream`` (RF_inf(t)) reads
+the same two ways.
 
 Shape legend
     B   batch (B' = 2B when the two-tower matching head stacks both documents)
@@ -35,7 +54,9 @@ Open choices the paper leaves (each decided here, documented where it is made):
       constant is absorbed by the output projection. RLT uses exactly that kernel.
     * g = (sum_t phi(k_t))^alpha elementwise over the head dimension, sums over real keys
       only (padding masked out of every sum); alpha = 0.25 (predecessor paper).
-    * "+ X" is the block's residual connection (pre-LN blocks, nanoGPT style).
+    * "+ X" is the block's residual connection; LayerNorm placement is ``norm`` (above).
+    * Dropout: one random draw per segment (or per whole-sequence pass) gives every dropout
+      site's mask, so AMRB's replay repeats one RNG call per segment.
     * Memory tokens sit before the segment tokens; attention within [mem; segment] is
       bidirectional (encoder). The initial memory is learned. The state handed between
       segments is the *unscaled* memory output; RF(t, T) multiplies it as it enters segment
