@@ -16,7 +16,8 @@ import os
 
 QUICK = os.environ.get("RMAAT_QUICK", "0") == "1"   # the tests run this notebook quickly
 SEED = 0
-STEPS = 300 if QUICK else 400          # optimiser steps of each recall run
+STEPS = 200 if QUICK else 300          # optimiser steps of each recall run
+MAX_SEGMENTS = 4 if QUICK else 16       # recall lengths: 2 .. MAX_SEGMENTS segments of 16 tokens
 LENGTHS = (256, 1024) if QUICK else (1024, 4096)   # throughput comparison, tokens
 RETENTION = None                        # a retention.json; None: the shipped default (see below)
 THREADS = 1                             # intra-op threads (1 is fastest for these tiny models)
@@ -28,9 +29,11 @@ THREADS = 1                             # intra-op threads (1 is fastest for the
 # boundaries, and back-propagating through that memory (AMRB — exact BPTT at the memory cost
 # of one segment) is what teaches the model to use it.
 #
-# 1. train RMAAT with AMRB on the synthetic **recall** task (answer in the first of 4
-#    segments, asked for in the last) and, as a control, the same model with truncated
-#    BPTT(k = 1) — no gradient crosses a segment boundary;
+# 1. train RMAAT with AMRB on the synthetic **recall** task (answer in the first segment of
+#    2..16, asked for in the last) with the distilled LTP schedule read two ways — the paper's
+#    literal `mem = RF · mem'` and the integrating `mem ← mem + RF · (mem' − mem)` — in post-LN
+#    and pre-LN blocks, beside unscaled memory; then read each model's **forgetting curve**
+#    (accuracy against the number of segments between answer and query) beside the LTP curve;
 # 2. compare activation memory (AMRB vs BPTT) and training throughput (RMAAT vs RMT vs
 #    Transformer);
 # 3. reload the trained run from its files and re-evaluate it.
@@ -55,59 +58,79 @@ torch.set_num_threads(THREADS)
 work = Path(tempfile.mkdtemp(prefix="rmaat_nb03_"))
 
 # %% [markdown]
-# The retention schedule comes from `distill` (`retention.json`). Without the shipped file
-# we write an illustrative exponential schedule, p(t) = 1 - exp(-t / 3 cycles), so the
-# notebook runs anywhere; the recall runs use `learned` retention initialised from it.
+# The retention schedule comes from `distill` (`retention.json`); the shipped one
+# (`data/retention/default.json`) is the default network's fit, tau = 10 STP cycles.
 
 # %%
 if RETENTION is None:
-    try:
-        RETENTION = str(default_retention_path())
-    except DataError:
-        import math
-        p = [1 - math.exp(-k / 3.0) for k in range(65)]
-        doc = {"schema": "rmaat.retention/v1", "tau_cycle_s": 1.0, "p_inf": 1.0,
-               "model": {"name": "exp_saturation", "params": {"p_inf": {"value": 1.0, "stderr": None},
-                                                             "tau": {"value": 3.0, "stderr": None}}},
-               "candidates": [], "curve": {"t_cycles": list(range(65)), "p": p},
-               "source": {"traces": "illustrative exponential (notebook 03)", "sha256": ""}}
-        RETENTION = str(work / "retention.json")
-        Path(RETENTION).write_text(json.dumps(doc))
+    RETENTION = str(default_retention_path())
 print("retention schedule:", RETENTION)
 
+VARIANTS = {   # label -> ModelConfig fields
+    "ltp, integrating, post-LN (default)": dict(retention="ltp", retention_reading="integrating", norm="post"),
+    "ltp, literal, post-LN": dict(retention="ltp", retention_reading="literal", norm="post"),
+    "ltp, integrating, pre-LN": dict(retention="ltp", retention_reading="integrating", norm="pre"),
+    "none, post-LN": dict(retention="none", norm="post"),
+}
 
-def recall_config(method: str, k: int = 1) -> TrainConfig:
+
+def recall_config(variant: dict, method: str = "amrb", k: int = 1) -> TrainConfig:
     d = to_dict(TrainConfig())
-    d.update(task="recall", max_len=64, batch_size=32, steps=STEPS, eval_every=max(1, STEPS // 6),
-             eval_batches=4, eval_batch_size=128, seed=SEED, device="cpu", method=method, tbptt_k=k)
+    d.update(task="recall", max_len=16 * MAX_SEGMENTS, recall_min_segments=2, batch_size=32, steps=STEPS,
+             eval_every=max(1, STEPS // 20), eval_batches=1, eval_batch_size=256, seed=SEED, device="cpu",
+             method=method, tbptt_k=k)
     d["model"].update(arch="rmaat", d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0,
-                      segment_len=16, n_mem=4, retention="learned", retention_file=RETENTION)
+                      segment_len=16, n_mem=4, retention_file=RETENTION, **variant)
     d["optim"].update(lr=5e-3, retention_lr=0.1, warmup_steps=20)
     return from_dict(TrainConfig, d)
 
 # %% [markdown]
-# ## 1. Recall across four segments
+# ## 1. Recall across up to 16 segments, and forgetting curves
 
 # %%
 runs = {}
-for label, cfg in (("RMAAT + AMRB", recall_config("amrb")),
-                   ("RMAAT + TBPTT(1)", recall_config("tbptt", 1))):
+for label, variant in VARIANTS.items():
     t0 = time.perf_counter()
-    runs[label] = train(cfg, work / label.replace(" ", "_").replace("+", "").replace("(", "").replace(")", ""),
-                        progress=False)
+    runs[label] = train(recall_config(variant), work / f"run{len(runs)}", progress=False)
     res = json.loads((runs[label] / RESULTS_FILE).read_text())
-    print(f"{label:18s} test acc {res['test_acc']:.3f} (best step {res['best_step']}, "
+    print(f"{label:38s} test acc {res['test_acc']:.3f} (best step {res['best_step']}, "
           f"{time.perf_counter() - t0:.0f} s; chance {1 / N_CLASSES:.3f})")
 
 ax = plot_learning_curves(runs, chance=1 / N_CLASSES)
-ax.set_title("recall, 4 segments of 16 tokens")
+ax.set_title(f"recall, 2..{MAX_SEGMENTS} segments of 16 tokens")
+plt.show()
+
+# %%
+from astro_rmaat.report import plot_forgetting
+from rmaat_model.evaluate import accuracy_by_age
+from rmaat_model.train import config_from_dict, load_data, load_weights
+
+training = {}
+for label, run in runs.items():
+    cfg = config_from_dict(json.loads((run / "config.json").read_text()))
+    by_age = accuracy_by_age(load_weights(run), load_data(cfg, ("test",))[1]["test"])
+    training[label] = {"by_age": {a: v["acc"] for a, v in by_age.items()}, "n_classes": N_CLASSES}
+    print(f"{label:38s} by age: " + " ".join(f"{a}:{v['acc']:.2f}" for a, v in by_age.items()))
+plot_forgetting(Path(RETENTION), training)
 plt.show()
 
 # %% [markdown]
-# With AMRB the gradient of the last segment's loss reaches the first segment through the
-# memory, and the model learns to write the answer there. With TBPTT(1) the forward pass
-# still carries memory, but nothing teaches the first segment to write into it.
+# Post-LN blocks let the schedule act on what the memory holds; in pre-LN blocks LayerNorm
+# makes each segment's writes independent of the memory's scale, so RF only damps the
+# copy carried along the residual, and the damping multiplies across segments. The literal
+# reading multiplies RF(t, T) < 1 at every hand-off; the integrating reading moves the memory
+# towards each segment's write by RF, as the LTP trace integrates its increments. The
+# full-size figures (5 seeds) are `bench/retention_curve.py --task recall`.
 #
+# Without back-propagation through the memory the schedule cannot help: the same default
+# model trained with truncated BPTT(k = 1) (no gradient crosses a segment boundary).
+
+# %%
+tb = train(recall_config(VARIANTS["ltp, integrating, post-LN (default)"], "tbptt", 1), work / "tbptt1",
+           progress=False)
+print("TBPTT(1) test acc", json.loads((tb / RESULTS_FILE).read_text())["test_acc"])
+
+# %% [markdown]
 # ## 2. Memory and throughput
 #
 # Activation bytes saved for backward (deterministic; `rmaat_model.memory.saved_bytes`)
@@ -163,9 +186,10 @@ for L in LENGTHS:
 # %%
 from rmaat_model import checkpoint
 
-run = runs["RMAAT + AMRB"]
+run = runs["ltp, integrating, post-LN (default)"]
 print(sorted(p.name for p in run.iterdir()))
 print(json.dumps(evaluate(run, "test"), indent=1))
 model, mcfg = checkpoint.load(run / "best.safetensors")
-print("learned RF(t, T=4):", [round(float(x), 3) for x in model.rf_table.detach()[3, :4]])
+print("layout and reading:", mcfg.norm, mcfg.retention_reading, "; RF(t, T=4):",
+      [round(float(x), 3) for x in model.rf_table.detach()[3, :4]])
 print("metrics.csv, last row:", read_metrics(run)[-1])

@@ -15,6 +15,8 @@ EXPECTED_OUTPUT = {
     "01_simulate_astrocyte_ltp": ["monotone rise: True", "max |p_l(Brian2) - p_l(SciPy)|",
                                   "gliotransmitter releases:", "rho after the pairs:"],
     "02_fit_macro_model": ["chosen:", "within 1 stderr:", "RF(t,  8)", "elasticity"],
+    "03_train_rmaat": ["ltp, integrating, post-LN (default)", "ltp, literal, post-LN", "by age:",
+                       "TBPTT(1) test acc", "layout and reading: post integrating"],
 }
 
 
