@@ -205,18 +205,18 @@ def plot(path: Path, rows: list[dict]) -> None:
         ax.legend(fontsize=7)
         for ax, (T, K) in zip(axes[0, 1:], settings):
             sub = [r for r in rows if r["T"] == T and r["K"] == K]
-            for m in dict.fromkeys(r["model"] for r in sub):
+            for i, m in enumerate(dict.fromkeys(r["model"] for r in sub)):
                 rs = [r for r in sub if r["model"] == m]
                 ages = sorted(int(k[4:]) for k in rs[0] if k.startswith("age_"))
                 mean = [statistics.fmean(r[f"age_{a}"] for r in rs) for a in ages]
-                ax.plot(ages, mean, marker="o", ms=3, label=m)
+                ax.plot(ages, mean, marker="o", ms=3, ls=("-", "--", ":")[(i // 7) % 3], label=m)
             ax.axhline(1 / 8, color="grey", ls=":", lw=1)
             ax.set_ylim(0, 1.02)
             ax.set_xlabel("age of the fact (segments)")
             task = sub[0].get("task", "assoc")
             ax.set_title(f"assoc T={T}, K={K}" if task == "assoc" else f"recall, 2..{T} segments")
         axes[0, 1].set_ylabel("test accuracy")
-        axes[0, -1].legend(fontsize=6, loc="upper right", ncol=2)
+        axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         fig.tight_layout()
         tmp = path.with_name(path.stem + ".tmp.png")
         fig.savefig(tmp, dpi=110)
@@ -236,6 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default 300; quick 150)")
     ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
+    ap.add_argument("--replot", action="store_true", help="redraw table.md and forgetting.png from results.csv")
     args = ap.parse_args(argv)
     if args.workers < 1:
         print(f"--workers {args.workers}: expected at least 1", file=sys.stderr)
@@ -255,6 +256,13 @@ def main(argv=None) -> int:
     if args.seeds:
         seeds = tuple(int(x) for x in args.seeds.split(","))
     out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
+    if args.replot:
+        with open(out / "results.csv", newline="") as fh:
+            rows = [{k: (v if k in ("task", "model") else float(v) if "." in v else int(v))
+                     for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
+        plot(out / "forgetting.png", rows)
+        print(summarise(rows)[0])
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task)
     print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, models: "
