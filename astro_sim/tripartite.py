@@ -354,16 +354,16 @@ f_p : 1                                                # fraction of this step w
 f_d : 1                                                # fraction of this step with c > theta_d
 # --- postsynaptic leaky integrate-and-fire neuron (held at V_reset for tau_ref after a spike)
 dv/dt = lif_active*(g_L*(E_L - v) + g_syn*(E_syn - v) + I_syn + I_sic)/C_m : volt
-lif_active = int(t >= t_lif + tau_ref) : 1
+lif_active : 1                                         # 0 while refractory (set once per step)
 dg_syn/dt = -g_syn/tau_syn : siemens                   # conductance-based synapse (w_e per release)
 dI_syn/dt = -I_syn/tau_syn : amp                       # current-based synapse (w_I per release)
 dI_sic/dt = -I_sic/tau_sic : amp                       # slow inward current (w_sic per glio release)
-t_lif : second                                         # time of the last LIF spike
+t_lif : second                                         # end of the step in which v crossed V_th
 n_lif : 1                                              # LIF spikes so far
 """
 
 LIF_EVENT = "v > V_th and lif_active > 0.5"
-LIF_RESET = "v = V_reset\nt_lif = t\nn_lif += 1"
+LIF_RESET = "v = V_reset\nt_lif = t + dt\nn_lif += 1\nlif_active = 0"
 
 
 SYN_EQS = """
@@ -388,10 +388,12 @@ I_syn_post += w_I*r_S
 
 SYN_ON_CA = "c_post += Cpre_jump*((1 - release_scaling) + release_scaling*r_S/U_0_star)"
 
-# Time the (exponentially decaying) c spends above each threshold within the coming step.
+# Time the (exponentially decaying) c spends above each threshold within the coming step,
+# and whether the LIF neuron is past its refractory period (constant within a step).
 FRACTIONS = """
 f_p = clip(tau_Ca*log(clip(c, 1e-30, 1e30)/theta_p)/dt, 0, 1)
 f_d = clip(tau_Ca*log(clip(c, 1e-30, 1e30)/theta_d)/dt, 0, 1)
+lif_active = int(t >= t_lif + tau_ref - 0.5*dt)
 """
 
 
