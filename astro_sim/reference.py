@@ -87,3 +87,85 @@ def integrate(cfg: NetworkSimConfig, *, rtol: float = 1e-10, atol: float = 1e-12
     return ReferenceSolution(t_s=t_grid, x=out[:n], s=out[n:n + n_syn],
                              p_s=out[n + n_syn:n + 2 * n_syn], p_l=out[n + 2 * n_syn:],
                              boundaries_p_l=np.stack(boundaries, axis=1))
+
+
+# ----------------------------------------------------------------------------- the G-ChI astrocyte
+# The astrocyte of the tripartite synapse without synaptic input (Y_S = 0), written again in
+# NumPy from shared/reference/astro_models.md and Stimberg et al. 2018 (example 4): state
+# y = [Gamma_A, I, C, h], concentrations in uM, time in s. Parameters are read from a
+# :class:`astro_sim.tripartite.TripartiteParams` (its units are the ones used here).
+GCHI_STATE = ("Gamma_A", "I", "C", "h")
+
+
+def gchi_rhs(p, I_bias: float | None = None, clamp_uM: float | None = None):
+    """f(t, y) of the unstimulated G-ChI astrocyte; ``clamp_uM`` holds I (the ChI subsystem)."""
+    bias = p.I_bias if I_bias is None else I_bias
+
+    def f(t: float, y: np.ndarray) -> np.ndarray:
+        gamma_a, I, C, h = y
+        if clamp_uM is not None:
+            I = clamp_uM
+        dgamma = -p.Omega_N * (1 + p.zeta * C / (C + p.K_KC)) * gamma_a
+        j_beta = p.O_beta * gamma_a
+        j_delta = p.O_delta / (1 + I / p.kappa_delta) * C**2 / (C**2 + p.K_delta**2)
+        j_3k = p.O_3K * C**4 / (C**4 + p.K_D**4) * I / (I + p.K_3K)
+        j_5p = p.Omega_5P * I
+        d = I - bias
+        j_ex = -p.F_ex / 2 * (1 + np.tanh((abs(d) - p.I_Theta) / p.omega_I)) * np.sign(d)
+        dI = 0.0 if clamp_uM is not None else j_beta + j_delta - j_3k - j_5p + j_ex
+        m_inf = I / (I + p.d_1) * C / (C + p.d_5)
+        free = p.C_T - (1 + p.rho_A) * C
+        dC = (p.Omega_C * m_inf**3 * h**3 + p.Omega_L) * free - p.O_P * C**2 / (C**2 + p.K_P**2)
+        q2 = p.d_2 * (I + p.d_1) / (I + p.d_3)
+        dh = (q2 / (q2 + C) - h) * p.O_2 * (q2 + C)
+        return np.array([dgamma, dI, dC, dh])
+
+    return f
+
+
+def integrate_gchi(p, y0, t_end_s: float, t_eval=None, *, clamp_uM: float | None = None,
+                   rtol: float = 1e-10, atol: float = 1e-13):
+    """solve_ivp (DOP853) of the unstimulated astrocyte from ``y0`` = [Gamma_A, I, C, h]."""
+    y0 = np.array(y0, dtype=float)
+    if clamp_uM is not None:
+        y0[1] = clamp_uM
+    sol = solve_ivp(gchi_rhs(p, clamp_uM=clamp_uM), (0.0, t_end_s), y0, method="DOP853",
+                    t_eval=t_eval, rtol=rtol, atol=atol, max_step=0.5)
+    if not sol.success:
+        raise RuntimeError(f"solve_ivp failed: {sol.message}")
+    return sol
+
+
+#: the rest state of glioscience-ch18/v2 (I_bias = 0), the first guess of the root search
+_REST_GUESSES = ((0.19798, 0.029764, 0.91021), (1.0, 0.435, 0.584), (0.05, 0.05, 0.9),
+                 (2.0, 0.2, 0.5))
+
+
+def gchi_rest_state(p) -> dict[str, float]:
+    """The stable steady state {Gamma_A, I, C, h} (uM) of the unstimulated astrocyte.
+
+    A root of the right-hand side (Gamma_A = 0 without input) whose Jacobian has only
+    eigenvalues with negative real part; a :class:`ConfigError` when there is none (the
+    astrocyte oscillates at rest: give the initial state explicitly).
+    """
+    from scipy.optimize import fsolve
+
+    from astro_rmaat.errors import ConfigError
+    f = gchi_rhs(p)
+    for guess in _REST_GUESSES:
+        z, _, ok, _ = fsolve(lambda z: f(0.0, np.array([0.0, *z]))[1:], np.array(guess),
+                             full_output=True, xtol=1e-13)
+        y = np.array([0.0, *z])
+        if (ok != 1 or np.max(np.abs(f(0.0, y))) > 1e-11 or z[0] < 0 or z[1] < 0
+                or not 0 <= z[2] <= 1):
+            continue
+        jac = np.empty((3, 3))          # central differences in (I, C, h)
+        for k in range(3):
+            e = np.zeros(4)
+            e[k + 1] = 1e-7 * max(1.0, abs(y[k + 1]))
+            jac[:, k] = (f(0.0, y + e)[1:] - f(0.0, y - e)[1:]) / (2 * e[k + 1])
+        if np.all(np.linalg.eigvals(jac).real < 0):
+            return {"Gamma_A": 0.0, "I": float(z[0]), "C": float(z[1]), "h": float(z[2])}
+    raise ConfigError("the astrocyte has no stable rest state for these parameters (it "
+                      "oscillates without input); expected explicit initial values "
+                      "init.I, init.C and init.h")

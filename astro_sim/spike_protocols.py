@@ -24,6 +24,13 @@ Kinds (``kind``):
 ``ip3_drive``
     no spikes; ``n_ip3_pulses`` square pulses of exogenous IP3 production
     ``ip3_amp_uM_per_s`` lasting ``ip3_pulse_s``, ``ip3_period_s`` apart (the period).
+``ip3_bias``
+    no spikes; the bias level of the exogenous IP3 flow (``I_bias``) is raised by
+    ``ip3_bias_uM`` during ``n_ip3_pulses`` pulses of ``ip3_pulse_s``, ``ip3_period_s``
+    apart (the period); a long pulse is a step.
+``ip3_clamp``
+    no spikes; IP3 is held at ``ip3_clamp_uM`` (unit i: ``ip3_clamp_uM[i % len]``) for
+    ``clamp_duration_s`` (one period): the ChI subsystem of the astrocyte.
 ``explicit``
     the presynaptic and postsynaptic spike times given in ``pre_times_s`` / ``post_times_s``
     within a run of ``explicit_duration_s`` (one period).
@@ -42,7 +49,8 @@ import numpy as np
 from astro_rmaat.config import require_positive
 from astro_rmaat.errors import ConfigError
 
-Kind = Literal["trains", "pairing", "poisson_steps", "ip3_drive", "explicit"]
+Kind = Literal["trains", "pairing", "poisson_steps", "ip3_drive", "ip3_bias", "ip3_clamp",
+               "explicit"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,11 @@ class SpikeProtocolConfig:
     ip3_amp_uM_per_s: float = 0.5          # uM/s, exogenous IP3 production during a pulse
     ip3_pulse_s: float = 5.0               # s, duration of one pulse
     ip3_period_s: float = 30.0             # s, onset-to-onset interval of pulses (the period)
+    # ip3_bias (uses n_ip3_pulses, ip3_pulse_s, ip3_period_s)
+    ip3_bias_uM: float = 1.0               # uM, rise of I_bias during a pulse
+    # ip3_clamp
+    ip3_clamp_uM: tuple[float, ...] = (0.5,)  # uM, clamped IP3 (unit i: [i % len])
+    clamp_duration_s: float = 100.0        # s, run length of the clamp (one period)
     # explicit
     pre_times_s: tuple[float, ...] = ()    # s, presynaptic spike times
     post_times_s: tuple[float, ...] = ()   # s, postsynaptic spike times
@@ -78,7 +91,7 @@ class SpikeProtocolConfig:
             raise ConfigError(f"protocol.offset_s = {self.offset_s!r}, protocol.tail_s = "
                               f"{self.tail_s!r}: expected non-negative seconds")
         for name in ("train_rate_hz", "inter_train_s", "pair_rate_hz", "step_s",
-                     "ip3_pulse_s", "ip3_period_s", "explicit_duration_s"):
+                     "ip3_pulse_s", "ip3_period_s", "explicit_duration_s", "clamp_duration_s"):
             require_positive(f"protocol.{name}", getattr(self, name))
         for name in ("n_trains", "train_pulses", "n_pairs", "n_ip3_pulses"):
             if getattr(self, name) < 1:
@@ -93,7 +106,14 @@ class SpikeProtocolConfig:
                     f"protocol.inter_train_s = {self.inter_train_s!r}: a train of "
                     f"{self.train_pulses} pulses at {self.train_rate_hz} Hz after offset "
                     f"{self.offset_s} s lasts {span:.4g} s; expected a longer interval")
-        if self.kind == "ip3_drive" and self.offset_s + self.ip3_pulse_s > self.ip3_period_s:
+        if not self.ip3_clamp_uM or any(not (c >= 0) or c == float("inf")
+                                        for c in self.ip3_clamp_uM):
+            raise ConfigError(f"protocol.ip3_clamp_uM = {list(self.ip3_clamp_uM)!r}: expected a "
+                              "non-empty list of finite IP3 concentrations >= 0 uM")
+        if not (self.ip3_bias_uM >= 0) or self.ip3_bias_uM == float("inf"):
+            raise ConfigError(f"protocol.ip3_bias_uM = {self.ip3_bias_uM!r}: expected a finite "
+                              "rise of I_bias >= 0 uM")
+        if self.kind in ("ip3_drive", "ip3_bias") and self.offset_s + self.ip3_pulse_s > self.ip3_period_s:
             raise ConfigError(f"protocol.ip3_pulse_s = {self.ip3_pulse_s!r}: the pulse does "
                               f"not fit in ip3_period_s = {self.ip3_period_s!r} after offset_s")
 
@@ -102,13 +122,14 @@ class SpikeProtocolConfig:
         """The protocol period (tau_cycle): the slow variable is sampled at its multiples."""
         return {"trains": self.inter_train_s, "pairing": 1.0 / self.pair_rate_hz,
                 "poisson_steps": self.step_s, "ip3_drive": self.ip3_period_s,
+                "ip3_bias": self.ip3_period_s, "ip3_clamp": self.clamp_duration_s,
                 "explicit": self.explicit_duration_s}[self.kind]
 
     @property
     def n_periods(self) -> int:
         return {"trains": self.n_trains, "pairing": self.n_pairs,
                 "poisson_steps": len(self.rates_hz), "ip3_drive": self.n_ip3_pulses,
-                "explicit": 1}[self.kind]
+                "ip3_bias": self.n_ip3_pulses, "ip3_clamp": 1, "explicit": 1}[self.kind]
 
 
 
@@ -136,7 +157,8 @@ class Stimulus:
     boundaries_s: np.ndarray    # (n_periods + 1,) sample times of the slow variable
     pre: np.ndarray             # (max_spikes + 1, n_units) presynaptic spike times, s
     post: np.ndarray            # (max_spikes + 1, n_units) postsynaptic spike times, s
-    ip3: dict[str, float]       # IP3 pulse train: amp_uM_per_s, t0_s, pulse_s, period_s, n
+    ip3: dict[str, float]       # IP3 pulse train: amp_uM_per_s, bias_uM, t0_s, pulse_s, period_s, n
+    clamp_uM: np.ndarray | None = None  # (n_units,) clamped IP3, uM (ip3_clamp only)
     pre_times_s: list[np.ndarray] = field(default_factory=list)   # per unit, on the grid
     post_times_s: list[np.ndarray] = field(default_factory=list)  # per unit, on the grid
 
@@ -177,7 +199,9 @@ def make_stimulus(p: SpikeProtocolConfig, n_units: int, dt_s: float, seed: int,
     starts = np.arange(n) * period + p.offset_s
     pre = [np.empty(0)] * n_units
     post = [np.empty(0)] * n_units
-    ip3 = {"amp_uM_per_s": 0.0, "t0_s": 0.0, "pulse_s": 0.0, "period_s": 1.0, "n": 0.0}
+    ip3 = {"amp_uM_per_s": 0.0, "bias_uM": 0.0, "t0_s": 0.0, "pulse_s": 0.0, "period_s": 1.0,
+           "n": 0.0}
+    clamp = None
 
     if p.kind == "trains":
         pulses = np.arange(p.train_pulses) / p.train_rate_hz
@@ -198,8 +222,13 @@ def make_stimulus(p: SpikeProtocolConfig, n_units: int, dt_s: float, seed: int,
         draws = rng.random((n_steps, n_units)) < prob[:, None]
         pre = [np.flatnonzero(draws[:, u]) * dt_s for u in range(n_units)]
     elif p.kind == "ip3_drive":
-        ip3 = {"amp_uM_per_s": p.ip3_amp_uM_per_s, "t0_s": p.offset_s, "pulse_s": p.ip3_pulse_s,
-               "period_s": p.ip3_period_s, "n": float(p.n_ip3_pulses)}
+        ip3 = {"amp_uM_per_s": p.ip3_amp_uM_per_s, "bias_uM": 0.0, "t0_s": p.offset_s,
+               "pulse_s": p.ip3_pulse_s, "period_s": p.ip3_period_s, "n": float(p.n_ip3_pulses)}
+    elif p.kind == "ip3_bias":
+        ip3 = {"amp_uM_per_s": 0.0, "bias_uM": p.ip3_bias_uM, "t0_s": p.offset_s,
+               "pulse_s": p.ip3_pulse_s, "period_s": p.ip3_period_s, "n": float(p.n_ip3_pulses)}
+    elif p.kind == "ip3_clamp":
+        clamp = np.resize(np.asarray(p.ip3_clamp_uM, dtype=np.float64), n_units)
     elif p.kind == "explicit":
         pre = [np.asarray(p.pre_times_s, dtype=float)] * n_units
         post = [np.asarray(p.post_times_s, dtype=float)] * n_units
@@ -210,4 +239,5 @@ def make_stimulus(p: SpikeProtocolConfig, n_units: int, dt_s: float, seed: int,
     post_t, post_snapped = _spike_table(post, dt_s, duration, max_spikes, "postsynaptic")
     return Stimulus(dt_s=dt_s, duration_s=duration, period_s=period,
                     boundaries_s=np.arange(n + 1) * period, pre=pre_t, post=post_t, ip3=ip3,
+                    clamp_uM=clamp,
                     pre_times_s=pre_snapped, post_times_s=post_snapped)

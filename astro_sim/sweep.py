@@ -172,6 +172,34 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     return {"point_id": task["point_id"], "status": "done", "wall_s": time.perf_counter() - t0}
 
 
+def run_points(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Run several points one after the other in one task (one dispatch, one result message)."""
+    return [run_point(t) for t in tasks]
+
+
+def chunks(tasks: list, slots: int, per_slot: int = 4, size: int | None = None) -> list[list]:
+    """Split ``tasks`` into about ``per_slot`` chunks per worker slot, in point order.
+
+    Several points per task amortise the per-task cost (scheduling, serialising the task and
+    its result, the worker's first imports); a few chunks per slot keep the load balanced
+    when points differ in cost.
+    """
+    if not tasks:
+        return []
+    if size is None:
+        n = max(1, min(len(tasks), slots * per_slot))
+        size = -(-len(tasks) // n)
+    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
+
+
+def _warm_worker() -> bool:
+    """Import what every point needs once per worker process, before the first task."""
+    import pyarrow  # noqa: F401
+
+    from astro_sim import simulate, tripartite, tripartite_standalone  # noqa: F401
+    return True
+
+
 # ----------------------------------------------------------------------------- executors
 def _package_env() -> None:
     """Child processes import this very package (a worktree may shadow an installed copy)."""
@@ -203,12 +231,14 @@ def connect_dask(scheduler: str | None, workers: int, timeout_s: float = 10.0):
 def _import_brian2() -> bool:
     """Brian2 installs a SIGINT handler on import, which only the main thread may do; Dask
     runs tasks in worker threads, so import it first where ``client.run`` runs (the
-    worker's event-loop thread, its main thread)."""
+    worker's event-loop thread, its main thread). Standalone points never import Brian2
+    (the compiled binary runs alone), so their workers skip it."""
     import brian2  # noqa: F401
     return True
 
 
-def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, client) -> Iterable[dict]:
+def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, client,
+                  per_task: int | None = None) -> Iterable[dict]:
     if executor == "serial":
         for task in tasks:
             yield run_point(task)
@@ -217,37 +247,45 @@ def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, clie
         from concurrent.futures import ProcessPoolExecutor, as_completed
         _package_env()
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(run_point, t) for t in tasks]
+            futures = [pool.submit(run_points, c) for c in chunks(tasks, workers, size=per_task)]
             for fut in as_completed(futures):
-                yield fut.result()
+                yield from fut.result()
     else:
         from dask.distributed import as_completed
-        futures = [client.submit(run_point, t, key=f"point-{t['point_id']}-{t['nonce']}", pure=False)
-                   for t in tasks]
+        slots = max(1, sum(client.nthreads().values()))
+        futures = [client.submit(run_points, c, pure=False,
+                                 key=f"points-{c[0]['point_id']}-{c[-1]['point_id']}-{c[0]['nonce']}")
+                   for c in chunks(tasks, slots, size=per_task)]
         for fut in as_completed(futures):
-            yield fut.result()
+            yield from fut.result()
 
 
 # ----------------------------------------------------------------------------- the sweep
 def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "serial",
           workers: int = 2, scheduler: str | None = None, progress: bool = True,
-          connect_timeout_s: float = 10.0) -> Path:
-    """Run (or resume) the sweep ``cfg`` into ``out_dir``; returns ``out_dir``."""
+          connect_timeout_s: float = 10.0, points_per_task: int | None = None) -> Path:
+    """Run (or resume) the sweep ``cfg`` into ``out_dir``; returns ``out_dir``.
+
+    ``points_per_task``: points run one after the other in one worker task (processes and
+    dask executors); ``None`` splits the points into about four tasks per worker slot.
+    """
     if executor not in EXECUTORS:
         raise ConfigError(f"executor = {executor!r}: expected one of {', '.join(EXECUTORS)}")
     if scheduler and executor != "dask":
         raise ConfigError(f"scheduler = {scheduler!r} needs executor 'dask' (got {executor!r})")
     if workers < 1:
         raise ConfigError(f"workers = {workers!r}: expected >= 1")
+    if points_per_task is not None and points_per_task < 1:
+        raise ConfigError(f"points_per_task = {points_per_task!r}: expected >= 1 (or None: automatic)")
     out = Path(out_dir)
     table, configs = design(cfg)          # every bad grid / point config fails here, before I/O
     runs.check_out_dir(out)               # finished, or not writable: refused before I/O
     client = cluster = None
     if executor == "dask":                # an unreachable scheduler fails here, before I/O
         client, cluster = connect_dask(scheduler, workers, connect_timeout_s)
-        client.run(_import_brian2)
+        client.run(_warm_worker if cfg.standalone else _import_brian2)
     try:
-        return _run(cfg, out, table, configs, executor, workers, client, progress)
+        return _run(cfg, out, table, configs, executor, workers, client, progress, points_per_task)
     finally:
         if client is not None:
             client.close()
@@ -255,7 +293,8 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
             cluster.close()
 
 
-def _run(cfg, out: Path, table, configs, executor, workers, client, progress) -> Path:
+def _run(cfg, out: Path, table, configs, executor, workers, client, progress,
+         points_per_task: int | None = None) -> Path:
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -314,7 +353,7 @@ def _run(cfg, out: Path, table, configs, executor, workers, client, progress) ->
     walls = []
     with tqdm(total=len(table), initial=skipped, desc="sweep", unit="point",
               disable=not progress) as bar:
-        for res in _iter_results(tasks, executor, workers, client):
+        for res in _iter_results(tasks, executor, workers, client, points_per_task):
             walls.append(res["wall_s"])
             bar.update(1)
     meta = runs.make_meta(stage="sweep", seed=cfg.seed, wall_time_s=time.perf_counter() - t0,

@@ -14,6 +14,21 @@ Sources
     simulator"; bioRxiv 198366, 2018) — the Tsodyks–Markram synapse with
     gliotransmitter-modulated release (De Pittà et al. 2011) and the G-ChI astrocyte
     (De Pittà et al. 2009, Li–Rinzel reduction), with threshold-triggered release.
+``glioscience-ch18/v2``
+    ``glioscience-ch18/v1`` plus the exogenous IP3 production term of the G-ChI model,
+    ``J_ex = -F_ex/2 (1 + tanh((|I - I_bias| - I_Theta)/omega_I)) sign(I - I_bias)``, which
+    pulls IP3 toward the bias level ``I_bias`` (Stimberg et al. 2018, example 4 of Brian2's
+    ``examples/frompapers/Stimberg_et_al_2018``: F_ex = 2 uM/s, I_Theta = 0.3 uM,
+    omega_I = 0.05 uM; I_bias = 0 for an unstimulated astrocyte, 1 uM for a stimulated one).
+    Without it the unstimulated astrocyte has no resting state below the release threshold
+    (it settles at C = 0.435 uM after one spontaneous release); with it and I_bias = 0 it
+    rests at I = 0.19798 uM, C = 0.029764 uM, h = 0.91021.
+``stimberg-2018-lif/v1``
+    The postsynaptic leaky integrate-and-fire neuron and its excitatory conductance-based
+    synapse of Stimberg et al. 2018, example 1 (COBA network; Brian2's
+    ``examples/frompapers/Stimberg_et_al_2018``); the conductance jumps by ``w_e r_S`` per
+    release. The current-based weight ``w_I`` and the slow inward current (``w_sic``,
+    ``tau_sic``) are off (0) by default: set them to use them.
 ``graupner-brunel-2012-dp/v1``
     Graupner & Brunel (2012) PNAS 109:3991, "Calcium-based plasticity model explains
     sensitivity of synaptic changes to spike pattern, rate, and dendritic location",
@@ -39,6 +54,8 @@ class Param:
 
 _CH18 = "Computational Glioscience (2019) ch. 18 / Stimberg et al. 2018, bioRxiv 198366"
 _GB = "Graupner & Brunel 2012, PNAS 109:3991, DP set"
+_EX4 = ("Stimberg et al. 2018, bioRxiv 198366, example 4 (Brian2 examples/frompapers/"
+        "Stimberg_et_al_2018); Computational Glioscience (2019) ch. 18")
 
 GLIOSCIENCE_CH18_V1: tuple[Param, ...] = (
     # --- Tsodyks–Markram synapse with gliotransmitter-modulated release
@@ -87,6 +104,36 @@ GLIOSCIENCE_CH18_V1: tuple[Param, ...] = (
     Param("Omega_e", 60.0, "1/s", "gliotransmitter clearance rate", _CH18),
 )
 
+GLIOSCIENCE_CH18_V2: tuple[Param, ...] = GLIOSCIENCE_CH18_V1 + (
+    # --- exogenous IP3 production (pulls I toward I_bias)
+    Param("F_ex", 2.0, "uM/s", "maximal exogenous IP3 flow", _EX4),
+    Param("I_Theta", 0.3, "uM", "IP3 gradient threshold of the exogenous flow", _EX4),
+    Param("omega_I", 0.05, "uM", "steepness (scaling factor) of the exogenous flow", _EX4),
+    Param("I_bias", 0.0, "uM", "IP3 bias level the exogenous flow pulls toward "
+          "(0: unstimulated astrocyte; 1 uM: stimulated)", _EX4),
+)
+
+_EX1 = ("Stimberg et al. 2018, bioRxiv 198366, example 1 (Brian2 examples/frompapers/"
+        "Stimberg_et_al_2018)")
+_OFF = "off by default (0); set per use"
+
+STIMBERG_2018_LIF_V1: tuple[Param, ...] = (
+    Param("C_m", 198.0, "pF", "membrane capacitance", _EX1),
+    Param("g_L", 9.99, "nS", "leak conductance", _EX1),
+    Param("E_L", -60.0, "mV", "leak reversal potential (the resting potential)", _EX1),
+    Param("V_th", -50.0, "mV", "firing threshold", _EX1),
+    Param("V_reset", -60.0, "mV", "reset potential", _EX1),
+    Param("tau_ref", 5.0, "ms", "refractory period", _EX1),
+    Param("E_syn", 0.0, "mV", "excitatory synaptic reversal potential", _EX1),
+    Param("tau_syn", 5.0, "ms", "synaptic (conductance and current) decay time", _EX1),
+    Param("w_e", 0.05, "nS", "synaptic conductance jump per unit of released resources (x r_S)", _EX1),
+    Param("w_I", 0.0, "pA", "synaptic current jump per unit of released resources (x r_S; "
+          "current-based synapse)", _OFF),
+    Param("w_sic", 0.0, "pA", "slow inward current jump per gliotransmitter release", _OFF),
+    Param("tau_sic", 200.0, "ms", "decay time of the slow inward current",
+          "project choice (slow inward currents last hundreds of ms); used when w_sic > 0"),
+)
+
 GRAUPNER_BRUNEL_2012_DP_V1: tuple[Param, ...] = (
     Param("tau_Ca", 20.0, "ms", "decay time of the synaptic calcium trace c", _GB),
     Param("C_pre", 1.0, "1", "calcium jump per presynaptic spike (scaled by r_S/U_0* when "
@@ -107,10 +154,13 @@ GRAUPNER_BRUNEL_2012_DP_V1: tuple[Param, ...] = (
 #: name -> parameter table. Add new versions; never change a published one.
 PARAMETER_SETS: dict[str, tuple[Param, ...]] = {
     "glioscience-ch18/v1": GLIOSCIENCE_CH18_V1,
+    "glioscience-ch18/v2": GLIOSCIENCE_CH18_V2,
+    "stimberg-2018-lif/v1": STIMBERG_2018_LIF_V1,
     "graupner-brunel-2012-dp/v1": GRAUPNER_BRUNEL_2012_DP_V1,
 }
-DEFAULT_SYNAPSE_ASTROCYTE_SET = "glioscience-ch18/v1"
+DEFAULT_SYNAPSE_ASTROCYTE_SET = "glioscience-ch18/v2"
 DEFAULT_PLASTICITY_SET = "graupner-brunel-2012-dp/v1"
+DEFAULT_NEURON_SET = "stimberg-2018-lif/v1"
 
 
 def parameter_set(name: str) -> dict[str, Param]:

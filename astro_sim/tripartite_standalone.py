@@ -41,7 +41,7 @@ MANIFEST = "manifest.json"
 
 #: factor from each parameter unit (tripartite_params) to Brian2's SI base units
 SI_FACTOR = {"1": 1.0, "1/s": 1.0, "uM": 1e-3, "mM": 1.0, "uM/s": 1e-3, "1/(uM*s)": 1e3,
-             "ms": 1e-3, "s": 1.0}
+             "ms": 1e-3, "s": 1.0, "mV": 1e-3, "nS": 1e-9, "pF": 1e-12, "pA": 1e-12}
 
 #: number of builds this process started (tests use it to prove "built exactly once")
 BUILD_COUNT = 0
@@ -123,13 +123,20 @@ class StandaloneProject:
             args.append(f"{group}.{brian_name(pname)}={float(si)!r}")
         for name, si in stim_constants(stim).items():
             args.append(f"{unit}.{name}={float(si)!r}")
-        from astro_sim.tripartite import rho_init_values
-        rho0 = rho_init_values(cfg)
-        if np.all(rho0 == rho0[0]):
-            args.append(f"{unit}.rho={float(rho0[0])!r}")
-        else:
-            rho0.tofile(run_dir / "rho_init.dat")
-            args.append(f"{unit}.rho={run_dir / 'rho_init.dat'}")
+        from astro_sim.tripartite import STATE_RANGES, TRACE_TO_SI, initial_state, rho_init_values
+        groups = {"unit": unit, "syn": self.manifest.get("syn_group", "syn")}
+        values = {(unit, "rho"): rho_init_values(cfg)}
+        for name, vals in initial_state(cfg, stim).items():
+            group, trace_unit, _ = STATE_RANGES[name]
+            values[(groups[group], name)] = vals * TRACE_TO_SI[trace_unit]
+        for (group, name), vals in values.items():
+            vals = np.ascontiguousarray(vals, dtype=np.float64)
+            if np.all(vals == vals[0]):
+                args.append(f"{group}.{name}={float(vals[0])!r}")
+            else:
+                path = run_dir / f"init_{group}_{name}.dat"
+                vals.tofile(path)
+                args.append(f"{group}.{name}={path}")
         for key, arr in (("pre_spike", stim.pre), ("post_spike", stim.post)):
             path = run_dir / f"{key}.dat"
             np.ascontiguousarray(arr, dtype=np.float64).tofile(path)
@@ -234,6 +241,7 @@ def _build_here(cfg_dict: dict[str, Any], directory: Path) -> None:
     params = {**{p: h.unit.name for p in UNIT_PARAMS}, **{p: h.syn.name for p in SYN_PARAMS},
               **{p: h.postsyn.name for p in POSTSYN_PARAMS}}
     manifest = {"signature": signature(cfg, stim), "params": params, "unit_group": h.unit.name,
+                "syn_group": h.syn.name,
                 "t_file": t_file, "outputs": outputs}
     runs.atomic_write_json(directory / MANIFEST, manifest)
 

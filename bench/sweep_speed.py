@@ -81,7 +81,13 @@ def main(argv=None) -> int:
     meta_s = json.loads((out_serial / "meta.json").read_text())
     walls_s = point_walls(out_serial)
 
-    # 3. standalone, Dask LocalCluster (loopback, worker processes)
+    # 3. standalone, Dask LocalCluster (loopback, worker processes): one point per task (the
+    # former dispatch), then several points per task (the default)
+    t0 = time.perf_counter()
+    out_one = sweep(cfg, work / "dask1", executor="dask", workers=args.workers, progress=False,
+                    points_per_task=1)
+    one_total = time.perf_counter() - t0
+    meta_1 = json.loads((out_one / "meta.json").read_text())
     t0 = time.perf_counter()
     out_dask = sweep(cfg, work / "dask", executor="dask", workers=args.workers, progress=False)
     dask_total = time.perf_counter() - t0
@@ -108,7 +114,9 @@ def main(argv=None) -> int:
     print(f"standalone dask x{args.workers} median s/point      : {med_d:8.3f} s  (sweep wall {meta_d['wall_time_s']:.1f} s = {dask_pp:.3f} s/point; {dask_total:.1f} s incl. cluster start)")
     print(f"cython runtime     median s/point      : {med_cy:8.3f} s  (n = {len(cy)}, after one warm-up run)")
     print(f"ratio cython / standalone (median s/point)   : {med_cy / med_s:8.1f} x")
-    print(f"ratio dask x{args.workers} / serial throughput           : {serial_pp / dask_pp:8.2f} x")
+    print(f"standalone dask x{args.workers}, 1 point per task       : {meta_1['wall_time_s'] / n:8.3f} s/point ({one_total:.1f} s incl. cluster start)")
+    print(f"ratio dask x{args.workers} / serial throughput           : {serial_pp / dask_pp:8.2f} x  (1 point per task: {serial_pp / (meta_1['wall_time_s'] / n):.2f} x)")
+    print(f"ratio incl. cluster start (serial {meta_s['wall_time_s']:.1f} s)  : {meta_s['wall_time_s'] / dask_total:8.2f} x  (1 point per task: {meta_s['wall_time_s'] / one_total:.2f} x)")
     print(f"build amortised over {n} points              : {build_s / n:8.3f} s/point")
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)

@@ -137,3 +137,26 @@ def test_dask_local_cluster_of_two_processes_and_local_processes_equal_serial(tm
             pd.testing.assert_frame_equal(a[pid], b[pid], check_exact=True)
     # the grid values reached the workers: points differ from each other
     assert not a["p0000"].value.equals(a["p0003"].value)
+
+
+def test_sweep_through_a_scheduler_address_on_loopback_equals_serial(tmp_path):
+    """A real dask.distributed scheduler on 127.0.0.1, reached by its tcp:// address (the
+    multi-machine recipe with one local worker); several points per task (chunks)."""
+    from dask.distributed import LocalCluster
+
+    from astro_sim.sweep import chunks
+    cfg = SweepConfig(base=TINY, grid={"params.U_0_star": [0.3, 0.45, 0.6]}, seed=3)
+    serial = sweep(cfg, tmp_path / "serial", progress=False)
+    assert [len(c) for c in chunks(list(range(10)), 1)] == [3, 3, 3, 1]
+    assert [len(c) for c in chunks(list(range(3)), 2)] == [1, 1, 1]
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://127.0.0.1:")
+        remote = sweep(cfg, tmp_path / "remote", executor="dask", scheduler=address, progress=False)
+    meta = json.loads((remote / "meta.json").read_text())
+    assert meta["executor"] == "dask" and meta["points_run"] == 3
+    a, b = _all_traces(serial), _all_traces(remote)
+    assert a.keys() == b.keys()
+    for pid in a:
+        pd.testing.assert_frame_equal(a[pid], b[pid], check_exact=True)

@@ -118,7 +118,8 @@ def test_release_increasing_gliotransmission_potentiates_more(standalone_sweep, 
     def final_rho(alpha):
         cfg = from_dict(TripartiteSimConfig, {
             **BASE, "standalone_dir": str(cache), "target": "cpp_standalone", "rho_init": [0.5],
-            "params": {"alpha": alpha, "O_beta": 0.5},
+            # O_beta 3 uM/s: at 0.5 uM/s ten pairs leave the resting astrocyte below C_Theta
+            "params": {"alpha": alpha, "O_beta": 3.0},
             "protocol": {"kind": "pairing", "n_pairs": 10, "pair_delay_ms": 10.0}})
         out = run(cfg)
         tr = out.traces

@@ -18,7 +18,7 @@ from astro_rmaat.config import from_dict, load_config, to_dict
 from astro_rmaat.errors import ConfigError
 from astro_sim import tripartite_params as tpar
 from astro_sim.spike_protocols import SpikeProtocolConfig, make_stimulus
-from astro_sim.tripartite import TripartiteParams, TripartiteSimConfig, run
+from astro_sim.tripartite import InitialState, TripartiteParams, TripartiteSimConfig, run
 
 
 def curve(out, var, element=0):
@@ -137,10 +137,12 @@ def gamma_s_reference(t_release, t_end, G0_uM=78.0, O_G=1.5, Omega_e=60.0, Omega
     (0.1, None, None, 0.002),       # within 0.002 at dt <= 0.1 ms
 ])
 def test_gamma_s_kick_from_one_gliotransmitter_release(dt_ms, high_lo, high_hi, abs_tol):
-    # C_Theta lowered to 0.01 uM: the ER leak alone lifts C across it within ~0.1 s, and C
-    # stays above, so exactly one release happens, with x_A = 1.
+    # C_Theta lowered to 0.01 uM: from the chapter's initial state (C = I = 0, h = 0.9) the ER
+    # leak alone lifts C across it within ~0.1 s, and C stays above, so exactly one release
+    # happens, with x_A = 1.
     cfg = TripartiteSimConfig(target="numpy", dt_ms=dt_ms, record_dt_ms=dt_ms,
                               params=TripartiteParams(C_Theta=0.01),
+                              init=InitialState(I=0.0, C=0.0, h=0.9),
                               protocol=SpikeProtocolConfig(kind="explicit", explicit_duration_s=0.5),
                               record=("G_A", "x_A", "n_glio", "Gamma_S", "rho"))
     out = run(cfg)
@@ -227,8 +229,11 @@ def test_invariants_on_every_recorded_variable():
 
 
 def test_direct_ip3_drive_adds_ip3_only_during_pulses():
+    # F_ex = 0: without the exogenous flow toward I_bias the drive's IP3 is bounded by
+    # amp * time alone (with it, IP3 above I_bias + I_Theta is pulled back at up to F_ex).
     def ip3(amp):
         cfg = TripartiteSimConfig(record_dt_ms=10.0, record=("I", "C", "n_glio", "rho"),
+                                  params=TripartiteParams(F_ex=0.0),
                                   protocol=SpikeProtocolConfig(kind="ip3_drive", n_ip3_pulses=2,
                                                                ip3_amp_uM_per_s=amp, ip3_pulse_s=2.0,
                                                                ip3_period_s=5.0, offset_s=1.0))
