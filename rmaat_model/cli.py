@@ -36,7 +36,7 @@ def _build_config(config_file, task, model, data, method, steps, sets):
 
 
 @click.command(name="train", context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--task", help="recall | listops | text | retrieval | image | pathfinder")
+@click.option("--task", help="recall | assoc | listops | text | retrieval | image | pathfinder")
 @click.option("--model", "model", help="rmaat | rmt | rlt | elastic | transformer | at")
 @click.option("--data", "data", type=click.Path(file_okay=False), help="directory of the task's files")
 @click.option("--out", "out", type=click.Path(file_okay=False), help="run directory to create or resume")
