@@ -30,7 +30,7 @@ def simulate_command(config_path, out_dir, overrides, model, show_defaults):
         return
     if out_dir is None:
         raise click.UsageError("--out DIR is required (or use --show-defaults)")
-    out = simulate(cfg, out_dir)
+    out = simulate(cfg, out_dir, progress=True)
     meta = json.loads((out / "meta.json").read_text())
     click.echo(f"wrote {out} ({cfg.model}, target {meta.get('brian2_target')}, "
                f"{meta['wall_time_s']:.2f} s)")

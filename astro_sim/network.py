@@ -204,6 +204,10 @@ def _final_state(built: BuiltNetwork, var: str) -> np.ndarray:
     return np.asarray(getattr(group, var)[:], dtype=float)
 
 
+#: Brian2 ``report`` of the run ("stderr" prints progress over simulated time; set by simulate)
+REPORT: str | None = None
+
+
 def run(cfg: NetworkSimConfig) -> SimOutput:
     """Simulate ``cfg`` with Brian2; return traces and the cycle-boundary samples of p_l."""
     from brian2 import device, prefs, set_device, second
@@ -222,7 +226,7 @@ def run(cfg: NetworkSimConfig) -> SimOutput:
         else:
             prefs.codegen.target = cfg.target
         built = build_network(cfg)
-        built.net.run(duration * second, namespace={})
+        built.net.run(duration * second, namespace={}, report=REPORT, report_period=10 * second)
         traces, samples = _collect(cfg, built)
     finally:
         if standalone:

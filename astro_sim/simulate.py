@@ -90,15 +90,30 @@ def run(cfg) -> SimOutput:
     return _family_module(cfg.model).run(cfg)
 
 
-def simulate(cfg, out_dir: str | os.PathLike) -> Path:
-    """Run ``cfg`` and write its run directory; refuses a directory holding a finished run."""
+def simulate(cfg, out_dir: str | os.PathLike, *, progress: bool = False) -> Path:
+    """Run ``cfg`` and write its run directory; refuses a directory holding a finished run.
+
+    ``progress``: a line on stderr before Brian2 generates and compiles code (minutes on a cold
+    cache), and Brian2's progress report over simulated time where the family supports it."""
     if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "model"):
         raise ConfigError(f"simulate() needs a simulation config dataclass, got {type(cfg).__name__}")
     config = cfgmod.to_dict(cfg)
     validate(cfg)
     out = runs.prepare_run_dir(out_dir, config)
-    with runs.Stopwatch() as sw:
-        result = run(cfg)
+    module = _family_module(cfg.model)
+    if progress:
+        import sys
+        print(f"simulating {cfg.model} (Brian2 target {getattr(cfg, 'target', '?')}): code is generated and "
+              "compiled on first use, which can take minutes; later runs use the cache", file=sys.stderr, flush=True)
+    before = getattr(module, "REPORT", None)
+    if progress and hasattr(module, "REPORT"):
+        module.REPORT = "stderr"
+    try:
+        with runs.Stopwatch() as sw:
+            result = run(cfg)
+    finally:
+        if hasattr(module, "REPORT"):
+            module.REPORT = before
     # wall-clock figures vary between identical runs: they go to meta.json, not the traces
     timings = {k: result.attrs[k] for k in VOLATILE_ATTRS if k in result.attrs}
     attrs = {"config": config, **{k: v for k, v in result.attrs.items() if k not in timings}}
