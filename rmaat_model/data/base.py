@@ -44,6 +44,8 @@ TASKS: dict[str, str] = {
     "recall": "rmaat_model.data.synthetic",
     "assoc": "rmaat_model.data.assoc",
 }
+#: tasks generated in memory from a seed: no data_dir
+SYNTHETIC_TASKS = ("recall", "assoc")
 
 
 def check_split(split: str) -> None:
@@ -72,7 +74,7 @@ def load_split(task: str, data_dir: str | Path, split: Split,
     if task not in TASKS:
         raise ConfigError(f"task = {task!r}: unknown task; expected one of {', '.join(TASKS)}")
     check_split(split)
-    if data_dir is None and task != "recall":
+    if data_dir is None and task not in SYNTHETIC_TASKS:
         raise ConfigError(f"task = {task!r} reads its files from data_dir, which is not set; "
                           f"pass --data DIR (see `rmaat train --help`; ListOps and Pathfinder "
                           f"are written by `rmaat generate`)")

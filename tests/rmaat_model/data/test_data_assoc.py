@@ -83,3 +83,14 @@ def test_recall_with_varying_lengths_keeps_its_answer_in_segment_one_and_records
     assert (fixed[:, -1] == recall.QUERY_ID).all() and (fixed != 0).all()
     with pytest.raises(ConfigError, match="min_segments = 1: expected an integer in 2 .. 16"):
         recall.generate_varying(4, 256, 0, segment_len=16, min_segments=1)
+
+
+def test_assoc_trains_from_the_cli_without_a_data_directory(run_cli, tmp_path):
+    proc = run_cli("train", "--task", "assoc", "--model", "elastic", "--out", tmp_path / "run", "--quiet",
+                   "--set", "assoc_pairs=2", "--set", "max_len=64", "--set", "model.segment_len=16",
+                   "--set", "model.d_model=16", "--set", "model.n_heads=2", "--set", "model.n_layers=1",
+                   "--set", "steps=4", "--set", "eval_every=2", "--set", "eval_batches=1")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    import json
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert res["n_test"] == assoc.SPLIT_SIZES["test"] and 0.0 <= res["test_acc"] <= 1.0
