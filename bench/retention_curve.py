@@ -236,6 +236,7 @@ def main(argv=None) -> int:
     ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default 300; quick 150)")
     ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
+    ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
     ap.add_argument("--replot", action="store_true", help="redraw table.md and forgetting.png from results.csv")
     args = ap.parse_args(argv)
     if args.workers < 1:
@@ -253,6 +254,12 @@ def main(argv=None) -> int:
         grid, steps, seeds = FULL_GRID, args.steps or 300, (5, 3)
     if args.task == "recall":
         grid = [(4 if args.quick else 16, 1)]
+    if args.grid:
+        try:
+            grid = [tuple(int(v) for v in item.split("x")) for item in args.grid.split(",")]
+        except ValueError:
+            print(f"--grid {args.grid!r}: expected settings TxK separated by commas, e.g. 4x1,8x4", file=sys.stderr)
+            return 2
     if args.seeds:
         seeds = tuple(int(x) for x in args.seeds.split(","))
     out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
