@@ -116,6 +116,11 @@ def fit_config(cfg: PipelineConfig):
                      n_starts=_quick_or(cfg, 4, 8), band_samples=_quick_or(cfg, 300, 2000))
 
 
+def train_steps(cfg: PipelineConfig) -> int:
+    """Optimiser steps of every model's training run (quick: at most 40)."""
+    return _quick_or(cfg, min(cfg.steps, 40), cfg.steps)
+
+
 def train_config(cfg: PipelineConfig, name: str, data_dir: Path, retention_file: Path):
     """The TrainConfig of model ``name`` (MODEL_VARIANTS) on the pipeline's task.
 
@@ -129,7 +134,7 @@ def train_config(cfg: PipelineConfig, name: str, data_dir: Path, retention_file:
     if name not in MODEL_VARIANTS:
         raise ConfigError(f"model {name!r}: expected one of {', '.join(MODEL_VARIANTS)}")
     variant = MODEL_VARIANTS[name]
-    steps = _quick_or(cfg, min(cfg.steps, 40), cfg.steps)
+    steps = train_steps(cfg)
     common = dict(retention_file=str(retention_file), **variant)
     if cfg.task == "recall":
         model = ModelConfig(d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0,
@@ -248,8 +253,7 @@ def pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike) -> Path:
         train_dirs = {}
         for i, arch in enumerate(cfg.models):
             budget = "" if cfg.budget_minutes is None else f", at most {cfg.budget_minutes:g} min"
-            steps = train_config(cfg, arch, data_dir, fit_dir / "retention.json").steps
-            _say(f"[{4 + i}/{n}] train {arch} on {cfg.task} ({steps} steps{budget})")
+            _say(f"[{4 + i}/{n}] train {arch} on {cfg.task} ({train_steps(cfg)} steps{budget})")
             with runs.Stopwatch() as sw:
                 train_dirs[arch] = _stage_train(cfg, arch, data_dir, fit_dir / "retention.json",
                                                 out / "train" / arch)

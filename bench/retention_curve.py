@@ -95,9 +95,8 @@ def run_one(job: dict) -> dict:
 
     torch.set_num_threads(1)
     from astro_rmaat import runs
-    from rmaat_model.data.base import load_split
     from rmaat_model.evaluate import accuracy_by_age
-    from rmaat_model.train import RESULTS_FILE, load_weights, train
+    from rmaat_model.train import RESULTS_FILE, load_data, load_weights, train
 
     cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"])
     out = Path(job["dir"])
@@ -106,8 +105,7 @@ def run_one(job: dict) -> dict:
         train(cfg, out, progress=False)
     wall = time.perf_counter() - t0
     res = json.loads((out / RESULTS_FILE).read_text())
-    options = ({"pairs": cfg.assoc_pairs} if job["task"] == "assoc" else {"min_segments": cfg.recall_min_segments})
-    _, test = load_split(job["task"], None, "test", cfg.max_len, segment_len=SEGMENT_LEN, **options)
+    test = load_data(cfg, ("test",))[1]["test"]
     model = load_weights(out, device="cpu")
     rows = []
     samplings = [None]

@@ -83,6 +83,7 @@ Third-party imports: torch only. Reading a retention.json goes through
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -329,6 +330,11 @@ def dropout_masks(n: int, shape: tuple[int, ...], p: float, like: torch.Tensor, 
     return torch.empty((n, *shape), dtype=like.dtype, device=like.device).bernoulli_(keep).div_(keep)
 
 
+def layer_masks(masks: torch.Tensor | None, i: int) -> torch.Tensor | None:
+    """Block i's two masks of a ``dropout_masks(1 + 2 * n_layers, ...)`` draw (index 0: embeddings)."""
+    return None if masks is None else masks[1 + 2 * i:3 + 2 * i]
+
+
 class Block(nn.Module):
     """Encoder block. post (default): Y = LN(X + Attn X), LN(Y + FFN Y), the layout of the
     astromorphic-transformer papers; pre: X + Attn(LN X), then X + FFN(LN X) (nanoGPT)."""
@@ -511,19 +517,21 @@ class RMAAT(nn.Module):
         """(B', M, D) learned memory tokens; for elastic the empty LegS state (B', d_mem, n_coef)."""
         if self.cfg.arch == "elastic":
             return self.elastic.initial_state(plan.tokens.shape[0], self.mem_init.dtype, plan.tokens.device)
+        return self._learned_memory(plan)
+
+    def _learned_memory(self, plan: Plan) -> torch.Tensor:
         return self.mem_init.unsqueeze(0).expand(plan.tokens.shape[0], -1, -1)   # (B', M, D)
 
     def memory_tokens(self, plan: Plan, t: int, state: torch.Tensor) -> torch.Tensor:
         """Elastic: the memory tokens joining segment t (B', M, D), sampled from the state."""
         if t == 0:   # no history yet: the learned initial memory
-            return self.mem_init.unsqueeze(0).expand(plan.tokens.shape[0], -1, -1)
+            return self._learned_memory(plan)
         return self.elastic.read(state, t - 1)
 
     def set_sampling(self, sampling, fractions: tuple[float, ...] = ()) -> None:
         """Elastic: change where the history is sampled (e.g. at evaluation); no retraining."""
         if self.cfg.arch != "elastic":
             raise ConfigError(f"set_sampling applies to arch 'elastic', not {self.cfg.arch!r}")
-        import dataclasses
         self.cfg = dataclasses.replace(self.cfg, elastic_sampling=sampling, elastic_fractions=tuple(fractions))
         self.elastic.sampling = self.cfg.elastic_points
 
@@ -561,12 +569,11 @@ class RMAAT(nn.Module):
             # only the memory rows of the last block are read: the segment's tokens attend
             # as keys there but are not computed as queries (saves a block's FFN on N rows)
             last = i == len(self.blocks) - 1 and not elastic   # elastic writes every token's state
-            x = block(x, key_mask, all_real, M if last else None,
-                      None if masks is None else masks[1 + 2 * i:3 + 2 * i])
+            x = block(x, key_mask, all_real, M if last else None, layer_masks(masks, i))
         if elastic:       # the segment's tokens extend the compressed history (padding adds nothing)
             return self.elastic.write(state, x[:, M:], t, key_mask[:, M:])
         if integrating:   # RF(t+1, T_b) in 1-based segments; the last real segment's output as is
-            rf = self.rf_table[plan.n_seg - 1, t].to(x.dtype)[:, None, None]           # (B', 1, 1)
+            rf = self.retention_scale(plan, t + 1).to(x.dtype)[:, None, None]        # (B', 1, 1)
             x = torch.where((t == plan.n_seg - 1)[:, None, None], x, torch.lerp(state, x, rf))
         active = (t < plan.n_seg)[:, None, None]                             # (B', 1, 1)
         return torch.where(active, x, state)                                # (B', M, D)
@@ -581,8 +588,7 @@ class RMAAT(nn.Module):
                               emb, self.training)
         x = emb if masks is None else emb * masks[0]
         for i, block in enumerate(self.blocks):
-            x = block(x, plan.key_mask, plan.all_real, None,
-                      None if masks is None else masks[1 + 2 * i:3 + 2 * i])
+            x = block(x, plan.key_mask, plan.all_real, None, layer_masks(masks, i))
         return x
 
     # -- readout --------------------------------------------------------------------------

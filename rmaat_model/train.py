@@ -165,8 +165,8 @@ class TrainConfig:
             if self.task != "recall":
                 raise ConfigError(f"recall_min_segments = {self.recall_min_segments!r} applies to task "
                                   f"'recall' only (task is {self.task!r}); leave it null")
-            from rmaat_model.data.synthetic import generate_varying
-            generate_varying(1, self.max_len or 64, 0, self.model.segment_len, self.recall_min_segments)
+            from rmaat_model.data.synthetic import DEFAULT_MAX_LEN, check_varying
+            check_varying(self.max_len or DEFAULT_MAX_LEN, self.model.segment_len, self.recall_min_segments)
 
 
 def config_dict(cfg: TrainConfig) -> dict[str, Any]:

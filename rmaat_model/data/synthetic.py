@@ -70,6 +70,18 @@ def generate(n: int, max_len: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return tokens, labels
 
 
+def check_varying(max_len: int, segment_len: int | None, min_segments: int) -> int:
+    """T = max_len / segment_len after checking a varying-length layout."""
+    if segment_len is None or segment_len < ANSWER_WINDOW + 1 or max_len % segment_len:
+        raise ConfigError(f"recall with varying lengths: segment_len = {segment_len!r} must divide max_len = "
+                          f"{max_len} and hold the answer window ({ANSWER_WINDOW} tokens) and the query")
+    T = max_len // segment_len
+    if not (isinstance(min_segments, int) and 2 <= min_segments <= T):
+        raise ConfigError(f"recall min_segments = {min_segments!r}: expected an integer in 2 .. {T} "
+                          f"(= max_len / segment_len)")
+    return T
+
+
 def generate_varying(n: int, max_len: int, seed: int, segment_len: int | None = None,
                      min_segments: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tokens (n, L), labels (n,), ages (n,)); lengths vary when ``min_segments`` is given."""
@@ -85,13 +97,7 @@ def generate_varying(n: int, max_len: int, seed: int, segment_len: int | None = 
         tokens[:, -1] = QUERY_ID
         T = max_len // segment_len if segment_len else 1
         return tokens, labels, np.full(n, max(T - 1, 0), dtype=np.int64)
-    if segment_len is None or segment_len < ANSWER_WINDOW + 1 or max_len % segment_len:
-        raise ConfigError(f"recall with varying lengths: segment_len = {segment_len!r} must divide max_len = "
-                          f"{max_len} and hold the answer window ({ANSWER_WINDOW} tokens) and the query")
-    T = max_len // segment_len
-    if not (isinstance(min_segments, int) and 2 <= min_segments <= T):
-        raise ConfigError(f"recall min_segments = {min_segments!r}: expected an integer in 2 .. {T} "
-                          f"(= max_len / segment_len)")
+    T = check_varying(max_len, segment_len, min_segments)
     T_b = rng.integers(min_segments, T + 1, size=n)
     length = T_b * segment_len
     tokens[np.arange(max_len)[None, :] >= length[:, None]] = PAD_ID
