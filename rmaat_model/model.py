@@ -93,6 +93,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError, DataError
+from rmaat_model.kernels import astro_attention, astro_map, softmax_attention
 
 ARCHS = ("rmaat", "rmt", "rlt", "elastic", "transformer", "at")
 MEMORY_ARCHS = ("rmaat", "rmt", "rlt", "elastic")
@@ -238,56 +239,7 @@ class ModelConfig:
         return {"rmaat": "astro", "at": "astro", "rlt": "linear"}.get(self.arch, "softmax")
 
 
-# --------------------------------------------------------------------------- attention kernels
-def phi(x: torch.Tensor) -> torch.Tensor:
-    """Positive feature map of the paper: elu(x) + 1 > 0."""
-    return F.elu(x) + 1.0
-
-
-def astro_map(w_cap: int, m: int, scale: float) -> torch.Tensor:
-    """phi(R), (w_cap, m): distance decay between window positions and m process centres."""
-    pos = torch.arange(w_cap, dtype=torch.float64) / w_cap          # (W,)
-    centre = (torch.arange(m, dtype=torch.float64) + 0.5) / m       # (m,)
-    r = torch.exp(-(pos[:, None] - centre[None, :]).abs() * scale)  # (W, m)
-    return phi(r).float()
-
-
-def astromorphic_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mask: torch.Tensor,
-                           phi_r: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    """Astromorphic attention, linear in W.
-
-    q, k, v: (B, nh, W, hs); key_mask: (B, W) bool, True for real keys; phi_r: (W, m=hs) or
-    None (H_astro off). Returns phi(Q) (H_neuron + H_astro) / C, (B, nh, W, hs).
-    """
-    mask = key_mask[:, None, :, None].to(q.dtype)                   # (B, 1, W, 1)
-    return astro_kernel(phi(q), phi(k), v, mask, phi_r, alpha)
-
-
-def astro_kernel(fq: torch.Tensor, fk: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None,
-                 phi_r: torch.Tensor | None, alpha: float) -> torch.Tensor:
-    """The same on feature-mapped fq = phi(Q), fk = phi(K), all heads in one set of batched ops.
-
-    mask: (B, 1, W, 1) float (1 for real keys) or None when every key is real. With padding
-    masked out of K and V, H_neuron + H_astro = (phi(K) + phi(R))^T V / m, and the row sums
-    C = phi(Q) g join H as one more column, so a single matmul gives numerator and C:
-    [phi(Q) (H_neuron + H_astro) | m C] = phi(Q) [(phi(K) + phi(R))^T V | m g].
-    """
-    m = fq.shape[-1]
-    if mask is not None:
-        fk, v = fk * mask, v * mask                                 # padding -> 0 in every sum
-    g = fk.sum(dim=-2, keepdim=True).pow(alpha)                     # (B, nh, 1, hs)
-    a = fk if phi_r is None else fk + phi_r                         # (B, nh, W, hs)
-    H = torch.cat([a.transpose(-2, -1) @ v, g.transpose(-2, -1) * m], dim=-1)   # (B, nh, hs, hs+1)
-    y = fq @ H                                                      # (B, nh, W, hs+1)
-    return y[..., :m] / y[..., m:]                                  # (B, nh, W, hs)
-
-
-def softmax_attention(q, k, v, key_mask: torch.Tensor | None) -> torch.Tensor:
-    """Scaled dot-product attention; key_mask (B, W) bool or None when nothing is padded."""
-    mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, W)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, W, hs)
-
-
+# --------------------------------------------------------------------------- attention
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, w_cap: int):
         super().__init__()
@@ -306,16 +258,18 @@ class Attention(nn.Module):
         B, W, D = x.shape
         Wq = W if n_query is None else n_query
         qkv = self.qkv(x)                                                          # (B, W, 3D)
+        q, k, v = qkv.view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)       # 3 x (B, nh, W, hs)
+        mask = None if all_real else key_mask
         if self.kernel == "softmax":
-            q, k, v = qkv.view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)   # 3 x (B, nh, W, hs)
-            y = softmax_attention(q[:, :, :Wq], k, v, None if all_real else key_mask)
+            y = softmax_attention(q if Wq == W else q[:, :, :Wq], k, v, mask)
         else:   # astromorphic (rmaat, at) or plain normalised linear (rlt: alpha = 1, no H_astro)
-            fqk = phi(qkv[..., :2 * D]).view(B, W, 2, self.nh, self.hs).permute(2, 0, 3, 1, 4)
-            v = qkv[..., 2 * D:].view(B, W, self.nh, self.hs).transpose(1, 2)      # (B, nh, W, hs)
-            mask = None if all_real else key_mask[:, None, :, None].to(x.dtype)    # (B, 1, W, 1)
             astro = self.kernel == "astro"
-            y = astro_kernel(fqk[0][:, :, :Wq], fqk[1], v, mask, self.phi_r[:W].to(x.dtype) if astro else None,
-                             self.alpha if astro else 1.0)
+            phi_r = None
+            if astro:   # the window's rows of phi(R); the whole buffer for a memory arch's full window
+                phi_r = self.phi_r if W == self.phi_r.shape[0] else self.phi_r[:W]
+                phi_r = phi_r if phi_r.dtype == x.dtype else phi_r.to(x.dtype)
+            y = astro_attention(q if Wq == W else q[:, :, :Wq], k, v, mask, phi_r,
+                                self.alpha if astro else 1.0)                  # (B, nh, Wq, hs), one node
         return self.proj(y.transpose(1, 2).reshape(B, Wq, D))
 
 
@@ -376,6 +330,8 @@ class Plan:
     all_real: bool           # no padding anywhere (lets softmax skip its mask)
     seg_key_mask: torch.Tensor | None = None   # (B', T, M+N) memory archs: [memory rows; segment t]
     seg_all_real: tuple[bool, ...] = ()        # per segment: no padded key (the mask is skipped)
+    same_length: bool = False                  # every sequence has T segments (no per-row selects)
+    rf: torch.Tensor | None = None             # (T, B', 1, 1) RF(t, T_b) at [t-1] for a fixed schedule
 
 
 class RMAAT(nn.Module):
@@ -412,6 +368,7 @@ class RMAAT(nn.Module):
             w_cap = cfg.max_len
             self.pos_emb = nn.Parameter(torch.randn(cfg.max_len, D) * 0.02)       # (max_len, D) absolute
         self.blocks = nn.ModuleList(Block(cfg, w_cap) for _ in range(cfg.n_layers))
+        self._compiled_window = None   # set by compile()
         if cfg.arch == "elastic":  # HiPPO-LegS compressed history, read back as n_mem memory tokens
             from rmaat_model.elastic import ElasticMemory
             self.elastic = ElasticMemory(D, cfg.elastic_dim or D, cfg.elastic_coef, cfg.n_mem,
@@ -503,14 +460,17 @@ class RMAAT(nn.Module):
             start = (n_seg - 1) * N                                           # (B',)
             x = x.gather(1, start[:, None] + torch.arange(N, device=x.device))   # (B', N)
         key_mask = x != cfg.pad_id
-        seg_key_mask, seg_all_real = None, ()
+        seg_key_mask, seg_all_real, rf = None, (), None
         if cfg.has_memory:   # built once per batch, sliced per segment
             per_seg = key_mask.view(-1, T, cfg.segment_len)                        # (B', T, N)
             seg_key_mask = torch.cat([per_seg.new_ones(per_seg.shape[0], T, cfg.n_mem), per_seg], dim=2)
             seg_all_real = tuple(per_seg.all(dim=2).all(dim=0).tolist())
+            if cfg.effective_retention != "none" and not self.rf_table.requires_grad:
+                rf = self.rf_table[n_seg - 1, :T].T[:, :, None, None]           # (T, B', 1, 1)
         return Plan(tokens=x, key_mask=key_mask, lengths=lengths, n_seg=n_seg, n_segments=T,
                     batch=tokens.shape[0], all_real=bool(key_mask.all()),
-                    seg_key_mask=seg_key_mask, seg_all_real=seg_all_real)
+                    seg_key_mask=seg_key_mask, seg_all_real=seg_all_real,
+                    same_length=bool(n_seg.min() == T), rf=rf)
 
     # -- the recurrence (memory archs) ----------------------------------------------------
     def initial_memory(self, plan: Plan) -> torch.Tensor:
@@ -539,6 +499,12 @@ class RMAAT(nn.Module):
         """RF(t, T_b) per sequence for the state leaving 0-based segment t-1: (B',)."""
         return self.rf_table[plan.n_seg - 1, t - 1]
 
+    def _rf(self, plan: Plan, t: int, dtype: torch.dtype) -> torch.Tensor:
+        """retention_scale as (B', 1, 1): sliced from the plan's table for a fixed schedule; a
+        learned one is indexed per segment so that each replayed segment has its own graph."""
+        rf = plan.rf[t - 1] if plan.rf is not None else self.retention_scale(plan, t)[:, None, None]
+        return rf if rf.dtype == dtype else rf.to(dtype)
+
     def step(self, plan: Plan, t: int, state: torch.Tensor) -> torch.Tensor:
         """Segment t (0-based): the memory state (B', M, D) carried out of segment t-1 -> that of t.
 
@@ -559,24 +525,47 @@ class RMAAT(nn.Module):
         elif t == 0 or integrating or mode == "none":
             mem = state
         else:
-            mem = state * self.retention_scale(plan, t).to(state.dtype)[:, None, None]
+            mem = state * self._rf(plan, t, state.dtype)
         B, W, D = seg.shape[0], M + N, cfg.d_model
         masks = dropout_masks(1 + 2 * len(self.blocks), (B, W, D), cfg.dropout, state, self.training)
         emb = self.tok_emb(seg) + self.pos_emb                               # (B', N, D)
         x = torch.cat([mem, emb if masks is None else emb * masks[0, :, M:]], dim=1)   # (B', M+N, D)
-        all_real = plan.seg_all_real[t]
-        for i, block in enumerate(self.blocks):
-            # only the memory rows of the last block are read: the segment's tokens attend
-            # as keys there but are not computed as queries (saves a block's FFN on N rows)
-            last = i == len(self.blocks) - 1 and not elastic   # elastic writes every token's state
-            x = block(x, key_mask, all_real, M if last else None, layer_masks(masks, i))
+        # only the memory rows of the last block are read: the segment's tokens attend as keys
+        # there but are not computed as queries (saves a block's FFN on N rows); elastic writes
+        # every token's state
+        x = self.encode_window(x, key_mask, plan.seg_all_real[t], None if elastic else M, masks)
         if elastic:       # the segment's tokens extend the compressed history (padding adds nothing)
             return self.elastic.write(state, x[:, M:], t, key_mask[:, M:])
+        if plan.same_length:   # every sequence is active here, and its last segment is T-1
+            if integrating and t < plan.n_segments - 1:   # RF(t+1, T) in 1-based segments
+                x = torch.lerp(state, x, self._rf(plan, t + 1, x.dtype))
+            return x                                                         # (B', M, D)
         if integrating:   # RF(t+1, T_b) in 1-based segments; the last real segment's output as is
-            rf = self.retention_scale(plan, t + 1).to(x.dtype)[:, None, None]        # (B', 1, 1)
+            rf = self._rf(plan, t + 1, x.dtype)                                        # (B', 1, 1)
             x = torch.where((t == plan.n_seg - 1)[:, None, None], x, torch.lerp(state, x, rf))
         active = (t < plan.n_seg)[:, None, None]                             # (B', 1, 1)
         return torch.where(active, x, state)                                # (B', M, D)
+
+    def encode_window(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool, last_queries: int | None,
+                      masks: torch.Tensor | None) -> torch.Tensor:
+        """The block stack over one window x (B', W, D); the last block computes only its first
+        ``last_queries`` rows (all when None). masks: a ``dropout_masks`` draw or None."""
+        fn = self._compiled_window if self._compiled_window is not None else self._encode_window
+        return fn(x, key_mask, all_real, last_queries, masks)
+
+    def _encode_window(self, x, key_mask, all_real, last_queries, masks):
+        n = len(self.blocks)
+        for i, block in enumerate(self.blocks):
+            x = block(x, key_mask, all_real, last_queries if i == n - 1 else None, layer_masks(masks, i))
+        return x
+
+    def compile(self, **options) -> "RMAAT":
+        """Run the block stack through ``torch.compile`` (``options`` go to it; ``dynamic=False``
+        unless given). Dropout masks are drawn outside the compiled graph, so AMRB's replay
+        redraws them from the saved RNG state exactly as in eager mode. Returns self."""
+        options.setdefault("dynamic", False)
+        self._compiled_window = torch.compile(self._encode_window, **options)
+        return self
 
     # -- whole-sequence archs -------------------------------------------------------------
     def encode(self, plan: Plan) -> torch.Tensor:
@@ -587,9 +576,7 @@ class RMAAT(nn.Module):
         masks = dropout_masks(1 + 2 * len(self.blocks), (B, W, self.cfg.d_model), self.cfg.dropout,
                               emb, self.training)
         x = emb if masks is None else emb * masks[0]
-        for i, block in enumerate(self.blocks):
-            x = block(x, plan.key_mask, plan.all_real, None, layer_masks(masks, i))
-        return x
+        return self.encode_window(x, plan.key_mask, plan.all_real, None, masks)
 
     # -- readout --------------------------------------------------------------------------
     def features(self, plan: Plan, state: torch.Tensor) -> torch.Tensor:

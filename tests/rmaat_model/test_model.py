@@ -10,8 +10,8 @@ import torch
 
 from astro_rmaat import config as cfgio
 from astro_rmaat.errors import ConfigError, DataError
-from rmaat_model.model import (ARCHS, MEMORY_ARCHS, ModelConfig, astro_map, astromorphic_attention,
-                               build_model, phi)
+from rmaat_model.kernels import astro_attention, astro_map, phi
+from rmaat_model.model import ARCHS, MEMORY_ARCHS, ModelConfig, build_model
 
 from model_fixtures import one_thread  # noqa: F401  (autouse)
 from model_fixtures import rf_closed_form, rf_stream_closed_form, write_retention
@@ -61,18 +61,18 @@ def random_qkv(W=7, hs=4, B=2, nh=2):
 def test_astromorphic_attention_equals_direct_quadratic_evaluation():
     q, k, v, mask = random_qkv()
     phi_r = astro_map(10, 4, 8.0).double()[:7]
-    fast = astromorphic_attention(q, k, v, mask, phi_r, 0.25)
+    fast = astro_attention(q, k, v, mask, phi_r, 0.25)
     slow = direct_astromorphic(q, k, v, mask, phi_r, 0.25)
     torch.testing.assert_close(fast, slow, rtol=1e-12, atol=1e-12)
     # padded keys do not enter: changing them leaves every output unchanged
     k2, v2 = k.clone(), v.clone()
     k2[1, :, 5:] += 3.0; v2[1, :, 5:] -= 2.0
-    torch.testing.assert_close(astromorphic_attention(q, k2, v2, mask, phi_r, 0.25), fast, rtol=0, atol=0)
+    torch.testing.assert_close(astro_attention(q, k2, v2, mask, phi_r, 0.25), fast, rtol=0, atol=0)
 
 
 def test_alpha_one_without_astro_is_normalised_linear_attention():
     q, k, v, mask = random_qkv()
-    out = astromorphic_attention(q, k, v, mask, None, 1.0)
+    out = astro_attention(q, k, v, mask, None, 1.0)
     m = q.shape[-1]
     fq, fk = phi(q), phi(k) * mask[:, None, :, None]
     A = fq @ fk.transpose(-2, -1)                        # (B, nh, W, W) non-negative scores
@@ -98,7 +98,7 @@ def test_astromorphic_cost_is_linear_in_window():
         with FlopCounterMode(display=False) as counter:
             fn(x, x * 1.0, x * 2.0, mask).sum().backward()
         return counter.get_total_flops()
-    astro = lambda q, k, v, m: astromorphic_attention(q, k, v, m, astro_map(W_CAP, 8, 8.0)[:q.shape[2]], 0.25)
+    astro = lambda q, k, v, m: astro_attention(q, k, v, m, astro_map(W_CAP, 8, 8.0)[:q.shape[2]], 0.25)
     f = [flops(astro, W) for W in (256, 512, 1024)]
     assert f[1] / f[0] == pytest.approx(2.0, rel=0.01) and f[2] / f[1] == pytest.approx(2.0, rel=0.01)
 
