@@ -82,20 +82,22 @@ IAF_PSC_EXP_REFRACTORY = "timestep(t - lastspike, dt) <= timestep(t_ref, dt)"
 TSODYKS_SYNAPSE_EQS = """
 w : amp                                                   # weight: current jump per unit of released resources
 dy/dt = -y/tau_psc : 1 (event-driven)                     # active resources
-dz/dt = y/tau_psc - z/tau_rec : 1 (event-driven)          # inactive resources, recovering into x
-x = 1 - y - z : 1                                         # recovered (releasable) resources
+dz/dt = y/tau_psc - z/tau_rec : 1 (event-driven)          # inactive resources, recovering into x = 1 - y - z
 r : 1                                                     # resources released by the last spike
 """
+# x = 1 - y - z is written out in the spike code rather than declared as a subexpression:
+# Brian2 2.9's Cython target evaluated such a subexpression before the event-driven update of
+# y and z (each spike released from the x left by the previous one), its numpy target after.
 TSODYKS_FACILITATION = "du/dt = -u/tau_fac : 1 (event-driven)  # release probability\n"
 TSODYKS_NO_FACILITATION = "u : 1  # release probability (tau_fac = 0: U at every spike)\n"
 TSODYKS_FORGET = "u = 0  # tau_fac = 0: u has decayed by the next spike\n"
 TSODYKS_ON_SPIKE = """u += U*(1 - u)                        # facilitation
-r = u*x                               # released fraction
-y += r                                # from x to y (x = 1 - y - z)
+r = u*(1 - y - z)                     # released fraction u x of the recovered resources x
+y += r                                # from x to y
 I_syn_ex_post += int(w >= 0*amp)*w*r  # NEST: weight >= 0 excitatory, < 0 inhibitory
 I_syn_in_post += int(w < 0*amp)*w*r
 """
-TSODYKS_STATE = ("u", "x", "y")
+TSODYKS_STATE = ("u", "x", "y")   # initial-state rows (x enters as z = 1 - x - y)
 IAF_PSC_EXP_STATE = ("V_m",)
 
 

@@ -152,6 +152,20 @@ def test_tolerance_is_half_a_unit_of_the_printed_digits():
     assert allowed_error(np.array([1.0]), "rel")[0] == pytest.approx(1e-6 + 1e-12)
 
 
+@pytest.mark.slow
+def test_numpy_and_cython_targets_agree():
+    """Both targets on short versions of NEST's protocols (the first Cython run compiles)."""
+    short = {"astrocyte_lr_1994": 20.0, "tsodyks_facilitating": 300.0}
+    for name, duration in short.items():
+        cfg = CASES[name].config
+        runs = [run(NestModelConfig(**{**cfg.__dict__, "duration_ms": duration, "target": target,
+                                       "spike_times_ms": tuple(t for t in cfg.spike_times_ms
+                                                               if t < duration)}))
+                for target in ("numpy", "cython")]
+        cols = [c for c in runs[0].columns if c != "t_ms"]
+        assert np.allclose(runs[0][cols], runs[1][cols], rtol=1e-10, atol=1e-13), name
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize("build, match", [
     (lambda: NestModelConfig(model="iaf_psc_alpha"),
