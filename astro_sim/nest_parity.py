@@ -20,6 +20,7 @@ file and commit) and the tolerance NEST's test applies:
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -138,8 +139,7 @@ def reference_rows(case: NestCase, ref: pd.DataFrame) -> tuple[np.ndarray, pd.Da
 def compare(case: NestCase, reference_dir: str | Path,
             target: str | None = None) -> tuple[list[Comparison], pd.DataFrame, pd.DataFrame]:
     """Run ``case`` and compare it with its reference: (comparisons, model output, reference)."""
-    cfg = case.config if target is None else NestModelConfig(
-        **{**case.config.__dict__, "target": target})
+    cfg = case.config if target is None else dataclasses.replace(case.config, target=target)
     out = run(cfg)
     k, ref = reference_rows(case, read_reference(Path(reference_dir) / case.reference))
     rows = []

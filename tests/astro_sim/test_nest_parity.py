@@ -17,6 +17,7 @@ header names the NEST file, the commit and the protocol); the protocols are
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -158,9 +159,8 @@ def test_numpy_and_cython_targets_agree():
     short = {"astrocyte_lr_1994": 20.0, "tsodyks_facilitating": 300.0}
     for name, duration in short.items():
         cfg = CASES[name].config
-        runs = [run(NestModelConfig(**{**cfg.__dict__, "duration_ms": duration, "target": target,
-                                       "spike_times_ms": tuple(t for t in cfg.spike_times_ms
-                                                               if t < duration)}))
+        spikes = tuple(t for t in cfg.spike_times_ms if t < duration)
+        runs = [run(dataclasses.replace(cfg, duration_ms=duration, spike_times_ms=spikes, target=target))
                 for target in ("numpy", "cython")]
         cols = [c for c in runs[0].columns if c != "t_ms"]
         assert np.allclose(runs[0][cols], runs[1][cols], rtol=1e-10, atol=1e-13), name
