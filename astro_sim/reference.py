@@ -169,3 +169,53 @@ def gchi_rest_state(p) -> dict[str, float]:
     raise ConfigError("the astrocyte has no stable rest state for these parameters (it "
                       "oscillates without input); expected explicit initial values "
                       "init.I, init.C and init.h")
+
+
+# ----------------------------------------------------------------------------- NEST's astrocyte_lr_1994
+# The astrocyte of astro_sim.nest_models written again in NumPy (NEST's equations, its units:
+# uM and ms): state y = [IP3, Ca_astro, h_IP3R]; ``v`` holds the values of the set
+# ``nest-astrocyte_lr_1994/v1`` (``NestModelConfig.values()``).
+def lr1994_rhs(v: dict[str, float]):
+    """f(t, y) of ``astrocyte_lr_1994`` between input spikes."""
+
+    def f(t: float, y: np.ndarray) -> list[float]:
+        ip3, ca, h = y
+        ca = min(max(ca, 0.0), v["Ca_tot"])               # NEST keeps Ca2+ within [0, Ca_tot]
+        ca_er = (v["Ca_tot"] - ca) / v["ratio_ER_cyt"]
+        m_inf = ip3 / (ip3 + v["Kd_IP3_1"])
+        n_inf = ca / (ca + v["Kd_act"])
+        j_channel = v["ratio_ER_cyt"] * v["rate_IP3R"] * (m_inf * n_inf * h) ** 3 * (ca_er - ca)
+        j_pump = v["rate_SERCA"] * ca**2 / (v["Km_SERCA"] ** 2 + ca**2)
+        j_leak = v["ratio_ER_cyt"] * v["rate_L"] * (ca_er - ca)
+        alpha = v["k_IP3R"] * v["Kd_inh"] * (ip3 + v["Kd_IP3_1"]) / (ip3 + v["Kd_IP3_2"])
+        return [(v["IP3_0"] - ip3) / v["tau_IP3"], j_channel - j_pump + j_leak,
+                alpha * (1.0 - h) - v["k_IP3R"] * ca * h]
+
+    return f
+
+
+def integrate_lr1994(v: dict[str, float], t_eval_ms: np.ndarray, spike_times_ms=(),
+                     weight: float = 1.0, *, rtol: float = 1e-13, atol: float = 1e-15) -> np.ndarray:
+    """[IP3, Ca_astro, h_IP3R] at ``t_eval_ms`` (rows), from the initial state in ``v``.
+
+    solve_ivp (DOP853) piece by piece between the input spikes; at each spike IP3 jumps by
+    ``delta_IP3 * weight``, and a value asked for at a spike's time includes its jump.
+    """
+    t_eval = np.asarray(t_eval_ms, dtype=np.float64)
+    y = np.array([v["IP3"], v["Ca_astro"], v["h_IP3R"]], dtype=np.float64)
+    out = np.empty((t_eval.size, 3))
+    out[t_eval == 0.0] = y
+    edges = sorted({0.0, *map(float, spike_times_ms), float(t_eval.max())})
+    f = lr1994_rhs(v)
+    for a, b in zip(edges[:-1], edges[1:]):
+        idx = np.flatnonzero((t_eval > a) & (t_eval <= b))
+        te = np.unique(np.append(t_eval[idx], b))
+        sol = solve_ivp(f, (a, b), y, method="DOP853", t_eval=te, rtol=rtol, atol=atol)
+        if not sol.success:
+            raise RuntimeError(f"solve_ivp failed on [{a}, {b}] ms: {sol.message}")
+        out[idx] = sol.y[:, np.searchsorted(te, t_eval[idx])].T
+        y = sol.y[:, -1].copy()
+        if b in spike_times_ms:
+            y[0] += v["delta_IP3"] * weight
+            out[t_eval == b] = y
+    return out

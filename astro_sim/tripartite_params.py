@@ -1,8 +1,9 @@
-"""Named, versioned parameter sets of the spiking tripartite synapse.
+"""Named, versioned parameter sets of the spiking tripartite synapse and of the NEST models.
 
 Each set is a table of :class:`Param` rows (value, unit, meaning, source). Values are plain
-floats in the unit named beside them, so a config stays JSON; ``astro_sim.tripartite``
-attaches the Brian2 unit when it builds the network. Sets are never edited in place: a
+floats in the unit named beside them, so a config stays JSON; ``astro_sim.tripartite`` (and
+``astro_sim.nest_models`` for the ``nest-*`` sets) attaches the Brian2 unit when it builds
+the network. Sets are never edited in place: a
 change of any value is a new version (``.../v2``), so a run's ``param_sets`` attribute
 names exactly the numbers it used.
 
@@ -34,6 +35,18 @@ Sources
     sensitivity of synaptic changes to spike pattern, rate, and dendritic location",
     the "DP" parameter set (also the reference of Brian2's
     ``examples/frompapers/Graupner_Brunel_2012.py``).
+``nest-astrocyte_lr_1994/v1``
+    The defaults of NEST's ``astrocyte_lr_1994`` (Li & Rinzel 1994 astrocyte with the input
+    and output of Nadkarni & Jung 2003): parameters and initial state as set by the model's
+    constructors in ``models/astrocyte_lr_1994.cpp`` of nest/nest-simulator (commit
+    84b06d8d442c, the 3.10 development line), in NEST's units (uM, ms). The rows ``IP3``,
+    ``Ca_astro``, ``h_IP3R`` are the initial state. Model: :mod:`astro_sim.nest_models`.
+``nest-tsodyks-iaf_psc_exp/v1``
+    The defaults of NEST's ``tsodyks_synapse`` (Tsodyks, Uziel & Markram 2000; constructor
+    in ``models/tsodyks_synapse.h``) and of the exponential-current LIF neuron
+    ``iaf_psc_exp`` (``models/iaf_psc_exp.cpp``), same commit. The rows ``u``, ``x``, ``y``
+    and ``V_m`` are the initial state. NEST's escape-noise parameters of ``iaf_psc_exp``
+    (``rho``, ``delta``; ``delta = 0`` is the deterministic threshold) are not modelled.
 """
 
 from __future__ import annotations
@@ -151,12 +164,68 @@ GRAUPNER_BRUNEL_2012_DP_V1: tuple[Param, ...] = (
     Param("b", 5.0, "1", "ratio w1/w0 of the two stable weights (w = w0 + rho (w1 - w0))", _GB),
 )
 
+_NEST = "nest/nest-simulator@84b06d8d442c"
+_NEST_ASTRO = f"NEST models/astrocyte_lr_1994.cpp, Parameters_ defaults ({_NEST})"
+_NEST_ASTRO_INIT = f"NEST models/astrocyte_lr_1994.cpp, State_ defaults ({_NEST})"
+_NEST_TSO = f"NEST models/tsodyks_synapse.h, constructor defaults ({_NEST})"
+_NEST_IAF = f"NEST models/iaf_psc_exp.cpp, Parameters_ defaults ({_NEST})"
+_NEST_IAF_INIT = f"NEST models/iaf_psc_exp.cpp, State_ defaults (V_m = E_L) ({_NEST})"
+
+NEST_ASTROCYTE_LR_1994_V1: tuple[Param, ...] = (
+    Param("Ca_tot", 2.0, "uM", "total free astrocytic Ca2+ in terms of cytosolic volume", _NEST_ASTRO),
+    Param("IP3_0", 0.16, "uM", "baseline IP3 (IP3 relaxes to it with tau_IP3)", _NEST_ASTRO),
+    Param("Kd_IP3_1", 0.13, "uM", "first IP3R dissociation constant of IP3", _NEST_ASTRO),
+    Param("Kd_IP3_2", 0.9434, "uM", "second IP3R dissociation constant of IP3", _NEST_ASTRO),
+    Param("Kd_act", 0.08234, "uM", "IP3R dissociation constant of Ca2+ (activation)", _NEST_ASTRO),
+    Param("Kd_inh", 1.049, "uM", "IP3R dissociation constant of Ca2+ (inhibition)", _NEST_ASTRO),
+    Param("Km_SERCA", 0.1, "uM", "half-activation constant of the SERCA pump", _NEST_ASTRO),
+    Param("SIC_scale", 1.0, "1", "scale of the slow inward current (pA per unit of ln((Ca - SIC_th)/nM))",
+          _NEST_ASTRO),
+    Param("SIC_th", 0.19669, "uM", "Ca2+ threshold of the slow inward current", _NEST_ASTRO),
+    Param("delta_IP3", 0.0002, "uM", "IP3 jump per unit of input spike weight", _NEST_ASTRO),
+    Param("k_IP3R", 0.0002, "1/(uM*ms)", "IP3R binding rate for Ca2+ inhibition", _NEST_ASTRO),
+    Param("rate_IP3R", 0.006, "1/ms", "maximal Ca2+ release rate through the IP3R", _NEST_ASTRO),
+    Param("rate_L", 0.00011, "1/ms", "Ca2+ leak rate from the ER to the cytosol", _NEST_ASTRO),
+    Param("rate_SERCA", 0.0009, "uM/ms", "maximal Ca2+ uptake rate of the SERCA pump", _NEST_ASTRO),
+    Param("ratio_ER_cyt", 0.185, "1", "ER-to-cytosol volume ratio", _NEST_ASTRO),
+    Param("tau_IP3", 7142.0, "ms", "time constant of the IP3 decay toward IP3_0", _NEST_ASTRO),
+    # --- initial state
+    Param("IP3", 0.16, "uM", "initial IP3 (= IP3_0)", _NEST_ASTRO_INIT),
+    Param("Ca_astro", 0.073, "uM", "initial cytosolic Ca2+", _NEST_ASTRO_INIT),
+    Param("h_IP3R", 0.793, "1", "initial fraction of IP3R not inactivated by Ca2+", _NEST_ASTRO_INIT),
+)
+
+NEST_TSODYKS_IAF_PSC_EXP_V1: tuple[Param, ...] = (
+    # --- tsodyks_synapse: x recovered, y active, z = 1 - x - y inactive resources
+    Param("U", 0.5, "1", "increment of u per spike (release probability without facilitation)", _NEST_TSO),
+    Param("tau_psc", 3.0, "ms", "decay time of the active fraction y (NEST: should equal the "
+          "neuron's tau_syn_ex)", _NEST_TSO),
+    Param("tau_rec", 800.0, "ms", "recovery time of inactive resources z into x", _NEST_TSO),
+    Param("tau_fac", 0.0, "ms", "decay time of u (0: no facilitation, u = U at every spike)", _NEST_TSO),
+    Param("u", 0.0, "1", "initial release probability", _NEST_TSO),
+    Param("x", 1.0, "1", "initial fraction of recovered (releasable) resources", _NEST_TSO),
+    Param("y", 0.0, "1", "initial fraction of active resources", _NEST_TSO),
+    # --- iaf_psc_exp: leaky integrate-and-fire neuron with exponential synaptic currents
+    Param("C_m", 250.0, "pF", "membrane capacitance", _NEST_IAF),
+    Param("tau_m", 10.0, "ms", "membrane time constant", _NEST_IAF),
+    Param("t_ref", 2.0, "ms", "refractory period (V_m held at V_reset)", _NEST_IAF),
+    Param("E_L", -70.0, "mV", "resting potential", _NEST_IAF),
+    Param("V_th", -55.0, "mV", "spike threshold", _NEST_IAF),
+    Param("V_reset", -70.0, "mV", "reset potential", _NEST_IAF),
+    Param("tau_syn_ex", 2.0, "ms", "decay time of the excitatory synaptic current", _NEST_IAF),
+    Param("tau_syn_in", 2.0, "ms", "decay time of the inhibitory synaptic current", _NEST_IAF),
+    Param("I_e", 0.0, "pA", "constant external input current", _NEST_IAF),
+    Param("V_m", -70.0, "mV", "initial membrane potential", _NEST_IAF_INIT),
+)
+
 #: name -> parameter table. Add new versions; never change a published one.
 PARAMETER_SETS: dict[str, tuple[Param, ...]] = {
     "glioscience-ch18/v1": GLIOSCIENCE_CH18_V1,
     "glioscience-ch18/v2": GLIOSCIENCE_CH18_V2,
     "stimberg-2018-lif/v1": STIMBERG_2018_LIF_V1,
     "graupner-brunel-2012-dp/v1": GRAUPNER_BRUNEL_2012_DP_V1,
+    "nest-astrocyte_lr_1994/v1": NEST_ASTROCYTE_LR_1994_V1,
+    "nest-tsodyks-iaf_psc_exp/v1": NEST_TSODYKS_IAF_PSC_EXP_V1,
 }
 DEFAULT_SYNAPSE_ASTROCYTE_SET = "glioscience-ch18/v2"
 DEFAULT_PLASTICITY_SET = "graupner-brunel-2012-dp/v1"
