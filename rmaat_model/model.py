@@ -56,7 +56,8 @@ Open choices the paper leaves (each decided here, documented where it is made):
       only (padding masked out of every sum); alpha = 0.25 (predecessor paper).
     * "+ X" is the block's residual connection; LayerNorm placement is ``norm`` (above).
     * Dropout: one random draw per segment (or per whole-sequence pass) gives every dropout
-      site's mask, so AMRB's replay repeats one RNG call per segment.
+      site's mask, so AMRB's replay repeats one RNG call per segment; p is rounded to a
+      multiple of 2^-16 (``dropout_masks``).
     * Memory tokens sit before the segment tokens; attention within [mem; segment] is
       bidirectional (encoder). The initial memory is learned. The state handed between
       segments is the *unscaled* memory output; RF(t, T) multiplies it as it enters segment
@@ -273,19 +274,34 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, Wq, D))
 
 
-def dropout_masks(n: int, shape: tuple[int, ...], p: float, like: torch.Tensor, active: bool):
-    """n inverted-dropout masks of ``shape`` in ONE random draw (n, *shape), or None when off.
+def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like: torch.Tensor,
+                  active: bool) -> list[torch.Tensor] | None:
+    """Inverted-dropout masks (batch, rows[i], width), one per dropout site, from ONE random
+    draw, or None when off. Sites: the embeddings, then each block's attention and FFN outputs.
 
-    One draw per segment (or per whole-sequence pass) instead of one per dropout site keeps the
-    RNG calls that AMRB's replay must repeat to a minimum; the masks are the same either way."""
+    One draw per segment (or per whole-sequence pass) keeps the RNG calls that AMRB's replay
+    must repeat to one, and only rows that are used are drawn (the last block of a memory arch
+    computes M rows). The draw is 64 random bits per four mask elements: each 16-bit piece is
+    kept when it is at or above a threshold, so p is rounded to a multiple of 2^-16 (0.1 ->
+    0.100006) and the kept values are scaled by 1 / (1 - that p): the expectation is exact.
+    (bernoulli_ costs one generator call per element, three times the time of this draw.)"""
     if not active or p == 0.0:
         return None
-    keep = 1.0 - p
-    return torch.empty((n, *shape), dtype=like.dtype, device=like.device).bernoulli_(keep).div_(keep)
+    n = batch * width * sum(rows)
+    q = round(p * 65536)                                             # dropped 16-bit values
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
+    keep = bits.view(torch.int16)[:n].ge(q - 32768).to(like.dtype).mul_(65536 / (65536 - q))
+    return [m.view(batch, r, width) for m, r in zip(keep.split([batch * width * r for r in rows]), rows)]
 
 
-def layer_masks(masks: torch.Tensor | None, i: int) -> torch.Tensor | None:
-    """Block i's two masks of a ``dropout_masks(1 + 2 * n_layers, ...)`` draw (index 0: embeddings)."""
+def mask_rows(n_layers: int, window: int, emb_rows: int, last_queries: int | None) -> tuple[int, ...]:
+    """Rows of each dropout site for ``dropout_masks``: embeddings, then two per block."""
+    last = window if last_queries is None else last_queries
+    return (emb_rows,) + (window,) * (2 * n_layers - 2) + (last, last)
+
+
+def layer_masks(masks: list[torch.Tensor] | None, i: int) -> list[torch.Tensor] | None:
+    """Block i's two masks of a ``dropout_masks`` draw (index 0: embeddings)."""
     return None if masks is None else masks[1 + 2 * i:3 + 2 * i]
 
 
@@ -302,16 +318,15 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
 
     def forward(self, x, key_mask, all_real, n_query=None, masks=None):
-        """masks: (2, B, W, D) dropout masks for the attention and FFN outputs, or None."""
-        nq = x.shape[1] if n_query is None else n_query
+        """masks: the dropout masks (B, Wq, D) of the attention and FFN outputs, or None."""
         a = self.attn(x if self.post else self.ln1(x), key_mask, all_real, n_query)
-        r = x if n_query is None else x[:, :nq]
+        r = x if n_query is None else x[:, :n_query]
         if masks is not None:
-            a = a * masks[0, :, :nq]
+            a = a * masks[0]
         x = self.ln1(r + a) if self.post else r + a
         f = self.ffn(x if self.post else self.ln2(x))
         if masks is not None:
-            f = f * masks[1, :, :nq]
+            f = f * masks[1]
         return self.ln2(x + f) if self.post else x + f
 
 
@@ -527,13 +542,15 @@ class RMAAT(nn.Module):
         else:
             mem = state * self._rf(plan, t, state.dtype)
         B, W, D = seg.shape[0], M + N, cfg.d_model
-        masks = dropout_masks(1 + 2 * len(self.blocks), (B, W, D), cfg.dropout, state, self.training)
-        emb = self.tok_emb(seg) + self.pos_emb                               # (B', N, D)
-        x = torch.cat([mem, emb if masks is None else emb * masks[0, :, M:]], dim=1)   # (B', M+N, D)
         # only the memory rows of the last block are read: the segment's tokens attend as keys
         # there but are not computed as queries (saves a block's FFN on N rows); elastic writes
         # every token's state
-        x = self.encode_window(x, key_mask, plan.seg_all_real[t], None if elastic else M, masks)
+        last_queries = None if elastic else M
+        masks = dropout_masks(mask_rows(len(self.blocks), W, N, last_queries), B, D, cfg.dropout, state,
+                              self.training)
+        emb = self.tok_emb(seg) + self.pos_emb                               # (B', N, D)
+        x = torch.cat([mem, emb if masks is None else emb * masks[0]], dim=1)   # (B', M+N, D)
+        x = self.encode_window(x, key_mask, plan.seg_all_real[t], last_queries, masks)
         if elastic:       # the segment's tokens extend the compressed history (padding adds nothing)
             return self.elastic.write(state, x[:, M:], t, key_mask[:, M:])
         if plan.same_length:   # every sequence is active here, and its last segment is T-1
@@ -547,7 +564,7 @@ class RMAAT(nn.Module):
         return torch.where(active, x, state)                                # (B', M, D)
 
     def encode_window(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool, last_queries: int | None,
-                      masks: torch.Tensor | None) -> torch.Tensor:
+                      masks: list[torch.Tensor] | None) -> torch.Tensor:
         """The block stack over one window x (B', W, D); the last block computes only its first
         ``last_queries`` rows (all when None). masks: a ``dropout_masks`` draw or None."""
         fn = self._compiled_window if self._compiled_window is not None else self._encode_window
@@ -573,7 +590,7 @@ class RMAAT(nn.Module):
         real segment (B', N, D) for segment-local AT (plan cut it out)."""
         B, W = plan.tokens.shape
         emb = self.tok_emb(plan.tokens) + self.pos_emb[:W]                   # (B', L', D)
-        masks = dropout_masks(1 + 2 * len(self.blocks), (B, W, self.cfg.d_model), self.cfg.dropout,
+        masks = dropout_masks(mask_rows(len(self.blocks), W, W, None), B, self.cfg.d_model, self.cfg.dropout,
                               emb, self.training)
         x = emb if masks is None else emb * masks[0]
         return self.encode_window(x, plan.key_mask, plan.all_real, None, masks)

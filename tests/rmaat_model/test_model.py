@@ -354,3 +354,28 @@ def test_last_block_computing_only_memory_rows_changes_nothing(arch, rfile):
             h = block(h, key_mask, False)
         torch.testing.assert_close(new, torch.where((t < plan.n_seg)[:, None, None], h[:, :M], state))
         state = new
+
+
+# --------------------------------------------------------------------------- dropout
+def test_dropout_masks_keep_at_rate_with_unbiased_scale_and_replay_from_rng_state():
+    from rmaat_model.model import dropout_masks, mask_rows
+
+    like = torch.zeros(())
+    rows = mask_rows(2, 40, 32, 8)                       # embeddings 32 rows, last block 8 rows
+    assert rows == (32, 40, 40, 8, 8)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    masks = dropout_masks(rows, 3, 64, 0.1, like, True)
+    assert [tuple(m.shape) for m in masks] == [(3, r, 64) for r in rows]
+    flat = torch.cat([m.flatten() for m in masks])
+    scale = 65536 / (65536 - round(0.1 * 65536))
+    values = flat.unique().tolist()
+    assert values[0] == 0.0 and values[1:] == [pytest.approx(scale)]
+    kept = (flat > 0).double().mean().item()
+    sd = (0.9 * 0.1 / flat.numel()) ** 0.5
+    assert abs(kept - (1 - 6554 / 65536)) < 5 * sd       # rate within 5 standard deviations
+    torch.set_rng_state(state)                           # AMRB's replay: same state, same masks
+    again = dropout_masks(rows, 3, 64, 0.1, like, True)
+    assert all(torch.equal(a, b) for a, b in zip(masks, again))
+    assert dropout_masks(rows, 3, 64, 0.1, like, False) is None
+    assert dropout_masks(rows, 3, 64, 0.0, like, True) is None
