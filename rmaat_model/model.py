@@ -260,6 +260,8 @@ class Attention(nn.Module):
         Wq = W if n_query is None else n_query
         qkv = self.qkv(x)                                                          # (B, W, 3D)
         q, k, v = qkv.view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)       # 3 x (B, nh, W, hs)
+        if self.kernel != "softmax":   # head-major copy once, so that no batched matmul copies its operands
+            q, k, v = qkv.view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4).contiguous()
         mask = None if all_real else key_mask
         if self.kernel == "softmax":
             y = softmax_attention(q if Wq == W else q[:, :, :Wq], k, v, mask)
@@ -383,7 +385,7 @@ class RMAAT(nn.Module):
             w_cap = cfg.max_len
             self.pos_emb = nn.Parameter(torch.randn(cfg.max_len, D) * 0.02)       # (max_len, D) absolute
         self.blocks = nn.ModuleList(Block(cfg, w_cap) for _ in range(cfg.n_layers))
-        self._compiled_window = None   # set by compile()
+        self._compiled_window = None   # set by compile_blocks()
         if cfg.arch == "elastic":  # HiPPO-LegS compressed history, read back as n_mem memory tokens
             from rmaat_model.elastic import ElasticMemory
             self.elastic = ElasticMemory(D, cfg.elastic_dim or D, cfg.elastic_coef, cfg.n_mem,
@@ -576,11 +578,10 @@ class RMAAT(nn.Module):
             x = block(x, key_mask, all_real, last_queries if i == n - 1 else None, layer_masks(masks, i))
         return x
 
-    def compile(self, **options) -> "RMAAT":
-        """Run the block stack through ``torch.compile`` (``options`` go to it; ``dynamic=False``
-        unless given). Dropout masks are drawn outside the compiled graph, so AMRB's replay
-        redraws them from the saved RNG state exactly as in eager mode. Returns self."""
-        options.setdefault("dynamic", False)
+    def compile_blocks(self, **options) -> "RMAAT":
+        """Run the block stack through ``torch.compile`` (``options`` go to it). Dropout masks are
+        drawn outside the compiled graph, so AMRB's replay redraws them from the saved RNG state
+        exactly as in eager mode. The weights and the state_dict are the module's own. Returns self."""
         self._compiled_window = torch.compile(self._encode_window, **options)
         return self
 

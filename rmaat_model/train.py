@@ -129,6 +129,9 @@ class TrainConfig:
     threads: int | None = None        # CPU intra-op threads per process; None: 1 (this project's models
                                       # are small: 2 threads on a busy 2-core machine ran the demo's
                                       # ListOps step 15x slower than 1, bench/train_step_speed.py)
+    compile: bool = False             # run the block stack through torch.compile (RMAAT.compile_blocks):
+                                      # a one-off compile of 20-40 s, then fewer, fused operations
+                                      # (bench/throughput.py --compile measures it); same numbers to round-off
     tensorboard: bool = False         # also write TensorBoard events to tb/ (needs tensorboard)
 
     def __post_init__(self) -> None:
@@ -157,6 +160,8 @@ class TrainConfig:
         if self.threads is not None and (isinstance(self.threads, bool) or not isinstance(self.threads, int)
                                          or self.threads < 1):
             raise ConfigError(f"threads = {self.threads!r}: expected a positive integer or null (1)")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile = {self.compile!r}: expected true or false")
         if self.task == "assoc":   # the layout must hold the pairs: checked before any file
             from rmaat_model.data import assoc
             assoc.check_layout(self.max_len or assoc.DEFAULT_MAX_LEN, self.model.segment_len,
@@ -455,6 +460,8 @@ def _train(cfg: TrainConfig, out: Path, env: D.DistEnv, *, stop_after: int | Non
     mcfg = model_config_for(cfg, spec)
     seed_everything(cfg.seed)                 # identical initial weights on every rank
     model = build_model(mcfg).to(env.device)
+    if cfg.compile:
+        model.compile_blocks()
     optimizer, scheduler = make_optimizer(model, cfg)
     tb = None
     if cfg.tensorboard:
