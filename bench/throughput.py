@@ -1,20 +1,29 @@
-"""Training throughput (forward + backward, tokens/s): RMAAT vs RMT vs Transformer by length.
+"""Training throughput (forward + backward): RMAAT + AMRB against RMT + BPTT, side by side.
 
-    PYTHONPATH=$PWD python bench/throughput.py [--lengths 1024 2048 4096 8192 16384] [--repeats 3]
+    PYTHONPATH=$PWD python bench/throughput.py [--threads 1 2] [--repeats 5] [--compile]
+        [--lengths 1024 2048 4096 8192 16384 32768] [--quick]
 
 Equal width and depth for every model (the ModelConfig defaults: d_model 64, 4 heads,
-2 layers, d_ff 128), batch of one sequence of the given length, no padding. Each model is
-trained the way the paper trains it: RMAAT with AMRB, RMT with BPTT (memory + softmax
-attention within segments), Transformer with plain backprop (softmax over the whole
-sequence; SDPA's fused CPU kernel). RMAAT with BPTT is listed too, to separate the
-attention kernel from the training method. Median of ``--repeats`` interleaved steps after
-one warm-up step; per-token cost in microseconds. A (model, length) whose previous length
-took more than ``--cap`` seconds per step is skipped (quadratic growth). Nothing asserted.
+2 layers, d_ff 128, M = 8 memory tokens, dropout 0.1), no padding. Each model is trained the
+way the paper trains it: RMAAT with AMRB, RMT with BPTT; RMAAT with BPTT is listed too, to
+separate the attention kernel from the training method. ``--compile`` adds RMAAT + AMRB and
+RMT + BPTT with their block stacks through torch.compile (RMAAT.compile_blocks; the compile
+time is reported, not counted).
+
+Two tables, for each thread count:
+  1. the paper's layouts: 8K tokens in segments of N = 512 at batch 4 (Retrieval) and 1, and
+     N = 2048 at batch 1 -- steps/s of each model and the ratio to RMT + BPTT; every model's
+     step is timed once per round, rounds interleaved, median of ``--repeats`` rounds after a
+     warm-up step;
+  2. RMAAT + AMRB's time per token from 1K to 32K tokens (N = 512, batch 1) and its spread
+     (max / min - 1).
+The machine's state is printed (cores, threads, load average). Nothing is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -27,70 +36,114 @@ from rmaat_model.model import ModelConfig, build_model
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _schedule import retention_file  # noqa: E402
 
-MODELS = {  # name -> (arch, retention, method)
-    "RMAAT (AMRB)": ("rmaat", "ltp", "amrb"),
-    "RMAAT (BPTT)": ("rmaat", "ltp", "bptt"),
-    "RMT (BPTT)": ("rmt", "none", "bptt"),
-    "RLT (AMRB)": ("rlt", "none", "amrb"),
-    "Elastic (AMRB)": ("elastic", "none", "amrb"),
-    "Transformer": ("transformer", "none", "bptt"),
+MODELS = {  # name -> (arch, retention, method, compiled)
+    "RMAAT+AMRB": ("rmaat", "ltp", "amrb", False),
+    "RMAAT+BPTT": ("rmaat", "ltp", "bptt", False),
+    "RMT+BPTT": ("rmt", "none", "bptt", False),
 }
+COMPILED = {
+    "RMAAT+AMRB compiled": ("rmaat", "ltp", "amrb", True),
+    "RMT+BPTT compiled": ("rmt", "none", "bptt", True),
+}
+LAYOUTS = [(8192, 512, 4), (8192, 512, 1), (8192, 2048, 1)]   # (tokens, N, batch)
+
+
+def machine() -> str:
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"{os.cpu_count()} cores; load average {load} (1, 5, 15 min)"
+
+
+def build(spec, L, N, rfile):
+    arch, retention, method, compiled = spec
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, retention=retention, retention_file=rfile, max_len=L,
+                                    segment_len=N))
+    return (model.compile_blocks() if compiled else model), method
+
+
+def timed_rounds(models: dict, x, y, repeats: int) -> dict[str, float]:
+    """Median step wall (s) per model: warm-up, then ``repeats`` interleaved rounds."""
+    for model, method in models.values():
+        forward_backward(model, x, y, method=method)
+        model.zero_grad(set_to_none=True)
+    walls: dict[str, list[float]] = {n: [] for n in models}
+    for _ in range(repeats):
+        for n, (model, method) in models.items():
+            t0 = time.perf_counter()
+            forward_backward(model, x, y, method=method)
+            walls[n].append(time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+    return {n: statistics.median(w) for n, w in walls.items()}
+
+
+def layout_table(specs: dict, rfile: str, repeats: int, layouts) -> None:
+    names = list(specs)
+    print(f"{'tokens':>6} {'N':>5} {'B':>2} " + " ".join(f"{n:>20}" for n in names))
+    for L, N, B in layouts:
+        g = torch.Generator().manual_seed(L + B)
+        x = torch.randint(1, 32, (B, L), generator=g)
+        y = torch.randint(0, 10, (B,), generator=g)
+        models = {}
+        for n, spec in specs.items():
+            t0 = time.perf_counter()
+            models[n] = build(spec, L, N, rfile)
+            if spec[3]:   # compile on the first call: not counted
+                forward_backward(*models[n][:1], x, y, method=models[n][1])
+                print(f"  ({n}: compiled in {time.perf_counter() - t0:.0f} s)", flush=True)
+        med = timed_rounds(models, x, y, repeats)
+        ref = med["RMT+BPTT"]
+        cells = [f"{1 / med[n]:7.2f}/s {ref / med[n]:5.2f}x" for n in names]
+        print(f"{L:>6} {N:>5} {B:>2} " + " ".join(f"{c:>20}" for c in cells), flush=True)
+
+
+def per_token_table(rfile: str, repeats: int, lengths) -> None:
+    N, walls = 512, {}
+    models = {L: build(MODELS["RMAAT+AMRB"], L, N, rfile) for L in lengths}
+    data = {}
+    for L in lengths:
+        g = torch.Generator().manual_seed(L)
+        data[L] = (torch.randint(1, 32, (1, L), generator=g), torch.randint(0, 10, (1,), generator=g))
+    for L in lengths:   # interleave the lengths too
+        forward_backward(models[L][0], *data[L], method="amrb")
+    rounds: dict[int, list[float]] = {L: [] for L in lengths}
+    for _ in range(repeats):
+        for L in lengths:
+            model, method = models[L]
+            t0 = time.perf_counter()
+            forward_backward(model, *data[L], method=method)
+            rounds[L].append(time.perf_counter() - t0)
+            model.zero_grad(set_to_none=True)
+    for L in lengths:
+        walls[L] = statistics.median(rounds[L]) / L * 1e6
+    print("RMAAT+AMRB, N = 512, batch 1: " + ", ".join(f"{L}: {w:.1f} us/token" for L, w in walls.items()))
+    print(f"  spread max/min - 1 = {max(walls.values()) / min(walls.values()) - 1:.1%}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384])
-    ap.add_argument("--segment-len", type=int, default=512)
-    ap.add_argument("--batch", type=int, default=1)
-    ap.add_argument("--layers", type=int, default=2)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--cap", type=float, default=8.0, help="skip longer lengths once a step exceeds this (s)")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384, 32768])
+    ap.add_argument("--compile", action="store_true", help="add the torch.compile variants")
+    ap.add_argument("--quick", action="store_true", help="1 thread, 3 repeats, 2K tokens, lengths 1K-4K")
     ap.add_argument("--retention", default=None)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    layouts = LAYOUTS
+    if args.quick:
+        args.threads, args.repeats, args.lengths = [1], 3, [1024, 2048, 4096]
+        layouts = [(2048, 512, 4), (2048, 512, 1)]
     rfile, rdesc = retention_file(args.retention)
-    max_len = max(args.lengths)
-    models = {}
-    for name, (arch, retention, method) in MODELS.items():
-        cfg = ModelConfig(arch=arch, retention=retention, retention_file=rfile, max_len=max_len,
-                          segment_len=args.segment_len, n_layers=args.layers)
-        torch.manual_seed(0)
-        models[name] = (build_model(cfg), method)
-    cfg = next(iter(models.values()))[0].cfg
-    print(f"d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} "
-          f"N={args.segment_len} M={cfg.n_mem}; batch {args.batch}; {args.threads} threads; "
-          f"median of {args.repeats}; retention: {rdesc}")
-    print(f"{'length':>7} " + " ".join(f"{n:>20}" for n in models) + f" {'RMAAT/RMT':>10}")
-    skip: set[str] = set()
-    for L in args.lengths:
-        g = torch.Generator().manual_seed(L)
-        x = torch.randint(1, cfg.vocab_size, (args.batch, L), generator=g)
-        y = torch.randint(0, cfg.n_classes, (args.batch,), generator=g)
-        walls: dict[str, list[float]] = {n: [] for n in models if n not in skip}
-        for n in walls:                                     # warm-up
-            model, method = models[n]
-            forward_backward(model, x, y, method=method)
-            model.zero_grad(set_to_none=True)
-        for _ in range(args.repeats):
-            for n in walls:
-                model, method = models[n]
-                t0 = time.perf_counter()
-                forward_backward(model, x, y, method=method)
-                walls[n].append(time.perf_counter() - t0)
-                model.zero_grad(set_to_none=True)
-        cells, tps = [], {}
-        for n in models:
-            if n not in walls:
-                cells.append(f"{'skipped':>20}")
-                continue
-            w = statistics.median(walls[n])
-            tps[n] = args.batch * L / w
-            cells.append(f"{tps[n]:>9.0f} t/s {1e6 / tps[n]:>5.0f}us")
-            if w > args.cap:
-                skip.add(n)
-        ratio = tps["RMAAT (AMRB)"] / tps["RMT (BPTT)"] if {"RMAAT (AMRB)", "RMT (BPTT)"} <= tps.keys() else float("nan")
-        print(f"{L:>7} " + " ".join(cells) + f" {ratio:>10.2f}", flush=True)
+    specs = {**MODELS, **(COMPILED if args.compile else {})}
+    cfg = ModelConfig()
+    print(f"d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} M={cfg.n_mem} "
+          f"dropout={cfg.dropout}; median of {args.repeats} interleaved rounds; retention: {rdesc}; "
+          f"torch {torch.__version__}; {machine()}")
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        print(f"\n== {threads} thread{'s' if threads > 1 else ''}: steps/s and x RMT+BPTT")
+        layout_table(specs, rfile, args.repeats, layouts)
+        per_token_table(rfile, args.repeats, args.lengths)
+    print(f"\n{machine()}")
 
 
 if __name__ == "__main__":
