@@ -292,7 +292,10 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
     n = batch * width * sum(rows)
     q = round(p * 65536)                                             # dropped 16-bit values
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
-    keep = bits.view(torch.int16)[:n].ge(q - 32768).to(like.dtype).mul_(65536 / (65536 - q))
+    scale = 65536 / (65536 - q)
+    # kept where the piece is >= q - 32768: (piece - (q - 32769)) * scale is >= scale there and
+    # <= 0 elsewhere, so the clamp gives exactly {0, scale} (no bool tensor to convert)
+    keep = bits.view(torch.int16)[:n].to(like.dtype).sub_(q - 32769).mul_(scale).clamp_(0.0, scale)
     return [m.view(batch, r, width) for m, r in zip(keep.split([batch * width * r for r in rows]), rows)]
 
 
