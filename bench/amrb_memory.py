@@ -18,6 +18,7 @@ Prints ratios BPTT / AMRB. Benchmarks are not tests: nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -60,6 +61,7 @@ def main() -> None:
               f"{'whole AMRB':>10} {'ratio':>6}")
     state_bytes = 4 * sum(p.numel() * p.element_size() for p in params)   # params, grads, 2 Adam moments
     print(header)
+    amrb_peak = {}
     for T in args.T:
         g = torch.Generator().manual_seed(T)
         x = torch.randint(1, cfg.vocab_size, (args.batch, T * cfg.segment_len), generator=g)
@@ -92,6 +94,13 @@ def main() -> None:
               f"{wb:8.2f}s {wa:8.2f}s {wa / wb:9.2f} {mb(saved['bptt'] + state_bytes):>10} "
               f"{mb(saved['amrb'] + state_bytes):>10} "
               f"{(saved['bptt'] + state_bytes) / (saved['amrb'] + state_bytes):6.1f}", flush=True)
+        amrb_peak[T] = (saved["amrb"], rss["amrb"])
+    lo, hi = min(amrb_peak), max(amrb_peak)
+    if hi > lo:
+        print(f"AMRB's peak at T = {hi} / at T = {lo}: saved tensors {amrb_peak[hi][0] / amrb_peak[lo][0]:.2f}x, "
+              f"RSS {amrb_peak[hi][1] / max(amrb_peak[lo][1], 1):.2f}x")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"{os.cpu_count()} cores; load average {load} (1, 5, 15 min)")
 
 
 if __name__ == "__main__":
