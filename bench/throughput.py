@@ -10,7 +10,8 @@ separate the attention kernel from the training method. ``--compile`` adds RMAAT
 RMT + BPTT with their block stacks through torch.compile (RMAAT.compile_blocks; the compile
 time is reported, not counted).
 
-Two tables, for each thread count:
+First the operator calls of one step of each model (torch.profiler), then two tables for
+each thread count:
   1. the paper's layouts: 8K tokens in segments of N = 512 at batch 4 (Retrieval) and 1, and
      N = 2048 at batch 1 -- steps/s of each model and the ratio to RMT + BPTT; every model's
      step is timed once per round, rounds interleaved, median of ``--repeats`` rounds after a
@@ -119,6 +120,27 @@ def per_token_table(rfile: str, repeats: int, lengths) -> None:
     print(f"  spread max/min - 1 = {max(walls.values()) / min(walls.values()) - 1:.1%}")
 
 
+def op_count_table(specs: dict, rfile: str, L: int = 8192, N: int = 512, B: int = 1) -> None:
+    """ATen operator calls (every dispatched ``aten::`` op, nested ones included) and all
+    profiler events of one training step, counted with torch.profiler after a warm-up step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    g = torch.Generator().manual_seed(L)
+    x, y = torch.randint(1, 32, (B, L), generator=g), torch.randint(0, 10, (B,), generator=g)
+    counts = {}
+    for n, spec in specs.items():
+        model, method = build(spec, L, N, rfile)
+        forward_backward(model, x, y, method=method)
+        model.zero_grad(set_to_none=True)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            forward_backward(model, x, y, method=method)
+        events = prof.events()
+        counts[n] = (sum(e.name.startswith("aten::") for e in events), len(events))
+    ref = counts["RMT+BPTT"][0]
+    print(f"operator calls per step ({L} tokens, N = {N}, batch {B}): " + "; ".join(
+        f"{n} {a} aten ({a / ref:.2f}x RMT+BPTT), {e} events" for n, (a, e) in counts.items()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -138,6 +160,8 @@ def main() -> None:
     print(f"d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} M={cfg.n_mem} "
           f"dropout={cfg.dropout}; median of {args.repeats} interleaved rounds; retention: {rdesc}; "
           f"torch {torch.__version__}; {machine()}")
+    torch.set_num_threads(1)
+    op_count_table(specs, rfile, *((2048, 512, 1) if args.quick else (8192, 512, 1)))
     for threads in args.threads:
         torch.set_num_threads(threads)
         print(f"\n== {threads} thread{'s' if threads > 1 else ''}: steps/s and x RMT+BPTT")
