@@ -142,6 +142,22 @@ def design(cfg: SweepConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
 
 
 # ----------------------------------------------------------------------------- one point
+#: sweep nonce -> this process's runs.provenance for the points' meta.json (latest sweep only)
+_CONTEXT: dict[str, dict[str, Any]] = {}
+
+
+def _point_context(nonce: str) -> dict[str, Any]:
+    """Git revision, versions and host for the points' meta.json: computed once per sweep in
+    each process that runs points (two git subprocesses and a dozen metadata reads, tens of
+    ms, that every point would otherwise repeat)."""
+    from astro_sim import simulate
+
+    if nonce not in _CONTEXT:
+        _CONTEXT.clear()
+        _CONTEXT[nonce] = runs.provenance(simulate.META_PACKAGES)
+    return _CONTEXT[nonce]
+
+
 def run_point(task: dict[str, Any]) -> dict[str, Any]:
     """Run one point into its run directory (any process; imports stay inside)."""
     from astro_sim import simulate
@@ -150,6 +166,7 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     if runs.is_finished(point_dir):
         return {"point_id": task["point_id"], "status": "skipped", "wall_s": 0.0}
     t0 = time.perf_counter()
+    context = _point_context(task["nonce"])
     cls = simulate.config_class(task["config"].get("model", "tripartite"))
     pcfg = cfgmod.from_dict(cls, task["config"])
     shared = task.get("standalone_shared")
@@ -161,14 +178,14 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         old_env = os.environ.get(sa.WORKER_CACHE_ENV)
         os.environ[sa.WORKER_CACHE_ENV] = str(worker_root)
         try:
-            simulate.simulate(pcfg, point_dir)
+            simulate.simulate(pcfg, point_dir, context=context)
         finally:
             if old_env is None:
                 os.environ.pop(sa.WORKER_CACHE_ENV, None)
             else:
                 os.environ[sa.WORKER_CACHE_ENV] = old_env
     else:
-        simulate.simulate(pcfg, point_dir)
+        simulate.simulate(pcfg, point_dir, context=context)
     return {"point_id": task["point_id"], "status": "done", "wall_s": time.perf_counter() - t0}
 
 
