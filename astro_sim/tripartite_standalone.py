@@ -21,6 +21,7 @@ Parallel workers each run from their own copy of the binary and its static array
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -55,15 +56,21 @@ def _source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
+def _brian2_version() -> str:
+    """The installed Brian2 (a metadata read, ~1 ms: once per process, not once per run)."""
+    import importlib.metadata
+    return importlib.metadata.version("brian2")
+
+
 def signature(cfg, stim) -> dict[str, Any]:
     """What fixes the generated code: two configs with equal signatures share one build."""
-    import importlib.metadata
     return {
         "dt_ms": cfg.dt_ms, "record_dt_ms": cfg.record_dt_ms, "n_units": cfg.n_units,
         "duration_s": round(stim.duration_s, 12), "record": list(cfg.record),
         "D_pre_ms": cfg.params.D_pre, "pre_shape": list(stim.pre.shape),
         "source": _source_hash(),
-        "brian2": importlib.metadata.version("brian2"),
+        "brian2": _brian2_version(),
     }
 
 
@@ -187,9 +194,10 @@ def get_project(cfg, stim) -> StandaloneProject:
     sig = signature(cfg, stim)
     root = _mkdir(cache_root(cfg))
     directory = root / signature_key(sig)
-    with FileLock(str(directory) + ".lock"):
-        if not (directory / MANIFEST).is_file():
-            build(cfg, directory)
+    if not (directory / MANIFEST).is_file():  # the manifest is written last: present = built
+        with FileLock(str(directory) + ".lock"):
+            if not (directory / MANIFEST).is_file():
+                build(cfg, directory)
     project = StandaloneProject(directory)
     if project.signature != sig:  # pragma: no cover - a hash collision or a stale cache
         raise ConfigError(f"standalone cache {directory} holds another build; delete it")
