@@ -34,7 +34,7 @@ MODEL_FAMILIES: dict[str, tuple[str, str]] = {
 }
 DEFAULT_FAMILY = "rmaat_network"
 #: SimOutput attrs that are wall-clock measurements: kept in meta.json, out of the traces files
-VOLATILE_ATTRS = ("run_wall_s",)
+VOLATILE_ATTRS = ("run_wall_s", "binary_wall_s")
 #: packages whose versions a simulate run's meta.json records (beside runs.BASE_PACKAGES)
 META_PACKAGES = ("brian2", "scipy", "cython")
 

@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -150,8 +151,9 @@ class StandaloneProject:
             args.append(f"{key}.values={path}")
         return args
 
-    def run(self, cfg, stim, keep: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Run the binary for ``cfg``; returns ``(t_s, {var: (n_t, n_units) SI})``."""
+    def run(self, cfg, stim, keep: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+        """Run the binary for ``cfg``; returns ``(t_s, {var: (n_t, n_units) SI}, binary_wall_s)``
+        (the last: seconds from starting the binary to its exit)."""
         from astro_sim.tripartite_standalone import signature as sig_of
         sig = sig_of(cfg, stim)
         if sig != self.signature:
@@ -162,12 +164,14 @@ class StandaloneProject:
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=runs_dir))
         try:
             args = self.run_args(cfg, stim, run_dir)
+            t0 = time.perf_counter()
             proc = subprocess.run(["./main", "--results_dir", f"{run_dir}/", *args],
                                   cwd=self.directory, capture_output=True, text=True)
+            binary_wall_s = time.perf_counter() - t0
             if proc.returncode != 0:
                 raise RuntimeError(f"cpp_standalone binary in {self.directory} failed "
                                    f"({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-            return self._read(run_dir)
+            return (*self._read(run_dir), binary_wall_s)
         finally:
             if not keep:
                 shutil.rmtree(run_dir, ignore_errors=True)
