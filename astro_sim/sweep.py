@@ -194,19 +194,21 @@ def run_points(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [run_point(t) for t in tasks]
 
 
-def chunks(tasks: list, slots: int, per_slot: int = 4, size: int | None = None) -> list[list]:
-    """Split ``tasks`` into about ``per_slot`` chunks per worker slot, in point order.
+def chunks(tasks: list, slots: int, size: int | None = None) -> list[list]:
+    """Split ``tasks`` into consecutive chunks (one worker task each), in point order.
 
-    Several points per task amortise the per-task cost (scheduling, serialising the task and
-    its result, the worker's first imports); a few chunks per slot keep the load balanced
-    when points differ in cost.
+    ``size``: that many points per chunk. ``None``: guided chunks, each holding ``1/(2 slots)``
+    of the points not yet in a chunk (at least one). The large first chunks amortise the
+    per-task cost (scheduling, serialising the task and its result); the chunks shrink to
+    single points at the end, so that no worker slot idles for more than about one point
+    while another finishes its last chunk (equal chunks leave up to a whole chunk of tail).
     """
-    if not tasks:
-        return []
-    if size is None:
-        n = max(1, min(len(tasks), slots * per_slot))
-        size = -(-len(tasks) // n)
-    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    out, i = [], 0
+    while i < len(tasks):
+        step = size or max(1, -(-(len(tasks) - i) // (2 * slots)))
+        out.append(tasks[i:i + step])
+        i += step
+    return out
 
 
 def _warm_worker() -> bool:
@@ -284,7 +286,7 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
     """Run (or resume) the sweep ``cfg`` into ``out_dir``; returns ``out_dir``.
 
     ``points_per_task``: points run one after the other in one worker task (processes and
-    dask executors); ``None`` splits the points into about four tasks per worker slot.
+    dask executors); ``None``: guided chunks that shrink toward the end (:func:`chunks`).
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"executor = {executor!r}: expected one of {', '.join(EXECUTORS)}")
