@@ -299,20 +299,63 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
     out = Path(out_dir)
     table, configs = design(cfg)          # every bad grid / point config fails here, before I/O
     runs.check_out_dir(out)               # finished, or not writable: refused before I/O
-    client = cluster = None
-    if executor == "dask":                # an unreachable scheduler fails here, before I/O
-        client, cluster = connect_dask(scheduler, workers, connect_timeout_s)
-        client.run(_warm_worker if cfg.standalone else _import_brian2)
+    dask = None
+    if executor == "dask":
+        dask = _DaskStart(scheduler, workers, connect_timeout_s,
+                          _warm_worker if cfg.standalone else _import_brian2)
     try:
-        return _run(cfg, out, table, configs, executor, workers, client, progress, points_per_task)
+        return _run(cfg, out, table, configs, executor, workers, dask, progress, points_per_task)
     finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        if dask is not None:
+            dask.close()
 
 
-def _run(cfg, out: Path, table, configs, executor, workers, client, progress,
+class _DaskStart:
+    """The sweep's Dask client, connected while the parent prepares the sweep.
+
+    A scheduler address is connected at once (an unreachable one fails before any I/O);
+    a loopback LocalCluster starts, and every worker imports what the points need, in a
+    background thread while the parent writes the design and builds (seconds each).
+    """
+
+    def __init__(self, scheduler: str | None, workers: int, timeout_s: float, warm) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.start_s = 0.0      # seconds spent connecting and warming the workers
+        self.wait_s = 0.0       # seconds of that the parent waited for (not overlapped)
+        self._client = self._cluster = self._pool = self._future = None
+        if scheduler:
+            self._start(scheduler, workers, timeout_s, warm)
+        else:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sweep-dask-start")
+            self._future = self._pool.submit(self._start, None, workers, timeout_s, warm)
+
+    def _start(self, scheduler, workers, timeout_s, warm) -> None:
+        t0 = time.perf_counter()
+        self._client, self._cluster = connect_dask(scheduler, workers, timeout_s)
+        self._client.run(warm)
+        self.start_s = time.perf_counter() - t0
+
+    def client(self):
+        if self._future is not None:
+            t0 = time.perf_counter()
+            self._future.result()
+            self._future = None
+            self.wait_s = time.perf_counter() - t0
+        return self._client
+
+    def close(self) -> None:
+        if self._future is not None:   # the sweep stopped before it needed the client: let
+            self._future.exception()   # the start finish (its error is not the sweep's)
+        if self._pool is not None:
+            self._pool.shutdown()
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def _run(cfg, out: Path, table, configs, executor, workers, dask, progress,
          points_per_task: int | None = None) -> Path:
     from tqdm.auto import tqdm
 
@@ -370,17 +413,22 @@ def _run(cfg, out: Path, table, configs, executor, workers, client, progress,
                       "standalone_key": build_keys.get(pid),
                       "standalone_workers": str((out / STANDALONE_DIR / "workers").resolve())})
     walls = []
+    client = dask.client() if dask is not None else None
     with tqdm(total=len(table), initial=skipped, desc="sweep", unit="point",
               disable=not progress) as bar:
         for res in _iter_results(tasks, executor, workers, client, points_per_task):
             walls.append(res["wall_s"])
             bar.update(1)
+    timing = {}
+    if dask is not None:
+        timing = {"dask_start_s": round(dask.start_s, 6), "dask_start_wait_s": round(dask.wait_s, 6)}
     meta = runs.make_meta(stage="sweep", seed=cfg.seed, wall_time_s=time.perf_counter() - t0,
                           packages=("brian2", "dask", "distributed"), executor=executor,
                           workers=workers if executor != "serial" else 1,
                           n_points=len(table), points_run=len(tasks), points_skipped=skipped,
                           standalone_builds=builds,
-                          point_wall_s_median=float(np.median(walls)) if walls else None)
+                          point_wall_s_median=float(np.median(walls)) if walls else None,
+                          point_wall_s_total=round(float(np.sum(walls)), 6), **timing)
     runs.finish_run(out, meta)
     return out
 
