@@ -174,7 +174,8 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         from astro_sim import tripartite_standalone as sa
         worker_root = Path(task["standalone_workers"]) / f"{socket.gethostname()}-{os.getpid()}"
         key = task["standalone_key"]
-        sa.StandaloneProject(Path(shared) / key).copy_to(worker_root / key)
+        if not (worker_root / key / sa.MANIFEST).is_file():   # made by this worker's first point
+            sa.StandaloneProject(Path(shared) / key).copy_to(worker_root / key)
         old_env = os.environ.get(sa.WORKER_CACHE_ENV)
         os.environ[sa.WORKER_CACHE_ENV] = str(worker_root)
         try:
