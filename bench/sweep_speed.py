@@ -166,6 +166,9 @@ def main(argv=None) -> int:
     print(row("  throughput vs serial, cluster start included", "{:.2f}x".format,
               [serial.call_s / p.call_s for _, p in cols]))
     print(row("cluster start: connect + warm workers (s)", "{:.2f}".format, [p.start_s for _, p in cols]))
+    print(row("  of which waited for (not overlapped) (s)", "{:.2f}".format, [p.wait_s for _, p in cols]))
+    print(row("outside the sweep wall: design, cluster stop (s)", "{:.2f}".format,
+              [p.call_s - p.meta["wall_time_s"] for _, p in cols]))
     print("per point, mean over the points (ms), in the process that ran it:")
     print(row("  binary (launch to exit)", "{:.1f}".format, [1e3 * p.binary_s for _, p in cols]))
     print(row("  run overhead (stimulus, run_args, read, assemble)", "{:.1f}".format,
