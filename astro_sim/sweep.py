@@ -212,11 +212,23 @@ def chunks(tasks: list, slots: int, size: int | None = None) -> list[list]:
     return out
 
 
-def _warm_worker() -> bool:
-    """Import what every point needs once per worker process, before the first task."""
-    import pyarrow  # noqa: F401
+def warm_worker(nonce: str, standalone: bool) -> bool:
+    """Prepare a worker process for the sweep ``nonce`` before its first task, so that its
+    first point costs what the others do (without this it took ~0.3 s more).
 
-    from astro_sim import simulate, tripartite, tripartite_standalone  # noqa: F401
+    Imports what a point needs (Parquet writing, the file lock, SciPy for the astrocyte's
+    rest state) and computes the points' meta.json context. Runs where ``client.run`` runs,
+    the worker's main thread, which Brian2's import needs (it installs a SIGINT handler,
+    and Dask runs tasks in other threads); standalone points never import Brian2 (the
+    compiled binary runs alone).
+    """
+    import filelock  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from astro_sim import reference, simulate, tripartite, tripartite_standalone  # noqa: F401
+    if not standalone:
+        import brian2  # noqa: F401
+    _point_context(nonce)
     return True
 
 
@@ -248,15 +260,6 @@ def connect_dask(scheduler: str | None, workers: int, timeout_s: float = 10.0):
     return Client(cluster), cluster
 
 
-def _import_brian2() -> bool:
-    """Brian2 installs a SIGINT handler on import, which only the main thread may do; Dask
-    runs tasks in worker threads, so import it first where ``client.run`` runs (the
-    worker's event-loop thread, its main thread). Standalone points never import Brian2
-    (the compiled binary runs alone), so their workers skip it."""
-    import brian2  # noqa: F401
-    return True
-
-
 def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, client,
                   per_task: int | None = None) -> Iterable[dict]:
     if executor == "serial":
@@ -266,7 +269,9 @@ def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, clie
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         _package_env()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        warm = (tasks[0]["nonce"], tasks[0]["standalone_shared"] is not None) if tasks else ("", False)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=warm_worker, initargs=warm) as pool:
             futures = [pool.submit(run_points, c) for c in chunks(tasks, workers, size=per_task)]
             for fut in as_completed(futures):
                 yield from fut.result()
@@ -300,12 +305,13 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
     out = Path(out_dir)
     table, configs = design(cfg)          # every bad grid / point config fails here, before I/O
     runs.check_out_dir(out)               # finished, or not writable: refused before I/O
+    nonce = f"{time.time_ns():x}"         # names this run of the sweep (task keys, context)
     dask = None
     if executor == "dask":
-        dask = _DaskStart(scheduler, workers, connect_timeout_s,
-                          _warm_worker if cfg.standalone else _import_brian2)
+        dask = _DaskStart(scheduler, workers, connect_timeout_s, nonce, cfg.standalone)
     try:
-        return _run(cfg, out, table, configs, executor, workers, dask, progress, points_per_task)
+        return _run(cfg, out, table, configs, executor, workers, dask, progress, points_per_task,
+                    nonce)
     finally:
         if dask is not None:
             dask.close()
@@ -319,22 +325,24 @@ class _DaskStart:
     background thread while the parent writes the design and builds (seconds each).
     """
 
-    def __init__(self, scheduler: str | None, workers: int, timeout_s: float, warm) -> None:
+    def __init__(self, scheduler: str | None, workers: int, timeout_s: float, nonce: str,
+                 standalone: bool) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.start_s = 0.0      # seconds spent connecting and warming the workers
         self.wait_s = 0.0       # seconds of that the parent waited for (not overlapped)
         self._client = self._cluster = self._pool = self._future = None
         if scheduler:
-            self._start(scheduler, workers, timeout_s, warm)
+            self._start(scheduler, workers, timeout_s, nonce, standalone)
         else:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="sweep-dask-start")
-            self._future = self._pool.submit(self._start, None, workers, timeout_s, warm)
+            self._future = self._pool.submit(self._start, None, workers, timeout_s, nonce,
+                                             standalone)
 
-    def _start(self, scheduler, workers, timeout_s, warm) -> None:
+    def _start(self, scheduler, workers, timeout_s, nonce, standalone) -> None:
         t0 = time.perf_counter()
         self._client, self._cluster = connect_dask(scheduler, workers, timeout_s)
-        self._client.run(warm)
+        self._client.run(warm_worker, nonce, standalone)
         self.start_s = time.perf_counter() - t0
 
     def client(self):
@@ -357,7 +365,7 @@ class _DaskStart:
 
 
 def _run(cfg, out: Path, table, configs, executor, workers, dask, progress,
-         points_per_task: int | None = None) -> Path:
+         points_per_task: int | None, nonce: str) -> Path:
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -402,7 +410,6 @@ def _run(cfg, out: Path, table, configs, executor, workers, dask, progress,
                 sa.get_project(dataclasses.replace(pcfg, standalone_dir=str(root)), stim)
         builds = sa.BUILD_COUNT - before
 
-    nonce = f"{time.time_ns():x}"
     tasks, skipped = [], 0
     for pid, c in zip(table["point_id"], configs):
         pdir = out / POINTS_DIR / pid

@@ -131,7 +131,7 @@ def main(argv=None) -> int:
         return Phase(out, time.perf_counter() - t0)
 
     # 2. serial, in this process, after the imports a Dask worker does before its first task
-    sweep_mod._warm_worker()
+    sweep_mod.warm_worker(nonce="bench", standalone=True)
     serial = timed_sweep("serial", executor="serial")
     # 3. Dask LocalCluster (loopback worker processes): several points per task, then one
     chunked = timed_sweep("dask", executor="dask", workers=args.workers)
