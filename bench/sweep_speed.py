@@ -4,7 +4,8 @@ A sweep of about ``--points`` points (a grid over params.alpha x params.O_beta; 
 a 7 x 6 grid, 42 points) of 100 s simulated time each (Poisson rate steps, 1 unit,
 dt = 1 ms), all phases side by side in this one process:
 
-1. the cpp_standalone build, once, into a fresh cache (reported separately);
+1. the cpp_standalone build, once, into a fresh cache (reported separately), then the
+   binary alone: one stream of runs, and two concurrent streams (what two cores give now);
 2. the standalone sweep run serially, in this process (its imports done beforehand, as the
    Dask workers' are);
 3. the same sweep on a loopback Dask LocalCluster of ``--workers`` processes, several points
@@ -67,6 +68,26 @@ def machine() -> list[str]:
             f"single-threaded binary); torch not used; {env or 'no OMP/MKL/BLAS thread variables set'}"]
 
 
+def binary_ceiling(project, cfg, stim, runs: int = 10) -> tuple[float, float]:
+    """Seconds per binary run alone, and the throughput of two concurrent streams of runs
+    relative to one: the most any two-worker sweep can gain on this machine right now."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def stream(k: int) -> None:
+        for _ in range(k):
+            project.run(cfg, stim)
+
+    stream(1)
+    t0 = time.perf_counter()
+    stream(runs)
+    one = time.perf_counter() - t0
+    with ThreadPoolExecutor(2) as pool:
+        t0 = time.perf_counter()
+        list(pool.map(stream, (runs, runs)))
+        two = time.perf_counter() - t0
+    return one / runs, 2 * one / two
+
+
 class Phase:
     """One sweep: its whole-call wall, its meta.json and its points' timings."""
 
@@ -122,8 +143,9 @@ def main(argv=None) -> int:
     pcfg = from_dict(TripartiteSimConfig, configs[0])
     stim = make_stimulus(pcfg.protocol, 1, 1e-3, pcfg.seed, pcfg.max_spikes)
     t0 = time.perf_counter()
-    sa.get_project(pcfg, stim)
+    project = sa.get_project(pcfg, stim)
     build_s = time.perf_counter() - t0
+    alone_s, ceiling = binary_ceiling(project, pcfg, stim)
 
     def timed_sweep(name: str, **kwargs) -> Phase:
         t0 = time.perf_counter()
@@ -156,6 +178,8 @@ def main(argv=None) -> int:
         return f"{label:52s}" + "".join(f"{fmt(v):>18s}" for v in values)
 
     print(f"\nstandalone build (once): {build_s:.2f} s (= {build_s / n:.3f} s/point over {n} points)")
+    print(f"binary alone: {alone_s:.3f} s per run (binary + run_args + reading); two concurrent "
+          f"streams of runs: {ceiling:.2f}x the throughput of one (this machine's ceiling now)")
     print(head)
     print(row("sweep wall, cluster start excluded (s)", "{:.2f}".format, [p.wall_s for _, p in cols]))
     print(row("  per point (s)", "{:.3f}".format, [p.wall_s / n for _, p in cols]))
