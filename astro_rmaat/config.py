@@ -10,6 +10,7 @@ config's ``__post_init__`` and raise :class:`ConfigError` too.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import types
@@ -88,12 +89,19 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
+@functools.cache
+def _field_types(cls: type) -> tuple[dict[str, Any], frozenset[str]]:
+    """Resolved annotations and init fields of a config class (resolving the string
+    annotations compiles each one: done once per class, not once per config)."""
+    hints = typing.get_type_hints(cls)
+    return hints, frozenset(f.name for f in dataclasses.fields(cls) if f.init)
+
+
 def from_dict(cls: type[C], data: dict[str, Any], *, where: str = "") -> C:
     """Build the dataclass ``cls`` from ``data``; unknown keys and wrong types are errors."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a table (JSON object), got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    hints, fields = _field_types(cls)
     unknown = sorted(set(data) - set(fields))
     if unknown:
         key = f"{where}.{unknown[0]}" if where else unknown[0]

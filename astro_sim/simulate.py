@@ -34,7 +34,9 @@ MODEL_FAMILIES: dict[str, tuple[str, str]] = {
 }
 DEFAULT_FAMILY = "rmaat_network"
 #: SimOutput attrs that are wall-clock measurements: kept in meta.json, out of the traces files
-VOLATILE_ATTRS = ("run_wall_s",)
+VOLATILE_ATTRS = ("run_wall_s", "binary_wall_s")
+#: packages whose versions a simulate run's meta.json records (beside runs.BASE_PACKAGES)
+META_PACKAGES = ("brian2", "scipy", "cython")
 
 
 @dataclass
@@ -90,11 +92,14 @@ def run(cfg) -> SimOutput:
     return _family_module(cfg.model).run(cfg)
 
 
-def simulate(cfg, out_dir: str | os.PathLike, *, progress: bool = False) -> Path:
+def simulate(cfg, out_dir: str | os.PathLike, *, progress: bool = False,
+             context: dict[str, Any] | None = None) -> Path:
     """Run ``cfg`` and write its run directory; refuses a directory holding a finished run.
 
     ``progress``: a line on stderr before Brian2 generates and compiles code (minutes on a cold
-    cache), and Brian2's progress report over simulated time where the family supports it."""
+    cache), and Brian2's progress report over simulated time where the family supports it.
+    ``context``: ``runs.provenance(META_PACKAGES)`` computed once by a caller that writes many
+    runs (a sweep), else computed here."""
     if not dataclasses.is_dataclass(cfg) or not hasattr(cfg, "model"):
         raise ConfigError(f"simulate() needs a simulation config dataclass, got {type(cfg).__name__}")
     config = cfgmod.to_dict(cfg)
@@ -123,7 +128,7 @@ def simulate(cfg, out_dir: str | os.PathLike, *, progress: bool = False) -> Path
     samples_sha = write_traces(result.samples, out / "samples.parquet", samples_attrs)
     meta = runs.make_meta(
         stage="simulate", seed=getattr(cfg, "seed", None), wall_time_s=sw.elapsed,
-        packages=("brian2", "scipy", "cython"), model=cfg.model,
+        packages=META_PACKAGES, context=context, model=cfg.model,
         brian2_target=result.attrs.get("target"), **timings,
         files={"traces.parquet": traces_sha, "samples.parquet": samples_sha})
     runs.finish_run(out, meta)

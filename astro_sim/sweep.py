@@ -142,6 +142,22 @@ def design(cfg: SweepConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
 
 
 # ----------------------------------------------------------------------------- one point
+#: sweep nonce -> this process's runs.provenance for the points' meta.json (latest sweep only)
+_CONTEXT: dict[str, dict[str, Any]] = {}
+
+
+def _point_context(nonce: str) -> dict[str, Any]:
+    """Git revision, versions and host for the points' meta.json: computed once per sweep in
+    each process that runs points (two git subprocesses and a dozen metadata reads, tens of
+    ms, that every point would otherwise repeat)."""
+    from astro_sim import simulate
+
+    if nonce not in _CONTEXT:
+        _CONTEXT.clear()
+        _CONTEXT[nonce] = runs.provenance(simulate.META_PACKAGES)
+    return _CONTEXT[nonce]
+
+
 def run_point(task: dict[str, Any]) -> dict[str, Any]:
     """Run one point into its run directory (any process; imports stay inside)."""
     from astro_sim import simulate
@@ -150,6 +166,7 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
     if runs.is_finished(point_dir):
         return {"point_id": task["point_id"], "status": "skipped", "wall_s": 0.0}
     t0 = time.perf_counter()
+    context = _point_context(task["nonce"])
     cls = simulate.config_class(task["config"].get("model", "tripartite"))
     pcfg = cfgmod.from_dict(cls, task["config"])
     shared = task.get("standalone_shared")
@@ -157,18 +174,19 @@ def run_point(task: dict[str, Any]) -> dict[str, Any]:
         from astro_sim import tripartite_standalone as sa
         worker_root = Path(task["standalone_workers"]) / f"{socket.gethostname()}-{os.getpid()}"
         key = task["standalone_key"]
-        sa.StandaloneProject(Path(shared) / key).copy_to(worker_root / key)
+        if not (worker_root / key / sa.MANIFEST).is_file():   # made by this worker's first point
+            sa.StandaloneProject(Path(shared) / key).copy_to(worker_root / key)
         old_env = os.environ.get(sa.WORKER_CACHE_ENV)
         os.environ[sa.WORKER_CACHE_ENV] = str(worker_root)
         try:
-            simulate.simulate(pcfg, point_dir)
+            simulate.simulate(pcfg, point_dir, context=context)
         finally:
             if old_env is None:
                 os.environ.pop(sa.WORKER_CACHE_ENV, None)
             else:
                 os.environ[sa.WORKER_CACHE_ENV] = old_env
     else:
-        simulate.simulate(pcfg, point_dir)
+        simulate.simulate(pcfg, point_dir, context=context)
     return {"point_id": task["point_id"], "status": "done", "wall_s": time.perf_counter() - t0}
 
 
@@ -177,26 +195,40 @@ def run_points(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [run_point(t) for t in tasks]
 
 
-def chunks(tasks: list, slots: int, per_slot: int = 4, size: int | None = None) -> list[list]:
-    """Split ``tasks`` into about ``per_slot`` chunks per worker slot, in point order.
+def chunks(tasks: list, slots: int, size: int | None = None) -> list[list]:
+    """Split ``tasks`` into consecutive chunks (one worker task each), in point order.
 
-    Several points per task amortise the per-task cost (scheduling, serialising the task and
-    its result, the worker's first imports); a few chunks per slot keep the load balanced
-    when points differ in cost.
+    ``size``: that many points per chunk. ``None``: guided chunks, each holding ``1/(2 slots)``
+    of the points not yet in a chunk (at least one). The large first chunks amortise the
+    per-task cost (scheduling, serialising the task and its result); the chunks shrink to
+    single points at the end, so that no worker slot idles for more than about one point
+    while another finishes its last chunk (equal chunks leave up to a whole chunk of tail).
     """
-    if not tasks:
-        return []
-    if size is None:
-        n = max(1, min(len(tasks), slots * per_slot))
-        size = -(-len(tasks) // n)
-    return [tasks[i:i + size] for i in range(0, len(tasks), size)]
+    out, i = [], 0
+    while i < len(tasks):
+        step = size or max(1, -(-(len(tasks) - i) // (2 * slots)))
+        out.append(tasks[i:i + step])
+        i += step
+    return out
 
 
-def _warm_worker() -> bool:
-    """Import what every point needs once per worker process, before the first task."""
-    import pyarrow  # noqa: F401
+def warm_worker(nonce: str, standalone: bool) -> bool:
+    """Prepare a worker process for the sweep ``nonce`` before its first task, so that its
+    first point costs what the others do (without this it took ~0.3 s more).
 
-    from astro_sim import simulate, tripartite, tripartite_standalone  # noqa: F401
+    Imports what a point needs (Parquet writing, the file lock, SciPy for the astrocyte's
+    rest state) and computes the points' meta.json context. Runs where ``client.run`` runs,
+    the worker's main thread, which Brian2's import needs (it installs a SIGINT handler,
+    and Dask runs tasks in other threads); standalone points never import Brian2 (the
+    compiled binary runs alone).
+    """
+    import filelock  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from astro_sim import reference, simulate, tripartite, tripartite_standalone  # noqa: F401
+    if not standalone:
+        import brian2  # noqa: F401
+    _point_context(nonce)
     return True
 
 
@@ -207,6 +239,16 @@ def _package_env() -> None:
     parts = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
     if root not in parts:
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *parts])
+
+
+#: Dask housekeeping of the loopback cluster, made less frequent: with the defaults (event
+#: loop tick every 20 ms, system monitor every 0.5 s, memory monitor every 0.1 s) an idle
+#: 2-worker cluster used ~6 % of a core, taken from the points on a small machine; and the
+#: worker's statistical profiler (a stack sample of the running task every 10 ms) is off.
+LOCAL_CLUSTER_CONFIG = {"distributed.admin.tick.interval": "1s",
+                        "distributed.admin.system-monitor.interval": "5s",
+                        "distributed.worker.memory.monitor-interval": "1s",
+                        "distributed.worker.profile.enabled": False}
 
 
 def connect_dask(scheduler: str | None, workers: int, timeout_s: float = 10.0):
@@ -222,19 +264,13 @@ def connect_dask(scheduler: str | None, workers: int, timeout_s: float = 10.0):
                               "dask scheduler, e.g. tcp://HOST:8786") from None
         except ValueError as exc:
             raise ConfigError(f"scheduler {scheduler!r}: {exc}; expected e.g. tcp://HOST:8786") from None
+    import dask
+
     _package_env()
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           host="127.0.0.1", dashboard_address=None)
+    with dask.config.set(LOCAL_CLUSTER_CONFIG):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               host="127.0.0.1", dashboard_address=None)
     return Client(cluster), cluster
-
-
-def _import_brian2() -> bool:
-    """Brian2 installs a SIGINT handler on import, which only the main thread may do; Dask
-    runs tasks in worker threads, so import it first where ``client.run`` runs (the
-    worker's event-loop thread, its main thread). Standalone points never import Brian2
-    (the compiled binary runs alone), so their workers skip it."""
-    import brian2  # noqa: F401
-    return True
 
 
 def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, client,
@@ -246,7 +282,9 @@ def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, clie
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         _package_env()
-        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        warm = (tasks[0]["nonce"], tasks[0]["standalone_shared"] is not None) if tasks else ("", False)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
+                                 initializer=warm_worker, initargs=warm) as pool:
             futures = [pool.submit(run_points, c) for c in chunks(tasks, workers, size=per_task)]
             for fut in as_completed(futures):
                 yield from fut.result()
@@ -267,7 +305,7 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
     """Run (or resume) the sweep ``cfg`` into ``out_dir``; returns ``out_dir``.
 
     ``points_per_task``: points run one after the other in one worker task (processes and
-    dask executors); ``None`` splits the points into about four tasks per worker slot.
+    dask executors); ``None``: guided chunks that shrink toward the end (:func:`chunks`).
     """
     if executor not in EXECUTORS:
         raise ConfigError(f"executor = {executor!r}: expected one of {', '.join(EXECUTORS)}")
@@ -280,21 +318,67 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
     out = Path(out_dir)
     table, configs = design(cfg)          # every bad grid / point config fails here, before I/O
     runs.check_out_dir(out)               # finished, or not writable: refused before I/O
-    client = cluster = None
-    if executor == "dask":                # an unreachable scheduler fails here, before I/O
-        client, cluster = connect_dask(scheduler, workers, connect_timeout_s)
-        client.run(_warm_worker if cfg.standalone else _import_brian2)
+    nonce = f"{time.time_ns():x}"         # names this run of the sweep (task keys, context)
+    dask = None
+    if executor == "dask":
+        dask = _DaskStart(scheduler, workers, connect_timeout_s, nonce, cfg.standalone)
     try:
-        return _run(cfg, out, table, configs, executor, workers, client, progress, points_per_task)
+        return _run(cfg, out, table, configs, executor, workers, dask, progress, points_per_task,
+                    nonce)
     finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+        if dask is not None:
+            dask.close()
 
 
-def _run(cfg, out: Path, table, configs, executor, workers, client, progress,
-         points_per_task: int | None = None) -> Path:
+class _DaskStart:
+    """The sweep's Dask client, connected while the parent prepares the sweep.
+
+    A scheduler address is connected at once (an unreachable one fails before any I/O);
+    a loopback LocalCluster starts, and every worker imports what the points need, in a
+    background thread while the parent writes the design and builds (seconds each).
+    """
+
+    def __init__(self, scheduler: str | None, workers: int, timeout_s: float, nonce: str,
+                 standalone: bool) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        self.start_s = 0.0      # seconds spent connecting and warming the workers
+        self.wait_s = 0.0       # seconds of that the parent waited for (not overlapped)
+        self._client = self._cluster = self._pool = self._future = None
+        if scheduler:
+            self._start(scheduler, workers, timeout_s, nonce, standalone)
+        else:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="sweep-dask-start")
+            self._future = self._pool.submit(self._start, None, workers, timeout_s, nonce,
+                                             standalone)
+
+    def _start(self, scheduler, workers, timeout_s, nonce, standalone) -> None:
+        t0 = time.perf_counter()
+        self._client, self._cluster = connect_dask(scheduler, workers, timeout_s)
+        self._client.run(warm_worker, nonce, standalone)
+        self.start_s = time.perf_counter() - t0
+
+    def client(self):
+        if self._future is not None:
+            t0 = time.perf_counter()
+            self._future.result()
+            self._future = None
+            self.wait_s = time.perf_counter() - t0
+        return self._client
+
+    def close(self) -> None:
+        if self._future is not None:   # the sweep stopped before it needed the client: let
+            self._future.exception()   # the start finish (its error is not the sweep's)
+        if self._pool is not None:
+            self._pool.shutdown()
+        if self._client is not None:
+            self._client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def _run(cfg, out: Path, table, configs, executor, workers, dask, progress,
+         points_per_task: int | None, nonce: str) -> Path:
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -339,7 +423,6 @@ def _run(cfg, out: Path, table, configs, executor, workers, client, progress,
                 sa.get_project(dataclasses.replace(pcfg, standalone_dir=str(root)), stim)
         builds = sa.BUILD_COUNT - before
 
-    nonce = f"{time.time_ns():x}"
     tasks, skipped = [], 0
     for pid, c in zip(table["point_id"], configs):
         pdir = out / POINTS_DIR / pid
@@ -351,17 +434,22 @@ def _run(cfg, out: Path, table, configs, executor, workers, client, progress,
                       "standalone_key": build_keys.get(pid),
                       "standalone_workers": str((out / STANDALONE_DIR / "workers").resolve())})
     walls = []
+    client = dask.client() if dask is not None else None
     with tqdm(total=len(table), initial=skipped, desc="sweep", unit="point",
               disable=not progress) as bar:
         for res in _iter_results(tasks, executor, workers, client, points_per_task):
             walls.append(res["wall_s"])
             bar.update(1)
+    timing = {}
+    if dask is not None:
+        timing = {"dask_start_s": round(dask.start_s, 6), "dask_start_wait_s": round(dask.wait_s, 6)}
     meta = runs.make_meta(stage="sweep", seed=cfg.seed, wall_time_s=time.perf_counter() - t0,
                           packages=("brian2", "dask", "distributed"), executor=executor,
                           workers=workers if executor != "serial" else 1,
                           n_points=len(table), points_run=len(tasks), points_skipped=skipped,
                           standalone_builds=builds,
-                          point_wall_s_median=float(np.median(walls)) if walls else None)
+                          point_wall_s_median=float(np.median(walls)) if walls else None,
+                          point_wall_s_total=round(float(np.sum(walls)), 6), **timing)
     runs.finish_run(out, meta)
     return out
 

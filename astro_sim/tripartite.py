@@ -596,9 +596,12 @@ def run(cfg: TripartiteSimConfig) -> "SimOutput":
     if cfg.target == "cpp_standalone":
         from astro_sim import tripartite_standalone as sa
         project = sa.get_project(cfg, stim)
-        t_s, arrays = project.run(cfg, stim)
-    else:  # the runtime targets; a standalone run needs neither brian2 nor a compiler
-        import brian2 as b2
-        b2.start_scope()
-        t_s, arrays = _run_runtime(cfg, stim)
+        t_s, arrays, binary_wall_s = project.run(cfg, stim)
+        out = assemble_output(cfg, stim, t_s, arrays)
+        out.attrs["binary_wall_s"] = binary_wall_s   # a wall time: meta.json, not the traces
+        return out
+    # the runtime targets; a standalone run needs neither brian2 nor a compiler
+    import brian2 as b2
+    b2.start_scope()
+    t_s, arrays = _run_runtime(cfg, stim)
     return assemble_output(cfg, stim, t_s, arrays)

@@ -21,6 +21,7 @@ Parallel workers each run from their own copy of the binary and its static array
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,15 +57,21 @@ def _source_hash() -> str:
     return h.hexdigest()[:16]
 
 
+@functools.cache
+def _brian2_version() -> str:
+    """The installed Brian2 (a metadata read, ~1 ms: once per process, not once per run)."""
+    import importlib.metadata
+    return importlib.metadata.version("brian2")
+
+
 def signature(cfg, stim) -> dict[str, Any]:
     """What fixes the generated code: two configs with equal signatures share one build."""
-    import importlib.metadata
     return {
         "dt_ms": cfg.dt_ms, "record_dt_ms": cfg.record_dt_ms, "n_units": cfg.n_units,
         "duration_s": round(stim.duration_s, 12), "record": list(cfg.record),
         "D_pre_ms": cfg.params.D_pre, "pre_shape": list(stim.pre.shape),
         "source": _source_hash(),
-        "brian2": importlib.metadata.version("brian2"),
+        "brian2": _brian2_version(),
     }
 
 
@@ -143,8 +151,9 @@ class StandaloneProject:
             args.append(f"{key}.values={path}")
         return args
 
-    def run(self, cfg, stim, keep: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Run the binary for ``cfg``; returns ``(t_s, {var: (n_t, n_units) SI})``."""
+    def run(self, cfg, stim, keep: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
+        """Run the binary for ``cfg``; returns ``(t_s, {var: (n_t, n_units) SI}, binary_wall_s)``
+        (the last: seconds from starting the binary to its exit)."""
         from astro_sim.tripartite_standalone import signature as sig_of
         sig = sig_of(cfg, stim)
         if sig != self.signature:
@@ -155,12 +164,14 @@ class StandaloneProject:
         run_dir = Path(tempfile.mkdtemp(prefix="run-", dir=runs_dir))
         try:
             args = self.run_args(cfg, stim, run_dir)
+            t0 = time.perf_counter()
             proc = subprocess.run(["./main", "--results_dir", f"{run_dir}/", *args],
                                   cwd=self.directory, capture_output=True, text=True)
+            binary_wall_s = time.perf_counter() - t0
             if proc.returncode != 0:
                 raise RuntimeError(f"cpp_standalone binary in {self.directory} failed "
                                    f"({proc.returncode}): {proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-            return self._read(run_dir)
+            return (*self._read(run_dir), binary_wall_s)
         finally:
             if not keep:
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -187,9 +198,10 @@ def get_project(cfg, stim) -> StandaloneProject:
     sig = signature(cfg, stim)
     root = _mkdir(cache_root(cfg))
     directory = root / signature_key(sig)
-    with FileLock(str(directory) + ".lock"):
-        if not (directory / MANIFEST).is_file():
-            build(cfg, directory)
+    if not (directory / MANIFEST).is_file():  # the manifest is written last: present = built
+        with FileLock(str(directory) + ".lock"):
+            if not (directory / MANIFEST).is_file():
+                build(cfg, directory)
     project = StandaloneProject(directory)
     if project.signature != sig:  # pragma: no cover - a hash collision or a stale cache
         raise ConfigError(f"standalone cache {directory} holds another build; delete it")

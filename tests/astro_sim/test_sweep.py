@@ -147,8 +147,15 @@ def test_sweep_through_a_scheduler_address_on_loopback_equals_serial(tmp_path):
     from astro_sim.sweep import chunks
     cfg = SweepConfig(base=TINY, grid={"params.U_0_star": [0.3, 0.45, 0.6]}, seed=3)
     serial = sweep(cfg, tmp_path / "serial", progress=False)
-    assert [len(c) for c in chunks(list(range(10)), 1)] == [3, 3, 3, 1]
-    assert [len(c) for c in chunks(list(range(3)), 2)] == [1, 1, 1]
+    # guided chunks: point order kept, large first, single points at the end (short tail)
+    for n, slots in ((10, 1), (42, 2), (3, 2), (100, 16)):
+        parts = chunks(list(range(n)), slots)
+        sizes = [len(c) for c in parts]
+        assert sum(parts, []) == list(range(n))
+        assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1
+        assert sizes[0] == -(-n // (2 * slots))
+    assert [len(c) for c in chunks(list(range(10)), 1)] == [5, 3, 1, 1]
+    assert [len(c) for c in chunks(list(range(7)), 4, size=3)] == [3, 3, 1]
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, host="127.0.0.1",
                       dashboard_address=None) as cluster:
         address = cluster.scheduler_address
