@@ -156,6 +156,10 @@ def main() -> None:
         layouts = [(2048, 512, 4), (2048, 512, 1)]
     rfile, rdesc = retention_file(args.retention)
     specs = {**MODELS, **(COMPILED if args.compile else {})}
+    if args.compile:   # one compiled graph per model instance and shape: this bench builds many
+        import torch._dynamo
+        torch._dynamo.config.recompile_limit = 256
+        torch._dynamo.config.accumulated_recompile_limit = 4096
     cfg = ModelConfig()
     print(f"d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} M={cfg.n_mem} "
           f"dropout={cfg.dropout}; median of {args.repeats} interleaved rounds; retention: {rdesc}; "
