@@ -259,9 +259,10 @@ class Attention(nn.Module):
         B, W, D = x.shape
         Wq = W if n_query is None else n_query
         qkv = self.qkv(x)                                                          # (B, W, 3D)
-        q, k, v = qkv.view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)       # 3 x (B, nh, W, hs)
+        heads = qkv.view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)       # (3, B, nh, W, hs)
         if self.kernel != "softmax":   # head-major copy once, so that no batched matmul copies its operands
-            q, k, v = qkv.view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4).contiguous()
+            heads = heads.contiguous()
+        q, k, v = heads
         mask = None if all_real else key_mask
         if self.kernel == "softmax":
             y = softmax_attention(q if Wq == W else q[:, :, :Wq], k, v, mask)
