@@ -62,19 +62,20 @@ def build(spec, L, N, rfile):
     return (model.compile_blocks() if compiled else model), method
 
 
-def timed_rounds(models: dict, x, y, repeats: int) -> dict[str, float]:
-    """Median step wall (s) per model: warm-up, then ``repeats`` interleaved rounds."""
-    for model, method in models.values():
+def timed_rounds(runs: dict, repeats: int) -> dict:
+    """Median step wall (s) per run, ``runs``: key -> (model, method, x, y). A warm-up step
+    each, then ``repeats`` rounds in which every run's step is timed once (interleaved)."""
+    for model, method, x, y in runs.values():
         forward_backward(model, x, y, method=method)
         model.zero_grad(set_to_none=True)
-    walls: dict[str, list[float]] = {n: [] for n in models}
+    walls: dict = {key: [] for key in runs}
     for _ in range(repeats):
-        for n, (model, method) in models.items():
+        for key, (model, method, x, y) in runs.items():
             t0 = time.perf_counter()
             forward_backward(model, x, y, method=method)
-            walls[n].append(time.perf_counter() - t0)
+            walls[key].append(time.perf_counter() - t0)
             model.zero_grad(set_to_none=True)
-    return {n: statistics.median(w) for n, w in walls.items()}
+    return {key: statistics.median(w) for key, w in walls.items()}
 
 
 def layout_table(specs: dict, rfile: str, repeats: int, layouts) -> None:
@@ -91,31 +92,19 @@ def layout_table(specs: dict, rfile: str, repeats: int, layouts) -> None:
             if spec[3]:   # compile on the first call: not counted
                 forward_backward(*models[n][:1], x, y, method=models[n][1])
                 print(f"  ({n}: compiled in {time.perf_counter() - t0:.0f} s)", flush=True)
-        med = timed_rounds(models, x, y, repeats)
+        med = timed_rounds({n: (*models[n], x, y) for n in names}, repeats)
         ref = med["RMT+BPTT"]
         cells = [f"{1 / med[n]:7.2f}/s {ref / med[n]:5.2f}x" for n in names]
         print(f"{L:>6} {N:>5} {B:>2} " + " ".join(f"{c:>20}" for c in cells), flush=True)
 
 
 def per_token_table(rfile: str, repeats: int, lengths) -> None:
-    N, walls = 512, {}
-    models = {L: build(MODELS["RMAAT+AMRB"], L, N, rfile) for L in lengths}
-    data = {}
-    for L in lengths:
+    N, runs = 512, {}
+    for L in lengths:   # the lengths are interleaved too
         g = torch.Generator().manual_seed(L)
-        data[L] = (torch.randint(1, 32, (1, L), generator=g), torch.randint(0, 10, (1,), generator=g))
-    for L in lengths:   # interleave the lengths too
-        forward_backward(models[L][0], *data[L], method="amrb")
-    rounds: dict[int, list[float]] = {L: [] for L in lengths}
-    for _ in range(repeats):
-        for L in lengths:
-            model, method = models[L]
-            t0 = time.perf_counter()
-            forward_backward(model, *data[L], method=method)
-            rounds[L].append(time.perf_counter() - t0)
-            model.zero_grad(set_to_none=True)
-    for L in lengths:
-        walls[L] = statistics.median(rounds[L]) / L * 1e6
+        runs[L] = (*build(MODELS["RMAAT+AMRB"], L, N, rfile), torch.randint(1, 32, (1, L), generator=g),
+                   torch.randint(0, 10, (1,), generator=g))
+    walls = {L: w / L * 1e6 for L, w in timed_rounds(runs, repeats).items()}
     print("RMAAT+AMRB, N = 512, batch 1: " + ", ".join(f"{L}: {w:.1f} us/token" for L, w in walls.items()))
     print(f"  spread max/min - 1 = {max(walls.values()) / min(walls.values()) - 1:.1%}")
 
@@ -157,9 +146,9 @@ def main() -> None:
     rfile, rdesc = retention_file(args.retention)
     specs = {**MODELS, **(COMPILED if args.compile else {})}
     if args.compile:   # one compiled graph per model instance and shape: this bench builds many
-        import torch._dynamo
-        torch._dynamo.config.recompile_limit = 256
-        torch._dynamo.config.accumulated_recompile_limit = 4096
+        import torch._dynamo as dynamo   # (a plain `import torch._dynamo` would make torch local here)
+        dynamo.config.recompile_limit = 256
+        dynamo.config.accumulated_recompile_limit = 4096
     cfg = ModelConfig()
     print(f"d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} M={cfg.n_mem} "
           f"dropout={cfg.dropout}; median of {args.repeats} interleaved rounds; retention: {rdesc}; "
