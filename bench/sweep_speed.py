@@ -98,7 +98,8 @@ class Phase:
         points = [json.loads(p.read_text()) for p in sorted((out / "points").glob("*/meta.json"))]
         self.n = len(points)
         self.binary_s = sum(p["binary_wall_s"] for p in points) / self.n
-        self.run_s = sum(p["wall_time_s"] for p in points) / self.n
+        self.run_walls = [p["wall_time_s"] for p in points]   # each point's simulate() wall
+        self.run_s = sum(self.run_walls) / self.n
         self.point_s = self.meta["point_wall_s_total"] / self.n
         self.wait_s = self.meta.get("dask_start_wait_s", 0.0)
         self.start_s = self.meta.get("dask_start_s", 0.0)
@@ -206,8 +207,7 @@ def main(argv=None) -> int:
               [1e3 * p.slots * p.wall_s / n for _, p in cols]))
     if cy:
         med_cy = statistics.median(cy)
-        med_s = statistics.median(json.loads(p.read_text())["wall_time_s"]
-                                  for p in (serial.out / "points").glob("*/meta.json"))
+        med_s = statistics.median(serial.run_walls)
         print(f"cython runtime median s/point: {med_cy:.3f} s (n = {len(cy)}, after one warm-up "
               f"run); cython / standalone run (median): {med_cy / med_s:.1f}x")
     print(f"load average after the sweeps: {load_after_sweeps}; at the end: {load_average()}")
