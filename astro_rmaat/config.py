@@ -130,6 +130,17 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return conv(cfg)
 
 
+#: The one precedence rule of every ``rmaat`` verb (shown in ``rmaat --help``): an explicit
+#: flag beats ``--set``, which beats ``--config``, which beats the built-in defaults.
+PRECEDENCE = "explicit flag > --set KEY=VALUE > --config FILE > built-in defaults"
+
+
+def flag_overrides(flags: dict[str, Any]) -> list[str]:
+    """Command-line flags as ``KEY=VALUE`` items (dotted key -> value; ``None`` means the flag
+    was not given). Apply them after the ``--set`` items so the flag wins (:data:`PRECEDENCE`)."""
+    return [f"{key}={json.dumps(value)}" for key, value in flags.items() if value is not None]
+
+
 def parse_override(item: str) -> tuple[list[str], Any]:
     """``"a.b=3"`` -> (["a", "b"], 3). Values are JSON when they parse, else strings."""
     if "=" not in item:

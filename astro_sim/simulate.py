@@ -67,14 +67,18 @@ def config_class(model: str = DEFAULT_FAMILY) -> type:
 
 def load_sim_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
                     model: str | None = None):
-    """The config of the family named by ``model``, the file's ``"model"`` key, or the default."""
+    """The config of the family named by the ``--model`` flag, else the last ``--set model=``,
+    else the file's ``"model"`` key, else the default (``astro_rmaat.config.PRECEDENCE``)."""
     overrides = list(overrides)
+    if model is None:
+        for item in overrides:
+            if item.split("=", 1)[0].strip() == "model":
+                model = cfgmod.parse_override(item)[1]
     if model is None and path is not None:
         model = cfgmod.read_json_file(path).get("model")
-    for item in overrides:
-        if item.split("=", 1)[0].strip() == "model":
-            model = cfgmod.parse_override(item)[1]
     model = model or DEFAULT_FAMILY
+    if overrides or path is not None:
+        overrides = [*overrides, f"model={model}"]
     cls = config_class(model)
     return cfgmod.load_config(cls, path, overrides)
 

@@ -7,17 +7,11 @@ from pathlib import Path
 
 import click
 
+from astro_rmaat.config import flag_overrides
 
-def _overrides(options: dict, mapping: dict[str, str]) -> list[str]:
-    out = []
-    for opt, key in mapping.items():
-        v = options.get(opt)
-        if v is None:
-            continue
-        if opt == "models":
-            v = [m.strip() for m in v.split(",") if m.strip()]
-        out.append(f"{key}={json.dumps(v)}")
-    return out
+
+def _models(value: str | None) -> list[str] | None:
+    return None if value is None else [m.strip() for m in value.split(",") if m.strip()]
 
 
 def _need(value, what: str) -> None:
@@ -55,12 +49,9 @@ def fit_command(traces, out_dir, variable, element, models, criterion, offset, s
     from distill import fitting
     from distill.global_fit import is_sweep_dir
 
-    overrides = _overrides(dict(variable=variable, element=element, models=models,
-                                criterion=criterion, offset=offset, seed=seed, n_starts=n_starts,
-                                tau_cycle=tau_cycle, group_by=group_by),
-                           dict(variable="variable", element="element", models="models",
-                                criterion="criterion", offset="offset", seed="seed",
-                                n_starts="n_starts", tau_cycle="tau_cycle_s", group_by="group_by"))
+    overrides = flag_overrides(dict(variable=variable, element=element, models=_models(models),
+                                    criterion=criterion, offset=offset, seed=seed, n_starts=n_starts,
+                                    tau_cycle_s=tau_cycle, group_by=group_by))
     cfg = load_config(fitting.FitConfig, config_path, [*sets, *overrides])
     if show_defaults:
         from astro_rmaat.config import to_dict
@@ -124,7 +115,7 @@ def sensitivity_command(sweep_dir, out_dir, model, seed, config_path, sets, show
     from astro_rmaat.config import load_config
     from distill.sensitivity import SensitivityConfig, sensitivity, summary_text
 
-    overrides = _overrides(dict(model=model, seed=seed), dict(model="model", seed="fit.seed"))
+    overrides = flag_overrides({"model": model, "fit.seed": seed})
     cfg = load_config(SensitivityConfig, config_path, [*sets, *overrides])
     if show_defaults:
         from astro_rmaat.config import to_dict

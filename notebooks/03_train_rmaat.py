@@ -101,7 +101,7 @@ ax.set_title(f"recall, 2..{MAX_SEGMENTS} segments of 16 tokens")
 plt.show()
 
 # %%
-from astro_rmaat.report import plot_forgetting
+from rmaat_app.report import plot_forgetting
 from rmaat_model.evaluate import accuracy_by_age
 from rmaat_model.train import config_from_dict, load_data, load_weights
 

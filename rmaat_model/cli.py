@@ -1,13 +1,13 @@
-"""``rmaat train`` and ``rmaat evaluate`` (click commands; see astro_rmaat/cli.py).
+"""``rmaat train`` and ``rmaat evaluate`` (click commands; see rmaat_app/cli.py).
 
     rmaat train --task listops --model rmaat --data DIR --out DIR [--set key=value ...]
                 [--config FILE] [--show-defaults]
     rmaat evaluate RUN_DIR [--split test] [--weights best|last] [--data DIR]
 
-Configuration precedence: TrainConfig defaults < ``--config`` JSON < ``--task/--model/
---data/--method/--steps`` < ``--set`` (dotted keys, e.g. ``--set optim.lr=3e-4
---set model.n_layers=2``). Under ``torchrun`` the same command trains on every process:
-``torchrun --nproc-per-node 2 -m astro_rmaat train ...``.
+Configuration precedence, the same for every verb (``astro_rmaat.config.PRECEDENCE``):
+``--task/--model/--data/--method/--steps`` > ``--set`` (dotted keys, e.g. ``--set
+optim.lr=3e-4 --set model.n_layers=2``) > ``--config`` JSON > TrainConfig defaults. Under ``torchrun`` the same command trains on every process:
+``torchrun --nproc-per-node 2 -m rmaat_app train ...``.
 """
 
 from __future__ import annotations
@@ -16,23 +16,14 @@ import json
 
 import click
 
-from astro_rmaat.config import apply_overrides, from_dict, load_config, to_dict
+from astro_rmaat.config import flag_overrides, load_config, to_dict
 
 
 def _build_config(config_file, task, model, data, method, steps, sets):
     from rmaat_model.train import TrainConfig
-    base = to_dict(load_config(TrainConfig, config_file))
-    if task is not None:
-        base["task"] = task
-    if model is not None:
-        base["model"]["arch"] = model
-    if data is not None:
-        base["data_dir"] = data
-    if method is not None:
-        base["method"] = method
-    if steps is not None:
-        base["steps"] = steps
-    return from_dict(TrainConfig, apply_overrides(base, sets))
+    flags = flag_overrides({"task": task, "model.arch": model, "data_dir": data,
+                            "method": method, "steps": steps})
+    return load_config(TrainConfig, config_file, [*sets, *flags])
 
 
 @click.command(name="train", context_settings={"help_option_names": ["-h", "--help"]})

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from astro_rmaat.cli import main
+from rmaat_app.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "bad_inputs.md"
@@ -153,7 +153,7 @@ def test_docs_table_matches_the_messages(inputs, tmp_path, capsys):
     (["sweep", "--show-defaults", "--grid", "params.U_0_star=0.3,0.6"], "astro_sim.sweep:SweepConfig"),
     (["simulate", "--show-defaults"], "astro_sim.network:NetworkSimConfig"),
     (["train", "--show-defaults", "--task", "recall"], "rmaat_model.train:TrainConfig"),
-    (["pipeline", "--show-defaults"], "astro_rmaat.pipeline:PipelineConfig"),
+    (["pipeline", "--show-defaults"], "rmaat_app.pipeline:PipelineConfig"),
 ])
 def test_every_config_verb_shows_its_defaults(argv, cls, capsys):
     """--show-defaults prints JSON that rebuilds the very config the command would run."""

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from astro_rmaat.cli import main
+from rmaat_app.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "bad_inputs.md"

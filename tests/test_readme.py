@@ -23,7 +23,7 @@ def test_ci_runs_make_test_and_make_defines_both():
 
 
 def test_every_quoted_rmaat_subcommand_exists(run_cli):
-    from astro_rmaat.cli import COMMANDS
+    from rmaat_app.cli import COMMANDS
 
     text = (REPO / "README.md").read_text()
     quoted = set(re.findall(r"(?m)(?:^|\$ |`)rmaat ([a-z]+)", text))

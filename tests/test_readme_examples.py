@@ -20,7 +20,7 @@ with its sensitivity and grouped fit, ListOps and Pathfinder generation (a few s
 training, evaluation and a config file made with --show-defaults (4 steps each).
 
 Every marked block runs in README order in one temporary directory, as one bash script
-(``set -e``), with ``rmaat`` resolving to ``python -m astro_rmaat`` of this checkout. Each block
+(``set -e``), with ``rmaat`` resolving to ``python -m rmaat_app`` of this checkout. Each block
 must exit 0, and every ``--out DIR`` it names must then hold a finished run (``meta.json``,
 written last by every stage; Pathfinder's run is ``DIR/pathfinder<R>/``). A failure shows the
 block as run and the end of its output, each command traced with the seconds since the block
@@ -161,7 +161,7 @@ def workdir(tmp_path_factory):
     bin_dir = root / "bin"
     bin_dir.mkdir()
     rmaat = bin_dir / "rmaat"
-    rmaat.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m astro_rmaat "$@"\n')
+    rmaat.write_text(f'#!/bin/sh\nexec "{sys.executable}" -m rmaat_app "$@"\n')
     rmaat.chmod(0o755)
     work = root / "work"
     work.mkdir()

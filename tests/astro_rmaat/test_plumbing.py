@@ -154,7 +154,7 @@ def test_cli_lists_commands_without_heavy_imports(run_cli):
     proc = run_cli("--help", check=True)
     for name in ("simulate", "sweep", "fit", "train", "evaluate", "pipeline"):
         assert name in proc.stdout
-    code = ("import sys, contextlib, io\nfrom astro_rmaat import cli\n"
+    code = ("import sys, contextlib, io\nfrom rmaat_app import cli\n"
             "with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n"
             "    cli.main(['--help'])\n"
             "print('brian2' in sys.modules, 'torch' in sys.modules)")

@@ -25,7 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("rmaat_model.data.cli:generate_command", "generate ListOps or Pathfinder in the official LRA layout"),
     "train": ("rmaat_model.cli:train_command", "train RMAAT or a baseline on an LRA task"),
     "evaluate": ("rmaat_model.cli:evaluate_command", "re-evaluate a finished training run"),
-    "pipeline": ("astro_rmaat.pipeline:pipeline_command", "simulate -> fit -> train, and write a report"),
+    "pipeline": ("rmaat_app.pipeline:pipeline_command", "simulate -> fit -> train, and write a report"),
 }
 
 
@@ -58,7 +58,12 @@ class LazyGroup(click.Group):
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="astro-rmaat")
 def cli() -> None:
-    """astro-rmaat: neuron–astrocyte LTP (Brian2) -> macro model (lmfit) -> RMAAT (PyTorch)."""
+    """astro-rmaat: neuron–astrocyte LTP (Brian2) -> macro model (lmfit) -> RMAAT (PyTorch).
+
+    Every verb resolves its configuration by one rule: an explicit flag (e.g. --model)
+    beats --set KEY=VALUE, which beats --config FILE, which beats the built-in defaults.
+    --show-defaults prints the result.
+    """
 
 
 #: OSError numbers that mean "this location cannot be written/read", i.e. the user's to fix

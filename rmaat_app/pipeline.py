@@ -259,7 +259,7 @@ def pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike) -> Path:
                                                 out / "train" / arch)
             walls[f"train_{arch}"] = sw.elapsed
         _say(f"[{n}/{n}] write the report")
-        from astro_rmaat.report import write_report
+        from rmaat_app.report import write_report
         report = write_report(out, cfg, sim_dir=sim_dir, fit_dir=fit_dir, train_dirs=train_dirs,
                               walls=walls, data_dir=data_dir)
     runs.finish_run(out, runs.make_meta(stage="pipeline", seed=cfg.seed, wall_time_s=total.elapsed,
@@ -294,17 +294,10 @@ def _pipeline_cli():
     def pipeline_command(out_dir, family, task, budget_minutes, models, quick, config_path,
                          overrides, show_defaults):
         """Simulate -> fit -> retention.json -> train RMAAT and a baseline -> report.md."""
-        sets = list(overrides)
-        if family:
-            sets.append(f"family={family}")
-        if task:
-            sets.append(f"task={task}")
-        if budget_minutes is not None:
-            sets.append(f"budget_minutes={budget_minutes}")
-        if models:
-            sets.append("models=" + json.dumps([m.strip() for m in models.split(",") if m.strip()]))
-        if quick:
-            sets.append("quick=true")
+        model_list = None if not models else [m.strip() for m in models.split(",") if m.strip()]
+        sets = [*overrides, *cfgmod.flag_overrides({
+            "family": family or None, "task": task or None, "budget_minutes": budget_minutes,
+            "models": model_list, "quick": True if quick else None})]
         cfg = cfgmod.load_config(PipelineConfig, config_path, sets)
         if show_defaults:
             click.echo(runs.to_json(cfgmod.to_dict(cfg)), nl=False)

@@ -1,3 +1,0 @@
-from astro_rmaat.cli import main
-
-main()

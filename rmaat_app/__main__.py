@@ -1,0 +1,3 @@
+from rmaat_app.cli import main
+
+main()
