@@ -32,7 +32,7 @@ def run_cli():
     """Run ``rmaat ARGS...`` in a fresh process; returns the CompletedProcess (text)."""
     def run(*args: str, cwd: str | os.PathLike | None = None, timeout: float = 600,
             check: bool = False) -> subprocess.CompletedProcess:
-        proc = subprocess.run([sys.executable, "-m", "astro_rmaat", *map(str, args)],
+        proc = subprocess.run([sys.executable, "-m", "rmaat_app", *map(str, args)],
                               cwd=cwd or REPO, env=_env(), capture_output=True, text=True,
                               timeout=timeout)
         if check and proc.returncode != 0:

@@ -46,12 +46,12 @@ def _env() -> dict[str, str]:
 
 
 def spawn(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "astro_rmaat", *map(str, args)], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "rmaat_app", *map(str, args)], cwd=REPO,
                             env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def rmaat(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "astro_rmaat", *map(str, args)], cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "rmaat_app", *map(str, args)], cwd=REPO,
                           env=_env(), capture_output=True, text=True, timeout=timeout)
 
 

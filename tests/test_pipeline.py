@@ -23,7 +23,7 @@ def quick_run(tmp_path_factory):
     repo = Path(__file__).resolve().parents[1]
     out = tmp_path_factory.mktemp("pipeline") / "run"
     env = dict(os.environ, PYTHONPATH=str(repo), MPLBACKEND="Agg")
-    proc = subprocess.run([sys.executable, "-m", "astro_rmaat", "pipeline", "--quick", "--out", str(out)],
+    proc = subprocess.run([sys.executable, "-m", "rmaat_app", "pipeline", "--quick", "--out", str(out)],
                           capture_output=True, text=True, env=env, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc

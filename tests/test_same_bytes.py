@@ -21,7 +21,7 @@ TRAIN_SETS = ["max_len=32", "batch_size=8", "steps=4", "eval_every=2", "device=\
 def rmaat(*args: str, hash_seed: int) -> None:
     env = dict(os.environ, PYTHONHASHSEED=str(hash_seed), OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, "-m", "astro_rmaat", *args], cwd=REPO, env=env,
+    proc = subprocess.run([sys.executable, "-m", "rmaat_app", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"rmaat {' '.join(args)}:\n{proc.stdout}\n{proc.stderr}"
 

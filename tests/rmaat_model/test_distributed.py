@@ -69,7 +69,7 @@ def test_two_gloo_processes_equal_one(tmp_path, repo_root):
         env.pop(key, None)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "astro_rmaat", "train", "--config", str(cfg_file), "--out",
+         "-m", "rmaat_app", "train", "--config", str(cfg_file), "--out",
          str(tmp_path / "two"), "--quiet"],
         env=env, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
