@@ -238,11 +238,10 @@ def load_retention(path: str | os.PathLike) -> Retention:
 
 
 def default_retention_path() -> Path:
-    """The shipped schedule distilled from the default RMAAT-network simulation."""
-    here = Path(__file__).resolve().parent
-    for candidate in (here / "data" / "default_retention.json",
-                      here.parent / "data" / "retention" / "default.json"):
-        if candidate.is_file():
-            return candidate
-    raise DataError("the shipped default retention file is missing "
-                    "(data/retention/default.json); reinstall astro-rmaat or pass --retention FILE")
+    """The shipped schedule distilled from the default RMAAT-network simulation (package data,
+    so a wheel install finds it; ``scripts/make_default_retention.py`` rebuilds it)."""
+    path = Path(__file__).resolve().parent / "data" / "retention" / "default.json"
+    if not path.is_file():
+        raise DataError(f"the shipped default retention file {str(path)!r} is missing; "
+                        "reinstall astro-rmaat or pass --retention FILE")
+    return path

@@ -21,7 +21,6 @@ returned as ``df.attrs``. Required attrs: ``schema`` and ``model``; usual ones:
 from __future__ import annotations
 
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -152,6 +151,3 @@ def select_curve(df: pd.DataFrame, variable: str, element: int | None = None,
     y = wide.mean(axis=1) if reduce == "mean" else wide.sum(axis=1)
     return wide.index.to_numpy(dtype=np.float64), y.to_numpy(dtype=np.float64)
 
-
-def is_finite_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)

@@ -106,7 +106,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-mem", type=int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--retention", default=None,
-                    help="retention.json for RMAAT (default: the shipped data/retention/default.json)")
+                    help="retention.json for RMAAT (default: the shipped astro_rmaat/data/retention/default.json)")
     ap.add_argument("--retention-mode", default="ltp", choices=["ltp", "stream", "learned", "none"])
     ap.add_argument("--evals", type=int, default=8, help="evaluations per run")
     ap.add_argument("--eval-batches", type=int, default=16)

@@ -46,7 +46,7 @@ from distill import fitting, models, plots, synthetic
 from distill import retention as R
 
 work = Path(tempfile.mkdtemp(prefix="nb02_"))
-shipped = Path("data/retention/default_samples.parquet")
+shipped = Path("astro_rmaat/data/retention/default_samples.parquet")
 if TRACES is None:
     if shipped.is_file():
         TRACES = shipped

@@ -59,7 +59,7 @@ work = Path(tempfile.mkdtemp(prefix="rmaat_nb03_"))
 
 # %% [markdown]
 # The retention schedule comes from `distill` (`retention.json`); the shipped one
-# (`data/retention/default.json`) is the default network's fit, tau = 10 STP cycles.
+# (`astro_rmaat/data/retention/default.json`) is the default network's fit, tau = 10 STP cycles.
 
 # %%
 if RETENTION is None:

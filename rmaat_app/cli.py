@@ -42,9 +42,11 @@ class LazyGroup(click.Group):
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
             if exc.name and module_name.startswith(exc.name):
-                @click.command(name=name, help=f"{help_text} (not available: {exc})")
+                reason = str(exc)    # the except block's name is unbound once it ends
+
+                @click.command(name=name, help=f"{help_text} (not available: {reason})")
                 def unavailable() -> None:
-                    raise click.ClickException(f"'rmaat {name}' is not available in this installation: {exc}")
+                    raise click.ClickException(f"'rmaat {name}' is not available in this installation: {reason}")
                 return unavailable
             raise
         return getattr(module, attr)

@@ -17,9 +17,8 @@ or a finished pipeline is refused; nothing is half-overwritten.
 
 from __future__ import annotations
 
-import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 

@@ -1,6 +1,6 @@
 """Regenerate the shipped retention schedule from the default RMAAT-network simulation.
 
-    PYTHONPATH=$PWD python scripts/make_default_retention.py [--out data/retention] [--check]
+    PYTHONPATH=$PWD python scripts/make_default_retention.py [--out astro_rmaat/data/retention] [--check]
 
 1. ``astro_sim.simulate.simulate(load_sim_config(), tmp)`` — the default network
    (Brian2; 3 + 3 neurons, 9 synapses, default STP protocol);
@@ -80,7 +80,7 @@ def compare(shipped_dir: Path, fresh_dir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=REPO / "data" / "retention")
+    ap.add_argument("--out", type=Path, default=REPO / "astro_rmaat" / "data" / "retention")
     ap.add_argument("--check", action="store_true", help="compare with the shipped files, write nothing")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="default_retention_") as tmp:

@@ -21,7 +21,7 @@ from rmaat_app.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "bad_inputs.md"
-SAMPLES = "data/retention/default_samples.parquet"
+SAMPLES = "astro_rmaat/data/retention/default_samples.parquet"
 TRAIN = ["train", "--quiet", "--set", "steps=2", "--set", "device=\"cpu\""]
 
 #: (verb, arguments with {tmp} for the scratch folder and {listops} for generated data,

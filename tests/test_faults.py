@@ -24,7 +24,7 @@ from rmaat_app.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "bad_inputs.md"
-SAMPLES = REPO / "data" / "retention" / "default_samples.parquet"
+SAMPLES = REPO / "astro_rmaat" / "data" / "retention" / "default_samples.parquet"
 
 # A tiny deterministic recall run (CPU, one thread): a checkpoint after every step.
 TRAIN = ["train", "--task", "recall", "--model", "rmaat", "--quiet",

@@ -17,16 +17,16 @@ GB_TABLE = {-20: (0.436, 21.0), 0: (0.502, 13.5), 10: (0.555, 14.3), 20: (0.543,
 
 @pytest.mark.slow
 def test_shipped_default_retention_regenerates(repo_root, tmp_path):
-    """Simulate the default RMAAT network, refit, and match data/retention/default.json."""
+    """Simulate the default RMAAT network, refit, and match astro_rmaat/data/retention/default.json."""
     spec = importlib.util.spec_from_file_location("make_default_retention",
                                                   repo_root / "scripts" / "make_default_retention.py")
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
-    shipped = repo_root / "data" / "retention"
+    shipped = repo_root / "astro_rmaat" / "data" / "retention"
     assert default_retention_path() == shipped / "default.json"
     r = load_retention(shipped / "default.json")
     assert r.max_segments >= 1024 and r.rf(16).sum() == pytest.approx(1.0)
-    assert r.document["source"]["traces"] == "data/retention/default_samples.parquet"
+    assert r.document["source"]["traces"] == "astro_rmaat/data/retention/default_samples.parquet"
     assert r.document["source"]["sha256"] == fitting.runs.sha256_file(shipped / "default_samples.parquet")
     sim = r.document["source"]["simulation_config"]
     assert sim["model"] == "rmaat_network"
