@@ -11,7 +11,7 @@ Brian2 network of 8 units per row. Four rows:
   reaches rho) with the same two astrocytes.
 
 Prints rho(60 s) from 0 / from 1 and the exponential fit (rho_bar, tau_eff) per dt_pair,
-next to the reference table of shared/reference/astro_models.md.
+next to the reference table of docs/known_answers.md.
 ``PYTHONPATH=$PWD python bench/gb_table.py``
 """
 

@@ -1,8 +1,9 @@
-"""The README's shell examples run in order, as printed, and chain: a later block finds the
-files an earlier one wrote (sim.json before the sweep, data/lra/listops before training on it,
-a sweep before its fit).
+"""The shell examples of the README and of the docs pages run in order, as printed, and
+chain: a later block finds the files an earlier one wrote (sim.json before the sweep,
+data/lra/listops before training on it, a sweep before its fit). The pages are read in the
+order of ``PAGES``: the README, then the stage pages from simulation to training.
 
-Convention (also stated in the README's command-line section). In README.md's source, a
+Convention (also stated in the README's command-line section). In a page's source, a
 ```bash block whose previous line is
 
     <!-- runnable -->                                   is run as printed;
@@ -19,7 +20,7 @@ sweep (serial and a local Dask cluster) and the fits and sensitivity on it, the 
 with its sensitivity and grouped fit, ListOps and Pathfinder generation (a few samples), and
 training, evaluation and a config file made with --show-defaults (4 steps each).
 
-Every marked block runs in README order in one temporary directory, as one bash script
+Every marked block runs in page order in one temporary directory, as one bash script
 (``set -e``), with ``rmaat`` resolving to ``python -m rmaat_app`` of this checkout. Each block
 must exit 0, and every ``--out DIR`` it names must then hold a finished run (``meta.json``,
 written last by every stage; Pathfinder's run is ``DIR/pathfinder<R>/``). A failure shows the
@@ -52,7 +53,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-README = REPO / "README.md"
+#: the pages whose shell examples run, in the order they chain
+PAGES = ("README.md", "docs/simulation.md", "docs/distill.md", "docs/data.md", "docs/training.md")
 
 MARKER = re.compile(r"<!-- runnable(?: quick: (?P<quick>.+?))? -->")
 #: a substring of each unmarked bash block -> why it is not run (see the docstring)
@@ -67,15 +69,20 @@ NOT_RUN = {
 
 @dataclass(frozen=True)
 class Block:
-    line: int                               # README line of the opening ```bash fence
+    page: str                               # the page, relative to the repository
+    line: int                               # its line of the opening ```bash fence
     commands: tuple[str, ...]               # as printed; continuation lines joined, comments dropped
     quick: tuple[tuple[str, str], ...]      # (PREFIX, ARGS) from the marker
+
+    @property
+    def where(self) -> str:
+        return f"{self.page}:{self.line}"
 
     def commands_as_run(self) -> list[str]:
         return [quick_form(c, self.quick) for c in self.commands]
 
 
-def _bash_blocks(text: str) -> list[tuple[int, str | None, str]]:
+def _bash_blocks(text: str, page: str) -> list[tuple[int, str | None, str]]:
     """(fence line, marker line or None, body) of every ```bash block, in order."""
     lines = text.splitlines()
     found, i = [], 0
@@ -86,7 +93,7 @@ def _bash_blocks(text: str) -> list[tuple[int, str | None, str]]:
             found.append((i + 1, prev if MARKER.fullmatch(prev) else None, "\n".join(lines[i + 1:end])))
             i = end
         elif MARKER.fullmatch(lines[i].strip()) and not lines[i + 1].strip().startswith("```bash"):
-            raise AssertionError(f"README.md:{i + 1}: a runnable marker must be the line right "
+            raise AssertionError(f"{page}:{i + 1}: a runnable marker must be the line right "
                                  f"before a ```bash fence")
         i += 1
     return found
@@ -106,9 +113,10 @@ def _quick_rules(spec: str | None) -> tuple[tuple[str, str], ...]:
     return tuple(rules)
 
 
-def runnable_blocks(text: str) -> list[Block]:
-    return [Block(line, _commands(body), _quick_rules(MARKER.fullmatch(marker)["quick"]))
-            for line, marker, body in _bash_blocks(text) if marker]
+def runnable_blocks(page: str) -> list[Block]:
+    text = (REPO / page).read_text()
+    return [Block(page, line, _commands(body), _quick_rules(MARKER.fullmatch(marker)["quick"]))
+            for line, marker, body in _bash_blocks(text, page) if marker]
 
 
 def _matches(command: str, prefix: str) -> bool:
@@ -126,23 +134,27 @@ def quick_form(command: str, rules) -> str:
     return " ".join([m[1], *extra]) + (m[2] or "")
 
 
-BLOCKS = runnable_blocks(README.read_text())
+BLOCKS = [block for page in PAGES for block in runnable_blocks(page)]
 
 
 def test_runnable_blocks_are_marked_and_every_quick_rule_applies():
-    assert len(BLOCKS) >= 6, "the README marks almost no shell block runnable"
+    assert len(BLOCKS) >= 6, "the pages mark almost no shell block runnable"
+    assert BLOCKS[0].page == "README.md", "the README's own examples run first"
     for block in BLOCKS:
-        assert block.commands, f"README.md:{block.line}: a runnable block without a command"
+        assert block.commands, f"{block.where}: a runnable block without a command"
         for prefix, _ in block.quick:
             assert any(_matches(c, prefix) for c in block.commands), (
-                f"README.md:{block.line}: quick rule {prefix!r} matches no command of the block")
+                f"{block.where}: quick rule {prefix!r} matches no command of the block")
 
 
-def test_unmarked_blocks_are_the_listed_exceptions():
-    for line, marker, body in _bash_blocks(README.read_text()):
-        if marker is None:
+@pytest.mark.parametrize("page", [*PAGES, *sorted(
+    str(p.relative_to(REPO)) for p in (REPO / "docs").glob("*.md") if str(p.relative_to(REPO)) not in PAGES)])
+def test_unmarked_blocks_are_the_listed_exceptions(page):
+    for line, marker, body in _bash_blocks((REPO / page).read_text(), page):
+        if marker is None or page not in PAGES:
+            assert marker is None, f"{page}:{line}: a runnable block on a page that is not in PAGES"
             assert any(key in body for key in NOT_RUN), (
-                f"README.md:{line}: a shell block that is neither marked runnable nor one of the "
+                f"{page}:{line}: a shell block that is neither marked runnable nor one of the "
                 f"exceptions in {__name__}.NOT_RUN:\n{body}")
 
 
@@ -172,7 +184,7 @@ def workdir(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"README.md:{b.line}" for b in BLOCKS])
+@pytest.mark.parametrize("block", BLOCKS, ids=[b.where for b in BLOCKS])
 def test_readme_block_runs(block, workdir):
     if workdir["failed"]:
         pytest.skip(f"an earlier block ({workdir['failed']}) failed; this one may need its files")
@@ -181,8 +193,8 @@ def test_readme_block_runs(block, workdir):
     proc = subprocess.run(["bash", "-c", script], cwd=workdir["dir"], env=workdir["env"],
                           capture_output=True, text=True, timeout=900)
     if proc.returncode != 0:
-        workdir["failed"] = f"README.md:{block.line}"
-        pytest.fail(f"README.md:{block.line}: exit {proc.returncode}; the block as run "
+        workdir["failed"] = block.where
+        pytest.fail(f"{block.where}: exit {proc.returncode}; the block as run "
                     f"(in {workdir['dir']}):\n" + "\n".join(commands)
                     + f"\n--- stdout (end)\n{proc.stdout[-3000:]}\n--- stderr (end)\n{proc.stderr[-6000:]}")
     for command in commands:
@@ -192,4 +204,4 @@ def test_readme_block_runs(block, workdir):
                 resolution = re.findall(r"--resolution\s+(\d+)", command)[-1]
                 run_dir = run_dir / f"pathfinder{resolution}"
             assert (run_dir / "meta.json").is_file(), (
-                f"README.md:{block.line}: `{command}` exited 0 but {run_dir}/meta.json is missing")
+                f"{block.where}: `{command}` exited 0 but {run_dir}/meta.json is missing")

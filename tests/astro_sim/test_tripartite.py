@@ -1,6 +1,6 @@
 """Tripartite synapse: known answers from the reference, invariants, parameter sets, protocols.
 
-Known answers (shared/reference/astro_models.md): the Tsodyks–Markram release sequence, the
+Known answers (docs/known_answers.md): the Tsodyks–Markram release sequence, the
 Gamma_S kick from one gliotransmitter release (with its dt dependence), and the
 Graupner–Brunel pairing table.
 """

@@ -11,7 +11,7 @@ from astro_rmaat.retention import default_retention_path, load_retention
 from distill import fitting
 
 #: Graupner & Brunel 2012, 60 pre-post pairs at 1 Hz, sigma = 0, DP parameters
-#: (shared/reference/astro_models.md): rho rises from 0 towards rho_bar with tau_eff.
+#: (docs/known_answers.md): rho rises from 0 towards rho_bar with tau_eff.
 GB_TABLE = {-20: (0.436, 21.0), 0: (0.502, 13.5), 10: (0.555, 14.3), 20: (0.543, 17.1)}
 
 
