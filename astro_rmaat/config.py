@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
-from astro_rmaat.errors import ConfigError
+from astro_rmaat.errors import ConfigError, RmaatError
 
 C = TypeVar("C")
 
@@ -173,16 +173,19 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
     return out
 
 
-def read_json_file(path: str | os.PathLike, what: str = "config") -> dict[str, Any]:
+def read_json_file(path: str | os.PathLike, what: str = "config",
+                   error: type[RmaatError] = ConfigError) -> dict[str, Any]:
+    """A JSON object from ``path``; a missing file, bad JSON or another top-level type raise
+    ``error`` naming the file."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"{what} file {str(p)!r} does not exist")
+        raise error(f"{what} file {str(p)!r} does not exist")
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"{what} file {str(p)!r} is not valid JSON: {exc}") from None
+        raise error(f"{what} file {str(p)!r} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{what} file {str(p)!r}: expected a JSON object at the top level")
+        raise error(f"{what} file {str(p)!r}: expected a JSON object at the top level")
     return data
 
 

@@ -37,7 +37,6 @@ with ``tau`` or ``t_half`` is a time (seconds) and must be positive.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -46,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from astro_rmaat.config import read_json_file
 from astro_rmaat.errors import DataError, show
 
 SCHEMA = "rmaat.retention/v1"
@@ -227,14 +227,8 @@ def validate_document(doc: Any, where: str = "<document>") -> Retention:
 
 def load_retention(path: str | os.PathLike) -> Retention:
     """Read and validate a ``retention.json``."""
-    p = Path(path)
-    if not p.is_file():
-        raise DataError(f"retention file {str(p)!r} does not exist")
-    try:
-        doc = json.loads(p.read_text())
-    except json.JSONDecodeError as exc:
-        raise DataError(f"retention file {str(p)!r} is not valid JSON: {exc}") from None
-    return validate_document(doc, where=repr(str(p)))
+    doc = read_json_file(path, "retention", DataError)
+    return validate_document(doc, where=repr(str(Path(path))))
 
 
 def default_retention_path() -> Path:
