@@ -6,8 +6,10 @@ at cycle boundaries, ``dp_t = p(t tau_cycle) - p((t-1) tau_cycle)``:
     RF(t, T)  = dp_t / sum_{i=1..T} dp_i         (RMAAT, Appendix D; needs T)
     RF_inf(t) = dp_t / (p_inf - p0)              (streaming; the T -> infinity limit of RF)
 
-Both depend only on the shape of the curve, not on its amplitude. For the exponential,
-``RF(t, T) = (1 - r) r^(t-1) / (1 - r^T)`` with ``r = exp(-tau_cycle / tau)``.
+Both depend only on the shape of the curve, not on its amplitude; the arithmetic is
+:mod:`astro_rmaat.retention`'s (``retention_factors``, ``rf_from_curve``, ``rf_delta``), the
+same the reader uses. For the exponential, ``RF(t, T) = (1 - r) r^(t-1) / (1 - r^T)`` with
+``r = exp(-tau_cycle / tau)``.
 
 Uncertainty bands are propagated from the fit's covariance in two ways. *Sampling* (the
 default here): parameter vectors are drawn from N(estimate, covariance) with a seeded
@@ -29,8 +31,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from astro_rmaat.errors import DataError, show
-from astro_rmaat.retention import SCHEMA, rf_delta, validate_document
+from astro_rmaat.errors import DataError
+from astro_rmaat.retention import SCHEMA, retention_factors, rf_delta, rf_from_curve, validate_document
 from distill.models import get_model
 
 
@@ -38,20 +40,6 @@ from distill.models import get_model
 def boundary_curve(name: str, params: dict[str, float], tau_cycle_s: float, K: int) -> np.ndarray:
     """The model at cycle boundaries 0..K (K + 1 values)."""
     return get_model(name)(np.arange(K + 1) * float(tau_cycle_s), **params)
-
-
-def rf_from_curve(p: np.ndarray, T: int | None = None) -> np.ndarray:
-    """RF(t, T), t = 1..T, from a curve at boundaries 0..(>= T); sums to 1."""
-    p = np.asarray(p, dtype=np.float64)
-    T = p.size - 1 if T is None else int(T)
-    if T < 1 or T > p.size - 1:
-        raise DataError(f"T = {T}: expected 1 <= T <= {p.size - 1} (cycles tabulated)")
-    dp = np.diff(p[: T + 1])
-    total = dp.sum()
-    if not total > 0:
-        raise DataError(f"the curve does not rise over the first {T} cycles (sum dp = {show(total)}); "
-                        "the retention factor needs a rising trace")
-    return dp / total
 
 
 def rf(name: str, params: dict[str, float], tau_cycle_s: float, T: int) -> np.ndarray:
@@ -62,7 +50,7 @@ def rf(name: str, params: dict[str, float], tau_cycle_s: float, T: int) -> np.nd
 def rf_inf(name: str, params: dict[str, float], tau_cycle_s: float, n: int) -> np.ndarray:
     """RF_inf(t) = dp_t / (p_inf - p0) for t = 1..n (no T needed)."""
     p = boundary_curve(name, params, tau_cycle_s, n)
-    return np.diff(p) / (params["p_inf"] - params["p0"])
+    return retention_factors(np.diff(p), span=params["p_inf"] - params["p0"])
 
 
 def rf_exponential(tau: float, tau_cycle_s: float, T: int) -> np.ndarray:
@@ -161,9 +149,9 @@ def rf_band(fit, tau_cycle_s: float, T: int, level: float = 0.95, n: int = 2000,
     for v in samples:
         p = boundary_curve(fit.name, v, tau_cycle_s, T)
         dp = np.diff(p)
-        denom = (v["p_inf"] - v["p0"]) if stream else dp.sum()
-        if denom > 0 and np.all(np.isfinite(dp)):
-            rows.append(dp / denom)
+        span = v["p_inf"] - v["p0"] if stream else dp.sum()
+        if span > 0 and np.all(np.isfinite(dp)):
+            rows.append(retention_factors(dp, span=span if stream else None))
     if len(rows) < 10:
         raise DataError(f"model {fit.name!r}: only {len(rows)} usable draws from the covariance")
     return _quantiles(np.array(rows), level)

@@ -56,17 +56,20 @@ class SensitivityConfig:
 def schedule_metrics(name: str, params: dict[str, float], tau_cycle_s: float,
                      horizons: tuple[int, ...], K: int = 1024) -> dict[str, float]:
     """RF(1, T), RF(T, T) per horizon, RF_inf(1), and cycles to 90 % of the rise."""
+    from astro_rmaat.retention import retention_factors
     from distill.retention import boundary_curve
 
     p = boundary_curve(name, params, tau_cycle_s, max(K, max(horizons)))
     dp = np.diff(p)
     out: dict[str, float] = {}
     for T in horizons:
-        s = dp[:T].sum()
-        out[f"rf_first_{T}"] = float(dp[0] / s) if s > 0 else math.nan
-        out[f"rf_last_{T}"] = float(dp[T - 1] / s) if s > 0 else math.nan
+        try:
+            rf = retention_factors(dp[:T])
+            out[f"rf_first_{T}"], out[f"rf_last_{T}"] = float(rf[0]), float(rf[-1])
+        except DataError:       # no rise over the first T cycles
+            out[f"rf_first_{T}"] = out[f"rf_last_{T}"] = math.nan
     span = params["p_inf"] - params["p0"]
-    out["rf_inf_1"] = float(dp[0] / span) if span != 0 else math.nan
+    out["rf_inf_1"] = float(retention_factors(dp[:1], span=span)[0]) if span != 0 else math.nan
     frac = (p - p[0]) / span if span != 0 else np.zeros_like(p)
     hit = np.flatnonzero(frac >= 0.9)
     out["cycles_to_90"] = float(hit[0]) if hit.size else math.nan
