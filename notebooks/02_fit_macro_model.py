@@ -114,9 +114,11 @@ print(f"within 1 stderr: {np.mean(z <= 1):.2f} (nominal 0.68); within 2: {np.mea
 
 # %%
 Ts = (4, 8, 16, 32)
+doc = R.build_document(chosen, fits, tau_cycle_s=curve.tau_cycle_s, source={},
+                       band_samples=cfg.band_samples, seed=SEED)   # what retention.json will hold
 with plot_style():
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    plots.plot_schedule(chosen.name, chosen.values, curve.tau_cycle_s, Ts, fit=chosen, ax=axes[0])
+    plots.plot_schedule(doc, Ts, ax=axes[0])
     for T in (8, 64, 512):
         axes[1].plot(np.arange(1, 9), R.rf(chosen.name, chosen.values, curve.tau_cycle_s, T)[:8],
                      "o-", ms=3, label=f"RF(t, {T})")
