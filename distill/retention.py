@@ -17,8 +17,11 @@ generator (draws outside the fit's bounds are rejected), each is turned into a c
 schedule, and the band is the pointwise central ``level`` interval. *Delta method*: the
 Jacobian of the curve at cycle boundaries (central differences) linearises RF, whose
 variance is then ``G C G^T``; the document stores that Jacobian so the NumPy reader
-(``astro_rmaat.retention.Retention.rf_band``) gives the band for any T without the model. A fit whose covariance could not be estimated gets no
-band (the document says so) rather than a falsely narrow one.
+(``astro_rmaat.retention.Retention.rf_band``) gives the band for any T without the model. A
+fit whose covariance could not be estimated gets no band (the document says so) rather than
+a falsely narrow one. lmfit's ``ModelResult.eval_uncertainty`` is not used: the file needs
+the Jacobian at every cycle boundary for the reader, the sampled band rejects draws outside
+the bounds, and a point of the global fit (a block of its covariance) has no ModelResult.
 
 ``build_document`` writes the ``rmaat.retention/v1`` layout read by
 :mod:`astro_rmaat.retention` (which the torch side uses without lmfit/SciPy/Brian2); every
@@ -169,7 +172,7 @@ def build_document(chosen, candidates: Iterable, *, tau_cycle_s: float, source: 
                    n_cycles: int = 1024, band_level: float = 0.95, band_samples: int = 2000,
                    seed: int = 0, criterion: str = "aicc", extra: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
-    """The ``rmaat.retention/v1`` document of ``chosen`` (a :class:`~distill.fitting.CandidateFit`).
+    """The ``rmaat.retention/v1`` document of ``chosen`` (a :class:`~distill.engine.CandidateFit`).
 
     The curve is tabulated at cycle boundaries 0..``n_cycles`` (K >= 1024). Raises
     :class:`DataError` if the fitted curve is not a rising, saturating trace.
