@@ -17,7 +17,8 @@ the search stops early once two starts reach the same best minimum. Each fit rep
   :func:`check_uncertainties` finds the covariance could not be estimated (singular
   Jacobian), a standard error is not finite, two parameters are perfectly correlated
   (|r| > 0.9999: not separately identifiable), a parameter sits on a bound, or the optimiser
-  did not converge. Such a fit is never reported as if it were fine.
+  did not converge. Such a fit is never reported as if it were fine. The global fit of
+  :mod:`distill.global_fit` applies the same check.
 """
 
 from __future__ import annotations

@@ -14,8 +14,9 @@ concatenated residuals of all points. It is compared with fitting every point on
 (same model) by AICc/BIC on the pooled data and by the extra-sum-of-squares F test of the
 nested hypothesis "one shape for all points". Because the retention factor depends on the
 shape only, a supported global fit means one retention schedule serves the whole sweep.
-The ``distill.fit`` stage runs all of this for a sweep directory
-(:func:`distill.fitting.fit_sweep`).
+Its uncertainties pass the same check as a single fit's
+(:func:`distill.engine.check_uncertainties`). The ``distill.fit`` stage runs all of this for
+a sweep directory (:func:`distill.fitting.fit_sweep`).
 """
 
 from __future__ import annotations
@@ -223,21 +224,12 @@ def global_fit(model: str, curves: list[tuple[np.ndarray, np.ndarray]], point_id
         raise DataError(f"global fit of {model!r} failed from every start (non-finite residuals)")
     varied = tuple(best.var_names)
     values = {n: float(best.params[n].value) for n in best.params}
-    problems = []
-    covar = None if best.covar is None or not best.errorbars else np.array(best.covar)
+    covar = None if best.covar is None else np.array(best.covar, dtype=np.float64)
+    covar, checked, problems = engine.check_uncertainties(
+        varied, values, covar, {n: (float(best.params[n].min), float(best.params[n].max)) for n in varied},
+        errorbars=bool(best.errorbars), success=bool(best.success), message=str(best.message))
     stderr: dict[str, float | None] = {n: None for n in values}
-    if covar is None:
-        problems.append("covariance could not be estimated (singular or ill-conditioned Jacobian)")
-    else:
-        for i, n in enumerate(varied):
-            s = math.sqrt(covar[i, i]) if covar[i, i] > 0 else math.nan
-            stderr[n] = s if math.isfinite(s) else None
-            if stderr[n] is None:
-                problems.append(f"stderr of {n!r} is not a positive finite number")
-    for n in varied:
-        side = engine.at_bound(values[n], best.params[n].min, best.params[n].max)
-        if side:
-            problems.append(f"{n!r} = {values[n]:.6g} sits on its {side} bound")
+    stderr.update(checked)
     N = int(y_all.size); k = len(varied)
     rss = float(best.chisqr)
     aic, bic, aicc = engine.information_criteria(max(rss, 1e-300), N, k)
