@@ -10,7 +10,9 @@ the search stops early once two starts reach the same best minimum. Each fit rep
   covariance by the reduced chi-square, i.e. the noise level is estimated from the
   residuals: standard errors are honest for unweighted data with unknown noise);
 * R², AIC, BIC and small-sample AICc (k = number of varied parameters, lmfit's
-  convention), Akaike weights (from AICc) and BIC weights across candidates;
+  convention), Akaike weights (from AICc) and BIC weights across candidates, all from the
+  RSS of the reported parameters floored at the data's floating-point resolution (lmfit's
+  own ``aic``/``bic`` use another floor, so a noise-free curve would differ);
 * residual diagnostics: Durbin–Watson, lag-1 autocorrelation, a Wald–Wolfowitz runs test
   of the residual signs, Shapiro–Wilk normality;
 * ``uncertainties_ok``: False — with the reasons in ``uncertainty_problems`` — when
