@@ -44,7 +44,7 @@ def confusion(seeds, noise, names=("exp", "hill", "double_exp", "power")):
     for i, name in enumerate(names):
         for s in range(seeds):
             fits = engine.fit_candidates(T, noisy(name, 10_000 + s, noise), names, n_starts=3,
-                                          seed=s, with_report=False)
+                                         seed=s, with_report=False)
             C[i, names.index(engine.select(fits).name)] += 1
     return names, C
 

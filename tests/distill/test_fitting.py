@@ -61,7 +61,7 @@ def test_model_selection_picks_the_generating_family():
     for i, name in enumerate(names):
         for s in range(n_seeds):
             fits = engine.fit_candidates(T_GRID, noisy(name, 1000 + s), names, n_starts=2,
-                                          seed=s, with_report=False)
+                                         seed=s, with_report=False)
             confusion[i, names.index(engine.select(fits, "aicc").name)] += 1
     header = " " * 12 + " ".join(f"{n:>10}" for n in names)
     rows = "\n".join(f"{n:>11} " + " ".join(f"{c:>10}" for c in confusion[i]) for i, n in enumerate(names))
