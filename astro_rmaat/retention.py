@@ -10,8 +10,10 @@ where p is the fitted macro model of the long-term astrocytic trace and one STP 
 one segment. ``RF_inf`` is the paper's ``dp_t / p_inf`` written for a curve that need not
 start at 0; both sum to 1 (over T, resp. over all t).
 
-This module only reads, validates and evaluates the file, with NumPy alone: the torch side
-imports it without lmfit, SciPy or Brian2. ``distill`` writes it (``build_document``).
+This module reads, validates and evaluates the file, with NumPy alone: the torch side
+imports it without lmfit, SciPy or Brian2. ``distill`` writes it (``build_document``) and
+computes every retention factor with the functions here (``retention_factors``,
+``rf_from_curve``, ``rf_delta``), so RF is written down once.
 
 File layout (JSON object)::
 
@@ -84,12 +86,11 @@ class Retention:
 
     def rf(self, T: int) -> np.ndarray:
         """RF(t, T) for t = 1..T; sums to 1."""
-        dp = self.increments(T)
-        return dp / dp.sum()
+        return retention_factors(self.increments(T))
 
     def rf_stream(self, n: int) -> np.ndarray:
         """RF_inf(t) for t = 1..n; needs no T (sums to 1 only as n -> infinity)."""
-        return self.increments(n) / (self.p_inf - self.p[0])
+        return retention_factors(self.increments(n), span=self.p_inf - self.p[0])
 
     def rf_band(self, T: int, stream: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
         """Pointwise band of RF(t, T) (or of RF_inf with ``stream=True``), when the file has one.
@@ -116,6 +117,30 @@ class Retention:
         return np.minimum(lo_rf, hi_rf), np.maximum(lo_rf, hi_rf)
 
 
+def retention_factors(dp: np.ndarray, *, span: float | None = None) -> np.ndarray:
+    """RF(t, T) = dp_t / sum(dp) from the increments dp_1..dp_T; with ``span``, RF_inf(t) = dp_t / span.
+
+    Raises :class:`DataError` when the increments do not add up to a rise (RF(t, T) needs one).
+    """
+    dp = np.asarray(dp, dtype=np.float64)
+    if span is not None:
+        return dp / span
+    total = dp.sum()
+    if not total > 0:
+        raise DataError(f"the curve does not rise over the first {dp.size} cycles (sum dp = {show(total)}); "
+                        "the retention factor needs a rising trace")
+    return dp / total
+
+
+def rf_from_curve(p: np.ndarray, T: int | None = None) -> np.ndarray:
+    """RF(t, T), t = 1..T, from a curve at cycle boundaries 0..(>= T); sums to 1."""
+    p = np.asarray(p, dtype=np.float64)
+    T = p.size - 1 if T is None else int(T)
+    if T < 1 or T > p.size - 1:
+        raise DataError(f"T = {T}: expected 1 <= T <= {p.size - 1} (cycles tabulated)")
+    return retention_factors(np.diff(p[: T + 1]))
+
+
 def rf_delta(dp: np.ndarray, Jd: np.ndarray, covariance: np.ndarray, *,
              span: float | None = None, dspan: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Retention factors and their delta-method standard deviations.
@@ -125,12 +150,11 @@ def rf_delta(dp: np.ndarray, Jd: np.ndarray, covariance: np.ndarray, *,
     this is RF(t, T) = dp_t / sum(dp); with it, the streaming RF_inf(t) = dp_t / span,
     where ``dspan`` (k,) is d span / d parameters.
     """
+    val = retention_factors(dp, span=span)
     if span is None:
         total = dp.sum()
-        val = dp / total
         G = Jd / total - np.outer(dp, Jd.sum(axis=0)) / total ** 2
     else:
-        val = dp / span
         G = Jd / span - np.outer(dp, dspan) / span ** 2
     sd = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", G, covariance, G), 0.0))
     return val, sd

@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from distill import fitting, models
+from distill import engine, models
 from distill.synthetic import CERTIFIED_PARAMS
 
 T = np.arange(41.0)
@@ -30,7 +30,7 @@ def noisy(name, seed, noise):
 def coverage(name, seeds, noise):
     z, flagged = [], 0
     for s in range(seeds):
-        f = fitting.fit_model(name, T, noisy(name, s, noise), n_starts=1, seed=s, with_report=False)
+        f = engine.fit_model(name, T, noisy(name, s, noise), n_starts=1, seed=s, with_report=False)
         if not f.uncertainties_ok:
             flagged += 1
             continue
@@ -43,9 +43,9 @@ def confusion(seeds, noise, names=("exp", "hill", "double_exp", "power")):
     C = np.zeros((len(names), len(names)), dtype=int)
     for i, name in enumerate(names):
         for s in range(seeds):
-            fits = fitting.fit_candidates(T, noisy(name, 10_000 + s, noise), names, n_starts=3,
-                                          seed=s, with_report=False)
-            C[i, names.index(fitting.select(fits).name)] += 1
+            fits = engine.fit_candidates(T, noisy(name, 10_000 + s, noise), names, n_starts=3,
+                                         seed=s, with_report=False)
+            C[i, names.index(engine.select(fits).name)] += 1
     return names, C
 
 

@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from distill import fitting, models
+from distill import engine, fitting, models
 
 
 def synthetic_curves(n: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarray, str]]:
@@ -67,22 +67,22 @@ def main() -> None:
     cfg = fitting.FitConfig()
     curves = synthetic_curves(max(args.curves, 4))
     t, y, _ = curves[0]
-    fitting.fit_candidates(t, y, cfg.models, n_starts=1)      # warm imports
+    engine.fit_candidates(t, y, cfg.models, n_starts=1)      # warm imports
     print(f"one curve: 41 points; candidates {', '.join(cfg.models)}; median of {args.repeats} runs\n")
     print(f"{'model':<11} {'lmfit 1 start':>14} {'curve_fit':>10} {'ratio':>6} "
           f"{f'lmfit {cfg.n_starts} starts':>15}   (ms per fit)")
     for i, name in enumerate(cfg.models):
         t, y, _ = curves[i]
-        a = time_it(lambda: fitting.fit_model(name, t, y, n_starts=1, with_report=False), args.repeats)
+        a = time_it(lambda: engine.fit_model(name, t, y, n_starts=1, with_report=False), args.repeats)
         b = time_it(lambda: scipy_fit(name, t, y), args.repeats)
-        c = time_it(lambda: fitting.fit_model(name, t, y, n_starts=cfg.n_starts, with_report=False),
+        c = time_it(lambda: engine.fit_model(name, t, y, n_starts=cfg.n_starts, with_report=False),
                     args.repeats)
         print(f"{name:<11} {a * 1e3:>14.2f} {b * 1e3:>10.2f} {a / b:>6.2f} {c * 1e3:>15.2f}")
     k = len(cfg.models)
-    one = time_it(lambda: fitting.fit_candidates(t, y, cfg.models, n_starts=cfg.n_starts), args.repeats)
+    one = time_it(lambda: engine.fit_candidates(t, y, cfg.models, n_starts=cfg.n_starts), args.repeats)
     print(f"\nall {k} candidates x {cfg.n_starts} starts, one curve: {one * 1e3:.1f} ms "
           f"({one * 1e3 / k:.1f} ms per curve per model)")
-    few = time_it(lambda: fitting.fit_candidates(t, y, cfg.models, n_starts=1, with_report=False),
+    few = time_it(lambda: engine.fit_candidates(t, y, cfg.models, n_starts=1, with_report=False),
                   args.repeats)
     print(f"all {k} candidates x 1 start, one curve:  {few * 1e3:.1f} ms "
           f"({few * 1e3 / k:.1f} ms per curve per model)")
@@ -90,7 +90,7 @@ def main() -> None:
 
     def run_batch():
         for tt, yy, _ in batch:
-            fitting.fit_candidates(tt, yy, cfg.models, n_starts=cfg.n_starts, with_report=False)
+            engine.fit_candidates(tt, yy, cfg.models, n_starts=cfg.n_starts, with_report=False)
     reps = max(1, min(3, args.repeats))
     many = time_it(run_batch, reps)
     print(f"{len(batch)} curves, all candidates x {cfg.n_starts} starts: {many:.2f} s "

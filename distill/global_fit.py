@@ -14,6 +14,9 @@ concatenated residuals of all points. It is compared with fitting every point on
 (same model) by AICc/BIC on the pooled data and by the extra-sum-of-squares F test of the
 nested hypothesis "one shape for all points". Because the retention factor depends on the
 shape only, a supported global fit means one retention schedule serves the whole sweep.
+Its uncertainties pass the same check as a single fit's
+(:func:`distill.engine.check_uncertainties`). The ``distill.fit`` stage runs all of this for
+a sweep directory (:func:`distill.fitting.fit_sweep`).
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ from typing import Any
 import numpy as np
 
 from astro_rmaat import config as cfgmod
-from astro_rmaat import runs
 from astro_rmaat.errors import ConfigError, DataError
-from distill import fitting
+from distill import engine
+from distill.curves import Curve, check_curve, load_curve
 from distill.models import get_model
 
 
@@ -38,7 +41,7 @@ from distill.models import get_model
 class SweepPoint:
     point_id: str
     grid: dict[str, Any]           # dotted key -> value of this point
-    curve: fitting.Curve
+    curve: Curve
 
 
 @dataclass
@@ -61,8 +64,11 @@ def is_sweep_dir(path: str | os.PathLike) -> bool:
     return (Path(path) / "design.parquet").is_file()
 
 
-def load_sweep(sweep_dir: str | os.PathLike, cfg: fitting.FitConfig) -> Sweep:
-    """Read the design and every point's samples; one clear error for a broken layout."""
+def load_sweep(sweep_dir: str | os.PathLike, **selection: Any) -> Sweep:
+    """Read the design and every point's samples; one clear error for a broken layout.
+
+    ``selection`` picks each point's curve (the keywords of :func:`distill.curves.load_curve`).
+    """
     import pandas as pd
 
     d = Path(sweep_dir)
@@ -85,7 +91,7 @@ def load_sweep(sweep_dir: str | os.PathLike, cfg: fitting.FitConfig) -> Sweep:
         if not pdir.is_dir():
             raise DataError(f"sweep {str(d)!r}: point {pid!r} has no directory {str(pdir)!r} "
                             "(the sweep did not finish?)")
-        curve = fitting.load_curve(pdir, cfg)
+        curve = load_curve(pdir, **selection)
         grid = {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items() if k in keys}
         points.append(SweepPoint(pid, grid, curve))
     return Sweep(path=d, keys=keys, points=points, config=config)
@@ -108,7 +114,7 @@ class GlobalFit:
     aicc: float
     uncertainties_ok: bool
     uncertainty_problems: list[str]
-    independent: list[fitting.CandidateFit]  # the same model fitted point by point
+    independent: list[engine.CandidateFit]   # the same model fitted point by point
     comparison: dict[str, Any] = field(default_factory=dict)
     report: str = field(default="", repr=False)
 
@@ -118,7 +124,7 @@ class GlobalFit:
         return {p: self.values[p] if p in self.shared else self.values[f"{p}__{pid}"]
                 for p in m.param_names}
 
-    def point_candidate(self, pid: str) -> fitting.CandidateFit:
+    def point_candidate(self, pid: str) -> engine.CandidateFit:
         """Point ``pid`` as a :class:`CandidateFit`, its covariance a block of the global one."""
         m = get_model(self.model)
         names = {p: (p if p in self.shared else f"{p}__{pid}") for p in m.param_names}
@@ -128,7 +134,7 @@ class GlobalFit:
             idx = [self.varied.index(names[p]) for p in varied]
             covar = self.covar[np.ix_(idx, idx)]
         ind = self.independent[self.point_ids.index(pid)]
-        return fitting.CandidateFit(
+        return engine.CandidateFit(
             name=self.model, values=self.point_values(pid),
             stderr={p: self.stderr.get(names[p]) for p in m.param_names}, varied=varied,
             covar=covar, n=ind.n, rss=math.nan, r2=math.nan, aic=math.nan, bic=math.nan,
@@ -174,9 +180,9 @@ def global_fit(model: str, curves: list[tuple[np.ndarray, np.ndarray]], point_id
         raise DataError(f"a global fit needs at least 2 sweep points, got {len(curves)}")
     if len(set(point_ids)) != len(point_ids):
         raise DataError(f"sweep point ids repeat: {point_ids}")
-    curves = [fitting.check_curve(t, y, where=f"sweep point {pid!r}") for (t, y), pid in zip(curves, point_ids)]
-    independent = [fitting.fit_model(m, t, y, n_starts=n_starts, seed=seed, offset=offset,
-                                     with_report=False, where=f"sweep point {pid!r}")
+    curves = [check_curve(t, y, where=f"sweep point {pid!r}") for (t, y), pid in zip(curves, point_ids)]
+    independent = [engine.fit_model(m, t, y, n_starts=n_starts, seed=seed, offset=offset,
+                                    with_report=False, where=f"sweep point {pid!r}")
                    for (t, y), pid in zip(curves, point_ids)]
     t_all = np.concatenate([t for t, _ in curves]); y_all = np.concatenate([y for _, y in curves])
     bounds = m.bounds(t_all, y_all)
@@ -185,6 +191,10 @@ def global_fit(model: str, curves: list[tuple[np.ndarray, np.ndarray]], point_id
     def lname(p, pid):
         return p if p in shared else f"{p}__{pid}"
 
+    # lmfit.minimize with this residual rather than an lmfit.Model: the fit concatenates
+    # several curves, each on its own time grid, whose parameters are named per sweep point
+    # at run time (p_inf__<point id>) and partly shared; a Model is one function of one grid
+    # with the parameters of its signature, and composite Models combine curves on that grid.
     def residual(params):
         v = params.valuesdict()
         return np.concatenate([
@@ -207,33 +217,24 @@ def global_fit(model: str, curves: list[tuple[np.ndarray, np.ndarray]], point_id
                 lo, hi = b[p]
                 params.add(lname(p, pid), value=float(np.clip(f.values[p], lo, hi)), min=lo, max=hi,
                            vary=p in f.varied)
-        res = lmfit.minimize(residual, params, method=fitting._METHOD, max_nfev=max_nfev)
+        res = lmfit.minimize(residual, params, method=engine.METHOD, max_nfev=max_nfev)
         if np.isfinite(res.chisqr) and (best is None or res.chisqr < best.chisqr):
             best = res
     if best is None:
         raise DataError(f"global fit of {model!r} failed from every start (non-finite residuals)")
     varied = tuple(best.var_names)
     values = {n: float(best.params[n].value) for n in best.params}
-    problems = []
-    covar = None if best.covar is None or not best.errorbars else np.array(best.covar)
+    covar = None if best.covar is None else np.array(best.covar, dtype=np.float64)
+    covar, checked, problems = engine.check_uncertainties(
+        varied, values, covar, {n: (float(best.params[n].min), float(best.params[n].max)) for n in varied},
+        errorbars=bool(best.errorbars), success=bool(best.success), message=str(best.message))
     stderr: dict[str, float | None] = {n: None for n in values}
-    if covar is None:
-        problems.append("covariance could not be estimated (singular or ill-conditioned Jacobian)")
-    else:
-        for i, n in enumerate(varied):
-            s = math.sqrt(covar[i, i]) if covar[i, i] > 0 else math.nan
-            stderr[n] = s if math.isfinite(s) else None
-            if stderr[n] is None:
-                problems.append(f"stderr of {n!r} is not a positive finite number")
-    for n in varied:
-        side = fitting._at_bound(values[n], best.params[n].min, best.params[n].max)
-        if side:
-            problems.append(f"{n!r} = {values[n]:.6g} sits on its {side} bound")
+    stderr.update(checked)
     N = int(y_all.size); k = len(varied)
     rss = float(best.chisqr)
-    aic, bic, aicc = fitting.information_criteria(max(rss, 1e-300), N, k)
+    aic, bic, aicc = engine.information_criteria(max(rss, 1e-300), N, k)
     rss_ind = float(sum(f.rss for f in independent)); k_ind = int(sum(f.k for f in independent))
-    aic_i, bic_i, aicc_i = fitting.information_criteria(max(rss_ind, 1e-300), N, k_ind)
+    aic_i, bic_i, aicc_i = engine.information_criteria(max(rss_ind, 1e-300), N, k_ind)
     comparison: dict[str, Any] = {
         "independent_rss": rss_ind, "independent_k": k_ind,
         "independent_aicc": aicc_i if math.isfinite(aicc_i) else None, "independent_bic": bic_i,
@@ -252,99 +253,6 @@ def global_fit(model: str, curves: list[tuple[np.ndarray, np.ndarray]], point_id
                      aicc=aicc, uncertainties_ok=not problems, uncertainty_problems=problems,
                      independent=independent, comparison=comparison,
                      report=lmfit.fit_report(best, show_correl=False))
-
-
-def choose_model(sweep: Sweep, cfg: fitting.FitConfig) -> tuple[str, dict[str, float]]:
-    """The candidate with the smallest AICc (or BIC) summed over the sweep's points."""
-    totals = {}
-    for name in cfg.models:
-        total = 0.0
-        for pt in sweep.points:
-            f = fitting.fit_model(name, pt.curve.t, pt.curve.y, n_starts=cfg.n_starts, seed=cfg.seed,
-                                  offset=cfg.offset, max_nfev=cfg.max_nfev, with_report=False,
-                                  where=f"sweep point {pt.point_id!r}")
-            total += getattr(f, cfg.criterion)
-        totals[name] = total
-    return min(totals, key=totals.get), totals
-
-
-# --------------------------------------------------------------------------- the stage entry
-def fit_sweep(cfg: fitting.FitConfig, sweep_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
-    """``distill.fit`` for a sweep: choose the model, fit it globally, write the run directory.
-
-    The retention schedule is built from the shared shape with the first point's amplitude
-    (RF does not depend on the amplitude).
-    """
-    from distill import plots
-    from distill.retention import build_document
-
-    sweep = load_sweep(sweep_dir, cfg)
-    if cfg.group_by is not None and cfg.group_by not in sweep.keys:
-        raise ConfigError(f"group_by = {cfg.group_by!r}: not a swept key of {str(sweep.path)!r}; "
-                          f"expected one of {', '.join(sweep.keys) or '(none)'}")
-    out = runs.prepare_run_dir(out_dir, cfgmod.to_dict(cfg))
-    with runs.Stopwatch() as sw:
-        tau_cycle = sweep.tau_cycle_s
-        name, totals = choose_model(sweep, cfg)
-        gf = global_fit(name, [(p.curve.t, p.curve.y) for p in sweep.points],
-                        [p.point_id for p in sweep.points], shared=cfg.shared,
-                        n_starts=cfg.n_starts, seed=cfg.seed, offset=cfg.offset)
-        groups = fit_groups(sweep, cfg, name) if cfg.group_by else []
-        ref = sweep.points[0]
-        ref_fit = gf.point_candidate(ref.point_id)
-        ref_candidates = fitting.fit_candidates(ref.curve.t, ref.curve.y, cfg.models,
-                                                n_starts=cfg.n_starts, seed=cfg.seed,
-                                                offset=cfg.offset, with_report=False)
-        source = {**fitting.source_block(ref.curve), "sweep": str(sweep.path),
-                  "reference_point": ref.point_id,
-                  "points": {p.point_id: {"traces": str(p.curve.path), "sha256": p.curve.sha256,
-                                          "grid": p.grid} for p in sweep.points},
-                  "sweep_config": sweep.config}
-        doc = build_document(ref_fit, ref_candidates, tau_cycle_s=tau_cycle, source=source,
-                             n_cycles=cfg.n_cycles, band_level=cfg.band_level,
-                             band_samples=cfg.band_samples, seed=cfg.seed, criterion=cfg.criterion,
-                             extra={"global_fit": {"model": name, "shared": list(gf.shared),
-                                                   "points": len(sweep.points),
-                                                   "shared_supported": gf.comparison["shared_supported"]}})
-        fit_doc = {"schema": "rmaat.global_fit/v1", "sweep": str(sweep.path), "keys": sweep.keys,
-                   "criterion": cfg.criterion, "summed_criterion": totals, "chosen": name,
-                   "global": gf.to_json(), "tau_cycle_s": tau_cycle,
-                   "grid": {p.point_id: p.grid for p in sweep.points},
-                   "independent": {pid: f.to_json() for pid, f in zip(gf.point_ids, gf.independent)},
-                   "report": gf.report, "group_by": cfg.group_by, "groups": groups}
-        runs.atomic_write_json(out / "fit.json", fit_doc)
-        runs.atomic_write_json(out / "retention.json", doc)
-        plots.save_global_figure(out / "fit.png", sweep, gf, doc, cfg.plot_T)
-    runs.finish_run(out, runs.make_meta(
-        stage="fit", seed=cfg.seed, wall_time_s=sw.elapsed, packages=("lmfit", "scipy", "matplotlib"),
-        traces=str(sweep.path), chosen_model=name, global_fit=True,
-        files={n: runs.sha256_file(out / n) for n in ("fit.json", "retention.json")}))
-    return out
-
-
-def fit_groups(sweep: Sweep, cfg: fitting.FitConfig, name: str) -> list[dict[str, Any]]:
-    """One shared-shape fit per value of ``cfg.group_by`` (groups of fewer than 2 points noted)."""
-    key = cfg.group_by
-    if key not in sweep.keys:
-        raise ConfigError(f"group_by = {key!r}: not a swept key of {str(sweep.path)!r}; "
-                          f"expected one of {', '.join(sweep.keys) or '(none)'}")
-    values: list[Any] = []
-    for p in sweep.points:
-        if p.grid[key] not in values:
-            values.append(p.grid[key])
-    out = []
-    for v in values:
-        pts = [p for p in sweep.points if p.grid[key] == v]
-        entry: dict[str, Any] = {"value": v, "points": [p.point_id for p in pts]}
-        if len(pts) < 2:
-            entry["note"] = "one point: nothing to share"
-        else:
-            g = global_fit(name, [(p.curve.t, p.curve.y) for p in pts], [p.point_id for p in pts],
-                           shared=cfg.shared, n_starts=cfg.n_starts, seed=cfg.seed, offset=cfg.offset)
-            entry.update(g.to_json())
-            entry["summary"] = summary(g)
-        out.append(entry)
-    return out
 
 
 def summary(gf: GlobalFit) -> str:

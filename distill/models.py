@@ -37,21 +37,44 @@ name            g(t)                                                       shape
 ``power`` is the heavy-tailed member: it is a gamma-distributed mixture of exponentials and
 approaches ``exp`` with time constant tau/alpha as alpha grows. ``double_exp`` is reported
 with ``tau_fast <= tau_slow`` (the fit's label-switching twin is mapped back).
+
+Each model's function is written beside its bounds and its seeded starting guess (named
+functions, ``exp_bounds``/``exp_guess`` and so on); :attr:`MacroModel.lmfit_model` wraps the
+function as an :class:`lmfit.Model` for the fits in :mod:`distill.engine`. Importing this
+module does not import lmfit; it loads when a model is first fitted.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
 
 
-# --------------------------------------------------------------------------- model functions
+# --------------------------------------------------------------------------- the models
+# Per model: its function of t (seconds), the bounds of its shape parameters from the
+# sampling step and the time span, and a seeded guess of them from the half-rise time.
+Bounds = dict[str, tuple[float, float]]
+
+
+def _time_bounds(dt_min: float, t_span: float) -> tuple[float, float]:
+    return (1e-3 * dt_min, 1e3 * t_span)
+
+
 def exp_saturation(t, p0, p_inf, tau):
     """Exponential saturation; reaches 63 % of the rise at t = tau."""
     t = np.asarray(t, dtype=np.float64)
     return p0 + (p_inf - p0) * -np.expm1(-t / tau)
+
+
+def exp_bounds(dt_min: float, t_span: float) -> Bounds:
+    return {"tau": _time_bounds(dt_min, t_span)}
+
+
+def exp_guess(t_half: float, rng: np.random.Generator) -> dict[str, float]:
+    return {"tau": t_half / np.log(2.0)}
 
 
 def hill(t, p0, p_inf, t_half, n):
@@ -61,10 +84,26 @@ def hill(t, p0, p_inf, t_half, n):
     return p0 + (p_inf - p0) * (x / (1.0 + x))
 
 
+def hill_bounds(dt_min: float, t_span: float) -> Bounds:
+    return {"t_half": _time_bounds(dt_min, t_span), "n": (0.1, 10.0)}
+
+
+def hill_guess(t_half: float, rng: np.random.Generator) -> dict[str, float]:
+    return {"t_half": t_half, "n": float(rng.uniform(0.6, 2.5))}
+
+
 def michaelis_menten(t, p0, p_inf, t_half):
     """Michaelis–Menten in time (Hill with n = 1); concave, slow 1/t approach."""
     t = np.asarray(t, dtype=np.float64)
     return p0 + (p_inf - p0) * (t / (t + t_half))
+
+
+def mm_bounds(dt_min: float, t_span: float) -> Bounds:
+    return {"t_half": _time_bounds(dt_min, t_span)}
+
+
+def mm_guess(t_half: float, rng: np.random.Generator) -> dict[str, float]:
+    return {"t_half": t_half}
 
 
 def double_exp(t, p0, p_inf, tau_fast, tau_slow, w):
@@ -74,6 +113,28 @@ def double_exp(t, p0, p_inf, tau_fast, tau_slow, w):
     return p0 + (p_inf - p0) * g
 
 
+def double_exp_bounds(dt_min: float, t_span: float) -> Bounds:
+    return {"tau_fast": _time_bounds(dt_min, t_span), "tau_slow": _time_bounds(dt_min, t_span),
+            "w": (0.0, 1.0)}
+
+
+def double_exp_guess(t_half: float, rng: np.random.Generator) -> dict[str, float]:
+    return {"tau_fast": t_half * float(rng.uniform(0.15, 0.6)),
+            "tau_slow": t_half * float(rng.uniform(1.5, 6.0)),
+            "w": float(rng.uniform(0.25, 0.75))}
+
+
+def double_exp_canonical(v: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Map (tau_fast > tau_slow) onto its twin (swap the taus, w -> 1 - w)."""
+    names = ("p0", "p_inf", "tau_fast", "tau_slow", "w")
+    J = np.eye(len(names)); c = np.zeros(len(names))
+    if v["tau_fast"] > v["tau_slow"]:
+        J[2, 2] = J[3, 3] = 0.0
+        J[2, 3] = J[3, 2] = 1.0
+        J[4, 4] = -1.0; c[4] = 1.0
+    return J, c
+
+
 def power_law(t, p0, p_inf, tau, alpha):
     """Saturating power law 1 - (1 + t/tau)^-alpha; tail ~ (t/tau)^-alpha."""
     t = np.asarray(t, dtype=np.float64)
@@ -81,23 +142,31 @@ def power_law(t, p0, p_inf, tau, alpha):
     return p0 + (p_inf - p0) * g
 
 
+def power_bounds(dt_min: float, t_span: float) -> Bounds:
+    return {"tau": _time_bounds(dt_min, t_span), "alpha": (0.05, 50.0)}
+
+
+def power_guess(t_half: float, rng: np.random.Generator) -> dict[str, float]:
+    alpha = float(np.exp(rng.uniform(np.log(0.5), np.log(5.0))))
+    return {"tau": t_half / np.expm1(np.log(2.0) / alpha), "alpha": alpha}   # half rise at t_half
+
+
 # --------------------------------------------------------------------------- registry
-Bounds = dict[str, tuple[float, float]]
-
-
 @dataclass(frozen=True)
 class MacroModel:
     """One candidate: its function, parameter names, bounds and seeded initial guesses.
 
     ``bounds(t, y)`` and ``guess(t, y, rng)`` scale with the data (times with the time
     span, levels with the value range), so one registry serves traces in any units.
+    ``lmfit_model`` is the same function as an :class:`lmfit.Model` of ``t`` (built, and
+    lmfit imported, on first use).
     """
 
     name: str
     func: Callable[..., np.ndarray]
     shape_names: tuple[str, ...]            # parameters of g (p0, p_inf come first)
     shape_bounds: Callable[[float, float], Bounds]   # (dt_min, t_span) -> bounds
-    shape_guess: Callable[[np.ndarray, np.ndarray, float, np.random.Generator], dict[str, float]]
+    shape_guess: Callable[[float, np.random.Generator], dict[str, float]]  # (t_half, rng) -> guess
     description: str = ""
     canonical: Callable[[dict[str, float]], tuple[np.ndarray, np.ndarray]] | None = field(
         default=None, repr=False)           # values -> (J, c): canonical = J @ x + c
@@ -105,6 +174,13 @@ class MacroModel:
     @property
     def param_names(self) -> tuple[str, ...]:
         return ("p0", "p_inf", *self.shape_names)
+
+    @cached_property
+    def lmfit_model(self):
+        """``func`` as an :class:`lmfit.Model` with independent variable ``t``."""
+        import lmfit
+
+        return lmfit.Model(self.func, independent_vars=["t"], name=self.name)
 
     def __call__(self, t, **params) -> np.ndarray:
         return self.func(t, **{k: params[k] for k in self.param_names})
@@ -133,58 +209,24 @@ class MacroModel:
         i_half = int(np.argmax(frac >= 0.5))
         t_half = float(max(t[i_half], t[min(1, t.size - 1)], 1e-12))
         scale = float(np.exp(rng.normal(0.0, 0.5)))   # log-normal jitter of the time scale
-        g = {"p0": p0, "p_inf": p_inf * 1.0 + rng.normal(0.0, 0.05) * abs(rise)}
-        g.update(self.shape_guess(t, y, t_half * scale, rng))
+        g = {"p0": p0, "p_inf": p_inf + rng.normal(0.0, 0.05) * abs(rise)}
+        g.update(self.shape_guess(t_half * scale, rng))
         return g
 
 
-def _time_bounds(dt_min: float, t_span: float) -> tuple[float, float]:
-    return (1e-3 * dt_min, 1e3 * t_span)
-
-
-def _double_exp_canonical(v: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-    """Map (tau_fast > tau_slow) onto its twin (swap the taus, w -> 1 - w)."""
-    names = ("p0", "p_inf", "tau_fast", "tau_slow", "w")
-    J = np.eye(len(names)); c = np.zeros(len(names))
-    if v["tau_fast"] > v["tau_slow"]:
-        J[2, 2] = J[3, 3] = 0.0
-        J[2, 3] = J[3, 2] = 1.0
-        J[4, 4] = -1.0; c[4] = 1.0
-    return J, c
-
-
 MODELS: dict[str, MacroModel] = {
-    "exp": MacroModel(
-        "exp", exp_saturation, ("tau",),
-        lambda dt, span: {"tau": _time_bounds(dt, span)},
-        lambda t, y, th, rng: {"tau": th / np.log(2.0)},
-        "p0 + (p_inf - p0) (1 - exp(-t/tau))"),
-    "hill": MacroModel(
-        "hill", hill, ("t_half", "n"),
-        lambda dt, span: {"t_half": _time_bounds(dt, span), "n": (0.1, 10.0)},
-        lambda t, y, th, rng: {"t_half": th, "n": float(rng.uniform(0.6, 2.5))},
-        "p0 + (p_inf - p0) t^n / (t^n + t_half^n)"),
-    "mm": MacroModel(
-        "mm", michaelis_menten, ("t_half",),
-        lambda dt, span: {"t_half": _time_bounds(dt, span)},
-        lambda t, y, th, rng: {"t_half": th},
-        "p0 + (p_inf - p0) t / (t + t_half)"),
+    "exp": MacroModel("exp", exp_saturation, ("tau",), exp_bounds, exp_guess,
+                      "p0 + (p_inf - p0) (1 - exp(-t/tau))"),
+    "hill": MacroModel("hill", hill, ("t_half", "n"), hill_bounds, hill_guess,
+                       "p0 + (p_inf - p0) t^n / (t^n + t_half^n)"),
+    "mm": MacroModel("mm", michaelis_menten, ("t_half",), mm_bounds, mm_guess,
+                     "p0 + (p_inf - p0) t / (t + t_half)"),
     "double_exp": MacroModel(
-        "double_exp", double_exp, ("tau_fast", "tau_slow", "w"),
-        lambda dt, span: {"tau_fast": _time_bounds(dt, span), "tau_slow": _time_bounds(dt, span),
-                          "w": (0.0, 1.0)},
-        lambda t, y, th, rng: {"tau_fast": th * float(rng.uniform(0.15, 0.6)),
-                               "tau_slow": th * float(rng.uniform(1.5, 6.0)),
-                               "w": float(rng.uniform(0.25, 0.75))},
+        "double_exp", double_exp, ("tau_fast", "tau_slow", "w"), double_exp_bounds, double_exp_guess,
         "p0 + (p_inf - p0) [w (1 - exp(-t/tau_fast)) + (1 - w)(1 - exp(-t/tau_slow))]",
-        canonical=_double_exp_canonical),
-    "power": MacroModel(
-        "power", power_law, ("tau", "alpha"),
-        lambda dt, span: {"tau": _time_bounds(dt, span), "alpha": (0.05, 50.0)},
-        # half rise at t = tau (2^(1/alpha) - 1)
-        lambda t, y, th, rng: (lambda a: {"tau": th / np.expm1(np.log(2.0) / a), "alpha": a})(
-            float(np.exp(rng.uniform(np.log(0.5), np.log(5.0))))),
-        "p0 + (p_inf - p0) [1 - (1 + t/tau)^-alpha]"),
+        canonical=double_exp_canonical),
+    "power": MacroModel("power", power_law, ("tau", "alpha"), power_bounds, power_guess,
+                        "p0 + (p_inf - p0) [1 - (1 + t/tau)^-alpha]"),
 }
 
 #: the candidates fitted when none are named (``mm`` is nested in ``hill``; ask for it by name)

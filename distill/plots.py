@@ -58,31 +58,36 @@ def plot_comparison(fits, ax=None):
     return ax
 
 
-def plot_schedule(name: str, params: dict[str, float], tau_cycle_s: float, Ts=(4, 8, 16, 32),
-                  fit=None, ax=None, level: float = 0.95, n_samples: int = 1000, seed: int = 0,
-                  stream: bool = True):
-    """RF(t, T) for several T (delta-method band from ``fit``'s covariance when given), and RF_inf."""
-    from astro_rmaat.errors import DataError
-    from distill import retention as R
+def plot_schedule(retention, Ts=(4, 8, 16, 32), ax=None, stream: bool = True):
+    """RF(t, T) for several T, each with its band where the schedule has one, and RF_inf.
 
+    ``retention`` is a ``retention.json`` path, a retention document (the fit stage passes
+    the one it has just built) or a loaded :class:`~astro_rmaat.retention.Retention`; the
+    values and bands are the reader's (delta method from the file's Jacobian and covariance).
+    """
+    import matplotlib as mpl
+
+    from astro_rmaat.retention import Retention, load_retention, validate_document
+
+    if isinstance(retention, Retention):
+        ret = retention
+    elif isinstance(retention, dict):
+        ret = validate_document(retention)
+    else:
+        ret = load_retention(retention)
     with plot_style():
         ax = new_axes(ax)
-        import matplotlib as mpl
         colors = mpl.rcParams["axes.prop_cycle"].by_key().get("color", [None])
         for j, T in enumerate(Ts):
             color = colors[j % len(colors)] if colors else None
             t = np.arange(1, T + 1)
-            ax.plot(t, R.rf(name, params, tau_cycle_s, T), "o-", ms=2.5, color=color, label=f"T={T}")
-            if fit is not None and fit.uncertainties_ok:
-                try:
-                    lo, hi = R.rf_band_delta(fit, tau_cycle_s, T, level)
-                    ax.fill_between(t, lo, hi, alpha=0.2, color=color, lw=0)
-                except DataError:
-                    pass
+            ax.plot(t, ret.rf(T), "o-", ms=2.5, color=color, label=f"T={T}")
+            band = ret.rf_band(T)
+            if band is not None:
+                ax.fill_between(t, band[0], band[1], alpha=0.2, color=color, lw=0)
         if stream:
             n = max(Ts)
-            ax.plot(np.arange(1, n + 1), R.rf_inf(name, params, tau_cycle_s, n), "k--", lw=1.0,
-                    label="RF_inf (streaming)")
+            ax.plot(np.arange(1, n + 1), ret.rf_stream(n), "k--", lw=1.0, label="RF_inf (streaming)")
         ax.set_xlabel("segment t")
         ax.set_ylabel("retention factor")
         ax.set_yscale("log")
@@ -101,7 +106,7 @@ def save_fit_figure(path, t, y, fits, chosen, doc, Ts, unit="1", variable="p") -
         axes[0, 0].set_title(f"chosen: {chosen.name}")
         plot_residuals(t, y, fits, ax=axes[0, 1])
         plot_comparison(fits, ax=axes[1, 0])
-        plot_schedule(chosen.name, chosen.values, doc["tau_cycle_s"], Ts, fit=chosen, ax=axes[1, 1])
+        plot_schedule(doc, Ts, ax=axes[1, 1])
         axes[1, 1].set_title(f"tau_cycle = {doc['tau_cycle_s']:.4g} s "
                              f"({doc.get('band', {}).get('level', math.nan):.0%} band)"
                              if "band" in doc else f"tau_cycle = {doc['tau_cycle_s']:.4g} s (no band)")
@@ -147,8 +152,7 @@ def save_global_figure(path, sweep, gf, doc, Ts) -> Path:
             axes[1].plot(pt.curve.t, pt.curve.y - f.predict(pt.curve.t), ".-", ms=2, lw=0.6)
         axes[1].axhline(0.0, color="0.2", lw=0.8)
         axes[1].set_xlabel("time (s)"); axes[1].set_ylabel("residual (global fit)")
-        ref = gf.point_candidate(sweep.points[0].point_id)
-        plot_schedule(gf.model, ref.values, doc["tau_cycle_s"], Ts, fit=ref, ax=axes[2])
+        plot_schedule(doc, Ts, ax=axes[2])
         fig.tight_layout()
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=100)

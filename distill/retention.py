@@ -6,8 +6,10 @@ at cycle boundaries, ``dp_t = p(t tau_cycle) - p((t-1) tau_cycle)``:
     RF(t, T)  = dp_t / sum_{i=1..T} dp_i         (RMAAT, Appendix D; needs T)
     RF_inf(t) = dp_t / (p_inf - p0)              (streaming; the T -> infinity limit of RF)
 
-Both depend only on the shape of the curve, not on its amplitude. For the exponential,
-``RF(t, T) = (1 - r) r^(t-1) / (1 - r^T)`` with ``r = exp(-tau_cycle / tau)``.
+Both depend only on the shape of the curve, not on its amplitude; the arithmetic is
+:mod:`astro_rmaat.retention`'s (``retention_factors``, ``rf_from_curve``, ``rf_delta``), the
+same the reader uses. For the exponential, ``RF(t, T) = (1 - r) r^(t-1) / (1 - r^T)`` with
+``r = exp(-tau_cycle / tau)``.
 
 Uncertainty bands are propagated from the fit's covariance in two ways. *Sampling* (the
 default here): parameter vectors are drawn from N(estimate, covariance) with a seeded
@@ -15,8 +17,11 @@ generator (draws outside the fit's bounds are rejected), each is turned into a c
 schedule, and the band is the pointwise central ``level`` interval. *Delta method*: the
 Jacobian of the curve at cycle boundaries (central differences) linearises RF, whose
 variance is then ``G C G^T``; the document stores that Jacobian so the NumPy reader
-(``astro_rmaat.retention.Retention.rf_band``) gives the band for any T without the model. A fit whose covariance could not be estimated gets no
-band (the document says so) rather than a falsely narrow one.
+(``astro_rmaat.retention.Retention.rf_band``) gives the band for any T without the model. A
+fit whose covariance could not be estimated gets no band (the document says so) rather than
+a falsely narrow one. lmfit's ``ModelResult.eval_uncertainty`` is not used: the file needs
+the Jacobian at every cycle boundary for the reader, the sampled band rejects draws outside
+the bounds, and a point of the global fit (a block of its covariance) has no ModelResult.
 
 ``build_document`` writes the ``rmaat.retention/v1`` layout read by
 :mod:`astro_rmaat.retention` (which the torch side uses without lmfit/SciPy/Brian2); every
@@ -29,8 +34,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from astro_rmaat.errors import DataError, show
-from astro_rmaat.retention import SCHEMA, rf_delta, validate_document
+from astro_rmaat.errors import DataError
+from astro_rmaat.retention import SCHEMA, retention_factors, rf_delta, rf_from_curve, validate_document
 from distill.models import get_model
 
 
@@ -38,20 +43,6 @@ from distill.models import get_model
 def boundary_curve(name: str, params: dict[str, float], tau_cycle_s: float, K: int) -> np.ndarray:
     """The model at cycle boundaries 0..K (K + 1 values)."""
     return get_model(name)(np.arange(K + 1) * float(tau_cycle_s), **params)
-
-
-def rf_from_curve(p: np.ndarray, T: int | None = None) -> np.ndarray:
-    """RF(t, T), t = 1..T, from a curve at boundaries 0..(>= T); sums to 1."""
-    p = np.asarray(p, dtype=np.float64)
-    T = p.size - 1 if T is None else int(T)
-    if T < 1 or T > p.size - 1:
-        raise DataError(f"T = {T}: expected 1 <= T <= {p.size - 1} (cycles tabulated)")
-    dp = np.diff(p[: T + 1])
-    total = dp.sum()
-    if not total > 0:
-        raise DataError(f"the curve does not rise over the first {T} cycles (sum dp = {show(total)}); "
-                        "the retention factor needs a rising trace")
-    return dp / total
 
 
 def rf(name: str, params: dict[str, float], tau_cycle_s: float, T: int) -> np.ndarray:
@@ -62,7 +53,7 @@ def rf(name: str, params: dict[str, float], tau_cycle_s: float, T: int) -> np.nd
 def rf_inf(name: str, params: dict[str, float], tau_cycle_s: float, n: int) -> np.ndarray:
     """RF_inf(t) = dp_t / (p_inf - p0) for t = 1..n (no T needed)."""
     p = boundary_curve(name, params, tau_cycle_s, n)
-    return np.diff(p) / (params["p_inf"] - params["p0"])
+    return retention_factors(np.diff(p), span=params["p_inf"] - params["p0"])
 
 
 def rf_exponential(tau: float, tau_cycle_s: float, T: int) -> np.ndarray:
@@ -161,9 +152,9 @@ def rf_band(fit, tau_cycle_s: float, T: int, level: float = 0.95, n: int = 2000,
     for v in samples:
         p = boundary_curve(fit.name, v, tau_cycle_s, T)
         dp = np.diff(p)
-        denom = (v["p_inf"] - v["p0"]) if stream else dp.sum()
-        if denom > 0 and np.all(np.isfinite(dp)):
-            rows.append(dp / denom)
+        span = v["p_inf"] - v["p0"] if stream else dp.sum()
+        if span > 0 and np.all(np.isfinite(dp)):
+            rows.append(retention_factors(dp, span=span if stream else None))
     if len(rows) < 10:
         raise DataError(f"model {fit.name!r}: only {len(rows)} usable draws from the covariance")
     return _quantiles(np.array(rows), level)
@@ -181,7 +172,7 @@ def build_document(chosen, candidates: Iterable, *, tau_cycle_s: float, source: 
                    n_cycles: int = 1024, band_level: float = 0.95, band_samples: int = 2000,
                    seed: int = 0, criterion: str = "aicc", extra: dict[str, Any] | None = None
                    ) -> dict[str, Any]:
-    """The ``rmaat.retention/v1`` document of ``chosen`` (a :class:`~distill.fitting.CandidateFit`).
+    """The ``rmaat.retention/v1`` document of ``chosen`` (a :class:`~distill.engine.CandidateFit`).
 
     The curve is tabulated at cycle boundaries 0..``n_cycles`` (K >= 1024). Raises
     :class:`DataError` if the fitted curve is not a rising, saturating trace.

@@ -31,7 +31,9 @@ import numpy as np
 from astro_rmaat import config as cfgmod
 from astro_rmaat import runs
 from astro_rmaat.errors import ConfigError, DataError
-from distill import fitting
+from distill import engine
+from distill.fitting import FitConfig, choose_model
+from distill.global_fit import load_sweep
 from distill.models import get_model
 
 
@@ -39,7 +41,7 @@ from distill.models import get_model
 class SensitivityConfig:
     """Configuration of ``distill.sensitivity``."""
 
-    fit: fitting.FitConfig = field(default_factory=fitting.FitConfig)  # how each point is fitted
+    fit: FitConfig = field(default_factory=FitConfig)  # how each point is fitted
     model: str | None = None              # macro model for all points; None: smallest summed criterion
     horizons: tuple[int, ...] = (8, 16, 64)  # segment counts T of the schedule metrics
     metric_samples: int = 500             # covariance draws for the metrics' standard deviations
@@ -56,24 +58,27 @@ class SensitivityConfig:
 def schedule_metrics(name: str, params: dict[str, float], tau_cycle_s: float,
                      horizons: tuple[int, ...], K: int = 1024) -> dict[str, float]:
     """RF(1, T), RF(T, T) per horizon, RF_inf(1), and cycles to 90 % of the rise."""
+    from astro_rmaat.retention import retention_factors
     from distill.retention import boundary_curve
 
     p = boundary_curve(name, params, tau_cycle_s, max(K, max(horizons)))
     dp = np.diff(p)
     out: dict[str, float] = {}
     for T in horizons:
-        s = dp[:T].sum()
-        out[f"rf_first_{T}"] = float(dp[0] / s) if s > 0 else math.nan
-        out[f"rf_last_{T}"] = float(dp[T - 1] / s) if s > 0 else math.nan
+        try:
+            rf = retention_factors(dp[:T])
+            out[f"rf_first_{T}"], out[f"rf_last_{T}"] = float(rf[0]), float(rf[-1])
+        except DataError:       # no rise over the first T cycles
+            out[f"rf_first_{T}"] = out[f"rf_last_{T}"] = math.nan
     span = params["p_inf"] - params["p0"]
-    out["rf_inf_1"] = float(dp[0] / span) if span != 0 else math.nan
+    out["rf_inf_1"] = float(retention_factors(dp[:1], span=span)[0]) if span != 0 else math.nan
     frac = (p - p[0]) / span if span != 0 else np.zeros_like(p)
     hit = np.flatnonzero(frac >= 0.9)
     out["cycles_to_90"] = float(hit[0]) if hit.size else math.nan
     return out
 
 
-def metrics_with_sd(fit: fitting.CandidateFit, tau_cycle_s: float, horizons, n: int,
+def metrics_with_sd(fit: engine.CandidateFit, tau_cycle_s: float, horizons, n: int,
                     seed: int) -> tuple[dict[str, float], dict[str, float | None]]:
     """Metrics at the estimate, and their sd over draws from the covariance (None if no covariance)."""
     from distill.retention import sample_params
@@ -139,12 +144,10 @@ def sensitivity(cfg: SensitivityConfig, sweep_dir: str | os.PathLike, out_dir: s
     """Fit every sweep point, tabulate parameters and schedule metrics, and their elasticities."""
     import pandas as pd
 
-    from distill.global_fit import choose_model, load_sweep
-
     if not isinstance(cfg, SensitivityConfig):
         raise ConfigError(f"sensitivity() needs a SensitivityConfig, got {type(cfg).__name__}")
     runs.check_out_dir(out_dir)           # finished, or not writable: before reading the sweep
-    sweep = load_sweep(sweep_dir, cfg.fit)
+    sweep = load_sweep(sweep_dir, **cfg.fit.curve_selection())
     if len(sweep.points) < 2:
         raise DataError(f"sweep {str(sweep.path)!r} has {len(sweep.points)} point(s); "
                         "sensitivity needs at least 2")
@@ -158,9 +161,9 @@ def sensitivity(cfg: SensitivityConfig, sweep_dir: str | os.PathLike, out_dir: s
         model = get_model(name)
         rows, fits = [], {}
         for pt in sweep.points:
-            f = fitting.fit_model(name, pt.curve.t, pt.curve.y, n_starts=cfg.fit.n_starts,
-                                  seed=cfg.fit.seed, offset=cfg.fit.offset, max_nfev=cfg.fit.max_nfev,
-                                  with_report=False, where=f"sweep point {pt.point_id!r}")
+            f = engine.fit_model(name, pt.curve.t, pt.curve.y, n_starts=cfg.fit.n_starts,
+                                 seed=cfg.fit.seed, offset=cfg.fit.offset, max_nfev=cfg.fit.max_nfev,
+                                 with_report=False, where=f"sweep point {pt.point_id!r}")
             fits[pt.point_id] = f
             m, msd = metrics_with_sd(f, tau_cycle, cfg.horizons, cfg.metric_samples, cfg.fit.seed)
             row: dict[str, Any] = {"point_id": pt.point_id, **pt.grid}

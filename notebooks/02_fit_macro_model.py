@@ -42,8 +42,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from astro_rmaat.style import plot_style
-from distill import fitting, models, plots, synthetic
+from distill import engine, fitting, models, plots, synthetic
 from distill import retention as R
+from distill.curves import load_curve
 
 work = Path(tempfile.mkdtemp(prefix="nb02_"))
 shipped = Path("astro_rmaat/data/retention/default_samples.parquet")
@@ -55,7 +56,7 @@ if TRACES is None:
                                          dict(p0=0.0, p_inf=0.5, tau=8.0), noise=0.01,
                                          n_cycles=40, n_elements=9, seed=SEED)
 cfg = fitting.FitConfig(seed=SEED, n_starts=4 if QUICK else 8, band_samples=300 if QUICK else 2000)
-curve = fitting.load_curve(TRACES, cfg)
+curve = load_curve(TRACES, **cfg.curve_selection())
 print(f"{TRACES}: {curve.variable} ({curve.unit}), {curve.t.size} samples, "
       f"tau_cycle = {curve.tau_cycle_s} s, model {curve.attrs.get('model')!r}")
 
@@ -63,8 +64,8 @@ print(f"{TRACES}: {curve.variable} ({curve.unit}), {curve.t.size} samples, "
 # ## Candidates, residuals and model selection
 
 # %%
-fits = fitting.fit_candidates(curve.t, curve.y, cfg.models, n_starts=cfg.n_starts, seed=SEED)
-chosen = fitting.select(fits, "aicc")
+fits = engine.fit_candidates(curve.t, curve.y, cfg.models, n_starts=cfg.n_starts, seed=SEED)
+chosen = engine.select(fits, "aicc")
 print(fitting.comparison_table(fits, chosen.name))
 print(f"\nchosen: {chosen.name}\n{fitting.describe(chosen)}")
 
@@ -104,7 +105,7 @@ t = np.arange(41.0)
 z = []
 for s in range(N_SEEDS):
     y = models.evaluate("exp", t, truth) + np.random.default_rng(s).normal(0, 0.005, t.size)
-    f = fitting.fit_model("exp", t, y, n_starts=1, seed=s, with_report=False)
+    f = engine.fit_model("exp", t, y, n_starts=1, seed=s, with_report=False)
     z.append([abs(f.values[p] - v) / f.stderr[p] for p, v in truth.items()])
 z = np.array(z)
 print(f"within 1 stderr: {np.mean(z <= 1):.2f} (nominal 0.68); within 2: {np.mean(z <= 2):.2f} (0.95)")
@@ -114,9 +115,11 @@ print(f"within 1 stderr: {np.mean(z <= 1):.2f} (nominal 0.68); within 2: {np.mea
 
 # %%
 Ts = (4, 8, 16, 32)
+doc = R.build_document(chosen, fits, tau_cycle_s=curve.tau_cycle_s, source={},
+                       band_samples=cfg.band_samples, seed=SEED)   # what retention.json will hold
 with plot_style():
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    plots.plot_schedule(chosen.name, chosen.values, curve.tau_cycle_s, Ts, fit=chosen, ax=axes[0])
+    plots.plot_schedule(doc, Ts, ax=axes[0])
     for T in (8, 64, 512):
         axes[1].plot(np.arange(1, 9), R.rf(chosen.name, chosen.values, curve.tau_cycle_s, T)[:8],
                      "o-", ms=3, label=f"RF(t, {T})")
@@ -164,7 +167,7 @@ else:
     sweep = run_sweep(SweepConfig(base={"model": "rmaat_network"}, seed=SEED,
                                   grid={TAU_KEY: [5.0, 10.0, 20.0], AMP_KEY: [0.5, 1.0, 2.0]}),
                       work / "sweep", progress=False)
-sw = global_fit.load_sweep(sweep, cfg)
+sw = global_fit.load_sweep(sweep, **cfg.curve_selection())
 for tau_value in sorted({p.grid[TAU_KEY] for p in sw.points}):
     group = [p for p in sw.points if p.grid[TAU_KEY] == tau_value]
     gf = global_fit.global_fit("exp", [(p.curve.t, p.curve.y) for p in group],

@@ -18,8 +18,9 @@ import numpy as np
 
 from astro_rmaat import runs
 from astro_rmaat.retention import load_retention
-from astro_rmaat.style import new_axes, plot_style
+from astro_rmaat.style import plot_style
 from astro_rmaat.traces import read_traces, select_curve
+from distill.plots import plot_schedule
 
 
 # --------------------------------------------------------------------------- reading
@@ -134,25 +135,6 @@ def plot_traces(traces_path: Path, samples_path: Path):
         axes[-1].set_xlabel("time [s]")
         fig.suptitle(f"{df.attrs.get('model')}: every element of each recorded variable")
     return fig
-
-
-def plot_schedule(retention_path: Path, Ts: list[int], ax=None):
-    ret = load_retention(retention_path)
-    with plot_style():
-        ax = new_axes(ax)
-        for T in Ts:
-            t = np.arange(1, T + 1)
-            ax.plot(t, ret.rf(T), marker="o", ms=3, label=f"RF(t, T={T})")
-            band = ret.rf_band(T)
-            if band is not None:
-                ax.fill_between(t, band[0], band[1], alpha=0.2)
-        n = max(Ts)
-        ax.plot(np.arange(1, n + 1), ret.rf_stream(n), "k--", lw=1, label="RF_inf(t) (streaming)")
-        ax.set_xlabel("segment t")
-        ax.set_ylabel("retention factor")
-        ax.set_yscale("log")
-        ax.legend()
-    return ax
 
 
 def plot_training(train_dirs: dict[str, Path], axes=None):

@@ -1,4 +1,4 @@
-"""distill.fitting: certified recovery, honest standard errors, model selection, bad input."""
+"""distill.engine: certified recovery, honest standard errors, model selection, bad input."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from astro_rmaat.errors import ConfigError, DataError
-from distill import fitting, models
+from distill import engine, fitting, models
 from distill.synthetic import CERTIFIED_PARAMS
 
 T_GRID = np.arange(41, dtype=float)          # 41 samples, 1 s apart (cycle boundaries)
@@ -26,7 +26,7 @@ def noisy(name, seed, noise=NOISE):
 
 @pytest.mark.parametrize("name", list(TRUTH))
 def test_noise_free_curve_is_recovered_exactly(name):
-    f = fitting.fit_model(name, T_GRID, models.evaluate(name, T_GRID, TRUTH[name]), n_starts=4)
+    f = engine.fit_model(name, T_GRID, models.evaluate(name, T_GRID, TRUTH[name]), n_starts=4)
     for p, v in TRUTH[name].items():
         assert f.values[p] == pytest.approx(v, rel=1e-5, abs=1e-7), p
     assert f.r2 == pytest.approx(1.0, abs=1e-10)
@@ -39,7 +39,7 @@ def test_standard_errors_are_honest(name):
     z = []
     flagged = 0
     for s in range(n_seeds):
-        f = fitting.fit_model(name, T_GRID, noisy(name, s), n_starts=1, seed=s, with_report=False)
+        f = engine.fit_model(name, T_GRID, noisy(name, s), n_starts=1, seed=s, with_report=False)
         if not f.uncertainties_ok:
             flagged += 1
             continue
@@ -60,9 +60,9 @@ def test_model_selection_picks_the_generating_family():
     confusion = np.zeros((4, 4), dtype=int)
     for i, name in enumerate(names):
         for s in range(n_seeds):
-            fits = fitting.fit_candidates(T_GRID, noisy(name, 1000 + s), names, n_starts=2,
-                                          seed=s, with_report=False)
-            confusion[i, names.index(fitting.select(fits, "aicc").name)] += 1
+            fits = engine.fit_candidates(T_GRID, noisy(name, 1000 + s), names, n_starts=2,
+                                         seed=s, with_report=False)
+            confusion[i, names.index(engine.select(fits, "aicc").name)] += 1
     header = " " * 12 + " ".join(f"{n:>10}" for n in names)
     rows = "\n".join(f"{n:>11} " + " ".join(f"{c:>10}" for c in confusion[i]) for i, n in enumerate(names))
     print(f"\nconfusion matrix (rows: generating family, columns: chosen by AICc; "
@@ -72,7 +72,7 @@ def test_model_selection_picks_the_generating_family():
 
 def test_statistics_and_weights():
     y = noisy("exp", 3)
-    fits = fitting.fit_candidates(T_GRID, y, ["exp", "hill", "power"], n_starts=2)
+    fits = engine.fit_candidates(T_GRID, y, ["exp", "hill", "power"], n_starts=2)
     assert sum(f.akaike_weight for f in fits) == pytest.approx(1.0)
     exp = fits[0]
     n, k = exp.n, exp.k
@@ -83,24 +83,24 @@ def test_statistics_and_weights():
     d = exp.diagnostics
     assert 1.3 < d["durbin_watson"] < 2.7 and d["runs_p"] > 0.01 and d["shapiro_p"] > 0.01
     # a misspecified model leaves structured residuals the diagnostics see
-    hill_on_exp = fitting.fit_model("exp", T_GRID, noisy("hill", 3))
+    hill_on_exp = engine.fit_model("exp", T_GRID, noisy("hill", 3))
     assert hill_on_exp.diagnostics["durbin_watson"] < 1.0 and hill_on_exp.diagnostics["runs_p"] < 0.01
     assert "tau" in exp.report and "[[Fit Statistics]]" in exp.report
 
 
 def test_offset_handling():
     y = models.evaluate("exp", T_GRID, dict(p0=0.0, p_inf=0.5, tau=8.0))
-    f = fitting.fit_model("exp", T_GRID, y, offset="zero")
+    f = engine.fit_model("exp", T_GRID, y, offset="zero")
     assert f.varied == ("p_inf", "tau") and f.values["p0"] == 0.0 and f.stderr["p0"] is None
     assert f.values["tau"] == pytest.approx(8.0, rel=1e-6)
-    f = fitting.fit_model("exp", T_GRID, y + 0.3, offset="first")
+    f = engine.fit_model("exp", T_GRID, y + 0.3, offset="first")
     assert f.values["p0"] == pytest.approx(0.3) and f.values["p_inf"] == pytest.approx(0.8, rel=1e-6)
 
 
 def test_unidentifiable_fit_is_flagged_not_reported_as_fine():
     """A double exponential on a pure exponential has no determinable second component."""
     y = models.evaluate("exp", T_GRID, TRUTH["exp"])
-    f = fitting.fit_model("double_exp", T_GRID, y, n_starts=4)
+    f = engine.fit_model("double_exp", T_GRID, y, n_starts=4)
     assert not f.uncertainties_ok and f.uncertainty_problems
     assert "NOT ESTIMATED" in fitting.comparison_table([f])
     assert "not estimated" in fitting.describe(f) or any(f.stderr[p] is None for p in f.varied) \
@@ -109,7 +109,7 @@ def test_unidentifiable_fit_is_flagged_not_reported_as_fine():
 
 def test_double_exp_reported_with_fast_component_first():
     y = models.evaluate("double_exp", T_GRID, dict(p0=0, p_inf=1, tau_fast=15.0, tau_slow=1.5, w=0.3))
-    f = fitting.fit_model("double_exp", T_GRID, y, n_starts=4)
+    f = engine.fit_model("double_exp", T_GRID, y, n_starts=4)
     assert f.values["tau_fast"] == pytest.approx(1.5, rel=1e-4)
     assert f.values["tau_slow"] == pytest.approx(15.0, rel=1e-4)
     assert f.values["w"] == pytest.approx(0.7, rel=1e-4)
@@ -117,8 +117,8 @@ def test_double_exp_reported_with_fast_component_first():
 
 def test_same_seed_same_numbers():
     y = noisy("hill", 5)
-    a = fitting.fit_model("hill", T_GRID, y, n_starts=3, seed=11)
-    b = fitting.fit_model("hill", T_GRID, y, n_starts=3, seed=11)
+    a = engine.fit_model("hill", T_GRID, y, n_starts=3, seed=11)
+    b = engine.fit_model("hill", T_GRID, y, n_starts=3, seed=11)
     assert a.values == b.values and np.array_equal(a.covar, b.covar)
 
 
@@ -133,7 +133,7 @@ def test_same_seed_same_numbers():
 ])
 def test_bad_curves_raise_one_clear_error(t, y, needle):
     with pytest.raises(DataError, match=needle):
-        fitting.fit_model("exp", t, y)
+        engine.fit_model("exp", t, y)
 
 
 def test_bad_config_is_refused():

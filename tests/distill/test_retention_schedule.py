@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from astro_rmaat import retention as reader
 from astro_rmaat.errors import DataError
-from distill import fitting, models
+from distill import engine, models
 from distill import retention as R
 
 TAU_CYCLE = 1.0
@@ -65,7 +65,7 @@ def test_band_from_covariance_covers_the_truth():
     inside = []
     for s in range(25):
         y = models.evaluate("exp", t, truth) + np.random.default_rng(s).normal(0, 0.005, t.size)
-        f = fitting.fit_model("exp", t, y, n_starts=1, with_report=False)
+        f = engine.fit_model("exp", t, y, n_starts=1, with_report=False)
         lo, hi = R.rf_band(f, TAU_CYCLE, T, level=0.95, n=300, seed=s)
         assert np.all(lo <= R.rf("exp", f.values, TAU_CYCLE, T) + 1e-12)
         inside.append(np.mean((lo <= true_rf) & (true_rf <= hi)))
@@ -77,8 +77,8 @@ def _doc(name="exp", seed=0, **kw):
     t = np.arange(41.0)
     truth = {"exp": dict(p0=0.0, p_inf=0.5, tau=8.0), "hill": dict(p0=0.0, p_inf=0.6, t_half=10.0, n=2.0)}[name]
     y = models.evaluate(name, t, truth) + np.random.default_rng(seed).normal(0, 0.005, t.size)
-    fits = fitting.fit_candidates(t, y, ["exp", "hill"], n_starts=2, with_report=False)
-    chosen = fitting.select(fits)
+    fits = engine.fit_candidates(t, y, ["exp", "hill"], n_starts=2, with_report=False)
+    chosen = engine.select(fits)
     source = {"traces": "synthetic", "sha256": "0" * 64, "variable": "p_l", "unit": "1",
               "simulation_config": {"synthetic": name}}
     return chosen, R.build_document(chosen, fits, tau_cycle_s=TAU_CYCLE, source=source,
@@ -139,7 +139,7 @@ def test_reader_rejects_bad_documents(edit, needle):
 def test_falling_fit_is_refused_for_retention():
     t = np.arange(41.0)
     y = models.evaluate("exp", t, dict(p0=1.0, p_inf=0.4, tau=8.0))
-    f = fitting.fit_model("exp", t, y)
+    f = engine.fit_model("exp", t, y)
     with pytest.raises(DataError, match="falls"):
         R.build_document(f, [f], tau_cycle_s=1.0, source={})
 
@@ -147,7 +147,7 @@ def test_falling_fit_is_refused_for_retention():
 def test_no_band_when_uncertainties_unknown():
     t = np.arange(41.0)
     y = models.evaluate("exp", t, dict(p0=0.0, p_inf=0.5, tau=8.0))
-    f = fitting.fit_model("double_exp", t, y, n_starts=4)
+    f = engine.fit_model("double_exp", t, y, n_starts=4)
     assert not f.uncertainties_ok
     doc = R.build_document(f, [f], tau_cycle_s=1.0, source={})
     assert "band" not in doc and "could not be estimated" in doc["band_note"] or "identifiable" in doc["band_note"]
