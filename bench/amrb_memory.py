@@ -28,7 +28,8 @@ import torch
 from astro_rmaat.config import to_dict
 from rmaat_model.amrb import forward_backward
 from rmaat_model.memory import peak_rss, saved_bytes
-from rmaat_model.model import ModelConfig, build_model
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _schedule import retention_file  # noqa: E402

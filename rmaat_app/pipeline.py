@@ -128,7 +128,7 @@ def train_config(cfg: PipelineConfig, name: str, data_dir: Path, retention_file:
     lengths of 2..16 segments so the test split gives accuracy by age; listops: d_model 64,
     2 blocks, segments of 128. Training runs a fixed number of steps (the same numbers on any
     machine load), evaluating 20 times."""
-    from rmaat_model.model import MEMORY_ARCHS, ModelConfig
+    from rmaat_model.model_config import MEMORY_ARCHS, ModelConfig
     from rmaat_model.train import OptimConfig, TrainConfig
 
     if name not in MODEL_VARIANTS:

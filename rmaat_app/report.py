@@ -20,6 +20,7 @@ from astro_rmaat import runs
 from astro_rmaat.retention import load_retention
 from astro_rmaat.style import new_axes, plot_style
 from astro_rmaat.traces import read_traces, select_curve
+from rmaat_model.model_config import MEMORY_ARCHS
 
 
 # --------------------------------------------------------------------------- reading
@@ -38,7 +39,7 @@ def segments_of(train_dir: Path) -> int | None:
     if not mc_path.is_file():
         return None
     mc = json.loads(mc_path.read_text())
-    if mc.get("arch") not in ("rmaat", "rmt", "rlt", "elastic") or not mc.get("segment_len"):
+    if mc.get("arch") not in MEMORY_ARCHS or not mc.get("segment_len"):
         return None
     return int(math.ceil(mc["max_len"] / mc["segment_len"]))
 

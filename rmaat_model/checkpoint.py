@@ -27,7 +27,8 @@ from safetensors.torch import load_file, save as st_save
 from astro_rmaat import config as cfgio
 from astro_rmaat import runs
 from astro_rmaat.errors import DataError
-from rmaat_model.model import ModelConfig, RMAAT, build_model
+from rmaat_model.model import RMAAT, build_model
+from rmaat_model.model_config import ModelConfig
 
 META_KEY = "model_config"
 

@@ -7,7 +7,8 @@ import torch
 
 from rmaat_model.amrb import forward_backward
 from rmaat_model.memory import SavedTensors, peak_rss, saved_bytes
-from rmaat_model.model import ModelConfig, build_model
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
 
 from model_fixtures import one_thread  # noqa: F401  (autouse)
 
