@@ -129,7 +129,7 @@ def train_config(cfg: PipelineConfig, name: str, data_dir: Path, retention_file:
     2 blocks, segments of 128. Training runs a fixed number of steps (the same numbers on any
     machine load), evaluating 20 times."""
     from rmaat_model.model_config import MEMORY_ARCHS, ModelConfig
-    from rmaat_model.train import OptimConfig, TrainConfig
+    from rmaat_model.train_config import OptimConfig, TrainConfig
 
     if name not in MODEL_VARIANTS:
         raise ConfigError(f"model {name!r}: expected one of {', '.join(MODEL_VARIANTS)}")

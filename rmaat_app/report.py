@@ -51,9 +51,11 @@ def accuracy_by_age_of(train_dir: Path) -> dict[int, float] | None:
     if not (cfg.get("task") == "assoc" or (cfg.get("task") == "recall" and cfg.get("recall_min_segments"))):
         return None
     from rmaat_model.evaluate import accuracy_by_age
-    from rmaat_model.train import BEST_FILE, config_from_dict, load_data, load_weights
+    from astro_rmaat.config import from_dict
+    from rmaat_model.checkpoint import BEST_FILE, load_weights
+    from rmaat_model.train_config import TrainConfig, load_data
 
-    _, data = load_data(config_from_dict(cfg), splits=("test",))
+    _, data = load_data(from_dict(TrainConfig, cfg), splits=("test",))
     by_age = accuracy_by_age(load_weights(train_dir, BEST_FILE), data["test"])
     return {int(a): v["acc"] for a, v in by_age.items()}
 

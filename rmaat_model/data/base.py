@@ -93,6 +93,14 @@ def collate(batch: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
     return out
 
 
+def batch_to(batch: dict[str, torch.Tensor], device: torch.device):
+    """A ``collate`` batch on ``device``: ``(tokens, labels, tokens2 or None)``."""
+    tokens = batch["tokens"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True)
+    tokens2 = batch["tokens2"].to(device, non_blocking=True) if "tokens2" in batch else None
+    return tokens, labels, tokens2
+
+
 def _pad(seqs: list[torch.Tensor], pad_id: int) -> torch.Tensor:
     longest = max(len(s) for s in seqs)
     out = torch.full((len(seqs), longest), pad_id, dtype=torch.long)  # (B, Lmax)
