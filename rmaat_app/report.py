@@ -7,7 +7,6 @@ produced them, so every figure in it can be redrawn from the files alone.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -20,19 +19,11 @@ from astro_rmaat import runs
 from astro_rmaat.retention import load_retention
 from astro_rmaat.style import new_axes, plot_style
 from astro_rmaat.traces import read_traces, select_curve
+from rmaat_model.metrics import read_metrics
 from rmaat_model.model_config import MEMORY_ARCHS
 
 
 # --------------------------------------------------------------------------- reading
-def read_metrics_csv(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    out = []
-    for r in rows:
-        out.append({k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()})
-    return out
-
-
 def segments_of(train_dir: Path) -> int | None:
     """Number of segments T the model saw for the longest sequence (max_len / segment_len)."""
     mc_path = train_dir / "model.config.json"
@@ -165,7 +156,7 @@ def plot_training(train_dirs: dict[str, Path], axes=None):
         if axes is None:
             _, axes = plt.subplots(1, 2, figsize=(9, 3.4))
         for arch, d in train_dirs.items():
-            rows = read_metrics_csv(d / "metrics.csv")
+            rows = read_metrics(d)
             step = [r["step"] for r in rows]
             axes[0].plot(step, [r["train_loss"] for r in rows], marker=".", label=arch)
             axes[1].plot(step, [r["val_acc"] for r in rows], marker=".", label=arch)
