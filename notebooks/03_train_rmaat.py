@@ -136,11 +136,11 @@ print("TBPTT(1) test acc", json.loads((tb / RESULTS_FILE).read_text())["test_acc
 # %% [markdown]
 # ## 2. Memory and throughput
 #
-# Activation bytes saved for backward (deterministic; `rmaat_model.memory.saved_bytes`)
+# Activation bytes saved for backward (deterministic; `rmaat_model.activation_profile.saved_bytes`)
 # for one training step of the same RMAAT at growing numbers of segments T.
 
 # %%
-from rmaat_model.memory import saved_bytes, training_step
+from rmaat_model.activation_profile import saved_bytes, training_step
 
 model_dict = dict(arch="rmaat", vocab_size=32, n_classes=10, max_len=64 * 16, d_model=64, n_heads=4,
                   n_layers=2, d_ff=128, dropout=0.1, segment_len=64, n_mem=8, retention="ltp",
