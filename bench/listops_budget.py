@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from astro_rmaat.config import from_dict, to_dict
-from rmaat_model.data import listops
+from rmaat_model.data.generate import listops
 from rmaat_model.train import RESULTS_FILE, train
 from rmaat_model.train_config import TrainConfig
 

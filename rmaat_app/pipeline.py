@@ -185,7 +185,7 @@ def _stage_data(cfg: PipelineConfig, out: Path) -> Path:
         raise ConfigError(f"task = {cfg.task!r}: the pipeline generates its own data; "
                           f"expected one of {', '.join(LOCAL_TASKS)} (train on official LRA files "
                           "with `rmaat train --task ... --data DIR`)")
-    from rmaat_model.data.listops import ListOpsSettings, generate_files
+    from rmaat_model.data.generate.listops import ListOpsSettings, generate_files
 
     if runs.is_finished(out):
         _say(f"  reusing the generated ListOps in {out}")

@@ -76,7 +76,7 @@ def inputs(tmp_path_factory):
 
     from astro_rmaat.traces import META_KEY
     from distill import synthetic
-    from rmaat_model.data.listops import generate_files
+    from rmaat_model.data.generate.listops import generate_files
 
     root = tmp_path_factory.mktemp("inputs")
     synthetic.write_samples(root / "falling.parquet", "exp", dict(p0=1.0, p_inf=0.4, tau=8.0),

@@ -109,12 +109,6 @@ def _pad(seqs: list[torch.Tensor], pad_id: int) -> torch.Tensor:
     return out
 
 
-def pool_context():
-    """Worker processes for the generators: fork where available (no re-import of torch)."""
-    import multiprocessing as mp
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-
-
 def bytes_to_tokens(data: bytes, max_len: int) -> torch.Tensor:
     """Byte-level tokens (LRA Text/Retrieval): the first ``max_len`` bytes, each + 1."""
     arr = torch.frombuffer(bytearray(data[:max_len]), dtype=torch.uint8) if data else \
