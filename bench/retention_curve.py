@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
-import math
 import os
 import statistics
 import sys

@@ -48,7 +48,6 @@ import matplotlib.pyplot as plt
 import torch
 
 from astro_rmaat.config import from_dict, to_dict
-from astro_rmaat.errors import DataError
 from astro_rmaat.retention import default_retention_path
 from rmaat_model.data.synthetic import N_CLASSES
 from rmaat_model.evaluate import evaluate, plot_learning_curves
