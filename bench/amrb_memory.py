@@ -27,8 +27,9 @@ import torch
 
 from astro_rmaat.config import to_dict
 from rmaat_model.amrb import forward_backward
-from rmaat_model.memory import peak_rss, saved_bytes
-from rmaat_model.model import ModelConfig, build_model
+from rmaat_model.activation_profile import peak_rss, saved_bytes
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _schedule import retention_file  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> None:
                 continue
             kw = dict(model=to_dict(cfg), batch=args.batch, length=T * cfg.segment_len,
                       method=method, threads=args.threads)
-            rss[method] = peak_rss("rmaat_model.memory:training_step", kw)["peak_rss_increase_bytes"]
+            rss[method] = peak_rss("rmaat_model.activation_profile:training_step", kw)["peak_rss_increase_bytes"]
         wb, wa = statistics.median(walls["bptt"]), statistics.median(walls["amrb"])
         mb = lambda v: f"{v / 2**20:8.1f}M"
         print(f"{T:>3} {mb(saved['bptt']):>11} {mb(saved['amrb']):>11} {saved['bptt'] / saved['amrb']:6.1f} "

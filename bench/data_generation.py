@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 
-from rmaat_model.data import listops, pathfinder
+from rmaat_model.data.generate import listops, pathfinder
 
 
 def _cpu_s() -> float:

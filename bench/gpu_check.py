@@ -20,7 +20,8 @@ import time
 import torch
 
 from rmaat_model.amrb import forward_backward
-from rmaat_model.model import ModelConfig, build_model
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
 
 
 def model_for(arch: str, max_len: int, device) -> torch.nn.Module:

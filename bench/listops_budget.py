@@ -20,8 +20,9 @@ import time
 from pathlib import Path
 
 from astro_rmaat.config import from_dict, to_dict
-from rmaat_model.data import listops
-from rmaat_model.train import RESULTS_FILE, TrainConfig, train
+from rmaat_model.data.generate import listops
+from rmaat_model.train import RESULTS_FILE, train
+from rmaat_model.train_config import TrainConfig
 
 MODELS = {  # arch -> (method, retention)
     "rmaat": ("amrb", "ltp"),
@@ -66,7 +67,8 @@ def seconds_per_step(arch: str, args, spec, train_ds) -> float:
     from rmaat_model.amrb import forward_backward
     from rmaat_model.data.base import collate
     from rmaat_model.model import build_model
-    from rmaat_model.train import make_optimizer, model_config_for
+    from rmaat_model.optim import make_optimizer
+    from rmaat_model.train_config import model_config_for
     cfg = make_config(arch, args, steps=1000, minutes=None)
     torch.manual_seed(args.seed)
     model = build_model(model_config_for(cfg, spec)).to(args.torch_device)

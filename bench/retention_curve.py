@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import argparse
 import csv
-import dataclasses
 import json
-import math
 import os
 import statistics
 import sys
@@ -72,7 +70,7 @@ QUICK_MODELS = ("ltp", "ltp-literal", "none", "at-segment")
 
 def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "assoc"):
     from astro_rmaat.config import from_dict, to_dict
-    from rmaat_model.train import TrainConfig
+    from rmaat_model.train_config import TrainConfig
 
     d = to_dict(TrainConfig())
     d.update(task=task, max_len=T * SEGMENT_LEN, batch_size=32, steps=steps,
@@ -95,8 +93,10 @@ def run_one(job: dict) -> dict:
 
     torch.set_num_threads(1)
     from astro_rmaat import runs
+    from rmaat_model.checkpoint import load_weights
     from rmaat_model.evaluate import accuracy_by_age
-    from rmaat_model.train import RESULTS_FILE, load_data, load_weights, train
+    from rmaat_model.train import RESULTS_FILE, train
+    from rmaat_model.train_config import load_data
 
     cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"])
     out = Path(job["dir"])

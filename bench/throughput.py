@@ -32,7 +32,8 @@ import time
 import torch
 
 from rmaat_model.amrb import forward_backward
-from rmaat_model.model import ModelConfig, build_model
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _schedule import retention_file  # noqa: E402

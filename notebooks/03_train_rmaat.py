@@ -48,11 +48,12 @@ import matplotlib.pyplot as plt
 import torch
 
 from astro_rmaat.config import from_dict, to_dict
-from astro_rmaat.errors import DataError
 from astro_rmaat.retention import default_retention_path
 from rmaat_model.data.synthetic import N_CLASSES
 from rmaat_model.evaluate import evaluate, plot_learning_curves
-from rmaat_model.train import RESULTS_FILE, TrainConfig, read_metrics, train
+from rmaat_model.metrics import read_metrics
+from rmaat_model.train import RESULTS_FILE, train
+from rmaat_model.train_config import TrainConfig
 
 torch.set_num_threads(THREADS)
 work = Path(tempfile.mkdtemp(prefix="rmaat_nb03_"))
@@ -103,11 +104,12 @@ plt.show()
 # %%
 from rmaat_app.report import plot_forgetting
 from rmaat_model.evaluate import accuracy_by_age
-from rmaat_model.train import config_from_dict, load_data, load_weights
+from rmaat_model.checkpoint import load_weights
+from rmaat_model.train_config import load_data
 
 training = {}
 for label, run in runs.items():
-    cfg = config_from_dict(json.loads((run / "config.json").read_text()))
+    cfg = from_dict(TrainConfig, json.loads((run / "config.json").read_text()))
     by_age = accuracy_by_age(load_weights(run), load_data(cfg, ("test",))[1]["test"])
     training[label] = {"by_age": {a: v["acc"] for a, v in by_age.items()}, "n_classes": N_CLASSES}
     print(f"{label:38s} by age: " + " ".join(f"{a}:{v['acc']:.2f}" for a, v in by_age.items()))
@@ -133,11 +135,11 @@ print("TBPTT(1) test acc", json.loads((tb / RESULTS_FILE).read_text())["test_acc
 # %% [markdown]
 # ## 2. Memory and throughput
 #
-# Activation bytes saved for backward (deterministic; `rmaat_model.memory.saved_bytes`)
+# Activation bytes saved for backward (deterministic; `rmaat_model.activation_profile.saved_bytes`)
 # for one training step of the same RMAAT at growing numbers of segments T.
 
 # %%
-from rmaat_model.memory import saved_bytes, training_step
+from rmaat_model.activation_profile import saved_bytes, training_step
 
 model_dict = dict(arch="rmaat", vocab_size=32, n_classes=10, max_len=64 * 16, d_model=64, n_heads=4,
                   n_layers=2, d_ff=128, dropout=0.1, segment_len=64, n_mem=8, retention="ltp",

@@ -128,8 +128,8 @@ def train_config(cfg: PipelineConfig, name: str, data_dir: Path, retention_file:
     lengths of 2..16 segments so the test split gives accuracy by age; listops: d_model 64,
     2 blocks, segments of 128. Training runs a fixed number of steps (the same numbers on any
     machine load), evaluating 20 times."""
-    from rmaat_model.model import MEMORY_ARCHS, ModelConfig
-    from rmaat_model.train import OptimConfig, TrainConfig
+    from rmaat_model.model_config import MEMORY_ARCHS, ModelConfig
+    from rmaat_model.train_config import OptimConfig, TrainConfig
 
     if name not in MODEL_VARIANTS:
         raise ConfigError(f"model {name!r}: expected one of {', '.join(MODEL_VARIANTS)}")
@@ -185,7 +185,7 @@ def _stage_data(cfg: PipelineConfig, out: Path) -> Path:
         raise ConfigError(f"task = {cfg.task!r}: the pipeline generates its own data; "
                           f"expected one of {', '.join(LOCAL_TASKS)} (train on official LRA files "
                           "with `rmaat train --task ... --data DIR`)")
-    from rmaat_model.data.listops import ListOpsSettings, generate_files
+    from rmaat_model.data.generate.listops import ListOpsSettings, generate_files
 
     if runs.is_finished(out):
         _say(f"  reusing the generated ListOps in {out}")

@@ -7,7 +7,6 @@ produced them, so every figure in it can be redrawn from the files alone.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -21,25 +20,18 @@ from astro_rmaat.retention import load_retention
 from astro_rmaat.style import plot_style
 from astro_rmaat.traces import read_traces, select_curve
 from distill.plots import plot_schedule
+from rmaat_model.metrics import read_metrics
+from rmaat_model.model_config import MEMORY_ARCHS
 
 
 # --------------------------------------------------------------------------- reading
-def read_metrics_csv(path: Path) -> list[dict[str, float]]:
-    with open(path, newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    out = []
-    for r in rows:
-        out.append({k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()})
-    return out
-
-
 def segments_of(train_dir: Path) -> int | None:
     """Number of segments T the model saw for the longest sequence (max_len / segment_len)."""
     mc_path = train_dir / "model.config.json"
     if not mc_path.is_file():
         return None
     mc = json.loads(mc_path.read_text())
-    if mc.get("arch") not in ("rmaat", "rmt", "rlt", "elastic") or not mc.get("segment_len"):
+    if mc.get("arch") not in MEMORY_ARCHS or not mc.get("segment_len"):
         return None
     return int(math.ceil(mc["max_len"] / mc["segment_len"]))
 
@@ -51,9 +43,11 @@ def accuracy_by_age_of(train_dir: Path) -> dict[int, float] | None:
     if not (cfg.get("task") == "assoc" or (cfg.get("task") == "recall" and cfg.get("recall_min_segments"))):
         return None
     from rmaat_model.evaluate import accuracy_by_age
-    from rmaat_model.train import BEST_FILE, config_from_dict, load_data, load_weights
+    from astro_rmaat.config import from_dict
+    from rmaat_model.checkpoint import BEST_FILE, load_weights
+    from rmaat_model.train_config import TrainConfig, load_data
 
-    _, data = load_data(config_from_dict(cfg), splits=("test",))
+    _, data = load_data(from_dict(TrainConfig, cfg), splits=("test",))
     by_age = accuracy_by_age(load_weights(train_dir, BEST_FILE), data["test"])
     return {int(a): v["acc"] for a, v in by_age.items()}
 
@@ -144,7 +138,7 @@ def plot_training(train_dirs: dict[str, Path], axes=None):
         if axes is None:
             _, axes = plt.subplots(1, 2, figsize=(9, 3.4))
         for arch, d in train_dirs.items():
-            rows = read_metrics_csv(d / "metrics.csv")
+            rows = read_metrics(d)
             step = [r["step"] for r in rows]
             axes[0].plot(step, [r["train_loss"] for r in rows], marker=".", label=arch)
             axes[1].plot(step, [r["val_acc"] for r in rows], marker=".", label=arch)

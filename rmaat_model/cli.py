@@ -20,7 +20,7 @@ from astro_rmaat.config import flag_overrides, load_config, to_dict
 
 
 def _build_config(config_file, task, model, data, method, steps, sets):
-    from rmaat_model.train import TrainConfig
+    from rmaat_model.train_config import TrainConfig
     flags = flag_overrides({"task": task, "model.arch": model, "data_dir": data,
                             "method": method, "steps": steps})
     return load_config(TrainConfig, config_file, [*sets, *flags])

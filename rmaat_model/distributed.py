@@ -233,9 +233,6 @@ class StepBatchSampler:
                               "examples; lower batch_size")
         self.start, self.stop = start, stop
 
-    def epoch_of(self, step: int) -> int:
-        return step // self.per_epoch
-
     def __len__(self) -> int:
         return max(0, self.stop - self.start)
 

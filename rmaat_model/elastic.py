@@ -102,11 +102,6 @@ class ElasticMemory(nn.Module):
         self.read_basis = hippo.scaled_legendre(self.n_coef, x).to(self.read_basis.device)
         self._sampling = value if isinstance(value, str) else tuple(float(v) for v in value)
 
-    @property
-    def sample_fractions(self) -> torch.Tensor:
-        """The current sampling fractions (S,), float64."""
-        return hippo.sample_points(self._sampling, self.n_samples)
-
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, d_mem={self.d_mem}, n_coef={self.n_coef}, "
                 f"n_samples={self.n_samples}, sampling={self._sampling!r}, "

@@ -1,23 +1,85 @@
-"""Re-evaluate a training run from its files alone: ``evaluate(run_dir, split="test")``.
+"""Evaluation: a model on a dataset (``evaluate_dataset``, the ``majority_baseline``), and a
+training run re-evaluated from its files alone (``evaluate(run_dir, split="test")``, the
+``rmaat evaluate`` verb).
 
-Reads ``config.json`` (task, data directory, length, batch size) and the weights file
-(``best.safetensors`` by default — the checkpoint a finished run reports — or the latest
+``evaluate`` reads ``config.json`` (task, data directory, length, batch size) and the weights
+file (``best.safetensors`` by default — the checkpoint a finished run reports — or the latest
 ``model.safetensors``), rebuilds the model from the ModelConfig stored beside the weights,
 and measures loss and accuracy on one split. Nothing in the run directory is written.
 """
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Subset
+
 from astro_rmaat import runs
-from astro_rmaat.config import read_json_file
+from astro_rmaat.config import from_dict, read_json_file
 from astro_rmaat.errors import ConfigError, DataError
 from rmaat_model import distributed as D
-from rmaat_model.data.base import check_split, load_split
-from rmaat_model.train import (BEST_FILE, MODEL_FILE, config_from_dict, evaluate_dataset,
-                               load_weights)
+from rmaat_model.checkpoint import BEST_FILE, MODEL_FILE, load_weights
+from rmaat_model.data.base import batch_to, check_split, collate, load_split
+from rmaat_model.metrics import read_metrics
+from rmaat_model.train_config import TrainConfig
+
+
+@torch.no_grad()
+def evaluate_dataset(model: torch.nn.Module, dataset, *, batch_size: int, pad_id: int,
+                     env: D.DistEnv | None = None, max_batches: int | None = None,
+                     num_workers: int = 0, progress: bool = False) -> dict[str, float]:
+    """Mean cross-entropy and accuracy of ``model`` on ``dataset`` (sharded over ranks).
+
+    With ``max_batches`` only the first ``max_batches * batch_size`` examples count.
+    """
+    env = env or D.DistEnv()
+    n = len(dataset)
+    if max_batches is not None:
+        n = min(n, max_batches * batch_size)
+    loader = DataLoader(Subset(dataset, D.shard(n, env)), batch_size=max(1, batch_size // env.world_size),
+                        shuffle=False, num_workers=num_workers,
+                        collate_fn=functools.partial(collate, pad_id=pad_id),
+                        generator=torch.Generator())
+    was_training = model.training
+    model.eval()
+    loss_sum = correct = count = 0.0
+    it = loader
+    if progress and env.is_main:
+        from tqdm import tqdm
+        it = tqdm(loader, desc="eval", leave=False, mininterval=1.0)
+    for batch in it:
+        tokens, labels, tokens2 = batch_to(batch, env.device)
+        logits = model(tokens) if tokens2 is None else model(tokens, tokens2)
+        loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
+        correct += float((logits.argmax(-1) == labels).sum())
+        count += labels.numel()
+    model.train(was_training)
+    loss_sum, correct, count = D.all_reduce_sum([loss_sum, correct, count], env)
+    if count == 0:
+        raise DataError("evaluation set is empty")
+    return {"loss": loss_sum / count, "acc": correct / count, "n": int(count)}
+
+
+def dataset_labels(dataset) -> np.ndarray:
+    labels = getattr(dataset, "labels", None)
+    if labels is not None:
+        return np.asarray(labels, dtype=np.int64).reshape(-1)
+    return np.asarray([int(dataset[i]["label"]) for i in range(len(dataset))], dtype=np.int64)
+
+
+def majority_baseline(train_ds, eval_sets: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy of always answering the most frequent training label."""
+    labels = dataset_labels(train_ds)
+    majority = int(np.bincount(labels).argmax())
+    out: dict[str, Any] = {"class": majority}
+    for split, ds in eval_sets.items():
+        out[f"{split}_acc"] = float(np.mean(dataset_labels(ds) == majority))
+    return out
 
 
 def evaluate(run_dir: str | Path, split: str = "test", *, weights: Literal["best", "last"] = "best",
@@ -35,7 +97,7 @@ def evaluate(run_dir: str | Path, split: str = "test", *, weights: Literal["best
     cfg_path = run / runs.CONFIG_FILE
     if not cfg_path.is_file():
         raise DataError(f"{str(run)!r} is not a training run: {runs.CONFIG_FILE} is missing")
-    cfg = config_from_dict(read_json_file(cfg_path, "run config"))
+    cfg = from_dict(TrainConfig, read_json_file(cfg_path, "run config"))
     wpath = run / (BEST_FILE if weights == "best" else MODEL_FILE)
     if not wpath.is_file():
         raise DataError(f"{str(wpath)!r} does not exist; the run has not evaluated yet "
@@ -60,7 +122,6 @@ def plot_learning_curves(runs_by_label: dict[str, str | Path], column: str = "va
                          chance: float | None = None):
     """``column`` of ``metrics.csv`` against step, one line per run; returns ``ax``."""
     from astro_rmaat.style import new_axes, plot_style
-    from rmaat_model.train import read_metrics
     with plot_style():
         ax = new_axes(ax)
         for label, run in runs_by_label.items():
@@ -78,8 +139,6 @@ def accuracy_by_age(model, dataset, *, batch_size: int = 256) -> dict[int, dict[
     """Accuracy of ``model`` on a dataset whose examples carry an ``ages`` tensor (``assoc``):
     ``{age: {"acc": ..., "n": ...}}``, ages in segments between the fact and the query — the
     model's forgetting curve."""
-    import torch
-
     ages = getattr(dataset, "ages", None)
     if ages is None:
         raise DataError("accuracy by age needs a dataset with ages (task 'assoc')")

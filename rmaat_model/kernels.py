@@ -1,4 +1,5 @@
-"""Attention kernels of rmaat_model: the astromorphic kernel as one autograd node, and softmax.
+"""Attention kernels of rmaat_model (the astromorphic kernel as one autograd node, and softmax)
+and the dropout masks of the blocks around them.
 
 The astromorphic attention of one head (window W, queries Wq <= W, head size hs = m):
 
@@ -20,6 +21,10 @@ the same computation as one node whose backward is derived by hand:
 
 (phi' = 1 for x > 0, exp(x) = phi(x) for x <= 0.) tests/rmaat_model/test_kernels.py checks
 the values against a direct O(W^2) evaluation and the gradients against autograd's.
+
+Dropout (``dropout_masks``): every dropout site of one window (the embeddings, each block's
+attention and FFN outputs) takes its mask from ONE random draw, so AMRB's replay of a
+segment repeats one RNG call (rmaat_model.amrb).
 
 Third-party imports: torch only.
 """
@@ -100,3 +105,39 @@ def softmax_attention(q, k, v, key_mask: torch.Tensor | None) -> torch.Tensor:
     """Scaled dot-product attention; key_mask (B, W) bool or None when nothing is padded."""
     mask = None if key_mask is None else key_mask[:, None, None, :]  # (B, 1, 1, W)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, nh, W, hs)
+
+
+# --------------------------------------------------------------------------- dropout
+def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like: torch.Tensor,
+                  active: bool) -> list[torch.Tensor] | None:
+    """Inverted-dropout masks (batch, rows[i], width), one per dropout site, from ONE random
+    draw, or None when off. Sites: the embeddings, then each block's attention and FFN outputs.
+
+    One draw per segment (or per whole-sequence pass) keeps the RNG calls that AMRB's replay
+    must repeat to one, and only rows that are used are drawn (the last block of a memory arch
+    computes M rows). The draw is 64 random bits per four mask elements: each 16-bit piece is
+    kept when it is at or above a threshold, so p is rounded to a multiple of 2^-16 (0.1 ->
+    0.100006) and the kept values are scaled by 1 / (1 - that p): the expectation is exact.
+    (bernoulli_ costs one generator call per element, three times the time of this draw.)"""
+    if not active or p == 0.0:
+        return None
+    n = batch * width * sum(rows)
+    q = round(p * 65536)                                             # dropped 16-bit values
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
+    scale = 65536 / (65536 - q)
+    # kept where the piece is >= q - 32768: (piece - (q - 32769)) * scale is >= scale there and
+    # <= 0 elsewhere, so the clamp gives exactly {0, scale} (no bool tensor to convert)
+    keep = bits.view(torch.int16)[:n].to(like.dtype).sub_(q - 32769).mul_(scale).clamp_(0.0, scale)
+    return [m.view(batch, r, width) for m, r in zip(keep.split([batch * width * r for r in rows]), rows)]
+
+
+def mask_rows(n_layers: int, window: int, emb_rows: int, last_queries: int | None) -> tuple[int, ...]:
+    """Rows of each dropout site for ``dropout_masks``: embeddings, then two per block."""
+    last = window if last_queries is None else last_queries
+    return (emb_rows,) + (window,) * (2 * n_layers - 2) + (last, last)
+
+
+def layer_masks(masks: list[torch.Tensor] | None, i: int) -> list[torch.Tensor] | None:
+    """Block i's two masks of a ``dropout_masks`` draw (index 0: embeddings)."""
+    return None if masks is None else masks[1 + 2 * i:3 + 2 * i]
+

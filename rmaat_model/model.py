@@ -1,39 +1,14 @@
-"""RMAAT and its iso-architecture baselines, in one file.
+"""RMAAT and its iso-architecture baselines: one module, every arch of the table in
+rmaat_model.model_config (which also documents the block layout and the two readings of
+the retention schedule).
 
 RMAAT (Mia, Bal, Sengupta, ICLR 2026) is a segment-recurrent encoder: the sequence is cut
 into T segments, M memory tokens are joined to each segment, attention inside a segment is
 the linear-cost *astromorphic* attention, and the memory outputs of segment t, weighted by
 the LTP retention factor RF(t, T) of a ``retention.json``, become the memory of segment t+1.
 
-    arch          attention inside a window             memory   retention
-    rmaat         astromorphic (H_neuron + H_astro)     yes      cfg.retention, cfg.retention_reading
-    rmt           softmax                               yes      none (paper's RMT)
-    rlt           normalised linear (alpha=1, no H_astro) yes    none (paper's RLT)
-    elastic       softmax                               HiPPO-LegS state, sampled (rmaat_model.elastic)
-    at            astromorphic over the whole sequence  no       -
-    at (segment)  astromorphic within one segment       no       -   (at_scope = "segment")
-    transformer   softmax over the whole sequence       no       -
-
 All share one code path (embedding, blocks, heads); only the attention kernel and the
 recurrence differ, so a comparison is iso-architecture at equal width and depth.
-
-Block layout (``norm``, default "post"): LayerNorm after each residual add, Y = LN(X + Attn X),
-then LN(Y + FFN Y), the layout of the astromorphic-transformer papers RMAAT builds on. In a
-pre-LN block (X + Attn(LN X), nanoGPT) LayerNorm makes each segment's new writes independent
-of the memory's scale, so RF damps only the copy carried along the residual, and the damping
-multiplies across hand-offs. Measured (bench/retention_curve.py --task recall: answer in
-segment 1 of 2..16 segments, 300 steps, the shipped schedule): pre-LN stays at chance with
-every schedule (ltp 12.4 %, literal 13.1 %, none 17.8 %), post-LN learns.
-
-Two readings of the schedule (``retention_reading``), both from the same retention.json:
-    literal       mem_{t+1} = RF(t, T) mem'_{t+1}                     (the paper's formula)
-    integrating   mem_{t+1} = mem_t + RF(t, T) (mem'_{t+1} - mem_t)   (default)
-The integrating reading lets the memory integrate each segment's write weighted by the LTP
-increment, as p^l integrates its increments (total capacity sum_t RF = 1). On the benchmark
-above it reaches 97.5 ± 5.6 % (5 seeds; 100 % on 4) against 17.3 ± 11.0 % for the literal
-reading (RF(t, 16) runs 0.119 .. 0.026, so the literal product of factors vanishes), 100 % for
-the flat RF = 1/T control and 62.4 ± 31.0 % for unscaled memory (``none``). ``stream`` (RF_inf(t)) reads
-the same two ways.
 
 Shape legend
     B   batch (B' = 2B when the two-tower matching head stacks both documents)
@@ -54,10 +29,10 @@ Open choices the paper leaves (each decided here, documented where it is made):
       constant is absorbed by the output projection. RLT uses exactly that kernel.
     * g = (sum_t phi(k_t))^alpha elementwise over the head dimension, sums over real keys
       only (padding masked out of every sum); alpha = 0.25 (predecessor paper).
-    * "+ X" is the block's residual connection; LayerNorm placement is ``norm`` (above).
+    * "+ X" is the block's residual connection; LayerNorm placement is ``norm`` (model_config).
     * Dropout: one random draw per segment (or per whole-sequence pass) gives every dropout
       site's mask, so AMRB's replay repeats one RNG call per segment; p is rounded to a
-      multiple of 2^-16 (``dropout_masks``).
+      multiple of 2^-16 (``rmaat_model.kernels.dropout_masks``).
     * Memory tokens sit before the segment tokens; attention within [mem; segment] is
       bidirectional (encoder). The initial memory is learned. The state handed between
       segments is the *unscaled* memory output; RF(t, T) multiplies it as it enters segment
@@ -78,166 +53,24 @@ Open choices the paper leaves (each decided here, documented where it is made):
     * In a memory arch's last block only the M memory rows are queries (the segment's tokens
       are keys only): nothing else of that block is ever read, so it is not computed.
 
-Third-party imports: torch only. Reading a retention.json goes through
-``astro_rmaat.retention`` (NumPy), imported only when ``build_model`` reads a file.
+Third-party imports: torch only. ``build_model`` turns the retention.json into the RF table
+through ``rmaat_model.schedule`` (which reads the file with NumPy, only when one is needed).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError, DataError
-from rmaat_model.kernels import astro_attention, astro_map, softmax_attention
-
-ARCHS = ("rmaat", "rmt", "rlt", "elastic", "transformer", "at")
-MEMORY_ARCHS = ("rmaat", "rmt", "rlt", "elastic")
-SAMPLINGS = ("uniform", "recent", "fractions")
-RETENTIONS = ("ltp", "stream", "learned", "flat", "none")
-READINGS = ("integrating", "literal")
-NORMS = ("post", "pre")
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: Literal["rmaat", "rmt", "rlt", "elastic", "transformer", "at"] = "rmaat"  # model family (module doc)
-    vocab_size: int = 32          # token ids are 0 .. vocab_size-1, pad_id included
-    n_classes: int = 10           # K, classifier outputs
-    max_len: int = 2048           # longest real sequence accepted (tokens); longer input is an error
-    pad_id: int = 0               # padding token id, masked out of every sum
-    d_model: int = 64             # D, residual width
-    n_heads: int = 4              # nh, attention heads (D must be divisible by nh)
-    n_layers: int = 2             # encoder blocks
-    d_ff: int = 128               # hidden width of the feed-forward sublayer
-    dropout: float = 0.1          # dropout probability (embeddings, attention output, FFN)
-    segment_len: int = 128        # N, tokens per segment (memory archs only)
-    n_mem: int = 8                # M, memory tokens (memory archs only; must be >= 1 there)
-    retention: Literal["ltp", "stream", "learned", "flat", "none"] = "ltp"  # rmaat's schedule: RF(t,T)
-    #   from retention_file / RF_inf(t) (no T) / learned table initialised from ltp / RF = 1/T (the
-    #   same total capacity with no LTP shape: a control) / none (memory passed on unscaled).
-    #   rmt and rlt are the paper's baselines without RF: for them it is always "none".
-    retention_reading: Literal["integrating", "literal"] = "integrating"  # how RF acts on the memory:
-    #   integrating mem_{t+1} = mem_t + RF(t,T) (mem'_{t+1} - mem_t); literal mem_{t+1} = RF(t,T) mem'_{t+1}
-    norm: Literal["post", "pre"] = "post"  # LayerNorm after each residual add (post) or before each
-    #   sublayer (pre, nanoGPT); every arch shares it. Checkpoints without the field load as "pre".
-    retention_file: str | None = None  # retention.json; None -> astro_rmaat.retention.default_retention_path()
-    alpha: float = 0.25           # presynaptic exponent in g = (sum phi(k))^alpha (rmaat, at)
-    n_astro: int | None = None    # m, astro processes per head; None -> head size (the only valid value)
-    astro_scale: float = 8.0      # decay rate of r = exp(-|pos - c| * scale), positions on [0, 1) per window
-    head: Literal["cls", "match"] = "cls"  # cls: one sequence; match: two-tower document pair (tokens2)
-    pool: Literal["auto", "mem", "mean"] = "auto"  # readout: mem = mean of the last real segment's memory
-    #   outputs (memory archs); mean = mean over real tokens (whole-sequence archs); auto picks by arch.
-    elastic_coef: int = 16        # elastic: Legendre coefficients per feature of the HiPPO-LegS state
-    elastic_dim: int | None = None  # elastic: features compressed per token (d_mem); None -> d_model
-    elastic_sampling: Literal["uniform", "recent", "fractions"] = "uniform"  # elastic: where the
-    #   history is sampled for the n_mem memory tokens (uniform over [0, t], denser near the
-    #   present, or elastic_fractions); can be changed at evaluation (RMAAT.set_sampling)
-    elastic_fractions: tuple[float, ...] = ()  # elastic_sampling = "fractions": n_mem points in [0, 1]
-    at_scope: Literal["sequence", "segment"] = "sequence"  # what arch "at" attends over: the whole
-    #   sequence (the paper's AT) or each segment of segment_len tokens alone (memory-free control,
-    #   read out from the last real segment). Only "at" reads it; "segment" with another arch is an error.
-
-    def __post_init__(self):
-        def check_choice(name, value, choices):
-            if value not in choices:
-                raise ConfigError(f"model {name} = {value!r}: expected one of {', '.join(map(repr, choices))}")
-        check_choice("arch", self.arch, ARCHS)
-        check_choice("retention", self.retention, RETENTIONS)
-        check_choice("retention_reading", self.retention_reading, READINGS)
-        check_choice("norm", self.norm, NORMS)
-        check_choice("head", self.head, ("cls", "match"))
-        check_choice("pool", self.pool, ("auto", "mem", "mean"))
-        check_choice("at_scope", self.at_scope, ("sequence", "segment"))
-        check_choice("elastic_sampling", self.elastic_sampling, SAMPLINGS)
-        if self.arch == "elastic":
-            self._check_elastic()
-        if self.at_scope == "segment" and self.arch != "at":
-            raise ConfigError(f"model at_scope = 'segment' applies to arch 'at' only; arch {self.arch!r} "
-                              "has its own scope (use at_scope = 'sequence')")
-        for name in ("vocab_size", "n_classes", "max_len", "d_model", "n_heads", "n_layers", "d_ff",
-                     "segment_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model {name} = {value!r}: expected an integer >= 1")
-        if self.n_classes < 2 and self.head == "cls":
-            raise ConfigError(f"model n_classes = {self.n_classes}: expected at least 2")
-        if not (isinstance(self.pad_id, int) and 0 <= self.pad_id < self.vocab_size):
-            raise ConfigError(f"model pad_id = {self.pad_id!r}: expected an id in [0, vocab_size={self.vocab_size})")
-        if self.d_model % self.n_heads:
-            raise ConfigError(f"model d_model = {self.d_model} is not divisible by n_heads = {self.n_heads}")
-        if not (isinstance(self.dropout, (int, float)) and 0.0 <= self.dropout < 1.0):
-            raise ConfigError(f"model dropout = {self.dropout!r}: expected a probability in [0, 1)")
-        if self.arch in MEMORY_ARCHS and (not isinstance(self.n_mem, int) or self.n_mem < 1):
-            raise ConfigError(f"model n_mem = {self.n_mem!r}: arch {self.arch!r} carries memory tokens "
-                              "between segments; expected an integer >= 1")
-        if not (isinstance(self.alpha, (int, float)) and 0 < self.alpha <= 1):
-            raise ConfigError(f"model alpha = {self.alpha!r}: expected 0 < alpha <= 1")
-        if not (isinstance(self.astro_scale, (int, float)) and self.astro_scale > 0
-                and math.isfinite(self.astro_scale)):
-            raise ConfigError(f"model astro_scale = {self.astro_scale!r}: expected a finite positive number")
-        hs = self.d_model // self.n_heads
-        if self.n_astro is not None and self.n_astro != hs:
-            raise ConfigError(f"model n_astro = {self.n_astro!r}: H_astro (m x hs) is added to H_neuron "
-                              f"(hs x hs), so m must equal the head size d_model/n_heads = {hs} (or be null)")
-        if self.pool == "mem" and self.arch not in MEMORY_ARCHS:
-            raise ConfigError(f"model pool = 'mem' needs memory tokens; arch {self.arch!r} has none "
-                              "(use 'mean' or 'auto')")
-        if self.pool == "mean" and self.arch in MEMORY_ARCHS:
-            raise ConfigError(f"model pool = 'mean' is not available for memory arch {self.arch!r}: its "
-                              "classifier reads the last segment's memory (use 'mem' or 'auto')")
-
-    def _check_elastic(self) -> None:
-        for name in ("elastic_coef",) + (("elastic_dim",) if self.elastic_dim is not None else ()):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ConfigError(f"model {name} = {value!r}: expected an integer >= 1")
-        if self.elastic_sampling == "fractions":
-            fr = self.elastic_fractions
-            if len(fr) != self.n_mem:
-                raise ConfigError(f"model elastic_fractions has {len(fr)} values: expected n_mem = {self.n_mem} "
-                                  "sampling points in [0, 1]")
-            bad = [f for f in fr if not (isinstance(f, (int, float)) and 0.0 <= f <= 1.0)]
-            if bad:
-                raise ConfigError(f"model elastic_fractions value {bad[0]!r}: expected fractions in [0, 1] "
-                                  "of the history's span")
-
-    @property
-    def elastic_points(self):
-        """The sampling set handed to ElasticMemory: a mode name or the explicit fractions."""
-        return tuple(self.elastic_fractions) if self.elastic_sampling == "fractions" else self.elastic_sampling
-
-    # derived quantities -------------------------------------------------------------
-    @property
-    def has_memory(self) -> bool:
-        return self.arch in MEMORY_ARCHS
-
-    @property
-    def segmented(self) -> bool:
-        """The input is cut into segments of segment_len (memory archs and segment-local AT)."""
-        return self.has_memory or self.at_scope == "segment"
-
-    @property
-    def head_size(self) -> int:
-        return self.d_model // self.n_heads
-
-    @property
-    def max_segments(self) -> int:
-        """T_cap = ceil(max_len / N): the largest T the retention table must hold."""
-        return -(-self.max_len // self.segment_len)
-
-    @property
-    def effective_retention(self) -> str:
-        return self.retention if self.arch == "rmaat" else "none"
-
-    @property
-    def kernel(self) -> str:
-        return {"rmaat": "astro", "at": "astro", "rlt": "linear"}.get(self.arch, "softmax")
+from rmaat_model.kernels import (astro_attention, astro_map, dropout_masks, layer_masks, mask_rows,
+                                 softmax_attention)
+from rmaat_model.model_config import ModelConfig
+from rmaat_model.schedule import retention_table
 
 
 # --------------------------------------------------------------------------- attention
@@ -276,39 +109,6 @@ class Attention(nn.Module):
                                 self.alpha if astro else 1.0)                  # (B, nh, Wq, hs), one node
         return self.proj(y.transpose(1, 2).reshape(B, Wq, D))
 
-
-def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like: torch.Tensor,
-                  active: bool) -> list[torch.Tensor] | None:
-    """Inverted-dropout masks (batch, rows[i], width), one per dropout site, from ONE random
-    draw, or None when off. Sites: the embeddings, then each block's attention and FFN outputs.
-
-    One draw per segment (or per whole-sequence pass) keeps the RNG calls that AMRB's replay
-    must repeat to one, and only rows that are used are drawn (the last block of a memory arch
-    computes M rows). The draw is 64 random bits per four mask elements: each 16-bit piece is
-    kept when it is at or above a threshold, so p is rounded to a multiple of 2^-16 (0.1 ->
-    0.100006) and the kept values are scaled by 1 / (1 - that p): the expectation is exact.
-    (bernoulli_ costs one generator call per element, three times the time of this draw.)"""
-    if not active or p == 0.0:
-        return None
-    n = batch * width * sum(rows)
-    q = round(p * 65536)                                             # dropped 16-bit values
-    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
-    scale = 65536 / (65536 - q)
-    # kept where the piece is >= q - 32768: (piece - (q - 32769)) * scale is >= scale there and
-    # <= 0 elsewhere, so the clamp gives exactly {0, scale} (no bool tensor to convert)
-    keep = bits.view(torch.int16)[:n].to(like.dtype).sub_(q - 32769).mul_(scale).clamp_(0.0, scale)
-    return [m.view(batch, r, width) for m, r in zip(keep.split([batch * width * r for r in rows]), rows)]
-
-
-def mask_rows(n_layers: int, window: int, emb_rows: int, last_queries: int | None) -> tuple[int, ...]:
-    """Rows of each dropout site for ``dropout_masks``: embeddings, then two per block."""
-    last = window if last_queries is None else last_queries
-    return (emb_rows,) + (window,) * (2 * n_layers - 2) + (last, last)
-
-
-def layer_masks(masks: list[torch.Tensor] | None, i: int) -> list[torch.Tensor] | None:
-    """Block i's two masks of a ``dropout_masks`` draw (index 0: embeddings)."""
-    return None if masks is None else masks[1 + 2 * i:3 + 2 * i]
 
 
 class Block(nn.Module):
@@ -632,32 +432,6 @@ class RMAAT(nn.Module):
 
 
 # --------------------------------------------------------------------------- construction
-def retention_table(cfg: ModelConfig) -> torch.Tensor | None:
-    """RF table (T_cap, T_cap) for cfg, with RF(t, T) at [T-1, t-1]; None when no file is needed."""
-    mode = cfg.effective_retention
-    if not cfg.has_memory or mode == "none":
-        return None
-    Tc = cfg.max_segments
-    if mode == "flat":  # RF(t, T) = 1/T: the same total capacity as an LTP schedule, no shape
-        T = torch.arange(1, Tc + 1, dtype=torch.float64)
-        return torch.tril(torch.ones(Tc, Tc, dtype=torch.float64)) / T[:, None]
-    from astro_rmaat import retention as retention_io  # NumPy only
-
-    path = cfg.retention_file if cfg.retention_file is not None else retention_io.default_retention_path()
-    schedule = retention_io.load_retention(path)
-    if schedule.max_segments < Tc:
-        raise ConfigError(f"retention file {str(path)!r} tabulates {schedule.max_segments} cycles but the model "
-                          f"needs up to T = ceil(max_len / segment_len) = {Tc} segments; regenerate it with "
-                          "more cycles or lower max_len")
-    table = torch.zeros(Tc, Tc, dtype=torch.float64)
-    if mode == "stream":  # RF_inf(t): the same in every row, no T needed
-        table[:] = torch.as_tensor(schedule.rf_stream(Tc).tolist(), dtype=torch.float64)
-    else:  # ltp, and learned initialised from ltp
-        for T in range(1, Tc + 1):
-            table[T - 1, :T] = torch.as_tensor(schedule.rf(T).tolist(), dtype=torch.float64)
-    return table
-
-
 def build_model(cfg: ModelConfig, *, rf_table: torch.Tensor | None = None) -> RMAAT:
     """The model for ``cfg``. The retention file is read unless ``rf_table`` is given (checkpoints)."""
     if not isinstance(cfg, ModelConfig):

@@ -76,7 +76,7 @@ def inputs(tmp_path_factory):
 
     from astro_rmaat.traces import META_KEY
     from distill import synthetic
-    from rmaat_model.data.listops import generate_files
+    from rmaat_model.data.generate.listops import generate_files
 
     root = tmp_path_factory.mktemp("inputs")
     synthetic.write_samples(root / "falling.parquet", "exp", dict(p0=1.0, p_inf=0.4, tau=8.0),
@@ -152,7 +152,7 @@ def test_docs_table_matches_the_messages(inputs, tmp_path, capsys):
     (["sensitivity", "--show-defaults"], "distill.sensitivity:SensitivityConfig"),
     (["sweep", "--show-defaults", "--grid", "params.U_0_star=0.3,0.6"], "astro_sim.sweep:SweepConfig"),
     (["simulate", "--show-defaults"], "astro_sim.network:NetworkSimConfig"),
-    (["train", "--show-defaults", "--task", "recall"], "rmaat_model.train:TrainConfig"),
+    (["train", "--show-defaults", "--task", "recall"], "rmaat_model.train_config:TrainConfig"),
     (["pipeline", "--show-defaults"], "rmaat_app.pipeline:PipelineConfig"),
 ])
 def test_every_config_verb_shows_its_defaults(argv, cls, capsys):

@@ -68,8 +68,10 @@ def test_report_numbers_come_from_the_run_files(quick_run):
         assert cfg["steps"] == 40 and cfg["max_minutes"] is None      # quick: a step count, not a budget
     # the forgetting curve: accuracy by age, recomputed here from the best checkpoint
     from rmaat_model.evaluate import accuracy_by_age
-    from rmaat_model.train import config_from_dict, load_data, load_weights
-    cfg = config_from_dict(json.loads((out / "train" / "rmaat" / "config.json").read_text()))
+    from astro_rmaat.config import from_dict
+    from rmaat_model.checkpoint import load_weights
+    from rmaat_model.train_config import TrainConfig, load_data
+    cfg = from_dict(TrainConfig, json.loads((out / "train" / "rmaat" / "config.json").read_text()))
     by_age = accuracy_by_age(load_weights(out / "train" / "rmaat"), load_data(cfg, ("test",))[1]["test"])
     assert sorted(by_age) == [1, 2, 3]                                  # quick: 2..4 segments
     assert res["training"]["rmaat"]["by_age"] == {str(a): v["acc"] for a, v in by_age.items()}

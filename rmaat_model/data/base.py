@@ -93,18 +93,20 @@ def collate(batch: list[dict], pad_id: int = PAD_ID) -> dict[str, torch.Tensor]:
     return out
 
 
+def batch_to(batch: dict[str, torch.Tensor], device: torch.device):
+    """A ``collate`` batch on ``device``: ``(tokens, labels, tokens2 or None)``."""
+    tokens = batch["tokens"].to(device, non_blocking=True)
+    labels = batch["label"].to(device, non_blocking=True)
+    tokens2 = batch["tokens2"].to(device, non_blocking=True) if "tokens2" in batch else None
+    return tokens, labels, tokens2
+
+
 def _pad(seqs: list[torch.Tensor], pad_id: int) -> torch.Tensor:
     longest = max(len(s) for s in seqs)
     out = torch.full((len(seqs), longest), pad_id, dtype=torch.long)  # (B, Lmax)
     for i, s in enumerate(seqs):
         out[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
     return out
-
-
-def pool_context():
-    """Worker processes for the generators: fork where available (no re-import of torch)."""
-    import multiprocessing as mp
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
 def bytes_to_tokens(data: bytes, max_len: int) -> torch.Tensor:

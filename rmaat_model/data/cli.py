@@ -26,7 +26,7 @@ def generate_command() -> None:
 def listops_command(out_dir: str, n_train: int, n_val: int, n_test: int, seed: int,
                     workers: int) -> None:
     """ListOps with the official settings (depth 10, 2-10 arguments, length 500-2000)."""
-    from rmaat_model.data.listops import generate_files
+    from rmaat_model.data.generate.listops import generate_files
     paths = generate_files(out_dir, n_train=n_train, n_val=n_val, n_test=n_test, seed=seed,
                            workers=workers, progress=True)
     for split, path in paths.items():
@@ -43,7 +43,7 @@ def listops_command(out_dir: str, n_train: int, n_val: int, n_test: int, seed: i
 @click.option("--workers", default=2, show_default=True, type=int, help="processes")
 def pathfinder_command(out_dir: str, resolution: str, n: int, seed: int, workers: int) -> None:
     """Pathfinder images (the "hard" set, contour length 14) with the LRA settings."""
-    from rmaat_model.data.pathfinder import generate_files
+    from rmaat_model.data.generate.pathfinder import generate_files
     root = generate_files(out_dir, resolution=int(resolution), n=n, seed=seed, workers=workers,
                           progress=True)
     click.echo(str(root))

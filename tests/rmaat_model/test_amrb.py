@@ -8,7 +8,8 @@ import torch
 from astro_rmaat.errors import ConfigError
 from rmaat_model import amrb
 from rmaat_model.amrb import forward_backward, run_segments
-from rmaat_model.model import ModelConfig, build_model
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
 
 from model_fixtures import one_thread  # noqa: F401  (autouse)
 from model_fixtures import write_retention

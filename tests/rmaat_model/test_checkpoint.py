@@ -10,7 +10,8 @@ import torch
 from astro_rmaat import config as cfgio
 from astro_rmaat.errors import DataError
 from rmaat_model import checkpoint
-from rmaat_model.model import ModelConfig, build_model
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
 
 from model_fixtures import one_thread  # noqa: F401  (autouse)
 from model_fixtures import write_retention

@@ -17,8 +17,10 @@ from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thre
 from rmaat_model.distributed import DistEnv, StepBatchSampler, average_gradients
 from rmaat_model.data.synthetic import task_spec
 from rmaat_model.model import build_model
-from rmaat_model.train import (MODEL_FILE, TrainConfig, model_config_for, read_metrics,
-                               seed_everything, train)
+from rmaat_model.checkpoint import MODEL_FILE
+from rmaat_model.metrics import read_metrics
+from rmaat_model.train import seed_everything, train
+from rmaat_model.train_config import TrainConfig, model_config_for
 
 
 def test_rank_batches_form_the_single_process_batch():

@@ -30,7 +30,9 @@ import pytest
 from astro_rmaat.config import from_dict, to_dict
 from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from rmaat_model.data.synthetic import N_CLASSES
-from rmaat_model.train import RESULTS_FILE, TrainConfig, read_metrics, train
+from rmaat_model.metrics import read_metrics
+from rmaat_model.train import RESULTS_FILE, train
+from rmaat_model.train_config import TrainConfig
 
 CHANCE = 1.0 / N_CLASSES
 

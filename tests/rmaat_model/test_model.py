@@ -11,7 +11,8 @@ import torch
 from astro_rmaat import config as cfgio
 from astro_rmaat.errors import ConfigError, DataError
 from rmaat_model.kernels import astro_attention, astro_map, phi
-from rmaat_model.model import ARCHS, MEMORY_ARCHS, ModelConfig, build_model
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ARCHS, MEMORY_ARCHS, ModelConfig
 
 from model_fixtures import one_thread  # noqa: F401  (autouse)
 from model_fixtures import rf_closed_form, rf_stream_closed_form, write_retention
@@ -358,7 +359,7 @@ def test_last_block_computing_only_memory_rows_changes_nothing(arch, rfile):
 
 # --------------------------------------------------------------------------- dropout
 def test_dropout_masks_keep_at_rate_with_unbiased_scale_and_replay_from_rng_state():
-    from rmaat_model.model import dropout_masks, mask_rows
+    from rmaat_model.kernels import dropout_masks, mask_rows
 
     like = torch.zeros(())
     rows = mask_rows(2, 40, 32, 8)                       # embeddings 32 rows, last block 8 rows

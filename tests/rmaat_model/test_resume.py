@@ -9,8 +9,10 @@ from safetensors.torch import load_file
 
 from astro_rmaat.config import from_dict, to_dict
 from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread)
-from rmaat_model.train import (BEST_FILE, MODEL_FILE, RESULTS_FILE, TrainConfig, load_ckpt,
-                               read_metrics, train)
+from rmaat_model.checkpoint import BEST_FILE, MODEL_FILE, load_ckpt
+from rmaat_model.metrics import read_metrics
+from rmaat_model.train import RESULTS_FILE, train
+from rmaat_model.train_config import TrainConfig
 
 TIMING = {"elapsed_s"}
 

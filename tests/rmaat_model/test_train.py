@@ -14,9 +14,11 @@ from astro_rmaat.config import from_dict, to_dict
 from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from astro_rmaat.errors import ConfigError, DataError, RunExistsError
 from rmaat_model.evaluate import evaluate
-from rmaat_model.train import (BEST_FILE, CKPT_FILE, METRICS_FILE, MODEL_FILE, RESULTS_FILE,
-                               TrainConfig, WarmupCosine, make_optimizer, param_groups,
-                               read_metrics, train)
+from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE
+from rmaat_model.metrics import METRICS_FILE, read_metrics
+from rmaat_model.optim import WarmupCosine, make_optimizer, param_groups
+from rmaat_model.train import RESULTS_FILE, train
+from rmaat_model.train_config import TrainConfig
 
 
 def tiny(**overrides) -> TrainConfig:
@@ -142,7 +144,7 @@ def test_learned_retention_gets_its_own_group(tmp_path):
     from model_fixtures import write_retention
     from rmaat_model.model import build_model
     from rmaat_model.data.synthetic import task_spec
-    from rmaat_model.train import model_config_for
+    from rmaat_model.train_config import model_config_for
     ret = write_retention(tmp_path / "retention.json")
     cfg = tiny(model__retention="learned", model__retention_file=str(ret))
     model = build_model(model_config_for(cfg, task_spec(32)))

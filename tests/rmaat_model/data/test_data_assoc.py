@@ -59,8 +59,8 @@ def test_bad_layouts_are_named():
 
 
 def test_a_train_config_with_a_layout_that_cannot_hold_the_pairs_is_refused_before_anything_runs():
-    from rmaat_model.model import ModelConfig
-    from rmaat_model.train import TrainConfig
+    from rmaat_model.model_config import ModelConfig
+    from rmaat_model.train_config import TrainConfig
     with pytest.raises(ConfigError, match="assoc pairs = 20"):
         TrainConfig(task="assoc", max_len=32, assoc_pairs=20, model=ModelConfig(segment_len=16, max_len=32))
     with pytest.raises(ConfigError, match="norm = 'mid': expected one of 'post', 'pre'"):

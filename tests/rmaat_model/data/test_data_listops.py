@@ -11,11 +11,12 @@ import torch
 
 from astro_rmaat.errors import ConfigError, DataError, RunExistsError
 from rmaat_model.data import base, listops
+from rmaat_model.data.generate import listops as listops_gen
 
 
 @pytest.fixture(scope="module")
 def trees():
-    return listops.generate(240, seed=11)
+    return listops_gen.generate(240, seed=11)
 
 
 def _parse(tokens):
@@ -26,9 +27,9 @@ def _parse(tokens):
         nonlocal pos
         tok = tokens[pos]
         pos += 1
-        if tok in listops.OPERATORS:
+        if tok in listops_gen.OPERATORS:
             kids = []
-            while tokens[pos] != listops.END:
+            while tokens[pos] != listops_gen.END:
                 kids.append(node())
             pos += 1
             return (tok, kids)
@@ -48,7 +49,7 @@ def _official_render(tree):
         pair = (op, fold(kids[0]))
         for kid in kids[1:]:
             pair = (pair, fold(kid))
-        return (pair, listops.END)
+        return (pair, listops_gen.END)
 
     def to_string(t):
         if isinstance(t, tuple):
@@ -82,31 +83,31 @@ def _reference_value(tree):
 def test_evaluator_reproduces_generated_labels(trees):
     assert len({t[0] for t in trees}) == len(trees)          # de-duplicated
     for source, label, length in trees:
-        assert listops.evaluate(source) == label
-        tree = _parse(listops.tokenize(source))
+        assert listops_gen.evaluate(source) == label
+        tree = _parse(listops_gen.tokenize(source))
         assert _reference_value(tree) == label              # independent evaluation
-        assert len(listops.tokenize(source)) == length      # official length = token count
+        assert len(listops_gen.tokenize(source)) == length      # official length = token count
         assert 500 < length < 2000
 
 
 def test_rendering_is_the_official_nested_pair_form(trees):
     for source, _, _ in trees[:40]:
-        assert _official_render(_parse(listops.tokenize(source))) == source
+        assert _official_render(_parse(listops_gen.tokenize(source))) == source
 
 
 def test_tree_statistics_follow_official_bounds(trees):
     ops, args, depths_op, depths_val = collections.Counter(), [], [], []
     for source, _, _ in trees:
-        for depth, op, n in _walk(_parse(listops.tokenize(source))):
+        for depth, op, n in _walk(_parse(listops_gen.tokenize(source))):
             if op is None:
                 depths_val.append(depth)
             else:
                 ops[op] += 1
                 args.append(n)
                 depths_op.append(depth)
-    assert set(ops) == set(listops.OPERATORS)
+    assert set(ops) == set(listops_gen.OPERATORS)
     total = sum(ops.values())
-    for op in listops.OPERATORS:                            # uniform choice of operator
+    for op in listops_gen.OPERATORS:                            # uniform choice of operator
         assert abs(ops[op] / total - 0.25) < 0.03
     assert min(args) >= 2 and max(args) <= 10               # randint(2, 10) children
     assert set(args) == set(range(2, 11))
@@ -121,31 +122,31 @@ def test_value_probability_below_max_depth():
     # unconditioned trees: the root is a value with probability 0.75
     rng = random.Random(5)
     n = 4000
-    values = sum(listops.generate_tree(rng)[2] == 1 for _ in range(n))
-    assert abs(values / n - listops.VALUE_PROB) < 0.03
+    values = sum(listops_gen.generate_tree(rng)[2] == 1 for _ in range(n))
+    assert abs(values / n - listops_gen.VALUE_PROB) < 0.03
 
 
 def test_known_answers():
-    assert listops.evaluate("[MAX 3 [MIN 4 7 ] 0 ]") == 4
-    assert listops.evaluate("( ( ( ( [MAX 3 ) ( ( ( [MIN 4 ) 7 ) ] ) ) 0 ) ] )") == 4
-    assert listops.evaluate("[MED 1 2 3 4 ]") == 2          # int(numpy median 2.5)
-    assert listops.evaluate("[SM 9 9 9 ]") == 7
+    assert listops_gen.evaluate("[MAX 3 [MIN 4 7 ] 0 ]") == 4
+    assert listops_gen.evaluate("( ( ( ( [MAX 3 ) ( ( ( [MIN 4 ) 7 ) ] ) ) 0 ) ] )") == 4
+    assert listops_gen.evaluate("[MED 1 2 3 4 ]") == 2          # int(numpy median 2.5)
+    assert listops_gen.evaluate("[SM 9 9 9 ]") == 7
     assert listops.encode("( ( [SM 1 ) ] )") == [listops.VOCAB["[SM"], listops.VOCAB["1"],
                                                  listops.VOCAB["]"]]
     for bad in ("[MAX 3", "3 4", "[MAX ]", "[FOO 1 ]", "]"):
         with pytest.raises(DataError):
-            listops.evaluate(bad)
+            listops_gen.evaluate(bad)
 
 
 def test_same_seed_same_data_whatever_the_workers():
-    one = listops.generate(40, seed=3, workers=1, chunk_size=10)
-    two = listops.generate(40, seed=3, workers=2, chunk_size=10)
+    one = listops_gen.generate(40, seed=3, workers=1, chunk_size=10)
+    two = listops_gen.generate(40, seed=3, workers=2, chunk_size=10)
     assert one == two
-    assert listops.generate(40, seed=4, chunk_size=10) != one
+    assert listops_gen.generate(40, seed=4, chunk_size=10) != one
 
 
 def test_generated_files_load_through_the_registry(tmp_path):
-    paths = listops.generate_files(tmp_path, n_train=30, n_val=6, n_test=4, seed=2)
+    paths = listops_gen.generate_files(tmp_path, n_train=30, n_val=6, n_test=4, seed=2)
     header = paths["train"].read_text().splitlines()[0]
     assert header == "Source\tTarget"
     sizes = {}
@@ -157,13 +158,13 @@ def test_generated_files_load_through_the_registry(tmp_path):
             item = ds[i]
             assert item["tokens"].dtype == torch.long and 0 < int(item["tokens"].min())
             assert int(item["tokens"].max()) < spec.vocab_size
-            assert item["label"] == listops.evaluate(ds.text(i))
+            assert item["label"] == listops_gen.evaluate(ds.text(i))
     assert sizes == {"train": 30, "val": 6, "test": 4}
     spec, ds = base.load_split("listops", tmp_path, "train", max_len=100)
     batch = base.collate([ds[0], ds[1]])
     assert batch["tokens"].shape == (2, 100) and batch["label"].shape == (2,)
     with pytest.raises(RunExistsError):
-        listops.generate_files(tmp_path, n_train=30, n_val=6, n_test=4, seed=2)
+        listops_gen.generate_files(tmp_path, n_train=30, n_val=6, n_test=4, seed=2)
 
 
 def test_official_format_written_elsewhere_loads(tmp_path):
@@ -175,7 +176,7 @@ def test_official_format_written_elsewhere_loads(tmp_path):
     assert len(ds) == 2 and ds.labels == [4, 8]
     v = listops.VOCAB
     assert ds[1]["tokens"].tolist() == [v["[SM"], v["9"], v["9"], v["]"]]
-    assert [listops.evaluate(ds.text(i)) for i in range(2)] == ds.labels
+    assert [listops_gen.evaluate(ds.text(i)) for i in range(2)] == ds.labels
 
 
 def test_bad_inputs_are_reported(tmp_path):
@@ -198,6 +199,6 @@ def test_bad_inputs_are_reported(tmp_path):
     with pytest.raises(DataError, match="line 2.*'12'"):
         listops.load_split(tmp_path, "train")
     with pytest.raises(ConfigError):
-        listops.ListOpsSettings(min_length=2000, max_length=500)
+        listops_gen.ListOpsSettings(min_length=2000, max_length=500)
     with pytest.raises(ConfigError):
-        listops.generate_files(tmp_path / "x", n_train=-1)
+        listops_gen.generate_files(tmp_path / "x", n_train=-1)

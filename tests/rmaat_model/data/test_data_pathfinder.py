@@ -9,24 +9,25 @@ from PIL import Image
 
 from astro_rmaat.errors import ConfigError, DataError, RunExistsError
 from rmaat_model.data import base, pathfinder as pf
+from rmaat_model.data.generate import pathfinder as pf_gen
 
 
 @pytest.fixture(scope="module")
 def scenes32():
-    return [pf.make_scene(pf.image_rng(7, i), pf.SETTINGS[32]) for i in range(160)]
+    return [pf_gen.make_scene(pf_gen.image_rng(7, i), pf_gen.SETTINGS[32]) for i in range(160)]
 
 
 def _check_scene(scene):
     s = scene.settings
     segs = np.concatenate(scene.contours)
     owner = np.concatenate([[k] * len(c) for k, c in enumerate(scene.contours)])
-    comp = pf.connected_components(scene)
+    comp = pf_gen.connected_components(scene)
     # contours are exactly the chains of touching paddles: nothing touches by accident
     for k in range(len(scene.contours)):
         assert len(set(comp[owner == k])) == 1
     assert len(set(comp)) == len(scene.contours)
     # the ground truth of the image equals its label
-    assert pf.markers_connected(scene) == bool(scene.label)
+    assert pf_gen.markers_connected(scene) == bool(scene.label)
     c0, c1 = scene.marker_contours
     assert (c0 == c1) == bool(scene.label)
     assert scene.kinds[c0] == scene.kinds[c1] == "target"
@@ -38,7 +39,7 @@ def _check_scene(scene):
     for m, own in zip(scene.markers, scene.marker_contours):  # no marker touches another contour
         for k, c in enumerate(scene.contours):
             if k != own:
-                assert pf.point_segment_distance(m, c[:, 0], c[:, 1]).min() >= clear - 1e-9
+                assert pf_gen.point_segment_distance(m, c[:, 0], c[:, 1]).min() >= clear - 1e-9
     targets = [c for c, k in zip(scene.contours, scene.kinds) if k == "target"]
     assert len(targets) == 2 and all(len(c) == s.contour_length for c in targets)
     lengths = np.linalg.norm(segs[:, 1] - segs[:, 0], axis=1)
@@ -55,7 +56,7 @@ def test_positives_join_the_markers_and_negatives_do_not(scenes32):
         _check_scene(scene)
     for r in (64, 128):
         for i in range(6):
-            _check_scene(pf.make_scene(pf.image_rng(3, i), pf.SETTINGS[r]))
+            _check_scene(pf_gen.make_scene(pf_gen.image_rng(3, i), pf_gen.SETTINGS[r]))
 
 
 def test_labels_are_balanced(scenes32):
@@ -66,7 +67,7 @@ def test_labels_are_balanced(scenes32):
 
 def test_rendering_shows_markers_and_paddles(scenes32):
     for scene in scenes32[:10]:
-        img = pf.render(scene)
+        img = pf_gen.render(scene)
         assert img.shape == (32, 32) and img.dtype == np.uint8
         for m in scene.markers:
             x, y = np.floor(m).astype(int).clip(0, 31)
@@ -79,16 +80,16 @@ def test_rendering_shows_markers_and_paddles(scenes32):
         yy, xx = np.mgrid[0:32, 0:32] + 0.5
         pts = np.stack([xx, yy], axis=-1).reshape(-1, 1, 2)
         segs = np.concatenate(scene.contours)
-        d = pf.point_segment_distance(pts, segs[None, :, 0], segs[None, :, 1]).min(axis=1)
+        d = pf_gen.point_segment_distance(pts, segs[None, :, 0], segs[None, :, 1]).min(axis=1)
         dm = np.linalg.norm(pts[:, 0, None] - scene.markers[None], axis=-1).min(axis=1)
         far = (d > 2.0) & (dm > scene.settings.marker_radius + 1.5)
         assert (img.reshape(-1)[far] == 0).all()
 
 
 def test_generated_layout_loads_and_is_worker_independent(tmp_path, monkeypatch):
-    monkeypatch.setattr(pf, "BATCH_SIZE", 5)
-    root1 = pf.generate_files(tmp_path / "a", n=20, seed=4, workers=1)
-    root2 = pf.generate_files(tmp_path / "b", n=20, seed=4, workers=2)
+    monkeypatch.setattr(pf_gen, "BATCH_SIZE", 5)
+    root1 = pf_gen.generate_files(tmp_path / "a", n=20, seed=4, workers=1)
+    root2 = pf_gen.generate_files(tmp_path / "b", n=20, seed=4, workers=2)
     assert root1 == tmp_path / "a" / "pathfinder32" / "curv_contour_length_14"
     files = sorted(p.relative_to(root1) for p in root1.rglob("*") if p.is_file())
     assert len(files) == 20 + 4
@@ -104,12 +105,12 @@ def test_generated_layout_loads_and_is_worker_independent(tmp_path, monkeypatch)
     assert sizes == {"train": 16, "val": 2, "test": 2}
     _, test = base.load_split("pathfinder", tmp_path / "a", "test", max_len=1024)
     for k in range(2):   # the last two images: batch 3, samples 3 and 4 (index 18, 19)
-        image, scene = pf.generate_image(pf.SETTINGS[32], 4, 18 + k)
+        image, scene = pf_gen.generate_image(pf_gen.SETTINGS[32], 4, 18 + k)
         item = test[k]
         assert item["label"] == scene.label
         assert item["tokens"].tolist() == (image.reshape(-1).astype(int) + 1).tolist()
     with pytest.raises(RunExistsError):
-        pf.generate_files(tmp_path / "a", n=20, seed=4)
+        pf_gen.generate_files(tmp_path / "a", n=20, seed=4)
 
 
 def test_official_layout_written_elsewhere_loads(tmp_path):
@@ -138,9 +139,9 @@ def test_bad_inputs_are_reported(tmp_path):
     with pytest.raises(ConfigError, match="1024"):
         base.load_split("pathfinder", tmp_path, "train", max_len=1000)
     with pytest.raises(ConfigError, match="resolution"):
-        pf.generate_files(tmp_path, resolution=48, n=2)
+        pf_gen.generate_files(tmp_path, resolution=48, n=2)
     with pytest.raises(ConfigError, match="paddle_gap"):
-        pf.PathfinderSettings(paddle_gap=2.0)
+        pf_gen.PathfinderSettings(paddle_gap=2.0)
     root = tmp_path / "pathfinder32" / "curv_contour_length_14"
     (root / "metadata").mkdir(parents=True)
     (root / "metadata" / "0.npy").write_text("imgs/0 sample_0.png 0 yes\n")
@@ -153,17 +154,17 @@ def test_bad_inputs_are_reported(tmp_path):
 
 
 def test_interrupted_generation_resumes_to_the_same_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(pf, "BATCH_SIZE", 3)
-    root = pf.generate_files(tmp_path, n=6, seed=9)
+    monkeypatch.setattr(pf_gen, "BATCH_SIZE", 3)
+    root = pf_gen.generate_files(tmp_path, n=6, seed=9)
     before = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     # an interruption during batch 1: no meta.json, no metadata/1.npy, one image missing
     (tmp_path / "pathfinder32" / "meta.json").unlink()
     (root / "metadata" / "1.npy").unlink()
     (root / "imgs" / "1" / "sample_2.png").unlink()
     batch0 = (root / "imgs" / "0" / "sample_0.png").stat().st_mtime_ns
-    pf.generate_files(tmp_path, n=6, seed=9)
+    pf_gen.generate_files(tmp_path, n=6, seed=9)
     after = {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file()}
     assert after == before
     assert (root / "imgs" / "0" / "sample_0.png").stat().st_mtime_ns == batch0  # not redone
     with pytest.raises(RunExistsError):
-        pf.generate_files(tmp_path, n=6, seed=10)              # finished: never overwritten
+        pf_gen.generate_files(tmp_path, n=6, seed=10)              # finished: never overwritten

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from rmaat_model.amrb import forward_backward
-from rmaat_model.memory import SavedTensors, peak_rss, saved_bytes
-from rmaat_model.model import ModelConfig, build_model
+from rmaat_model.activation_profile import SavedTensors, peak_rss, saved_bytes
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
 
 from model_fixtures import one_thread  # noqa: F401  (autouse)
 
@@ -50,8 +51,8 @@ def test_amrb_activation_memory_is_flat_in_T_bptt_linear():
 
 def test_peak_rss_of_a_step_in_a_fresh_process():
     kw = dict(model=CFG, batch=4, length=1024, threads=1)
-    bptt = peak_rss("rmaat_model.memory:training_step", kw | {"method": "bptt"}, timeout=120)
-    amrb = peak_rss("rmaat_model.memory:training_step", kw | {"method": "amrb"}, timeout=120)
+    bptt = peak_rss("rmaat_model.activation_profile:training_step", kw | {"method": "bptt"}, timeout=120)
+    amrb = peak_rss("rmaat_model.activation_profile:training_step", kw | {"method": "amrb"}, timeout=120)
     assert bptt["hwm_reset"] and bptt["rss_before_bytes"] > 0
     # 64 segments of activations vs one: the OS sees it too (generous: allocator noise)
     assert bptt["peak_rss_increase_bytes"] > 2 * amrb["peak_rss_increase_bytes"], (bptt, amrb)

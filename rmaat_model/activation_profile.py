@@ -1,4 +1,4 @@
-"""How much memory a training step needs: two measurements.
+"""Activation-memory profile of a training step (bytes, not memory tokens): two measurements.
 
 1. ``SavedTensors`` — deterministic: every tensor autograd saves for the backward passes
    through ``torch.autograd.graph.saved_tensors_hooks``; we count the bytes of each distinct
@@ -11,7 +11,7 @@
    else ``ru_maxrss``) minus the resident size just before the step. Noisy (allocator
    caching, shared machine); for benchmarks only.
 
-``python -m rmaat_model.memory MODULE:FUNCTION JSON_KWARGS`` is the subprocess side: it
+``python -m rmaat_model.activation_profile MODULE:FUNCTION JSON_KWARGS`` is the subprocess side: it
 calls ``FUNCTION(**kwargs)``, which must set everything up and return the step (a
 zero-argument callable); then it measures that step and prints one JSON line.
 """
@@ -168,7 +168,7 @@ def peak_rss(target: str, kwargs: dict[str, Any] | None = None, *, timeout: floa
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
     if threads is not None:
         env["OMP_NUM_THREADS"] = str(threads)
-    proc = subprocess.run([sys.executable, "-m", "rmaat_model.memory", target, json.dumps(kwargs or {})],
+    proc = subprocess.run([sys.executable, "-m", "rmaat_model.activation_profile", target, json.dumps(kwargs or {})],
                           capture_output=True, text=True, timeout=timeout, env=env)
     if proc.returncode != 0:
         raise RuntimeError(f"memory probe {target} failed ({proc.returncode}):\n{proc.stderr[-2000:]}")
@@ -181,7 +181,8 @@ def training_step(model: dict[str, Any], batch: int, length: int, method: str = 
     """A ready-to-run forward+backward of a ModelConfig (given as a dict) on random tokens."""
     from astro_rmaat.config import from_dict
     from rmaat_model.amrb import forward_backward
-    from rmaat_model.model import ModelConfig, build_model
+    from rmaat_model.model import build_model
+    from rmaat_model.model_config import ModelConfig
 
     if threads is not None:
         torch.set_num_threads(threads)

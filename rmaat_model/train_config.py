@@ -1,0 +1,192 @@
+"""The configuration of a training run, and what it resolves to before training starts.
+
+``TrainConfig`` (with ``OptimConfig`` and the architecture's ``ModelConfig``) is all a run
+depends on: it is written first as the run's ``config.json`` and is the key to resuming
+(rmaat_model.train). ``load_data`` reads the task's splits, ``model_config_for`` fills the
+task's fields (vocabulary, classes, length, padding, head) into the ModelConfig.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from astro_rmaat.config import require_positive
+from astro_rmaat.errors import ConfigError, DataError
+from rmaat_model.data.base import TASKS, TaskSpec, load_split
+from rmaat_model.model_config import ModelConfig
+
+#: ModelConfig fields that come from the task, not from the user
+TASK_FIELDS = ("vocab_size", "n_classes", "max_len", "pad_id", "head")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 1e-3                  # peak learning rate (reached after warm-up)
+    betas: tuple[float, float] = (0.9, 0.98)  # AdamW (beta1, beta2)
+    eps: float = 1e-8                 # AdamW epsilon
+    weight_decay: float = 0.01        # decoupled weight decay on matrices (not on biases, norms)
+    retention_lr: float = 1e-2        # peak lr of a `learned` retention schedule (no weight decay)
+    warmup_steps: int = 100           # linear warm-up from 0 to lr, optimiser steps
+    min_lr_ratio: float = 0.1         # cosine decay ends at lr * min_lr_ratio
+    grad_clip: float = 1.0            # max global gradient L2 norm; 0 disables clipping
+
+    def __post_init__(self) -> None:
+        require_positive("optim.lr", self.lr)
+        require_positive("optim.retention_lr", self.retention_lr)
+        for i, b in enumerate(self.betas):
+            if not 0.0 <= b < 1.0:
+                raise ConfigError(f"optim.betas[{i}] = {b!r}: expected 0 <= beta < 1")
+        require_positive("optim.eps", self.eps)
+        if self.weight_decay < 0:
+            raise ConfigError(f"optim.weight_decay = {self.weight_decay!r}: expected >= 0")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"optim.warmup_steps = {self.warmup_steps!r}: expected >= 0")
+        if not 0.0 <= self.min_lr_ratio <= 1.0:
+            raise ConfigError(f"optim.min_lr_ratio = {self.min_lr_ratio!r}: expected 0..1")
+        if self.grad_clip < 0:
+            raise ConfigError(f"optim.grad_clip = {self.grad_clip!r}: expected >= 0 (0 = off)")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    task: str = "listops"             # LRA task ('listops', 'text', 'retrieval', 'image',
+                                      # 'pathfinder') or the synthetic 'recall' and 'assoc'
+    data_dir: str | None = None       # directory with the task's files (unused for 'recall', 'assoc')
+    assoc_pairs: int = 4              # 'assoc': key -> value pairs per example (K)
+    recall_min_segments: int | None = None  # 'recall': lengths vary from this many segments of
+                                      # model.segment_len to max_len (None: every sequence max_len)
+    max_len: int | None = None        # sequence length, tokens; None = the task's LRA length
+    truncate: bool = False            # allow a max_len shorter than the data's sequences (cut)
+    model: ModelConfig = field(default_factory=ModelConfig)  # architecture; the task
+                                      # fields (vocab_size, n_classes, max_len, pad_id, head)
+                                      # are filled from the data, whatever is set here
+    method: Literal["amrb", "bptt", "tbptt"] = "amrb"  # gradient through the segments
+    tbptt_k: int = 2                  # segments back-propagated through with method 'tbptt'
+    optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW + warm-up/cosine + clip
+    batch_size: int = 32              # global batch (all processes together), sequences
+    steps: int = 1000                 # optimiser steps in the whole run
+    eval_every: int = 100             # steps between evaluations (each also checkpoints)
+    ckpt_every: int | None = None     # steps between checkpoints besides evaluations; None = off
+    ckpt_minutes: float | None = 2.0  # wall-clock minutes of work between checkpoints; None =
+                                      # off. A kill loses at most the work since the last one
+    eval_batches: int | None = None   # cap on validation batches per evaluation; None = all
+    eval_batch_size: int | None = None  # sequences per evaluation batch; None = batch_size
+    seed: int = 0                     # seeds model init, data order and dropout (+ rank)
+    max_minutes: float | None = None  # wall-clock budget over all sessions, minutes; the run
+                                      # stops early (and still finishes) when it is spent
+    num_workers: int = 0              # DataLoader worker processes per rank
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # 'auto' = CUDA when available
+    threads: int | None = None        # CPU intra-op threads per process; None: 1 (this project's models
+                                      # are small: 2 threads on a busy 2-core machine ran the demo's
+                                      # ListOps step 15x slower than 1, bench/train_step_speed.py)
+    compile: bool = False             # run the block stack through torch.compile (RMAAT.compile_blocks):
+                                      # a one-off compile of 20-40 s, then fewer, fused operations
+                                      # (bench/throughput.py --compile measures it); same numbers to round-off
+    tensorboard: bool = False         # also write TensorBoard events to tb/ (needs tensorboard)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ConfigError(f"task = {self.task!r}: unknown task; expected one of "
+                              f"{', '.join(TASKS)}")
+        self._check_counts()
+        self._check_cadences()
+        self._check_runtime()
+        self._check_task_layout()
+
+    def _check_counts(self) -> None:
+        for name in ("steps", "eval_every", "batch_size", "tbptt_k"):
+            value = getattr(self, name)
+            if not _is_positive_int(value):
+                raise ConfigError(f"{name} = {value!r}: expected a positive integer")
+        for name in ("max_len", "eval_batches", "eval_batch_size"):
+            value = getattr(self, name)
+            if value is not None and not _is_positive_int(value):
+                raise ConfigError(f"{name} = {value!r}: expected a positive integer or null")
+
+    def _check_cadences(self) -> None:
+        if self.max_minutes is not None:
+            require_positive("max_minutes", self.max_minutes, "min")
+        if self.ckpt_minutes is not None:
+            require_positive("ckpt_minutes", self.ckpt_minutes, "min")
+        if self.ckpt_every is not None and not _is_positive_int(self.ckpt_every):
+            raise ConfigError(f"ckpt_every = {self.ckpt_every!r}: expected a positive integer or null")
+
+    def _check_runtime(self) -> None:
+        if self.num_workers < 0:
+            raise ConfigError(f"num_workers = {self.num_workers!r}: expected >= 0")
+        if self.threads is not None and not _is_positive_int(self.threads):
+            raise ConfigError(f"threads = {self.threads!r}: expected a positive integer or null (1)")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"compile = {self.compile!r}: expected true or false")
+
+    def _check_task_layout(self) -> None:
+        """The synthetic tasks' layouts, checked before any file is written."""
+        if self.task == "assoc":   # the layout must hold the pairs
+            from rmaat_model.data import assoc
+            assoc.check_layout(self.max_len or assoc.DEFAULT_MAX_LEN, self.model.segment_len,
+                               self.assoc_pairs)
+        if self.recall_min_segments is not None:
+            if self.task != "recall":
+                raise ConfigError(f"recall_min_segments = {self.recall_min_segments!r} applies to task "
+                                  f"'recall' only (task is {self.task!r}); leave it null")
+            from rmaat_model.data.synthetic import DEFAULT_MAX_LEN, check_varying
+            check_varying(self.max_len or DEFAULT_MAX_LEN, self.model.segment_len, self.recall_min_segments)
+
+
+def _is_positive_int(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int) and value >= 1
+
+
+def model_config_for(cfg: TrainConfig, spec: TaskSpec) -> ModelConfig:
+    """The user's architecture with the task's vocabulary, classes, length and head.
+
+    A task field the user set in ``model`` that disagrees with the task is refused, not
+    silently replaced (``model.max_len``: set the top-level ``max_len`` instead).
+    """
+    task = {"vocab_size": spec.vocab_size, "n_classes": spec.n_classes, "max_len": spec.max_len,
+            "pad_id": spec.pad_id, "head": "match" if spec.pair else "cls"}
+    default = ModelConfig()
+    for name in TASK_FIELDS:
+        value = getattr(cfg.model, name)
+        if value != getattr(default, name) and value != task[name]:
+            hint = "; set the top-level max_len instead" if name == "max_len" else ""
+            raise ConfigError(f"model.{name} = {value!r}: the {cfg.task} task sets it to "
+                              f"{task[name]!r}; leave it unset{hint}")
+    return dataclasses.replace(cfg.model, vocab_size=spec.vocab_size, n_classes=spec.n_classes,
+                               max_len=spec.max_len, pad_id=spec.pad_id,
+                               head="match" if spec.pair else "cls")
+
+
+def load_data(cfg: TrainConfig, splits=("train", "val", "test")) -> tuple[TaskSpec, dict]:
+    """Load every split up front, so a missing file stops the run before it writes anything."""
+    data, spec = {}, None
+    options = {}
+    if cfg.task == "assoc":
+        options = {"segment_len": cfg.model.segment_len, "pairs": cfg.assoc_pairs}
+    elif cfg.task == "recall" and cfg.recall_min_segments is not None:
+        options = {"segment_len": cfg.model.segment_len, "min_segments": cfg.recall_min_segments}
+    for split in splits:
+        spec, data[split] = load_split(cfg.task, cfg.data_dir, split, cfg.max_len, **options)
+        if len(data[split]) == 0:
+            raise DataError(f"{cfg.task} {split} split in {cfg.data_dir!r} is empty; "
+                            "expected at least one example")
+        longest = longest_sequence(data[split])
+        if cfg.max_len is not None and longest is not None and longest > cfg.max_len \
+                and not cfg.truncate:
+            raise ConfigError(f"max_len = {cfg.max_len}: the {cfg.task} {split} split holds "
+                              f"sequences of up to {longest} tokens, which would be cut; expected "
+                              f"max_len >= {longest}, or set truncate=true to cut them")
+    return spec, data
+
+
+def longest_sequence(dataset) -> int | None:
+    """The longest stored sequence, where a dataset keeps its lengths (ListOps); else None."""
+    offsets = getattr(dataset, "offsets", None)
+    if offsets is None or len(offsets) < 2:
+        return None
+    return int(np.max(np.diff(offsets)))
+
