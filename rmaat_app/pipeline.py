@@ -110,7 +110,7 @@ def sim_config(cfg: PipelineConfig):
 
 def fit_config(cfg: PipelineConfig):
     from distill.fitting import FitConfig
-from distill.models import DEFAULT_CANDIDATES
+    from distill.models import DEFAULT_CANDIDATES
 
     return FitConfig(models=tuple(cfg.fit_models) or DEFAULT_CANDIDATES, seed=cfg.seed,
                      n_starts=_quick_or(cfg, 4, 8), band_samples=_quick_or(cfg, 300, 2000))
