@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("astro_rmaat", "astro_sim", "distill", "rmaat_model", "rmaat_app")
 PAGES = sorted([REPO / "README.md", *(REPO / "docs").glob("*.md")])
 SOURCES = sorted(p for d in (*PACKAGES, "bench", "scripts", "notebooks", "tests")
-                 for p in (REPO / d).rglob("*.py"))
+                 for p in (REPO / d).rglob("*.py") if p != Path(__file__).resolve())
 #: a repository path as prose cites it: a docs page, a bench or test script, ...
 CITED_PATH = re.compile(r"(?<![\w/.$])((?:docs|bench|scripts|notebooks|tests|"
                         + "|".join(PACKAGES) + r")/[\w./-]*\w\.(?:md|py|json|sh|csv|png))")
