@@ -71,6 +71,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
     """
     out = Path(out_dir)
     env = D.setup(cfg.device)
+    threads_before = torch.get_num_threads()
+    if env.device.type == "cpu":
+        torch.set_num_threads(cfg.threads or 1)    # TrainConfig.threads; None: one per process
     try:
         trainer = Trainer(cfg, out, env, progress=progress)
         if trainer.run(stop_after):
@@ -79,6 +82,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
             trainer.finish()
         return out
     finally:
+        torch.set_num_threads(threads_before)
         runs.release_run_dir(out)   # an interrupted run can be resumed by another process
         D.teardown(env)
 

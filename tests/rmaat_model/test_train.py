@@ -181,3 +181,28 @@ def test_cli_train_evaluate_and_errors(tmp_path, run_cli, monkeypatch):
     assert json.loads(ev.stdout)["acc"] == pytest.approx(res["test_acc"], abs=1e-12)
     again = run_cli("train", "--config", cfg_file, "--out", out, "--quiet")
     assert again.returncode == 2 and "finished run" in again.stderr
+
+
+@pytest.mark.parametrize("threads, expected", [(None, 1), (2, 2)])
+def test_training_uses_the_configured_cpu_threads_and_restores_them(threads, expected, tmp_path,
+                                                                     monkeypatch):
+    """TrainConfig.threads (None: one intra-op thread per process) holds while the run
+    trains; the caller's setting comes back afterwards."""
+    from rmaat_model import train as train_mod
+
+    seen = []
+
+    class Probe:
+        def __init__(self, *args, **kwargs):
+            seen.append(torch.get_num_threads())
+
+        def run(self, stop_after):
+            return False
+
+        def finish(self):
+            pass
+
+    monkeypatch.setattr(train_mod, "Trainer", Probe)
+    torch.set_num_threads(3)
+    train(tiny(threads=threads, device="cpu"), tmp_path / "run", progress=False)
+    assert seen == [expected] and torch.get_num_threads() == 3
