@@ -109,7 +109,7 @@ def design(cfg: SweepConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     model, cls = _family(cfg.base)
     grid = _grid_values(cfg.grid)
     defaults = cfgmod.to_dict(cls())
-    base = cfgmod._deep_merge(defaults, json.loads(json.dumps(cfg.base)), cls.__name__)
+    base = cfgmod.deep_merge(defaults, json.loads(json.dumps(cfg.base)), cls.__name__)
     if cfg.standalone:
         if model != "tripartite":
             raise ConfigError(f"standalone sweeps are implemented for the tripartite family; "
