@@ -11,7 +11,7 @@ Brian2 network of 8 units per row. Four rows:
   reaches rho) with the same two astrocytes.
 
 Prints rho(60 s) from 0 / from 1 and the exponential fit (rho_bar, tau_eff) per dt_pair,
-next to the reference table of shared/reference/astro_models.md.
+next to the reference row of the table in docs/tripartite.md ("Graupner–Brunel table").
 ``PYTHONPATH=$PWD python bench/gb_table.py``
 """
 
@@ -25,8 +25,10 @@ REFERENCE = {-20: (0.436, 21.0, 0.411, 0.468), 0: (0.502, 13.5, 0.496, 0.508),
 
 
 def table(release_scaling: float, old_baseline: bool):
-    from astro_sim.spike_protocols import SpikeProtocolConfig
-    from astro_sim.tripartite import InitialState, TripartiteParams, TripartiteSimConfig, run
+    from astro_sim.tripartite.model import TripartiteSimConfig
+    from astro_sim.tripartite.params import InitialState, TripartiteParams
+    from astro_sim.tripartite.protocols import SpikeProtocolConfig
+    from astro_sim.tripartite.run import run
 
     delays = sorted(REFERENCE)
     params = TripartiteParams(release_scaling=release_scaling, F_ex=0.0 if old_baseline else 2.0)
