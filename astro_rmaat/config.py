@@ -195,20 +195,22 @@ def load_config(cls: type[C], path: str | os.PathLike | None = None,
     data = to_dict(cls())
     if path is not None:
         file_data = read_json_file(path)
-        merged = _deep_merge(data, file_data, cls.__name__)
+        merged = deep_merge(data, file_data, cls.__name__)
         data = merged
     data = apply_overrides(data, overrides)
     return from_dict(cls, data)
 
 
-def _deep_merge(base: dict[str, Any], new: dict[str, Any], where: str) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], new: dict[str, Any], where: str) -> dict[str, Any]:
+    """``base`` updated from ``new``, nested tables merged key by key (``where``: the table's
+    name; keys ``base`` lacks are kept for :func:`from_dict` to refuse precisely)."""
     out = dict(base)
     for k, v in new.items():
         if k not in base:
             # Let from_dict produce the precise unknown-key error.
             out[k] = v
         elif isinstance(base[k], dict) and isinstance(v, dict):
-            out[k] = _deep_merge(base[k], v, f"{where}.{k}")
+            out[k] = deep_merge(base[k], v, f"{where}.{k}")
         else:
             out[k] = v
     return out

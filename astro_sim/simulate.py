@@ -1,9 +1,28 @@
 """The stage entry point: ``simulate(cfg, out_dir)`` for either model family.
 
-Each family lives in its own module with a frozen config dataclass (whose first field is
-``model``, a literal naming the family) and a ``run(cfg) -> SimOutput`` function that does
-the science in memory and no I/O. This module picks the family from the config, runs it,
-and writes the run directory::
+Each family is a subpackage (``astro_sim.network``, ``astro_sim.tripartite``) whose entry
+module, named in :data:`MODEL_FAMILIES`, offers:
+
+``<Config>``
+    its frozen config dataclass; the first field is ``model``, a literal naming the family.
+``run(cfg) -> SimOutput``
+    the science, in memory, no I/O.
+``validate(cfg)`` (optional)
+    checks beyond the config that only the protocol arrays reveal (before any directory).
+``REPORT`` (optional)
+    Brian2's ``report`` setting, which :func:`simulate` sets for a run with ``progress``.
+``standalone_build(configs, default_dir) -> (build_dir, keys, builds)`` (optional)
+    for :mod:`astro_sim.sweep`: before a ``standalone`` sweep dispatches its points, build
+    what the points' configs need, in their shared build directory or else ``default_dir``;
+    return that directory, each point's build key and the number of builds started. A
+    family without it has no standalone sweeps.
+``standalone_point(build_dir, key, worker_dir)`` (optional, with ``standalone_build``)
+    a context manager around each point of a standalone sweep: the point runs from this
+    worker process's own copy of its build, kept in ``worker_dir``.
+``warm_imports(standalone)`` (optional)
+    imports what the family's points need, in a sweep's worker process before its first point.
+
+This module picks the family from the config, runs it, and writes the run directory::
 
     out_dir/traces.parquet    every recorded variable (long format, rmaat.traces/v1)
     out_dir/samples.parquet   the slow variable at protocol boundaries (what distill fits)
@@ -16,21 +35,19 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
-
-import pandas as pd
 
 from astro_rmaat import config as cfgmod
 from astro_rmaat import runs
 from astro_rmaat.errors import ConfigError
 from astro_rmaat.traces import write_traces
+from astro_sim.output import SimOutput
 
-#: model family -> (module, config class). Each module exposes ``run(cfg) -> SimOutput``.
-MODEL_FAMILIES: dict[str, tuple[str, str]] = {
-    "rmaat_network": ("astro_sim.network", "NetworkSimConfig"),
-    "tripartite": ("astro_sim.tripartite", "TripartiteSimConfig"),
+#: model family -> "entry module:config class". The module exposes ``run(cfg) -> SimOutput``.
+MODEL_FAMILIES: dict[str, str] = {
+    "rmaat_network": "astro_sim.network.run:NetworkSimConfig",
+    "tripartite": "astro_sim.tripartite.run:TripartiteSimConfig",
 }
 DEFAULT_FAMILY = "rmaat_network"
 #: SimOutput attrs that are wall-clock measurements: kept in meta.json, out of the traces files
@@ -39,30 +56,22 @@ VOLATILE_ATTRS = ("run_wall_s", "binary_wall_s")
 META_PACKAGES = ("brian2", "scipy", "cython")
 
 
-@dataclass
-class SimOutput:
-    """What a model family's ``run`` returns (in memory; ``simulate`` writes it)."""
-
-    traces: pd.DataFrame            # long format: t_s, variable, element, value, unit
-    samples: pd.DataFrame           # same columns: the slow variable at protocol boundaries
-    attrs: dict[str, Any] = field(default_factory=dict)  # model, tau_cycle_s, dt_s, target, ...
-
-
-def _family_module(model: str):
+def family_module(model: str):
+    """The entry module of the family ``model`` (imported on first use)."""
     if model not in MODEL_FAMILIES:
         raise ConfigError(f"model = {model!r}: expected one of {', '.join(MODEL_FAMILIES)}")
-    module_name, _ = MODEL_FAMILIES[model]
+    module_name = MODEL_FAMILIES[model].split(":")[0]
     try:
         return importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name != module_name:
-            raise
+        if not (exc.name and f"{module_name}.".startswith(f"{exc.name}.")):
+            raise   # a module the family imports is missing, not the family itself
         raise ConfigError(f"model = {model!r}: its module {module_name} is not part of this "
                           "installation") from None
 
 
 def config_class(model: str = DEFAULT_FAMILY) -> type:
-    return getattr(_family_module(model), MODEL_FAMILIES[model][1])
+    return getattr(family_module(model), MODEL_FAMILIES[model].split(":")[1])
 
 
 def load_sim_config(path: str | os.PathLike | None = None, overrides: Iterable[str] = (),
@@ -86,14 +95,14 @@ def load_sim_config(path: str | os.PathLike | None = None, overrides: Iterable[s
 def validate(cfg) -> None:
     """The family's checks of what only the protocol arrays reveal (spike times inside the
     run, capacity), run before any directory is made."""
-    family = _family_module(cfg.model)
+    family = family_module(cfg.model)
     if hasattr(family, "validate"):
         family.validate(cfg)
 
 
 def run(cfg) -> SimOutput:
     """Run the simulation described by ``cfg`` in memory (no files written)."""
-    return _family_module(cfg.model).run(cfg)
+    return family_module(cfg.model).run(cfg)
 
 
 def simulate(cfg, out_dir: str | os.PathLike, *, progress: bool = False,
@@ -109,7 +118,7 @@ def simulate(cfg, out_dir: str | os.PathLike, *, progress: bool = False,
     config = cfgmod.to_dict(cfg)
     validate(cfg)
     out = runs.prepare_run_dir(out_dir, config)
-    module = _family_module(cfg.model)
+    module = family_module(cfg.model)
     if progress:
         import sys
         print(f"simulating {cfg.model} (Brian2 target {getattr(cfg, 'target', '?')}): code is generated and "

@@ -19,12 +19,17 @@ config, its protocol arrays and the scheduler address — before anything is wri
 Executors: ``serial`` (in this process), ``processes`` (local worker processes), ``dask``
 (``dask.distributed.Client``: a ``LocalCluster`` of ``workers`` processes on loopback, or
 the scheduler at ``scheduler``, e.g. ``tcp://10.0.0.5:8786`` — the same call; workers of a
-remote cluster need this package installed and ``out_dir`` on a shared filesystem).
+remote cluster need this package installed and ``out_dir`` on a shared filesystem). What
+runs in a worker, one point or a chunk of them, is :mod:`astro_sim.sweep_worker`.
 
-With ``standalone`` (tripartite family), every point runs on ``cpp_standalone``: the parent
-builds each distinct code signature once before dispatching (usually exactly one build),
-and each worker process runs the binary from its own copy of the build, passing the point's
-parameters and stimulus arrays as run_args.
+With ``standalone`` (a family with the standalone hooks: tripartite), every point runs on
+``cpp_standalone``: the parent builds each distinct code signature once before dispatching
+(usually exactly one build), and each worker process runs the binary from its own copy of
+the build, passing the point's parameters and stimulus arrays as run_args.
+
+The engine names no family: it reaches the family's entry module through
+:func:`astro_sim.simulate.family_module` and calls the optional hooks listed there
+(``validate``, ``standalone_build``, ``standalone_point``, ``warm_imports``).
 """
 
 from __future__ import annotations
@@ -32,8 +37,6 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import socket
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,6 +48,7 @@ import pandas as pd
 from astro_rmaat import config as cfgmod
 from astro_rmaat import runs
 from astro_rmaat.errors import ConfigError, DataError
+from astro_sim.sweep_worker import run_point, run_points, warm_worker
 
 DESIGN_FILE = "design.parquet"
 POINTS_DIR = "points"
@@ -106,18 +110,21 @@ def _grid_values(grid: dict[str, Any]) -> dict[str, list[Any]]:
 
 def design(cfg: SweepConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """The design table and the full config table of every point (all validated)."""
+    from astro_sim import simulate
     model, cls = _family(cfg.base)
     grid = _grid_values(cfg.grid)
     defaults = cfgmod.to_dict(cls())
-    base = cfgmod._deep_merge(defaults, json.loads(json.dumps(cfg.base)), cls.__name__)
+    base = cfgmod.deep_merge(defaults, json.loads(json.dumps(cfg.base)), cls.__name__)
+    family = simulate.family_module(model)
     if cfg.standalone:
-        if model != "tripartite":
-            raise ConfigError(f"standalone sweeps are implemented for the tripartite family; "
-                              f"base model is {model!r}")
+        if not hasattr(family, "standalone_build"):
+            able = [m for m in simulate.MODEL_FAMILIES
+                    if hasattr(simulate.family_module(m), "standalone_build")]
+            raise ConfigError(f"standalone sweeps are implemented for the {', '.join(able)} "
+                              f"family; base model is {model!r}")
         base["target"] = "cpp_standalone"
     keys = list(grid)
     rows, configs = [], []
-    family = sys.modules.get(cls.__module__)
     for index, combo in enumerate(itertools.product(*(grid[k] for k in keys))):
         data = json.loads(json.dumps(base))
         seed = point_seed(cfg.seed, index)
@@ -141,60 +148,7 @@ def design(cfg: SweepConfig) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     return table, configs
 
 
-# ----------------------------------------------------------------------------- one point
-#: sweep nonce -> this process's runs.provenance for the points' meta.json (latest sweep only)
-_CONTEXT: dict[str, dict[str, Any]] = {}
-
-
-def _point_context(nonce: str) -> dict[str, Any]:
-    """Git revision, versions and host for the points' meta.json: computed once per sweep in
-    each process that runs points (two git subprocesses and a dozen metadata reads, tens of
-    ms, that every point would otherwise repeat)."""
-    from astro_sim import simulate
-
-    if nonce not in _CONTEXT:
-        _CONTEXT.clear()
-        _CONTEXT[nonce] = runs.provenance(simulate.META_PACKAGES)
-    return _CONTEXT[nonce]
-
-
-def run_point(task: dict[str, Any]) -> dict[str, Any]:
-    """Run one point into its run directory (any process; imports stay inside)."""
-    from astro_sim import simulate
-
-    point_dir = Path(task["point_dir"])
-    if runs.is_finished(point_dir):
-        return {"point_id": task["point_id"], "status": "skipped", "wall_s": 0.0}
-    t0 = time.perf_counter()
-    context = _point_context(task["nonce"])
-    cls = simulate.config_class(task["config"].get("model", "tripartite"))
-    pcfg = cfgmod.from_dict(cls, task["config"])
-    shared = task.get("standalone_shared")
-    if shared:
-        from astro_sim import tripartite_standalone as sa
-        worker_root = Path(task["standalone_workers"]) / f"{socket.gethostname()}-{os.getpid()}"
-        key = task["standalone_key"]
-        if not (worker_root / key / sa.MANIFEST).is_file():   # made by this worker's first point
-            sa.StandaloneProject(Path(shared) / key).copy_to(worker_root / key)
-        old_env = os.environ.get(sa.WORKER_CACHE_ENV)
-        os.environ[sa.WORKER_CACHE_ENV] = str(worker_root)
-        try:
-            simulate.simulate(pcfg, point_dir, context=context)
-        finally:
-            if old_env is None:
-                os.environ.pop(sa.WORKER_CACHE_ENV, None)
-            else:
-                os.environ[sa.WORKER_CACHE_ENV] = old_env
-    else:
-        simulate.simulate(pcfg, point_dir, context=context)
-    return {"point_id": task["point_id"], "status": "done", "wall_s": time.perf_counter() - t0}
-
-
-def run_points(tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Run several points one after the other in one task (one dispatch, one result message)."""
-    return [run_point(t) for t in tasks]
-
-
+# ----------------------------------------------------------------------------- executors
 def chunks(tasks: list, slots: int, size: int | None = None) -> list[list]:
     """Split ``tasks`` into consecutive chunks (one worker task each), in point order.
 
@@ -212,27 +166,6 @@ def chunks(tasks: list, slots: int, size: int | None = None) -> list[list]:
     return out
 
 
-def warm_worker(nonce: str, standalone: bool) -> bool:
-    """Prepare a worker process for the sweep ``nonce`` before its first task, so that its
-    first point costs what the others do (without this it took ~0.3 s more).
-
-    Imports what a point needs (Parquet writing, the file lock, SciPy for the astrocyte's
-    rest state) and computes the points' meta.json context. Runs where ``client.run`` runs,
-    the worker's main thread, which Brian2's import needs (it installs a SIGINT handler,
-    and Dask runs tasks in other threads); standalone points never import Brian2 (the
-    compiled binary runs alone).
-    """
-    import filelock  # noqa: F401
-    import pyarrow.parquet  # noqa: F401
-
-    from astro_sim import reference, simulate, tripartite, tripartite_standalone  # noqa: F401
-    if not standalone:
-        import brian2  # noqa: F401
-    _point_context(nonce)
-    return True
-
-
-# ----------------------------------------------------------------------------- executors
 def _package_env() -> None:
     """Child processes import this very package (a worktree may shadow an installed copy)."""
     root = str(Path(__file__).resolve().parents[1])
@@ -274,7 +207,8 @@ def connect_dask(scheduler: str | None, workers: int, timeout_s: float = 10.0):
 
 
 def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, client,
-                  per_task: int | None = None) -> Iterable[dict]:
+                  per_task: int | None, warm: tuple[str, bool, str]) -> Iterable[dict]:
+    """Each point's result as it finishes; ``warm``: the arguments of :func:`warm_worker`."""
     if executor == "serial":
         for task in tasks:
             yield run_point(task)
@@ -282,7 +216,6 @@ def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, clie
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor, as_completed
         _package_env()
-        warm = (tasks[0]["nonce"], tasks[0]["standalone_shared"] is not None) if tasks else ("", False)
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
                                  initializer=warm_worker, initargs=warm) as pool:
             futures = [pool.submit(run_points, c) for c in chunks(tasks, workers, size=per_task)]
@@ -319,12 +252,13 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
     table, configs = design(cfg)          # every bad grid / point config fails here, before I/O
     runs.check_out_dir(out)               # finished, or not writable: refused before I/O
     nonce = f"{time.time_ns():x}"         # names this run of the sweep (task keys, context)
+    warm = (nonce, cfg.standalone, configs[0]["model"])   # what warm_worker prepares for
     dask = None
     if executor == "dask":
-        dask = _DaskStart(scheduler, workers, connect_timeout_s, nonce, cfg.standalone)
+        dask = _DaskStart(scheduler, workers, connect_timeout_s, warm)
     try:
         return _run(cfg, out, table, configs, executor, workers, dask, progress, points_per_task,
-                    nonce)
+                    warm)
     finally:
         if dask is not None:
             dask.close()
@@ -338,24 +272,23 @@ class _DaskStart:
     background thread while the parent writes the design and builds (seconds each).
     """
 
-    def __init__(self, scheduler: str | None, workers: int, timeout_s: float, nonce: str,
-                 standalone: bool) -> None:
+    def __init__(self, scheduler: str | None, workers: int, timeout_s: float,
+                 warm: tuple[str, bool, str]) -> None:
         from concurrent.futures import ThreadPoolExecutor
 
         self.start_s = 0.0      # seconds spent connecting and warming the workers
         self.wait_s = 0.0       # seconds of that the parent waited for (not overlapped)
         self._client = self._cluster = self._pool = self._future = None
         if scheduler:
-            self._start(scheduler, workers, timeout_s, nonce, standalone)
+            self._start(scheduler, workers, timeout_s, warm)
         else:
             self._pool = ThreadPoolExecutor(1, thread_name_prefix="sweep-dask-start")
-            self._future = self._pool.submit(self._start, None, workers, timeout_s, nonce,
-                                             standalone)
+            self._future = self._pool.submit(self._start, None, workers, timeout_s, warm)
 
-    def _start(self, scheduler, workers, timeout_s, nonce, standalone) -> None:
+    def _start(self, scheduler, workers, timeout_s, warm) -> None:
         t0 = time.perf_counter()
         self._client, self._cluster = connect_dask(scheduler, workers, timeout_s)
-        self._client.run(warm_worker, nonce, standalone)
+        self._client.run(warm_worker, *warm)
         self.start_s = time.perf_counter() - t0
 
     def client(self):
@@ -378,7 +311,7 @@ class _DaskStart:
 
 
 def _run(cfg, out: Path, table, configs, executor, workers, dask, progress,
-         points_per_task: int | None, nonce: str) -> Path:
+         points_per_task: int | None, warm: tuple[str, bool, str]) -> Path:
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -398,30 +331,14 @@ def _run(cfg, out: Path, table, configs, executor, workers, dask, progress,
         with runs.atomic_path(design_path) as tmp:
             table.to_parquet(tmp, index=False)
 
-    builds = 0
-    shared = None
-    build_keys: dict[str, str] = {}
-    if cfg.standalone:
-        import dataclasses
-
-        from astro_sim import tripartite, tripartite_standalone as sa
-        before = sa.BUILD_COUNT
-        seen = set()
-        for pid, c in zip(table["point_id"], configs):
-            pcfg = cfgmod.from_dict(tripartite.TripartiteSimConfig, c)
-            # builds live in the config's standalone_dir (shared cache) or in the sweep dir
-            root = Path(pcfg.standalone_dir) if pcfg.standalone_dir else out / STANDALONE_DIR / "build"
-            if shared is not None and root != shared:
-                raise ConfigError("standalone_dir must not vary across a sweep's points")
-            shared = root
-            stim = tripartite.make_stimulus(pcfg.protocol, pcfg.n_units, pcfg.dt_ms * 1e-3,
-                                            pcfg.seed, pcfg.max_spikes)
-            key = sa.signature_key(sa.signature(pcfg, stim))
-            build_keys[pid] = key
-            if key not in seen:
-                seen.add(key)
-                sa.get_project(dataclasses.replace(pcfg, standalone_dir=str(root)), stim)
-        builds = sa.BUILD_COUNT - before
+    nonce, _, model = warm
+    builds, shared, build_keys = 0, None, {}
+    if cfg.standalone:   # the family builds (its shared cache, else the sweep dir) before dispatch
+        from astro_sim import simulate
+        cls = simulate.config_class(model)
+        shared, keys, builds = simulate.family_module(model).standalone_build(
+            [cfgmod.from_dict(cls, c) for c in configs], out / STANDALONE_DIR / "build")
+        build_keys = dict(zip(table["point_id"], keys))
 
     tasks, skipped = [], 0
     for pid, c in zip(table["point_id"], configs):
@@ -437,7 +354,7 @@ def _run(cfg, out: Path, table, configs, executor, workers, dask, progress,
     client = dask.client() if dask is not None else None
     with tqdm(total=len(table), initial=skipped, desc="sweep", unit="point",
               disable=not progress) as bar:
-        for res in _iter_results(tasks, executor, workers, client, points_per_task):
+        for res in _iter_results(tasks, executor, workers, client, points_per_task, warm):
             walls.append(res["wall_s"])
             bar.update(1)
     timing = {}

@@ -5,7 +5,7 @@ clamp value (IP3 held, the ChI subsystem of the G-ChI astrocyte, ``glioscience-c
 each starting from the rest state; the last ``--window`` seconds of ``--duration`` are
 classified (oscillating when C spans more than 0.05 uM) and the period measured as the
 mean interval between upward crossings of the mid-level. The SciPy reference
-(``astro_sim.reference.integrate_gchi``, DOP853) gives the same figures side by side.
+(``astro_sim.tripartite.reference.integrate_gchi``, DOP853) gives the same figures side by side.
 
 ``PYTHONPATH=$PWD python bench/chi_window.py [--clamps 0.2,0.4,...] [--duration 300]``
 """
@@ -40,9 +40,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     clamps = tuple(float(c) for c in args.clamps.split(","))
 
-    from astro_sim.reference import gchi_rest_state, integrate_gchi
-    from astro_sim.spike_protocols import SpikeProtocolConfig
-    from astro_sim.tripartite import TripartiteSimConfig, run
+    from astro_sim.tripartite.model import TripartiteSimConfig
+    from astro_sim.tripartite.protocols import SpikeProtocolConfig
+    from astro_sim.tripartite.reference import gchi_rest_state, integrate_gchi
+    from astro_sim.tripartite.run import run
 
     cfg = TripartiteSimConfig(n_units=len(clamps), target=args.target, record_dt_ms=10.0,
                               record=("C", "n_glio", "rho"),

@@ -25,8 +25,10 @@ REFERENCE = {-20: (0.436, 21.0, 0.411, 0.468), 0: (0.502, 13.5, 0.496, 0.508),
 
 
 def table(release_scaling: float, old_baseline: bool):
-    from astro_sim.spike_protocols import SpikeProtocolConfig
-    from astro_sim.tripartite import InitialState, TripartiteParams, TripartiteSimConfig, run
+    from astro_sim.tripartite.model import TripartiteSimConfig
+    from astro_sim.tripartite.params import InitialState, TripartiteParams
+    from astro_sim.tripartite.protocols import SpikeProtocolConfig
+    from astro_sim.tripartite.run import run
 
     delays = sorted(REFERENCE)
     params = TripartiteParams(release_scaling=release_scaling, F_ex=0.0 if old_baseline else 2.0)

@@ -1,6 +1,6 @@
-"""NEST parity table: the Brian2 models of astro_sim.nest_models against NEST's reference numbers.
+"""NEST parity table: the Brian2 models of astro_sim.tripartite.nest_models against NEST's reference numbers.
 
-Runs every case of ``astro_sim.nest_parity.CASES`` (NEST's own test protocols) and prints, per
+Runs every case of ``astro_sim.tripartite.nest_parity.CASES`` (NEST's own test protocols) and prints, per
 compared variable, the largest deviation from the numbers carried over from NEST's test suite
 (``tests/astro_sim/fixtures/nest/``), the tolerance NEST's test applies, and the worst
 deviation as a fraction of it. For the astrocyte it also prints both traces against a tight
@@ -27,8 +27,8 @@ def main(argv=None) -> int:
     ap.add_argument("--target", default="numpy", choices=("numpy", "cython"))
     args = ap.parse_args(argv)
 
-    from astro_sim.nest_parity import CASES, compare
-    from astro_sim.reference import integrate_lr1994
+    from astro_sim.tripartite.nest_parity import CASES, compare
+    from astro_sim.tripartite.reference import integrate_lr1994
 
     print(f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; Brian2 target "
           f"{args.target}; dt 0.1 ms (NEST's resolution in every case)")

@@ -42,7 +42,8 @@ def main() -> None:
     from brian2 import device, second, set_device
     from brian2.devices.device import reset_device
 
-    from astro_sim.network import NetworkSimConfig, build_network, run
+    from astro_sim.network.model import NetworkSimConfig, build_network
+    from astro_sim.network.run import run
 
     cfg = NetworkSimConfig()
     if args.cycles:

@@ -125,10 +125,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from astro_rmaat.config import from_dict
-    from astro_sim import sweep as sweep_mod
-    from astro_sim import tripartite_standalone as sa
     from astro_sim.sweep import SweepConfig, design, sweep
-    from astro_sim.tripartite import TripartiteSimConfig, make_stimulus, run
+    from astro_sim.sweep_worker import warm_worker
+    from astro_sim.tripartite import standalone as sa
+    from astro_sim.tripartite.model import TripartiteSimConfig
+    from astro_sim.tripartite.protocols import make_stimulus
+    from astro_sim.tripartite.run import run
 
     for line in machine():
         print(line, flush=True)
@@ -154,7 +156,7 @@ def main(argv=None) -> int:
         return Phase(out, time.perf_counter() - t0)
 
     # 2. serial, in this process, after the imports a Dask worker does before its first task
-    sweep_mod.warm_worker(nonce="bench", standalone=True)
+    warm_worker(nonce="bench", standalone=True, model="tripartite")
     serial = timed_sweep("serial", executor="serial")
     # 3. Dask LocalCluster (loopback worker processes): several points per task, then one
     chunked = timed_sweep("dask", executor="dask", workers=args.workers)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 from astro_rmaat.style import STYLE_FILE, plot_style
-from astro_sim import network_params
+from astro_sim.network import params as network_params
 from astro_sim.simulate import load_sim_config, run
 
 plt.style.use(str(STYLE_FILE))
@@ -78,7 +78,7 @@ print(f"time scales: p_s relaxes in {p.tau_short_eff_s:.3g} s, p_l in {p.tau_lon
 # `T_ijkl = c_T exp(-dist / l_T)`. The coupling matrix for this geometry:
 
 # %%
-from astro_sim.network_params import coupling_matrix, neuron_positions_um, synapse_pairs
+from astro_sim.network.params import coupling_matrix, neuron_positions_um, synapse_pairs
 
 pos = neuron_positions_um(cfg.geometry, cfg.seed)
 T = coupling_matrix(cfg.params, pos, *synapse_pairs(cfg.geometry))
@@ -92,12 +92,12 @@ with plot_style():
 # %% [markdown]
 # ## An independent check: SciPy
 #
-# `astro_sim.reference` writes the same equations again in NumPy and integrates them with
+# `astro_sim.network.reference` writes the same equations again in NumPy and integrates them with
 # `solve_ivp` (DOP853, tight tolerances, piecewise between drive switch times), from the
 # same parameter object. The Brian2 trace (RK4, dt = 1 ms) must agree.
 
 # %%
-from astro_sim import reference
+from astro_sim.network import reference
 
 ref = reference.integrate(cfg)
 brian_pl = pl.pivot(index="t_s", columns="element", values="value").to_numpy().T

@@ -151,7 +151,7 @@ def test_docs_table_matches_the_messages(inputs, tmp_path, capsys):
     (["fit", "--show-defaults", "--models", "exp,hill"], "distill.fitting:FitConfig"),
     (["sensitivity", "--show-defaults"], "distill.sensitivity:SensitivityConfig"),
     (["sweep", "--show-defaults", "--grid", "params.U_0_star=0.3,0.6"], "astro_sim.sweep:SweepConfig"),
-    (["simulate", "--show-defaults"], "astro_sim.network:NetworkSimConfig"),
+    (["simulate", "--show-defaults"], "astro_sim.network.model:NetworkSimConfig"),
     (["train", "--show-defaults", "--task", "recall"], "rmaat_model.train_config:TrainConfig"),
     (["pipeline", "--show-defaults"], "rmaat_app.pipeline:PipelineConfig"),
 ])

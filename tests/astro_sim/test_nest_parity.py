@@ -1,8 +1,8 @@
-"""NEST parity: the Brian2 models of astro_sim.nest_models against NEST's own reference numbers.
+"""NEST parity: the Brian2 models of astro_sim.tripartite.nest_models against NEST's own reference numbers.
 
 Reference numbers are carried over from NEST's test suite into ``fixtures/nest/`` (each file's
 header names the NEST file, the commit and the protocol); the protocols are
-``astro_sim.nest_parity.CASES``. Tolerances (module docstring of ``astro_sim.nest_parity``):
+``astro_sim.tripartite.nest_parity.CASES``. Tolerances (module docstring of ``astro_sim.tripartite.nest_parity``):
 
 * ``astrocyte_lr_1994``: rel 1e-6 (+1e-12), what NEST's ``test_astrocyte.py`` asks of NEST's
   GSL RKF45 integration. Brian2 integrates with RK4 at NEST's 0.1 ms; the reference is
@@ -24,10 +24,10 @@ import numpy as np
 import pytest
 
 from astro_rmaat.errors import ConfigError
-from astro_sim import tripartite_params as tpar
-from astro_sim.nest_models import MODEL_SETS, NestModelConfig, run
-from astro_sim.nest_parity import CASES, allowed_error, compare, read_reference
-from astro_sim.reference import integrate_lr1994
+from astro_sim.tripartite import param_sets as tpar
+from astro_sim.tripartite.nest_models import MODEL_SETS, NestModelConfig, run
+from astro_sim.tripartite.nest_parity import CASES, allowed_error, compare, read_reference
+from astro_sim.tripartite.reference import integrate_lr1994
 
 FIXTURES = Path(__file__).parent / "fixtures" / "nest"
 
@@ -52,7 +52,7 @@ def test_nest_parameter_sets_carry_nest_defaults_with_their_source():
     assert (tso["tau_rec"].value, tso["tau_fac"].value, tso["U"].value) == (800.0, 0.0, 0.5)
     assert (tso["C_m"].value, tso["tau_m"].value, tso["V_th"].value) == (250.0, 10.0, -55.0)
     assert "tsodyks_synapse.h" in tso["U"].source and "iaf_psc_exp.cpp" in tso["C_m"].source
-    # a name shared with another set keeps its unit (astro_sim.tripartite merges the units)
+    # a name shared with another set keeps its unit (one symbol, one unit across the sets)
     units: dict[str, str] = {}
     for table in tpar.PARAMETER_SETS.values():
         for row in table:

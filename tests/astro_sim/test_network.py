@@ -13,9 +13,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from astro_sim.network import NetworkSimConfig, build_network, run
-from astro_sim.network_params import NetworkParams, coupling_matrix, neuron_positions_um, synapse_pairs
-from astro_sim.protocols import STPProtocol
+from astro_sim.network.model import NetworkSimConfig, build_network
+from astro_sim.network.params import NetworkParams, coupling_matrix, neuron_positions_um, synapse_pairs
+from astro_sim.network.protocols import STPProtocol
+from astro_sim.network.run import run
 
 
 def wide(df, variable):
@@ -159,7 +160,7 @@ def test_record_only_what_is_asked_and_samples_sit_on_boundaries():
 
 
 def test_default_params_are_documented():
-    from astro_sim.network_params import PARAM_DOCS, describe
+    from astro_sim.network.params import PARAM_DOCS, describe
 
     rows = describe()
     assert {r["name"] for r in rows} == {f.name for f in dataclasses.fields(NetworkParams)} == set(PARAM_DOCS)

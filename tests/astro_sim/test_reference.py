@@ -18,9 +18,10 @@ import dataclasses
 import numpy as np
 import pytest
 
-from astro_sim.network import NetworkSimConfig, run
-from astro_sim.protocols import STPProtocol
-from astro_sim.reference import integrate
+from astro_sim.network.model import NetworkSimConfig
+from astro_sim.network.protocols import STPProtocol
+from astro_sim.network.reference import integrate
+from astro_sim.network.run import run
 
 VARS = ("x", "s", "p_s", "p_l")
 

@@ -10,7 +10,7 @@ import pytest
 from astro_rmaat import config as cfgmod
 from astro_rmaat.errors import ConfigError, RunExistsError
 from astro_rmaat.traces import read_traces
-from astro_sim.network import NetworkSimConfig
+from astro_sim.network.model import NetworkSimConfig
 from astro_sim.simulate import load_sim_config, simulate
 
 SHORT = ["protocol.n_cycles=3"]

@@ -14,9 +14,10 @@ import pytest
 
 from astro_rmaat.config import from_dict
 from astro_rmaat.traces import read_traces
-from astro_sim import tripartite_standalone as sa
 from astro_sim.sweep import SweepConfig, sweep
-from astro_sim.tripartite import TripartiteSimConfig, run
+from astro_sim.tripartite import standalone as sa
+from astro_sim.tripartite.model import TripartiteSimConfig
+from astro_sim.tripartite.run import run
 
 pytestmark = [pytest.mark.standalone, pytest.mark.slow]
 

@@ -16,9 +16,11 @@ from scipy.optimize import curve_fit
 
 from astro_rmaat.config import from_dict, load_config, to_dict
 from astro_rmaat.errors import ConfigError
-from astro_sim import tripartite_params as tpar
-from astro_sim.spike_protocols import SpikeProtocolConfig, make_stimulus
-from astro_sim.tripartite import InitialState, TripartiteParams, TripartiteSimConfig, run
+from astro_sim.tripartite import param_sets as tpar
+from astro_sim.tripartite.model import TripartiteSimConfig
+from astro_sim.tripartite.params import InitialState, TripartiteParams
+from astro_sim.tripartite.protocols import SpikeProtocolConfig, make_stimulus
+from astro_sim.tripartite.run import run
 
 
 def curve(out, var, element=0):

@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from scipy.integrate import solve_ivp
 
-from astro_sim.spike_protocols import SpikeProtocolConfig
-from astro_sim.tripartite import TripartiteParams, TripartiteSimConfig, run
+from astro_sim.tripartite.model import TripartiteSimConfig
+from astro_sim.tripartite.params import TripartiteParams
+from astro_sim.tripartite.protocols import SpikeProtocolConfig
+from astro_sim.tripartite.run import run
 
 T_SPIKE = 0.05
 DT_MS = 0.1

@@ -17,9 +17,11 @@ import pytest
 
 from astro_rmaat.config import from_dict, load_config, to_dict
 from astro_rmaat.errors import ConfigError
-from astro_sim.reference import gchi_rest_state, integrate_gchi
-from astro_sim.spike_protocols import SpikeProtocolConfig
-from astro_sim.tripartite import InitialState, TripartiteParams, TripartiteSimConfig, run
+from astro_sim.tripartite.model import TripartiteSimConfig
+from astro_sim.tripartite.params import InitialState, TripartiteParams
+from astro_sim.tripartite.protocols import SpikeProtocolConfig
+from astro_sim.tripartite.reference import gchi_rest_state, integrate_gchi
+from astro_sim.tripartite.run import run
 
 
 def curve(out, var, element=0):

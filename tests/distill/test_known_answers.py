@@ -44,8 +44,9 @@ def test_shipped_default_retention_regenerates(repo_root, tmp_path):
 @pytest.mark.parametrize("dt_pair", [-20])
 def test_graupner_brunel_pairing_fits_exponential_with_reference_rho_bar_and_tau(dt_pair, tmp_path):
     from astro_sim.simulate import simulate
-    from astro_sim.spike_protocols import SpikeProtocolConfig
-    from astro_sim.tripartite import TripartiteParams, TripartiteSimConfig
+    from astro_sim.tripartite.model import TripartiteSimConfig
+    from astro_sim.tripartite.params import TripartiteParams
+    from astro_sim.tripartite.protocols import SpikeProtocolConfig
 
     rho_bar, tau_eff = GB_TABLE[dt_pair]
     # plain Graupner–Brunel (release_scaling 0: every presynaptic spike adds C_pre), from rho = 0

@@ -1,14 +1,14 @@
 """NEST's own test protocols for its astrocyte and Tsodyks models, and the comparison with them.
 
 Each :class:`NestCase` is the protocol of one test of NEST's test suite, as a
-:class:`~astro_sim.nest_models.NestModelConfig`, with the file of reference numbers carried
+:class:`~astro_sim.tripartite.nest_models.NestModelConfig`, with the file of reference numbers carried
 over from that test (``tests/astro_sim/fixtures/nest/``; each file's header names the NEST
 file and commit) and the tolerance NEST's test applies:
 
 ``rel``
     ``|Brian2 - reference| <= 1e-6 |reference| + 1e-12``: ``pytest.approx``'s default, which
     NEST's ``test_astrocyte.py`` uses. The reference is a SciPy ``odeint`` solution; its own
-    error is what remains (:func:`astro_sim.reference.integrate_lr1994` shows it).
+    error is what remains (:func:`astro_sim.tripartite.reference.integrate_lr1994` shows it).
 ``digits``
     half a unit of the 6th significant digit of each reference value (exact for a reference
     of 0): the references were printed to 6 significant digits, and NEST compared rounded
@@ -28,7 +28,7 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
-from astro_sim.nest_models import NestModelConfig, run
+from astro_sim.tripartite.nest_models import NestModelConfig, run
 
 _NEST_HEAD = "nest/nest-simulator@84b06d8d442c"
 

@@ -1,4 +1,4 @@
-"""The RMAAT neuron–astrocyte network in Brian2 (model family ``rmaat_network``).
+"""The RMAAT neuron–astrocyte network in Brian2 (model family ``rmaat_network``): config and model.
 
 Objects (all real Brian2 groups with units):
 
@@ -10,29 +10,24 @@ Objects (all real Brian2 groups with units):
   variable ``C_ps_post = T psi(p_s_pre)`` is sum_kl T_ijkl psi(p_s_kl), with T set once
   from the distance between the synapse midpoints.
 
-The drive ``b_j(t)`` comes from the protocol (:mod:`astro_sim.protocols`) as step counts in
+The drive ``b_j(t)`` comes from the protocol (:mod:`astro_sim.network.protocols`) as step counts in
 the namespace; it is set once at the start of each step, so the drive is exactly piecewise
-constant between switch times (which lie on the dt grid).
+constant between switch times (which lie on the dt grid). Running it:
+:mod:`astro_sim.network.run`.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
-import tempfile
-import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from astro_rmaat.config import require_positive
 from astro_rmaat.errors import ConfigError
-from astro_sim.network_params import (PARAM_SET_ID, Geometry, NetworkParams, neuron_positions_um,
+from astro_sim.network.params import (Geometry, NetworkParams, namespace, neuron_positions_um,
                                       synapse_pairs)
-from astro_sim.protocols import DRIVE_EXPR, STPProtocol, drive_namespace, steps_of
-from astro_sim.simulate import SimOutput
+from astro_sim.network.protocols import DRIVE_EXPR, STPProtocol, drive_namespace, steps_of
 
 #: variable -> (group, unit written to the traces)
 VARIABLES: dict[str, tuple[str, str]] = {
@@ -80,7 +75,7 @@ class NetworkSimConfig:
                               f"constant params.tau_n_ms = {self.params.tau_n_ms!r} ms")
 
 
-# Model equations (DESIGN.md). phi = theta = psi = kappa = tanh, g(s) = s.
+# Model equations (astro_sim.network.params). phi = theta = psi = kappa = tanh, g(s) = s.
 NEURON_EQS = """
 dx/dt = (-lam*x + I_syn + b) / tau_n : 1    # firing rate (arbitrary units)
 I_syn : 1                                   # sum_i g(s_ij) phi(x_i), written by the synapses
@@ -108,19 +103,6 @@ C_ps_post = T*tanh(p_s_pre) : 1 (summed)    # psi(p_s_kl) of the source process
 T_EXPR = "c_T * exp(-sqrt((x_mid_pre - x_mid_post)**2 + (y_mid_pre - y_mid_post)**2) / l_T)"
 
 
-def namespace(params: NetworkParams) -> dict[str, Any]:
-    """The parameter set with Brian2 units."""
-    from brian2 import ms, second, umetre
-
-    return {
-        "tau_n": params.tau_n_ms * ms, "lam": params.lam,
-        "tau_s": params.tau_s_ms * ms, "beta": params.beta,
-        "tau_ps": params.tau_ps_ms * ms, "gamma_s": params.gamma_s,
-        "tau_pl": params.tau_pl_s * second, "gamma_l": params.gamma_l,
-        "c_T": params.c_T, "l_T": params.l_T_um * umetre,
-    }
-
-
 @dataclass
 class BuiltNetwork:
     net: Any                     # brian2.Network
@@ -129,7 +111,6 @@ class BuiltNetwork:
     coupling: Any
     monitors: dict[str, Any]     # variable -> StateMonitor (at the recording interval)
     boundary_monitor: Any        # p_l at every cycle boundary
-    namespace: dict[str, Any]
     pre: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
     post: np.ndarray = field(default_factory=lambda: np.zeros(0, int))
 
@@ -183,109 +164,5 @@ def build_network(cfg: NetworkSimConfig) -> BuiltNetwork:
                             dt=cfg.protocol.tau_cycle_s * second, name="mon_boundaries")
     net = Network(neurons, synapses, coupling, boundary, *monitors.values())
     return BuiltNetwork(net=net, neurons=neurons, synapses=synapses, coupling=coupling,
-                        monitors=monitors, boundary_monitor=boundary, namespace=ns,
+                        monitors=monitors, boundary_monitor=boundary,
                         pre=pre, post=post)
-
-
-def _long(t_s: np.ndarray, values: np.ndarray, variable: str, unit: str) -> pd.DataFrame:
-    """(n_elements, n_times) -> long rows sorted by element, then time."""
-    n_el, n_t = values.shape
-    return pd.DataFrame({
-        "t_s": np.tile(t_s, n_el),
-        "variable": variable,
-        "element": np.repeat(np.arange(n_el, dtype=np.int64), n_t),
-        "value": values.reshape(-1),
-        "unit": unit,
-    })
-
-
-def _final_state(built: BuiltNetwork, var: str) -> np.ndarray:
-    group = built.neurons if VARIABLES[var][0] == "neurons" else built.synapses
-    return np.asarray(getattr(group, var)[:], dtype=float)
-
-
-#: Brian2 ``report`` of the run ("stderr" prints progress over simulated time; set by simulate)
-REPORT: str | None = None
-
-
-def run(cfg: NetworkSimConfig) -> SimOutput:
-    """Simulate ``cfg`` with Brian2; return traces and the cycle-boundary samples of p_l."""
-    from brian2 import device, prefs, set_device, second
-    from brian2.devices.device import reset_device
-
-    if not isinstance(cfg, NetworkSimConfig):
-        raise ConfigError(f"expected a NetworkSimConfig, got {type(cfg).__name__}")
-    duration = cfg.protocol.duration_s
-    standalone = cfg.target == "cpp_standalone"
-    tmp = None
-    t0 = time.perf_counter()
-    try:
-        if standalone:
-            tmp = tempfile.TemporaryDirectory(prefix="rmaat_standalone_")
-            set_device("cpp_standalone", directory=tmp.name, build_on_run=True, with_output=False)
-        else:
-            prefs.codegen.target = cfg.target
-        built = build_network(cfg)
-        built.net.run(duration * second, namespace={}, report=REPORT, report_period=10 * second)
-        traces, samples = _collect(cfg, built)
-    finally:
-        if standalone:
-            device.reinit()
-            device.activate()
-            reset_device("runtime")
-            if tmp is not None:
-                tmp.cleanup()
-    wall = time.perf_counter() - t0
-    attrs = {
-        "model": cfg.model,
-        "tau_cycle_s": cfg.protocol.tau_cycle_s,
-        "n_cycles": cfg.protocol.n_cycles,
-        "slow_variable": "p_l",
-        "dt_s": cfg.dt_ms * 1e-3,
-        "record_interval_s": cfg.record_interval_ms * 1e-3,
-        "target": cfg.target,
-        "method": cfg.method,
-        "param_set": PARAM_SET_ID,
-        "params_modified": not cfg.params.is_default(),
-        "n_synapses": int(len(built.pre)),
-        "synapse_pre": built.pre.tolist(),
-        "synapse_post": built.post.tolist(),
-        "run_wall_s": wall,
-    }
-    return SimOutput(traces=traces, samples=samples, attrs=attrs)
-
-
-def _collect(cfg: NetworkSimConfig, built: BuiltNetwork) -> tuple[pd.DataFrame, pd.DataFrame]:
-    duration = cfg.protocol.duration_s
-    rec_dt = cfg.record_interval_ms * 1e-3
-    frames = []
-    for var, mon in built.monitors.items():
-        t_s = np.asarray(mon.t[:] / _second(), dtype=float)
-        vals = np.asarray(getattr(mon, var)[:], dtype=float)
-        # the state at the end of the run, when it lies on the recording grid
-        n_end = duration / rec_dt
-        if abs(n_end - round(n_end)) < 1e-9 and (t_s.size == 0 or t_s[-1] < duration - rec_dt / 2):
-            t_s = np.append(t_s, duration)
-            vals = np.concatenate([vals, _final_state(built, var)[:, None]], axis=1)
-        frames.append(_long(t_s, vals, var, VARIABLES[var][1]))
-    traces = (pd.concat(frames, ignore_index=True) if frames else
-              pd.DataFrame({"t_s": [], "variable": [], "element": [], "value": [], "unit": []}))
-
-    # p_l exactly at t = k tau_cycle, k = 0..n_cycles: the monitor holds k < n_cycles (taken at
-    # the start of step k tau_cycle/dt, i.e. the state at that time), the last is the final state.
-    bmon = built.boundary_monitor
-    b_vals = np.asarray(bmon.p_l[:], dtype=float)[:, : cfg.protocol.n_cycles]
-    b_vals = np.concatenate([b_vals, _final_state(built, "p_l")[:, None]], axis=1)
-    samples = _long(cfg.protocol.boundaries_s(), b_vals, "p_l", VARIABLES["p_l"][1])
-    return traces, samples
-
-
-def _second():
-    from brian2 import second
-
-    return second
-
-
-def default_config(**changes: Any) -> NetworkSimConfig:
-    """The default config with top-level fields replaced (a convenience for notebooks/tests)."""
-    return dataclasses.replace(NetworkSimConfig(), **changes)

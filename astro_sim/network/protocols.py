@@ -120,10 +120,3 @@ def drive_namespace(protocol: STPProtocol, dt_s: float) -> dict[str, float | int
     steps = drive_steps(protocol, dt_s)
     return {"stp_amplitude": steps.amplitude, "stp_cycle_steps": steps.cycle,
             "stp_on_steps": steps.on, "stp_total_steps": steps.total}
-
-
-def drive_at_steps(protocol: STPProtocol, dt_s: float, n: np.ndarray) -> np.ndarray:
-    """NumPy twin of :data:`DRIVE_EXPR` (for tests and plots): the drive at steps ``n``."""
-    steps = drive_steps(protocol, dt_s)
-    n = np.asarray(n)
-    return steps.amplitude * ((n % steps.cycle) < steps.on) * (n < steps.total)

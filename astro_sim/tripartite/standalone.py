@@ -2,7 +2,7 @@
 
 A build is fixed by its *signature* — what changes the generated code or array shapes:
 dt, record dt, number of units, run length, recorded variables, the presynaptic calcium
-delay, and this package's model source. Everything else — every parameter (declared
+delay, and the model's source (:data:`SOURCE_FILES`). Everything else — every parameter (declared
 ``(shared, constant)``), the initial efficacy and the stimulus arrays (TimedArrays) — is
 passed to the compiled binary on its command line, in the ``name=value`` /
 ``name=file`` form that ``device.run(run_args=...)`` produces. Builds are cached by
@@ -17,10 +17,16 @@ Brian2 nor a compiler: :meth:`StandaloneProject.run` starts the binary with a pr
 results directory and reads the monitor files listed in the build's ``manifest.json``.
 Parallel workers each run from their own copy of the binary and its static arrays
 (:meth:`StandaloneProject.copy_to`).
+
+A sweep (:mod:`astro_sim.sweep`) reaches this module through the family's hooks
+(:mod:`astro_sim.tripartite.run`): :func:`standalone_build` before the points run,
+:func:`standalone_point` around each point.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
@@ -31,19 +37,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from astro_rmaat import runs
 from astro_rmaat.config import from_dict, to_dict
 from astro_rmaat.errors import ConfigError
+from astro_sim.param_table import si_factor
+from astro_sim.tripartite.model import (POSTSYN_PARAMS, SYN_PARAMS, UNIT_PARAMS,
+                                        TripartiteSimConfig, brian_name, build_network,
+                                        initial_state, rho_init_values, stim_constants)
+from astro_sim.tripartite.params import PARAM_UNITS, STATE_RANGES
+from astro_sim.tripartite.protocols import make_stimulus
 
 MANIFEST = "manifest.json"
-
-#: factor from each parameter unit (tripartite_params) to Brian2's SI base units
-SI_FACTOR = {"1": 1.0, "1/s": 1.0, "uM": 1e-3, "mM": 1.0, "uM/s": 1e-3, "1/(uM*s)": 1e3,
-             "ms": 1e-3, "s": 1.0, "mV": 1e-3, "nS": 1e-9, "pF": 1e-12, "pA": 1e-12}
+#: the sources (under astro_sim/) whose text fixes the generated code: part of the signature
+SOURCE_FILES = ("param_table.py", "tripartite/param_sets.py", "tripartite/params.py",
+                "tripartite/model.py", "tripartite/standalone.py")
 
 #: number of builds this process started (tests use it to prove "built exactly once")
 BUILD_COUNT = 0
@@ -51,9 +62,9 @@ BUILD_COUNT = 0
 
 def _source_hash() -> str:
     h = hashlib.sha256()
-    here = Path(__file__).resolve().parent
-    for name in ("tripartite.py", "tripartite_standalone.py", "tripartite_params.py"):
-        h.update((here / name).read_bytes())
+    package = Path(__file__).resolve().parents[1]
+    for name in SOURCE_FILES:
+        h.update((package / name).read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -122,21 +133,19 @@ class StandaloneProject:
     # ------------------------------------------------------------------ one run
     def run_args(self, cfg, stim, run_dir: Path) -> list[str]:
         """The binary's ``name=value`` arguments for ``cfg`` (arrays written into ``run_dir``)."""
-        from astro_sim.tripartite import PARAM_UNITS, brian_name, stim_constants
         names = self.manifest["params"]
         unit = self.manifest["unit_group"]
         args = []
         for pname, group in names.items():
-            si = getattr(cfg.params, pname) * SI_FACTOR[PARAM_UNITS[pname]]
+            si = getattr(cfg.params, pname) * si_factor(PARAM_UNITS[pname])
             args.append(f"{group}.{brian_name(pname)}={float(si)!r}")
         for name, si in stim_constants(stim).items():
             args.append(f"{unit}.{name}={float(si)!r}")
-        from astro_sim.tripartite import STATE_RANGES, TRACE_TO_SI, initial_state, rho_init_values
         groups = {"unit": unit, "syn": self.manifest.get("syn_group", "syn")}
         values = {(unit, "rho"): rho_init_values(cfg)}
         for name, vals in initial_state(cfg, stim).items():
             group, trace_unit, _ = STATE_RANGES[name]
-            values[(groups[group], name)] = vals * TRACE_TO_SI[trace_unit]
+            values[(groups[group], name)] = vals * si_factor(trace_unit)
         for (group, name), vals in values.items():
             vals = np.ascontiguousarray(vals, dtype=np.float64)
             if np.all(vals == vals[0]):
@@ -154,8 +163,7 @@ class StandaloneProject:
     def run(self, cfg, stim, keep: bool = False) -> tuple[np.ndarray, dict[str, np.ndarray], float]:
         """Run the binary for ``cfg``; returns ``(t_s, {var: (n_t, n_units) SI}, binary_wall_s)``
         (the last: seconds from starting the binary to its exit)."""
-        from astro_sim.tripartite_standalone import signature as sig_of
-        sig = sig_of(cfg, stim)
+        sig = signature(cfg, stim)
         if sig != self.signature:
             diff = sorted(k for k in sig if sig[k] != self.signature.get(k))
             raise ConfigError(f"this cpp_standalone build does not fit the config: {diff} differ "
@@ -215,10 +223,10 @@ def build(cfg, directory: Path) -> None:
         shutil.rmtree(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     cfg_json = runs.to_json(to_dict(cfg))
-    pkg_root = str(Path(__file__).resolve().parents[1])
+    pkg_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([pkg_root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    proc = subprocess.run([sys.executable, "-m", "astro_sim.tripartite_standalone", str(directory)],
+    proc = subprocess.run([sys.executable, "-m", "astro_sim.tripartite.standalone", str(directory)],
                           input=cfg_json, env=env, capture_output=True, text=True)
     BUILD_COUNT += 1
     if proc.returncode != 0 or not (directory / MANIFEST).is_file():
@@ -229,10 +237,6 @@ def build(cfg, directory: Path) -> None:
 def _build_here(cfg_dict: dict[str, Any], directory: Path) -> None:
     """Child-process side of :func:`build`."""
     import brian2 as b2
-
-    from astro_sim.spike_protocols import make_stimulus
-    from astro_sim.tripartite import (POSTSYN_PARAMS, SYN_PARAMS, UNIT_PARAMS,
-                                      TripartiteSimConfig, build_network)
 
     cfg = from_dict(TripartiteSimConfig, cfg_dict)
     stim = make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed, cfg.max_spikes)
@@ -256,6 +260,51 @@ def _build_here(cfg_dict: dict[str, Any], directory: Path) -> None:
                 "syn_group": h.syn.name,
                 "t_file": t_file, "outputs": outputs}
     runs.atomic_write_json(directory / MANIFEST, manifest)
+
+
+# ----------------------------------------------------------------------------- sweep hooks
+def standalone_build(configs: Sequence[TripartiteSimConfig],
+                     default_dir: Path) -> tuple[Path, list[str], int]:
+    """Build each distinct signature among a sweep's point configs once, before any point runs.
+
+    Builds go to the points' ``standalone_dir`` (a shared cache; the same for every point),
+    else to ``default_dir``. Returns that directory, each point's build key (its build is
+    the key's subdirectory) and the number of builds this call started.
+    """
+    before = BUILD_COUNT
+    root: Path | None = None
+    keys: list[str] = []
+    seen: set[str] = set()
+    for pcfg in configs:
+        here = Path(pcfg.standalone_dir) if pcfg.standalone_dir else default_dir
+        if root is not None and here != root:
+            raise ConfigError("standalone_dir must not vary across a sweep's points")
+        root = here
+        stim = make_stimulus(pcfg.protocol, pcfg.n_units, pcfg.dt_ms * 1e-3, pcfg.seed,
+                             pcfg.max_spikes)
+        key = signature_key(signature(pcfg, stim))
+        keys.append(key)
+        if key not in seen:
+            seen.add(key)
+            get_project(dataclasses.replace(pcfg, standalone_dir=str(root)), stim)
+    return root, keys, BUILD_COUNT - before
+
+
+@contextlib.contextmanager
+def standalone_point(build_dir: Path, key: str, worker_dir: Path) -> Iterator[None]:
+    """Within it, this process runs standalone points from its own copy of the build ``key``
+    of ``build_dir``, kept in ``worker_dir`` (copied by the process's first point)."""
+    if not (worker_dir / key / MANIFEST).is_file():
+        StandaloneProject(build_dir / key).copy_to(worker_dir / key)
+    old_env = os.environ.get(WORKER_CACHE_ENV)
+    os.environ[WORKER_CACHE_ENV] = str(worker_dir)
+    try:
+        yield
+    finally:
+        if old_env is None:
+            os.environ.pop(WORKER_CACHE_ENV, None)
+        else:
+            os.environ[WORKER_CACHE_ENV] = old_env
 
 
 if __name__ == "__main__":

@@ -1,9 +1,11 @@
 """Named, versioned parameter sets of the spiking tripartite synapse and of the NEST models.
 
-Each set is a table of :class:`Param` rows (value, unit, meaning, source). Values are plain
-floats in the unit named beside them, so a config stays JSON; ``astro_sim.tripartite`` (and
-``astro_sim.nest_models`` for the ``nest-*`` sets) attaches the Brian2 unit when it builds
-the network. Sets are never edited in place: a
+Each set is a table of :class:`~astro_sim.param_table.Param` rows (value, unit, meaning,
+source). Values are plain floats in the unit named beside them, so a config stays JSON;
+:mod:`astro_sim.tripartite.model` (and :mod:`astro_sim.tripartite.nest_models` for the
+``nest-*`` sets) attaches the Brian2 unit when it builds the network; the tripartite
+family's parameter table (:mod:`astro_sim.tripartite.params`) is made of the rows of the
+sets its defaults come from; ``docs/parameters.md`` shows them. Sets are never edited in place: a
 change of any value is a new version (``.../v2``), so a run's ``param_sets`` attribute
 names exactly the numbers it used.
 
@@ -40,7 +42,7 @@ Sources
     and output of Nadkarni & Jung 2003): parameters and initial state as set by the model's
     constructors in ``models/astrocyte_lr_1994.cpp`` of nest/nest-simulator (commit
     84b06d8d442c, the 3.10 development line), in NEST's units (uM, ms). The rows ``IP3``,
-    ``Ca_astro``, ``h_IP3R`` are the initial state. Model: :mod:`astro_sim.nest_models`.
+    ``Ca_astro``, ``h_IP3R`` are the initial state. Model: :mod:`astro_sim.tripartite.nest_models`.
 ``nest-tsodyks-iaf_psc_exp/v1``
     The defaults of NEST's ``tsodyks_synapse`` (Tsodyks, Uziel & Markram 2000; constructor
     in ``models/tsodyks_synapse.h``) and of the exponential-current LIF neuron
@@ -51,18 +53,8 @@ Sources
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from astro_rmaat.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class Param:
-    name: str       # symbol as in the equations
-    value: float    # in ``unit``
-    unit: str       # "1" for dimensionless
-    meaning: str
-    source: str
+from astro_sim.param_table import Param
 
 
 _CH18 = "Computational Glioscience (2019) ch. 18 / Stimberg et al. 2018, bioRxiv 198366"
@@ -238,10 +230,6 @@ def parameter_set(name: str) -> dict[str, Param]:
         raise ConfigError(f"parameter set {name!r} is unknown; expected one of: "
                           f"{', '.join(PARAMETER_SETS)}")
     return {p.name: p for p in PARAMETER_SETS[name]}
-
-
-def value(set_name: str, symbol: str) -> float:
-    return parameter_set(set_name)[symbol].value
 
 
 def as_markdown(name: str) -> str:

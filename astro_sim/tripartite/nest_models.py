@@ -2,9 +2,9 @@
 
 Two small models whose equations are those NEST documents for these models, so that they can
 be run on NEST's own test protocols and compared with NEST's reference traces
-(:mod:`astro_sim.nest_parity`). NEST itself is not needed. Parameters come from the sets
+(:mod:`astro_sim.tripartite.nest_parity`). NEST itself is not needed. Parameters come from the sets
 ``nest-astrocyte_lr_1994/v1`` and ``nest-tsodyks-iaf_psc_exp/v1``
-(:mod:`astro_sim.tripartite_params`), in NEST's units (uM, ms, mV, pA, pF).
+(:mod:`astro_sim.tripartite.param_sets`), in NEST's units (uM, ms, mV, pA, pF).
 
 ``astrocyte_lr_1994``
     Li & Rinzel (1994) Ca2+ dynamics with Nadkarni & Jung's (2003) input and output: IP3
@@ -43,7 +43,8 @@ import pandas as pd
 
 from astro_rmaat.config import require_positive
 from astro_rmaat.errors import ConfigError
-from astro_sim import tripartite_params as tp
+from astro_sim.param_table import quantity
+from astro_sim.tripartite import param_sets as tp
 
 #: model -> the parameter set its defaults come from
 MODEL_SETS = {"astrocyte_lr_1994": "nest-astrocyte_lr_1994/v1",
@@ -186,17 +187,10 @@ def _check_params(set_name: str, v: dict[str, float]) -> None:
                               "time constants (this model's exact solution is singular there)")
 
 
-def _unit(name: str):
-    """The Brian2 unit of a unit string of the parameter tables."""
-    import brian2 as b2
-    return {"1": 1, "uM": b2.umolar, "ms": b2.ms, "1/ms": 1 / b2.ms, "uM/ms": b2.umolar / b2.ms,
-            "1/(uM*ms)": 1 / (b2.umolar * b2.ms), "mV": b2.mV, "pA": b2.pA, "pF": b2.pF}[name]
-
-
 def _namespace(cfg: NestModelConfig, state: tuple[str, ...]) -> dict:
     """The parameters (not the initial state) as Brian2 quantities."""
     rows = tp.parameter_set(cfg.param_set)
-    return {name: value * _unit(rows[name].unit)
+    return {name: quantity(value, rows[name].unit)
             for name, value in cfg.values().items() if name not in state}
 
 
