@@ -54,3 +54,12 @@ def test_quoted_names_resolve(page):
     names = sorted(set(DOTTED.findall(page.read_text())))
     missing = [n for n in names if not _resolves(n)]
     assert not missing, f"{page.relative_to(REPO)} quotes names that do not exist: {missing}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_relative_links_resolve(page):
+    """A Markdown link to a local file resolves from the page's own folder (anchors aside)."""
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text())
+    local = [t for t in targets if not re.match(r"[a-z]+:", t)]
+    missing = sorted(t for t in local if not (page.parent / t).exists())
+    assert not missing, f"{page.relative_to(REPO)} links files that do not exist: {missing}"
