@@ -53,6 +53,16 @@ def check_split(split: str) -> None:
         raise ConfigError(f"split = {split!r}: expected one of {', '.join(SPLITS)}")
 
 
+def find_split_file(data_dir: str | Path, name: str, release_folder: str) -> Path | None:
+    """``DATA/name``, else ``DATA/<release_folder>/name`` (the LRA release's layout); None if
+    neither is a file (the task's loader says where to get it)."""
+    data_dir = Path(data_dir)
+    for candidate in (data_dir / name, data_dir / release_folder / name):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def check_max_len(max_len: int | None, default: int) -> int:
     """``max_len`` or the task's default; a positive integer."""
     if max_len is None:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from astro_rmaat.errors import DataError
-from rmaat_model.data.base import PAD_ID, TaskSpec, check_max_len, check_split
+from rmaat_model.data.base import find_split_file, PAD_ID, TaskSpec, check_max_len, check_split
 from rmaat_model.data.generate.listops import END, HEADER, OPERATORS, SPLIT_FILES, tokenize
 
 MAX_LEN = 2000      # LRA pads ListOps to 2000 tokens
@@ -103,9 +103,9 @@ class ListOpsDataset(torch.utils.data.Dataset):
 def find_file(data_dir: str | Path, split: str) -> Path:
     data_dir = Path(data_dir)
     name = SPLIT_FILES[split]
-    for candidate in (data_dir / name, data_dir / "listops-1000" / name):
-        if candidate.is_file():
-            return candidate
+    found = find_split_file(data_dir, name, "listops-1000")
+    if found is not None:
+        return found
     raise DataError(f"ListOps {split} split not found: expected {str(data_dir / name)!r}. "
                     f"Create it with 'rmaat generate listops --out {data_dir}' (96K/2K/2K, "
                     "official settings) or copy the LRA release's listops-1000/ files there")

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from astro_rmaat.errors import DataError
-from rmaat_model.data.base import PAD_ID, TaskSpec, bytes_to_tokens, check_max_len, check_split
+from rmaat_model.data.base import find_split_file, PAD_ID, TaskSpec, bytes_to_tokens, check_max_len, check_split
 
 MAX_LEN = 4000     # bytes per document (LRA)
 VOCAB_SIZE = 257   # 256 byte values + padding
@@ -90,9 +90,9 @@ class AanPairs(torch.utils.data.Dataset):
 def find_file(data_dir: str | Path, split: str) -> Path:
     data_dir = Path(data_dir)
     name = SPLIT_FILES[split]
-    for candidate in (data_dir / name, data_dir / "tsv_data" / name):
-        if candidate.is_file():
-            return candidate
+    found = find_split_file(data_dir, name, "tsv_data")
+    if found is not None:
+        return found
     raise DataError(f"Retrieval {split} split not found: expected {str(data_dir / name)!r}. "
                     "Take it from the LRA release (lra_release.gz, folder tsv_data/, "
                     "https://github.com/google-research/long-range-arena) and put the "
