@@ -37,6 +37,7 @@ complete:
   (tests/astro_sim/test_sweep_standalone.py).
 * ``torchrun``: two training processes (tests/rmaat_model/test_distributed.py runs them).
 * ``python bench/...``: benchmarks of minutes, not tests.
+* ``python -c ...``: one-liners that print values a test checks (e.g. the rest state).
 * Python blocks (API sketches with placeholders such as ``tokens``) and plain blocks
   (diagrams, equations) are not shell examples.
 """
@@ -64,6 +65,7 @@ NOT_RUN = {
     "--standalone": "cpp_standalone build of 30-60 s (test_sweep_standalone.py)",
     "torchrun": "two training processes (test_distributed.py)",
     "python bench/": "benchmark of minutes",
+    "python -c": "a Python one-liner printing values a test checks, not a command-line example",
 }
 
 
