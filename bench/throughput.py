@@ -1,7 +1,7 @@
 """Training throughput (forward + backward): RMAAT + AMRB against RMT + BPTT, side by side.
 
     PYTHONPATH=$PWD python bench/throughput.py [--threads 1 2] [--repeats 5] [--compile]
-        [--lengths 1024 2048 4096 8192 16384 32768] [--quick]
+        [--lengths 1024 2048 4096 8192 16384 32768] [--quick] [--layouts 8192:512:4 ...]
 
 Equal width and depth for every model (the ModelConfig defaults: d_model 64, 4 heads,
 2 layers, d_ff 128, M = 8 memory tokens, dropout 0.1), no padding. Each model is trained the
@@ -139,8 +139,16 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="add the torch.compile variants")
     ap.add_argument("--quick", action="store_true", help="1 thread, 3 repeats, 2K tokens, lengths 1K-4K")
     ap.add_argument("--retention", default=None)
+    ap.add_argument("--layouts", nargs="+", metavar="TOKENS:N:BATCH", default=None,
+                    help="only these layouts (e.g. 8192:512:4), and no per-token table")
     args = ap.parse_args()
     layouts = LAYOUTS
+    if args.layouts:
+        try:
+            layouts = [tuple(int(v) for v in s.split(":")) for s in args.layouts]
+            assert all(len(lay) == 3 and min(lay) > 0 for lay in layouts)
+        except (ValueError, AssertionError):
+            ap.error(f"--layouts {' '.join(args.layouts)}: expected TOKENS:N:BATCH, positive integers")
     if args.quick:
         args.threads, args.repeats, args.lengths = [1], 3, [1024, 2048, 4096]
         layouts = [(2048, 512, 4), (2048, 512, 1)]
@@ -160,7 +168,8 @@ def main() -> None:
         torch.set_num_threads(threads)
         print(f"\n== {threads} thread{'s' if threads > 1 else ''}: steps/s and x RMT+BPTT")
         layout_table(specs, rfile, args.repeats, layouts)
-        per_token_table(rfile, args.repeats, args.lengths)
+        if not args.layouts:
+            per_token_table(rfile, args.repeats, args.lengths)
     print(f"\n{machine()}")
 
 

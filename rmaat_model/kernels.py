@@ -35,6 +35,20 @@ import torch
 import torch.nn.functional as F
 
 
+_SCALARS: dict = {}
+
+
+def scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
+    """A cached 0-dim tensor of ``dtype``: an elementwise op with a Python number converts it to
+    a tensor on every call (four dispatched operators); with this it is one. 0-dim CPU tensors
+    combine with tensors on any device."""
+    key = (value, dtype)
+    t = _SCALARS.get(key)
+    if t is None:
+        t = _SCALARS[key] = torch.tensor(value, dtype=dtype)
+    return t
+
+
 def phi(x: torch.Tensor) -> torch.Tensor:
     """Positive feature map of the paper: elu(x) + 1 > 0."""
     return F.elu(x) + 1.0
@@ -49,56 +63,95 @@ def astro_map(w_cap: int, m: int, scale: float) -> torch.Tensor:
 
 
 class AstroAttention(torch.autograd.Function):
-    """phi(Q) (H_neuron + H_astro) / C for all heads at once, one graph node (module doc)."""
+    """phi(Q) (H_neuron + H_astro) / C for all heads at once, one graph node (module doc).
+
+    Feature-major: it takes the packed projection qkvT (B, nh * 3 * hs, W) -- for each head
+    its Q, K and V features as rows, the window along the last dimension, as
+    ``Attention`` computes it -- and returns yT (B, nh * hs, Wq), the heads' outputs as rows.
+    Every batched matmul then reads rows of W contiguous values (a head's features) and no
+    permute copy runs in either direction; the formulas are those of the module doc,
+    transposed (qT = Q^T ...)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, phi_r, alpha: float):
-        # q (B, nh, Wq, hs); k, v (B, nh, W, hs); mask (B, 1, W, 1) float or None; phi_r (W, hs) or None
-        m = q.shape[-1]
-        fq = F.elu(q).add_(1.0)                                     # (B, nh, Wq, hs)
-        fk = F.elu(k).add_(1.0)                                     # (B, nh, W, hs)
-        if mask is not None:
-            fk.mul_(mask)
-            v = v * mask                                            # padding -> 0 in every sum
-        s = fk.sum(dim=-2, keepdim=True)                            # (B, nh, 1, hs)
+    def forward(ctx, qkvT, mask, phi_r, alpha: float, n_heads: int, n_query: int):
+        # qkvT (B, nh*3*hs, W); mask (B, 1, 1, W) float or None; phi_r (W, hs) or None.
+        # Heads are folded into the batch: (B nh, ...) for torch.bmm, no matmul broadcasting.
+        B, R, W = qkvT.shape
+        nh, Wq = n_heads, n_query
+        m = R // (3 * nh)
+        qkv = qkvT.reshape(B * nh, 3, m, W)                         # a view when contiguous
+        one = scalar(1.0, qkvT.dtype)
+        fqT = F.elu(qkv[:, 0, :, :Wq]).add_(one)                   # (B nh, hs, Wq) phi
+        fkT = F.elu(qkv[:, 1]).add_(one)                            # (B nh, hs, W)
+        vT = qkv[:, 2]                                              # (B nh, hs, W) view
+        if mask is not None:                                        # padding -> 0 in every sum
+            fkT.view(B, nh, m, W).mul_(mask)
+            vT = (vT.view(B, nh, m, W) * mask).view(B * nh, m, W)
+        s = fkT.sum(dim=-1, keepdim=True)                           # (B nh, hs, 1)
         g = s.pow(alpha)
-        a = fk if phi_r is None else fk + phi_r                     # (B, nh, W, hs)
-        H = torch.cat([a.transpose(-2, -1) @ v, g.transpose(-2, -1) * m], dim=-1)   # (B, nh, hs, hs+1)
-        Y = fq @ H                                                  # (B, nh, Wq, hs+1)
-        C = Y[..., m:]                                              # (B, nh, Wq, 1)
-        y = Y[..., :m].div_(C)                                      # (B, nh, Wq, hs)
-        ctx.save_for_backward(fq, fk, v, mask, phi_r, s, g, H, y, C)
-        ctx.alpha = alpha
-        return y
+        aT = fkT if phi_r is None else fkT + phi_r.T                # (B nh, hs, W)
+        H = torch.cat([torch.bmm(aT, vT.transpose(1, 2)), g * scalar(m, g.dtype)], dim=2)   # (B nh, hs, hs+1)
+        YT = torch.bmm(H.transpose(1, 2), fqT)                      # (B nh, hs+1, Wq)
+        C = YT[:, m:]                                               # (B nh, 1, Wq)
+        yT = YT[:, :m] / C                                          # (B nh, hs, Wq), contiguous
+        ctx.save_for_backward(fqT, fkT, vT, mask, phi_r, s, g, H, yT, C)
+        ctx.alpha, ctx.W = alpha, W
+        return yT.view(B, nh * m, Wq)
 
     @staticmethod
-    def backward(ctx, dy):
-        fq, fk, v, mask, phi_r, s, g, H, y, C = ctx.saved_tensors
-        m = fq.shape[-1]
-        dnum = dy / C                                               # (B, nh, Wq, hs)
-        dY = torch.cat([dnum, (dnum * y).sum(dim=-1, keepdim=True).neg_()], dim=-1)   # (B, nh, Wq, hs+1)
-        dfq = dY @ H.transpose(-2, -1)                              # (B, nh, Wq, hs)
-        dH = fq.transpose(-2, -1) @ dY                              # (B, nh, hs, hs+1)
-        dHn = dH[..., :m]                                           # (B, nh, hs, hs)
-        dg = dH[..., m:].transpose(-2, -1)                          # (B, nh, 1, hs), times m below
-        a = fk if phi_r is None else fk + phi_r
-        dfk = (v @ dHn.transpose(-2, -1)).add_(dg * (m * ctx.alpha) * g / s)   # dA + ds, (B, nh, W, hs)
-        dv = a @ dHn                                                # (B, nh, W, hs)
-        dq = dfq.mul_(fq.clamp(max=1.0))                            # phi'(Q)
-        dk = dfk.mul_(fk.clamp(max=1.0))                            # phi'(K) (0 where masked)
+    def backward(ctx, dout):
+        fqT, fkT, vT, mask, phi_r, s, g, H, yT, C = ctx.saved_tensors
+        BH, m, Wq = fqT.shape
+        B, W = dout.shape[0], ctx.W
+        nh = BH // B
+        dnum = dout.view(B, nh, m, Wq) / C.view(B, nh, 1, Wq)      # (B, nh, hs, Wq)
+        dC = (dnum * yT.view(B, nh, m, Wq)).sum(dim=2, keepdim=True).neg_()
+        dYT = torch.cat([dnum, dC], dim=2).view(BH, m + 1, Wq)      # contiguous whatever dout's layout
+        dfqT = torch.bmm(H, dYT)                                    # (B nh, hs, Wq)
+        dH = torch.bmm(fqT, dYT.transpose(1, 2))                    # (B nh, hs, hs+1)
+        dHn = dH[:, :, :m]                                          # (B nh, hs, hs)
+        dg = dH[:, :, m:]                                           # (B nh, hs, 1), times m below
+        aT = fkT if phi_r is None else fkT + phi_r.T
+        dfkT = torch.bmm(dHn, vT).add_(dg * scalar(m * ctx.alpha, dg.dtype) * g / s)   # dA + ds, (B nh, hs, W)
+        dvT = torch.bmm(dHn.transpose(1, 2), aT)                    # (B nh, hs, W)
+        dq = dfqT.mul_(fqT.clamp(max=1.0))                          # phi'(Q)
+        dk = dfkT.mul_(fkT.clamp(max=1.0))                          # phi'(K) (0 where masked)
         if mask is not None:
-            dv.mul_(mask)
-        return dq, dk, dv, None, None, None
+            dvT.view(B, nh, m, W).mul_(mask)
+        if Wq < W:                                                  # rows that are keys only
+            dq = F.pad(dq, (0, W - Wq))
+        return torch.stack([dq, dk, dvT], dim=1).view(B, nh * 3 * m, W), None, None, None, None, None
+
+
+def head_rows(n_heads: int, head_size: int) -> torch.Tensor:
+    """Row order that turns a (3 D, .) projection laid out [Q | K | V] (each head after head)
+    into the head-grouped order of ``AstroAttention``: for each head its Q, K, V rows."""
+    return torch.arange(3 * n_heads * head_size).view(3, n_heads, head_size).transpose(0, 1).reshape(-1)
+
+
+def astro_attention_t(qkvT: torch.Tensor, n_heads: int, mask: torch.Tensor | None, phi_r: torch.Tensor | None,
+                      alpha: float, n_query: int | None = None) -> torch.Tensor:
+    """Astromorphic attention, feature-major: qkvT (B, nh * 3 * hs, W), head-grouped rows
+    (``head_rows``) -> yT (B, nh * hs, Wq), the first ``n_query`` window positions (all when
+    None) being the queries and every position a key.
+
+    mask: (B, W) bool (True for real keys), or None when every key is real; phi_r: (W, m = hs)
+    or None (H_astro off: with alpha = 1 this is normalised linear attention / m, RLT's kernel)."""
+    fmask = None if mask is None else mask[:, None, None, :].to(qkvT.dtype)   # (B, 1, 1, W)
+    Wq = qkvT.shape[-1] if n_query is None else n_query
+    return AstroAttention.apply(qkvT, fmask, phi_r, float(alpha), n_heads, Wq)
 
 
 def astro_attention(q, k, v, mask: torch.Tensor | None, phi_r: torch.Tensor | None, alpha: float):
-    """Astromorphic attention, linear in W: q (B, nh, Wq, hs), k, v (B, nh, W, hs) -> (B, nh, Wq, hs).
-
-    mask: (B, W) bool (True for real keys), or None when every key is real; phi_r: (W, m = hs)
-    or None (H_astro off: with alpha = 1 this is normalised linear attention / m, RLT's kernel).
-    """
-    fmask = None if mask is None else mask[:, None, :, None].to(q.dtype)   # (B, 1, W, 1)
-    return AstroAttention.apply(q, k, v, fmask, phi_r, float(alpha))
+    """The same kernel head-major: q (B, nh, Wq, hs), k, v (B, nh, W, hs) -> (B, nh, Wq, hs),
+    the queries being the first Wq positions of the window (packs and calls ``astro_attention_t``)."""
+    B, nh, Wq, hs = q.shape
+    W = k.shape[2]
+    if Wq < W:
+        q = torch.cat([q, q.new_zeros(B, nh, W - Wq, hs)], dim=2)
+    qkvT = torch.stack([q, k, v], dim=2).transpose(-2, -1).reshape(B, nh * 3 * hs, W)
+    yT = astro_attention_t(qkvT, nh, mask, phi_r, alpha, Wq)                 # (B, nh * hs, Wq)
+    return yT.view(B, nh, hs, Wq).transpose(-2, -1)
 
 
 def softmax_attention(q, k, v, key_mask: torch.Tensor | None) -> torch.Tensor:
@@ -127,7 +180,8 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
     scale = 65536 / (65536 - q)
     # kept where the piece is >= q - 32768: (piece - (q - 32769)) * scale is >= scale there and
     # <= 0 elsewhere, so the clamp gives exactly {0, scale} (no bool tensor to convert)
-    keep = bits.view(torch.int16)[:n].to(like.dtype).sub_(q - 32769).mul_(scale).clamp_(0.0, scale)
+    keep = (bits.view(torch.int16)[:n].to(like.dtype).sub_(scalar(q - 32769, like.dtype))
+            .mul_(scalar(scale, like.dtype)).clamp_(0.0, scale))
     return [m.view(batch, r, width) for m, r in zip(keep.split([batch * width * r for r in rows]), rows)]
 
 

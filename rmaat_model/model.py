@@ -39,7 +39,8 @@ Open choices the paper leaves (each decided here, documented where it is made):
       t+1, which is the paper's mem_{t+1} = RF(t, T) mem'_{t+1}, and lets the classifier
       read the last segment's memory unscaled (pool = "mem").
     * T and RF(t, T) come from each sequence's real length; segments past a sequence's end
-      leave its state untouched, so appending padding cannot change the logits.
+      leave its state untouched, so appending padding cannot change the logits. They are not
+      computed at all: segment t runs on the sequences with t < T_b only (``Plan.rows``).
     * AT and Transformer attend over the whole (real part of the) sequence with learned
       absolute positions; segment_len and n_mem do not apply to them.
     * AT with at_scope = "segment" is the segment-local, memory-free control: the sequence is
@@ -67,7 +68,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError, DataError
-from rmaat_model.kernels import (astro_attention, astro_map, dropout_masks, layer_masks, mask_rows,
+from rmaat_model.kernels import (astro_attention_t, astro_map, head_rows, dropout_masks, layer_masks, mask_rows,
                                  softmax_attention)
 from rmaat_model.model_config import ModelConfig
 from rmaat_model.schedule import retention_table
@@ -84,6 +85,8 @@ class Attention(nn.Module):
             self.register_buffer("phi_r", astro_map(w_cap, self.hs, cfg.astro_scale), persistent=False)
         else:
             self.phi_r = None
+        if self.kernel != "softmax":   # the linear kernels run feature-major (kernels.AstroAttention)
+            self.register_buffer("head_rows", head_rows(self.nh, self.hs), persistent=False)
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool,
                 n_query: int | None = None) -> torch.Tensor:
@@ -91,23 +94,24 @@ class Attention(nn.Module):
         None) are queries. all_real: no key is padding (the mask is skipped)."""
         B, W, D = x.shape
         Wq = W if n_query is None else n_query
-        qkv = self.qkv(x)                                                          # (B, W, 3D)
-        heads = qkv.view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)       # (3, B, nh, W, hs)
-        if self.kernel != "softmax":   # head-major copy once, so that no batched matmul copies its operands
-            heads = heads.contiguous()
-        q, k, v = heads
         mask = None if all_real else key_mask
         if self.kernel == "softmax":
+            q, k, v = self.qkv(x).view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)   # (B, nh, W, hs)
             y = softmax_attention(q if Wq == W else q[:, :, :Wq], k, v, mask)
-        else:   # astromorphic (rmaat, at) or plain normalised linear (rlt: alpha = 1, no H_astro)
-            astro = self.kernel == "astro"
-            phi_r = None
-            if astro:   # the window's rows of phi(R); the whole buffer for a memory arch's full window
-                phi_r = self.phi_r if W == self.phi_r.shape[0] else self.phi_r[:W]
-                phi_r = phi_r if phi_r.dtype == x.dtype else phi_r.to(x.dtype)
-            y = astro_attention(q if Wq == W else q[:, :, :Wq], k, v, mask, phi_r,
-                                self.alpha if astro else 1.0)                  # (B, nh, Wq, hs), one node
-        return self.proj(y.transpose(1, 2).reshape(B, Wq, D))
+            return self.proj(y.transpose(1, 2).reshape(B, Wq, D))
+        # astromorphic (rmaat, at) or plain normalised linear (rlt: alpha = 1, no H_astro), one
+        # node, feature-major: the projection is computed transposed, x^T -> (B, 3D, W) with each
+        # head's Q, K, V rows together, and the output projection reads y^T as it comes, so the
+        # heads are never permuted in memory (a copy that cost as much as the projection itself)
+        w, b = (p.index_select(0, self.head_rows) for p in (self.qkv.weight, self.qkv.bias))
+        qkvT = torch.baddbmm(b[:, None], w.expand(B, -1, -1), x.transpose(1, 2))   # (B, 3D, W)
+        astro = self.kernel == "astro"
+        phi_r = None
+        if astro:   # the window's rows of phi(R); the whole buffer for a memory arch's full window
+            phi_r = self.phi_r if W == self.phi_r.shape[0] else self.phi_r[:W]
+            phi_r = phi_r if phi_r.dtype == x.dtype else phi_r.to(x.dtype)
+        yT = astro_attention_t(qkvT, self.nh, mask, phi_r, self.alpha if astro else 1.0, Wq)   # (B, D, Wq)
+        return torch.baddbmm(self.proj.bias, yT.transpose(1, 2), self.proj.weight.T.expand(B, -1, -1))
 
 
 
@@ -150,8 +154,10 @@ class Plan:
     batch: int               # B, sequences per tower
     all_real: bool           # no padding anywhere (lets softmax skip its mask)
     seg_key_mask: torch.Tensor | None = None   # (B', T, M+N) memory archs: [memory rows; segment t]
-    seg_all_real: tuple[bool, ...] = ()        # per segment: no padded key (the mask is skipped)
+    seg_all_real: tuple[bool, ...] = ()        # per segment: no padded key among its active rows
     same_length: bool = False                  # every sequence has T segments (no per-row selects)
+    rows: tuple[torch.Tensor | None, ...] = ()   # per segment: indices of the sequences still running
+    #                                              (t < T_b), None where all are; only they are computed
     rf: torch.Tensor | None = None             # (T, B', 1, 1) RF(t, T_b) at [t-1] for a fixed schedule
 
 
@@ -281,17 +287,20 @@ class RMAAT(nn.Module):
             start = (n_seg - 1) * N                                           # (B',)
             x = x.gather(1, start[:, None] + torch.arange(N, device=x.device))   # (B', N)
         key_mask = x != cfg.pad_id
-        seg_key_mask, seg_all_real, rf = None, (), None
+        seg_key_mask, seg_all_real, rf, rows = None, (), None, ()
         if cfg.has_memory:   # built once per batch, sliced per segment
             per_seg = key_mask.view(-1, T, cfg.segment_len)                        # (B', T, N)
             seg_key_mask = torch.cat([per_seg.new_ones(per_seg.shape[0], T, cfg.n_mem), per_seg], dim=2)
-            seg_all_real = tuple(per_seg.all(dim=2).all(dim=0).tolist())
+            active = torch.arange(T, device=x.device)[None, :] < n_seg[:, None]        # (B', T)
+            rows = tuple(None if bool(active[:, t].all()) else active[:, t].nonzero().squeeze(1) for t in range(T))
+            # a finished sequence's all-padding segment does not count: it is not computed
+            seg_all_real = tuple((per_seg.all(dim=2) | ~active).all(dim=0).tolist())
             if cfg.effective_retention != "none" and not self.rf_table.requires_grad:
                 rf = self.rf_table[n_seg - 1, :T].T[:, :, None, None]           # (T, B', 1, 1)
         return Plan(tokens=x, key_mask=key_mask, lengths=lengths, n_seg=n_seg, n_segments=T,
                     batch=tokens.shape[0], all_real=bool(key_mask.all()),
                     seg_key_mask=seg_key_mask, seg_all_real=seg_all_real,
-                    same_length=bool(n_seg.min() == T), rf=rf)
+                    same_length=bool(n_seg.min() == T), rf=rf, rows=rows)
 
     # -- the recurrence (memory archs) ----------------------------------------------------
     def initial_memory(self, plan: Plan) -> torch.Tensor:
@@ -338,15 +347,22 @@ class RMAAT(nn.Module):
         cfg, N, M = self.cfg, self.cfg.segment_len, self.cfg.n_mem
         mode = cfg.effective_retention
         integrating = cfg.retention_reading == "integrating" and mode != "none"
-        seg = plan.tokens[:, t * N:(t + 1) * N]                              # (B', N)
-        key_mask = plan.seg_key_mask[:, t]                                   # (B', M+N)
         elastic = cfg.arch == "elastic"
+        # Only the sequences still running (t < T_b) are computed; a finished one keeps its state.
+        # Every row is computed independently of the others, so this changes no value (dropout
+        # masks are drawn for the computed rows only). Elastic writes every row (its history's
+        # clock runs for all).
+        rows = None if elastic or not plan.rows else plan.rows[t]
+        pick = (lambda a: a) if rows is None else (lambda a: a.index_select(0, rows))
+        seg = pick(plan.tokens[:, t * N:(t + 1) * N])                        # (b, N), b = running rows
+        key_mask = pick(plan.seg_key_mask[:, t])                             # (b, M+N)
+        run = pick(state)                                                    # (b, M, D)
         if elastic:
             mem = self.memory_tokens(plan, t, state)
         elif t == 0 or integrating or mode == "none":
-            mem = state
+            mem = run
         else:
-            mem = state * self._rf(plan, t, state.dtype)
+            mem = run * pick(self._rf(plan, t, state.dtype))
         B, W, D = seg.shape[0], M + N, cfg.d_model
         # only the memory rows of the last block are read: the segment's tokens attend as keys
         # there but are not computed as queries (saves a block's FFN on N rows); elastic writes
@@ -354,8 +370,8 @@ class RMAAT(nn.Module):
         last_queries = None if elastic else M
         masks = dropout_masks(mask_rows(len(self.blocks), W, N, last_queries), B, D, cfg.dropout, state,
                               self.training)
-        emb = self.tok_emb(seg) + self.pos_emb                               # (B', N, D)
-        x = torch.cat([mem, emb if masks is None else emb * masks[0]], dim=1)   # (B', M+N, D)
+        emb = self.tok_emb(seg) + self.pos_emb                               # (b, N, D)
+        x = torch.cat([mem, emb if masks is None else emb * masks[0]], dim=1)   # (b, M+N, D)
         x = self.encode_window(x, key_mask, plan.seg_all_real[t], last_queries, masks)
         if elastic:       # the segment's tokens extend the compressed history (padding adds nothing)
             return self.elastic.write(state, x[:, M:], t, key_mask[:, M:])
@@ -364,10 +380,9 @@ class RMAAT(nn.Module):
                 x = torch.lerp(state, x, self._rf(plan, t + 1, x.dtype))
             return x                                                         # (B', M, D)
         if integrating:   # RF(t+1, T_b) in 1-based segments; the last real segment's output as is
-            rf = self._rf(plan, t + 1, x.dtype)                                        # (B', 1, 1)
-            x = torch.where((t == plan.n_seg - 1)[:, None, None], x, torch.lerp(state, x, rf))
-        active = (t < plan.n_seg)[:, None, None]                             # (B', 1, 1)
-        return torch.where(active, x, state)                                # (B', M, D)
+            rf = pick(self._rf(plan, t + 1, x.dtype))                                  # (b, 1, 1)
+            x = torch.where(pick(t == plan.n_seg - 1)[:, None, None], x, torch.lerp(run, x, rf))
+        return x if rows is None else state.index_copy(0, rows, x)          # (B', M, D)
 
     def encode_window(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool, last_queries: int | None,
                       masks: list[torch.Tensor] | None) -> torch.Tensor:

@@ -357,6 +357,31 @@ def test_last_block_computing_only_memory_rows_changes_nothing(arch, rfile):
         state = new
 
 
+@pytest.mark.parametrize("reading", ["literal", "integrating"])
+def test_finished_sequences_are_not_computed_and_nothing_changes(reading, rfile):
+    """Segment t runs on the sequences with t < T_b only: block 0 sees 3, 3, 3, then 2 rows for
+    T_b = (3, 8, 8); the logits and the gradients equal those of each sequence alone."""
+    model = make("rmaat", rfile, retention_reading=reading, dropout=0.0)
+    g = torch.Generator().manual_seed(4)
+    x = torch.randint(1, 20, (3, 128), generator=g)
+    x[0, 40:] = 0                                                   # T_b = 3 of 8
+    seen = []
+    hook = model.blocks[0].register_forward_hook(lambda mod, args, out: seen.append(args[0].shape[0]))
+    logits = model(x)
+    hook.remove()
+    assert model.plan(x).n_seg.tolist() == [3, 8, 8] and seen == [3, 3, 3] + [2] * 5
+    for b in range(3):
+        model.zero_grad()
+        alone = model(x[b:b + 1, :40] if b == 0 else x[b:b + 1])
+        torch.testing.assert_close(logits[b:b + 1], alone, rtol=1e-5, atol=1e-6)
+        alone.square().sum().backward()
+        want = {n: p.grad.clone() for n, p in model.named_parameters()}
+        model.zero_grad()
+        model(x)[b].square().sum().backward()
+        for n, p in model.named_parameters():
+            torch.testing.assert_close(p.grad, want[n], rtol=1e-4, atol=1e-6, msg=n)
+
+
 # --------------------------------------------------------------------------- dropout
 def test_dropout_masks_keep_at_rate_with_unbiased_scale_and_replay_from_rng_state():
     from rmaat_model.kernels import dropout_masks, mask_rows
