@@ -62,6 +62,56 @@ def astro_map(w_cap: int, m: int, scale: float) -> torch.Tensor:
     return phi(r).float()
 
 
+def astro_forward(qkvT, mask, phi_r, alpha: float, n_heads: int, n_query: int):
+    """Forward of ``AstroAttention``: returns yT (B, nh * hs, Wq) and what its backward needs."""
+    # qkvT (B, nh*3*hs, W); mask (B, 1, 1, W) float or None; phi_r (W, hs) or None.
+    # Heads are folded into the batch: (B nh, ...) for torch.bmm, no matmul broadcasting.
+    B, R, W = qkvT.shape
+    nh, Wq = n_heads, n_query
+    m = R // (3 * nh)
+    qkv = qkvT.reshape(B * nh, 3, m, W)                             # a view when contiguous
+    one = scalar(1.0, qkvT.dtype)
+    fqT = F.elu(qkv[:, 0, :, :Wq]).add_(one)                       # (B nh, hs, Wq) phi
+    fkT = F.elu(qkv[:, 1]).add_(one)                                # (B nh, hs, W)
+    vT = qkv[:, 2]                                                  # (B nh, hs, W) view
+    if mask is not None:                                            # padding -> 0 in every sum
+        fkT.view(B, nh, m, W).mul_(mask)
+        vT = (vT.view(B, nh, m, W) * mask).view(B * nh, m, W)
+    s = fkT.sum(dim=-1, keepdim=True)                               # (B nh, hs, 1)
+    g = s.pow(alpha)
+    aT = fkT if phi_r is None else fkT + phi_r.transpose(0, 1)                    # (B nh, hs, W)
+    H = torch.cat([torch.bmm(aT, vT.transpose(1, 2)), g * scalar(m, g.dtype)], dim=2)   # (B nh, hs, hs+1)
+    YT = torch.bmm(H.transpose(1, 2), fqT)                          # (B nh, hs+1, Wq)
+    C = YT[:, m:]                                                   # (B nh, 1, Wq)
+    yT = YT[:, :m] / C                                              # (B nh, hs, Wq), contiguous
+    return yT.view(B, nh * m, Wq), (fqT, fkT, vT, mask, phi_r, s, g, H, yT, C)
+
+
+def astro_backward(saved, dout, alpha: float, W: int):
+    """Backward of ``AstroAttention``: dout (B, nh * hs, Wq), any strides -> dqkvT (B, nh * 3 * hs, W)."""
+    fqT, fkT, vT, mask, phi_r, s, g, H, yT, C = saved
+    BH, m, Wq = fqT.shape
+    B = dout.shape[0]
+    nh = BH // B
+    dnum = dout.view(B, nh, m, Wq) / C.view(B, nh, 1, Wq)          # (B, nh, hs, Wq)
+    dC = (dnum * yT.view(B, nh, m, Wq)).sum(dim=2, keepdim=True).neg_()
+    dYT = torch.cat([dnum, dC], dim=2).view(BH, m + 1, Wq)          # contiguous whatever dout's layout
+    dfqT = torch.bmm(H, dYT)                                        # (B nh, hs, Wq)
+    dH = torch.bmm(fqT, dYT.transpose(1, 2))                        # (B nh, hs, hs+1)
+    dHn = dH[:, :, :m]                                              # (B nh, hs, hs)
+    dg = dH[:, :, m:]                                               # (B nh, hs, 1), times m below
+    aT = fkT if phi_r is None else fkT + phi_r.transpose(0, 1)
+    dfkT = torch.bmm(dHn, vT).add_(dg * scalar(m * alpha, dg.dtype) * g / s)   # dA + ds, (B nh, hs, W)
+    dvT = torch.bmm(dHn.transpose(1, 2), aT)                        # (B nh, hs, W)
+    dq = dfqT.mul_(fqT.clamp(max=1.0))                              # phi'(Q)
+    dk = dfkT.mul_(fkT.clamp(max=1.0))                              # phi'(K) (0 where masked)
+    if mask is not None:
+        dvT.view(B, nh, m, W).mul_(mask)
+    if Wq < W:                                                      # rows that are keys only
+        dq = F.pad(dq, (0, W - Wq))
+    return torch.stack([dq, dk, dvT], dim=1).view(B, nh * 3 * m, W)
+
+
 class AstroAttention(torch.autograd.Function):
     """phi(Q) (H_neuron + H_astro) / C for all heads at once, one graph node (module doc).
 
@@ -70,57 +120,18 @@ class AstroAttention(torch.autograd.Function):
     ``Attention`` computes it -- and returns yT (B, nh * hs, Wq), the heads' outputs as rows.
     Every batched matmul then reads rows of W contiguous values (a head's features) and no
     permute copy runs in either direction; the formulas are those of the module doc,
-    transposed (qT = Q^T ...)."""
+    transposed (qT = Q^T ...). ``astro_forward`` / ``astro_backward`` are its two halves."""
 
     @staticmethod
     def forward(ctx, qkvT, mask, phi_r, alpha: float, n_heads: int, n_query: int):
-        # qkvT (B, nh*3*hs, W); mask (B, 1, 1, W) float or None; phi_r (W, hs) or None.
-        # Heads are folded into the batch: (B nh, ...) for torch.bmm, no matmul broadcasting.
-        B, R, W = qkvT.shape
-        nh, Wq = n_heads, n_query
-        m = R // (3 * nh)
-        qkv = qkvT.reshape(B * nh, 3, m, W)                         # a view when contiguous
-        one = scalar(1.0, qkvT.dtype)
-        fqT = F.elu(qkv[:, 0, :, :Wq]).add_(one)                   # (B nh, hs, Wq) phi
-        fkT = F.elu(qkv[:, 1]).add_(one)                            # (B nh, hs, W)
-        vT = qkv[:, 2]                                              # (B nh, hs, W) view
-        if mask is not None:                                        # padding -> 0 in every sum
-            fkT.view(B, nh, m, W).mul_(mask)
-            vT = (vT.view(B, nh, m, W) * mask).view(B * nh, m, W)
-        s = fkT.sum(dim=-1, keepdim=True)                           # (B nh, hs, 1)
-        g = s.pow(alpha)
-        aT = fkT if phi_r is None else fkT + phi_r.T                # (B nh, hs, W)
-        H = torch.cat([torch.bmm(aT, vT.transpose(1, 2)), g * scalar(m, g.dtype)], dim=2)   # (B nh, hs, hs+1)
-        YT = torch.bmm(H.transpose(1, 2), fqT)                      # (B nh, hs+1, Wq)
-        C = YT[:, m:]                                               # (B nh, 1, Wq)
-        yT = YT[:, :m] / C                                          # (B nh, hs, Wq), contiguous
-        ctx.save_for_backward(fqT, fkT, vT, mask, phi_r, s, g, H, yT, C)
-        ctx.alpha, ctx.W = alpha, W
-        return yT.view(B, nh * m, Wq)
+        yT, saved = astro_forward(qkvT, mask, phi_r, alpha, n_heads, n_query)
+        ctx.save_for_backward(*saved)
+        ctx.alpha, ctx.W = alpha, qkvT.shape[-1]
+        return yT
 
     @staticmethod
     def backward(ctx, dout):
-        fqT, fkT, vT, mask, phi_r, s, g, H, yT, C = ctx.saved_tensors
-        BH, m, Wq = fqT.shape
-        B, W = dout.shape[0], ctx.W
-        nh = BH // B
-        dnum = dout.view(B, nh, m, Wq) / C.view(B, nh, 1, Wq)      # (B, nh, hs, Wq)
-        dC = (dnum * yT.view(B, nh, m, Wq)).sum(dim=2, keepdim=True).neg_()
-        dYT = torch.cat([dnum, dC], dim=2).view(BH, m + 1, Wq)      # contiguous whatever dout's layout
-        dfqT = torch.bmm(H, dYT)                                    # (B nh, hs, Wq)
-        dH = torch.bmm(fqT, dYT.transpose(1, 2))                    # (B nh, hs, hs+1)
-        dHn = dH[:, :, :m]                                          # (B nh, hs, hs)
-        dg = dH[:, :, m:]                                           # (B nh, hs, 1), times m below
-        aT = fkT if phi_r is None else fkT + phi_r.T
-        dfkT = torch.bmm(dHn, vT).add_(dg * scalar(m * ctx.alpha, dg.dtype) * g / s)   # dA + ds, (B nh, hs, W)
-        dvT = torch.bmm(dHn.transpose(1, 2), aT)                    # (B nh, hs, W)
-        dq = dfqT.mul_(fqT.clamp(max=1.0))                          # phi'(Q)
-        dk = dfkT.mul_(fkT.clamp(max=1.0))                          # phi'(K) (0 where masked)
-        if mask is not None:
-            dvT.view(B, nh, m, W).mul_(mask)
-        if Wq < W:                                                  # rows that are keys only
-            dq = F.pad(dq, (0, W - Wq))
-        return torch.stack([dq, dk, dvT], dim=1).view(B, nh * 3 * m, W), None, None, None, None, None
+        return astro_backward(ctx.saved_tensors, dout, ctx.alpha, ctx.W), None, None, None, None, None
 
 
 def head_rows(n_heads: int, head_size: int) -> torch.Tensor:

@@ -70,6 +70,7 @@ import torch.nn.functional as F
 from astro_rmaat.errors import ConfigError, DataError
 from rmaat_model.kernels import (astro_attention_t, astro_map, head_rows, dropout_masks, layer_masks, mask_rows,
                                  softmax_attention)
+from rmaat_model.fused_block import fused_block
 from rmaat_model.model_config import ModelConfig
 from rmaat_model.schedule import retention_table
 
@@ -105,13 +106,16 @@ class Attention(nn.Module):
         # heads are never permuted in memory (a copy that cost as much as the projection itself)
         w, b = (p.index_select(0, self.head_rows) for p in (self.qkv.weight, self.qkv.bias))
         qkvT = torch.baddbmm(b[:, None], w.expand(B, -1, -1), x.transpose(1, 2))   # (B, 3D, W)
-        astro = self.kernel == "astro"
-        phi_r = None
-        if astro:   # the window's rows of phi(R); the whole buffer for a memory arch's full window
-            phi_r = self.phi_r if W == self.phi_r.shape[0] else self.phi_r[:W]
-            phi_r = phi_r if phi_r.dtype == x.dtype else phi_r.to(x.dtype)
-        yT = astro_attention_t(qkvT, self.nh, mask, phi_r, self.alpha if astro else 1.0, Wq)   # (B, D, Wq)
+        yT = astro_attention_t(qkvT, self.nh, mask, *self.kernel_args(W, x.dtype), Wq)   # (B, D, Wq)
         return torch.baddbmm(self.proj.bias, yT.transpose(1, 2), self.proj.weight.T.expand(B, -1, -1))
+
+    def kernel_args(self, W: int, dtype: torch.dtype) -> tuple[torch.Tensor | None, float]:
+        """(phi_r, alpha) of a linear kernel over a window of W rows: the window's rows of phi(R)
+        (the whole buffer for a memory arch's full window), or None and alpha = 1 for RLT's."""
+        if self.kernel != "astro":
+            return None, 1.0
+        phi_r = self.phi_r if W == self.phi_r.shape[0] else self.phi_r[:W]
+        return (phi_r if phi_r.dtype == dtype else phi_r.to(dtype)), self.alpha
 
 
 
@@ -122,6 +126,8 @@ class Block(nn.Module):
     def __init__(self, cfg: ModelConfig, w_cap: int):
         super().__init__()
         self.post = cfg.norm == "post"
+        # post-LN with a linear kernel runs as one autograd node (rmaat_model.fused_block), same values
+        self.fused = self.post and cfg.kernel != "softmax"
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.attn = Attention(cfg, w_cap)
         self.ln2 = nn.LayerNorm(cfg.d_model)
@@ -129,6 +135,10 @@ class Block(nn.Module):
 
     def forward(self, x, key_mask, all_real, n_query=None, masks=None):
         """masks: the dropout masks (B, Wq, D) of the attention and FFN outputs, or None."""
+        if self.fused:
+            W = x.shape[1]
+            return fused_block(self, x, None if all_real else key_mask, *self.attn.kernel_args(W, x.dtype),
+                               W if n_query is None else n_query, masks)
         a = self.attn(x if self.post else self.ln1(x), key_mask, all_real, n_query)
         r = x if n_query is None else x[:, :n_query]
         if masks is not None:
