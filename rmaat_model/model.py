@@ -301,10 +301,13 @@ class RMAAT(nn.Module):
         if cfg.has_memory:   # built once per batch, sliced per segment
             per_seg = key_mask.view(-1, T, cfg.segment_len)                        # (B', T, N)
             seg_key_mask = torch.cat([per_seg.new_ones(per_seg.shape[0], T, cfg.n_mem), per_seg], dim=2)
-            active = torch.arange(T, device=x.device)[None, :] < n_seg[:, None]        # (B', T)
-            rows = tuple(None if bool(active[:, t].all()) else active[:, t].nonzero().squeeze(1) for t in range(T))
-            # a finished sequence's all-padding segment does not count: it is not computed
-            seg_all_real = tuple((per_seg.all(dim=2) | ~active).all(dim=0).tolist())
+            real = per_seg.all(dim=2)                                              # (B', T)
+            if cfg.arch != "elastic":   # elastic computes every row (RMAAT.step)
+                active = torch.arange(T, device=x.device)[None, :] < n_seg[:, None]    # (B', T)
+                rows = tuple(None if bool(active[:, t].all()) else active[:, t].nonzero().squeeze(1)
+                             for t in range(T))
+                real = real | ~active   # a finished sequence's all-padding segment is not computed
+            seg_all_real = tuple(real.all(dim=0).tolist())
             if cfg.effective_retention != "none" and not self.rf_table.requires_grad:
                 rf = self.rf_table[n_seg - 1, :T].T[:, :, None, None]           # (T, B', 1, 1)
         return Plan(tokens=x, key_mask=key_mask, lengths=lengths, n_seg=n_seg, n_segments=T,
@@ -362,7 +365,7 @@ class RMAAT(nn.Module):
         # Every row is computed independently of the others, so this changes no value (dropout
         # masks are drawn for the computed rows only). Elastic writes every row (its history's
         # clock runs for all).
-        rows = None if elastic or not plan.rows else plan.rows[t]
+        rows = plan.rows[t] if plan.rows else None                           # () for elastic
         pick = (lambda a: a) if rows is None else (lambda a: a.index_select(0, rows))
         seg = pick(plan.tokens[:, t * N:(t + 1) * N])                        # (b, N), b = running rows
         key_mask = pick(plan.seg_key_mask[:, t])                             # (b, M+N)
