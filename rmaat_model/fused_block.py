@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rmaat_model.kernels import astro_backward, astro_forward
+from rmaat_model.kernels import astro_backward, astro_forward, key_mask_t, project_t, unproject_t
 
 _LN_GRADS = [True, True, True]
 
@@ -34,11 +34,9 @@ class FusedBlock(torch.autograd.Function):
         # (B, 1, 1, W) float or None; m1, m2 (B, Wq, D) or None; returns (B, Wq, D)
         B, W, D = x.shape
         Wq = n_query
-        wp = w_qkv.index_select(0, rows)                                    # head-grouped rows
-        qkvT = torch.baddbmm(b_qkv.index_select(0, rows).unsqueeze(1), wp.expand(B, -1, -1),
-                             x.transpose(1, 2))                             # (B, 3D, W)
+        wp, qkvT = project_t(x, w_qkv, b_qkv, rows)                          # head-grouped, (B, 3D, W)
         yT, saved = astro_forward(qkvT, mask, phi_r, alpha, n_heads, Wq)     # (B, D, Wq)
-        a = torch.baddbmm(b_o, yT.transpose(1, 2), w_o.transpose(0, 1).expand(B, -1, -1))   # (B, Wq, D)
+        a = unproject_t(yT, w_o, b_o)                                       # (B, Wq, D)
         if m1 is not None:
             a.mul_(m1)
         h1 = a.add_(x[:, :Wq])
@@ -90,9 +88,8 @@ def fused_block(block, x: torch.Tensor, mask: torch.Tensor | None, phi_r: torch.
     """``block`` (a post-LN ``model.Block`` with a linear kernel) on x (B, W, D) -> (B, n_query, D).
     mask: (B, W) bool or None; masks: the block's two dropout masks or None."""
     at, lin1, lin2 = block.attn, block.ffn[0], block.ffn[2]
-    fmask = None if mask is None else mask[:, None, None, :].to(x.dtype)   # (B, 1, 1, W)
     m1, m2 = (None, None) if masks is None else masks
     return FusedBlock.apply(x, at.qkv.weight, at.qkv.bias, at.proj.weight, at.proj.bias,
                             block.ln1.weight, block.ln1.bias, lin1.weight, lin1.bias, lin2.weight, lin2.bias,
-                            block.ln2.weight, block.ln2.bias, at.head_rows, fmask, phi_r, m1, m2,
+                            block.ln2.weight, block.ln2.bias, at.head_rows, key_mask_t(mask, x.dtype), phi_r, m1, m2,
                             float(alpha), at.nh, n_query, block.ln1.eps)

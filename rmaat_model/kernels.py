@@ -140,6 +140,25 @@ def head_rows(n_heads: int, head_size: int) -> torch.Tensor:
     return torch.arange(3 * n_heads * head_size).view(3, n_heads, head_size).transpose(0, 1).reshape(-1)
 
 
+def key_mask_t(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """A (B, W) bool key mask as the feature-major kernel takes it: (B, 1, 1, W) of ``dtype``."""
+    return None if mask is None else mask[:, None, None, :].to(dtype)
+
+
+def project_t(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None = None):
+    """A linear layer computed transposed: x (B, W, D_in) -> (B, D_out, W), its output features
+    as rows, in the order ``rows`` (all, as laid out, when None). Returns (the weight in that
+    row order, the projection)."""
+    if rows is not None:
+        weight, bias = weight.index_select(0, rows), bias.index_select(0, rows)
+    return weight, torch.baddbmm(bias.unsqueeze(1), weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
+
+
+def unproject_t(yT: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A linear layer reading its input feature-major: yT (B, D_in, W) -> (B, W, D_out)."""
+    return torch.baddbmm(bias, yT.transpose(1, 2), weight.transpose(0, 1).expand(yT.shape[0], -1, -1))
+
+
 def astro_attention_t(qkvT: torch.Tensor, n_heads: int, mask: torch.Tensor | None, phi_r: torch.Tensor | None,
                       alpha: float, n_query: int | None = None) -> torch.Tensor:
     """Astromorphic attention, feature-major: qkvT (B, nh * 3 * hs, W), head-grouped rows
@@ -148,9 +167,8 @@ def astro_attention_t(qkvT: torch.Tensor, n_heads: int, mask: torch.Tensor | Non
 
     mask: (B, W) bool (True for real keys), or None when every key is real; phi_r: (W, m = hs)
     or None (H_astro off: with alpha = 1 this is normalised linear attention / m, RLT's kernel)."""
-    fmask = None if mask is None else mask[:, None, None, :].to(qkvT.dtype)   # (B, 1, 1, W)
     Wq = qkvT.shape[-1] if n_query is None else n_query
-    return AstroAttention.apply(qkvT, fmask, phi_r, float(alpha), n_heads, Wq)
+    return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype), phi_r, float(alpha), n_heads, Wq)
 
 
 def astro_attention(q, k, v, mask: torch.Tensor | None, phi_r: torch.Tensor | None, alpha: float):

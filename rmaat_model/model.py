@@ -68,8 +68,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError, DataError
-from rmaat_model.kernels import (astro_attention_t, astro_map, head_rows, dropout_masks, layer_masks, mask_rows,
-                                 softmax_attention)
+from rmaat_model.kernels import (astro_attention_t, astro_map, dropout_masks, head_rows, layer_masks, mask_rows,
+                                 project_t, softmax_attention, unproject_t)
 from rmaat_model.fused_block import fused_block
 from rmaat_model.model_config import ModelConfig
 from rmaat_model.schedule import retention_table
@@ -104,10 +104,9 @@ class Attention(nn.Module):
         # node, feature-major: the projection is computed transposed, x^T -> (B, 3D, W) with each
         # head's Q, K, V rows together, and the output projection reads y^T as it comes, so the
         # heads are never permuted in memory (a copy that cost as much as the projection itself)
-        w, b = (p.index_select(0, self.head_rows) for p in (self.qkv.weight, self.qkv.bias))
-        qkvT = torch.baddbmm(b[:, None], w.expand(B, -1, -1), x.transpose(1, 2))   # (B, 3D, W)
+        _, qkvT = project_t(x, self.qkv.weight, self.qkv.bias, self.head_rows)          # (B, 3D, W)
         yT = astro_attention_t(qkvT, self.nh, mask, *self.kernel_args(W, x.dtype), Wq)   # (B, D, Wq)
-        return torch.baddbmm(self.proj.bias, yT.transpose(1, 2), self.proj.weight.T.expand(B, -1, -1))
+        return unproject_t(yT, self.proj.weight, self.proj.bias)                       # (B, Wq, D)
 
     def kernel_args(self, W: int, dtype: torch.dtype) -> tuple[torch.Tensor | None, float]:
         """(phi_r, alpha) of a linear kernel over a window of W rows: the window's rows of phi(R)
