@@ -29,17 +29,17 @@ _LN_GRADS = [True, True, True]
 class FusedBlock(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2, bf2, g2, c2,
-                rows, mask, phi_r, m1, m2, alpha: float, n_heads: int, n_query: int, eps: float):
-        # x (B, W, D); w_qkv (3D, D) laid out [Q | K | V]; rows: kernels.head_rows; mask
-        # (B, 1, 1, W) float or None; m1, m2 (B, Wq, D) or None; returns (B, Wq, D)
+                mask, phi_rT, m1, m2, alpha: float, n_heads: int, n_query: int, eps: float):
+        # x (B, W, D); w_qkv (3D, D) laid out [Q | K | V]; mask (B, 1, W) float or None;
+        # phi_rT (hs, W) or None; m1, m2 (B, Wq, D) or None; returns (B, Wq, D)
         B, W, D = x.shape
         Wq = n_query
-        wp, qkvT = project_t(x, w_qkv, b_qkv, rows)                          # head-grouped, (B, 3D, W)
-        yT, saved = astro_forward(qkvT, mask, phi_r, alpha, n_heads, Wq)     # (B, D, Wq)
+        qkvT = project_t(x, w_qkv, b_qkv)                                    # (B, 3D, W), [Q | K | V]
+        yT, saved = astro_forward(qkvT, mask, phi_rT, alpha, n_heads, Wq)    # (B, D, Wq)
         a = unproject_t(yT, w_o, b_o)                                       # (B, Wq, D)
         if m1 is not None:
             a.mul_(m1)
-        h1 = a.add_(x[:, :Wq])
+        h1 = a.add_(x if Wq == W else x[:, :Wq])
         x1, mu1, rs1 = torch.native_layer_norm(h1, (D,), g1, c1, eps)
         x1f = x1.view(-1, D)
         u = torch.addmm(bf1, x1f, w1.t())                                     # (B Wq, F)
@@ -49,14 +49,14 @@ class FusedBlock(torch.autograd.Function):
             f.mul_(m2.view(-1, D))
         h2 = f.add_(x1f).view(B, Wq, D)
         y, mu2, rs2 = torch.native_layer_norm(h2, (D,), g2, c2, eps)
-        ctx.save_for_backward(x, wp, w_o, g1, c1, w1, w2, g2, c2, rows, m1, m2,
+        ctx.save_for_backward(x, w_qkv, w_o, g1, c1, w1, w2, g2, c2, m1, m2,
                               h1, mu1, rs1, x1, u, gu, h2, mu2, rs2, yT, *saved)
         ctx.alpha, ctx.eps = alpha, eps
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        (x, wp, w_o, g1, c1, w1, w2, g2, c2, rows, m1, m2,
+        (x, w_qkv, w_o, g1, c1, w1, w2, g2, c2, m1, m2,
          h1, mu1, rs1, x1, u, gu, h2, mu2, rs2, yT, *saved) = ctx.saved_tensors
         B, W, D = x.shape
         Wq = h1.shape[1]
@@ -74,16 +74,14 @@ class FusedBlock(torch.autograd.Function):
         db_o = da.sum((0, 1))
         dyT = torch.mm(da.view(-1, D), w_o).view(B, Wq, D).transpose(1, 2)  # (B, D, Wq) view
         dqkvT = astro_backward(saved, dyT, ctx.alpha, W)                    # (B, 3D, W)
-        dwp, dbp = torch.bmm(dqkvT, x).sum(0), dqkvT.sum((0, 2))
-        dx = torch.bmm(dqkvT.transpose(1, 2), wp.expand(B, -1, -1))         # (B, W, D)
-        dx[:, :Wq] += dh1                                                   # the residual
-        dw_qkv = torch.empty_like(dwp).index_copy_(0, rows, dwp)            # back to [Q | K | V]
-        db_qkv = torch.empty_like(dbp).index_copy_(0, rows, dbp)
+        dw_qkv, db_qkv = torch.bmm(dqkvT, x).sum(0), dqkvT.sum((0, 2))
+        dx = torch.bmm(dqkvT.transpose(1, 2), w_qkv.expand(B, -1, -1))      # (B, W, D)
+        (dx if Wq == W else dx[:, :Wq]).add_(dh1)                           # the residual
         return (dx, dw_qkv, db_qkv, dw_o, db_o, dg1, dc1, dw1, dbf1, dw2, dbf2, dg2, dc2,
-                None, None, None, None, None, None, None, None, None)
+                None, None, None, None, None, None, None, None)
 
 
-def fused_block(block, x: torch.Tensor, mask: torch.Tensor | None, phi_r: torch.Tensor | None, alpha: float,
+def fused_block(block, x: torch.Tensor, mask: torch.Tensor | None, phi_rT: torch.Tensor | None, alpha: float,
                 n_query: int, masks: list[torch.Tensor] | None) -> torch.Tensor:
     """``block`` (a post-LN ``model.Block`` with a linear kernel) on x (B, W, D) -> (B, n_query, D).
     mask: (B, W) bool or None; masks: the block's two dropout masks or None."""
@@ -91,5 +89,5 @@ def fused_block(block, x: torch.Tensor, mask: torch.Tensor | None, phi_r: torch.
     m1, m2 = (None, None) if masks is None else masks
     return FusedBlock.apply(x, at.qkv.weight, at.qkv.bias, at.proj.weight, at.proj.bias,
                             block.ln1.weight, block.ln1.bias, lin1.weight, lin1.bias, lin2.weight, lin2.bias,
-                            block.ln2.weight, block.ln2.bias, at.head_rows, key_mask_t(mask, x.dtype), phi_r, m1, m2,
+                            block.ln2.weight, block.ln2.bias, key_mask_t(mask, x.dtype), phi_rT, m1, m2,
                             float(alpha), at.nh, n_query, block.ln1.eps)

@@ -62,69 +62,72 @@ def astro_map(w_cap: int, m: int, scale: float) -> torch.Tensor:
     return phi(r).float()
 
 
-def astro_forward(qkvT, mask, phi_r, alpha: float, n_heads: int, n_query: int):
+def astro_forward(qkvT, mask, phi_rT, alpha: float, n_heads: int, n_query: int):
     """Forward of ``AstroAttention``: returns yT (B, nh * hs, Wq) and what its backward needs."""
-    # qkvT (B, nh*3*hs, W); mask (B, 1, 1, W) float or None; phi_r (W, hs) or None.
-    # Heads are folded into the batch: (B nh, ...) for torch.bmm, no matmul broadcasting.
+    # qkvT (B, 3D, W), rows [Q | K | V] as the projection lays them out; mask (B, 1, W) float or
+    # None; phi_rT (hs, W) or None. Heads are folded into the batch, (B nh, hs, .), for torch.bmm:
+    # phi and the masking write fresh contiguous (B, D, .) tensors, where a head's rows are adjacent.
+    if not qkvT.is_contiguous():   # the slices below must stay row-major (a projection's output is)
+        qkvT = qkvT.contiguous()
     B, R, W = qkvT.shape
-    nh, Wq = n_heads, n_query
-    m = R // (3 * nh)
-    qkv = qkvT.reshape(B * nh, 3, m, W)                             # a view when contiguous
+    D, nh, Wq = R // 3, n_heads, n_query
+    m, BH = D // nh, B * nh
     one = scalar(1.0, qkvT.dtype)
-    fqT = F.elu(qkv[:, 0, :, :Wq]).add_(one)                       # (B nh, hs, Wq) phi
-    fkT = F.elu(qkv[:, 1]).add_(one)                                # (B nh, hs, W)
-    vT = qkv[:, 2]                                                  # (B nh, hs, W) view
-    if mask is not None:                                            # padding -> 0 in every sum
-        fkT.view(B, nh, m, W).mul_(mask)
-        vT = (vT.view(B, nh, m, W) * mask).view(B * nh, m, W)
-    s = fkT.sum(dim=-1, keepdim=True)                               # (B nh, hs, 1)
-    g = s.pow(alpha)
-    aT = fkT if phi_r is None else fkT + phi_r.transpose(0, 1)                    # (B nh, hs, W)
+    fqT = F.elu(qkvT[:, :D, :Wq]).add_(one).view(BH, m, Wq)                  # phi(Q)^T
+    fkT = F.elu(qkvT[:, D:2 * D]).add_(one)                                  # phi(K)^T, (B, D, W)
+    if mask is not None:                                                     # padding -> 0 in every sum
+        fkT.mul_(mask)
+    fkT = fkT.view(BH, m, W)
+    vT = (qkvT[:, 2 * D:] * (one if mask is None else mask)).view(BH, m, W)    # a contiguous copy
+    s = fkT.sum(dim=-1, keepdim=True)                                        # (B nh, hs, 1)
+    g = s.pow(scalar(alpha, s.dtype))
+    aT = fkT if phi_rT is None else fkT + phi_rT                             # (B nh, hs, W)
     H = torch.cat([torch.bmm(aT, vT.transpose(1, 2)), g * scalar(m, g.dtype)], dim=2)   # (B nh, hs, hs+1)
-    YT = torch.bmm(H.transpose(1, 2), fqT)                          # (B nh, hs+1, Wq)
-    C = YT[:, m:]                                                   # (B nh, 1, Wq)
-    yT = YT[:, :m] / C                                              # (B nh, hs, Wq), contiguous
-    return yT.view(B, nh * m, Wq), (fqT, fkT, vT, mask, phi_r, s, g, H, yT, C)
+    YT = torch.bmm(H.transpose(1, 2), fqT)                                   # (B nh, hs+1, Wq)
+    C = YT[:, m:]                                                            # (B nh, 1, Wq)
+    yT = YT[:, :m] / C                                                       # (B nh, hs, Wq), contiguous
+    return yT.view(B, D, Wq), (fqT, fkT, aT, vT, mask, s, g, H, yT, C)
 
 
 def astro_backward(saved, dout, alpha: float, W: int):
-    """Backward of ``AstroAttention``: dout (B, nh * hs, Wq), any strides -> dqkvT (B, nh * 3 * hs, W)."""
-    fqT, fkT, vT, mask, phi_r, s, g, H, yT, C = saved
+    """Backward of ``AstroAttention``: dout (B, nh * hs, Wq), any strides -> dqkvT (B, 3 nh hs, W)."""
+    fqT, fkT, aT, vT, mask, s, g, H, yT, C = saved
     BH, m, Wq = fqT.shape
     B = dout.shape[0]
-    nh = BH // B
-    dnum = dout.view(B, nh, m, Wq) / C.view(B, nh, 1, Wq)          # (B, nh, hs, Wq)
+    nh, D = BH // B, dout.shape[1]
+    dnum = dout.view(B, nh, m, Wq) / C.view(B, nh, 1, Wq)                   # (B, nh, hs, Wq)
     dC = (dnum * yT.view(B, nh, m, Wq)).sum(dim=2, keepdim=True).neg_()
-    dYT = torch.cat([dnum, dC], dim=2).view(BH, m + 1, Wq)          # contiguous whatever dout's layout
-    dfqT = torch.bmm(H, dYT)                                        # (B nh, hs, Wq)
-    dH = torch.bmm(fqT, dYT.transpose(1, 2))                        # (B nh, hs, hs+1)
-    dHn = dH[:, :, :m]                                              # (B nh, hs, hs)
-    dg = dH[:, :, m:]                                               # (B nh, hs, 1), times m below
-    aT = fkT if phi_r is None else fkT + phi_r.transpose(0, 1)
+    dYT = torch.cat([dnum, dC], dim=2).view(BH, m + 1, Wq)                   # contiguous whatever dout's layout
+    dfqT = torch.bmm(H, dYT)                                                 # (B nh, hs, Wq)
+    dH = torch.bmm(fqT, dYT.transpose(1, 2))                                 # (B nh, hs, hs+1)
+    dHn = dH[:, :, :m]                                                       # (B nh, hs, hs)
+    dg = dH[:, :, m:]                                                        # (B nh, hs, 1), times m below
     dfkT = torch.bmm(dHn, vT).add_(dg * scalar(m * alpha, dg.dtype) * g / s)   # dA + ds, (B nh, hs, W)
-    dvT = torch.bmm(dHn.transpose(1, 2), aT)                        # (B nh, hs, W)
-    dq = dfqT.mul_(fqT.clamp(max=1.0))                              # phi'(Q)
-    dk = dfkT.mul_(fkT.clamp(max=1.0))                              # phi'(K) (0 where masked)
+    dvT = torch.bmm(dHn.transpose(1, 2), aT).view(B, D, W)                   # (B, D, W)
+    one = scalar(1.0, fqT.dtype)
+    dq = dfqT.mul_(torch.clamp_max(fqT, one)).view(B, D, Wq)                 # phi'(Q)
+    dk = dfkT.mul_(torch.clamp_max(fkT, one)).view(B, D, W)                  # phi'(K) (0 where masked)
     if mask is not None:
-        dvT.view(B, nh, m, W).mul_(mask)
-    if Wq < W:                                                      # rows that are keys only
+        dvT.mul_(mask)
+    if Wq < W:                                                               # rows that are keys only
         dq = F.pad(dq, (0, W - Wq))
-    return torch.stack([dq, dk, dvT], dim=1).view(B, nh * 3 * m, W)
+    return torch.cat([dq, dk, dvT], dim=1)                                   # (B, 3D, W), [Q | K | V]
 
 
 class AstroAttention(torch.autograd.Function):
     """phi(Q) (H_neuron + H_astro) / C for all heads at once, one graph node (module doc).
 
-    Feature-major: it takes the packed projection qkvT (B, nh * 3 * hs, W) -- for each head
-    its Q, K and V features as rows, the window along the last dimension, as
-    ``Attention`` computes it -- and returns yT (B, nh * hs, Wq), the heads' outputs as rows.
-    Every batched matmul then reads rows of W contiguous values (a head's features) and no
-    permute copy runs in either direction; the formulas are those of the module doc,
-    transposed (qT = Q^T ...). ``astro_forward`` / ``astro_backward`` are its two halves."""
+    Feature-major: it takes the projection transposed, qkvT (B, 3 nh hs, W) -- the Q, K and V
+    features as rows in the linear layer's own order [Q | K | V], each head's hs rows together,
+    the window along the last dimension, as ``Attention`` computes it -- and returns yT
+    (B, nh hs, Wq), the heads' outputs as rows. Every batched matmul then reads rows of W
+    contiguous values (a head's features) and no permute copy runs in either direction; the
+    formulas are those of the module doc, transposed (qT = Q^T ...). ``astro_forward`` /
+    ``astro_backward`` are its two halves."""
 
     @staticmethod
-    def forward(ctx, qkvT, mask, phi_r, alpha: float, n_heads: int, n_query: int):
-        yT, saved = astro_forward(qkvT, mask, phi_r, alpha, n_heads, n_query)
+    def forward(ctx, qkvT, mask, phi_rT, alpha: float, n_heads: int, n_query: int):
+        yT, saved = astro_forward(qkvT, mask, phi_rT, alpha, n_heads, n_query)
         ctx.save_for_backward(*saved)
         ctx.alpha, ctx.W = alpha, qkvT.shape[-1]
         return yT
@@ -134,52 +137,46 @@ class AstroAttention(torch.autograd.Function):
         return astro_backward(ctx.saved_tensors, dout, ctx.alpha, ctx.W), None, None, None, None, None
 
 
-def head_rows(n_heads: int, head_size: int) -> torch.Tensor:
-    """Row order that turns a (3 D, .) projection laid out [Q | K | V] (each head after head)
-    into the head-grouped order of ``AstroAttention``: for each head its Q, K, V rows."""
-    return torch.arange(3 * n_heads * head_size).view(3, n_heads, head_size).transpose(0, 1).reshape(-1)
-
-
 def key_mask_t(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """A (B, W) bool key mask as the feature-major kernel takes it: (B, 1, 1, W) of ``dtype``."""
-    return None if mask is None else mask[:, None, None, :].to(dtype)
+    """A (B, W) bool key mask as the feature-major kernel takes it: (B, 1, W) of ``dtype``."""
+    return None if mask is None else mask[:, None, :].to(dtype)
 
 
-def project_t(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, rows: torch.Tensor | None = None):
-    """A linear layer computed transposed: x (B, W, D_in) -> (B, D_out, W), its output features
-    as rows, in the order ``rows`` (all, as laid out, when None). Returns (the weight in that
-    row order, the projection)."""
-    if rows is not None:
-        weight, bias = weight.index_select(0, rows), bias.index_select(0, rows)
-    return weight, torch.baddbmm(bias.unsqueeze(1), weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
+def project_t(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """A linear layer computed transposed: x (B, W, D_in) -> (B, D_out, W), its output features as rows."""
+    return torch.baddbmm(bias.view(-1, 1), weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
 
 
 def unproject_t(yT: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """A linear layer reading its input feature-major: yT (B, D_in, W) -> (B, W, D_out)."""
-    return torch.baddbmm(bias, yT.transpose(1, 2), weight.transpose(0, 1).expand(yT.shape[0], -1, -1))
+    # bmm then add_ issues fewer operators than baddbmm (which expands and copies its input first);
+    # for the input projection, whose bias runs along the rows, baddbmm measured faster
+    return torch.bmm(yT.transpose(1, 2), weight.transpose(0, 1).expand(yT.shape[0], -1, -1)).add_(bias)
 
 
-def astro_attention_t(qkvT: torch.Tensor, n_heads: int, mask: torch.Tensor | None, phi_r: torch.Tensor | None,
+def astro_attention_t(qkvT: torch.Tensor, n_heads: int, mask: torch.Tensor | None, phi_rT: torch.Tensor | None,
                       alpha: float, n_query: int | None = None) -> torch.Tensor:
-    """Astromorphic attention, feature-major: qkvT (B, nh * 3 * hs, W), head-grouped rows
-    (``head_rows``) -> yT (B, nh * hs, Wq), the first ``n_query`` window positions (all when
-    None) being the queries and every position a key.
+    """Astromorphic attention, feature-major: qkvT (B, 3 nh hs, W), rows [Q | K | V] -> yT
+    (B, nh hs, Wq), the first ``n_query`` window positions (all when None) being the queries
+    and every position a key.
 
-    mask: (B, W) bool (True for real keys), or None when every key is real; phi_r: (W, m = hs)
-    or None (H_astro off: with alpha = 1 this is normalised linear attention / m, RLT's kernel)."""
+    mask: (B, W) bool (True for real keys), or None when every key is real; phi_rT: phi(R)
+    transposed, (m = hs, W), or None (H_astro off: with alpha = 1 this is normalised linear
+    attention / m, RLT's kernel)."""
     Wq = qkvT.shape[-1] if n_query is None else n_query
-    return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype), phi_r, float(alpha), n_heads, Wq)
+    return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype), phi_rT, float(alpha), n_heads, Wq)
 
 
 def astro_attention(q, k, v, mask: torch.Tensor | None, phi_r: torch.Tensor | None, alpha: float):
     """The same kernel head-major: q (B, nh, Wq, hs), k, v (B, nh, W, hs) -> (B, nh, Wq, hs),
-    the queries being the first Wq positions of the window (packs and calls ``astro_attention_t``)."""
+    the queries being the first Wq positions of the window, phi_r (W, hs) or None (packs and
+    calls ``astro_attention_t``)."""
     B, nh, Wq, hs = q.shape
     W = k.shape[2]
     if Wq < W:
         q = torch.cat([q, q.new_zeros(B, nh, W - Wq, hs)], dim=2)
-    qkvT = torch.stack([q, k, v], dim=2).transpose(-2, -1).reshape(B, nh * 3 * hs, W)
-    yT = astro_attention_t(qkvT, nh, mask, phi_r, alpha, Wq)                 # (B, nh * hs, Wq)
+    qkvT = torch.stack([q, k, v], dim=1).transpose(-2, -1).reshape(B, 3 * nh * hs, W)
+    yT = astro_attention_t(qkvT, nh, mask, None if phi_r is None else phi_r.T, alpha, Wq)   # (B, nh hs, Wq)
     return yT.view(B, nh, hs, Wq).transpose(-2, -1)
 
 
@@ -210,8 +207,12 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
     # kept where the piece is >= q - 32768: (piece - (q - 32769)) * scale is >= scale there and
     # <= 0 elsewhere, so the clamp gives exactly {0, scale} (no bool tensor to convert)
     keep = (bits.view(torch.int16)[:n].to(like.dtype).sub_(scalar(q - 32769, like.dtype))
-            .mul_(scalar(scale, like.dtype)).clamp_(0.0, scale))
-    return [m.view(batch, r, width) for m, r in zip(keep.split([batch * width * r for r in rows]), rows)]
+            .mul_(scalar(scale, like.dtype)).clamp_(0.0, scale))   # (0-dim tensor bounds: 8x slower)
+    masks, offset = [], keep.storage_offset()
+    for r in rows:   # site i: the next batch * r * width values, as (batch, r, width)
+        masks.append(keep.as_strided((batch, r, width), (r * width, width, 1), offset))
+        offset += batch * r * width
+    return masks
 
 
 def mask_rows(n_layers: int, window: int, emb_rows: int, last_queries: int | None) -> tuple[int, ...]:

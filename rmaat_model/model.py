@@ -68,8 +68,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError, DataError
-from rmaat_model.kernels import (astro_attention_t, astro_map, dropout_masks, head_rows, layer_masks, mask_rows,
-                                 project_t, softmax_attention, unproject_t)
+from rmaat_model.kernels import (astro_attention_t, astro_map, dropout_masks, layer_masks, mask_rows, project_t,
+                                 softmax_attention, unproject_t)
 from rmaat_model.fused_block import fused_block
 from rmaat_model.model_config import ModelConfig
 from rmaat_model.schedule import retention_table
@@ -82,12 +82,11 @@ class Attention(nn.Module):
         self.nh, self.hs, self.kernel, self.alpha = cfg.n_heads, cfg.head_size, cfg.kernel, cfg.alpha
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
-        if self.kernel == "astro":  # geometry from config: rebuilt, not stored
-            self.register_buffer("phi_r", astro_map(w_cap, self.hs, cfg.astro_scale), persistent=False)
+        if self.kernel == "astro":  # geometry from config: rebuilt, not stored; transposed, (hs, w_cap)
+            self.register_buffer("phi_rT", astro_map(w_cap, self.hs, cfg.astro_scale).T.contiguous(),
+                                 persistent=False)
         else:
-            self.phi_r = None
-        if self.kernel != "softmax":   # the linear kernels run feature-major (kernels.AstroAttention)
-            self.register_buffer("head_rows", head_rows(self.nh, self.hs), persistent=False)
+            self.phi_rT = None
 
     def forward(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool,
                 n_query: int | None = None) -> torch.Tensor:
@@ -104,17 +103,18 @@ class Attention(nn.Module):
         # node, feature-major: the projection is computed transposed, x^T -> (B, 3D, W) with each
         # head's Q, K, V rows together, and the output projection reads y^T as it comes, so the
         # heads are never permuted in memory (a copy that cost as much as the projection itself)
-        _, qkvT = project_t(x, self.qkv.weight, self.qkv.bias, self.head_rows)          # (B, 3D, W)
+        qkvT = project_t(x, self.qkv.weight, self.qkv.bias)                             # (B, 3D, W)
         yT = astro_attention_t(qkvT, self.nh, mask, *self.kernel_args(W, x.dtype), Wq)   # (B, D, Wq)
         return unproject_t(yT, self.proj.weight, self.proj.bias)                       # (B, Wq, D)
 
     def kernel_args(self, W: int, dtype: torch.dtype) -> tuple[torch.Tensor | None, float]:
-        """(phi_r, alpha) of a linear kernel over a window of W rows: the window's rows of phi(R)
-        (the whole buffer for a memory arch's full window), or None and alpha = 1 for RLT's."""
+        """(phi_rT, alpha) of a linear kernel over a window of W rows: phi(R) of the window's rows,
+        transposed (hs, W) (the whole buffer for a memory arch's full window), or None and
+        alpha = 1 for RLT's."""
         if self.kernel != "astro":
             return None, 1.0
-        phi_r = self.phi_r if W == self.phi_r.shape[0] else self.phi_r[:W]
-        return (phi_r if phi_r.dtype == dtype else phi_r.to(dtype)), self.alpha
+        phi_rT = self.phi_rT if W == self.phi_rT.shape[1] else self.phi_rT[:, :W]
+        return (phi_rT if phi_rT.dtype == dtype else phi_rT.to(dtype)), self.alpha
 
 
 
@@ -162,12 +162,14 @@ class Plan:
     n_segments: int          # T = max_b T_b
     batch: int               # B, sequences per tower
     all_real: bool           # no padding anywhere (lets softmax skip its mask)
-    seg_key_mask: torch.Tensor | None = None   # (B', T, M+N) memory archs: [memory rows; segment t]
+    seg_tokens: tuple[torch.Tensor, ...] = ()   # memory archs, per segment t: its tokens (B', N)
+    seg_key_mask: tuple[torch.Tensor, ...] = ()  # and its window's key mask (B', M+N): [memory rows; segment t]
     seg_all_real: tuple[bool, ...] = ()        # per segment: no padded key among its active rows
     same_length: bool = False                  # every sequence has T segments (no per-row selects)
     rows: tuple[torch.Tensor | None, ...] = ()   # per segment: indices of the sequences still running
     #                                              (t < T_b), None where all are; only they are computed
-    rf: torch.Tensor | None = None             # (T, B', 1, 1) RF(t, T_b) at [t-1] for a fixed schedule
+    rf: tuple[torch.Tensor, ...] = ()          # a fixed schedule: RF(t, T_b) (B', 1, 1) at [t-1]
+    #   (the per-segment views are cut once per batch: AMRB's replay reads them again)
 
 
 class RMAAT(nn.Module):
@@ -296,10 +298,12 @@ class RMAAT(nn.Module):
             start = (n_seg - 1) * N                                           # (B',)
             x = x.gather(1, start[:, None] + torch.arange(N, device=x.device))   # (B', N)
         key_mask = x != cfg.pad_id
-        seg_key_mask, seg_all_real, rf, rows = None, (), None, ()
+        seg_tokens, seg_key_mask, seg_all_real, rf, rows = (), (), (), (), ()
         if cfg.has_memory:   # built once per batch, sliced per segment
             per_seg = key_mask.view(-1, T, cfg.segment_len)                        # (B', T, N)
-            seg_key_mask = torch.cat([per_seg.new_ones(per_seg.shape[0], T, cfg.n_mem), per_seg], dim=2)
+            seg_tokens = x.view(-1, T, cfg.segment_len).unbind(1)
+            seg_key_mask = torch.cat([per_seg.new_ones(per_seg.shape[0], T, cfg.n_mem), per_seg],
+                                     dim=2).unbind(1)                              # T x (B', M+N)
             real = per_seg.all(dim=2)                                              # (B', T)
             if cfg.arch != "elastic":   # elastic computes every row (RMAAT.step)
                 active = torch.arange(T, device=x.device)[None, :] < n_seg[:, None]    # (B', T)
@@ -308,10 +312,10 @@ class RMAAT(nn.Module):
                 real = real | ~active   # a finished sequence's all-padding segment is not computed
             seg_all_real = tuple(real.all(dim=0).tolist())
             if cfg.effective_retention != "none" and not self.rf_table.requires_grad:
-                rf = self.rf_table[n_seg - 1, :T].T[:, :, None, None]           # (T, B', 1, 1)
+                rf = self.rf_table[n_seg - 1, :T].T[:, :, None, None].unbind(0)  # T x (B', 1, 1)
         return Plan(tokens=x, key_mask=key_mask, lengths=lengths, n_seg=n_seg, n_segments=T,
                     batch=tokens.shape[0], all_real=bool(key_mask.all()),
-                    seg_key_mask=seg_key_mask, seg_all_real=seg_all_real,
+                    seg_tokens=seg_tokens, seg_key_mask=seg_key_mask, seg_all_real=seg_all_real,
                     same_length=bool(n_seg.min() == T), rf=rf, rows=rows)
 
     # -- the recurrence (memory archs) ----------------------------------------------------
@@ -344,7 +348,7 @@ class RMAAT(nn.Module):
     def _rf(self, plan: Plan, t: int, dtype: torch.dtype) -> torch.Tensor:
         """retention_scale as (B', 1, 1): sliced from the plan's table for a fixed schedule; a
         learned one is indexed per segment so that each replayed segment has its own graph."""
-        rf = plan.rf[t - 1] if plan.rf is not None else self.retention_scale(plan, t)[:, None, None]
+        rf = plan.rf[t - 1] if plan.rf else self.retention_scale(plan, t)[:, None, None]
         return rf if rf.dtype == dtype else rf.to(dtype)
 
     def step(self, plan: Plan, t: int, state: torch.Tensor) -> torch.Tensor:
@@ -366,8 +370,8 @@ class RMAAT(nn.Module):
         # clock runs for all).
         rows = plan.rows[t] if plan.rows else None                           # () for elastic
         pick = (lambda a: a) if rows is None else (lambda a: a.index_select(0, rows))
-        seg = pick(plan.tokens[:, t * N:(t + 1) * N])                        # (b, N), b = running rows
-        key_mask = pick(plan.seg_key_mask[:, t])                             # (b, M+N)
+        seg = pick(plan.seg_tokens[t])                                       # (b, N), b = running rows
+        key_mask = pick(plan.seg_key_mask[t])                                # (b, M+N)
         run = pick(state)                                                    # (b, M, D)
         if elastic:
             mem = self.memory_tokens(plan, t, state)

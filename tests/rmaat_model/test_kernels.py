@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rmaat_model.kernels import AstroAttention, astro_attention, astro_attention_t, astro_map, head_rows, phi
+from rmaat_model.kernels import AstroAttention, astro_attention, astro_attention_t, astro_map, phi
 
 from model_fixtures import one_thread  # noqa: F401  (autouse)
 
@@ -56,25 +56,25 @@ def test_fused_node_equals_autograd_of_the_formulas(padded, astro, Wq):
 @pytest.mark.parametrize("Wq", [6, 2], ids=["all-queries", "memory-rows"])
 @pytest.mark.parametrize("padded", [True, False], ids=["padded", "all-real"])
 def test_fused_node_passes_gradcheck(Wq, padded):
-    """The node's own interface: packed, feature-major qkvT (B, nh * 3 * hs, W) -> (B, nh * hs, Wq)."""
+    """The node's own interface: packed, feature-major qkvT (B, 3 * nh * hs, W) -> (B, nh * hs, Wq)."""
     _, _, _, mask = inputs(B=2, W=6, padded=padded)
-    phi_r = astro_map(8, 3, 8.0).double()[:6]
-    fmask = None if mask is None else mask[:, None, None, :].double()
+    phi_rT = astro_map(8, 3, 8.0).double()[:6].T
+    fmask = None if mask is None else mask[:, None, :].double()
     qkvT = torch.randn(2, 18, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: AstroAttention.apply(x, fmask, phi_r, 0.25, 2, Wq),
+    assert torch.autograd.gradcheck(lambda x: AstroAttention.apply(x, fmask, phi_rT, 0.25, 2, Wq),
                                     (qkvT,), eps=1e-6, atol=1e-8)
 
 
-def test_feature_major_layout_is_each_heads_q_k_v_rows():
-    """qkvT row (h * 3 + j) * hs + e is feature e of head h's Q (j = 0), K (1) or V (2) --
-    ``head_rows`` maps a [Q | K | V] projection onto it -- and yT row h * hs + e is head h's
-    output feature e."""
+def test_feature_major_layout_is_the_projections_q_k_v_rows():
+    """qkvT row j * D + h * hs + e is feature e of head h's Q (j = 0), K (1) or V (2) -- the
+    row order of the linear layer's [Q | K | V] output, so no reordering is needed -- and yT
+    row h * hs + e is head h's output feature e."""
     B, W, Wq, nh, hs = 2, 7, 3, 2, 4
     proj = torch.randn(B, W, 3 * nh * hs, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     mask = torch.ones(B, W, dtype=torch.bool)
     mask[0, 5:] = False
     phi_r = astro_map(9, hs, 8.0).double()[:W]
-    yT = astro_attention_t(proj[..., head_rows(nh, hs)].transpose(1, 2), nh, mask, phi_r, 0.25, Wq)
+    yT = astro_attention_t(proj.transpose(1, 2), nh, mask, phi_r.T, 0.25, Wq)
     q, k, v = proj.view(B, W, 3, nh, hs).permute(2, 0, 3, 1, 4)                  # (B, nh, W, hs)
     ref = composite(q[:, :, :Wq], k, v, mask, phi_r, 0.25)                       # (B, nh, Wq, hs)
     torch.testing.assert_close(yT, ref.transpose(-2, -1).reshape(B, nh * hs, Wq), rtol=1e-12, atol=1e-12)
