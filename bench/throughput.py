@@ -144,11 +144,12 @@ def main() -> None:
     args = ap.parse_args()
     layouts = LAYOUTS
     if args.layouts:
-        try:
-            layouts = [tuple(int(v) for v in s.split(":")) for s in args.layouts]
-            assert all(len(lay) == 3 and min(lay) > 0 for lay in layouts)
-        except (ValueError, AssertionError):
-            ap.error(f"--layouts {' '.join(args.layouts)}: expected TOKENS:N:BATCH, positive integers")
+        layouts = []
+        for spec in args.layouts:
+            parts = spec.split(":")
+            if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+                ap.error(f"--layouts {spec}: expected TOKENS:N:BATCH, three positive integers")
+            layouts.append(tuple(int(p) for p in parts))
     if args.quick:
         args.threads, args.repeats, args.lengths = [1], 3, [1024, 2048, 4096]
         layouts = [(2048, 512, 4), (2048, 512, 1)]

@@ -4,7 +4,7 @@
     h1 = x[:, :Wq] + a * m1           x1 = LN1(h1)
     h2 = x1 + FFN(x1) * m2            y  = LN2(h2)          (m1, m2: dropout masks or none)
 
-``model.Block`` runs this for RMAAT, RLT and AT (post-LN, astromorphic or normalised linear
+``blocks.Block`` runs this for RMAAT, RLT and AT (post-LN, astromorphic or normalised linear
 kernel); pre-LN blocks and the softmax kernel run the module path. The value is the module
 path's; the backward is written out (LayerNorm and GELU through their ATen backward
 kernels, each linear layer as two matrix products), so a block costs one graph node instead
@@ -83,7 +83,7 @@ class FusedBlock(torch.autograd.Function):
 
 def fused_block(block, x: torch.Tensor, mask: torch.Tensor | None, phi_rT: torch.Tensor | None, alpha: float,
                 n_query: int, masks: list[torch.Tensor] | None) -> torch.Tensor:
-    """``block`` (a post-LN ``model.Block`` with a linear kernel) on x (B, W, D) -> (B, n_query, D).
+    """``block`` (a post-LN ``blocks.Block`` with a linear kernel) on x (B, W, D) -> (B, n_query, D).
     mask: (B, W) bool or None; masks: the block's two dropout masks or None."""
     at, lin1, lin2 = block.attn, block.ffn[0], block.ffn[2]
     m1, m2 = (None, None) if masks is None else masks

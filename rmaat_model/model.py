@@ -68,85 +68,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError, DataError
-from rmaat_model.kernels import (astro_attention_t, astro_map, dropout_masks, layer_masks, mask_rows, project_t,
-                                 softmax_attention, unproject_t)
-from rmaat_model.fused_block import fused_block
+from rmaat_model.blocks import Block
+from rmaat_model.kernels import dropout_masks, layer_masks, mask_rows
 from rmaat_model.model_config import ModelConfig
 from rmaat_model.schedule import retention_table
-
-
-# --------------------------------------------------------------------------- attention
-class Attention(nn.Module):
-    def __init__(self, cfg: ModelConfig, w_cap: int):
-        super().__init__()
-        self.nh, self.hs, self.kernel, self.alpha = cfg.n_heads, cfg.head_size, cfg.kernel, cfg.alpha
-        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
-        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
-        if self.kernel == "astro":  # geometry from config: rebuilt, not stored; transposed, (hs, w_cap)
-            self.register_buffer("phi_rT", astro_map(w_cap, self.hs, cfg.astro_scale).T.contiguous(),
-                                 persistent=False)
-        else:
-            self.phi_rT = None
-
-    def forward(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool,
-                n_query: int | None = None) -> torch.Tensor:
-        """x (B, W, D) -> (B, Wq, D): every row is a key; only the first n_query rows (all when
-        None) are queries. all_real: no key is padding (the mask is skipped)."""
-        B, W, D = x.shape
-        Wq = W if n_query is None else n_query
-        mask = None if all_real else key_mask
-        if self.kernel == "softmax":
-            q, k, v = self.qkv(x).view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)   # (B, nh, W, hs)
-            y = softmax_attention(q if Wq == W else q[:, :, :Wq], k, v, mask)
-            return self.proj(y.transpose(1, 2).reshape(B, Wq, D))
-        # astromorphic (rmaat, at) or plain normalised linear (rlt: alpha = 1, no H_astro), one
-        # node, feature-major: the projection is computed transposed, x^T -> (B, 3D, W) with each
-        # head's Q, K, V rows together, and the output projection reads y^T as it comes, so the
-        # heads are never permuted in memory (a copy that cost as much as the projection itself)
-        qkvT = project_t(x, self.qkv.weight, self.qkv.bias)                             # (B, 3D, W)
-        yT = astro_attention_t(qkvT, self.nh, mask, *self.kernel_args(W, x.dtype), Wq)   # (B, D, Wq)
-        return unproject_t(yT, self.proj.weight, self.proj.bias)                       # (B, Wq, D)
-
-    def kernel_args(self, W: int, dtype: torch.dtype) -> tuple[torch.Tensor | None, float]:
-        """(phi_rT, alpha) of a linear kernel over a window of W rows: phi(R) of the window's rows,
-        transposed (hs, W) (the whole buffer for a memory arch's full window), or None and
-        alpha = 1 for RLT's."""
-        if self.kernel != "astro":
-            return None, 1.0
-        phi_rT = self.phi_rT if W == self.phi_rT.shape[1] else self.phi_rT[:, :W]
-        return (phi_rT if phi_rT.dtype == dtype else phi_rT.to(dtype)), self.alpha
-
-
-
-class Block(nn.Module):
-    """Encoder block. post (default): Y = LN(X + Attn X), LN(Y + FFN Y), the layout of the
-    astromorphic-transformer papers; pre: X + Attn(LN X), then X + FFN(LN X) (nanoGPT)."""
-
-    def __init__(self, cfg: ModelConfig, w_cap: int):
-        super().__init__()
-        self.post = cfg.norm == "post"
-        # post-LN with a linear kernel runs as one autograd node (rmaat_model.fused_block), same values
-        self.fused = self.post and cfg.kernel != "softmax"
-        self.ln1 = nn.LayerNorm(cfg.d_model)
-        self.attn = Attention(cfg, w_cap)
-        self.ln2 = nn.LayerNorm(cfg.d_model)
-        self.ffn = nn.Sequential(nn.Linear(cfg.d_model, cfg.d_ff), nn.GELU(), nn.Linear(cfg.d_ff, cfg.d_model))
-
-    def forward(self, x, key_mask, all_real, n_query=None, masks=None):
-        """masks: the dropout masks (B, Wq, D) of the attention and FFN outputs, or None."""
-        if self.fused:
-            W = x.shape[1]
-            return fused_block(self, x, None if all_real else key_mask, *self.attn.kernel_args(W, x.dtype),
-                               W if n_query is None else n_query, masks)
-        a = self.attn(x if self.post else self.ln1(x), key_mask, all_real, n_query)
-        r = x if n_query is None else x[:, :n_query]
-        if masks is not None:
-            a = a * masks[0]
-        x = self.ln1(r + a) if self.post else r + a
-        f = self.ffn(x if self.post else self.ln2(x))
-        if masks is not None:
-            f = f * masks[1]
-        return self.ln2(x + f) if self.post else x + f
 
 
 # --------------------------------------------------------------------------- the model

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from rmaat_model.kernels import dropout_masks
-from rmaat_model.model import Block, build_model
+from rmaat_model.blocks import Block
+from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
 
 from model_fixtures import one_thread  # noqa: F401  (autouse)
