@@ -167,7 +167,6 @@ def test_segment_local_at_sees_only_the_last_real_segment():
     """No memory, nothing passed between segments: the logits are those of the last real
     segment encoded alone, and no token before it can move them."""
     model = make("at", at_scope="segment").eval()
-    N = model.cfg.segment_len
     g = torch.Generator().manual_seed(7)
     x = torch.randint(1, 20, (3, 150), generator=g)
     x[0, 37:] = 0                                             # T_b = 3, last segment half padded

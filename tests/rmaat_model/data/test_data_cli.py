@@ -18,8 +18,8 @@ assert not loaded, f"torch was imported: {loaded[:5]}"
 
 
 def test_generate_listops_and_pathfinder(run_cli, tmp_path):
-    proc = run_cli("generate", "listops", "--out", tmp_path / "lo", "--n-train", "8",
-                   "--n-val", "2", "--n-test", "2", "--seed", "1", "--workers", "1", check=True)
+    run_cli("generate", "listops", "--out", tmp_path / "lo", "--n-train", "8",
+            "--n-val", "2", "--n-test", "2", "--seed", "1", "--workers", "1", check=True)
     for split in ("train", "val", "test"):
         lines = (tmp_path / "lo" / f"basic_{split}.tsv").read_text().splitlines()
         assert lines[0] == "Source\tTarget" and len(lines) == 1 + {"train": 8}.get(split, 2)
@@ -27,8 +27,8 @@ def test_generate_listops_and_pathfinder(run_cli, tmp_path):
     again = run_cli("generate", "listops", "--out", tmp_path / "lo", "--n-train", "8",
                     "--n-val", "2", "--n-test", "2", "--seed", "1", "--workers", "1")
     assert again.returncode == 2 and "finished run" in again.stderr
-    proc = run_cli("generate", "pathfinder", "--out", tmp_path / "pf", "--n", "3", "--workers", "1",
-                   check=True)
+    run_cli("generate", "pathfinder", "--out", tmp_path / "pf", "--n", "3", "--workers", "1",
+            check=True)
     root = tmp_path / "pf" / "pathfinder32" / "curv_contour_length_14"
     assert len((root / "metadata" / "0.npy").read_text().splitlines()) == 3
     assert sorted(p.name for p in (root / "imgs" / "0").iterdir()) == \

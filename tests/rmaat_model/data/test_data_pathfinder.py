@@ -115,7 +115,6 @@ def test_generated_layout_loads_and_is_worker_independent(tmp_path, monkeypatch)
 
 def test_official_layout_written_elsewhere_loads(tmp_path):
     root = tmp_path / "pathfinder32" / "curv_contour_length_14"
-    rows = []
     for batch in (0, 1):
         (root / "imgs" / str(batch)).mkdir(parents=True)
         for i in range(5):
