@@ -392,6 +392,10 @@ def test_dropout_masks_keep_at_rate_with_unbiased_scale_and_replay_from_rng_stat
     state = torch.get_rng_state()
     masks = dropout_masks(rows, 3, 64, 0.1, like, True)
     assert [tuple(m.shape) for m in masks] == [(3, r, 64) for r in rows]
+    # the sites tile the one draw, each its own consecutive piece (no overlap, no gap)
+    starts = [m.storage_offset() for m in masks]
+    assert starts == [sum(3 * r * 64 for r in rows[:i]) for i in range(len(rows))]
+    assert all(m.is_contiguous() for m in masks) and not torch.equal(masks[1], masks[2])
     flat = torch.cat([m.flatten() for m in masks])
     scale = 65536 / (65536 - round(0.1 * 65536))
     values = flat.unique().tolist()
