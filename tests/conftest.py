@@ -8,8 +8,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parents[1]
+
+# Property tests draw the same examples on every run (same tree, same result) and keep no
+# example database in the checkout.
+settings.register_profile("repo", derandomize=True, database=None)
+settings.load_profile("repo")
 
 # Notebooks and the pipeline read this to pick their quick setting.
 os.environ.setdefault("RMAAT_QUICK", "1")

@@ -160,14 +160,20 @@ def test_no_band_when_uncertainties_unknown():
        p0=st.floats(-1.0, 1.0), rise=st.floats(0.01, 10.0), tau=st.floats(0.3, 200.0),
        shape=st.floats(0.1, 0.9), T=st.integers(2, 200))
 def test_schedule_invariants_for_any_concave_curve(name, p0, rise, tau, shape, T):
-    """RF sums to 1, is positive and falls with t; it exceeds RF_inf and falls as T grows."""
+    """RF sums to 1, is positive and falls with t; it exceeds RF_inf and falls as T grows --
+    each to the resolution of the tabulated curve: RF comes from differences of p at cycle
+    boundaries, each carrying round-off of about eps |p|, so relative to the total rise
+    p(T+1) - p0 the schedule is resolved to ``tol`` (a curve far from zero that rises little,
+    e.g. p0 = 0.96, rise 0.09, leaves late increments of 1e-15 that are pure round-off)."""
     params = {"exp": dict(tau=tau), "mm": dict(t_half=tau),
               "double_exp": dict(tau_fast=tau * shape, tau_slow=tau, w=shape),
               "power": dict(tau=tau, alpha=1.0 + 5 * shape)}[name]
     params.update(p0=p0, p_inf=p0 + rise)
+    p = R.boundary_curve(name, params, TAU_CYCLE, T + 1)
+    tol = 8 * np.finfo(float).eps * np.abs(p).max() / (p[-2] - p[0])
     rf = R.rf(name, params, TAU_CYCLE, T)
     assert rf.sum() == pytest.approx(1.0, abs=1e-9)
-    assert np.all(rf >= 0) and np.all(np.diff(rf) <= 1e-15)
+    assert np.all(rf >= 0) and np.all(np.diff(rf) <= tol)
     stream = R.rf_inf(name, params, TAU_CYCLE, T)
-    assert np.all(rf >= stream - 1e-15)
-    assert np.all(R.rf(name, params, TAU_CYCLE, T + 1)[:T] <= rf + 1e-15)
+    assert np.all(rf >= stream - tol)
+    assert np.all(R.rf(name, params, TAU_CYCLE, T + 1)[:T] <= rf + tol)
