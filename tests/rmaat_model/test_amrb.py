@@ -177,14 +177,16 @@ def test_bad_methods():
 
 def test_compiled_blocks_keep_amrb_exact_and_match_eager(tmp_path):
     """torch.compile path (RMAAT.compile_blocks): AMRB through the compiled block stack equals
-    BPTT through it (dropout on, padding in the batch), and both equal the eager model's
-    gradients to float32 round-off (fused kernels sum in another order)."""
+    BPTT through it (dropout on, the last segment padded), and both equal the eager model's
+    gradients to float32 round-off (fused kernels sum in another order). The sequences share
+    one length, so three graphs are compiled (no-grad, with grad, with grad and a key mask):
+    which rows a segment computes is decided outside the compiled stack (``Plan.rows``)."""
     rfile = str(write_retention(tmp_path / "r.json"))
     torch.manual_seed(0)
     eager = build_model(ModelConfig(arch="rmaat", retention="ltp", retention_file=rfile, **SMALL))
     torch.manual_seed(0)
     compiled = build_model(ModelConfig(arch="rmaat", retention="ltp", retention_file=rfile, **SMALL)).compile_blocks()
-    x, y = batch()
+    x, y = batch(pad_row=False)                                # 120 tokens: 7 segments and a half
     _, _, g_e = grads(eager, x, y, "bptt")
     l_b, _, g_b = grads(compiled, x, y, "bptt")
     l_a, _, g_a = grads(compiled, x, y, "amrb")
