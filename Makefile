@@ -5,6 +5,7 @@ VENV    ?= .venv
 PY      := $(VENV)/bin/python
 PIP     := $(PY) -m pip
 OUT     ?= runs/demo
+TEST_WORKERS ?= 2
 # torch: the declared range admits the 2.13.0 CPU wheel that lies on this machine's disk;
 # installing it first keeps pip from resolving a multi-GB CUDA build.
 TORCH   ?= torch==2.13.0
@@ -34,9 +35,10 @@ demo: $(VENV)/.installed
 	  echo "The demo already ran; its report is $(OUT)/report.md (make demo OUT=runs/demo2 runs it again)."; \
 	else $(VENV)/bin/rmaat pipeline --out $(OUT); fi
 
-## make test: the whole suite, notebooks included (quick mode)
+## make test: the whole suite, notebooks included (quick mode), in TEST_WORKERS processes
+## (pytest-xdist; each test file stays in one process, so its fixtures are built once)
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 bench: $(VENV)/.installed-dev
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
