@@ -36,7 +36,8 @@ demo: $(VENV)/.installed
 	else $(VENV)/bin/rmaat pipeline --out $(OUT); fi
 
 ## make test: the whole suite, notebooks included (quick mode), in TEST_WORKERS processes
-## (pytest-xdist; each test file stays in one process, so its fixtures are built once)
+## (pytest-xdist; --dist loadfile keeps each test file in one process, so its fixtures are built
+## once -- test_readme_examples' blocks share one working directory and must stay together)
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 

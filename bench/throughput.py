@@ -147,7 +147,7 @@ def main() -> None:
         layouts = []
         for spec in args.layouts:
             parts = spec.split(":")
-            if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            if len(parts) != 3 or not all(p.isdecimal() and int(p) > 0 for p in parts):
                 ap.error(f"--layouts {spec}: expected TOKENS:N:BATCH, three positive integers")
             layouts.append(tuple(int(p) for p in parts))
     if args.quick:

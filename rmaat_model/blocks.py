@@ -44,8 +44,8 @@ class Attention(nn.Module):
             y = softmax_attention(q if Wq == W else q[:, :, :Wq], k, v, mask)
             return self.proj(y.transpose(1, 2).reshape(B, Wq, D))
         # astromorphic (rmaat, at) or plain normalised linear (rlt: alpha = 1, no H_astro), one
-        # node, feature-major: the projection is computed transposed, x^T -> (B, 3D, W) with each
-        # head's Q, K, V rows together, and the output projection reads y^T as it comes, so the
+        # node, feature-major: the projection is computed transposed, x^T -> (B, 3D, W) with its rows
+        # in the linear layer's [Q | K | V] order, and the output projection reads y^T as it comes, so the
         # heads are never permuted in memory (a copy that cost as much as the projection itself)
         qkvT = project_t(x, self.qkv.weight, self.qkv.bias)                             # (B, 3D, W)
         yT = astro_attention_t(qkvT, self.nh, mask, *self.kernel_args(W, x.dtype), Wq)   # (B, D, Wq)

@@ -50,16 +50,17 @@ def test_rest_state_known_answers_from_the_published_parameters():
 
 
 @pytest.mark.standalone
-def test_without_input_the_astrocyte_rests_and_releases_nothing_for_300_s():
-    # cpp_standalone: 2 x 300 000 steps run in C++ (one build, then the second run reuses it),
-    # about 23 s against 60 s through the Cython runtime, which steps from Python
+def test_without_input_the_astrocyte_rests_and_releases_nothing_for_300_s(tmp_path):
+    # cpp_standalone: 2 x 300 000 steps run in C++ (one build in tmp_path, then the second run
+    # reuses it), about 23 s against 60 s through the Cython runtime, which steps from Python
     p = TripartiteParams()
     rest = gchi_rest_state(p)
     rec = ("Gamma_A", "I", "C", "h", "n_glio", "G_A", "v", "rho")
     proto = SpikeProtocolConfig(kind="explicit", explicit_duration_s=300.0)
     sa = "cpp_standalone"
     # 1. from the default initial state (the rest state): nothing moves
-    out = run(TripartiteSimConfig(record_dt_ms=500.0, protocol=proto, record=rec, target=sa))
+    out = run(TripartiteSimConfig(record_dt_ms=500.0, protocol=proto, record=rec, target=sa,
+                                  standalone_dir=str(tmp_path)))
     for var in ("I", "C", "h"):
         assert np.max(np.abs(curve(out, var)[1] - rest[var])) < 1e-9, var
     assert curve(out, "n_glio")[1][-1] == 0 and np.all(curve(out, "G_A")[1] == 0)
@@ -67,7 +68,7 @@ def test_without_input_the_astrocyte_rests_and_releases_nothing_for_300_s():
     # 2. from the chapter's initial state (I = C = 0, h = 0.9): Brian2 (rk4, dt = 1 ms) follows
     # the SciPy reference (DOP853, rtol 1e-10) to the astrocyte's rest, with no release.
     out = run(TripartiteSimConfig(record_dt_ms=500.0, protocol=proto, record=rec, target=sa,
-                                  init=InitialState(I=0.0, C=0.0, h=0.9)))
+                                  standalone_dir=str(tmp_path), init=InitialState(I=0.0, C=0.0, h=0.9)))
     t, C = curve(out, "C")
     ref = integrate_gchi(p, [0.0, 0.0, 0.0, 0.9], t[-1], t_eval=t)
     for k, var in enumerate(("I", "C", "h"), start=1):

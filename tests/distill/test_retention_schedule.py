@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from astro_rmaat import retention as reader
@@ -156,6 +156,7 @@ def test_no_band_when_uncertainties_unknown():
 
 
 @settings(max_examples=60, deadline=None)
+@example(name="exp", p0=0.9596873287237495, rise=0.09375, tau=0.9609375, shape=0.5, T=34)   # broke 1e-15
 @given(name=st.sampled_from(["exp", "mm", "double_exp", "power"]),
        p0=st.floats(-1.0, 1.0), rise=st.floats(0.01, 10.0), tau=st.floats(0.3, 200.0),
        shape=st.floats(0.1, 0.9), T=st.integers(2, 200))
@@ -163,7 +164,7 @@ def test_schedule_invariants_for_any_concave_curve(name, p0, rise, tau, shape, T
     """RF sums to 1, is positive and falls with t; it exceeds RF_inf and falls as T grows --
     each to the resolution of the tabulated curve: RF comes from differences of p at cycle
     boundaries, each carrying round-off of about eps |p|, so relative to the total rise
-    p(T+1) - p0 the schedule is resolved to ``tol`` (a curve far from zero that rises little,
+    p(T) - p0 the schedule is resolved to ``tol`` (a curve far from zero that rises little,
     e.g. p0 = 0.96, rise 0.09, leaves late increments of 1e-15 that are pure round-off)."""
     params = {"exp": dict(tau=tau), "mm": dict(t_half=tau),
               "double_exp": dict(tau_fast=tau * shape, tau_slow=tau, w=shape),
