@@ -61,7 +61,6 @@ class Attention(nn.Module):
         return (phi_rT if phi_rT.dtype == dtype else phi_rT.to(dtype)), self.alpha
 
 
-
 class Block(nn.Module):
     """Encoder block. post (default): Y = LN(X + Attn X), LN(Y + FFN Y), the layout of the
     astromorphic-transformer papers; pre: X + Attn(LN X), then X + FFN(LN X) (nanoGPT)."""

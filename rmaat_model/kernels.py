@@ -67,8 +67,7 @@ def astro_forward(qkvT, mask, phi_rT, alpha: float, n_heads: int, n_query: int):
     # qkvT (B, 3D, W), rows [Q | K | V] as the projection lays them out; mask (B, 1, W) float or
     # None; phi_rT (hs, W) or None. Heads are folded into the batch, (B nh, hs, .), for torch.bmm:
     # phi and the masking write fresh contiguous (B, D, .) tensors, where a head's rows are adjacent.
-    if not qkvT.is_contiguous():   # the slices below must stay row-major (a projection's output is)
-        qkvT = qkvT.contiguous()
+    qkvT = qkvT.contiguous()   # the slices below must be row-major (a projection's output is: no copy)
     B, R, W = qkvT.shape
     D, nh, Wq = R // 3, n_heads, n_query
     m, BH = D // nh, B * nh
