@@ -6,7 +6,7 @@ every segment's output. Three ways to get the gradients:
 
 ``bptt``   one graph over all T segments; activations of every segment are kept until the
            backward, so memory grows linearly in T.
-``amrb``   a no-grad forward keeps only the memory entering each segment and the RNG state
+``amrb``   a no-grad forward (inference mode) keeps only the memory entering each segment and the RNG state
            (CPU, and every CUDA device when CUDA is present); the backward then replays the
            segments last to first, each inside ``torch.random.fork_rng`` with its recorded RNG
            state (so dropout masks are the forward's), each with its own small graph, and
@@ -132,7 +132,9 @@ def _amrb(step, segments, memory, loss_fn, loss_on, stats):
     devices = _cuda_devices()
     kept: list[torch.Tensor] = []           # memory entering segment i
     rng: list[tuple] = []                   # RNG state before segment i (i < T-1)
-    with torch.no_grad():
+    # inference mode: no graph, and no version counters or view tracking either (a few % of a
+    # segment's forward at small sizes); its tensors are cloned back before a graph reads them
+    with torch.inference_mode():
         m = memory.detach()
         for i, seg in enumerate(segments[:-1]):
             rng.append(_rng_state(devices))
@@ -151,7 +153,7 @@ def _amrb(step, segments, memory, loss_fn, loss_on, stats):
             if i < T - 1:
                 _set_rng_state(rng[i], devices)
             with torch.enable_grad():
-                m_in = memory if i == 0 else kept[i].detach().requires_grad_(True)
+                m_in = memory if i == 0 else kept[i].clone().requires_grad_(True)
                 out, m_out = step(segments[i], m_in)
                 tensors, grads = [], []
                 if _has_loss(i, T, loss_on):

@@ -45,7 +45,8 @@ def scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
     key = (value, dtype)
     t = _SCALARS.get(key)
     if t is None:
-        t = _SCALARS[key] = torch.tensor(value, dtype=dtype)
+        with torch.inference_mode(False):   # an ordinary tensor, even when first asked for in inference mode
+            t = _SCALARS[key] = torch.tensor(value, dtype=dtype)
     return t
 
 

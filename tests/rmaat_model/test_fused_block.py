@@ -60,3 +60,22 @@ def test_pre_ln_and_softmax_blocks_use_the_module_path():
     assert not build_model(ModelConfig(arch="rmaat", norm="pre", **CFG)).blocks[0].fused
     assert not build_model(ModelConfig(arch="rmt", **CFG)).blocks[0].fused
     assert build_model(ModelConfig(arch="at", **CFG)).blocks[0].fused
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "inference_mode"])
+def test_the_no_graph_path_gives_the_graph_path_bits(mode):
+    """With grad mode off the block runs its forward without the autograd Function (AMRB's
+    first pass, evaluation): the same operations, so the same bits as the graph's value."""
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[1]
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 20, 16, generator=g)
+    key_mask = torch.ones(3, 20, dtype=torch.bool)
+    key_mask[0, 11:] = False
+    masks = dropout_masks((4, 4), 3, 16, 0.1, x, True)
+    with_graph = block(x, key_mask, False, 4, masks)
+    assert type(with_graph.grad_fn).__name__ == "FusedBlockBackward"
+    with getattr(torch, mode)():
+        without = block(x, key_mask, False, 4, masks)
+    assert without.grad_fn is None
+    assert torch.equal(without, with_graph.detach())
