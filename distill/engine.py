@@ -331,8 +331,12 @@ def fit_candidates(t, y, models=DEFAULT_CANDIDATES, *, n_starts: int = 8, seed: 
             raise DataError(f"{where}: {n_points} points for model {m!r} with {n_vary} fitted "
                             f"parameters; expected at least {n_vary + 2} (parameters plus two); "
                             "drop it from the candidates or supply a longer trace")
-    fits = [fit_model(m, t, y, n_starts=n_starts, seed=seed, offset=offset, max_nfev=max_nfev,
-                      with_report=with_report, where=where) for m in models]
+    return weigh([fit_model(m, t, y, n_starts=n_starts, seed=seed, offset=offset, max_nfev=max_nfev,
+                            with_report=with_report, where=where) for m in models])
+
+
+def weigh(fits: list[CandidateFit]) -> list[CandidateFit]:
+    """Fill in the Akaike (AICc) and BIC weights of candidates fitted to one curve; returns ``fits``."""
     for f, wa, wb in zip(fits, _weights([f.aicc for f in fits]), _weights([f.bic for f in fits])):
         f.akaike_weight, f.bic_weight = wa, wb
     return fits

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -143,18 +144,16 @@ def write_outputs(out: Path, cfg: FitConfig, curve: Curve, fits: list[CandidateF
 
 
 # --------------------------------------------------------------------------- a sweep
-def choose_model(sweep: Sweep, cfg: FitConfig) -> tuple[str, dict[str, float]]:
-    """The candidate with the smallest AICc (or BIC) summed over the sweep's points."""
-    totals = {}
-    for name in cfg.models:
-        total = 0.0
-        for pt in sweep.points:
-            f = engine.fit_model(name, pt.curve.t, pt.curve.y, n_starts=cfg.n_starts, seed=cfg.seed,
-                                 offset=cfg.offset, max_nfev=cfg.max_nfev, with_report=False,
-                                 where=f"sweep point {pt.point_id!r}")
-            total += getattr(f, cfg.criterion)
-        totals[name] = total
-    return min(totals, key=totals.get), totals
+def choose_model(sweep: Sweep, cfg: FitConfig
+                 ) -> tuple[str, dict[str, float], dict[str, list[engine.CandidateFit]]]:
+    """The candidate with the smallest AICc (or BIC) summed over the sweep's points, the sums,
+    and every candidate's fit at every point (``{model: [fit per point, in sweep order]}``)."""
+    fits = {name: [engine.fit_model(name, pt.curve.t, pt.curve.y, n_starts=cfg.n_starts, seed=cfg.seed,
+                                    offset=cfg.offset, max_nfev=cfg.max_nfev, with_report=False,
+                                    where=f"sweep point {pt.point_id!r}") for pt in sweep.points]
+            for name in cfg.models}
+    totals = {name: sum(getattr(f, cfg.criterion) for f in fs) for name, fs in fits.items()}
+    return min(totals, key=totals.get), totals, fits
 
 
 def fit_sweep(cfg: FitConfig, sweep_dir: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
@@ -173,16 +172,16 @@ def fit_sweep(cfg: FitConfig, sweep_dir: str | os.PathLike, out_dir: str | os.Pa
     out = runs.prepare_run_dir(out_dir, cfgmod.to_dict(cfg))
     with runs.Stopwatch() as sw:
         tau_cycle = sweep.tau_cycle_s
-        name, totals = choose_model(sweep, cfg)
+        # every candidate is fitted once per point (choose_model); the global fits start from,
+        # and compare with, those fits, and the reference point's candidates are its column
+        name, totals, point_fits = choose_model(sweep, cfg)
         gf = global_fit(name, [(p.curve.t, p.curve.y) for p in sweep.points],
                         [p.point_id for p in sweep.points], shared=cfg.shared,
-                        n_starts=cfg.n_starts, seed=cfg.seed, offset=cfg.offset)
-        groups = _fit_groups(sweep, cfg, name) if cfg.group_by else []
+                        n_starts=cfg.n_starts, seed=cfg.seed, offset=cfg.offset, independent=point_fits[name])
+        groups = _fit_groups(sweep, cfg, name, point_fits[name]) if cfg.group_by else []
         ref = sweep.points[0]
         ref_fit = gf.point_candidate(ref.point_id)
-        ref_candidates = engine.fit_candidates(ref.curve.t, ref.curve.y, cfg.models,
-                                               n_starts=cfg.n_starts, seed=cfg.seed,
-                                               offset=cfg.offset, with_report=False)
+        ref_candidates = engine.weigh([dataclasses.replace(point_fits[m][0]) for m in cfg.models])
         source = {**source_block(ref.curve), "sweep": str(sweep.path),
                   "reference_point": ref.point_id,
                   "points": {p.point_id: {"traces": str(p.curve.path), "sha256": p.curve.sha256,
@@ -210,9 +209,10 @@ def fit_sweep(cfg: FitConfig, sweep_dir: str | os.PathLike, out_dir: str | os.Pa
     return out
 
 
-def _fit_groups(sweep: Sweep, cfg: FitConfig, name: str) -> list[dict[str, Any]]:
+def _fit_groups(sweep: Sweep, cfg: FitConfig, name: str,
+                independent: list[engine.CandidateFit]) -> list[dict[str, Any]]:
     """One shared-shape fit per value of ``cfg.group_by``, a swept key (groups of fewer than
-    2 points noted)."""
+    2 points noted); ``independent``: the model's fit at each point of the sweep, in order."""
     key = cfg.group_by
     values: list[Any] = []
     for p in sweep.points:
@@ -220,13 +220,15 @@ def _fit_groups(sweep: Sweep, cfg: FitConfig, name: str) -> list[dict[str, Any]]
             values.append(p.grid[key])
     out = []
     for v in values:
-        pts = [p for p in sweep.points if p.grid[key] == v]
+        sel = [i for i, p in enumerate(sweep.points) if p.grid[key] == v]
+        pts = [sweep.points[i] for i in sel]
         entry: dict[str, Any] = {"value": v, "points": [p.point_id for p in pts]}
         if len(pts) < 2:
             entry["note"] = "one point: nothing to share"
         else:
             g = global_fit(name, [(p.curve.t, p.curve.y) for p in pts], [p.point_id for p in pts],
-                           shared=cfg.shared, n_starts=cfg.n_starts, seed=cfg.seed, offset=cfg.offset)
+                           shared=cfg.shared, n_starts=cfg.n_starts, seed=cfg.seed, offset=cfg.offset,
+                           independent=[independent[i] for i in sel])
             entry.update(g.to_json())
             entry["summary"] = summary(g)
         out.append(entry)

@@ -165,8 +165,15 @@ class GlobalFit:
 
 def global_fit(model: str, curves: list[tuple[np.ndarray, np.ndarray]], point_ids: list[str], *,
                shared: tuple[str, ...] | None = None, n_starts: int = 4, seed: int = 0,
-               offset: str = "free", max_nfev: int = 20000) -> GlobalFit:
-    """Fit ``model`` to all ``curves`` at once with the ``shared`` shape parameters common."""
+               offset: str = "free", max_nfev: int = 20000, point_max_nfev: int = 4000,
+               independent: list[engine.CandidateFit] | None = None) -> GlobalFit:
+    """Fit ``model`` to all ``curves`` at once with the ``shared`` shape parameters common.
+
+    The per-point fits of ``model`` (the starting values, and the comparison that says whether
+    sharing is supported) are made here with ``point_max_nfev`` evaluations per start, unless
+    ``independent`` gives them, one per curve in order (a caller that has already fitted
+    every point, as ``distill.fitting.fit_sweep`` has); ``max_nfev`` caps each start of the
+    global fit, whose parameters are the shared ones plus the rest once per point."""
     import lmfit
     from scipy import stats
 
@@ -181,9 +188,13 @@ def global_fit(model: str, curves: list[tuple[np.ndarray, np.ndarray]], point_id
     if len(set(point_ids)) != len(point_ids):
         raise DataError(f"sweep point ids repeat: {point_ids}")
     curves = [check_curve(t, y, where=f"sweep point {pid!r}") for (t, y), pid in zip(curves, point_ids)]
-    independent = [engine.fit_model(m, t, y, n_starts=n_starts, seed=seed, offset=offset,
-                                    with_report=False, where=f"sweep point {pid!r}")
-                   for (t, y), pid in zip(curves, point_ids)]
+    if independent is None:
+        independent = [engine.fit_model(m, t, y, n_starts=n_starts, seed=seed, offset=offset,
+                                        max_nfev=point_max_nfev, with_report=False, where=f"sweep point {pid!r}")
+                       for (t, y), pid in zip(curves, point_ids)]
+    elif len(independent) != len(curves) or any(f.name != model for f in independent):
+        raise ConfigError(f"independent: expected one fit of {model!r} per curve ({len(curves)}); got "
+                          f"{[f.name for f in independent]}")
     t_all = np.concatenate([t for t, _ in curves]); y_all = np.concatenate([y for _, y in curves])
     bounds = m.bounds(t_all, y_all)
     per_point = [p for p in m.param_names if p not in shared]

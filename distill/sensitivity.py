@@ -155,15 +155,17 @@ def sensitivity(cfg: SensitivityConfig, sweep_dir: str | os.PathLike, out_dir: s
     with runs.Stopwatch() as sw:
         tau_cycle = sweep.tau_cycle_s
         totals = None
-        name = cfg.model
-        if name is None:
-            name, totals = choose_model(sweep, cfg.fit)
+        name, chosen = cfg.model, None
+        if name is None:   # its fits of the chosen model at every point are the ones used below
+            name, totals, point_fits = choose_model(sweep, cfg.fit)
+            chosen = point_fits[name]
         model = get_model(name)
         rows, fits = [], {}
-        for pt in sweep.points:
-            f = engine.fit_model(name, pt.curve.t, pt.curve.y, n_starts=cfg.fit.n_starts,
-                                 seed=cfg.fit.seed, offset=cfg.fit.offset, max_nfev=cfg.fit.max_nfev,
-                                 with_report=False, where=f"sweep point {pt.point_id!r}")
+        for i, pt in enumerate(sweep.points):
+            f = chosen[i] if chosen is not None else engine.fit_model(
+                name, pt.curve.t, pt.curve.y, n_starts=cfg.fit.n_starts, seed=cfg.fit.seed,
+                offset=cfg.fit.offset, max_nfev=cfg.fit.max_nfev, with_report=False,
+                where=f"sweep point {pt.point_id!r}")
             fits[pt.point_id] = f
             m, msd = metrics_with_sd(f, tau_cycle, cfg.horizons, cfg.metric_samples, cfg.fit.seed)
             row: dict[str, Any] = {"point_id": pt.point_id, **pt.grid}

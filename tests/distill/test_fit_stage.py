@@ -88,6 +88,25 @@ def test_global_fit_recovers_the_shared_time_constant():
     assert not bad.comparison["shared_supported"] and bad.comparison["f_p"] < 1e-6
 
 
+def test_global_fit_takes_the_per_point_fits_it_is_given():
+    """fit_sweep fits each candidate once per point and hands the chosen one's fits on: the
+    global fit from them equals the one that fits the points itself; fits of another model,
+    or too few of them, are refused."""
+    rng = np.random.default_rng(1)
+    t = np.arange(31.0)
+    curves = [(t, a * (1 - np.exp(-t / 6.0)) + rng.normal(0, 0.004, t.size)) for a in (0.3, 0.9, 1.4)]
+    ids = ["a", "b", "c"]
+    own = global_fit.global_fit("exp", curves, ids, n_starts=2)
+    given = [fitting.engine.fit_model("exp", t, y, n_starts=2, with_report=False) for t, y in curves]
+    handed = global_fit.global_fit("exp", curves, ids, n_starts=2, independent=given)
+    assert handed.values == own.values and handed.comparison == own.comparison
+    hill = [fitting.engine.fit_model("hill", t, y, n_starts=2, with_report=False) for t, y in curves]
+    with pytest.raises(fitting.ConfigError, match="one fit of 'exp' per curve"):
+        global_fit.global_fit("exp", curves, ids, n_starts=2, independent=hill)
+    with pytest.raises(fitting.ConfigError, match=r"per curve \(3\)"):
+        global_fit.global_fit("exp", curves, ids, n_starts=2, independent=given[:2])
+
+
 def test_fit_on_a_sweep_dir_runs_the_global_fit(sweep_dir, tmp_path):
     cfg = fitting.FitConfig(n_starts=2, models=("exp", "hill"), band_samples=200,
                             group_by="astro.tau_pl")
