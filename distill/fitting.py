@@ -41,7 +41,8 @@ class FitConfig:
     offset: Literal["free", "zero", "first"] = "free"  # p(0): fitted / fixed at 0 / fixed at the first sample
     n_starts: int = 8                    # at most this many seeded starts per model (best kept; stops when 2 agree)
     seed: int = 0                        # seed of the starting points and of the band sampling
-    max_nfev: int = 4000                 # cap on model evaluations per start of a one-curve fit (a sweep's global fit: 20 000)
+    max_nfev: int = 4000                 # cap on model evaluations per start of a one-curve fit
+    #                                      (a sweep's global fit has its own: 20 000)
     tau_cycle_s: float | None = None     # one STP cycle, s; None: from the trace attrs
     n_cycles: int = 1024                 # K: the schedule is tabulated at cycle boundaries 0..K (>= 1024)
     band_level: float = 0.95             # central probability of the uncertainty band
