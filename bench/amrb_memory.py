@@ -7,7 +7,8 @@ BPTT and under AMRB, measured side by side in one run:
   * peak bytes saved for backward (parameters excluded; storages de-duplicated), plus the
     memory states AMRB keeps — deterministic;
   * peak RSS increase of the step in a fresh process (warm-up step first, heap trimmed);
-  * wall time, median of ``--repeats`` interleaved runs in this process;
+  * wall time, median of ``--repeats`` interleaved runs in this process (the order alternating
+    between rounds), and AMRB / BPTT as the median of each round's ratio with its range;
   * the whole training state as the paper counts GPU memory: saved tensors + parameters +
     gradients + AdamW's two moments (4 x the parameter bytes).
 ``--arch`` picks the memory arch (rmaat, rmt, rlt, elastic; same sizes).
@@ -58,7 +59,7 @@ def main() -> None:
     model = build_model(cfg)
     params = list(model.parameters())
     header = (f"{'T':>3} {'saved BPTT':>11} {'saved AMRB':>11} {'ratio':>6} {'RSS BPTT':>9} {'RSS AMRB':>9} "
-              f"{'ratio':>6} {'wall BPTT':>9} {'wall AMRB':>9} {'AMRB/BPTT':>9} {'whole BPTT':>10} "
+              f"{'ratio':>6} {'wall BPTT':>9} {'wall AMRB':>9} {'AMRB/BPTT':>9} {'range':>9} {'whole BPTT':>10} "
               f"{'whole AMRB':>10} {'ratio':>6}")
     state_bytes = 4 * sum(p.numel() * p.element_size() for p in params)   # params, grads, 2 Adam moments
     print(header)
@@ -74,8 +75,8 @@ def main() -> None:
                                         ignore=params)["peak_bytes"] + st.get("stored_memory_bytes", 0)
             model.zero_grad(set_to_none=True)
         walls = {"bptt": [], "amrb": []}
-        for _ in range(args.repeats):
-            for method in ("bptt", "amrb"):
+        for r in range(args.repeats):   # the order alternates, so a drift of the machine's speed cancels
+            for method in (("bptt", "amrb") if r % 2 == 0 else ("amrb", "bptt")):
                 t0 = time.perf_counter()
                 forward_backward(model, x, y, method=method)
                 walls[method].append(time.perf_counter() - t0)
@@ -89,10 +90,12 @@ def main() -> None:
                       method=method, threads=args.threads)
             rss[method] = peak_rss("rmaat_model.activation_profile:training_step", kw)["peak_rss_increase_bytes"]
         wb, wa = statistics.median(walls["bptt"]), statistics.median(walls["amrb"])
+        ratios = [a / b for a, b in zip(walls["amrb"], walls["bptt"])]   # each round's pair
         mb = lambda v: f"{v / 2**20:8.1f}M"
         print(f"{T:>3} {mb(saved['bptt']):>11} {mb(saved['amrb']):>11} {saved['bptt'] / saved['amrb']:6.1f} "
               f"{mb(rss['bptt']):>9} {mb(rss['amrb']):>9} {rss['bptt'] / max(rss['amrb'], 1):6.1f} "
-              f"{wb:8.2f}s {wa:8.2f}s {wa / wb:9.2f} {mb(saved['bptt'] + state_bytes):>10} "
+              f"{wb:8.2f}s {wa:8.2f}s {statistics.median(ratios):9.2f} "
+              f"{min(ratios):5.2f}-{max(ratios):4.2f} {mb(saved['bptt'] + state_bytes):>10} "
               f"{mb(saved['amrb'] + state_bytes):>10} "
               f"{(saved['bptt'] + state_bytes) / (saved['amrb'] + state_bytes):6.1f}", flush=True)
         amrb_peak[T] = (saved["amrb"], rss["amrb"])
