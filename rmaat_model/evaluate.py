@@ -29,7 +29,7 @@ from rmaat_model.metrics import read_metrics
 from rmaat_model.train_config import TrainConfig
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate_dataset(model: torch.nn.Module, dataset, *, batch_size: int, pad_id: int,
                      env: D.DistEnv | None = None, max_batches: int | None = None,
                      num_workers: int = 0, progress: bool = False) -> dict[str, float]:
@@ -145,7 +145,7 @@ def accuracy_by_age(model, dataset, *, batch_size: int = 256) -> dict[int, dict[
     was_training = model.training
     model.eval()
     correct = torch.zeros(len(dataset), dtype=torch.bool)
-    with torch.no_grad():
+    with torch.inference_mode():
         for start in range(0, len(dataset), batch_size):
             x = dataset.tokens[start:start + batch_size]
             correct[start:start + batch_size] = model(x).argmax(-1) == dataset.labels[start:start + batch_size]
