@@ -9,6 +9,9 @@ BPTT and under AMRB, measured side by side in one run:
   * peak RSS increase of the step in a fresh process (warm-up step first, heap trimmed);
   * wall time, median of ``--repeats`` interleaved runs in this process (the order alternating
     between rounds), and AMRB / BPTT as the median of each round's ratio with its range;
+  * where the time goes, per segment: BPTT's forward and backward, AMRB's no-grad first pass,
+    its forward and backward with graphs, and its bookkeeping (``run_segments``' ``stats``);
+    AMRB's wall ratio is about 1 + no-grad / BPTT, as everything else is BPTT's own work;
   * the whole training state as the paper counts GPU memory: saved tensors + parameters +
     gradients + AdamW's two moments (4 x the parameter bytes).
 ``--arch`` picks the memory arch (rmaat, rmt, rlt, elastic; same sizes).
@@ -63,7 +66,7 @@ def main() -> None:
               f"{'whole AMRB':>10} {'ratio':>6}")
     state_bytes = 4 * sum(p.numel() * p.element_size() for p in params)   # params, grads, 2 Adam moments
     print(header)
-    amrb_peak = {}
+    amrb_peak, phases = {}, {}
     for T in args.T:
         g = torch.Generator().manual_seed(T)
         x = torch.randint(1, cfg.vocab_size, (args.batch, T * cfg.segment_len), generator=g)
@@ -75,12 +78,18 @@ def main() -> None:
                                         ignore=params)["peak_bytes"] + st.get("stored_memory_bytes", 0)
             model.zero_grad(set_to_none=True)
         walls = {"bptt": [], "amrb": []}
+        phase_runs = {"bptt": [], "amrb": []}
         for r in range(args.repeats):   # the order alternates, so a drift of the machine's speed cancels
             for method in (("bptt", "amrb") if r % 2 == 0 else ("amrb", "bptt")):
+                st = {}
                 t0 = time.perf_counter()
-                forward_backward(model, x, y, method=method)
+                forward_backward(model, x, y, method=method, stats=st)
                 walls[method].append(time.perf_counter() - t0)
+                phase_runs[method].append(st)
                 model.zero_grad(set_to_none=True)
+        med = lambda method, key: statistics.median(st[key] for st in phase_runs[method])
+        phases[T] = {f"{m} {k}": med(m, k) for m, ks in (("bptt", ("forward_s", "backward_s")),
+                     ("amrb", ("nograd_s", "forward_s", "backward_s", "other_s"))) for k in ks}
         rss = {}
         for method in ("bptt", "amrb"):
             if args.no_rss:
@@ -103,6 +112,16 @@ def main() -> None:
     if hi > lo:
         print(f"AMRB's peak at T = {hi} / at T = {lo}: saved tensors {amrb_peak[hi][0] / amrb_peak[lo][0]:.2f}x, "
               f"RSS {amrb_peak[hi][1] / max(amrb_peak[lo][1], 1):.2f}x")
+    print("\nWhere the time goes, ms per segment (medians of the rounds above; AMRB's no-grad pass covers "
+          "T - 1 segments):")
+    print(f"{'T':>3} {'BPTT fwd':>9} {'BPTT bwd':>9} {'no-grad':>8} {'AMRB fwd':>9} {'AMRB bwd':>9} {'other':>6} "
+          f"{'no-grad / fwd':>13} {'1 + no-grad / BPTT':>18}")
+    for T, ph in phases.items():
+        ms = {k: 1e3 * v / (T - 1 if k == "amrb nograd_s" else T) for k, v in ph.items()}
+        bptt = ph["bptt forward_s"] + ph["bptt backward_s"]
+        print(f"{T:>3} {ms['bptt forward_s']:9.2f} {ms['bptt backward_s']:9.2f} {ms['amrb nograd_s']:8.2f} "
+              f"{ms['amrb forward_s']:9.2f} {ms['amrb backward_s']:9.2f} {ms['amrb other_s']:6.2f} "
+              f"{ms['amrb nograd_s'] / ms['amrb forward_s']:13.2f} {1 + ph['amrb nograd_s'] / bptt:18.2f}")
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"{os.cpu_count()} cores; load average {load} (1, 5, 15 min)")
 

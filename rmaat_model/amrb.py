@@ -33,6 +33,7 @@ No DDP hooks are assumed: the caller all-reduces gradients afterwards.
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
@@ -71,7 +72,10 @@ def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss
 
     ``loss_fn(output, i)`` is the loss of segment i (a scalar); the total loss is the sum
     over the segments that carry one. Returns (total loss detached, last output detached).
-    ``stats``, when given, receives ``stored_memory_bytes`` (AMRB's kept memories).
+    ``stats``, when given, receives ``stored_memory_bytes`` (AMRB's kept memories) and the wall
+    seconds of each phase: ``forward_s`` and ``backward_s`` (bptt), ``nograd_s`` (amrb's first
+    pass), ``forward_s`` and ``backward_s`` (its segments with their graphs) and ``other_s`` (its
+    RNG and memory bookkeeping). tbptt records none.
     """
     segments = list(segments)
     T = len(segments)
@@ -80,7 +84,7 @@ def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss
     if loss_on not in ("last", "every"):
         raise ConfigError(f"loss_on = {loss_on!r}: expected 'last' or 'every'")
     if method == "bptt":
-        return _bptt(step, segments, memory, loss_fn, loss_on)
+        return _bptt(step, segments, memory, loss_fn, loss_on, stats)
     if method == "tbptt":
         if k is None or isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise ConfigError(f"truncated BPTT needs k = segments to backpropagate through, an integer >= 1; got {k!r}")
@@ -94,14 +98,18 @@ def _detach_out(out: Any) -> Any:
     return out.detach() if isinstance(out, torch.Tensor) else out
 
 
-def _bptt(step, segments, memory, loss_fn, loss_on):
+def _bptt(step, segments, memory, loss_fn, loss_on, stats):
     T, total, out = len(segments), None, None
+    t0 = time.perf_counter()
     for i, seg in enumerate(segments):
         out, memory = step(seg, memory)
         if _has_loss(i, T, loss_on):
             li = loss_fn(out, i)
             total = li if total is None else total + li
+    t1 = time.perf_counter()
     total.backward()
+    if stats is not None:
+        stats.update(forward_s=t1 - t0, backward_s=time.perf_counter() - t1)
     return total.detach(), _detach_out(out)
 
 
@@ -132,6 +140,8 @@ def _amrb(step, segments, memory, loss_fn, loss_on, stats):
     devices = _cuda_devices()
     kept: list[torch.Tensor] = []           # memory entering segment i
     rng: list[tuple] = []                   # RNG state before segment i (i < T-1)
+    t_start = time.perf_counter()
+    forward_s = backward_s = 0.0
     # inference mode: no graph, and no version counters or view tracking either (a few % of a
     # segment's forward at small sizes); its tensors are cloned back before a graph reads them
     with torch.inference_mode():
@@ -141,6 +151,7 @@ def _amrb(step, segments, memory, loss_fn, loss_on, stats):
             kept.append(m)
             _, m = step(seg, m)
     kept.append(m)
+    nograd_s = time.perf_counter() - t_start
     if stats is not None:
         stats["stored_memory_bytes"] = sum(x.numel() * x.element_size() for x in kept[1:])
     grad_m: torch.Tensor | None = None
@@ -154,6 +165,7 @@ def _amrb(step, segments, memory, loss_fn, loss_on, stats):
                 _set_rng_state(rng[i], devices)
             with torch.enable_grad():
                 m_in = memory if i == 0 else kept[i].clone().requires_grad_(True)
+                t0 = time.perf_counter()
                 out, m_out = step(segments[i], m_in)
                 tensors, grads = [], []
                 if _has_loss(i, T, loss_on):
@@ -162,14 +174,20 @@ def _amrb(step, segments, memory, loss_fn, loss_on, stats):
                     total = li.detach() if total is None else total + li.detach()
                 if grad_m is not None and m_out.requires_grad:
                     tensors.append(m_out); grads.append(grad_m)
+                t1 = time.perf_counter()
                 if tensors:
                     torch.autograd.backward(tensors, grads)
+                t2 = time.perf_counter()
+                forward_s, backward_s = forward_s + t1 - t0, backward_s + t2 - t1
         if i == T - 1:
             last_out = _detach_out(out)
         if i > 0:
             grad_m = m_in.grad if m_in.grad is not None else torch.zeros_like(m_in)
         kept[i] = None  # type: ignore[call-overload]  (free as we go)
         del out, m_out
+    if stats is not None:
+        stats.update(nograd_s=nograd_s, forward_s=forward_s, backward_s=backward_s,
+                     other_s=time.perf_counter() - t_start - nograd_s - forward_s - backward_s)
     return total, last_out
 
 

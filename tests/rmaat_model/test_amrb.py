@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -195,3 +197,23 @@ def test_compiled_blocks_keep_amrb_exact_and_match_eager(tmp_path):
     assert_same_grads(g_b, g_a, RTOL_F32)
     assert_same_grads(g_e, g_a, 1e-4)
     torch.testing.assert_close(l_a, l_b, rtol=RTOL_F32, atol=0)
+
+
+def test_amrb_keeps_one_memory_per_replayed_segment_and_reports_its_phases(tmp_path):
+    """``stats``: AMRB keeps exactly the memories entering segments 1..T-1 (B x M x D each)
+    and its phases (no-grad pass, forwards and backwards with graphs, bookkeeping) add up to
+    the step; BPTT reports its forward and backward."""
+    rfile = str(write_retention(tmp_path / "r.json"))
+    model = build_model(ModelConfig(arch="rmaat", retention="ltp", retention_file=rfile, **SMALL))
+    x, y = batch(pad_row=False)                              # 120 tokens: T = 8 segments of 16
+    st: dict = {}
+    t0 = time.perf_counter()
+    forward_backward(model, x, y, method="amrb", stats=st)
+    wall = time.perf_counter() - t0
+    B, M, D = 3, SMALL["n_mem"], SMALL["d_model"]
+    assert st["stored_memory_bytes"] == 7 * B * M * D * 4
+    phases = [st[k] for k in ("nograd_s", "forward_s", "backward_s", "other_s")]
+    assert all(p >= 0 for p in phases) and sum(phases) <= wall
+    bp: dict = {}
+    forward_backward(model, x, y, method="bptt", stats=bp)
+    assert set(bp) == {"forward_s", "backward_s"} and min(bp.values()) > 0
