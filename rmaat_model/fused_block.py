@@ -20,10 +20,13 @@ Third-party imports: torch only.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
-from rmaat_model.kernels import astro_backward, astro_forward, key_mask_t, project_t, unproject_t
+from rmaat_model.kernels import (astro_backward, astro_forward, autocast_dtype, key_mask_t, project_t,
+                                 unproject_t)
 
 _LN_GRADS = [True, True, True]
 
@@ -32,26 +35,33 @@ def block_forward(x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2, bf2, g2, c2,
                   mask, phi_rT, m1, m2, alpha: float, n_heads: int, n_query: int, eps: float):
     """The block's value, and the tensors its backward reads (``FusedBlock``)."""
     # x (B, W, D); w_qkv (3D, D) laid out [Q | K | V]; mask (B, 1, W) float or None;
-    # phi_rT (hs, W) or None; m1, m2 (B, Wq, D) or None; returns (B, Wq, D)
+    # phi_rT (hs, W) or None; m1, m2 (B, Wq, D) or None; returns (B, Wq, D).
+    # Mixed precision (``fused_block`` under autocast): the linear layers' weights, the mask and
+    # phi_rT come in the lower dtype; the products and the kernel run in it, while the residual
+    # sums and LayerNorms stay in x's dtype, as autocast runs the module path.
     B, W, D = x.shape
     Wq = n_query
-    qkvT = project_t(x, w_qkv, b_qkv)                                        # (B, 3D, W), [Q | K | V]
+    mixed = w_qkv.dtype != x.dtype
+    xc = x.to(w_qkv.dtype) if mixed else x
+    xr = x if Wq == W else x[:, :Wq]
+    qkvT = project_t(xc, w_qkv, b_qkv)                                       # (B, 3D, W), [Q | K | V]
     yT, saved = astro_forward(qkvT, mask, phi_rT, alpha, n_heads, Wq)        # (B, D, Wq)
     a = unproject_t(yT, w_o, b_o)                                           # (B, Wq, D)
     if m1 is not None:
         a.mul_(m1)
-    h1 = a.add_(x if Wq == W else x[:, :Wq])
+    h1 = xr + a if mixed else a.add_(xr)
     x1, mu1, rs1 = torch.native_layer_norm(h1, (D,), g1, c1, eps)
     x1f = x1.view(-1, D)
-    u = torch.addmm(bf1, x1f, w1.t())                                         # (B Wq, F)
+    x1c = x1f.to(w1.dtype) if mixed else x1f
+    u = torch.addmm(bf1, x1c, w1.t())                                         # (B Wq, F)
     gu = F.gelu(u)
     f = torch.addmm(bf2, gu, w2.t())                                          # (B Wq, D)
     if m2 is not None:
         f.mul_(m2.view(-1, D))
-    h2 = f.add_(x1f).view(B, Wq, D)
+    h2 = (x1f + f if mixed else f.add_(x1f)).view(B, Wq, D)
     y, mu2, rs2 = torch.native_layer_norm(h2, (D,), g2, c2, eps)
-    return y, (x, w_qkv, w_o, g1, c1, w1, w2, g2, c2, m1, m2,
-               h1, mu1, rs1, x1, u, gu, h2, mu2, rs2, yT, *saved)
+    return y, (xc, w_qkv, w_o, g1, c1, w1, w2, g2, c2, m1, m2,
+               h1, mu1, rs1, x1c, u, gu, h2, mu2, rs2, yT, *saved)
 
 
 class FusedBlock(torch.autograd.Function):
@@ -61,31 +71,36 @@ class FusedBlock(torch.autograd.Function):
         y, saved = block_forward(x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2, bf2, g2, c2,
                                  mask, phi_rT, m1, m2, alpha, n_heads, n_query, eps)
         ctx.save_for_backward(*saved)
-        ctx.alpha, ctx.eps = alpha, eps
+        ctx.alpha, ctx.eps, ctx.dtype = alpha, eps, x.dtype
         return y
 
     @staticmethod
     def backward(ctx, dy):
-        (x, w_qkv, w_o, g1, c1, w1, w2, g2, c2, m1, m2,
-         h1, mu1, rs1, x1, u, gu, h2, mu2, rs2, yT, *saved) = ctx.saved_tensors
-        B, W, D = x.shape
+        (xc, w_qkv, w_o, g1, c1, w1, w2, g2, c2, m1, m2,
+         h1, mu1, rs1, x1c, u, gu, h2, mu2, rs2, yT, *saved) = ctx.saved_tensors
+        B, W, D = xc.shape
         Wq = h1.shape[1]
+        mixed = xc.dtype != ctx.dtype                  # products in xc's dtype, the rest in ctx.dtype
+        low = (lambda t: t.to(xc.dtype)) if mixed else (lambda t: t)
         dh2, dg2, dc2 = torch.ops.aten.native_layer_norm_backward(dy.contiguous(), h2, (D,), mu2, rs2, g2, c2,
                                                                   _LN_GRADS)
         dh2f = dh2.view(-1, D)
         df = dh2f if m2 is None else dh2f * m2.view(-1, D)
-        dw2, dbf2 = torch.mm(df.t(), gu), df.sum(0)
+        dbf2, df = df.sum(0), low(df)
+        dw2 = torch.mm(df.t(), gu)
         du = torch.ops.aten.gelu_backward(torch.mm(df, w2), u)
-        dw1, dbf1 = torch.mm(du.t(), x1.view(-1, D)), du.sum(0)
-        dx1 = torch.addmm(dh2f, du, w1).view(B, Wq, D)                      # residual + FFN input
+        dw1, dbf1 = torch.mm(du.t(), x1c), du.sum(0)
+        dx1 = (dh2f + torch.mm(du, w1) if mixed else torch.addmm(dh2f, du, w1)).view(B, Wq, D)   # residual + FFN
         dh1, dg1, dc1 = torch.ops.aten.native_layer_norm_backward(dx1, h1, (D,), mu1, rs1, g1, c1, _LN_GRADS)
         da = dh1 if m1 is None else dh1 * m1
+        db_o, da = da.sum((0, 1)), low(da)
         dw_o = torch.bmm(da.transpose(1, 2), yT.transpose(1, 2)).sum(0)     # sum_b da_b^T y_b
-        db_o = da.sum((0, 1))
         dyT = torch.mm(da.view(-1, D), w_o).view(B, Wq, D).transpose(1, 2)  # (B, D, Wq) view
         dqkvT = astro_backward(saved, dyT, ctx.alpha, W)                    # (B, 3D, W)
-        dw_qkv, db_qkv = torch.bmm(dqkvT, x).sum(0), dqkvT.sum((0, 2))
+        dw_qkv, db_qkv = torch.bmm(dqkvT, xc).sum(0), dqkvT.sum((0, 2))
         dx = torch.bmm(dqkvT.transpose(1, 2), w_qkv.expand(B, -1, -1))      # (B, W, D)
+        if mixed:
+            dx = dx.to(ctx.dtype)
         (dx if Wq == W else dx[:, :Wq]).add_(dh1)                           # the residual
         return (dx, dw_qkv, db_qkv, dw_o, db_o, dg1, dc1, dw1, dbf1, dw2, dbf2, dg2, dc2,
                 None, None, None, None, None, None, None, None)
@@ -94,13 +109,23 @@ class FusedBlock(torch.autograd.Function):
 def fused_block(block, x: torch.Tensor, mask: torch.Tensor | None, phi_rT: torch.Tensor | None, alpha: float,
                 n_query: int, masks: list[torch.Tensor] | None) -> torch.Tensor:
     """``block`` (a post-LN ``blocks.Block`` with a linear kernel) on x (B, W, D) -> (B, n_query, D).
-    mask: (B, W) bool or None; masks: the block's two dropout masks or None."""
+    mask: (B, W) bool or None; masks: the block's two dropout masks or None.
+
+    Under ``torch.autocast`` the block runs mixed (``block_forward``): the four linear layers'
+    weights and biases are cast to autocast's dtype here, where autograd casts their gradients
+    back, and the block itself runs with autocast off, so its dtypes are the same on every device."""
     at, lin1, lin2 = block.attn, block.ffn[0], block.ffn[2]
     m1, m2 = (None, None) if masks is None else masks
-    args = (x, at.qkv.weight, at.qkv.bias, at.proj.weight, at.proj.bias,
-            block.ln1.weight, block.ln1.bias, lin1.weight, lin1.bias, lin2.weight, lin2.bias,
-            block.ln2.weight, block.ln2.bias, key_mask_t(mask, x.dtype), phi_rT, m1, m2,
+    low = autocast_dtype(x)
+    linear = (at.qkv.weight, at.qkv.bias, at.proj.weight, at.proj.bias)
+    ffn = (lin1.weight, lin1.bias, lin2.weight, lin2.bias)
+    if low is not None:
+        linear, ffn = tuple(t.to(low) for t in linear), tuple(t.to(low) for t in ffn)
+        phi_rT = None if phi_rT is None else phi_rT.to(low)
+    args = (x, *linear, block.ln1.weight, block.ln1.bias, *ffn, block.ln2.weight, block.ln2.bias,
+            key_mask_t(mask, x.dtype if low is None else low), phi_rT, m1, m2,
             float(alpha), at.nh, n_query, block.ln1.eps)
-    if torch.is_grad_enabled():
-        return FusedBlock.apply(*args)
-    return block_forward(*args)[0]   # no graph wanted (AMRB's first pass, evaluation): no Function, no ctx
+    with contextlib.nullcontext() if low is None else torch.autocast(x.device.type, enabled=False):
+        if torch.is_grad_enabled():
+            return FusedBlock.apply(*args)
+        return block_forward(*args)[0]   # no graph wanted (AMRB's first pass, evaluation): no Function, no ctx

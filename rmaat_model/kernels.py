@@ -137,6 +137,17 @@ class AstroAttention(torch.autograd.Function):
         return astro_backward(ctx.saved_tensors, dout, ctx.alpha, ctx.W), None, None, None, None, None
 
 
+def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype ``torch.autocast`` computes products in on x's device, when it is on and differs
+    from x's; else None. The kernels below then run with autocast off and their own dtypes
+    (autocast's op lists differ between devices, and a custom Function's backward runs without it)."""
+    kind = x.device.type
+    if not torch.is_autocast_enabled(kind):
+        return None
+    dtype = torch.get_autocast_dtype(kind)
+    return None if dtype == x.dtype else dtype
+
+
 def key_mask_t(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """A (B, W) bool key mask as the feature-major kernel takes it: (B, 1, W) of ``dtype``."""
     return None if mask is None else mask[:, None, :].to(dtype)
@@ -164,6 +175,10 @@ def astro_attention_t(qkvT: torch.Tensor, n_heads: int, mask: torch.Tensor | Non
     transposed, (m = hs, W), or None (H_astro off: with alpha = 1 this is normalised linear
     attention / m, RLT's kernel)."""
     Wq = qkvT.shape[-1] if n_query is None else n_query
+    if torch.is_autocast_enabled(qkvT.device.type):   # the kernel runs in qkvT's dtype (see autocast_dtype)
+        with torch.autocast(qkvT.device.type, enabled=False):
+            return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype),
+                                        None if phi_rT is None else phi_rT.to(qkvT.dtype), float(alpha), n_heads, Wq)
     return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype), phi_rT, float(alpha), n_heads, Wq)
 
 

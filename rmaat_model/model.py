@@ -53,6 +53,9 @@ Open choices the paper leaves (each decided here, documented where it is made):
     * Positions of memory archs are learned per in-segment offset (same for every segment).
     * In a memory arch's last block only the M memory rows are queries (the segment's tokens
       are keys only): nothing else of that block is ever read, so it is not computed.
+    * Mixed precision (``torch.autocast``): the linear-kernel blocks compute their products and
+      the kernel in autocast's dtype and keep residual sums and LayerNorms in float32, with
+      autocast off inside (``rmaat_model.fused_block``), so the dtypes are the same on every device.
 
 Third-party imports: torch only. ``build_model`` turns the retention.json into the RF table
 through ``rmaat_model.schedule`` (which reads the file with NumPy, only when one is needed).

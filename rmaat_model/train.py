@@ -217,7 +217,8 @@ class Trainer:
     def _optimizer_step(self, batch: dict[str, torch.Tensor]):
         cfg = self.cfg
         tokens, labels, tokens2 = batch_to(batch, self.env.device)
-        with D.no_sync(self.ddp):
+        with D.no_sync(self.ddp), torch.autocast(self.env.device.type, dtype=torch.bfloat16,
+                                                  enabled=cfg.precision == "bf16"):
             loss, logits = forward_backward(self.raw, tokens, labels, method=cfg.method,
                                             k=cfg.tbptt_k if cfg.method == "tbptt" else None,
                                             tokens2=tokens2)

@@ -86,6 +86,10 @@ class TrainConfig:
     compile: bool = False             # run the block stack through torch.compile (RMAAT.compile_blocks):
                                       # a one-off compile of 20-40 s, then fewer, fused operations
                                       # (bench/throughput.py --compile measures it); same numbers to round-off
+    precision: Literal["fp32", "bf16"] = "fp32"  # bf16: each training step under torch.autocast(bfloat16),
+                                      # weights, optimiser and evaluation in float32 (for a GPU; on
+                                      # this project's CPU a bf16 step ran 3x slower: bench/gpu_check.py
+                                      # --device cpu --quick)
     tensorboard: bool = False         # also write TensorBoard events to tb/ (needs tensorboard)
 
     def __post_init__(self) -> None:
@@ -122,6 +126,8 @@ class TrainConfig:
             raise ConfigError(f"threads = {self.threads!r}: expected a positive integer or null (1)")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile = {self.compile!r}: expected true or false")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"precision = {self.precision!r}: expected 'fp32' or 'bf16'")
 
     def _check_task_layout(self) -> None:
         """The synthetic tasks' layouts, checked before any file is written."""

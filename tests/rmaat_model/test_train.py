@@ -14,7 +14,7 @@ from astro_rmaat.config import from_dict, to_dict
 from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from astro_rmaat.errors import ConfigError, DataError, RunExistsError
 from rmaat_model.evaluate import evaluate
-from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE
+from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE, load_weights
 from rmaat_model.metrics import METRICS_FILE, read_metrics
 from rmaat_model.optim import WarmupCosine, make_optimizer, param_groups
 from rmaat_model.train import RESULTS_FILE, train
@@ -121,6 +121,26 @@ def test_bad_values_are_config_errors():
         tiny(optim__lr=-1.0)
     with pytest.raises(ConfigError, match="method"):
         tiny(method="magic")
+    with pytest.raises(ConfigError, match="precision = 'fp16': expected one of 'fp32', 'bf16'"):
+        tiny(precision="fp16")
+    with pytest.raises(ConfigError, match="precision = 'half': expected 'fp32' or 'bf16'"):
+        TrainConfig(task="recall", precision="half")
+
+
+def test_bf16_training_follows_the_float32_run(tmp_path):
+    """precision = 'bf16': the steps run under autocast, the weights stay float32; six steps
+    from the same seed land close to the float32 run (bf16 has 8 significant bits), and the
+    evaluations, in float32, read those weights."""
+    runs = {p: train(tiny(precision=p), tmp_path / p, progress=False) for p in ("fp32", "bf16")}
+    rows = {p: read_metrics(r) for p, r in runs.items()}
+    for a, b in zip(rows["fp32"], rows["bf16"]):
+        assert a["step"] == b["step"]
+        assert b["train_loss"] == pytest.approx(a["train_loss"], rel=2e-2)
+        assert b["val_loss"] == pytest.approx(a["val_loss"], rel=2e-2)
+    w = {p: load_weights(r, MODEL_FILE, "cpu").state_dict() for p, r in runs.items()}
+    assert w["bf16"].keys() == w["fp32"].keys()
+    assert all(t.dtype == w["fp32"][name].dtype for name, t in w["bf16"].items())
+    assert any(not torch.equal(t, w["fp32"][name]) for name, t in w["bf16"].items())   # bf16 did run
 
 
 def test_batch_must_divide_over_processes():

@@ -1,0 +1,106 @@
+"""Mixed precision: every arch trains under ``torch.autocast`` (bfloat16 on the CPU here; the
+kernels turn autocast off inside and choose their dtypes themselves, so CUDA runs the same
+dtypes). The fused post-LN block keeps its residual sums and LayerNorms in float32, as autocast
+runs the module path; gradients come back float32 and point where the float32 ones point; AMRB
+still gives BPTT's gradients."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from rmaat_model.amrb import forward_backward
+from rmaat_model.kernels import dropout_masks
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
+
+from model_fixtures import one_thread  # noqa: F401  (autouse)
+
+CFG = dict(vocab_size=32, n_classes=10, max_len=128, segment_len=32, d_model=32, n_heads=2, d_ff=64,
+           n_mem=4, dropout=0.1)
+
+
+def step(model, x, y, method, mixed):
+    model.zero_grad(set_to_none=True)
+    torch.manual_seed(5)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
+        loss, logits = forward_backward(model, x, y, method=method)
+    return loss, logits, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("arch, retention, norm", [
+    ("rmaat", "ltp", "post"), ("rmaat", "ltp", "pre"), ("rmaat", "learned", "post"), ("rlt", "none", "post"),
+    ("at", "none", "post"), ("rmt", "none", "post"), ("transformer", "none", "post"), ("elastic", "none", "post")])
+def test_every_arch_trains_under_autocast(arch, retention, norm):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, retention=retention, norm=norm, **CFG))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(1, 32, (3, 128), generator=g)
+    x[0, 70:] = 0                                                    # padding, and a finished sequence
+    y = torch.randint(0, 10, (3,), generator=g)
+    l32, _, g32 = step(model, x, y, "bptt", False)
+    l16, z16, g16 = step(model, x, y, "bptt", True)
+    assert g16.keys() == g32.keys()
+    assert all(t.dtype == torch.float32 and bool(torch.isfinite(t).all()) for t in g16.values())
+    assert abs(float(l16) - float(l32)) < 2e-2                      # bf16 has 8 significant bits
+    flat = lambda d: torch.cat([d[k].flatten() for k in g32])
+    assert F.cosine_similarity(flat(g16), flat(g32), dim=0) > 0.999
+    if model.has_memory:
+        la, za, ga = step(model, x, y, "amrb", True)
+        assert torch.equal(la, l16) and torch.equal(za, z16)
+        # the fused blocks cast the weights per call: the same sums as BPTT; the module path's
+        # autocast casts each weight once per graph, so BPTT sums its segments' gradients in bf16
+        tol = 0.0 if model.blocks[0].fused else 2e-2
+        for k in g16:
+            err = float((ga[k] - g16[k]).abs().max() / g16[k].abs().max().clamp_min(1e-30))
+            assert err <= tol, f"{k}: {err:.2e}"
+
+
+@pytest.mark.parametrize("n_query", [None, 4], ids=["all-rows", "memory-rows"])
+def test_the_fused_block_runs_mixed_as_autocast_runs_the_module_path(n_query):
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[0]
+    for p in block.parameters():   # away from the initialisation's zeros and ones
+        p.data.add_(torch.randn_like(p) * 0.1)
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(3, 36, 32, generator=g)
+    key_mask = torch.ones(3, 36, dtype=torch.bool)
+    key_mask[1, 20:] = False
+    Wq = 36 if n_query is None else n_query
+    masks = dropout_masks((Wq, Wq), 3, 32, 0.1, x, True)
+    w = torch.randn(3, Wq, 32, generator=g)
+    out = {}
+    for fused in (False, True):
+        block.fused = fused
+        block.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = block(xi, key_mask, False, n_query, masks)
+        assert y.dtype == torch.float32                               # LayerNorm output, as autocast gives
+        (y * w).sum().backward()
+        out[fused] = (y.detach(), xi.grad, {n: p.grad for n, p in block.named_parameters()})
+    ref, got = out[False], out[True]
+    torch.testing.assert_close(got[0], ref[0], rtol=0, atol=3e-2)     # bf16 products either way
+    for a, b, name in [(got[1], ref[1], "dx")] + [(got[2][n], ref[2][n], n) for n in ref[2]]:
+        assert F.cosine_similarity(a.flatten(), b.flatten(), dim=0) > 0.999, name
+
+
+def test_the_gpu_check_script_runs_on_the_cpu():
+    """bench/gpu_check.py has had no GPU to run on: its CPU mode runs the same code at a small
+    size, so a lent device's minutes are not spent on a broken script. Exit 0 means AMRB's
+    gradients matched BPTT's (the script exits 1 past its bound)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    run = subprocess.run([sys.executable, "bench/gpu_check.py", "--device", "cpu", "--quick"], cwd=root, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    worst = float(re.search(r"worst relative difference (\S+)", run.stdout).group(1))
+    assert worst <= 1e-4
+    assert re.search(r"3\. float32: .* ratio", run.stdout) and re.search(r"3\. bfloat16: .* ratio", run.stdout)
