@@ -38,10 +38,18 @@ import torch.nn.functional as F
 _SCALARS: dict = {}
 
 
-def scalar(value: float, dtype: torch.dtype) -> torch.Tensor:
+def scalar(value: float, dtype: torch.dtype) -> torch.Tensor | float:
     """A cached 0-dim tensor of ``dtype``: an elementwise op with a Python number converts it to
     a tensor on every call (four dispatched operators); with this it is one. 0-dim CPU tensors
-    combine with tensors on any device."""
+    combine with tensors on any device.
+
+    The number itself where a tensor would be wrong: in a reduced-precision dtype (a bfloat16
+    0-dim tensor would round alpha = 0.3 to 0.3008, and the backward's m * alpha differently;
+    ops take a Python number at full precision), and while ``torch.compile`` traces (a tensor
+    created there is cached after the graph runs, so under AMRB's inference-mode pass it would
+    be an inference tensor, which a later graph cannot save for backward)."""
+    if dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
+        return value
     key = (value, dtype)
     t = _SCALARS.get(key)
     if t is None:
@@ -142,7 +150,7 @@ def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     from x's; else None. The kernels below then run with autocast off and their own dtypes
     (autocast's op lists differ between devices, and a custom Function's backward runs without it)."""
     kind = x.device.type
-    if not torch.is_autocast_enabled(kind):
+    if x.dtype != torch.float32 or not torch.is_autocast_enabled(kind):   # autocast lowers float32 only
         return None
     dtype = torch.get_autocast_dtype(kind)
     return None if dtype == x.dtype else dtype

@@ -199,6 +199,24 @@ def test_compiled_blocks_keep_amrb_exact_and_match_eager(tmp_path):
     torch.testing.assert_close(l_a, l_b, rtol=RTOL_F32, atol=0)
 
 
+def test_compiled_amrb_first_on_padded_data(tmp_path, monkeypatch):
+    """A compiled model whose very first step is AMRB on padded segments: the kernels' cached
+    constants must not be created inside the compiled graph during the inference-mode first
+    pass (an inference tensor there cannot be saved by the replay's graph)."""
+    from rmaat_model import kernels
+    monkeypatch.setattr(kernels, "_SCALARS", {})                 # as in a fresh process
+    rfile = str(write_retention(tmp_path / "r.json"))
+    torch.manual_seed(0)
+    compiled = build_model(ModelConfig(arch="rmaat", retention="ltp", retention_file=rfile, **SMALL)
+                           ).compile_blocks(backend="aot_eager")
+    x, y = batch(seed=4)                                          # one short sequence: padded segments
+    l_a, _, g_a = grads(compiled, x, y, "amrb")
+    assert not any(t.is_inference() for t in kernels._SCALARS.values())
+    l_b, _, g_b = grads(compiled, x, y, "bptt")
+    assert torch.equal(l_a, l_b)
+    assert_same_grads(g_a, g_b, RTOL_F32)
+
+
 def test_amrb_keeps_one_memory_per_replayed_segment_and_reports_its_phases(tmp_path):
     """``stats``: AMRB keeps exactly the memories entering segments 1..T-1 (B x M x D each)
     and its phases (no-grad pass, forwards and backwards with graphs, bookkeeping) add up to

@@ -104,3 +104,25 @@ def test_the_gpu_check_script_runs_on_the_cpu():
     worst = float(re.search(r"worst relative difference (\S+)", run.stdout).group(1))
     assert worst <= 1e-4
     assert re.search(r"3\. float32: .* ratio", run.stdout) and re.search(r"3\. bfloat16: .* ratio", run.stdout)
+
+
+def test_a_float64_model_is_left_alone_by_autocast():
+    """autocast lowers float32 only: a float64 model gives the same loss and gradients with it on."""
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rmaat", retention="none", **CFG)).double()
+    g = torch.Generator().manual_seed(3)
+    x = torch.randint(1, 32, (2, 128), generator=g)
+    x[1, 90:] = 0
+    y = torch.randint(0, 10, (2,), generator=g)
+    l64, z64, g64 = step(model, x, y, "amrb", False)
+    lac, zac, gac = step(model, x, y, "amrb", True)
+    assert torch.equal(l64, lac) and torch.equal(z64, zac)
+    assert all(torch.equal(gac[k], g64[k]) for k in g64)
+
+
+def test_reduced_precision_kernels_take_full_precision_constants():
+    """alpha = 0.3 in bfloat16 would be 0.30078, and m * alpha would round differently in the
+    backward: the kernels' constants stay Python numbers in a reduced-precision dtype."""
+    from rmaat_model.kernels import scalar
+    assert scalar(0.3, torch.bfloat16) == 0.3 and isinstance(scalar(0.3, torch.float16), float)
+    assert isinstance(scalar(0.3, torch.float32), torch.Tensor) and scalar(0.3, torch.float32).dtype == torch.float32
