@@ -71,7 +71,7 @@ class FusedBlock(torch.autograd.Function):
         y, saved = block_forward(x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2, bf2, g2, c2,
                                  mask, phi_rT, m1, m2, alpha, n_heads, n_query, eps)
         ctx.save_for_backward(*saved)
-        ctx.alpha, ctx.eps, ctx.dtype = alpha, eps, x.dtype
+        ctx.alpha, ctx.eps = alpha, eps
         return y
 
     @staticmethod
@@ -80,7 +80,7 @@ class FusedBlock(torch.autograd.Function):
          h1, mu1, rs1, x1c, u, gu, h2, mu2, rs2, yT, *saved) = ctx.saved_tensors
         B, W, D = xc.shape
         Wq = h1.shape[1]
-        mixed = xc.dtype != ctx.dtype                  # products in xc's dtype, the rest in ctx.dtype
+        mixed = xc.dtype != h1.dtype                   # products in xc's dtype, the rest in x's (h1's)
         low = (lambda t: t.to(xc.dtype)) if mixed else (lambda t: t)
         dh2, dg2, dc2 = torch.ops.aten.native_layer_norm_backward(dy.contiguous(), h2, (D,), mu2, rs2, g2, c2,
                                                                   _LN_GRADS)
@@ -100,7 +100,7 @@ class FusedBlock(torch.autograd.Function):
         dw_qkv, db_qkv = torch.bmm(dqkvT, xc).sum(0), dqkvT.sum((0, 2))
         dx = torch.bmm(dqkvT.transpose(1, 2), w_qkv.expand(B, -1, -1))      # (B, W, D)
         if mixed:
-            dx = dx.to(ctx.dtype)
+            dx = dx.to(h1.dtype)
         (dx if Wq == W else dx[:, :Wq]).add_(dh1)                           # the residual
         return (dx, dw_qkv, db_qkv, dw_o, db_o, dg1, dc1, dw1, dbf1, dw2, dbf2, dg2, dc2,
                 None, None, None, None, None, None, None, None)

@@ -31,6 +31,8 @@ Third-party imports: torch only.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 
@@ -183,11 +185,12 @@ def astro_attention_t(qkvT: torch.Tensor, n_heads: int, mask: torch.Tensor | Non
     transposed, (m = hs, W), or None (H_astro off: with alpha = 1 this is normalised linear
     attention / m, RLT's kernel)."""
     Wq = qkvT.shape[-1] if n_query is None else n_query
-    if torch.is_autocast_enabled(qkvT.device.type):   # the kernel runs in qkvT's dtype (see autocast_dtype)
-        with torch.autocast(qkvT.device.type, enabled=False):
-            return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype),
-                                        None if phi_rT is None else phi_rT.to(qkvT.dtype), float(alpha), n_heads, Wq)
-    return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype), phi_rT, float(alpha), n_heads, Wq)
+    kind = qkvT.device.type
+    if phi_rT is not None and phi_rT.dtype != qkvT.dtype:   # qkvT lowered by autocast
+        phi_rT = phi_rT.to(qkvT.dtype)
+    # under autocast the kernel runs in qkvT's dtype with autocast off (see autocast_dtype)
+    with torch.autocast(kind, enabled=False) if torch.is_autocast_enabled(kind) else contextlib.nullcontext():
+        return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype), phi_rT, float(alpha), n_heads, Wq)
 
 
 def astro_attention(q, k, v, mask: torch.Tensor | None, phi_r: torch.Tensor | None, alpha: float):
