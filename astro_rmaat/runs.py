@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from astro_rmaat.errors import OutputError, RmaatError, RunBusyError, RunExistsError
 
@@ -289,7 +289,7 @@ def discard_new_unfinished() -> list[Path]:
 
 
 def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
-                    resume: bool = True) -> Path:
+                    resume: bool = True, stored: Callable[[dict], dict] | None = None) -> Path:
     """Create ``out_dir`` for a new run of ``config``, or reopen an interrupted one.
 
     Refuses (``RunExistsError``) when the directory holds a finished run, or an
@@ -297,6 +297,11 @@ def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
     ``RunBusyError`` when another live process runs in it; ``OutputError`` when it cannot
     be written. Takes the directory's lock (held until :func:`finish_run` or the end of the
     process), writes ``config.json`` atomically and returns the directory.
+
+    ``stored`` reads an interrupted run's ``config.json`` as today's code would write it
+    (fields added since then filled with the values the run was made with), so a run
+    interrupted under an earlier version resumes under the same command; a stored config it
+    cannot read (``RmaatError``) counts as different.
     """
     out = check_out_dir(out_dir)
     missing = _first_missing(out.absolute())
@@ -308,7 +313,7 @@ def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
         _CREATED[out.resolve()] = missing
     lock_run_dir(out)
     try:
-        _check_config(out, config, resume)
+        _check_config(out, config, resume, stored)
         atomic_write_json(out / CONFIG_FILE, config)
     except RmaatError:
         release_run_dir(out)
@@ -316,7 +321,8 @@ def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
     return out
 
 
-def _check_config(out: Path, config: dict[str, Any], resume: bool) -> None:
+def _check_config(out: Path, config: dict[str, Any], resume: bool,
+                  stored: Callable[[dict], dict] | None) -> None:
     if is_finished(out):   # finished before we got the lock
         raise RunExistsError(f"{str(out)!r} already holds a finished run ({META_FILE} present); "
                              "choose a new --out directory or delete that one yourself")
@@ -326,14 +332,34 @@ def _check_config(out: Path, config: dict[str, Any], resume: bool) -> None:
             old = json.loads(cfg_path.read_text())
         except json.JSONDecodeError:
             old = None
-        same = old == json.loads(to_json(config))
-        if not same:
+        new = json.loads(to_json(config))
+        if stored is not None and isinstance(old, dict):
+            try:
+                old = json.loads(to_json(stored(old)))
+            except RmaatError:
+                pass   # compared as it is: it differs
+        if old != new:
             raise RunExistsError(
-                f"{str(out)!r} holds an interrupted run with a different config; "
-                "use a new --out directory, or rerun with the config in "
-                f"{str(cfg_path)!r} to resume it")
+                f"{str(out)!r} holds an interrupted run with a different config "
+                f"({config_difference(old, new)}); use a new --out directory, or rerun with "
+                f"the stored value(s) to resume it")
         if not resume:
             raise RunExistsError(f"{str(out)!r} already holds a run; resuming is disabled")
+
+
+def config_difference(stored: Any, given: Any, where: str = "") -> str:
+    """The first place two configs differ, as 'key: stored X, given Y' (keys in sorted order)."""
+    if isinstance(stored, dict) and isinstance(given, dict):
+        for key in sorted(set(stored) | set(given)):
+            path = f"{where}.{key}" if where else str(key)
+            if key not in stored:
+                return f"{path}: absent from the stored config, given {given[key]!r}"
+            if key not in given:
+                return f"{path}: stored {stored[key]!r}, absent from the given config"
+            if stored[key] != given[key]:
+                return config_difference(stored[key], given[key], path)
+        return "no difference"
+    return f"{where or 'config'}: stored {stored!r}, given {given!r}"
 
 
 def finish_run(out_dir: str | os.PathLike, meta: dict[str, Any]) -> Path:

@@ -41,9 +41,9 @@ from safetensors.torch import load_file, save as st_save
 
 from astro_rmaat import config as cfgio
 from astro_rmaat import runs
-from astro_rmaat.errors import ConfigError, DataError, RunExistsError
+from astro_rmaat.errors import ConfigError, DataError, RmaatError, RunExistsError
 from rmaat_model.model import RMAAT, build_model
-from rmaat_model.model_config import ModelConfig
+from rmaat_model.model_config import LEGACY_DEFAULTS, ModelConfig, with_legacy_layout  # noqa: F401
 
 META_KEY = "model_config"
 MODEL_FILE = "model.safetensors"
@@ -116,19 +116,6 @@ def load_config(path: str | os.PathLike) -> ModelConfig:
     return cfgio.from_dict(ModelConfig, with_legacy_layout(data), where="model_config")
 
 
-#: fields a checkpoint written before they existed lacks, with the value its model was built with
-LEGACY_DEFAULTS = {"norm": "pre", "retention_reading": "literal"}
-
-
-def with_legacy_layout(data: dict) -> dict:
-    """A stored model config without ``norm`` / ``retention_reading`` predates them: its model
-    had pre-LN blocks and the literal RF reading, so it is rebuilt that way, not with today's
-    defaults (post-LN, integrating)."""
-    if not isinstance(data, dict):
-        return data
-    return {**LEGACY_DEFAULTS, **data}
-
-
 def load(path: str | os.PathLike, *, map_location: str | torch.device = "cpu") -> tuple[RMAAT, ModelConfig]:
     """Rebuild the model from its config and load the weights (strict). Returns (model, cfg)."""
     cfg = load_config(path)
@@ -197,11 +184,19 @@ def load_ckpt(path: Path) -> dict[str, Any]:
     return state
 
 
-def check_resumable(state: dict[str, Any], path: Path, config: dict[str, Any], world_size: int) -> None:
-    """A checkpoint resumes only the config that wrote it, with as many processes."""
-    if state["config"] != config:
-        raise RunExistsError(f"{str(path)!r} was written by a different config; "
-                             "use a new --out directory")
+def check_resumable(state: dict[str, Any], path: Path, config: dict[str, Any], world_size: int,
+                    stored: Any = None) -> None:
+    """A checkpoint resumes only the config that wrote it, with as many processes. ``stored``
+    reads a config written by an earlier version as today's (``runs.prepare_run_dir``)."""
+    old = state["config"]
+    if stored is not None and isinstance(old, dict):
+        try:
+            old = stored(old)
+        except RmaatError:
+            pass
+    if old != config:
+        raise RunExistsError(f"{str(path)!r} was written by a different config "
+                             f"({runs.config_difference(old, config)}); use a new --out directory")
     if state["world_size"] != world_size:
         raise ConfigError(f"{str(path)!r} was written by {state['world_size']} "
                           f"process(es); resume it with the same number (now {world_size})")

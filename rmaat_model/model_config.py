@@ -67,6 +67,9 @@ HEADS = ("cls", "match")
 POOLS = ("auto", "mem", "mean")
 SAMPLINGS = ("uniform", "recent", "fractions")
 AT_SCOPES = ("sequence", "segment")
+#: fields a model config stored before they existed lacks, with the value its model was built
+#: with: pre-LN blocks and the literal RF reading (today's defaults are post-LN, integrating)
+LEGACY_DEFAULTS = {"norm": "pre", "retention_reading": "literal"}
 #: fields that must be integers >= 1 for every arch
 POSITIVE_INTS = ("vocab_size", "n_classes", "max_len", "d_model", "n_heads", "n_layers", "d_ff",
                  "segment_len")
@@ -216,3 +219,12 @@ class ModelConfig:
     @property
     def kernel(self) -> str:
         return ARCH_TABLE[self.arch].kernel
+
+
+def with_legacy_layout(data: dict) -> dict:
+    """A stored model config (a checkpoint's, or a run's config.json) without ``norm`` /
+    ``retention_reading`` predates them: its model had pre-LN blocks and the literal RF reading,
+    so it reads that way (``LEGACY_DEFAULTS``), not with today's defaults."""
+    if not isinstance(data, dict):
+        return data
+    return {**LEGACY_DEFAULTS, **data}

@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from astro_rmaat.config import require_positive
+from astro_rmaat.config import from_dict, require_positive, to_dict
 from astro_rmaat.errors import ConfigError, DataError
 from rmaat_model.data.base import TASKS, TaskSpec, load_split
-from rmaat_model.model_config import ModelConfig
+from rmaat_model.model_config import ModelConfig, with_legacy_layout
 
 #: ModelConfig fields that come from the task, not from the user
 TASK_FIELDS = ("vocab_size", "n_classes", "max_len", "pad_id", "head")
@@ -141,6 +141,20 @@ class TrainConfig:
                                   f"'recall' only (task is {self.task!r}); leave it null")
             from rmaat_model.data.synthetic import DEFAULT_MAX_LEN, check_varying
             check_varying(self.max_len or DEFAULT_MAX_LEN, self.model.segment_len, self.recall_min_segments)
+
+
+def stored_config(data: dict[str, Any]) -> dict[str, Any]:
+    """A run's stored config (config.json, a checkpoint's) as this version writes it: a field
+    added since it was written takes the value the run was made with -- the field's default
+    (the behaviour before it existed), except the model's block layout and RF reading, which
+    read as pre-LN and literal (``model_config.LEGACY_DEFAULTS``). So an interrupted run of an
+    earlier version resumes under the same command, and one whose model differs is refused
+    with the field named. ConfigError when it no longer reads at all."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"stored train config: expected a table (JSON object), got {data!r}")
+    upgraded = dict(data)
+    upgraded["model"] = with_legacy_layout(data.get("model", {}))
+    return to_dict(from_dict(TrainConfig, upgraded))
 
 
 def _is_positive_int(value: Any) -> bool:

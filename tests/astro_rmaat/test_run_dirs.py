@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from astro_rmaat import runs
-from astro_rmaat.errors import OutputError, RunBusyError, RunExistsError, show
+from astro_rmaat.errors import ConfigError, OutputError, RunBusyError, RunExistsError, show
 
 
 def test_check_out_dir_creates_nothing_and_refuses_what_cannot_be_a_run(tmp_path):
@@ -42,7 +42,7 @@ def test_refused_config_releases_the_lock(tmp_path):
     out = tmp_path / "run"
     runs.prepare_run_dir(out, {"a": 1})
     runs.release_run_dir(out)
-    with pytest.raises(RunExistsError, match="different config"):
+    with pytest.raises(RunExistsError, match=r"different config \(a: stored 1, given 2\)"):
         runs.prepare_run_dir(out, {"a": 2})
     assert runs._HELD == {} or out.resolve() not in runs._HELD
     assert json.loads((out / runs.CONFIG_FILE).read_text()) == {"a": 1}
@@ -76,3 +76,19 @@ def test_busy_error_names_the_holder(tmp_path):
                                          (float("nan"), "nan"), ("a", "'a'"), (True, "True")])
 def test_show_prints_numbers_for_people(value, text):
     assert show(value) == text
+
+
+def test_a_stored_config_reads_as_today_s_before_it_is_compared(tmp_path):
+    """``stored`` fills what an older version did not write; what it cannot read differs."""
+    out = tmp_path / "run"
+    runs.prepare_run_dir(out, {"a": 1})
+    runs.release_run_dir(out)
+    runs.prepare_run_dir(out, {"a": 1, "b": 0}, stored=lambda d: {"b": 0, **d})
+    runs.release_run_dir(out)
+    assert json.loads((out / runs.CONFIG_FILE).read_text()) == {"a": 1, "b": 0}
+
+    def unreadable(d):
+        raise ConfigError("no longer reads")
+    with pytest.raises(RunExistsError, match=r"c: absent from the stored config, given 2"):
+        runs.prepare_run_dir(out, {"a": 1, "b": 0, "c": 2}, stored=unreadable)
+    assert runs.config_difference({"m": {"x": [1, 2]}}, {"m": {"x": [1, 3]}}) == "m.x: stored [1, 2], given [1, 3]"

@@ -14,7 +14,7 @@ from astro_rmaat.config import from_dict, to_dict
 from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from astro_rmaat.errors import ConfigError, DataError, RunExistsError
 from rmaat_model.evaluate import evaluate
-from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE, load_weights
+from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE, load_ckpt, load_weights, save_ckpt
 from rmaat_model.metrics import METRICS_FILE, read_metrics
 from rmaat_model.optim import WarmupCosine, make_optimizer, param_groups
 from rmaat_model.train import RESULTS_FILE, train
@@ -112,6 +112,48 @@ def test_resume_with_incompatible_config_is_refused(tmp_path):
     with pytest.raises(RunExistsError, match="different config"):
         train(tiny(optim__lr=1e-2), run, progress=False)
     assert sha(run / CKPT_FILE) == ckpt
+
+
+def _as_if_older(run: Path, drop: list[str]) -> None:
+    """Make an interrupted run look written by a version before the fields ``drop``
+    ('a' or 'a.b'): they leave config.json and the checkpoint's copy of the config."""
+    def strip(cfg: dict) -> dict:
+        for key in drop:
+            *path, last = key.split(".")
+            node = cfg
+            for part in path:
+                node = node[part]
+            del node[last]
+        return cfg
+    (run / "config.json").write_text(json.dumps(strip(json.loads((run / "config.json").read_text()))))
+    state = load_ckpt(run / CKPT_FILE)
+    state["config"] = strip(state["config"])
+    save_ckpt(run / CKPT_FILE, state)
+
+
+def test_a_run_interrupted_under_an_older_version_resumes(tmp_path):
+    """Fields added since a run was interrupted take the value it was made with, so the same
+    command resumes it, to the bytes of an uninterrupted run."""
+    whole = train(tiny(), tmp_path / "whole", progress=False)
+    run = train(tiny(), tmp_path / "run", stop_after=2, progress=False)
+    _as_if_older(run, ["precision", "compile", "threads"])
+    train(tiny(), run, progress=False)
+    assert sha(run / MODEL_FILE) == sha(whole / MODEL_FILE)
+
+
+def test_an_older_run_of_another_block_layout_is_refused_by_name(tmp_path):
+    """A run stored before ``norm`` existed trained pre-LN blocks: today's default (post) is
+    another model, and the refusal names the field with both values."""
+    run = train(tiny(), tmp_path / "run", stop_after=2, progress=False)
+    _as_if_older(run, ["model.norm"])
+    ckpt = sha(run / CKPT_FILE)
+    with pytest.raises(RunExistsError, match=r"model\.norm: stored 'pre', given 'post'"):
+        train(tiny(), run, progress=False)
+    assert sha(run / CKPT_FILE) == ckpt
+    with pytest.raises(RunExistsError, match=r"optim\.lr: stored 0\.003, given 0\.01"):
+        train(tiny(model__norm="pre", optim__lr=1e-2), run, progress=False)
+    train(tiny(model__norm="pre"), run, progress=False)   # the stored layout resumes it
+    assert (run / "meta.json").is_file()
 
 
 def test_bad_values_are_config_errors():
