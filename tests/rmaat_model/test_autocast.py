@@ -126,3 +126,30 @@ def test_reduced_precision_kernels_take_full_precision_constants():
     from rmaat_model.kernels import scalar
     assert scalar(0.3, torch.bfloat16) == 0.3 and isinstance(scalar(0.3, torch.float16), float)
     assert isinstance(scalar(0.3, torch.float32), torch.Tensor) and scalar(0.3, torch.float32).dtype == torch.float32
+
+
+def test_elastic_history_is_kept_in_float32_under_autocast():
+    """The LegS recurrence runs in the state's dtype under autocast: with writes that bfloat16
+    holds exactly (an identity write map, integer features), 12 segments of history (some
+    sequences ending inside a segment) agree with the float32 run to float32 round-off. Rounding each segment's state to bfloat16 would be off by ~1e-3."""
+    from rmaat_model.elastic import ElasticMemory
+    torch.manual_seed(0)
+    mem = ElasticMemory(d_model=8, d_mem=8, n_coef=16, n_samples=6, segment_len=16, max_segments=8)
+    with torch.no_grad():
+        mem.write_proj.weight.copy_(torch.eye(8))
+        mem.write_proj.bias.zero_()
+    hs = [torch.randint(-8, 9, (3, 16, 8)).float() for _ in range(12)]
+    lengths = torch.tensor([12 * 16, 11 * 16 - 5, 7 * 16 + 3])
+
+    def history(mixed):
+        c = mem.initial_state(3)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=mixed):
+            for t, h in enumerate(hs):
+                mask = torch.arange(t * 16, t * 16 + 16)[None, :] < lengths[:, None]
+                c = mem.write(c, h, t, mask)
+        return c
+
+    c32, c16 = history(False), history(True)
+    assert c16.dtype == torch.float32
+    err = ((c16 - c32).abs().max() / c32.abs().max()).item()
+    assert err < 1e-5, err
