@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+import typing
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
@@ -43,7 +44,8 @@ from astro_rmaat.errors import ConfigError
 
 Step = Callable[[Any, torch.Tensor], tuple[Any, torch.Tensor]]
 SegmentLoss = Callable[[Any, int], torch.Tensor]
-METHODS = ("amrb", "bptt", "tbptt")
+Method = Literal["amrb", "bptt", "tbptt"]   # TrainConfig.method's type too
+METHODS: tuple[str, ...] = typing.get_args(Method)
 
 
 def _cuda_devices() -> list[int]:
@@ -65,7 +67,7 @@ def _has_loss(i: int, T: int, loss_on: str) -> bool:
 
 
 def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss_fn: SegmentLoss, *,
-                 method: Literal["amrb", "bptt", "tbptt"] = "amrb", k: int | None = None,
+                 method: Method = "amrb", k: int | None = None,
                  loss_on: Literal["last", "every"] = "last",
                  stats: dict | None = None) -> tuple[torch.Tensor, Any]:
     """Forward and backward through the recurrence; populates ``.grad``.
@@ -193,7 +195,7 @@ def _amrb(step, segments, memory, loss_fn, loss_on, stats):
 
 # --------------------------------------------------------------------------- the models
 def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
-                     method: Literal["amrb", "bptt", "tbptt"] = "amrb", k: int | None = None,
+                     method: Method = "amrb", k: int | None = None,
                      tokens2: torch.Tensor | None = None,
                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
                      stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,6 +16,7 @@ import numpy as np
 
 from astro_rmaat.config import from_dict, require_positive, to_dict
 from astro_rmaat.errors import ConfigError, DataError
+from rmaat_model.amrb import Method
 from rmaat_model.data.base import TASKS, TaskSpec, load_split
 from rmaat_model.model_config import ModelConfig, with_legacy_layout
 
@@ -64,7 +65,7 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture; the task
                                       # fields (vocab_size, n_classes, max_len, pad_id, head)
                                       # are filled from the data, whatever is set here
-    method: Literal["amrb", "bptt", "tbptt"] = "amrb"  # gradient through the segments
+    method: Method = "amrb"           # gradient through the segments (rmaat_model.amrb)
     tbptt_k: int = 2                  # segments back-propagated through with method 'tbptt'
     optim: OptimConfig = field(default_factory=OptimConfig)  # AdamW + warm-up/cosine + clip
     batch_size: int = 32              # global batch (all processes together), sequences
