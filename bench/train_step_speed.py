@@ -28,11 +28,14 @@ CHILD = r"""
 import json, sys, time, torch
 threads = int(sys.argv[1])
 if threads == 0:   # each tree's own training default
+    import dataclasses
     try:
-        from rmaat_model.train import cpu_threads
-        torch.set_num_threads(cpu_threads(None))
-    except ImportError:
-        pass       # a revision without a thread policy: torch's default
+        from rmaat_model.train_config import TrainConfig
+    except ImportError:   # older layout
+        from rmaat_model.train import TrainConfig
+    if "threads" in {f.name for f in dataclasses.fields(TrainConfig)}:
+        torch.set_num_threads(TrainConfig().threads or 1)   # train: TrainConfig.threads, None = 1
+    # else a revision without a thread policy: torch's default, one per core
 else:
     torch.set_num_threads(threads)
 from rmaat_model.model import ModelConfig, build_model
