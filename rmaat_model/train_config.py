@@ -22,6 +22,11 @@ from rmaat_model.model_config import ModelConfig, with_legacy_layout
 
 #: ModelConfig fields that come from the task, not from the user
 TASK_FIELDS = ("vocab_size", "n_classes", "max_len", "pad_id", "head")
+#: the generated tasks, and the segments their examples span when max_len is not set
+SYNTHETIC_TASKS = ("recall", "assoc")
+SYNTHETIC_SEGMENTS = 4
+#: their max_len where a stored config left it null, before it followed segment_len
+LEGACY_SYNTHETIC_MAX_LEN = 64
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,7 @@ class TrainConfig:
     recall_min_segments: int | None = None  # 'recall': lengths vary from this many segments of
                                       # model.segment_len to max_len (None: every sequence max_len)
     max_len: int | None = None        # sequence length, tokens; None = the task's LRA length
+                                      # (recall, assoc: SYNTHETIC_SEGMENTS segments of model.segment_len)
     truncate: bool = False            # allow a max_len shorter than the data's sequences (cut)
     model: ModelConfig = field(default_factory=ModelConfig)  # architecture; the task
                                       # fields (vocab_size, n_classes, max_len, pad_id, head)
@@ -97,6 +103,9 @@ class TrainConfig:
         if self.task not in TASKS:
             raise ConfigError(f"task = {self.task!r}: unknown task; expected one of "
                               f"{', '.join(TASKS)}")
+        if self.max_len is None and self.task in SYNTHETIC_TASKS and isinstance(self.model, ModelConfig):
+            # resolved here, so config.json records the length the data is made at
+            object.__setattr__(self, "max_len", SYNTHETIC_SEGMENTS * self.model.segment_len)
         self._check_counts()
         self._check_cadences()
         self._check_runtime()
@@ -134,27 +143,29 @@ class TrainConfig:
         """The synthetic tasks' layouts, checked before any file is written."""
         if self.task == "assoc":   # the layout must hold the pairs
             from rmaat_model.data import assoc
-            assoc.check_layout(self.max_len or assoc.DEFAULT_MAX_LEN, self.model.segment_len,
-                               self.assoc_pairs)
+            assoc.check_layout(self.max_len, self.model.segment_len, self.assoc_pairs)
         if self.recall_min_segments is not None:
             if self.task != "recall":
                 raise ConfigError(f"recall_min_segments = {self.recall_min_segments!r} applies to task "
                                   f"'recall' only (task is {self.task!r}); leave it null")
-            from rmaat_model.data.synthetic import DEFAULT_MAX_LEN, check_varying
-            check_varying(self.max_len or DEFAULT_MAX_LEN, self.model.segment_len, self.recall_min_segments)
+            from rmaat_model.data.synthetic import check_varying
+            check_varying(self.max_len, self.model.segment_len, self.recall_min_segments)
 
 
 def stored_config(data: dict[str, Any]) -> dict[str, Any]:
     """A run's stored config (config.json, a checkpoint's) as this version writes it: a field
     added since it was written takes the value the run was made with -- the field's default
     (the behaviour before it existed), except the model's block layout and RF reading, which
-    read as pre-LN and literal (``model_config.LEGACY_DEFAULTS``). So an interrupted run of an
+    read as pre-LN and literal (``model_config.LEGACY_DEFAULTS``), and a synthetic task's null
+    max_len, which meant 64 tokens. So an interrupted run of an
     earlier version resumes under the same command, and one whose model differs is refused
     with the field named. ConfigError when it no longer reads at all."""
     if not isinstance(data, dict):
         raise ConfigError(f"stored train config: expected a table (JSON object), got {data!r}")
     upgraded = dict(data)
     upgraded["model"] = with_legacy_layout(data.get("model", {}))
+    if upgraded.get("task") in SYNTHETIC_TASKS and upgraded.get("max_len") is None:
+        upgraded["max_len"] = LEGACY_SYNTHETIC_MAX_LEN   # the fixed default before it followed segment_len
     return to_dict(from_dict(TrainConfig, upgraded))
 
 

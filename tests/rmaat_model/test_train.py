@@ -156,6 +156,31 @@ def test_an_older_run_of_another_block_layout_is_refused_by_name(tmp_path):
     assert (run / "meta.json").is_file()
 
 
+def test_an_older_synthetic_run_with_a_null_max_len_is_read_at_64_tokens(tmp_path):
+    """Before a synthetic task's length followed segment_len, a null max_len meant 64 tokens:
+    an interrupted run stored that way is not resumed on data of another length."""
+    run = train(tiny(max_len=None), tmp_path / "run", stop_after=2, progress=False)
+    assert json.loads((run / "config.json").read_text())["max_len"] == 32   # 4 segments of 8
+    _as_if_older(run, ["max_len"])
+    with pytest.raises(RunExistsError, match=r"max_len: stored 64, given 32"):
+        train(tiny(max_len=None), run, progress=False)
+
+
+def test_synthetic_tasks_span_four_segments_of_the_model_by_default():
+    """recall and assoc without max_len: 4 segments of model.segment_len, resolved in the
+    config (so config.json records it); an LRA task keeps its own length (None)."""
+    from rmaat_model.model_config import ModelConfig
+    from rmaat_model.train_config import load_data
+    for task in ("recall", "assoc"):
+        assert TrainConfig(task=task).max_len == 4 * ModelConfig().segment_len
+        assert TrainConfig(task=task, model=ModelConfig(segment_len=16)).max_len == 64
+        assert TrainConfig(task=task, max_len=96, model=ModelConfig(segment_len=32)).max_len == 96
+    assert TrainConfig(task="listops").max_len is None
+    spec, data = load_data(TrainConfig(task="assoc", model=ModelConfig(segment_len=32)), splits=("val",))
+    assert spec.max_len == 128 and data["val"].tokens.shape[1] == 128
+    assert set(data["val"].ages.tolist()) == {1, 2, 3}      # facts 1..T-1 segments before the query
+
+
 def test_bad_values_are_config_errors():
     with pytest.raises(ConfigError, match="steps"):
         tiny(steps=0)
