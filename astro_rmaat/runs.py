@@ -332,12 +332,10 @@ def _check_config(out: Path, config: dict[str, Any], resume: bool,
             old = json.loads(cfg_path.read_text())
         except json.JSONDecodeError:
             old = None
+        upgraded = read_stored(old, stored)
+        if upgraded is not old:   # as today's code writes it (tuples as lists)
+            old = json.loads(to_json(upgraded))
         new = json.loads(to_json(config))
-        if stored is not None and isinstance(old, dict):
-            try:
-                old = json.loads(to_json(stored(old)))
-            except RmaatError:
-                pass   # compared as it is: it differs
         if old != new:
             raise RunExistsError(
                 f"{str(out)!r} holds an interrupted run with a different config "
@@ -345,6 +343,17 @@ def _check_config(out: Path, config: dict[str, Any], resume: bool,
                 f"the stored value(s) to resume it")
         if not resume:
             raise RunExistsError(f"{str(out)!r} already holds a run; resuming is disabled")
+
+
+def read_stored(old: Any, stored: Callable[[dict], dict] | None) -> Any:
+    """A stored config as ``stored`` reads it today; as it is (and so compared as it is) when
+    there is no reader, it is not a table, or the reader refuses it (``RmaatError``)."""
+    if stored is None or not isinstance(old, dict):
+        return old
+    try:
+        return stored(old)
+    except RmaatError:
+        return old
 
 
 def config_difference(stored: Any, given: Any, where: str = "") -> str:

@@ -32,7 +32,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from safetensors.torch import load_file, save as st_save
 
 from astro_rmaat import config as cfgio
 from astro_rmaat import runs
-from astro_rmaat.errors import ConfigError, DataError, RmaatError, RunExistsError
+from astro_rmaat.errors import ConfigError, DataError, RunExistsError
 from rmaat_model.model import RMAAT, build_model
 from rmaat_model.model_config import LEGACY_DEFAULTS, ModelConfig, with_legacy_layout  # noqa: F401
 
@@ -185,15 +185,10 @@ def load_ckpt(path: Path) -> dict[str, Any]:
 
 
 def check_resumable(state: dict[str, Any], path: Path, config: dict[str, Any], world_size: int,
-                    stored: Any = None) -> None:
+                    stored: Callable[[dict], dict] | None = None) -> None:
     """A checkpoint resumes only the config that wrote it, with as many processes. ``stored``
-    reads a config written by an earlier version as today's (``runs.prepare_run_dir``)."""
-    old = state["config"]
-    if stored is not None and isinstance(old, dict):
-        try:
-            old = stored(old)
-        except RmaatError:
-            pass
+    reads a config written by an earlier version as today's (``runs.read_stored``)."""
+    old = runs.read_stored(state["config"], stored)
     if old != config:
         raise RunExistsError(f"{str(path)!r} was written by a different config "
                              f"({runs.config_difference(old, config)}); use a new --out directory")
