@@ -1,6 +1,6 @@
 """Training steps per second of the demo's ListOps model: this tree against an older revision.
 
-    PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1]
+    PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1] [--profile]
 
 The config is the pipeline's ListOps model (d_model 64, 4 heads, 2 blocks, d_ff 128, dropout
 0.1, segments of 128 with 8 memory tokens, batch 32, AMRB, AdamW), on seeded random batches
@@ -10,7 +10,12 @@ processes, interleaved (ref, this, ref, this, ...), each timing ``--steps`` opti
 after two warm-up steps. Prints the median steps/s of each and their ratio, with the
 machine's cores and load. Each tree runs with its own defaults (the old revision: pre-LN,
 literal RF), and with ``--threads 0`` (the default) with the intra-op thread count its own
-``train`` would use (the old revision: torch's default, one per core). A benchmark, not a test.
+``train`` would use (the old revision: torch's default, one per core).
+
+``--profile`` then runs ``--steps`` steps of each tree under ``torch.profiler`` and prints how
+much of a step the matrix products (mm, bmm, addmm, baddbmm) take, their GFLOP per step and
+rate, and the speed-up over the reference that this tree's arithmetic would allow if
+everything else took no time. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -57,6 +62,18 @@ def step():
     forward_backward(model, x, y, method="amrb")
     opt.step(); opt.zero_grad(set_to_none=True)
 step(); step()
+if len(sys.argv) > 4 and sys.argv[4] == "profile":   # where a step's time goes (torch.profiler)
+    from torch.profiler import ProfilerActivity, profile
+    MATMULS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        for _ in range(steps):
+            step()
+    ev = [e for e in prof.key_averages() if e.key.startswith("aten::")]
+    mm = [e for e in ev if e.key in MATMULS]
+    print(json.dumps({"matmul_ms": sum(e.self_cpu_time_total for e in mm) / steps / 1e3,
+                      "matmul_gflop": sum(e.flops for e in mm) / steps / 1e9,
+                      "op_calls": sum(e.count for e in ev) / steps}))   # nested aten:: calls included
+    sys.exit(0)
 t0 = time.perf_counter()
 for _ in range(steps):
     step()
@@ -64,13 +81,18 @@ print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t0)}))
 """
 
 
-def run(tree: Path, threads: int, steps: int, arch: str) -> float:
+
+def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch], cwd=tree, env=env,
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode], cwd=tree, env=env,
                          capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["steps_per_s"]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(tree: Path, threads: int, steps: int, arch: str) -> float:
+    return child(tree, threads, steps, arch)["steps_per_s"]
 
 
 def main(argv=None) -> int:
@@ -81,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="intra-op threads for both trees; 0 (default): each tree's own training default")
     ap.add_argument("--arch", default="rmaat", help="rmaat | rmt | rlt (same config otherwise)")
+    ap.add_argument("--profile", action="store_true",
+                    help="then profile --steps steps of each tree: matrix products against the rest")
     args = ap.parse_args(argv)
     here = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,12 +116,25 @@ def main(argv=None) -> int:
                 old.append(run(ref, args.threads, args.steps, args.arch))
                 new.append(run(here, args.threads, args.steps, args.arch))
                 print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s", flush=True)
+            prof = {name: child(tree, args.threads, args.steps, args.arch, "profile")
+                    for name, tree in ((args.ref, ref), ("this tree", here))} if args.profile else {}
         finally:
             subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(ref)], check=False)
     mo, mn = statistics.median(old), statistics.median(new)
     print(f"{args.arch} + AMRB, demo ListOps config, {args.threads or 'each tree own default'} thread(s), {args.repeats} interleaved repeats "
           f"of {args.steps} steps; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     print(f"median steps/s: {args.ref} {mo:.2f}, this tree {mn:.2f}; ratio {mn / mo:.2f}x")
+    if prof:
+        print(f"Where a step goes: median step time above; matrix products (mm, bmm, addmm, baddbmm) "
+              f"from torch.profiler over {args.steps} steps of each")
+        print(f"  {'tree':>10} {'step ms':>8} {'products ms':>12} {'rest ms':>8} {'GFLOP':>6} {'GFLOP/s':>8} "
+              f"{'aten calls':>10}")
+        for name, p, sps in ((args.ref, prof[args.ref], mo), ("this tree", prof["this tree"], mn)):
+            print(f"  {name:>10} {1e3 / sps:8.1f} {p['matmul_ms']:12.1f} {1e3 / sps - p['matmul_ms']:8.1f} "
+                  f"{p['matmul_gflop']:6.2f} {p['matmul_gflop'] / p['matmul_ms'] * 1e3:8.1f} {p['op_calls']:10.0f}")
+        # what this tree could reach over the reference if everything but its matrix products took no time
+        print(f"ceiling at this tree's arithmetic: {1e3 / mo:.1f} ms / {prof['this tree']['matmul_ms']:.1f} ms "
+              f"= {1e3 / mo / prof['this tree']['matmul_ms']:.2f}x")
     return 0
 
 
