@@ -81,7 +81,6 @@ print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t0)}))
 """
 
 
-
 def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     if threads:

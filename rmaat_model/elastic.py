@@ -50,14 +50,13 @@ from the constructor's arguments and are non-persistent buffers (float64, cast t
 dtype at use; ``module.float()`` casts them like any buffer), so a checkpoint does not depend
 on the sampling and loads under any other.
 Under ``torch.autocast`` the two linear maps run in autocast's dtype, the state's recurrence and
-the reconstruction in the state's dtype (``full_precision``).
+the reconstruction in the state's dtype (autocast off around them).
 Bad constructor arguments and bad sampling values raise ConfigError; tensors of the wrong shape
 raise DataError.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Sequence
 
 import torch
@@ -65,14 +64,7 @@ import torch.nn as nn
 
 from astro_rmaat.errors import ConfigError, DataError
 from rmaat_model import hippo
-
-
-def full_precision(c: torch.Tensor):
-    """The recurrence and the read in the state's own dtype: under ``torch.autocast`` the
-    products ``c @ Phi^T`` would otherwise round every segment's state to bfloat16, and the
-    rounding would add up over the history (write_proj and read_proj stay under autocast)."""
-    kind = c.device.type
-    return torch.autocast(kind, enabled=False) if torch.is_autocast_enabled(kind) else contextlib.nullcontext()
+from rmaat_model.kernels import autocast_off
 
 
 def _positive_int(name: str, value) -> int:
@@ -153,7 +145,9 @@ class ElasticMemory(nn.Module):
             raise DataError("elastic memory write: token_mask has padding before a real token; "
                             "expected real tokens first, padding only at a sequence's end")
         f = self.write_proj(h).to(c.dtype)                                    # (B, N, d_mem)
-        with full_precision(c):
+        # the recurrence in the state's own dtype: under autocast the products c @ Phi^T would
+        # round every segment's state to bfloat16, and the rounding would add up over the history
+        with autocast_off(c):
             return self._update(c, f, t, n_real, any_partial)
 
     def _update(self, c, f, t: int, n_real, any_partial: bool) -> torch.Tensor:
@@ -175,6 +169,6 @@ class ElasticMemory(nn.Module):
         """c (B, d_mem, n_coef) after segment t -> S memory tokens (B, S, d_model) for segment t+1."""
         self._check_state(c)
         self._check_t(t)
-        with full_precision(c):
+        with autocast_off(c):   # the reconstruction in the state's dtype, as the recurrence
             y = c @ self.read_basis.to(c.dtype).T                             # (B, d_mem, S)
         return self.read_proj(y.transpose(1, 2).to(self.read_proj.weight.dtype))

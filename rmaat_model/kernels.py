@@ -158,6 +158,13 @@ def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
     return None if dtype == x.dtype else dtype
 
 
+def autocast_off(x: torch.Tensor):
+    """A context with ``torch.autocast`` off on x's device while it is on there (else nothing):
+    what runs inside keeps its tensors' own dtypes."""
+    kind = x.device.type
+    return torch.autocast(kind, enabled=False) if torch.is_autocast_enabled(kind) else contextlib.nullcontext()
+
+
 def key_mask_t(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
     """A (B, W) bool key mask as the feature-major kernel takes it: (B, 1, W) of ``dtype``."""
     return None if mask is None else mask[:, None, :].to(dtype)
@@ -185,11 +192,10 @@ def astro_attention_t(qkvT: torch.Tensor, n_heads: int, mask: torch.Tensor | Non
     transposed, (m = hs, W), or None (H_astro off: with alpha = 1 this is normalised linear
     attention / m, RLT's kernel)."""
     Wq = qkvT.shape[-1] if n_query is None else n_query
-    kind = qkvT.device.type
     if phi_rT is not None and phi_rT.dtype != qkvT.dtype:   # qkvT lowered by autocast
         phi_rT = phi_rT.to(qkvT.dtype)
     # under autocast the kernel runs in qkvT's dtype with autocast off (see autocast_dtype)
-    with torch.autocast(kind, enabled=False) if torch.is_autocast_enabled(kind) else contextlib.nullcontext():
+    with autocast_off(qkvT):
         return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype), phi_rT, float(alpha), n_heads, Wq)
 
 
