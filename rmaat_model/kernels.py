@@ -229,17 +229,30 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
     computes M rows). The draw is 64 random bits per four mask elements: each 16-bit piece is
     kept when it is at or above a threshold, so p is rounded to a multiple of 2^-16 (0.1 ->
     0.100006) and the kept values are scaled by 1 / (1 - that p): the expectation is exact.
-    (bernoulli_ costs one generator call per element, three times the time of this draw.)"""
+    (bernoulli_ costs one generator call per element, three times the time of this draw.)
+
+    In a dtype narrower than float32 (bfloat16, float16) the mask is formed in float32, where
+    the 16-bit pieces and the threshold are exact, and converted at the end; the kept value is
+    1 / (1 - p) rounded to that dtype (bfloat16: 1.109375 for p = 0.1), and p is rounded to the
+    multiple of 2^-16 that makes (1 - p) times that value 1 (p = 0.1: 0.098587). The expectation
+    stays exact to 2^-16 where rounding the scale alone would bias every site by up to 0.4 %."""
     if not active or p == 0.0:
         return None
     n = batch * width * sum(rows)
     q = round(p * 65536)                                             # dropped 16-bit values
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
+    narrow = like.dtype not in (torch.float32, torch.float64)
+    dtype = torch.float32 if narrow else like.dtype
     scale = 65536 / (65536 - q)
+    if narrow:   # a kept value the dtype holds exactly, and the drop rate that keeps E = 1
+        scale = torch.tensor(scale).to(like.dtype).item()
+        q = min(max(round(65536 - 65536 / scale), 0), 65535)
     # kept where the piece is >= q - 32768: (piece - (q - 32769)) * scale is >= scale there and
     # <= 0 elsewhere, so the clamp gives exactly {0, scale} (no bool tensor to convert)
-    keep = (bits.view(torch.int16)[:n].to(like.dtype).sub_(scalar(q - 32769, like.dtype))
-            .mul_(scalar(scale, like.dtype)).clamp_(0.0, scale))   # (0-dim tensor bounds: 8x slower)
+    keep = (bits.view(torch.int16)[:n].to(dtype).sub_(scalar(q - 32769, dtype))
+            .mul_(scalar(scale, dtype)).clamp_(0.0, scale))   # (0-dim tensor bounds: 8x slower)
+    if narrow:
+        keep = keep.to(like.dtype)
     masks, offset = [], keep.storage_offset()
     for r in rows:   # site i: the next batch * r * width values, as (batch, r, width)
         masks.append(keep.as_strided((batch, r, width), (r * width, width, 1), offset))

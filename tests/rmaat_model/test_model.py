@@ -408,3 +408,33 @@ def test_dropout_masks_keep_at_rate_with_unbiased_scale_and_replay_from_rng_stat
     assert all(torch.equal(a, b) for a, b in zip(masks, again))
     assert dropout_masks(rows, 3, 64, 0.1, like, False) is None
     assert dropout_masks(rows, 3, 64, 0.0, like, True) is None
+
+
+@pytest.mark.parametrize("dtype,scale", [(torch.bfloat16, 1.109375), (torch.float16, 1.111328125)])
+def test_dropout_masks_in_a_narrow_dtype_keep_the_expectation_exact(dtype, scale):
+    """1 / 0.9 is not a bfloat16 (or float16) number: the kept value is its rounding, and the
+    drop rate is moved to the multiple of 2^-16 that gives E[mask] = 1 (0.098587 in bfloat16,
+    where rounding the scale alone would give 0.99844); the threshold is applied on the exact
+    16-bit pieces, so the same RNG state gives the float32 draw's pattern at that rate."""
+    from rmaat_model.kernels import dropout_masks
+
+    rows = (40, 40)
+    torch.manual_seed(9)
+    state = torch.get_rng_state()
+    masks = dropout_masks(rows, 64, 64, 0.1, torch.zeros((), dtype=dtype), True)
+    flat = torch.cat([m.flatten() for m in masks])
+    assert flat.dtype == dtype and flat.unique().tolist() == [0.0, scale]
+    q = round(65536 - 65536 / scale)                             # dropped 16-bit values
+    assert abs((65536 - q) / 65536 * scale - 1) < 2 ** -16        # E[mask] = 1 to the rate's grid
+    kept = (flat > 0).double().mean().item()
+    sd = (q / 65536 * (1 - q / 65536) / flat.numel()) ** 0.5
+    assert abs(kept - (1 - q / 65536)) < 5 * sd
+    assert abs(flat.double().mean().item() - 1) < 5 * sd * scale
+    # the same pieces as the float32 draw, thresholded at q instead of round(0.1 * 65536)
+    torch.set_rng_state(state)
+    wide = torch.cat([m.flatten() for m in dropout_masks(rows, 64, 64, 0.1, torch.zeros(()), True)])
+    torch.set_rng_state(state)
+    bits = torch.empty((flat.numel() + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)
+    pieces = bits.view(torch.int16)[:flat.numel()].int()
+    assert torch.equal(flat > 0, pieces >= q - 32768)
+    assert torch.equal(wide > 0, pieces >= round(0.1 * 65536) - 32768)
