@@ -131,7 +131,8 @@ def test_reduced_precision_kernels_take_full_precision_constants():
 def test_elastic_history_is_kept_in_float32_under_autocast():
     """The LegS recurrence runs in the state's dtype under autocast: with writes that bfloat16
     holds exactly (an identity write map, integer features), 12 segments of history (some
-    sequences ending inside a segment) agree with the float32 run to float32 round-off. Rounding each segment's state to bfloat16 would be off by ~1e-3."""
+    sequences ending inside a segment) agree with the float32 run to float32 round-off.
+    Rounding each segment's state to bfloat16 would be off by ~1e-3."""
     from rmaat_model.elastic import ElasticMemory
     torch.manual_seed(0)
     mem = ElasticMemory(d_model=8, d_mem=8, n_coef=16, n_samples=6, segment_len=16, max_segments=8)
