@@ -32,12 +32,14 @@ Third-party imports: torch only.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 import torch.nn.functional as F
 
 
 _SCALARS: dict = {}
+FULL_PRECISION = (torch.float32, torch.float64)   # dtypes that hold the kernels' constants as given
 
 
 def scalar(value: float, dtype: torch.dtype) -> torch.Tensor | float:
@@ -50,7 +52,7 @@ def scalar(value: float, dtype: torch.dtype) -> torch.Tensor | float:
     ops take a Python number at full precision), and while ``torch.compile`` traces (a tensor
     created there is cached after the graph runs, so under AMRB's inference-mode pass it would
     be an inference tensor, which a later graph cannot save for backward)."""
-    if dtype not in (torch.float32, torch.float64) or torch.compiler.is_compiling():
+    if dtype not in FULL_PRECISION or torch.compiler.is_compiling():
         return value
     key = (value, dtype)
     t = _SCALARS.get(key)
@@ -239,14 +241,10 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
     if not active or p == 0.0:
         return None
     n = batch * width * sum(rows)
-    q = round(p * 65536)                                             # dropped 16-bit values
+    q, scale = _drop_grid(p, like.dtype)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
-    narrow = like.dtype not in (torch.float32, torch.float64)
+    narrow = like.dtype not in FULL_PRECISION
     dtype = torch.float32 if narrow else like.dtype
-    scale = 65536 / (65536 - q)
-    if narrow:   # a kept value the dtype holds exactly, and the drop rate that keeps E = 1
-        scale = torch.tensor(scale).to(like.dtype).item()
-        q = min(max(round(65536 - 65536 / scale), 0), 65535)
     # kept where the piece is >= q - 32768: (piece - (q - 32769)) * scale is >= scale there and
     # <= 0 elsewhere, so the clamp gives exactly {0, scale} (no bool tensor to convert)
     keep = (bits.view(torch.int16)[:n].to(dtype).sub_(scalar(q - 32769, dtype))
@@ -258,6 +256,19 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
         masks.append(keep.as_strided((batch, r, width), (r * width, width, 1), offset))
         offset += batch * r * width
     return masks
+
+
+@functools.lru_cache(maxsize=None)
+def _drop_grid(p: float, dtype: torch.dtype) -> tuple[int, float]:
+    """(q, scale) of ``dropout_masks``: q of the 65536 16-bit values are dropped, the rest kept
+    at ``scale``. In a narrow dtype, scale is 1 / (1 - p) as the dtype holds it and q the
+    count that keeps (1 - q / 65536) * scale = 1."""
+    q = round(p * 65536)
+    scale = 65536 / (65536 - q)
+    if dtype in FULL_PRECISION:
+        return q, scale
+    scale = torch.tensor(scale).to(dtype).item()
+    return min(max(round(65536 - 65536 / scale), 0), 65535), scale
 
 
 def mask_rows(n_layers: int, window: int, emb_rows: int, last_queries: int | None) -> tuple[int, ...]:
