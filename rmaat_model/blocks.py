@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from rmaat_model.fused_block import fused_block
 from rmaat_model.kernels import astro_attention_t, astro_map, project_t, softmax_attention, unproject_t
@@ -40,8 +41,13 @@ class Attention(nn.Module):
         Wq = W if n_query is None else n_query
         mask = None if all_real else key_mask
         if self.kernel == "softmax":
-            q, k, v = self.qkv(x).view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)   # (B, nh, W, hs)
-            y = softmax_attention(q if Wq == W else q[:, :, :Wq], k, v, mask)
+            if Wq == W:
+                q, k, v = self.qkv(x).view(B, W, 3, self.nh, self.hs).permute(2, 0, 3, 1, 4)   # (B, nh, W, hs)
+            else:   # Q of the query rows only, K and V of every row
+                w, b = self.qkv.weight, self.qkv.bias
+                q = F.linear(x[:, :Wq], w[:D], b[:D]).view(B, Wq, self.nh, self.hs).transpose(1, 2)
+                k, v = F.linear(x, w[D:], b[D:]).view(B, W, 2, self.nh, self.hs).permute(2, 0, 3, 1, 4)
+            y = softmax_attention(q, k, v, mask)
             return self.proj(y.transpose(1, 2).reshape(B, Wq, D))
         # astromorphic (rmaat, at) or plain normalised linear (rlt: alpha = 1, no H_astro), one
         # node, feature-major: the projection is computed transposed, x^T -> (B, 3D, W) with its rows

@@ -4,6 +4,8 @@
     h1 = x[:, :Wq] + a * m1           x1 = LN1(h1)
     h2 = x1 + FFN(x1) * m2            y  = LN2(h2)          (m1, m2: dropout masks or none)
 
+With Wq < W (a memory arch's last block) Q is projected from rows :Wq only, K and V from all.
+
 ``blocks.Block`` runs this for RMAAT, RLT and AT (post-LN, astromorphic or normalised linear
 kernel); pre-LN blocks and the softmax kernel run the module path. The value is the module
 path's; the backward is written out (LayerNorm and GELU through their ATen backward
@@ -44,8 +46,13 @@ def block_forward(x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2, bf2, g2, c2,
     mixed = w_qkv.dtype != x.dtype
     xc = x.to(w_qkv.dtype) if mixed else x
     xr = x if Wq == W else x[:, :Wq]
-    qkvT = project_t(xc, w_qkv, b_qkv)                                       # (B, 3D, W), [Q | K | V]
-    yT, saved = astro_forward(qkvT, mask, phi_rT, alpha, n_heads, Wq)        # (B, D, Wq)
+    if Wq == W:
+        qkvT = project_t(xc, w_qkv, b_qkv)                                   # (B, 3D, W), [Q | K | V]
+        qT, kvT = qkvT[:, :D], qkvT[:, D:]
+    else:   # Q of the query rows only, K and V of every row
+        qT = project_t(xc[:, :Wq], w_qkv[:D], b_qkv[:D])                     # (B, D, Wq)
+        kvT = project_t(xc, w_qkv[D:], b_qkv[D:])                            # (B, 2D, W), [K | V]
+    yT, saved = astro_forward(qT, kvT, mask, phi_rT, alpha, n_heads)         # (B, D, Wq)
     a = unproject_t(yT, w_o, b_o)                                           # (B, Wq, D)
     if m1 is not None:
         a.mul_(m1)
@@ -96,12 +103,23 @@ class FusedBlock(torch.autograd.Function):
         db_o, da = da.sum((0, 1)), low(da)
         dw_o = torch.bmm(da.transpose(1, 2), yT.transpose(1, 2)).sum(0)     # sum_b da_b^T y_b
         dyT = torch.mm(da.view(-1, D), w_o).view(B, Wq, D).transpose(1, 2)  # (B, D, Wq) view
-        dqkvT = astro_backward(saved, dyT, ctx.alpha, W)                    # (B, 3D, W)
-        dw_qkv, db_qkv = torch.bmm(dqkvT, xc).sum(0), dqkvT.sum((0, 2))
-        dx = torch.bmm(dqkvT.transpose(1, 2), w_qkv.expand(B, -1, -1))      # (B, W, D)
-        if mixed:
-            dx = dx.to(h1.dtype)
-        (dx if Wq == W else dx[:, :Wq]).add_(dh1)                           # the residual
+        dqT, dkT, dvT = astro_backward(saved, dyT, ctx.alpha)               # (B, D, Wq), (B, D, W) x 2
+        if Wq == W:
+            dqkvT = torch.cat([dqT, dkT, dvT], dim=1)                        # (B, 3D, W)
+            dw_qkv, db_qkv = torch.bmm(dqkvT, xc).sum(0), dqkvT.sum((0, 2))
+            dx = torch.bmm(dqkvT.transpose(1, 2), w_qkv.expand(B, -1, -1))  # (B, W, D)
+            if mixed:
+                dx = dx.to(h1.dtype)
+            dx.add_(dh1)                                                    # the residual
+        else:   # Q came from the query rows only
+            dkvT, xq = torch.cat([dkT, dvT], dim=1), xc[:, :Wq]             # (B, 2D, W), (B, Wq, D)
+            dw_qkv = torch.cat([torch.bmm(dqT, xq).sum(0), torch.bmm(dkvT, xc).sum(0)])
+            db_qkv = torch.cat([dqT.sum((0, 2)), dkvT.sum((0, 2))])
+            dx = torch.bmm(dkvT.transpose(1, 2), w_qkv[D:].expand(B, -1, -1))   # (B, W, D)
+            dxq = torch.bmm(dqT.transpose(1, 2), w_qkv[:D].expand(B, -1, -1))   # (B, Wq, D)
+            if mixed:
+                dx, dxq = dx.to(h1.dtype), dxq.to(h1.dtype)
+            dx[:, :Wq].add_(dxq.add_(dh1))                                  # Q's rows and the residual
         return (dx, dw_qkv, db_qkv, dw_o, db_o, dg1, dc1, dw1, dbf1, dw2, dbf2, dg2, dc2,
                 None, None, None, None, None, None, None, None)
 

@@ -75,22 +75,24 @@ def astro_map(w_cap: int, m: int, scale: float) -> torch.Tensor:
     return phi(r).float()
 
 
-def astro_forward(qkvT, mask, phi_rT, alpha: float, n_heads: int, n_query: int):
+def astro_forward(qT, kvT, mask, phi_rT, alpha: float, n_heads: int):
     """Forward of ``AstroAttention``: returns yT (B, nh * hs, Wq) and what its backward needs."""
-    # qkvT (B, 3D, W), rows [Q | K | V] as the projection lays them out; mask (B, 1, W) float or
-    # None; phi_rT (hs, W) or None. Heads are folded into the batch, (B nh, hs, .), for torch.bmm:
-    # phi and the masking write fresh contiguous (B, D, .) tensors, where a head's rows are adjacent.
-    qkvT = qkvT.contiguous()   # the slices below must be row-major (a projection's output is: no copy)
-    B, R, W = qkvT.shape
-    D, nh, Wq = R // 3, n_heads, n_query
+    # qT (B, D, Wq): the queries' Q rows; kvT (B, 2D, W): K and V, [K | V] as the projection lays
+    # them out (both may be row slices of one (B, 3D, W) projection); mask (B, 1, W) float or
+    # None; phi_rT (hs, W) or None. Heads are folded into the batch, (B nh, hs, .), for
+    # torch.bmm: phi and the masking write fresh contiguous (B, D, .) tensors, where a head's
+    # rows are adjacent.
+    B, D, Wq = qT.shape
+    W = kvT.shape[-1]
+    nh = n_heads
     m, BH = D // nh, B * nh
-    one = scalar(1.0, qkvT.dtype)
-    fqT = F.elu(qkvT[:, :D, :Wq]).add_(one).view(BH, m, Wq)                  # phi(Q)^T
-    fkT = F.elu(qkvT[:, D:2 * D]).add_(one)                                  # phi(K)^T, (B, D, W)
+    one = scalar(1.0, qT.dtype)
+    fqT = F.elu(qT).add_(one).contiguous().view(BH, m, Wq)                    # phi(Q)^T
+    fkT = F.elu(kvT[:, :D]).add_(one)                                        # phi(K)^T, (B, D, W)
     if mask is not None:                                                     # padding -> 0 in every sum
         fkT.mul_(mask)
-    fkT = fkT.view(BH, m, W)
-    vT = (qkvT[:, 2 * D:] * (one if mask is None else mask)).view(BH, m, W)    # a contiguous copy
+    fkT = fkT.contiguous().view(BH, m, W)
+    vT = (kvT[:, D:] * (one if mask is None else mask)).contiguous().view(BH, m, W)   # a fresh copy
     s = fkT.sum(dim=-1, keepdim=True)                                        # (B nh, hs, 1)
     g = s.pow(scalar(alpha, s.dtype))
     aT = fkT if phi_rT is None else fkT + phi_rT                             # (B nh, hs, W)
@@ -101,10 +103,12 @@ def astro_forward(qkvT, mask, phi_rT, alpha: float, n_heads: int, n_query: int):
     return yT.view(B, D, Wq), (fqT, fkT, aT, vT, mask, s, g, H, yT, C)
 
 
-def astro_backward(saved, dout, alpha: float, W: int):
-    """Backward of ``AstroAttention``: dout (B, nh * hs, Wq), any strides -> dqkvT (B, 3 nh hs, W)."""
+def astro_backward(saved, dout, alpha: float):
+    """Backward of ``AstroAttention``: dout (B, nh * hs, Wq), any strides -> (dqT (B, D, Wq),
+    dkT (B, D, W), dvT (B, D, W)), the gradients of ``astro_forward``'s qT and kvT's two halves."""
     fqT, fkT, aT, vT, mask, s, g, H, yT, C = saved
     BH, m, Wq = fqT.shape
+    W = fkT.shape[-1]
     B = dout.shape[0]
     nh, D = BH // B, dout.shape[1]
     dnum = dout.view(B, nh, m, Wq) / C.view(B, nh, 1, Wq)                   # (B, nh, hs, Wq)
@@ -121,9 +125,7 @@ def astro_backward(saved, dout, alpha: float, W: int):
     dk = dfkT.mul_(torch.clamp_max(fkT, one)).view(B, D, W)                  # phi'(K) (0 where masked)
     if mask is not None:
         dvT.mul_(mask)
-    if Wq < W:                                                               # rows that are keys only
-        dq = F.pad(dq, (0, W - Wq))
-    return torch.cat([dq, dk, dvT], dim=1)                                   # (B, 3D, W), [Q | K | V]
+    return dq, dk, dvT
 
 
 class AstroAttention(torch.autograd.Function):
@@ -139,14 +141,20 @@ class AstroAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, qkvT, mask, phi_rT, alpha: float, n_heads: int, n_query: int):
-        yT, saved = astro_forward(qkvT, mask, phi_rT, alpha, n_heads, n_query)
+        qkvT = qkvT.contiguous()   # row slices of a row-major tensor (a projection's output is: no copy)
+        D = qkvT.shape[1] // 3
+        yT, saved = astro_forward(qkvT[:, :D, :n_query], qkvT[:, D:], mask, phi_rT, alpha, n_heads)
         ctx.save_for_backward(*saved)
-        ctx.alpha, ctx.W = alpha, qkvT.shape[-1]
+        ctx.alpha = alpha
         return yT
 
     @staticmethod
     def backward(ctx, dout):
-        return astro_backward(ctx.saved_tensors, dout, ctx.alpha, ctx.W), None, None, None, None, None
+        dq, dk, dv = astro_backward(ctx.saved_tensors, dout, ctx.alpha)
+        W = dk.shape[-1]
+        if dq.shape[-1] < W:                                                 # rows that are keys only
+            dq = F.pad(dq, (0, W - dq.shape[-1]))
+        return torch.cat([dq, dk, dv], dim=1), None, None, None, None, None   # (B, 3D, W), [Q | K | V]
 
 
 def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:

@@ -52,7 +52,10 @@ Open choices the paper leaves (each decided here, documented where it is made):
       that last segment is computed (``plan`` cuts it out); the result is the same.
     * Positions of memory archs are learned per in-segment offset (same for every segment).
     * In a memory arch's last block only the M memory rows are queries (the segment's tokens
-      are keys only): nothing else of that block is ever read, so it is not computed.
+      are keys only): nothing else of that block is ever read, so it is not computed -- its Q
+      projection, attention output, FFN and LayerNorms run on the M rows, K and V on all.
+      (The pre-LN astromorphic block, a module path kept for comparison, still projects Q
+      for every row and reads M of them.)
     * Mixed precision (``torch.autocast``): the linear-kernel blocks compute their products and
       the kernel in autocast's dtype and keep residual sums and LayerNorms in float32, with
       autocast off inside (``rmaat_model.fused_block``), so the dtypes are the same on every device.
@@ -309,8 +312,8 @@ class RMAAT(nn.Module):
             mem = run * pick(self._rf(plan, t, state.dtype))
         B, W, D = seg.shape[0], M + N, cfg.d_model
         # only the memory rows of the last block are read: the segment's tokens attend as keys
-        # there but are not computed as queries (saves a block's FFN on N rows); elastic writes
-        # every token's state
+        # there but are not computed as queries (saves that block's Q, FFN and norms on N
+        # rows); elastic writes every token's state
         last_queries = None if elastic else M
         masks = dropout_masks(mask_rows(len(self.blocks), W, N, last_queries), B, D, cfg.dropout, state,
                               self.training)

@@ -79,3 +79,40 @@ def test_the_no_graph_path_gives_the_graph_path_bits(mode):
         without = block(x, key_mask, False, 4, masks)
     assert without.grad_fn is None
     assert torch.equal(without, with_graph.detach())
+
+
+@pytest.mark.parametrize("arch,norm", [("rmaat", "post"), ("rlt", "post"), ("rmt", "post"), ("rmaat", "pre"),
+                                       ("rmt", "pre")])
+@pytest.mark.parametrize("padded", [False, True], ids=["all-real", "padded"])
+def test_a_block_of_query_rows_equals_the_full_blocks_first_rows(arch, norm, padded):
+    """The last block computes only the memory rows (Q of those rows, K and V of all): the
+    value and every gradient are those of the full block with its other rows discarded -- for
+    the fused node and the module path, linear and softmax kernels, post- and pre-LN."""
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(arch=arch, norm=norm, **CFG)).double().blocks[1]
+    for p in block.parameters():
+        p.data.add_(torch.randn_like(p) * 0.1)
+    g = torch.Generator().manual_seed(3)
+    B, W, D, Wq = 3, 20, 16, 4
+    x = torch.randn(B, W, D, generator=g, dtype=torch.float64)
+    key_mask = torch.ones(B, W, dtype=torch.bool)
+    if padded:
+        key_mask[2, 9:] = False
+    full = dropout_masks((W, W), B, D, 0.1, x, True)
+    w = torch.randn(B, Wq, D, generator=g, dtype=torch.float64)
+    fused = block.fused
+
+    def grads(n_query, masks):
+        block.zero_grad(set_to_none=True)
+        xi = x.clone().requires_grad_()
+        y = block(xi, key_mask, not padded, n_query, masks)[:, :Wq]
+        (y * w).sum().backward()
+        return y.detach(), xi.grad, {n: p.grad.clone() for n, p in block.named_parameters()}
+
+    ref = grads(None, full)
+    out = grads(Wq, [m[:, :Wq].contiguous() for m in full])   # the rows a draw for Wq queries holds
+    assert block.fused == fused
+    torch.testing.assert_close(out[0], ref[0], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out[1], ref[1], rtol=1e-10, atol=1e-12, msg="dx")
+    for name in ref[2]:
+        torch.testing.assert_close(out[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
