@@ -27,9 +27,9 @@ Two readings of the schedule (``retention_reading``), both from the same retenti
     integrating   mem_{t+1} = mem_t + RF(t, T) (mem'_{t+1} - mem_t)   (default)
 The integrating reading lets the memory integrate each segment's write weighted by the LTP
 increment, as p^l integrates its increments (total capacity sum_t RF = 1). On the benchmark
-above it reaches 100.0 ± 0.0 % (5 seeds) against 17.3 ± 11.0 % for the literal
+above it reaches 100.0 ± 0.0 % (5 seeds) against 17.3 ± 10.9 % for the literal
 reading (RF(t, 16) runs 0.119 .. 0.026, so the literal product of factors vanishes), 100 % for
-the flat RF = 1/T control and 63.0 ± 28.9 % for unscaled memory (``none``). ``stream`` (RF_inf(t)) reads
+the flat RF = 1/T control and 67.8 ± 29.8 % for unscaled memory (``none``). ``stream`` (RF_inf(t)) reads
 the same two ways.
 
 No third-party imports: the config can be read and checked without torch.
