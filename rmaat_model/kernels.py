@@ -78,21 +78,21 @@ def astro_map(w_cap: int, m: int, scale: float) -> torch.Tensor:
 def astro_forward(qT, kvT, mask, phi_rT, alpha: float, n_heads: int):
     """Forward of ``AstroAttention``: returns yT (B, nh * hs, Wq) and what its backward needs."""
     # qT (B, D, Wq): the queries' Q rows; kvT (B, 2D, W): K and V, [K | V] as the projection lays
-    # them out (both may be row slices of one (B, 3D, W) projection); mask (B, 1, W) float or
-    # None; phi_rT (hs, W) or None. Heads are folded into the batch, (B nh, hs, .), for
-    # torch.bmm: phi and the masking write fresh contiguous (B, D, .) tensors, where a head's
-    # rows are adjacent.
+    # them out; each a row-major tensor or row slices of one (a projection's output and its
+    # [:, :D] / [:, D:] parts are). mask (B, 1, W) float or None; phi_rT (hs, W) or None. Heads
+    # are folded into the batch, (B nh, hs, .), for torch.bmm: phi and the masking write fresh
+    # contiguous (B, D, .) tensors, where a head's rows are adjacent.
     B, D, Wq = qT.shape
     W = kvT.shape[-1]
     nh = n_heads
     m, BH = D // nh, B * nh
     one = scalar(1.0, qT.dtype)
-    fqT = F.elu(qT).add_(one).contiguous().view(BH, m, Wq)                    # phi(Q)^T
+    fqT = F.elu(qT).add_(one).view(BH, m, Wq)                                # phi(Q)^T
     fkT = F.elu(kvT[:, :D]).add_(one)                                        # phi(K)^T, (B, D, W)
     if mask is not None:                                                     # padding -> 0 in every sum
         fkT.mul_(mask)
-    fkT = fkT.contiguous().view(BH, m, W)
-    vT = (kvT[:, D:] * (one if mask is None else mask)).contiguous().view(BH, m, W)   # a fresh copy
+    fkT = fkT.view(BH, m, W)
+    vT = (kvT[:, D:] * (one if mask is None else mask)).view(BH, m, W)       # a fresh copy
     s = fkT.sum(dim=-1, keepdim=True)                                        # (B nh, hs, 1)
     g = s.pow(scalar(alpha, s.dtype))
     aT = fkT if phi_rT is None else fkT + phi_rT                             # (B nh, hs, W)
