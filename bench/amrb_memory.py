@@ -13,7 +13,10 @@ BPTT and under AMRB, measured side by side in one run:
     its forward and backward with graphs, and its bookkeeping (``run_segments``' ``stats``);
     AMRB's wall ratio is about 1 + no-grad / BPTT, as everything else is BPTT's own work;
   * the whole training state as the paper counts GPU memory: saved tensors + parameters +
-    gradients + AdamW's two moments (4 x the parameter bytes).
+    gradients + AdamW's two moments (4 x the parameter bytes);
+  * the arithmetic of each step (``torch.utils.flop_counter.FlopCounterMode``: the matrix
+    products) and AMRB / BPTT in it: 1 + (T - 1) / (3 T) when a backward's products are twice
+    its forward's, the ratio the wall time would show if every FLOP cost the same in both.
 ``--arch`` picks the memory arch (rmaat, rmt, rlt, elastic; same sizes).
 On a busy shared machine use ``--threads 1`` (two threads there were erratic).
 Prints ratios BPTT / AMRB. Benchmarks are not tests: nothing is asserted.
@@ -28,6 +31,7 @@ import sys
 import time
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from astro_rmaat.config import to_dict
 from rmaat_model.amrb import forward_backward
@@ -66,7 +70,7 @@ def main() -> None:
               f"{'whole AMRB':>10} {'ratio':>6}")
     state_bytes = 4 * sum(p.numel() * p.element_size() for p in params)   # params, grads, 2 Adam moments
     print(header)
-    amrb_peak, phases = {}, {}
+    amrb_peak, phases, flops = {}, {}, {}
     for T in args.T:
         g = torch.Generator().manual_seed(T)
         x = torch.randint(1, cfg.vocab_size, (args.batch, T * cfg.segment_len), generator=g)
@@ -87,6 +91,11 @@ def main() -> None:
                 walls[method].append(time.perf_counter() - t0)
                 phase_runs[method].append(st)
                 model.zero_grad(set_to_none=True)
+        for method in ("bptt", "amrb"):   # deterministic; after the timed rounds, outside them
+            with FlopCounterMode(display=False) as counter:
+                forward_backward(model, x, y, method=method)
+            flops[T, method] = counter.get_total_flops()
+            model.zero_grad(set_to_none=True)
         med = lambda method, key: statistics.median(st[key] for st in phase_runs[method])
         phases[T] = {f"{m} {k}": med(m, k) for m, ks in (("bptt", ("forward_s", "backward_s")),
                      ("amrb", ("nograd_s", "forward_s", "backward_s", "other_s"))) for k in ks}
@@ -115,13 +124,14 @@ def main() -> None:
     print("\nWhere the time goes, ms per segment (medians of the rounds above; AMRB's no-grad pass covers "
           "T - 1 segments):")
     print(f"{'T':>3} {'BPTT fwd':>9} {'BPTT bwd':>9} {'no-grad':>8} {'AMRB fwd':>9} {'AMRB bwd':>9} {'other':>6} "
-          f"{'no-grad / fwd':>13} {'1 + no-grad / BPTT':>18}")
+          f"{'no-grad / fwd':>13} {'1 + no-grad / BPTT':>18} {'GFLOP BPTT':>10} {'AMRB / BPTT in FLOPs':>20}")
     for T, ph in phases.items():
         ms = {k: 1e3 * v / (T - 1 if k == "amrb nograd_s" else T) for k, v in ph.items()}
         bptt = ph["bptt forward_s"] + ph["bptt backward_s"]
         print(f"{T:>3} {ms['bptt forward_s']:9.2f} {ms['bptt backward_s']:9.2f} {ms['amrb nograd_s']:8.2f} "
               f"{ms['amrb forward_s']:9.2f} {ms['amrb backward_s']:9.2f} {ms['amrb other_s']:6.2f} "
-              f"{ms['amrb nograd_s'] / ms['amrb forward_s']:13.2f} {1 + ph['amrb nograd_s'] / bptt:18.2f}")
+              f"{ms['amrb nograd_s'] / ms['amrb forward_s']:13.2f} {1 + ph['amrb nograd_s'] / bptt:18.2f} "
+              f"{flops[T, 'bptt'] / 1e9:10.2f} {flops[T, 'amrb'] / flops[T, 'bptt']:20.3f}")
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"{os.cpu_count()} cores; load average {load} (1, 5, 15 min)")
 

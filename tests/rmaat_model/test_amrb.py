@@ -235,3 +235,33 @@ def test_amrb_keeps_one_memory_per_replayed_segment_and_reports_its_phases(tmp_p
     bp: dict = {}
     forward_backward(model, x, y, method="bptt", stats=bp)
     assert set(bp) == {"forward_s", "backward_s"} and min(bp.values()) > 0
+
+
+@pytest.mark.parametrize("arch, retention", [("rmaat", "ltp"), ("rlt", "none"), ("rmt", "none")])
+def test_amrb_adds_exactly_one_no_grad_forward_per_replayed_segment_in_arithmetic(tmp_path, arch, retention):
+    """Counted in matrix-product FLOPs (``FlopCounterMode``): BPTT's step is three forwards
+    (each product's backward is two products), and AMRB's is BPTT's plus one no-grad forward
+    of each of the first T-1 segments, nothing more. So AMRB / BPTT = 1 + (T-1) f / (3 F)
+    with f one segment's forward and F the whole forward: 1 + (T-1) / (3 T) without the head."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def flops(fn):
+        with FlopCounterMode(display=False) as counter:
+            fn()
+        return counter.get_total_flops()
+
+    rfile = str(write_retention(tmp_path / "r.json"))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, retention=retention, retention_file=rfile, **SMALL))
+    x, y = batch(pad_row=False)                              # 120 tokens: T = 8 full segments of 16
+    T = 8
+    f_bptt = flops(lambda: forward_backward(model, x, y, method="bptt"))
+    f_amrb = flops(lambda: forward_backward(model, x, y, method="amrb"))
+    with torch.no_grad():
+        f_whole = flops(lambda: model(x))
+        plan = model.plan(x)
+        memory = model.initial_memory(plan)
+        f_seg = flops(lambda: model.step(plan, 0, memory))
+    assert f_seg > 0 and f_whole > T * f_seg                  # the head's product is the rest
+    assert f_bptt == 3 * f_whole
+    assert f_amrb - f_bptt == (T - 1) * f_seg
