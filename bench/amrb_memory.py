@@ -36,6 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from astro_rmaat.config import to_dict
 from rmaat_model.amrb import forward_backward
 from rmaat_model.activation_profile import peak_rss, saved_bytes
+from rmaat_model.allocator import tune_malloc
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
 
@@ -53,7 +54,12 @@ def main() -> None:
     ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS probes")
     ap.add_argument("--retention", default=None)
     ap.add_argument("--arch", default="rmaat", choices=("rmaat", "rmt", "rlt", "elastic"))
+    ap.add_argument("--malloc", action="store_true",
+                    help="glibc's thresholds as the rmaat command sets them (rmaat_model.allocator), for both methods "
+                         "in this process (the RSS probes' fresh processes keep the defaults)")
     args = ap.parse_args()
+    if args.malloc and not tune_malloc():
+        sys.exit("--malloc: glibc's malloc only")
     torch.set_num_threads(args.threads)
     rfile, rdesc = retention_file(args.retention)
     cfg = ModelConfig(arch=args.arch, retention="ltp" if args.arch == "rmaat" else "none",
@@ -61,7 +67,7 @@ def main() -> None:
                       max_len=max(args.T) * args.segment_len)
     print(f"{args.arch} d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} "
           f"N={cfg.segment_len} M={cfg.n_mem} dropout={cfg.dropout}; batch {args.batch}; "
-          f"{args.threads} threads; retention: {rdesc}")
+          f"{args.threads} threads; retention: {rdesc}; malloc: {'rmaat' if args.malloc else 'glibc'} thresholds")
     torch.manual_seed(0)
     model = build_model(cfg)
     params = list(model.parameters())

@@ -1,6 +1,6 @@
 """Training steps per second of the demo's ListOps model: this tree against an older revision.
 
-    PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1] [--profile]
+    PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1] [--profile] [--malloc]
 
 The config is the pipeline's ListOps model (d_model 64, 4 heads, 2 blocks, d_ff 128, dropout
 0.1, segments of 128 with 8 memory tokens, batch 32, AMRB, AdamW), on seeded random batches
@@ -11,6 +11,10 @@ after two warm-up steps. Prints the median steps/s of each and their ratio, with
 machine's cores and load. Each tree runs with its own defaults (the old revision: pre-LN,
 literal RF), and with ``--threads 0`` (the default) with the intra-op thread count its own
 ``train`` would use (the old revision: torch's default, one per core).
+
+``--malloc`` also times this tree, in the same rounds, with glibc's mmap and trim thresholds as
+the ``rmaat`` command sets them (``rmaat_model.allocator``); the two columns above keep glibc's
+defaults, for both trees.
 
 ``--profile`` then runs ``--steps`` steps of each tree under ``torch.profiler`` and prints how
 much of a step the matrix products (mm, bmm, addmm, baddbmm) take, their GFLOP per step and
@@ -30,7 +34,12 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, sys, time, torch
+import json, sys, time
+if sys.argv[5] == "tuned":   # glibc's thresholds as ``rmaat`` sets them (this tree only)
+    from rmaat_model.allocator import tune_malloc
+    if not tune_malloc():
+        sys.exit("tune_malloc: not a glibc system")
+import torch
 threads = int(sys.argv[1])
 if threads == 0:   # each tree's own training default
     import dataclasses
@@ -74,24 +83,28 @@ if len(sys.argv) > 4 and sys.argv[4] == "profile":   # where a step's time goes 
                       "matmul_gflop": sum(e.flops for e in mm) / steps / 1e9,
                       "op_calls": sum(e.count for e in ev) / steps}))   # nested aten:: calls included
     sys.exit(0)
-t0 = time.perf_counter()
+import resource
+f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
 for _ in range(steps):
     step()
-print(json.dumps({"steps_per_s": steps / (time.perf_counter() - t0)}))
+t1, f1 = time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+print(json.dumps({"steps_per_s": steps / (t1 - t0), "faults_per_step": (f1 - f0) / steps}))
 """
 
 
-def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time") -> dict:
+def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time", malloc: str = "default") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode], cwd=tree, env=env,
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode, malloc], cwd=tree,
+                         env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(tree: Path, threads: int, steps: int, arch: str) -> float:
-    return child(tree, threads, steps, arch)["steps_per_s"]
+def run(tree: Path, threads: int, steps: int, arch: str, malloc: str = "default") -> tuple[float, float]:
+    """(steps/s, page faults per step)."""
+    r = child(tree, threads, steps, arch, malloc=malloc)
+    return r["steps_per_s"], r["faults_per_step"]
 
 
 def main(argv=None) -> int:
@@ -104,17 +117,25 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", default="rmaat", help="rmaat | rmt | rlt (same config otherwise)")
     ap.add_argument("--profile", action="store_true",
                     help="then profile --steps steps of each tree: matrix products against the rest")
+    ap.add_argument("--malloc", action="store_true",
+                    help="also time this tree with glibc's thresholds as `rmaat` sets them (rmaat_model.allocator)")
     args = ap.parse_args(argv)
     here = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "ref"
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(ref), args.ref], check=True)
         try:
-            old, new = [], []
+            old, new, tuned, faults = [], [], [], {"ref": [], "this": [], "tuned": []}
             for i in range(args.repeats):
-                old.append(run(ref, args.threads, args.steps, args.arch))
-                new.append(run(here, args.threads, args.steps, args.arch))
-                print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s", flush=True)
+                runs = (("ref", ref, "default", old), ("this", here, "default", new), ("tuned", here, "tuned", tuned))
+                for name, tree, malloc, into in (runs if i % 2 == 0 else runs[::-1]):   # drift cancels
+                    if name == "tuned" and not args.malloc:
+                        continue
+                    sps, pf = run(tree, args.threads, args.steps, args.arch, malloc)
+                    into.append(sps)
+                    faults[name].append(pf)
+                print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s"
+                      + (f", with rmaat's malloc thresholds {tuned[-1]:.2f}" if tuned else ""), flush=True)
             prof = {name: child(tree, args.threads, args.steps, args.arch, "profile")
                     for name, tree in ((args.ref, ref), ("this tree", here))} if args.profile else {}
         finally:
@@ -122,7 +143,15 @@ def main(argv=None) -> int:
     mo, mn = statistics.median(old), statistics.median(new)
     print(f"{args.arch} + AMRB, demo ListOps config, {args.threads or 'each tree own default'} thread(s), {args.repeats} interleaved repeats "
           f"of {args.steps} steps; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
-    print(f"median steps/s: {args.ref} {mo:.2f}, this tree {mn:.2f}; ratio {mn / mo:.2f}x")
+    print(f"median steps/s: {args.ref} {mo:.2f}, this tree {mn:.2f}; ratio {mn / mo:.2f}x "
+          f"(page faults per step, median: {statistics.median(faults['ref']):.0f} and "
+          f"{statistics.median(faults['this']):.0f})")
+    if tuned:   # glibc's defaults in both columns above; here this tree as the `rmaat` command runs it
+        mt = statistics.median(tuned)
+        pairs = statistics.median(t / n for t, n in zip(tuned, new))
+        print(f"this tree with rmaat's malloc thresholds (rmaat_model.allocator.tune_malloc): {mt:.2f} steps/s, "
+              f"{mt / mo:.2f}x {args.ref}; {pairs:.2f}x glibc's defaults (median of the repeats' pairs); "
+              f"{statistics.median(faults['tuned']):.0f} page faults per step")
     if prof:
         print(f"Where a step goes: median step time above; matrix products (mm, bmm, addmm, baddbmm) "
               f"from torch.profiler over {args.steps} steps of each")

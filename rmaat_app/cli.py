@@ -76,6 +76,9 @@ FILESYSTEM_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENO
 
 def main(argv: list[str] | None = None) -> None:
     try:
+        from rmaat_model.allocator import enabled, tune_malloc
+        if enabled():   # glibc's thresholds fixed for this process (rmaat_model/allocator.py)
+            tune_malloc()
         cli.main(args=argv, prog_name="rmaat", standalone_mode=False)
     except RmaatError as exc:
         _fail(str(exc))

@@ -165,3 +165,26 @@ def test_every_config_verb_shows_its_defaults(argv, cls, capsys):
     module, name = cls.split(":")
     cfg = from_dict(getattr(importlib.import_module(module), name), data)
     assert to_dict(cfg) == data
+
+
+def test_rmaat_tunes_malloc_unless_told_not_to_and_a_bad_switch_is_one_line(monkeypatch, tmp_path, capsys):
+    """Every verb runs with glibc's thresholds fixed (rmaat_model.allocator), unless
+    RMAAT_MALLOC_TUNING=0; another value is a bad input like any other."""
+    from rmaat_model import allocator
+    calls = []
+    monkeypatch.setattr(allocator, "tune_malloc", lambda: calls.append(1) or True)
+    out = str(tmp_path / "out")
+    for switch, expected in ((None, 1), ("1", 2), ("0", 2)):
+        if switch is None:
+            monkeypatch.delenv(allocator.ENV, raising=False)
+        else:
+            monkeypatch.setenv(allocator.ENV, switch)
+        main(["train", "--show-defaults", "--out", out])
+        assert len(calls) == expected
+    monkeypatch.setenv(allocator.ENV, "yes")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--task", "recall", "--quiet", "--out", out])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert exc.value.code == 2 and len(calls) == 2 and not (tmp_path / "out").exists()
+    assert err == ["error: RMAAT_MALLOC_TUNING = 'yes': expected 0 (glibc's defaults) or 1 (tuned, the default)"]
