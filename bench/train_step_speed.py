@@ -13,13 +13,14 @@ literal RF), and with ``--threads 0`` (the default) with the intra-op thread cou
 ``train`` would use (the old revision: torch's default, one per core).
 
 ``--malloc`` also times this tree, in the same rounds, with glibc's mmap and trim thresholds as
-the ``rmaat`` command sets them (``rmaat_model.allocator``); the two columns above keep glibc's
-defaults, for both trees.
+the ``rmaat`` command sets them (``rmaat_model.allocator``); the reference and the plain
+figures of this tree keep glibc's defaults. Each run also counts its page faults per step.
 
 ``--profile`` then runs ``--steps`` steps of each tree under ``torch.profiler`` and prints how
 much of a step the matrix products (mm, bmm, addmm, baddbmm) take, their GFLOP per step and
 rate, and the speed-up over the reference that this tree's arithmetic would allow if
-everything else took no time. A benchmark, not a test.
+everything else took no time; and the rate of a 1024^3 product at the same thread count, the
+BLAS's rate when shapes do not hold it back. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -79,9 +80,17 @@ if len(sys.argv) > 4 and sys.argv[4] == "profile":   # where a step's time goes 
             step()
     ev = [e for e in prof.key_averages() if e.key.startswith("aten::")]
     mm = [e for e in ev if e.key in MATMULS]
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)   # the BLAS's rate on a large product
+    for _ in range(3):
+        a @ b
+    t0 = time.perf_counter()
+    for _ in range(20):
+        a @ b
+    peak = 20 * 2 * 1024 ** 3 / (time.perf_counter() - t0) / 1e9
     print(json.dumps({"matmul_ms": sum(e.self_cpu_time_total for e in mm) / steps / 1e3,
                       "matmul_gflop": sum(e.flops for e in mm) / steps / 1e9,
-                      "op_calls": sum(e.count for e in ev) / steps}))   # nested aten:: calls included
+                      "op_calls": sum(e.count for e in ev) / steps,    # nested aten:: calls included
+                      "peak_gflops": peak}))
     sys.exit(0)
 import resource
 f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
@@ -163,6 +172,9 @@ def main(argv=None) -> int:
         # what this tree could reach over the reference if everything but its matrix products took no time
         print(f"ceiling at this tree's arithmetic: {1e3 / mo:.1f} ms / {prof['this tree']['matmul_ms']:.1f} ms "
               f"= {1e3 / mo / prof['this tree']['matmul_ms']:.2f}x")
+        p = prof["this tree"]
+        print(f"a 1024^3 product runs at {p['peak_gflops']:.1f} GFLOP/s here: at that rate this tree's "
+              f"{p['matmul_gflop']:.2f} GFLOP per step would take {p['matmul_gflop'] / p['peak_gflops'] * 1e3:.1f} ms")
     return 0
 
 

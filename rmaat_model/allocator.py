@@ -9,8 +9,10 @@ page is a page fault on first touch (about 4 200 per step of the demo's ListOps 
 
 ``tune_malloc`` fixes both thresholds instead: blocks under 32 MiB come from the heap, and up
 to 256 MiB of free heap top is kept for the next step. Memory a step frees is reused by the
-next one (about 350 faults per step); a step's peak stays what it was, and blocks of 32 MiB or
-more are still mapped and unmapped on their own. Measured with ``bench/train_step_speed.py
+next one (about 350 faults per step). The cost is memory the process holds but does not use:
+up to 256 MiB of free heap top, and freed blocks under 32 MiB that stay in the heap for reuse
+(glibc's defaults also keep those, up to a threshold that adapts up to the same 32 MiB); blocks
+of 32 MiB or more are still mapped and unmapped on their own. Measured with ``bench/train_step_speed.py
 --malloc`` (the demo's ListOps step, 1 thread): 1.10-1.13x the steps/s of glibc's defaults
 (docs/benchmarks.md).
 
@@ -24,7 +26,6 @@ Third-party imports: none.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import platform
 
@@ -52,8 +53,10 @@ def tune_malloc(mmap_threshold: int = MMAP_THRESHOLD, trim_threshold: int = TRIM
             raise ConfigError(f"{name} = {value!r}: expected a positive number of bytes below 2 GiB")
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
-    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
-    if mallopt is None:
+    try:   # a Python built without ctypes, or a process without libc's symbols, runs as it is
+        import ctypes
+        mallopt = ctypes.CDLL(None).mallopt
+    except (ImportError, OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) & bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))

@@ -20,6 +20,11 @@ settings.load_profile("repo")
 # Notebooks and the pipeline read this to pick their quick setting.
 os.environ.setdefault("RMAAT_QUICK", "1")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# The rmaat command fixes glibc's malloc thresholds for its process (rmaat_model/allocator.py);
+# tests that call it in this process, or in children that inherit this environment, keep glibc's
+# defaults, so no test's memory depends on which tests ran before it. tests/rmaat_model/
+# test_allocator.py and tests/test_bad_inputs.py switch it on where they test it.
+os.environ.setdefault("RMAAT_MALLOC_TUNING", "0")
 
 
 @pytest.fixture(scope="session")
