@@ -12,9 +12,9 @@ to 256 MiB of free heap top is kept for the next step. Memory a step frees is re
 next one (about 350 faults per step). The cost is memory the process holds but does not use:
 up to 256 MiB of free heap top, and freed blocks under 32 MiB that stay in the heap for reuse
 (glibc's defaults also keep those, up to a threshold that adapts up to the same 32 MiB); blocks
-of 32 MiB or more are still mapped and unmapped on their own. Measured with ``bench/train_step_speed.py
---malloc`` (the demo's ListOps step, 1 thread): 1.10-1.13x the steps/s of glibc's defaults
-(docs/benchmarks.md).
+of 32 MiB or more are still mapped and unmapped on their own. Measured with
+``bench/train_step_speed.py --malloc`` (the demo's ListOps step, 1 thread): 1.10-1.14x the
+steps/s of glibc's defaults (docs/benchmarks.md).
 
 ``rmaat`` (rmaat_app.cli.main) calls it once per process for every verb; set
 ``RMAAT_MALLOC_TUNING=0`` to keep glibc's defaults. Library users call it themselves. The
