@@ -15,8 +15,10 @@ every segment's output. Three ways to get the gradients:
            (The last segment is not replayed: it runs once, with its graph, right after
            the no-grad forward of the others.)
            Gradients equal BPTT's (same operations, same order per segment, different
-           summation order across segments: float round-off); peak activation memory is one
-           segment's graph plus T memory tensors. The cost is T-1 extra segment forwards.
+           summation order across segments, and across the sequences' losses in a ragged
+           batch: float round-off); peak activation memory is one
+           segment's graph plus T memory tensors. The cost is T-1 extra segment forwards
+           (fewer in a ragged batch, below).
 ``tbptt``  truncated BPTT(k): segments in chunks of k counted back from the last one; the
            memory entering a chunk is detached. With a loss on the last segment only, the
            earlier chunks run without a graph (their parameters get no gradient from them).
@@ -26,6 +28,11 @@ memory expanded to the batch) its gradient flows into that graph exactly once.
 
 ``forward_backward`` applies this to the models of ``rmaat_model.model``: the memory is
 the unscaled memory output of each segment, the loss is the classifier's on the final state.
+In a ragged batch (sequences of T_b < T segments) AMRB reads each sequence's loss in the
+replay of its own last segment, so its no-grad pass runs segments 0..T_b-2 of each sequence
+only: T_b - 1 extra segment forwards per sequence, where reading the loss at the end would
+cost one more for every sequence that ends early (6 % of the matrix-product FLOPs of a step
+on the demo's ListOps batches, 100-500 tokens in segments of 128).
 Whole-sequence archs (transformer, at) have one "segment": every method is plain backprop.
 No DDP hooks are assumed: the caller all-reduces gradients afterwards.
 """
@@ -69,11 +76,15 @@ def _has_loss(i: int, T: int, loss_on: str) -> bool:
 def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss_fn: SegmentLoss, *,
                  method: Method = "amrb", k: int | None = None,
                  loss_on: Literal["last", "every"] = "last",
-                 stats: dict | None = None) -> tuple[torch.Tensor, Any]:
+                 stats: dict | None = None, nograd_step: Step | None = None) -> tuple[torch.Tensor, Any]:
     """Forward and backward through the recurrence; populates ``.grad``.
 
-    ``loss_fn(output, i)`` is the loss of segment i (a scalar); the total loss is the sum
-    over the segments that carry one. Returns (total loss detached, last output detached).
+    ``loss_fn(output, i)`` is the loss of segment i (a scalar), or None for a segment without
+    one (the last segment must carry one); the total loss is the sum over the segments that
+    carry one. Returns (total loss detached, last output detached).
+    ``nograd_step``, when given, replaces ``step`` in AMRB's no-grad pass: a step whose memory
+    output must be ``step``'s wherever a later segment reads it, and that draws from the RNG
+    exactly as ``step`` does, but may skip what only this segment's loss would read.
     ``stats``, when given, receives ``stored_memory_bytes`` (AMRB's kept memories) and the wall
     seconds of each phase: ``forward_s`` and ``backward_s`` (bptt), ``nograd_s`` (amrb's first
     pass), ``forward_s`` and ``backward_s`` (its segments with their graphs) and ``other_s`` (its
@@ -92,7 +103,7 @@ def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss
             raise ConfigError(f"truncated BPTT needs k = segments to backpropagate through, an integer >= 1; got {k!r}")
         return _tbptt(step, segments, memory, loss_fn, loss_on, k)
     if method == "amrb":
-        return _amrb(step, segments, memory, loss_fn, loss_on, stats)
+        return _amrb(step, nograd_step or step, segments, memory, loss_fn, loss_on, stats)
     raise ConfigError(f"method = {method!r}: expected one of {', '.join(map(repr, METHODS))}")
 
 
@@ -105,8 +116,8 @@ def _bptt(step, segments, memory, loss_fn, loss_on, stats):
     t0 = time.perf_counter()
     for i, seg in enumerate(segments):
         out, memory = step(seg, memory)
-        if _has_loss(i, T, loss_on):
-            li = loss_fn(out, i)
+        li = loss_fn(out, i) if _has_loss(i, T, loss_on) else None
+        if li is not None:
             total = li if total is None else total + li
     t1 = time.perf_counter()
     total.backward()
@@ -128,8 +139,8 @@ def _tbptt(step, segments, memory, loss_fn, loss_on, k):
             chunk_loss = None
             for i in range(a, b):
                 out, memory = step(segments[i], memory)
-                if _has_loss(i, T, loss_on):
-                    li = loss_fn(out, i)
+                li = loss_fn(out, i) if _has_loss(i, T, loss_on) else None
+                if li is not None:
                     chunk_loss = li if chunk_loss is None else chunk_loss + li
         if chunk_loss is not None:
             chunk_loss.backward()
@@ -137,7 +148,7 @@ def _tbptt(step, segments, memory, loss_fn, loss_on, k):
     return torch.as_tensor(total).detach(), _detach_out(out)
 
 
-def _amrb(step, segments, memory, loss_fn, loss_on, stats):
+def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats):
     T = len(segments)
     devices = _cuda_devices()
     kept: list[torch.Tensor] = []           # memory entering segment i
@@ -151,7 +162,7 @@ def _amrb(step, segments, memory, loss_fn, loss_on, stats):
         for i, seg in enumerate(segments[:-1]):
             rng.append(_rng_state(devices))
             kept.append(m)
-            _, m = step(seg, m)
+            _, m = nograd_step(seg, m)
     kept.append(m)
     nograd_s = time.perf_counter() - t_start
     if stats is not None:
@@ -170,8 +181,8 @@ def _amrb(step, segments, memory, loss_fn, loss_on, stats):
                 t0 = time.perf_counter()
                 out, m_out = step(segments[i], m_in)
                 tensors, grads = [], []
-                if _has_loss(i, T, loss_on):
-                    li = loss_fn(out, i)
+                li = loss_fn(out, i) if _has_loss(i, T, loss_on) else None
+                if li is not None:
                     tensors.append(li); grads.append(None)
                     total = li.detach() if total is None else total + li.detach()
                 if grad_m is not None and m_out.requires_grad:
@@ -201,7 +212,9 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
                      stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward AND backward of one batch (``.grad`` populated, accumulated like ``backward``).
 
-    ``loss_fn(logits, labels)`` should reduce to the batch mean (cross-entropy's default).
+    ``loss_fn(logits, labels)`` should reduce to the batch mean (cross-entropy's default): on a
+    ragged batch AMRB applies it to the sequences that end in each segment and weights each
+    such mean by their share of the batch (module doc).
     Returns (loss detached, logits (B, K) detached). A ``DistributedDataParallel`` wrapper
     is unwrapped (``.module``): all-reduce the gradients yourself afterwards.
     """
@@ -224,6 +237,34 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
         logits = model.readout(plan, state)
         captured["logits"] = logits.detach()
         return loss_fn(logits, labels)
+
+    if method == "amrb" and plan.rows and not plan.same_length and model.cfg.head == "cls":
+        # Ragged batch: each sequence's loss is read off its own last segment as the replay
+        # computes it (the batch mean split into the means over the sequences ending at each
+        # segment, weighted by their share), so the no-grad pass skips every sequence's last
+        # segment: it computes only the states a later segment reads. A pair of the matching
+        # head may end in two segments, and Elastic Memory computes every row: they read the
+        # final states at the end.
+        B = labels.shape[0]
+        ends = [(plan.n_seg == t + 1).nonzero().squeeze(1) for t in range(plan.n_segments)]
+
+        def nograd_step(t: int, state: torch.Tensor):
+            new = model.step(plan, t, state, continuing_only=True)
+            return new, new
+
+        def loss_ending(state: torch.Tensor, i: int) -> torch.Tensor | None:
+            idx = ends[i]
+            if idx.numel() == 0:
+                return None
+            logits = model.readout(plan, state.index_select(0, idx))
+            if "logits" not in captured:
+                captured["logits"] = logits.new_empty(B, logits.shape[1])
+            captured["logits"].index_copy_(0, idx, logits.detach())
+            return loss_fn(logits, labels.index_select(0, idx)) * (idx.numel() / B)
+
+        loss, _ = run_segments(step, range(plan.n_segments), model.initial_memory(plan), loss_ending,
+                               method=method, loss_on="every", stats=stats, nograd_step=nograd_step)
+        return loss, captured["logits"]
 
     loss, _ = run_segments(step, range(plan.n_segments), model.initial_memory(plan), loss_last,
                            method=method, k=k, loss_on="last", stats=stats)

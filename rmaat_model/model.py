@@ -282,8 +282,14 @@ class RMAAT(nn.Module):
         rf = plan.rf[t - 1] if plan.rf else self.retention_scale(plan, t)[:, None, None]
         return rf if rf.dtype == dtype else rf.to(dtype)
 
-    def step(self, plan: Plan, t: int, state: torch.Tensor) -> torch.Tensor:
+    def step(self, plan: Plan, t: int, state: torch.Tensor, *, continuing_only: bool = False) -> torch.Tensor:
         """Segment t (0-based): the memory state (B', M, D) carried out of segment t-1 -> that of t.
+
+        continuing_only: compute only the sequences that run on past segment t (t + 1 < T_b), whose
+        state a later segment reads; the rows of those that end here are left as they came in.
+        AMRB's first pass uses it when the loss reads each sequence's final state in the replay
+        (``rmaat_model.amrb.forward_backward``). The dropout draw is still that of every sequence
+        running at t, so the computed rows get the masks, and the RNG the state, of a full step.
 
         literal reading: the state is the unscaled memory output mem'_t, and RF(t-1, T) scales it
         as it enters segment t (the paper's mem_t = RF mem'_t). integrating: the state is the
@@ -300,6 +306,13 @@ class RMAAT(nn.Module):
         # masks are drawn for the computed rows only). Elastic writes every row (its history's
         # clock runs for all).
         rows = plan.rows[t] if plan.rows else None                           # () for elastic
+        drawn = None   # (rows the dropout draw is for, positions of the computed rows among them)
+        if continuing_only and plan.rows and t + 1 < plan.n_segments:
+            nxt = plan.rows[t + 1]                                           # running past t
+            n_t = state.shape[0] if rows is None else rows.numel()
+            if nxt is not None and nxt.numel() < n_t:
+                drawn = (n_t, nxt if rows is None else torch.searchsorted(rows, nxt))
+                rows = nxt
         pick = (lambda a: a) if rows is None else (lambda a: a.index_select(0, rows))
         seg = pick(plan.seg_tokens[t])                                       # (b, N), b = running rows
         key_mask = pick(plan.seg_key_mask[t])                                # (b, M+N)
@@ -315,8 +328,10 @@ class RMAAT(nn.Module):
         # there but are not computed as queries (saves that block's Q, FFN and norms on N
         # rows); elastic writes every token's state
         last_queries = None if elastic else M
-        masks = dropout_masks(mask_rows(len(self.blocks), W, N, last_queries), B, D, cfg.dropout, state,
-                              self.training)
+        masks = dropout_masks(mask_rows(len(self.blocks), W, N, last_queries), B if drawn is None else drawn[0],
+                              D, cfg.dropout, state, self.training)
+        if masks is not None and drawn is not None:
+            masks = [m.index_select(0, drawn[1]) for m in masks]
         emb = self.tok_emb(seg) + self.pos_emb                               # (b, N, D)
         x = torch.cat([mem, emb if masks is None else emb * masks[0]], dim=1)   # (b, M+N, D)
         x = self.encode_window(x, key_mask, plan.seg_all_real[t], last_queries, masks)

@@ -54,11 +54,15 @@ def test_every_arch_trains_under_autocast(arch, retention, norm):
     assert F.cosine_similarity(flat(g16), flat(g32), dim=0) > 0.999
     if model.has_memory:
         la, za, ga = step(model, x, y, "amrb", True)
-        assert torch.equal(la, l16) and torch.equal(za, z16)
-        # the fused blocks cast the weights per call: the same sums as BPTT; the module path's
-        # autocast casts each weight once per graph, so BPTT sums its segments' gradients in bf16
-        tol = 0.0 if model.blocks[0].fused else 2e-2
+        # AMRB reads a ragged batch's loss by the segment each sequence ends in: its mean is
+        # summed in another order (float32 round-off, far below bf16's 4e-3)
+        torch.testing.assert_close(la, l16, rtol=1e-6, atol=0)
+        torch.testing.assert_close(za, z16, rtol=1e-6, atol=1e-6)
+        # the fused blocks cast the weights per call: the same sums as BPTT up to that round-off;
+        # the module path's autocast casts each weight once per graph, so BPTT sums its segments'
+        # gradients in bf16, and so does the classifier's product over each group of sequences
         for k in g16:
+            tol = 1e-5 if model.blocks[0].fused and not k.startswith("head.") else 2e-2
             err = float((ga[k] - g16[k]).abs().max() / g16[k].abs().max().clamp_min(1e-30))
             assert err <= tol, f"{k}: {err:.2e}"
 
