@@ -14,11 +14,11 @@ every segment's output. Three ways to get the gradients:
            gradient, handing the gradient of its input memory to the segment before.
            (The last segment is not replayed: it runs once, with its graph, right after
            the no-grad forward of the others.)
-           Gradients equal BPTT's (same operations, same order per segment, different
-           summation order across segments, and across the sequences' losses in a ragged
-           batch: float round-off); peak activation memory is one
-           segment's graph plus T memory tensors. The cost is T-1 extra segment forwards
-           (fewer in a ragged batch, below).
+           Gradients equal BPTT's to float round-off (the same operations, segment by segment,
+           summed across segments in another order; in a ragged batch the loss is summed by
+           segment and the no-grad pass computes fewer rows, which can round a product
+           differently); peak activation memory is one segment's graph plus T memory
+           tensors. The cost is T-1 extra segment forwards (fewer in a ragged batch, below).
 ``tbptt``  truncated BPTT(k): segments in chunks of k counted back from the last one; the
            memory entering a chunk is detached. With a loss on the last segment only, the
            earlier chunks run without a graph (their parameters get no gradient from them).
@@ -28,7 +28,8 @@ memory expanded to the batch) its gradient flows into that graph exactly once.
 
 ``forward_backward`` applies this to the models of ``rmaat_model.model``: the memory is
 the unscaled memory output of each segment, the loss is the classifier's on the final state.
-In a ragged batch (sequences of T_b < T segments) AMRB reads each sequence's loss in the
+In a ragged batch (sequences of T_b < T segments) with the default loss (cross-entropy's batch
+mean, summed by the segment each sequence ends in) AMRB reads each sequence's loss in the
 replay of its own last segment, so its no-grad pass runs segments 0..T_b-2 of each sequence
 only: T_b - 1 extra segment forwards per sequence, where reading the loss at the end would
 cost one more for every sequence that ends early (6 % of the matrix-product FLOPs of a step
@@ -212,9 +213,8 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
                      stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward AND backward of one batch (``.grad`` populated, accumulated like ``backward``).
 
-    ``loss_fn(logits, labels)`` should reduce to the batch mean (cross-entropy's default): on a
-    ragged batch AMRB applies it to the sequences that end in each segment and weights each
-    such mean by their share of the batch (module doc).
+    ``loss_fn(logits, labels)`` reduces to a scalar (cross-entropy's batch mean by default; with
+    that default, AMRB reads a ragged batch's loss by segment, module doc).
     Returns (loss detached, logits (B, K) detached). A ``DistributedDataParallel`` wrapper
     is unwrapped (``.module``): all-reduce the gradients yourself afterwards.
     """
@@ -238,14 +238,22 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
         captured["logits"] = logits.detach()
         return loss_fn(logits, labels)
 
-    if method == "amrb" and plan.rows and not plan.same_length and model.cfg.head == "cls":
+    if (method == "amrb" and plan.rows and not plan.same_length and model.cfg.head == "cls"
+            and loss_fn is F.cross_entropy):
         # Ragged batch: each sequence's loss is read off its own last segment as the replay
-        # computes it (the batch mean split into the means over the sequences ending at each
-        # segment, weighted by their share), so the no-grad pass skips every sequence's last
-        # segment: it computes only the states a later segment reads. A pair of the matching
-        # head may end in two segments, and Elastic Memory computes every row: they read the
-        # final states at the end.
+        # computes it, so the no-grad pass skips every sequence's last segment: it computes
+        # only the states a later segment reads. The batch mean is split into the sums over the
+        # sequences ending at each segment, each divided by the batch's count of labels (those
+        # not ignore_index'ed, as the mean counts them): every logit's gradient is the one a
+        # single mean gives, 1 / count per row. The classifier runs on every row and the loss
+        # reads the ending ones, so its products have BPTT's shapes and each row's logits round
+        # as they do there (on fewer rows a product can take another kernel; through the
+        # learned retention table's cancelling sums that moved its gradient by 1e-4). A custom
+        # loss_fn need not split so (a sum, class weights), a pair of the matching head may end
+        # in two segments, and Elastic Memory computes every row: they read the final states
+        # at the end.
         B = labels.shape[0]
+        count = labels.ne(-100).sum()                                 # F.cross_entropy's ignore_index
         ends = [(plan.n_seg == t + 1).nonzero().squeeze(1) for t in range(plan.n_segments)]
 
         def nograd_step(t: int, state: torch.Tensor):
@@ -256,11 +264,11 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
             idx = ends[i]
             if idx.numel() == 0:
                 return None
-            logits = model.readout(plan, state.index_select(0, idx))
+            logits = model.readout(plan, state).index_select(0, idx)
             if "logits" not in captured:
                 captured["logits"] = logits.new_empty(B, logits.shape[1])
             captured["logits"].index_copy_(0, idx, logits.detach())
-            return loss_fn(logits, labels.index_select(0, idx)) * (idx.numel() / B)
+            return F.cross_entropy(logits, labels.index_select(0, idx), reduction="sum") / count
 
         loss, _ = run_segments(step, range(plan.n_segments), model.initial_memory(plan), loss_ending,
                                method=method, loss_on="every", stats=stats, nograd_step=nograd_step)

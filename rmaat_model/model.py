@@ -290,6 +290,7 @@ class RMAAT(nn.Module):
         AMRB's first pass uses it when the loss reads each sequence's final state in the replay
         (``rmaat_model.amrb.forward_backward``). The dropout draw is still that of every sequence
         running at t, so the computed rows get the masks, and the RNG the state, of a full step.
+        At the last segment (t = T-1) no sequence runs on, and it has no effect.
 
         literal reading: the state is the unscaled memory output mem'_t, and RF(t-1, T) scales it
         as it enters segment t (the paper's mem_t = RF mem'_t). integrating: the state is the
@@ -302,9 +303,9 @@ class RMAAT(nn.Module):
         integrating = cfg.retention_reading == "integrating" and mode != "none"
         elastic = cfg.arch == "elastic"
         # Only the sequences still running (t < T_b) are computed; a finished one keeps its state.
-        # Every row is computed independently of the others, so this changes no value (dropout
-        # masks are drawn for the computed rows only). Elastic writes every row (its history's
-        # clock runs for all).
+        # Every row is computed independently of the others, so this changes no value beyond
+        # float round-off (a product over fewer rows can take another kernel). The dropout draw
+        # is for the running rows only. Elastic writes every row (its history's clock runs for all).
         rows = plan.rows[t] if plan.rows else None                           # () for elastic
         drawn = None   # (rows the dropout draw is for, positions of the computed rows among them)
         if continuing_only and plan.rows and t + 1 < plan.n_segments:

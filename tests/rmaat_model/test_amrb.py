@@ -20,8 +20,10 @@ SMALL = dict(vocab_size=20, n_classes=3, max_len=160, d_model=16, n_heads=2, n_l
              segment_len=16, n_mem=3, dropout=0.2)
 
 # float32 bound: |g_amrb - g_bptt| <= RTOL_F32 * max|g_bptt| per parameter tensor. The two
-# differ only in summation order across segments (and, here, not even that: both accumulate
-# last segment first), so the float64 run must agree to 1e-12.
+# differ only in summation order: across segments (both accumulate the last segment first) and,
+# in a ragged batch, of the loss's terms and of the classifier's gradient, which AMRB gathers
+# segment by segment; its no-grad pass also computes fewer rows, where a product can round
+# otherwise. So the float64 run must agree to 1e-12.
 RTOL_F32, RTOL_F64 = 1e-5, 1e-12
 
 
@@ -271,7 +273,9 @@ def test_amrb_adds_exactly_one_no_grad_forward_per_replayed_segment_in_arithmeti
 def test_amrb_on_a_ragged_batch_recomputes_only_the_segments_a_later_one_reads(tmp_path, arch, retention):
     """A sequence of T_b segments in a batch of T > T_b: its loss is read in the replay of its
     last segment, so the no-grad pass runs its segments 0..T_b-2 only -- (T_b - 1) segment
-    forwards of its row beyond BPTT, counted in matrix-product FLOPs, as on equal lengths."""
+    forwards of its row beyond BPTT, counted in matrix-product FLOPs, as on equal lengths. The
+    classifier (forward and backward, on every row) runs once more for each further segment in
+    which sequences end."""
     from torch.utils.flop_counter import FlopCounterMode
 
     def flops(fn):
@@ -288,8 +292,106 @@ def test_amrb_on_a_ragged_batch_recomputes_only_the_segments_a_later_one_reads(t
     assert n_seg.tolist() == [3, 5, 8, 8]
     f_bptt = flops(lambda: forward_backward(model, x, y, method="bptt"))
     f_amrb = flops(lambda: forward_backward(model, x, y, method="amrb"))
+    plan = model.plan(x)
     with torch.no_grad():
-        plan = model.plan(x)
         f_row = flops(lambda: model.step(plan, 0, model.initial_memory(plan))) // 4
-    assert f_row > 0
-    assert f_amrb - f_bptt == int((n_seg - 1).sum()) * f_row  # 20 row-segments, not 22
+        state = model.initial_memory(plan).clone()
+    state.requires_grad_(True)
+    f_head = flops(lambda: torch.nn.functional.cross_entropy(model.readout(plan, state), y).backward())
+    assert f_row > 0 and f_head > 0
+    groups = len(set(n_seg.tolist()))                        # 3: sequences end in 3 segments
+    assert f_amrb - f_bptt == int((n_seg - 1).sum()) * f_row + (groups - 1) * f_head   # 20 row-segments, not 22
+
+
+def ragged_batch():
+    """Five sequences of 3, 8, 1, 5 and 3 segments of 16 tokens: they end in four different
+    segments, one ends in the first, and short ones sit after long ones, so AMRB's no-grad pass
+    computes a subset of the rows running at a segment that is itself a subset."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(1, 20, (5, 128), generator=g)
+    for b, n in enumerate((40, 128, 10, 70, 48)):
+        x[b, n:] = 0
+    return x, torch.randint(0, 3, (5,), generator=g)
+
+
+@pytest.mark.parametrize("arch, retention, reading, dtype", [
+    ("rmaat", "ltp", "integrating", torch.float32), ("rmaat", "ltp", "literal", torch.float32),
+    ("rmaat", "learned", "integrating", torch.float32), ("rmaat", "learned", "literal", torch.float32),
+    ("rmaat", "ltp", "integrating", torch.float64), ("rlt", "none", "integrating", torch.float32),
+    ("rmt", "none", "integrating", torch.float32)])
+def test_amrb_equals_bptt_on_sequences_ending_in_several_segments(tmp_path, arch, retention, reading, dtype):
+    """The ragged reading (each sequence's loss read in the replay of its last segment, the no-grad
+    pass on the rows that run on, their dropout masks picked out of every running row's draw)
+    gives BPTT's gradients, loss, logits in the batch's row order, and RNG state."""
+    rfile = str(write_retention(tmp_path / "r.json"))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, retention=retention, retention_reading=reading,
+                                    retention_file=rfile, **SMALL)).to(dtype)
+    x, y = ragged_batch()
+    assert model.plan(x).n_seg.tolist() == [3, 8, 1, 5, 3]
+    l_b, z_b, g_b = grads(model, x, y, "bptt")
+    l_a, z_a, g_a = grads(model, x, y, "amrb")
+    rtol = RTOL_F32 if dtype == torch.float32 else RTOL_F64
+    assert_same_grads(g_b, g_a, rtol)
+    assert len(g_b) == len(list(model.parameters()))
+    torch.testing.assert_close(l_a, l_b, rtol=rtol, atol=0)
+    torch.testing.assert_close(z_a, z_b, rtol=rtol, atol=rtol)
+    torch.manual_seed(7); forward_backward(model, x, y, method="bptt"); after_b = torch.rand(1)
+    torch.manual_seed(7); forward_backward(model, x, y, method="amrb"); after_a = torch.rand(1)
+    assert after_a == after_b
+
+
+def test_a_custom_loss_on_a_ragged_batch_is_read_at_the_end(tmp_path):
+    """Only cross-entropy's mean is split by segment: a sum, or class weights, would not split into
+    the same gradients, so a custom loss_fn is read on the final states, as BPTT reads it. An
+    ignore_index label on the sequence that ends alone keeps the mean over the other labels."""
+    import torch.nn.functional as F
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rmaat", retention="none", **SMALL))
+    x, y = ragged_batch()
+    weights = torch.tensor([0.2, 1.0, 3.0])
+    for loss_fn in (lambda z, t: F.cross_entropy(z, t, reduction="sum"),
+                    lambda z, t: F.cross_entropy(z, t, weight=weights)):
+        l_b, _, g_b = grads(model, x, y, "bptt", loss_fn=loss_fn)
+        l_a, _, g_a = grads(model, x, y, "amrb", loss_fn=loss_fn)
+        assert_same_grads(g_b, g_a, RTOL_F32)
+        torch.testing.assert_close(l_a, l_b, rtol=RTOL_F32, atol=0)
+    y_ignored = y.clone()
+    y_ignored[2] = -100                                      # the one-segment sequence
+    l_b, _, g_b = grads(model, x, y_ignored, "bptt")
+    l_a, _, g_a = grads(model, x, y_ignored, "amrb")
+    assert torch.isfinite(l_a)
+    torch.testing.assert_close(l_a, l_b, rtol=RTOL_F32, atol=0)
+    assert_same_grads(g_b, g_a, RTOL_F32)
+
+
+def test_generic_amrb_runs_its_nograd_step_in_the_first_pass_and_skips_segments_without_a_loss():
+    """``nograd_step`` replaces ``step`` in AMRB's no-grad pass (its output is never read there);
+    a loss_fn returning None gives that segment no loss, under every method."""
+    calls = {"step": 0, "nograd": 0}
+    torch.manual_seed(0)
+    cell = Cell().double()
+
+    def step(x, m):
+        calls["step"] += 1
+        return cell(x, m)
+
+    def nograd_step(x, m):
+        calls["nograd"] += 1
+        return None, cell(x, m)[1]
+
+    def loss_fn(o, i):
+        return None if i % 2 else (o ** 2).mean() * (i + 1)
+
+    g = torch.Generator().manual_seed(1)
+    xs = [torch.randn(4, 6, generator=g, dtype=torch.float64) for _ in range(6)]
+    out = {}
+    for method in ("bptt", "amrb"):
+        cell.zero_grad(set_to_none=True)
+        torch.manual_seed(3)
+        loss, _ = run_segments(step, xs, torch.zeros(4, 6, dtype=torch.float64), loss_fn, method=method,
+                               loss_on="every", nograd_step=nograd_step)
+        out[method] = (loss, {n: p.grad.clone() for n, p in cell.named_parameters()})
+    assert calls == {"step": 6 + 6, "nograd": 5}                # bptt 6; amrb: 5 no-grad, 6 with graphs
+    torch.testing.assert_close(out["amrb"][0], out["bptt"][0], rtol=1e-12, atol=0)
+    assert_same_grads(out["bptt"][1], out["amrb"][1], RTOL_F64)

@@ -62,7 +62,7 @@ def test_every_arch_trains_under_autocast(arch, retention, norm):
         # the module path's autocast casts each weight once per graph, so BPTT sums its segments'
         # gradients in bf16, and so does the classifier's product over each group of sequences
         for k in g16:
-            tol = 1e-5 if model.blocks[0].fused and not k.startswith("head.") else 2e-2
+            tol = 2e-2 if not model.blocks[0].fused else 1e-2 if k.startswith("head.") else 1e-5
             err = float((ga[k] - g16[k]).abs().max() / g16[k].abs().max().clamp_min(1e-30))
             assert err <= tol, f"{k}: {err:.2e}"
 
