@@ -29,11 +29,13 @@ memory expanded to the batch) its gradient flows into that graph exactly once.
 ``forward_backward`` applies this to the models of ``rmaat_model.model``: the memory is
 the unscaled memory output of each segment, the loss is the classifier's on the final state.
 In a ragged batch (sequences of T_b < T segments) with the default loss (cross-entropy's batch
-mean, summed by the segment each sequence ends in) AMRB reads each sequence's loss in the
-replay of its own last segment, so its no-grad pass runs segments 0..T_b-2 of each sequence
-only: T_b - 1 extra segment forwards per sequence, where reading the loss at the end would
-cost one more for every sequence that ends early (6 % of the matrix-product FLOPs of a step
-on the demo's ListOps batches, 100-500 tokens in segments of 128).
+mean, summed by the segment each sequence ends in) AMRB can read a sequence's loss in the
+replay of its own last segment; its no-grad pass then runs segments 0..T_b-2 of it only,
+T_b - 1 extra segment forwards, where reading the loss at the end costs one more. Each early
+read costs a classifier pass, so it is taken for the sequences ending in a segment only when
+their segment forwards are worth it (``EARLY_READ_MIN_MACS``): on the demo's ListOps batches
+(100-500 tokens in segments of 128, d_model 64) that saves 6 % of a step's matrix-product
+FLOPs; the recall demo's tiny segments (16 tokens, d_model 32) read every loss at the end.
 Whole-sequence archs (transformer, at) have one "segment": every method is plain backprop.
 No DDP hooks are assumed: the caller all-reduces gradients afterwards.
 """
@@ -206,6 +208,31 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats):
 
 
 # --------------------------------------------------------------------------- the models
+#: A group of sequences that end together in segment t < T-1 has its loss read in t's replay
+#: (and its last segment skipped by AMRB's no-grad pass) when their segment forwards would cost
+#: at least this many multiply-adds of the matrix products. Reading it there costs a classifier
+#: forward and backward: about 0.3-0.45 ms on one CPU thread, where a no-grad segment forward runs
+#: at about 26 million multiply-adds per ms (both measured on the demo's configs, AMD EPYC, one
+#: thread). The threshold asks for twice the break-even. Calibrated on a CPU only.
+EARLY_READ_MIN_MACS = 2e7
+
+
+def _early_reads(model, plan, method: str, loss_fn) -> list[bool] | None:
+    """Per segment t: read the loss of the sequences that end at t in t's replay (AMRB on a ragged
+    batch with the default loss and a per-sequence classifier, when they are worth it; module
+    doc), or None where no segment is, and the loss is read at the end on every final state."""
+    cfg = model.cfg
+    if (method != "amrb" or not plan.rows or plan.same_length or cfg.head != "cls"
+            or loss_fn is not F.cross_entropy):
+        return None
+    row_macs = cfg.n_layers * (cfg.n_mem + cfg.segment_len) * (4 * cfg.d_model ** 2 + 2 * cfg.d_model * cfg.d_ff)
+    if plan.n_seg.shape[0] * row_macs < EARLY_READ_MIN_MACS:                    # not even all rows together
+        return None
+    ending = torch.bincount(plan.n_seg - 1, minlength=plan.n_segments).tolist()   # sequences ending at t
+    split = [n > 0 and n * row_macs >= EARLY_READ_MIN_MACS for n in ending[:-1]] + [False]
+    return split if any(split) else None
+
+
 def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
                      method: Method = "amrb", k: int | None = None,
                      tokens2: torch.Tensor | None = None,
@@ -214,7 +241,7 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
     """Forward AND backward of one batch (``.grad`` populated, accumulated like ``backward``).
 
     ``loss_fn(logits, labels)`` reduces to a scalar (cross-entropy's batch mean by default; with
-    that default, AMRB reads a ragged batch's loss by segment, module doc).
+    that default, AMRB may read a ragged batch's loss by segment, module doc).
     Returns (loss detached, logits (B, K) detached). A ``DistributedDataParallel`` wrapper
     is unwrapped (``.module``): all-reduce the gradients yourself afterwards.
     """
@@ -238,31 +265,32 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
         captured["logits"] = logits.detach()
         return loss_fn(logits, labels)
 
-    if (method == "amrb" and plan.rows and not plan.same_length and model.cfg.head == "cls"
-            and loss_fn is F.cross_entropy):
-        # Ragged batch: each sequence's loss is read off its own last segment as the replay
-        # computes it, so the no-grad pass skips every sequence's last segment: it computes
-        # only the states a later segment reads. The batch mean is split into the sums over the
-        # sequences ending at each segment, each divided by the batch's count of labels (those
-        # not ignore_index'ed, as the mean counts them): every logit's gradient is the one a
-        # single mean gives, 1 / count per row. The classifier runs on every row and the loss
-        # reads the ending ones, so its products have BPTT's shapes and each row's logits round
-        # as they do there (on fewer rows a product can take another kernel; through the
-        # learned retention table's cancelling sums that moved its gradient by 1e-4). A custom
-        # loss_fn need not split so (a sum, class weights), a pair of the matching head may end
-        # in two segments, and Elastic Memory computes every row: they read the final states
-        # at the end.
-        B = labels.shape[0]
+    split = _early_reads(model, plan, method, loss_fn)
+    if split is not None:
+        # Ragged batch: the loss of the sequences that end in a segment t of ``split`` is read in
+        # t's replay, so the no-grad pass skips their last segment (it computes only the states a
+        # later segment reads); every other sequence's loss is read at the last segment, on its
+        # final state. The batch mean is split into the sums over the sequences read at each
+        # segment, each divided by the batch's count of labels (those not ignore_index'ed, as the
+        # mean counts them): every logit's gradient is the one a single mean gives, 1 / count per
+        # row. The classifier runs on every row and the loss reads those due, so its products
+        # have BPTT's shapes and each row's logits round as they do there (on fewer rows a
+        # product can take another kernel; through the learned retention table's cancelling sums
+        # that moved its gradient by 1e-4).
+        B, T = labels.shape[0], plan.n_segments
         count = labels.ne(-100).sum()                                 # F.cross_entropy's ignore_index
-        ends = [(plan.n_seg == t + 1).nonzero().squeeze(1) for t in range(plan.n_segments)]
+        early = torch.tensor(split + [False], device=plan.n_seg.device)[plan.n_seg - 1]   # (B,)
+        read = [(plan.n_seg == t + 1).nonzero().squeeze(1) if t < T - 1 and split[t] else None
+                for t in range(T)]
+        read[T - 1] = (~early).nonzero().squeeze(1)
 
         def nograd_step(t: int, state: torch.Tensor):
-            new = model.step(plan, t, state, continuing_only=True)
+            new = model.step(plan, t, state, continuing_only=split[t])
             return new, new
 
-        def loss_ending(state: torch.Tensor, i: int) -> torch.Tensor | None:
-            idx = ends[i]
-            if idx.numel() == 0:
+        def loss_read(state: torch.Tensor, i: int) -> torch.Tensor | None:
+            idx = read[i]
+            if idx is None:
                 return None
             logits = model.readout(plan, state).index_select(0, idx)
             if "logits" not in captured:
@@ -270,7 +298,7 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
             captured["logits"].index_copy_(0, idx, logits.detach())
             return F.cross_entropy(logits, labels.index_select(0, idx), reduction="sum") / count
 
-        loss, _ = run_segments(step, range(plan.n_segments), model.initial_memory(plan), loss_ending,
+        loss, _ = run_segments(step, range(T), model.initial_memory(plan), loss_read,
                                method=method, loss_on="every", stats=stats, nograd_step=nograd_step)
         return loss, captured["logits"]
 

@@ -215,7 +215,7 @@ def test_compiled_amrb_first_on_padded_data(tmp_path, monkeypatch):
     l_a, _, g_a = grads(compiled, x, y, "amrb")
     assert not any(t.is_inference() for t in kernels._SCALARS.values())
     l_b, _, g_b = grads(compiled, x, y, "bptt")
-    torch.testing.assert_close(l_a, l_b, rtol=RTOL_F32, atol=0)   # the ragged batch's mean, summed by segment
+    assert torch.equal(l_a, l_b)
     assert_same_grads(g_a, g_b, RTOL_F32)
 
 
@@ -269,13 +269,46 @@ def test_amrb_adds_exactly_one_no_grad_forward_per_replayed_segment_in_arithmeti
     assert f_amrb - f_bptt == (T - 1) * f_seg
 
 
+def ragged_batch():
+    """Five sequences of 3, 8, 1, 5 and 3 segments of 16 tokens: they end in four different
+    segments (one, two, one and one of them before the last), one in the first segment, and
+    short ones sit after long ones, so AMRB's no-grad pass computes a subset of the rows running
+    at a segment that is itself a subset."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(1, 20, (5, 128), generator=g)
+    for b, n in enumerate((40, 128, 10, 70, 48)):
+        x[b, n:] = 0
+    return x, torch.randint(0, 3, (5,), generator=g)
+
+
+def row_macs(cfg) -> int:
+    """amrb._early_reads' estimate of one sequence's segment forward."""
+    return cfg.n_layers * (cfg.n_mem + cfg.segment_len) * (4 * cfg.d_model ** 2 + 2 * cfg.d_model * cfg.d_ff)
+
+
+# Which groups of sequences ending before the last segment have their loss read early, by
+# amrb.EARLY_READ_MIN_MACS: all of them (0), only the group of two (2 rows' worth), none (the
+# default, for SMALL's tiny segments). For ragged_batch(): (no-grad row-segments, extra
+# classifier passes). Reading at the end costs min(T_b, T - 1) no-grad segments of a sequence,
+# reading early T_b - 1.
+READS = {"every group": (0, 15, 3), "the pair": (2, 17, 1), "none (default)": (None, 19, 0)}
+
+
+def early_reads(monkeypatch, model, which):
+    rows = READS[which][0]
+    if rows is not None:
+        monkeypatch.setattr(amrb, "EARLY_READ_MIN_MACS", rows * row_macs(model.cfg))
+
+
+@pytest.mark.parametrize("which", list(READS))
 @pytest.mark.parametrize("arch, retention", [("rmaat", "ltp"), ("rmaat", "learned"), ("rmt", "none")])
-def test_amrb_on_a_ragged_batch_recomputes_only_the_segments_a_later_one_reads(tmp_path, arch, retention):
-    """A sequence of T_b segments in a batch of T > T_b: its loss is read in the replay of its
-    last segment, so the no-grad pass runs its segments 0..T_b-2 only -- (T_b - 1) segment
-    forwards of its row beyond BPTT, counted in matrix-product FLOPs, as on equal lengths. The
-    classifier (forward and backward, on every row) runs once more for each further segment in
-    which sequences end."""
+def test_amrb_on_a_ragged_batch_recomputes_only_the_segments_a_later_one_reads(tmp_path, monkeypatch, arch,
+                                                                                retention, which):
+    """A sequence of T_b segments in a batch of T > T_b whose loss is read in the replay of its last
+    segment: the no-grad pass runs its segments 0..T_b-2 only -- (T_b - 1) segment forwards of
+    its row beyond BPTT, counted in matrix-product FLOPs, as on equal lengths; read at the end,
+    one more. The classifier (forward and backward, on every row) runs once more for each segment
+    read early. By default the tiny model here reads every loss at the end."""
     from torch.utils.flop_counter import FlopCounterMode
 
     def flops(fn):
@@ -286,49 +319,39 @@ def test_amrb_on_a_ragged_batch_recomputes_only_the_segments_a_later_one_reads(t
     rfile = str(write_retention(tmp_path / "r.json"))
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, retention=retention, retention_file=rfile, **SMALL))
-    x, y = batch(B=4)
-    x[1, 70:] = 0                                            # T_b = 3, 5, 8, 8 segments of 16
-    n_seg = model.plan(x).n_seg
-    assert n_seg.tolist() == [3, 5, 8, 8]
+    early_reads(monkeypatch, model, which)
+    x, y = ragged_batch()
+    plan = model.plan(x)
+    assert plan.n_seg.tolist() == [3, 8, 1, 5, 3]
     f_bptt = flops(lambda: forward_backward(model, x, y, method="bptt"))
     f_amrb = flops(lambda: forward_backward(model, x, y, method="amrb"))
-    plan = model.plan(x)
     with torch.no_grad():
-        f_row = flops(lambda: model.step(plan, 0, model.initial_memory(plan))) // 4
+        f_row = flops(lambda: model.step(plan, 0, model.initial_memory(plan))) // 5
         state = model.initial_memory(plan).clone()
     state.requires_grad_(True)
     f_head = flops(lambda: torch.nn.functional.cross_entropy(model.readout(plan, state), y).backward())
     assert f_row > 0 and f_head > 0
-    groups = len(set(n_seg.tolist()))                        # 3: sequences end in 3 segments
-    assert f_amrb - f_bptt == int((n_seg - 1).sum()) * f_row + (groups - 1) * f_head   # 20 row-segments, not 22
+    _, row_segments, heads = READS[which]
+    assert f_amrb - f_bptt == row_segments * f_row + heads * f_head
 
 
-def ragged_batch():
-    """Five sequences of 3, 8, 1, 5 and 3 segments of 16 tokens: they end in four different
-    segments, one ends in the first, and short ones sit after long ones, so AMRB's no-grad pass
-    computes a subset of the rows running at a segment that is itself a subset."""
-    g = torch.Generator().manual_seed(5)
-    x = torch.randint(1, 20, (5, 128), generator=g)
-    for b, n in enumerate((40, 128, 10, 70, 48)):
-        x[b, n:] = 0
-    return x, torch.randint(0, 3, (5,), generator=g)
-
-
+@pytest.mark.parametrize("which", ["every group", "the pair"])
 @pytest.mark.parametrize("arch, retention, reading, dtype", [
     ("rmaat", "ltp", "integrating", torch.float32), ("rmaat", "ltp", "literal", torch.float32),
     ("rmaat", "learned", "integrating", torch.float32), ("rmaat", "learned", "literal", torch.float32),
     ("rmaat", "ltp", "integrating", torch.float64), ("rlt", "none", "integrating", torch.float32),
     ("rmt", "none", "integrating", torch.float32)])
-def test_amrb_equals_bptt_on_sequences_ending_in_several_segments(tmp_path, arch, retention, reading, dtype):
-    """The ragged reading (each sequence's loss read in the replay of its last segment, the no-grad
-    pass on the rows that run on, their dropout masks picked out of every running row's draw)
-    gives BPTT's gradients, loss, logits in the batch's row order, and RNG state."""
+def test_amrb_equals_bptt_on_sequences_ending_in_several_segments(tmp_path, monkeypatch, arch, retention, reading,
+                                                                   dtype, which):
+    """Losses read early (each in the replay of its sequences' last segment, the no-grad pass on
+    the rows that run on, their dropout masks picked out of every running row's draw), next to
+    losses read at the end: BPTT's gradients, loss, logits in the batch's row order, RNG state."""
     rfile = str(write_retention(tmp_path / "r.json"))
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, retention=retention, retention_reading=reading,
                                     retention_file=rfile, **SMALL)).to(dtype)
+    early_reads(monkeypatch, model, which)
     x, y = ragged_batch()
-    assert model.plan(x).n_seg.tolist() == [3, 8, 1, 5, 3]
     l_b, z_b, g_b = grads(model, x, y, "bptt")
     l_a, z_a, g_a = grads(model, x, y, "amrb")
     rtol = RTOL_F32 if dtype == torch.float32 else RTOL_F64
@@ -341,13 +364,14 @@ def test_amrb_equals_bptt_on_sequences_ending_in_several_segments(tmp_path, arch
     assert after_a == after_b
 
 
-def test_a_custom_loss_on_a_ragged_batch_is_read_at_the_end(tmp_path):
+def test_a_custom_loss_on_a_ragged_batch_is_read_at_the_end(monkeypatch):
     """Only cross-entropy's mean is split by segment: a sum, or class weights, would not split into
     the same gradients, so a custom loss_fn is read on the final states, as BPTT reads it. An
-    ignore_index label on the sequence that ends alone keeps the mean over the other labels."""
+    ignore_index label on a sequence whose loss is read alone keeps the mean over the other labels."""
     import torch.nn.functional as F
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch="rmaat", retention="none", **SMALL))
+    monkeypatch.setattr(amrb, "EARLY_READ_MIN_MACS", 0)        # every group would be read early
     x, y = ragged_batch()
     weights = torch.tensor([0.2, 1.0, 3.0])
     for loss_fn in (lambda z, t: F.cross_entropy(z, t, reduction="sum"),
@@ -357,7 +381,7 @@ def test_a_custom_loss_on_a_ragged_batch_is_read_at_the_end(tmp_path):
         assert_same_grads(g_b, g_a, RTOL_F32)
         torch.testing.assert_close(l_a, l_b, rtol=RTOL_F32, atol=0)
     y_ignored = y.clone()
-    y_ignored[2] = -100                                      # the one-segment sequence
+    y_ignored[2] = -100                                      # the one-segment sequence, read in segment 0
     l_b, _, g_b = grads(model, x, y_ignored, "bptt")
     l_a, _, g_a = grads(model, x, y_ignored, "amrb")
     assert torch.isfinite(l_a)
