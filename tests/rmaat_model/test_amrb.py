@@ -59,15 +59,18 @@ def test_amrb_gradients_equal_full_bptt_with_dropout(tmp_path, arch, retention, 
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, retention=retention, retention_file=rfile, **SMALL)).to(dtype)
     assert model.training and model.cfg.dropout > 0
-    x, y = batch()
+    assert_amrb_is_bptt(model, *batch(), RTOL_F32 if dtype == torch.float32 else RTOL_F64)
+
+
+def assert_amrb_is_bptt(model, x, y, rtol):
+    """AMRB's gradients (every parameter gets one), loss and logits equal BPTT's to ``rtol``, and
+    the RNG is left in the same state (the next draw agrees)."""
     l_b, z_b, g_b = grads(model, x, y, "bptt")
     l_a, z_a, g_a = grads(model, x, y, "amrb")
-    rtol = RTOL_F32 if dtype == torch.float32 else RTOL_F64
     assert_same_grads(g_b, g_a, rtol)
-    assert len(g_b) == len(list(model.parameters()))          # every parameter got a gradient
+    assert len(g_b) == len(list(model.parameters()))
     torch.testing.assert_close(l_a, l_b, rtol=rtol, atol=0)
     torch.testing.assert_close(z_a, z_b, rtol=rtol, atol=rtol)
-    # the RNG leaves both methods in the same state: the next draw agrees
     torch.manual_seed(7); forward_backward(model, x, y, method="bptt"); after_b = torch.rand(1)
     torch.manual_seed(7); forward_backward(model, x, y, method="amrb"); after_a = torch.rand(1)
     assert after_a == after_b
@@ -239,19 +242,21 @@ def test_amrb_keeps_one_memory_per_replayed_segment_and_reports_its_phases(tmp_p
     assert set(bp) == {"forward_s", "backward_s"} and min(bp.values()) > 0
 
 
+def flops(fn) -> int:
+    """Matrix-product FLOPs of ``fn()`` (``FlopCounterMode``)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
 @pytest.mark.parametrize("arch, retention", [("rmaat", "ltp"), ("rlt", "none"), ("rmt", "none")])
 def test_amrb_adds_exactly_one_no_grad_forward_per_replayed_segment_in_arithmetic(tmp_path, arch, retention):
     """Counted in matrix-product FLOPs (``FlopCounterMode``): BPTT's step is three forwards
     (each product's backward is two products), and AMRB's is BPTT's plus one no-grad forward
     of each of the first T-1 segments, nothing more. So AMRB / BPTT = 1 + (T-1) f / (3 F)
     with f one segment's forward and F the whole forward: 1 + (T-1) / (3 T) without the head."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    def flops(fn):
-        with FlopCounterMode(display=False) as counter:
-            fn()
-        return counter.get_total_flops()
-
     rfile = str(write_retention(tmp_path / "r.json"))
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, retention=retention, retention_file=rfile, **SMALL))
@@ -309,13 +314,6 @@ def test_amrb_on_a_ragged_batch_recomputes_only_the_segments_a_later_one_reads(t
     its row beyond BPTT, counted in matrix-product FLOPs, as on equal lengths; read at the end,
     one more. The classifier (forward and backward, on every row) runs once more for each segment
     read early. By default the tiny model here reads every loss at the end."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    def flops(fn):
-        with FlopCounterMode(display=False) as counter:
-            fn()
-        return counter.get_total_flops()
-
     rfile = str(write_retention(tmp_path / "r.json"))
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, retention=retention, retention_file=rfile, **SMALL))
@@ -351,17 +349,7 @@ def test_amrb_equals_bptt_on_sequences_ending_in_several_segments(tmp_path, monk
     model = build_model(ModelConfig(arch=arch, retention=retention, retention_reading=reading,
                                     retention_file=rfile, **SMALL)).to(dtype)
     early_reads(monkeypatch, model, which)
-    x, y = ragged_batch()
-    l_b, z_b, g_b = grads(model, x, y, "bptt")
-    l_a, z_a, g_a = grads(model, x, y, "amrb")
-    rtol = RTOL_F32 if dtype == torch.float32 else RTOL_F64
-    assert_same_grads(g_b, g_a, rtol)
-    assert len(g_b) == len(list(model.parameters()))
-    torch.testing.assert_close(l_a, l_b, rtol=rtol, atol=0)
-    torch.testing.assert_close(z_a, z_b, rtol=rtol, atol=rtol)
-    torch.manual_seed(7); forward_backward(model, x, y, method="bptt"); after_b = torch.rand(1)
-    torch.manual_seed(7); forward_backward(model, x, y, method="amrb"); after_a = torch.rand(1)
-    assert after_a == after_b
+    assert_amrb_is_bptt(model, *ragged_batch(), RTOL_F32 if dtype == torch.float32 else RTOL_F64)
 
 
 def test_a_custom_loss_on_a_ragged_batch_is_read_at_the_end(monkeypatch):

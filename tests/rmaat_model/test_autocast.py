@@ -36,16 +36,21 @@ def step(model, x, y, method, mixed):
     return loss, logits, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+def ragged_batch():
+    """Three sequences of 128 tokens, one of them 70: padding, and a sequence that finishes first."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randint(1, 32, (3, 128), generator=g)
+    x[0, 70:] = 0
+    return x, torch.randint(0, 10, (3,), generator=g)
+
+
 @pytest.mark.parametrize("arch, retention, norm", [
     ("rmaat", "ltp", "post"), ("rmaat", "ltp", "pre"), ("rmaat", "learned", "post"), ("rlt", "none", "post"),
     ("at", "none", "post"), ("rmt", "none", "post"), ("transformer", "none", "post"), ("elastic", "none", "post")])
 def test_every_arch_trains_under_autocast(arch, retention, norm):
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, retention=retention, norm=norm, **CFG))
-    g = torch.Generator().manual_seed(1)
-    x = torch.randint(1, 32, (3, 128), generator=g)
-    x[0, 70:] = 0                                                    # padding, and a finished sequence
-    y = torch.randint(0, 10, (3,), generator=g)
+    x, y = ragged_batch()
     l32, _, g32 = step(model, x, y, "bptt", False)
     l16, z16, g16 = step(model, x, y, "bptt", True)
     assert g16.keys() == g32.keys()
@@ -74,10 +79,7 @@ def test_amrb_reading_a_ragged_loss_by_segment_under_autocast(monkeypatch, arch,
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, retention=retention, **CFG))
     monkeypatch.setattr(amrb, "EARLY_READ_MIN_MACS", 0)
-    g = torch.Generator().manual_seed(1)
-    x = torch.randint(1, 32, (3, 128), generator=g)
-    x[0, 70:] = 0
-    y = torch.randint(0, 10, (3,), generator=g)
+    x, y = ragged_batch()
     l16, z16, g16 = step(model, x, y, "bptt", True)
     la, za, ga = step(model, x, y, "amrb", True)
     torch.testing.assert_close(la, l16, rtol=1e-6, atol=0)
