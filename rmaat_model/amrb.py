@@ -217,6 +217,14 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats):
 EARLY_READ_MIN_MACS = 2e7
 
 
+def segment_row_macs(cfg) -> int:
+    """Multiply-adds of the matrix products of one sequence's segment forward, as
+    ``EARLY_READ_MIN_MACS`` counts them: the four projections and the FFN of every block over
+    the M + N window (the last block's smaller query set and the kernel left out: a ranking,
+    not a count)."""
+    return cfg.n_layers * (cfg.n_mem + cfg.segment_len) * (4 * cfg.d_model ** 2 + 2 * cfg.d_model * cfg.d_ff)
+
+
 def _early_reads(model, plan, method: str, loss_fn) -> list[bool] | None:
     """Per segment t: read the loss of the sequences that end at t in t's replay (AMRB on a ragged
     batch with the default loss and a per-sequence classifier, when they are worth it; module
@@ -225,7 +233,7 @@ def _early_reads(model, plan, method: str, loss_fn) -> list[bool] | None:
     if (method != "amrb" or not plan.rows or plan.same_length or cfg.head != "cls"
             or loss_fn is not F.cross_entropy):
         return None
-    row_macs = cfg.n_layers * (cfg.n_mem + cfg.segment_len) * (4 * cfg.d_model ** 2 + 2 * cfg.d_model * cfg.d_ff)
+    row_macs = segment_row_macs(cfg)
     if plan.n_seg.shape[0] * row_macs < EARLY_READ_MIN_MACS:                    # not even all rows together
         return None
     ending = torch.bincount(plan.n_seg - 1, minlength=plan.n_segments).tolist()   # sequences ending at t

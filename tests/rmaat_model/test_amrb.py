@@ -286,11 +286,6 @@ def ragged_batch():
     return x, torch.randint(0, 3, (5,), generator=g)
 
 
-def row_macs(cfg) -> int:
-    """amrb._early_reads' estimate of one sequence's segment forward."""
-    return cfg.n_layers * (cfg.n_mem + cfg.segment_len) * (4 * cfg.d_model ** 2 + 2 * cfg.d_model * cfg.d_ff)
-
-
 # Which groups of sequences ending before the last segment have their loss read early, by
 # amrb.EARLY_READ_MIN_MACS: all of them (0), only the group of two (2 rows' worth), none (the
 # default, for SMALL's tiny segments). For ragged_batch(): (no-grad row-segments, extra
@@ -302,7 +297,7 @@ READS = {"every group": (0, 15, 3), "the pair": (2, 17, 1), "none (default)": (N
 def early_reads(monkeypatch, model, which):
     rows = READS[which][0]
     if rows is not None:
-        monkeypatch.setattr(amrb, "EARLY_READ_MIN_MACS", rows * row_macs(model.cfg))
+        monkeypatch.setattr(amrb, "EARLY_READ_MIN_MACS", rows * amrb.segment_row_macs(model.cfg))
 
 
 @pytest.mark.parametrize("which", list(READS))
