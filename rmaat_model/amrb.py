@@ -287,9 +287,8 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
         # that moved its gradient by 1e-4).
         B, T = labels.shape[0], plan.n_segments
         count = labels.ne(-100).sum()                                 # F.cross_entropy's ignore_index
-        early = torch.tensor(split + [False], device=plan.n_seg.device)[plan.n_seg - 1]   # (B,)
-        read = [(plan.n_seg == t + 1).nonzero().squeeze(1) if t < T - 1 and split[t] else None
-                for t in range(T)]
+        early = torch.tensor(split, device=plan.n_seg.device)[plan.n_seg - 1]   # (B,); split[T-1] is False
+        read = [(plan.n_seg == t + 1).nonzero().squeeze(1) if s else None for t, s in enumerate(split)]
         read[T - 1] = (~early).nonzero().squeeze(1)
 
         def nograd_step(t: int, state: torch.Tensor):
