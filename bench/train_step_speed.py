@@ -1,6 +1,7 @@
 """Training steps per second of the demo's ListOps model: this tree against an older revision.
 
     PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1] [--profile] [--malloc]
+                                                     [--norm pre|post]
 
 The config is the pipeline's ListOps model (d_model 64, 4 heads, 2 blocks, d_ff 128, dropout
 0.1, segments of 128 with 8 memory tokens, batch 32, AMRB, AdamW), on seeded random batches
@@ -9,7 +10,8 @@ with ``git worktree`` into a temporary folder; each repeat runs both trees in fr
 processes, interleaved (ref, this, ref, this, ...), each timing ``--steps`` optimiser steps
 after two warm-up steps. Prints the median steps/s of each and their ratio, with the
 machine's cores and load. Each tree runs with its own defaults (the old revision: pre-LN,
-literal RF), and with ``--threads 0`` (the default) with the intra-op thread count its own
+literal RF; ``--norm`` sets the block layout of both where the revision has the option, a
+revision without it having pre-LN blocks only), and with ``--threads 0`` (the default) with the intra-op thread count its own
 ``train`` would use (the old revision: torch's default, one per core).
 
 ``--malloc`` also times this tree, in the same rounds, with glibc's mmap and trim thresholds as
@@ -55,9 +57,16 @@ else:
     torch.set_num_threads(threads)
 from rmaat_model.model import ModelConfig, build_model
 from rmaat_model.amrb import forward_backward
-steps, arch = int(sys.argv[2]), sys.argv[3]
+steps, arch, norm = int(sys.argv[2]), sys.argv[3], sys.argv[6]
+import dataclasses
+layout = {}
+if norm != "default":
+    if "norm" in {f.name for f in dataclasses.fields(ModelConfig)}:
+        layout["norm"] = norm
+    elif norm != "pre":
+        sys.exit(f"--norm {norm}: this revision has pre-LN blocks only")
 cfg = ModelConfig(arch=arch, vocab_size=18, n_classes=10, max_len=512, d_model=64, n_heads=4, n_layers=2,
-                  d_ff=128, dropout=0.1, segment_len=128, n_mem=8, retention="none")
+                  d_ff=128, dropout=0.1, segment_len=128, n_mem=8, retention="none", **layout)
 torch.manual_seed(0)
 model = build_model(cfg)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -101,18 +110,20 @@ print(json.dumps({"steps_per_s": steps / (t1 - t0), "faults_per_step": (f1 - f0)
 """
 
 
-def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time", malloc: str = "default") -> dict:
+def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time", malloc: str = "default",
+          norm: str = "default") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode, malloc], cwd=tree,
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode, malloc, norm], cwd=tree,
                          env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(tree: Path, threads: int, steps: int, arch: str, malloc: str = "default") -> tuple[float, float]:
+def run(tree: Path, threads: int, steps: int, arch: str, malloc: str = "default",
+        norm: str = "default") -> tuple[float, float]:
     """(steps/s, page faults per step)."""
-    r = child(tree, threads, steps, arch, malloc=malloc)
+    r = child(tree, threads, steps, arch, malloc=malloc, norm=norm)
     return r["steps_per_s"], r["faults_per_step"]
 
 
@@ -124,11 +135,14 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=0,
                     help="intra-op threads for both trees; 0 (default): each tree's own training default")
     ap.add_argument("--arch", default="rmaat", help="rmaat | rmt | rlt (same config otherwise)")
+    ap.add_argument("--norm", choices=("pre", "post"), default=None,
+                    help="block layout of both trees (default: each tree's own)")
     ap.add_argument("--profile", action="store_true",
                     help="then profile --steps steps of each tree: matrix products against the rest")
     ap.add_argument("--malloc", action="store_true",
                     help="also time this tree with glibc's thresholds as `rmaat` sets them (rmaat_model.allocator)")
     args = ap.parse_args(argv)
+    norm = args.norm or "default"
     here = Path(__file__).resolve().parents[1]
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "ref"
@@ -140,18 +154,19 @@ def main(argv=None) -> int:
                 for name, tree, malloc, into in (runs if i % 2 == 0 else runs[::-1]):   # drift cancels
                     if name == "tuned" and not args.malloc:
                         continue
-                    sps, pf = run(tree, args.threads, args.steps, args.arch, malloc)
+                    sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm)
                     into.append(sps)
                     faults[name].append(pf)
                 print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s"
                       + (f", with rmaat's malloc thresholds {tuned[-1]:.2f}" if tuned else ""), flush=True)
-            prof = {name: child(tree, args.threads, args.steps, args.arch, "profile")
+            prof = {name: child(tree, args.threads, args.steps, args.arch, "profile", norm=norm)
                     for name, tree in ((args.ref, ref), ("this tree", here))} if args.profile else {}
         finally:
             subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(ref)], check=False)
     mo, mn = statistics.median(old), statistics.median(new)
-    print(f"{args.arch} + AMRB, demo ListOps config, {args.threads or 'each tree own default'} thread(s), {args.repeats} interleaved repeats "
-          f"of {args.steps} steps; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+    layout = f", {norm}-LN blocks" if args.norm else ""
+    print(f"{args.arch} + AMRB, demo ListOps config{layout}, {args.threads or 'each tree own default'} thread(s), "
+          f"{args.repeats} interleaved repeats of {args.steps} steps; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
     print(f"median steps/s: {args.ref} {mo:.2f}, this tree {mn:.2f}; ratio {mn / mo:.2f}x "
           f"(page faults per step, median: {statistics.median(faults['ref']):.0f} and "
           f"{statistics.median(faults['this']):.0f})")

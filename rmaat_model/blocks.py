@@ -53,8 +53,12 @@ class Attention(nn.Module):
         # node, feature-major: the projection is computed transposed, x^T -> (B, 3D, W) with its rows
         # in the linear layer's [Q | K | V] order, and the output projection reads y^T as it comes, so the
         # heads are never permuted in memory (a copy that cost as much as the projection itself)
-        qkvT = project_t(x, self.qkv.weight, self.qkv.bias)                             # (B, 3D, W)
-        yT = astro_attention_t(qkvT, self.nh, mask, *self.kernel_args(W, x.dtype), Wq)   # (B, D, Wq)
+        w, b = self.qkv.weight, self.qkv.bias
+        if Wq == W:
+            yT = astro_attention_t(project_t(x, w, b), self.nh, mask, *self.kernel_args(W, x.dtype))   # (B, D, W)
+        else:   # Q of the query rows only, (B, D, Wq); K and V of every row, (B, 2D, W)
+            yT = astro_attention_t(project_t(x[:, :Wq], w[:D], b[:D]), self.nh, mask, *self.kernel_args(W, x.dtype),
+                                   kvT=project_t(x, w[D:], b[D:]))
         return unproject_t(yT, self.proj.weight, self.proj.bias)                       # (B, Wq, D)
 
     def kernel_args(self, W: int, dtype: torch.dtype) -> tuple[torch.Tensor | None, float]:

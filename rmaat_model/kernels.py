@@ -137,13 +137,20 @@ class AstroAttention(torch.autograd.Function):
     (B, nh hs, Wq), the heads' outputs as rows. Every batched matmul then reads rows of W
     contiguous values (a head's features) and no permute copy runs in either direction; the
     formulas are those of the module doc, transposed (qT = Q^T ...). ``astro_forward`` /
-    ``astro_backward`` are its two halves."""
+    ``astro_backward`` are its two halves. Where Q was projected from the query rows only, it
+    takes qT (B, nh hs, Wq) and kvT (B, 2 nh hs, W), [K | V], as two inputs instead."""
 
     @staticmethod
-    def forward(ctx, qkvT, mask, phi_rT, alpha: float, n_heads: int, n_query: int):
-        qkvT = qkvT.contiguous()   # row slices of a row-major tensor (a projection's output is: no copy)
-        D = qkvT.shape[1] // 3
-        yT, saved = astro_forward(qkvT[:, :D, :n_query], qkvT[:, D:], mask, phi_rT, alpha, n_heads)
+    def forward(ctx, qkvT, kvT, mask, phi_rT, alpha: float, n_heads: int, n_query: int):
+        # kvT None: qkvT packed (B, 3D, W); else qkvT is the queries' Q alone, (B, D, Wq)
+        ctx.packed = kvT is None
+        if ctx.packed:
+            qkvT = qkvT.contiguous()   # row slices of a row-major tensor (a projection's output is: no copy)
+            D = qkvT.shape[1] // 3
+            qT, kvT = qkvT[:, :D, :n_query], qkvT[:, D:]
+        else:
+            qT, kvT = qkvT.contiguous(), kvT.contiguous()
+        yT, saved = astro_forward(qT, kvT, mask, phi_rT, alpha, n_heads)
         ctx.save_for_backward(*saved)
         ctx.alpha = alpha
         return yT
@@ -151,10 +158,12 @@ class AstroAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         dq, dk, dv = astro_backward(ctx.saved_tensors, dout, ctx.alpha)
+        if not ctx.packed:                                                   # (B, D, Wq), (B, 2D, W)
+            return dq, torch.cat([dk, dv], dim=1), None, None, None, None, None
         W = dk.shape[-1]
         if dq.shape[-1] < W:                                                 # rows that are keys only
             dq = F.pad(dq, (0, W - dq.shape[-1]))
-        return torch.cat([dq, dk, dv], dim=1), None, None, None, None, None   # (B, 3D, W), [Q | K | V]
+        return torch.cat([dq, dk, dv], dim=1), None, None, None, None, None, None   # (B, 3D, W), [Q | K | V]
 
 
 def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
@@ -193,32 +202,33 @@ def unproject_t(yT: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> t
 
 
 def astro_attention_t(qkvT: torch.Tensor, n_heads: int, mask: torch.Tensor | None, phi_rT: torch.Tensor | None,
-                      alpha: float, n_query: int | None = None) -> torch.Tensor:
+                      alpha: float, n_query: int | None = None, *, kvT: torch.Tensor | None = None) -> torch.Tensor:
     """Astromorphic attention, feature-major: qkvT (B, 3 nh hs, W), rows [Q | K | V] -> yT
     (B, nh hs, Wq), the first ``n_query`` window positions (all when None) being the queries
-    and every position a key.
+    and every position a key. With ``kvT`` (B, 2 nh hs, W), rows [K | V], given, the first
+    argument is the queries' Q alone, (B, nh hs, Wq) (a projection of the query rows only), and
+    ``n_query`` is its width.
 
     mask: (B, W) bool (True for real keys), or None when every key is real; phi_rT: phi(R)
     transposed, (m = hs, W), or None (H_astro off: with alpha = 1 this is normalised linear
     attention / m, RLT's kernel)."""
-    Wq = qkvT.shape[-1] if n_query is None else n_query
+    Wq = qkvT.shape[-1] if n_query is None or kvT is not None else n_query
     if phi_rT is not None and phi_rT.dtype != qkvT.dtype:   # qkvT lowered by autocast
         phi_rT = phi_rT.to(qkvT.dtype)
     # under autocast the kernel runs in qkvT's dtype with autocast off (see autocast_dtype)
     with autocast_off(qkvT):
-        return AstroAttention.apply(qkvT, key_mask_t(mask, qkvT.dtype), phi_rT, float(alpha), n_heads, Wq)
+        return AstroAttention.apply(qkvT, kvT, key_mask_t(mask, qkvT.dtype), phi_rT, float(alpha), n_heads, Wq)
 
 
 def astro_attention(q, k, v, mask: torch.Tensor | None, phi_r: torch.Tensor | None, alpha: float):
     """The same kernel head-major: q (B, nh, Wq, hs), k, v (B, nh, W, hs) -> (B, nh, Wq, hs),
-    the queries being the first Wq positions of the window, phi_r (W, hs) or None (packs and
-    calls ``astro_attention_t``)."""
+    the queries being the first Wq positions of the window, phi_r (W, hs) or None (lays Q and
+    [K | V] out feature-major and calls ``astro_attention_t``)."""
     B, nh, Wq, hs = q.shape
     W = k.shape[2]
-    if Wq < W:
-        q = torch.cat([q, q.new_zeros(B, nh, W - Wq, hs)], dim=2)
-    qkvT = torch.stack([q, k, v], dim=1).transpose(-2, -1).reshape(B, 3 * nh * hs, W)
-    yT = astro_attention_t(qkvT, nh, mask, None if phi_r is None else phi_r.T, alpha, Wq)   # (B, nh hs, Wq)
+    qT = q.transpose(-2, -1).reshape(B, nh * hs, Wq)
+    kvT = torch.stack([k, v], dim=1).transpose(-2, -1).reshape(B, 2 * nh * hs, W)
+    yT = astro_attention_t(qT, nh, mask, None if phi_r is None else phi_r.T, alpha, kvT=kvT)   # (B, nh hs, Wq)
     return yT.view(B, nh, hs, Wq).transpose(-2, -1)
 
 

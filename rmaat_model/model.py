@@ -53,9 +53,9 @@ Open choices the paper leaves (each decided here, documented where it is made):
     * Positions of memory archs are learned per in-segment offset (same for every segment).
     * In a memory arch's last block only the M memory rows are queries (the segment's tokens
       are keys only): nothing else of that block is ever read, so it is not computed -- its Q
-      projection, attention output, FFN and LayerNorms run on the M rows, K and V on all.
-      (The pre-LN astromorphic block, a module path kept for comparison, still projects Q
-      for every row and reads M of them.)
+      projection, attention output, FFN and LayerNorms run on the M rows, K and V on all
+      (in both layouts: the pre-LN block's LayerNorm before the attention runs on every row,
+      as K and V read it).
     * Mixed precision (``torch.autocast``): the linear-kernel blocks compute their products and
       the kernel in autocast's dtype and keep residual sums and LayerNorms in float32, with
       autocast off inside (``rmaat_model.fused_block``), so the dtypes are the same on every device.

@@ -61,8 +61,32 @@ def test_fused_node_passes_gradcheck(Wq, padded):
     phi_rT = astro_map(8, 3, 8.0).double()[:6].T
     fmask = None if mask is None else mask[:, None, :].double()
     qkvT = torch.randn(2, 18, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).requires_grad_()
-    assert torch.autograd.gradcheck(lambda x: AstroAttention.apply(x, fmask, phi_rT, 0.25, 2, Wq),
+    assert torch.autograd.gradcheck(lambda x: AstroAttention.apply(x, None, fmask, phi_rT, 0.25, 2, Wq),
                                     (qkvT,), eps=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("padded", [True, False], ids=["padded", "all-real"])
+def test_split_node_passes_gradcheck_and_equals_the_packed_one(padded):
+    """Q projected from the query rows only: qT (B, nh * hs, Wq) and kvT (B, 2 * nh * hs, W) as two
+    inputs give the packed node's values and gradients to round-off (a strided Q slice and a
+    contiguous one can round its exponential differently)."""
+    _, _, _, mask = inputs(B=2, W=6, padded=padded)
+    phi_rT = astro_map(8, 3, 8.0).double()[:6].T
+    fmask = None if mask is None else mask[:, None, :].double()
+    qkvT = torch.randn(2, 18, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    qT, kvT = qkvT[:, :6, :2].clone().requires_grad_(), qkvT[:, 6:].clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda q, kv: AstroAttention.apply(q, kv, fmask, phi_rT, 0.25, 2, 2),
+                                    (qT, kvT), eps=1e-6, atol=1e-8)
+    packed = qkvT.clone().requires_grad_()
+    y = AstroAttention.apply(packed, None, fmask, phi_rT, 0.25, 2, 2)
+    y2 = AstroAttention.apply(qT, kvT, fmask, phi_rT, 0.25, 2, 2)
+    torch.testing.assert_close(y2, y, rtol=1e-14, atol=1e-15)
+    w = torch.randn_like(y)
+    (dpacked,) = torch.autograd.grad((y * w).sum(), packed)
+    dq, dkv = torch.autograd.grad((y2 * w).sum(), (qT, kvT))
+    torch.testing.assert_close(dq, dpacked[:, :6, :2], rtol=1e-13, atol=1e-14)
+    assert dpacked[:, :6, 2:].abs().max() == 0                     # rows that are keys only
+    torch.testing.assert_close(dkv, dpacked[:, 6:], rtol=1e-13, atol=1e-14)
 
 
 def test_feature_major_layout_is_the_projections_q_k_v_rows():
