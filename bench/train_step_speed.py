@@ -37,7 +37,7 @@ import tempfile
 from pathlib import Path
 
 CHILD = r"""
-import json, sys, time
+import dataclasses, json, sys, time
 if sys.argv[5] == "tuned":   # glibc's thresholds as ``rmaat`` sets them (this tree only)
     from rmaat_model.allocator import tune_malloc
     if not tune_malloc():
@@ -45,7 +45,6 @@ if sys.argv[5] == "tuned":   # glibc's thresholds as ``rmaat`` sets them (this t
 import torch
 threads = int(sys.argv[1])
 if threads == 0:   # each tree's own training default
-    import dataclasses
     try:
         from rmaat_model.train_config import TrainConfig
     except ImportError:   # older layout
@@ -58,7 +57,6 @@ else:
 from rmaat_model.model import ModelConfig, build_model
 from rmaat_model.amrb import forward_backward
 steps, arch, norm = int(sys.argv[2]), sys.argv[3], sys.argv[6]
-import dataclasses
 layout = {}
 if norm != "default":
     if "norm" in {f.name for f in dataclasses.fields(ModelConfig)}:

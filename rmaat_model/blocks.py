@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rmaat_model.fused_block import fused_block
-from rmaat_model.kernels import astro_attention_t, astro_map, project_t, softmax_attention, unproject_t
+from rmaat_model.kernels import (astro_attention_t, astro_map, project_split_t, project_t, softmax_attention,
+                                 unproject_t)
 from rmaat_model.model_config import ModelConfig
 
 
@@ -53,12 +54,12 @@ class Attention(nn.Module):
         # node, feature-major: the projection is computed transposed, x^T -> (B, 3D, W) with its rows
         # in the linear layer's [Q | K | V] order, and the output projection reads y^T as it comes, so the
         # heads are never permuted in memory (a copy that cost as much as the projection itself)
-        w, b = self.qkv.weight, self.qkv.bias
+        w, b, args = self.qkv.weight, self.qkv.bias, self.kernel_args(W, x.dtype)
         if Wq == W:
-            yT = astro_attention_t(project_t(x, w, b), self.nh, mask, *self.kernel_args(W, x.dtype))   # (B, D, W)
+            yT = astro_attention_t(project_t(x, w, b), self.nh, mask, *args)                # (B, D, W)
         else:   # Q of the query rows only, (B, D, Wq); K and V of every row, (B, 2D, W)
-            yT = astro_attention_t(project_t(x[:, :Wq], w[:D], b[:D]), self.nh, mask, *self.kernel_args(W, x.dtype),
-                                   kvT=project_t(x, w[D:], b[D:]))
+            qT, kvT = project_split_t(x, w, b, Wq)
+            yT = astro_attention_t(qT, self.nh, mask, *args, kvT=kvT)                      # (B, D, Wq)
         return unproject_t(yT, self.proj.weight, self.proj.bias)                       # (B, Wq, D)
 
     def kernel_args(self, W: int, dtype: torch.dtype) -> tuple[torch.Tensor | None, float]:

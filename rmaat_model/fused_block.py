@@ -27,8 +27,8 @@ import contextlib
 import torch
 import torch.nn.functional as F
 
-from rmaat_model.kernels import (astro_backward, astro_forward, autocast_dtype, key_mask_t, project_t,
-                                 unproject_t)
+from rmaat_model.kernels import (astro_backward, astro_forward, autocast_dtype, key_mask_t, project_split_t,
+                                 project_t, unproject_t)
 
 _LN_GRADS = [True, True, True]
 
@@ -49,9 +49,8 @@ def block_forward(x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2, bf2, g2, c2,
     if Wq == W:
         qkvT = project_t(xc, w_qkv, b_qkv)                                   # (B, 3D, W), [Q | K | V]
         qT, kvT = qkvT[:, :D], qkvT[:, D:]
-    else:   # Q of the query rows only, K and V of every row
-        qT = project_t(xc[:, :Wq], w_qkv[:D], b_qkv[:D])                     # (B, D, Wq)
-        kvT = project_t(xc, w_qkv[D:], b_qkv[D:])                            # (B, 2D, W), [K | V]
+    else:   # Q of the query rows only, (B, D, Wq); K and V of every row, (B, 2D, W)
+        qT, kvT = project_split_t(xc, w_qkv, b_qkv, Wq)
     yT, saved = astro_forward(qT, kvT, mask, phi_rT, alpha, n_heads)         # (B, D, Wq)
     a = unproject_t(yT, w_o, b_o)                                           # (B, Wq, D)
     if m1 is not None:

@@ -194,6 +194,14 @@ def project_t(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torc
     return torch.baddbmm(bias.view(-1, 1), weight.expand(x.shape[0], -1, -1), x.transpose(1, 2))
 
 
+def project_split_t(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor,
+                    n_query: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The [Q | K | V] linear layer with Q of the first ``n_query`` rows only (the rest of the
+    window being keys only), computed transposed: x (B, W, D_in) -> qT (B, D, n_query), kvT (B, 2D, W)."""
+    D = weight.shape[0] // 3
+    return project_t(x[:, :n_query], weight[:D], bias[:D]), project_t(x, weight[D:], bias[D:])
+
+
 def unproject_t(yT: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """A linear layer reading its input feature-major: yT (B, D_in, W) -> (B, W, D_out)."""
     # bmm then add_ issues fewer operators than baddbmm (which expands and copies its input first);
