@@ -64,13 +64,20 @@ def test_tuned_thresholds_keep_a_steps_freed_memory_for_the_next_one():
     unmapped when freed; later steps take them from the heap, which glibc trims back whenever
     its free top is not pinned by a later allocation (whether it is varies from run to run), so
     steps fault their memory in again. With the tuned thresholds the blocks come from the heap
-    and stay there, free, for the next step, in every run."""
+    and stay there, free, for the next step, in every run.
+
+    The reuse is not to the byte: torch asks for 64-byte-aligned blocks, glibc serves an aligned
+    request from a chunk somewhat larger than the block, and a freed block's hole is sometimes
+    just too small for it, so the heap still grows by a few blocks: 8-36 MiB from the first step
+    to the second and 0-4 MiB from the second to the third in 32 runs of the probe, 8 MiB in one
+    run of the suite. Without reuse it would grow by the whole step, 64 MiB; the bound below is
+    half of that."""
     default, tuned = probe("default"), probe("tuned")
     assert default[0]["mid"]["mapped_blocks"] >= 16
     for step in tuned:
         assert step["mid"]["mapped_blocks"] < 16
         assert step["end"]["heap"] >= step["mid"]["heap"]                # nothing handed back
-    assert tuned[2]["mid"]["heap"] - tuned[1]["mid"]["heap"] < 8        # the next step reuses it (not +64)
+    assert tuned[2]["mid"]["heap"] - tuned[1]["mid"]["heap"] < 32       # the next step reuses it (not +64)
 
 
 def test_the_environment_switch(monkeypatch):
