@@ -102,19 +102,21 @@ class FusedBlock(torch.autograd.Function):
         db_o, da = da.sum((0, 1)), low(da)
         dw_o = torch.bmm(da.transpose(1, 2), yT.transpose(1, 2)).sum(0)     # sum_b da_b^T y_b
         dyT = torch.mm(da.view(-1, D), w_o).view(B, Wq, D).transpose(1, 2)  # (B, D, Wq) view
-        dqT, dkT, dvT = astro_backward(saved, dyT, ctx.alpha)               # (B, D, Wq), (B, D, W) x 2
+        # the kernel writes dK and dV (and dQ, Q being projected from every row) into one
+        # tensor laid out as the projection's output: [Q | K | V] or [K | V], (B, 3D or 2D, W)
+        dpT = xc.new_empty(B, (3 if Wq == W else 2) * D, W)
+        dqT, _, _ = astro_backward(saved, dyT, ctx.alpha, out=dpT)
         if Wq == W:
-            dqkvT = torch.cat([dqT, dkT, dvT], dim=1)                        # (B, 3D, W)
-            dw_qkv, db_qkv = torch.bmm(dqkvT, xc).sum(0), dqkvT.sum((0, 2))
-            dx = torch.bmm(dqkvT.transpose(1, 2), w_qkv.expand(B, -1, -1))  # (B, W, D)
+            dw_qkv, db_qkv = torch.bmm(dpT, xc).sum(0), dpT.sum((0, 2))
+            dx = torch.bmm(dpT.transpose(1, 2), w_qkv.expand(B, -1, -1))   # (B, W, D)
             if mixed:
                 dx = dx.to(h1.dtype)
             dx.add_(dh1)                                                    # the residual
         else:   # Q came from the query rows only
-            dkvT, xq = torch.cat([dkT, dvT], dim=1), xc[:, :Wq]             # (B, 2D, W), (B, Wq, D)
-            dw_qkv = torch.cat([torch.bmm(dqT, xq).sum(0), torch.bmm(dkvT, xc).sum(0)])
-            db_qkv = torch.cat([dqT.sum((0, 2)), dkvT.sum((0, 2))])
-            dx = torch.bmm(dkvT.transpose(1, 2), w_qkv[D:].expand(B, -1, -1))   # (B, W, D)
+            xq = xc[:, :Wq]                                                 # (B, Wq, D)
+            dw_qkv = torch.cat([torch.bmm(dqT, xq).sum(0), torch.bmm(dpT, xc).sum(0)])
+            db_qkv = torch.cat([dqT.sum((0, 2)), dpT.sum((0, 2))])
+            dx = torch.bmm(dpT.transpose(1, 2), w_qkv[D:].expand(B, -1, -1))   # (B, W, D)
             dxq = torch.bmm(dqT.transpose(1, 2), w_qkv[:D].expand(B, -1, -1))   # (B, Wq, D)
             if mixed:
                 dx, dxq = dx.to(h1.dtype), dxq.to(h1.dtype)

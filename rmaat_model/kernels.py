@@ -103,17 +103,33 @@ def astro_forward(qT, kvT, mask, phi_rT, alpha: float, n_heads: int):
     return yT.view(B, D, Wq), (fqT, fkT, aT, vT, mask, s, g, H, yT, C)
 
 
-def astro_backward(saved, dout, alpha: float):
+def astro_backward(saved, dout, alpha: float, out: torch.Tensor):
     """Backward of ``AstroAttention``: dout (B, nh * hs, Wq), any strides -> (dqT (B, D, Wq),
-    dkT (B, D, W), dvT (B, D, W)), the gradients of ``astro_forward``'s qT and kvT's two halves."""
+    dkT (B, D, W), dvT (B, D, W)), the gradients of ``astro_forward``'s qT and kvT's two halves.
+
+    They are written into ``out``, (B, 3D, W) or (B, 2D, W), as the projection lays out its
+    rows, [Q | K | V] or [K | V] (dqT then its own tensor), and returned as its slices: the
+    gradient of the packed projection needs no concatenating copy. With 3D rows and Wq < W,
+    Q's columns past Wq are zero (rows that are keys only)."""
     fqT, fkT, aT, vT, mask, s, g, H, yT, C = saved
     BH, m, Wq = fqT.shape
     W = fkT.shape[-1]
     B = dout.shape[0]
     nh, D = BH // B, dout.shape[1]
-    dnum = dout.view(B, nh, m, Wq) / C.view(B, nh, 1, Wq)                   # (B, nh, hs, Wq)
-    dC = (dnum * yT.view(B, nh, m, Wq)).sum(dim=2, keepdim=True).neg_()
-    dYT = torch.cat([dnum, dC], dim=2).view(BH, m + 1, Wq)                   # contiguous whatever dout's layout
+    # dY = [dnum | dC], (B nh, hs+1, Wq), contiguous whatever dout's layout; built in place
+    # (products in a transposed dout's layout cost several times a contiguous one's), except
+    # while torch.compile traces, which takes no ``out=`` into a view
+    direct = not torch.compiler.is_compiling()
+    if direct:
+        dYT = torch.empty(B, nh, m + 1, Wq, dtype=torch.promote_types(dout.dtype, C.dtype), device=dout.device)
+        dnum, dC = dYT[:, :, :m], dYT[:, :, m:]
+        torch.div(dout.view(B, nh, m, Wq), C.view(B, nh, 1, Wq), out=dnum)
+        torch.sum(dnum * yT.view(B, nh, m, Wq), dim=2, keepdim=True, out=dC).neg_()
+    else:
+        dnum = dout.view(B, nh, m, Wq) / C.view(B, nh, 1, Wq)
+        dC = (dnum * yT.view(B, nh, m, Wq)).sum(dim=2, keepdim=True).neg_()
+        dYT = torch.cat([dnum, dC], dim=2)
+    dYT = dYT.view(BH, m + 1, Wq)
     dfqT = torch.bmm(H, dYT)                                                 # (B nh, hs, Wq)
     dH = torch.bmm(fqT, dYT.transpose(1, 2))                                 # (B nh, hs, hs+1)
     dHn = dH[:, :, :m]                                                       # (B nh, hs, hs)
@@ -121,11 +137,24 @@ def astro_backward(saved, dout, alpha: float):
     dfkT = torch.bmm(dHn, vT).add_(dg * scalar(m * alpha, dg.dtype) * g / s)   # dA + ds, (B nh, hs, W)
     dvT = torch.bmm(dHn.transpose(1, 2), aT).view(B, D, W)                   # (B, D, W)
     one = scalar(1.0, fqT.dtype)
-    dq = dfqT.mul_(torch.clamp_max(fqT, one)).view(B, D, Wq)                 # phi'(Q)
-    dk = dfkT.mul_(torch.clamp_max(fkT, one)).view(B, D, W)                  # phi'(K) (0 where masked)
-    if mask is not None:
-        dvT.mul_(mask)
-    return dq, dk, dvT
+    dphi_q = torch.clamp_max(fqT, one).view(B, D, Wq)                        # phi'(Q)
+    dphi_k = torch.clamp_max(fkT, one).view(B, D, W)                         # phi'(K) (0 where masked)
+    dq, dk, dv = dfqT.view(B, D, Wq), dfkT.view(B, D, W), dvT
+
+    def put(a, b, dst):   # dst = a * b (a where b is None), dst a view of ``out``
+        if direct:
+            return dst.copy_(a) if b is None else torch.mul(a, b, out=dst)
+        return dst.copy_(a if b is None else a * b)
+
+    q_rows = out.shape[1] == 3 * D
+    if q_rows:
+        dq = put(dq, dphi_q, out[:, :D, :Wq])
+        if Wq < W:
+            out[:, :D, Wq:].zero_()
+    else:
+        dq = dq.mul_(dphi_q)
+    k0 = D * q_rows
+    return dq, put(dk, dphi_k, out[:, k0:k0 + D]), put(dv, mask, out[:, k0 + D:])
 
 
 class AstroAttention(torch.autograd.Function):
@@ -157,13 +186,15 @@ class AstroAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dout):
-        dq, dk, dv = astro_backward(ctx.saved_tensors, dout, ctx.alpha)
-        if not ctx.packed:                                                   # (B, D, Wq), (B, 2D, W)
-            return dq, torch.cat([dk, dv], dim=1), None, None, None, None, None
-        W = dk.shape[-1]
-        if dq.shape[-1] < W:                                                 # rows that are keys only
-            dq = F.pad(dq, (0, W - dq.shape[-1]))
-        return torch.cat([dq, dk, dv], dim=1), None, None, None, None, None, None   # (B, 3D, W), [Q | K | V]
+        fkT = ctx.saved_tensors[1]                                           # (B nh, hs, W)
+        B, D, W = dout.shape[0], dout.shape[1], fkT.shape[-1]
+        # the input's gradient, written in place: (B, 3D, W) [Q | K | V] (Q's key-only columns
+        # zero), or Q's (B, D, Wq) and (B, 2D, W) [K | V]
+        out = fkT.new_empty(B, (3 if ctx.packed else 2) * D, W)
+        dq, _, _ = astro_backward(ctx.saved_tensors, dout, ctx.alpha, out=out)
+        if ctx.packed:
+            return out, None, None, None, None, None, None
+        return dq, out, None, None, None, None, None
 
 
 def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
