@@ -26,6 +26,7 @@ import contextlib
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 from rmaat_model.kernels import (astro_backward, astro_forward, autocast_dtype, key_mask_t, project_split_t,
                                  project_t, unproject_t)
@@ -81,6 +82,7 @@ class FusedBlock(torch.autograd.Function):
         return y
 
     @staticmethod
+    @once_differentiable   # the hand-derived backward has no derivative of its own
     def backward(ctx, dy):
         (xc, w_qkv, w_o, g1, c1, w1, w2, g2, c2, m1, m2,
          h1, mu1, rs1, x1c, u, gu, h2, mu2, rs2, yT, *saved) = ctx.saved_tensors

@@ -36,6 +36,7 @@ import functools
 
 import torch
 import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
 
 
 _SCALARS: dict = {}
@@ -185,6 +186,7 @@ class AstroAttention(torch.autograd.Function):
         return yT
 
     @staticmethod
+    @once_differentiable   # the hand-derived backward has no derivative of its own
     def backward(ctx, dout):
         fkT = ctx.saved_tensors[1]                                           # (B nh, hs, W)
         B, D, W = dout.shape[0], dout.shape[1], fkT.shape[-1]

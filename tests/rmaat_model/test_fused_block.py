@@ -116,3 +116,16 @@ def test_a_block_of_query_rows_equals_the_full_blocks_first_rows(arch, norm, pad
     torch.testing.assert_close(out[1], ref[1], rtol=1e-10, atol=1e-12, msg="dx")
     for name in ref[2]:
         torch.testing.assert_close(out[2][name], ref[2][name], rtol=1e-10, atol=1e-12, msg=name)
+
+
+def test_a_second_derivative_through_the_block_is_refused():
+    """As the kernel's (test_kernels): the block's written-out backward is once differentiable,
+    so a gradient penalty through it raises instead of differentiating a wrong graph."""
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[0]
+    x = torch.randn(3, 20, 16, requires_grad=True)
+    y = block(x, None, True, None, None)
+    assert type(y.grad_fn).__name__ == "FusedBlockBackward"
+    (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.square().sum().backward()

@@ -110,3 +110,15 @@ def test_fused_node_in_float32_matches_float64_reference():
     out = astro_attention(*(t.float().detach().requires_grad_() for t in (q, k, v)), mask, phi_r, 0.25)
     ref = composite(q, k, v, mask, phi_r.double(), 0.25)
     torch.testing.assert_close(out.double(), ref, rtol=1e-5, atol=1e-6)
+
+
+def test_a_second_derivative_is_refused_not_silently_wrong():
+    """The hand-derived backward has no derivative of its own: differentiating it again
+    (create_graph) raises, where autograd would otherwise return a wrong second derivative
+    (torch.autograd.gradgradcheck fails on the kernel without the guard)."""
+    phi_rT = astro_map(8, 3, 8.0).double()[:6].T
+    qkvT = torch.randn(2, 18, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5)).requires_grad_()
+    y = AstroAttention.apply(qkvT, None, None, phi_rT, 0.25, 2, 6)
+    (g,) = torch.autograd.grad(y.square().sum(), qkvT, create_graph=True)
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.square().sum().backward()
