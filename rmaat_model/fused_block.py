@@ -104,10 +104,9 @@ class FusedBlock(torch.autograd.Function):
         db_o, da = da.sum((0, 1)), low(da)
         dw_o = torch.bmm(da.transpose(1, 2), yT.transpose(1, 2)).sum(0)     # sum_b da_b^T y_b
         dyT = torch.mm(da.view(-1, D), w_o).view(B, Wq, D).transpose(1, 2)  # (B, D, Wq) view
-        # the kernel writes dK and dV (and dQ, Q being projected from every row) into one
-        # tensor laid out as the projection's output: [Q | K | V] or [K | V], (B, 3D or 2D, W)
-        dpT = xc.new_empty(B, (3 if Wq == W else 2) * D, W)
-        dqT, _, _ = astro_backward(saved, dyT, ctx.alpha, out=dpT)
+        # the projection's gradient as one tensor: [Q | K | V] or, Q being projected from the
+        # query rows only, [K | V] (and dqT apart), (B, 3D or 2D, W)
+        dqT, dpT = astro_backward(saved, dyT, ctx.alpha, q_rows=Wq == W)
         if Wq == W:
             dw_qkv, db_qkv = torch.bmm(dpT, xc).sum(0), dpT.sum((0, 2))
             dx = torch.bmm(dpT.transpose(1, 2), w_qkv.expand(B, -1, -1))   # (B, W, D)

@@ -104,14 +104,13 @@ def astro_forward(qT, kvT, mask, phi_rT, alpha: float, n_heads: int):
     return yT.view(B, D, Wq), (fqT, fkT, aT, vT, mask, s, g, H, yT, C)
 
 
-def astro_backward(saved, dout, alpha: float, out: torch.Tensor):
-    """Backward of ``AstroAttention``: dout (B, nh * hs, Wq), any strides -> (dqT (B, D, Wq),
-    dkT (B, D, W), dvT (B, D, W)), the gradients of ``astro_forward``'s qT and kvT's two halves.
+def astro_backward(saved, dout, alpha: float, q_rows: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backward of ``AstroAttention``: dout (B, nh * hs, Wq), any strides -> (dqT (B, D, Wq), dpT),
+    the gradients of ``astro_forward``'s qT and kvT, laid out as the projection lays out its rows.
 
-    They are written into ``out``, (B, 3D, W) or (B, 2D, W), as the projection lays out its
-    rows, [Q | K | V] or [K | V] (dqT then its own tensor), and returned as its slices: the
-    gradient of the packed projection needs no concatenating copy. With 3D rows and Wq < W,
-    Q's columns past Wq are zero (rows that are keys only)."""
+    dpT is (B, 3D, W), [Q | K | V], with ``q_rows`` (Q projected from every row; its columns past
+    Wq, rows that are keys only, are zero, and dqT is a slice of it), else (B, 2D, W), [K | V]:
+    the gradient of the packed projection, written in place with no concatenating copy."""
     fqT, fkT, aT, vT, mask, s, g, H, yT, C = saved
     BH, m, Wq = fqT.shape
     W = fkT.shape[-1]
@@ -141,13 +140,13 @@ def astro_backward(saved, dout, alpha: float, out: torch.Tensor):
     dphi_q = torch.clamp_max(fqT, one).view(B, D, Wq)                        # phi'(Q)
     dphi_k = torch.clamp_max(fkT, one).view(B, D, W)                         # phi'(K) (0 where masked)
     dq, dk, dv = dfqT.view(B, D, Wq), dfkT.view(B, D, W), dvT
+    out = fkT.new_empty(B, (3 if q_rows else 2) * D, W)
 
     def put(a, b, dst):   # dst = a * b (a where b is None), dst a view of ``out``
         if direct:
             return dst.copy_(a) if b is None else torch.mul(a, b, out=dst)
         return dst.copy_(a if b is None else a * b)
 
-    q_rows = out.shape[1] == 3 * D
     if q_rows:
         dq = put(dq, dphi_q, out[:, :D, :Wq])
         if Wq < W:
@@ -155,7 +154,9 @@ def astro_backward(saved, dout, alpha: float, out: torch.Tensor):
     else:
         dq = dq.mul_(dphi_q)
     k0 = D * q_rows
-    return dq, put(dk, dphi_k, out[:, k0:k0 + D]), put(dv, mask, out[:, k0 + D:])
+    put(dk, dphi_k, out[:, k0:k0 + D])
+    put(dv, mask, out[:, k0 + D:])
+    return dq, out
 
 
 class AstroAttention(torch.autograd.Function):
@@ -188,15 +189,10 @@ class AstroAttention(torch.autograd.Function):
     @staticmethod
     @once_differentiable   # the hand-derived backward has no derivative of its own
     def backward(ctx, dout):
-        fkT = ctx.saved_tensors[1]                                           # (B nh, hs, W)
-        B, D, W = dout.shape[0], dout.shape[1], fkT.shape[-1]
-        # the input's gradient, written in place: (B, 3D, W) [Q | K | V] (Q's key-only columns
-        # zero), or Q's (B, D, Wq) and (B, 2D, W) [K | V]
-        out = fkT.new_empty(B, (3 if ctx.packed else 2) * D, W)
-        dq, _, _ = astro_backward(ctx.saved_tensors, dout, ctx.alpha, out=out)
-        if ctx.packed:
-            return out, None, None, None, None, None, None
-        return dq, out, None, None, None, None, None
+        dq, dpT = astro_backward(ctx.saved_tensors, dout, ctx.alpha, q_rows=ctx.packed)
+        if ctx.packed:                                                       # (B, 3D, W) [Q | K | V]
+            return dpT, None, None, None, None, None, None
+        return dq, dpT, None, None, None, None, None                          # (B, D, Wq), (B, 2D, W)
 
 
 def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
