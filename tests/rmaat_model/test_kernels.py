@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from rmaat_model.kernels import AstroAttention, astro_attention, astro_attention_t, astro_map, phi
+from rmaat_model.kernels import AstroAttention, astro_attention, astro_attention_t, astro_map, phi, phi_kernel
 
 from model_fixtures import one_thread  # noqa: F401  (autouse)
 
@@ -122,3 +123,36 @@ def test_a_second_derivative_is_refused_not_silently_wrong():
     (g,) = torch.autograd.grad(y.square().sum(), qkvT, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         g.square().sum().backward()
+
+
+@pytest.mark.parametrize("fn", [phi, phi_kernel], ids=["phi", "phi_kernel"])
+def test_phi_keeps_float32_precision_where_elu_plus_one_cancels(fn):
+    """phi = elu + 1 (the paper's map), checked against float64. Written as elu(x) + 1, float32
+    loses the small values of x << 0 to cancellation (1e-4 relative at x = -8, exactly 0 below
+    about -17, where a query's normaliser C can vanish); exp(min(x, 0)) + max(x, 0) keeps them."""
+    x = torch.linspace(-40.0, 10.0, 2001)
+    xd = x.double()
+    ref = torch.where(xd > 0, xd + 1.0, xd.exp())           # elu(x) + 1 without the cancellation
+    out = fn(x)
+    assert out.dtype == torch.float32 and bool((out > 0).all())
+    torch.testing.assert_close(out.double(), ref, rtol=2e-6, atol=0.0)
+    torch.testing.assert_close(fn(xd), ref, rtol=1e-11, atol=0.0)
+
+
+def test_phi_has_elus_derivative():
+    x = torch.tensor([-30.0, -3.0, -0.5, 0.0, 0.5, 4.0], dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(phi(x).sum(), x)
+    torch.testing.assert_close(g, torch.where(x > 0, 1.0, x.detach().exp()).to(g.dtype), rtol=1e-12, atol=0.0)
+    assert torch.autograd.gradcheck(phi, (torch.linspace(-3, 3, 13, dtype=torch.float64).add(0.01).requires_grad_(),))
+
+
+def test_bfloat16_kernel_stays_finite_for_far_negative_queries():
+    """In bfloat16, elu(x) + 1 rounds to 0 from x = -8 on: a query whose Q features all lie there
+    had C = 0 and returned NaN. phi's form keeps every feature positive."""
+    B, nh, hs, W = 2, 2, 4, 6
+    qkvT = torch.randn(B, 3 * nh * hs, W, generator=torch.Generator().manual_seed(7))
+    qkvT[:, :nh * hs, 0] = -10.0
+    qkvT = qkvT.bfloat16()
+    y = astro_attention_t(qkvT, nh, None, astro_map(W, hs, 8.0).T.contiguous(), 0.5)
+    assert bool(torch.isfinite(y).all())
+    assert bool((phi_kernel(torch.full((3,), -60.0, dtype=torch.bfloat16)) > 0).all())
