@@ -3,8 +3,10 @@
     PYTHONPATH=$PWD python bench/retention_curve.py [--quick] [--out bench/out/retention] [--workers 2]
 
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
-T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's:
-d_model 32, 2 heads, 1 block, d_ff 64, 4 memory tokens, AMRB, 300 steps, lr 5e-3):
+T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
+sizes: d_model 32, 2 heads, 1 block, d_ff 64, 4 memory tokens, AMRB, lr 5e-3; 1000 steps on
+assoc, where at 300 and 600 steps every memory model stayed at chance from T = 4 on, 300 on
+recall, the learning test's budget):
 
     ltp            RMAAT, shipped LTP schedule, integrating reading, post-LN (the default)
     ltp-literal    RMAAT, the paper's literal reading mem = RF mem', post-LN
@@ -44,6 +46,8 @@ from pathlib import Path
 SEGMENT_LEN = 16
 FULL_GRID = [(2, 4), (4, 4), (8, 4), (16, 4), (8, 1), (8, 16)]     # (T, K)
 QUICK_GRID = [(4, 1)]
+STEPS = {"assoc": 1000, "recall": 300}            # per run, every model alike
+QUICK_STEPS = {"assoc": 1000, "recall": 150}
 
 #: model name -> ModelConfig overrides (arch, retention, reading, norm, ...)
 MODELS: dict[str, dict] = {
@@ -131,7 +135,8 @@ def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task
             n = seeds5 if model in FIVE_SEEDS else seeds3
             for seed in range(n):
                 jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps, "task": task,
-                             "dir": str(out / "runs" / f"{task}_T{T}_K{K}" / model / f"seed{seed}")})
+                             # the steps in the path: a run of another budget is never reused as this one
+                             "dir": str(out / "runs" / f"{task}_T{T}_K{K}_steps{steps}" / model / f"seed{seed}")})
     # the longest sequences first, so the pool's tail is short
     return sorted(jobs, key=lambda j: -j["T"])
 
@@ -229,10 +234,11 @@ def main(argv=None) -> int:
                          "(age = segments - 1), one setting")
     ap.add_argument("--seeds", default=None, help="seeds as N5,N3 (default 5,3; quick 1,1)")
     ap.add_argument("--quick", action="store_true",
-                    help="T=4, K=1, 4 models, 1 seed, 150 steps (about 2 minutes on 2 cores)")
+                    help="T=4, K=1 (recall: 4 segments), 4 models, 1 seed; assoc 1000 steps, recall 150 "
+                         "(under a minute on 2 cores)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/out/retention[-quick]")
     ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
-    ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default 300; quick 150)")
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: assoc 1000, recall 300; quick: assoc 1000, recall 150)")
     ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
     ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
     ap.add_argument("--replot", action="store_true", help="redraw table.md and forgetting.png from results.csv")
@@ -246,10 +252,10 @@ def main(argv=None) -> int:
         print(f"--models: unknown model {unknown[0]!r}; expected some of {', '.join(MODELS)}", file=sys.stderr)
         return 2
     if args.quick:
-        grid, steps, seeds = QUICK_GRID, args.steps or 150, (1, 1)
+        grid, steps, seeds = QUICK_GRID, args.steps or QUICK_STEPS[args.task], (1, 1)
         models = QUICK_MODELS if args.models is None else models
     else:
-        grid, steps, seeds = FULL_GRID, args.steps or 300, (5, 3)
+        grid, steps, seeds = FULL_GRID, args.steps or STEPS[args.task], (5, 3)
     if args.task == "recall":
         grid = [(4 if args.quick else 16, 1)]
     if args.grid:
