@@ -11,7 +11,8 @@ recall, the learning test's budget):
     ltp            RMAAT, shipped LTP schedule, integrating reading, post-LN (the default)
     ltp-literal    RMAAT, the paper's literal reading mem = RF mem', post-LN
     stream         RMAAT, RF_inf(t) (no T), integrating;  stream-literal: the same, literal
-    learned        RMAAT, table learned from the LTP start (integrating)
+    learned        RMAAT, table learned from the LTP start (integrating), kept in [0, 1]
+    learned-free   the same, unbounded (retention_range = "free", the behaviour before the bound)
     flat           RMAAT, RF = 1/T, integrating: the capacity of an LTP schedule without its shape
     none           RMAAT, memory passed on unscaled
     ltp-pre, ltp-literal-pre, none-pre     the same with pre-LN blocks
@@ -56,6 +57,7 @@ MODELS: dict[str, dict] = {
     "stream": dict(retention="stream", retention_reading="integrating"),
     "stream-literal": dict(retention="stream", retention_reading="literal"),
     "learned": dict(retention="learned", retention_reading="integrating"),
+    "learned-free": dict(retention="learned", retention_reading="integrating", retention_range="free"),
     "flat": dict(retention="flat", retention_reading="integrating"),
     "none": dict(retention="none"),
     "ltp-pre": dict(retention="ltp", retention_reading="integrating", norm="pre"),

@@ -165,6 +165,15 @@ class RMAAT(nn.Module):
         """The learned retention table (``retention = "learned"``), else empty."""
         return [self.rf_table] if isinstance(getattr(self, "rf_table", None), nn.Parameter) else []
 
+    @torch.no_grad()
+    def project_retention(self) -> None:
+        """Keep a learned table in its range (``cfg.retention_range``): with "unit", clamp it
+        onto [0, 1] in place (projected gradient descent; ``make_optimizer`` calls this after
+        every step). Nothing to do for a fixed schedule or a "free" table."""
+        if self.cfg.retention_range == "unit":
+            for p in self.retention_parameters():
+                p.clamp_(0.0, 1.0)
+
     def param_groups(self, lr: float, weight_decay: float, retention_lr: float | None = None) -> list[dict]:
         """AdamW groups: 2-D weights (linear layers, embeddings) decay; biases, LayerNorm gains and
         the initial memory do not; the learned retention table (parameter name ``rf_table``, also

@@ -62,14 +62,18 @@ ARCHS = tuple(ARCH_TABLE)
 MEMORY_ARCHS = tuple(name for name, arch in ARCH_TABLE.items() if arch.memory)
 RETENTIONS = ("ltp", "stream", "learned", "flat", "none")
 READINGS = ("integrating", "literal")
+RETENTION_RANGES = ("unit", "free")
 NORMS = ("post", "pre")
 HEADS = ("cls", "match")
 POOLS = ("auto", "mem", "mean")
 SAMPLINGS = ("uniform", "recent", "fractions")
 AT_SCOPES = ("sequence", "segment")
 #: fields a model config stored before they existed lacks, with the value its model was built
-#: with: pre-LN blocks and the literal RF reading (today's defaults are post-LN, integrating)
+#: with: pre-LN blocks and the literal RF reading (today's defaults are post-LN, integrating).
+#: A ``learned`` table was unbounded before ``retention_range``; only a learned model reads it,
+#: so ``with_legacy_layout`` gives "free" to those alone.
 LEGACY_DEFAULTS = {"norm": "pre", "retention_reading": "literal"}
+LEGACY_LEARNED_RANGE = "free"
 #: fields that must be integers >= 1 for every arch
 POSITIVE_INTS = ("vocab_size", "n_classes", "max_len", "d_model", "n_heads", "n_layers", "d_ff",
                  "segment_len")
@@ -95,6 +99,11 @@ class ModelConfig:
     #   rmt and rlt are the paper's baselines without RF: for them it is always "none".
     retention_reading: Literal[READINGS] = "integrating"  # how RF acts on the memory:
     #   integrating mem_{t+1} = mem_t + RF(t,T) (mem'_{t+1} - mem_t); literal mem_{t+1} = RF(t,T) mem'_{t+1}
+    retention_range: Literal[RETENTION_RANGES] = "unit"  # retention "learned" only: after every
+    #   optimiser step the table is projected onto [0, 1] (unit), so the integrating update stays a
+    #   convex mix of the old memory and the new write and the literal one damps; free leaves it
+    #   unbounded (the behaviour before the field: the assoc benchmark's tables left [0, 1] in
+    #   every run and the integrating update extrapolated).
     norm: Literal[NORMS] = "post"  # LayerNorm after each residual add (post) or before each
     #   sublayer (pre, nanoGPT); every arch shares it. Checkpoints without the field load as "pre".
     retention_file: str | None = None  # retention.json; None -> astro_rmaat.retention.default_retention_path()
@@ -123,6 +132,7 @@ class ModelConfig:
 
     def _check_choices(self) -> None:
         for name, choices in (("arch", ARCHS), ("retention", RETENTIONS), ("retention_reading", READINGS),
+                              ("retention_range", RETENTION_RANGES),
                               ("norm", NORMS), ("head", HEADS), ("pool", POOLS), ("at_scope", AT_SCOPES),
                               ("elastic_sampling", SAMPLINGS)):
             value = getattr(self, name)
@@ -224,7 +234,12 @@ class ModelConfig:
 def with_legacy_layout(data: dict) -> dict:
     """A stored model config (a checkpoint's, or a run's config.json) without ``norm`` /
     ``retention_reading`` predates them: its model had pre-LN blocks and the literal RF reading,
-    so it reads that way (``LEGACY_DEFAULTS``), not with today's defaults."""
+    so it reads that way (``LEGACY_DEFAULTS``), not with today's defaults. A learned schedule
+    stored without ``retention_range`` was unbounded ("free"); for any other schedule the
+    field is not read and takes today's default, so such a run resumes under the same command."""
     if not isinstance(data, dict):
         return data
-    return {**LEGACY_DEFAULTS, **data}
+    legacy = dict(LEGACY_DEFAULTS)
+    if data.get("retention") == "learned":
+        legacy["retention_range"] = LEGACY_LEARNED_RANGE
+    return {**legacy, **data}

@@ -37,9 +37,13 @@ class WarmupCosine:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: TrainConfig):
-    """(AdamW, LambdaLR scheduler) for ``cfg.steps`` optimiser steps."""
+    """(AdamW, LambdaLR scheduler) for ``cfg.steps`` optimiser steps. Each step ends by
+    projecting a learned retention table onto its range (``RMAAT.project_retention``)."""
     opt = torch.optim.AdamW(param_groups(model, cfg.optim), lr=cfg.optim.lr,
                             betas=tuple(cfg.optim.betas), eps=cfg.optim.eps)
+    raw = D.unwrap(model)
+    if raw.retention_parameters():
+        opt.register_step_post_hook(lambda *_: raw.project_retention())
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, WarmupCosine(cfg.optim.warmup_steps, cfg.steps, cfg.optim.min_lr_ratio))
     return opt, sched

@@ -67,6 +67,19 @@ def test_bad_checkpoints_are_named(tmp_path):
         checkpoint.load(tmp_path / "mixed.safetensors")
 
 
+def test_a_learned_table_stored_before_its_range_field_loads_unbounded():
+    """Before ``retention_range`` a learned table was unconstrained: a stored learned config
+    without the field reads "free"; for another schedule the field is not read and takes
+    today's default, so nothing about such a model changes."""
+    from rmaat_model.model_config import with_legacy_layout
+    learned = cfgio.from_dict(ModelConfig, with_legacy_layout({"arch": "rmaat", "retention": "learned"}))
+    assert learned.retention_range == "free" and ModelConfig().retention_range == "unit"
+    for data in ({"arch": "rmaat", "retention": "ltp"}, {"arch": "rmaat"}, {"arch": "rmt"}):
+        assert cfgio.from_dict(ModelConfig, with_legacy_layout(data)).retention_range == "unit"
+    kept = with_legacy_layout({"retention": "learned", "retention_range": "unit"})
+    assert kept["retention_range"] == "unit"                 # a stored value is never overridden
+
+
 def test_a_checkpoint_from_before_the_layout_field_rebuilds_pre_ln_with_identical_outputs():
     """fixtures/pre_norm_rmaat.safetensors was written by revision c18666a (pre-LN blocks, literal
     RF, no ``norm`` / ``retention_reading`` in its stored config) together with the logits it

@@ -312,6 +312,8 @@ def test_unknown_arch_and_memory_without_memory_tokens():
     ModelConfig(arch="at", at_scope="segment", n_mem=0)      # segment-local AT has no memory either
     with pytest.raises(ConfigError, match="at_scope = 'window'.*expected one of"):
         ModelConfig(arch="at", at_scope="window")
+    with pytest.raises(ConfigError, match="retention_range = 'positive': expected one of 'unit', 'free'"):
+        ModelConfig(retention="learned", retention_range="positive")
     for arch in ("rmaat", "rmt", "rlt", "transformer"):
         with pytest.raises(ConfigError, match=f"at_scope = 'segment' applies to arch 'at' only; arch '{arch}'"):
             ModelConfig(arch=arch, at_scope="segment")

@@ -136,7 +136,7 @@ def test_a_run_interrupted_under_an_older_version_resumes(tmp_path):
     command resumes it, to the bytes of an uninterrupted run."""
     whole = train(tiny(), tmp_path / "whole", progress=False)
     run = train(tiny(), tmp_path / "run", stop_after=2, progress=False)
-    _as_if_older(run, ["precision", "compile", "threads"])
+    _as_if_older(run, ["precision", "compile", "threads", "model.retention_range"])
     train(tiny(), run, progress=False)
     assert sha(run / MODEL_FILE) == sha(whole / MODEL_FILE)
 
@@ -154,6 +154,22 @@ def test_an_older_run_of_another_block_layout_is_refused_by_name(tmp_path):
         train(tiny(model__norm="pre", optim__lr=1e-2), run, progress=False)
     train(tiny(model__norm="pre"), run, progress=False)   # the stored layout resumes it
     assert (run / "meta.json").is_file()
+
+
+def test_an_older_learned_run_is_unbounded_and_resumes_as_such(tmp_path):
+    """A learned table stored before ``retention_range`` was unbounded: the default command
+    (today "unit") is refused with the field named, and "free" resumes it to the bytes of an
+    uninterrupted free run."""
+    from model_fixtures import write_retention
+    ret = write_retention(tmp_path / "retention.json")
+    learned = dict(model__retention="learned", model__retention_file=str(ret), optim__retention_lr=0.5)
+    whole = train(tiny(model__retention_range="free", **learned), tmp_path / "whole", progress=False)
+    run = train(tiny(model__retention_range="free", **learned), tmp_path / "run", stop_after=2, progress=False)
+    _as_if_older(run, ["model.retention_range"])
+    with pytest.raises(RunExistsError, match=r"model\.retention_range: stored 'free', given 'unit'"):
+        train(tiny(**learned), run, progress=False)
+    train(tiny(model__retention_range="free", **learned), run, progress=False)
+    assert sha(run / MODEL_FILE) == sha(whole / MODEL_FILE)
 
 
 def test_an_older_synthetic_run_with_a_null_max_len_is_read_at_64_tokens(tmp_path):
@@ -245,6 +261,35 @@ def test_learned_retention_gets_its_own_group(tmp_path):
     opt, sched = make_optimizer(model, cfg)
     lrs = [g["lr"] for g in opt.param_groups]
     assert cfg.optim.retention_lr * sched.lr_lambdas[0](0) in lrs
+
+
+@pytest.mark.parametrize("bound", ["unit", "free"])
+def test_learned_retention_stays_in_its_range(tmp_path, bound):
+    """At a retention rate that moves each entry by about 1 per step, the trained table is
+    projected onto [0, 1] after every step ("unit", the default) and leaves it when "free";
+    either way the row the 4-segment sequences read has moved away from its LTP start."""
+    from model_fixtures import write_retention
+    ret = write_retention(tmp_path / "retention.json")
+    cfg = tiny(model__retention="learned", model__retention_file=str(ret), model__retention_range=bound,
+               optim__retention_lr=1.0)
+    start = build_model_for(cfg).rf_table.detach()[3, :4].clone()
+    assert bool(((start > 0) & (start < 1)).all())
+    run = train(cfg, tmp_path / "run", progress=False)
+    table = load_weights(run, MODEL_FILE, "cpu").rf_table.detach()
+    row = table[3, :3]                      # RF(1..3, 4); RF(4, 4) is never read (the last segment)
+    assert float((row - start[:3]).abs().max()) > 0.3
+    inside = bool(((table >= 0) & (table <= 1)).all())
+    assert inside == (bound == "unit")
+    if bound == "unit":
+        assert bool(((row == 0) | (row == 1)).any())   # the projection was active
+
+
+def build_model_for(cfg: TrainConfig):
+    from rmaat_model.data.synthetic import task_spec
+    from rmaat_model.model import build_model
+    from rmaat_model.train_config import model_config_for
+    torch.manual_seed(cfg.seed)
+    return build_model(model_config_for(cfg, task_spec(cfg.max_len)))
 
 
 @pytest.mark.slow
