@@ -13,6 +13,7 @@ recall, the learning test's budget):
     stream         RMAAT, RF_inf(t) (no T), integrating;  stream-literal: the same, literal
     learned        RMAAT, table learned from the LTP start (integrating), kept in [0, 1]
     learned-free   the same, unbounded (retention_range = "free", the behaviour before the bound)
+    learned-literal, learned-literal-free     the same two under the literal reading
     flat           RMAAT, RF = 1/T, integrating: the capacity of an LTP schedule without its shape
     none           RMAAT, memory passed on unscaled
     ltp-pre, ltp-literal-pre, none-pre     the same with pre-LN blocks
@@ -58,6 +59,8 @@ MODELS: dict[str, dict] = {
     "stream-literal": dict(retention="stream", retention_reading="literal"),
     "learned": dict(retention="learned", retention_reading="integrating"),
     "learned-free": dict(retention="learned", retention_reading="integrating", retention_range="free"),
+    "learned-literal": dict(retention="learned", retention_reading="literal"),
+    "learned-literal-free": dict(retention="learned", retention_reading="literal", retention_range="free"),
     "flat": dict(retention="flat", retention_reading="integrating"),
     "none": dict(retention="none"),
     "ltp-pre": dict(retention="ltp", retention_reading="integrating", norm="pre"),
