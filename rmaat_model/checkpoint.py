@@ -21,7 +21,8 @@ name, like the trainer's atomic rename, get no sidecar and need none). ``load`` 
 metadata, else the sidecar. Loading never re-reads the retention.json named in the
 config: the schedule travels in the state_dict, so a checkpoint stays usable when that
 file moves or changes. A config stored before the block layout and the RF reading were
-fields rebuilds the model it was trained as (pre-LN, literal): see ``LEGACY_DEFAULTS``.
+fields rebuilds the model it was trained as (pre-LN, literal): see ``LEGACY_DEFAULTS``; a
+learned table stored before ``retention_range`` reads as unbounded ("free").
 """
 
 from __future__ import annotations

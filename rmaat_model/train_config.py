@@ -156,7 +156,8 @@ def stored_config(data: dict[str, Any]) -> dict[str, Any]:
     """A run's stored config (config.json, a checkpoint's) as this version writes it: a field
     added since it was written takes the value the run was made with -- the field's default
     (the behaviour before it existed), except the model's block layout and RF reading, which
-    read as pre-LN and literal (``model_config.LEGACY_DEFAULTS``), and a synthetic task's null
+    read as pre-LN and literal (``model_config.LEGACY_DEFAULTS``), a learned retention table's
+    range, which reads as "free" (``model_config.with_legacy_layout``), and a synthetic task's null
     max_len, which meant 64 tokens. So an interrupted run of an
     earlier version resumes under the same command, and one whose model differs is refused
     with the field named. ConfigError when it no longer reads at all."""
