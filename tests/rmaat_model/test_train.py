@@ -241,16 +241,21 @@ def test_warmup_cosine_schedule():
     assert s(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
+def build_model_for(cfg: TrainConfig):
+    from rmaat_model.data.synthetic import task_spec
+    from rmaat_model.model import build_model
+    from rmaat_model.train_config import model_config_for
+    torch.manual_seed(cfg.seed)
+    return build_model(model_config_for(cfg, task_spec(cfg.max_len)))
+
+
 def test_learned_retention_gets_its_own_group(tmp_path):
     """A learned schedule trains at retention_lr without weight decay; matrices decay,
     biases and norms do not."""
     from model_fixtures import write_retention
-    from rmaat_model.model import build_model
-    from rmaat_model.data.synthetic import task_spec
-    from rmaat_model.train_config import model_config_for
     ret = write_retention(tmp_path / "retention.json")
     cfg = tiny(model__retention="learned", model__retention_file=str(ret))
-    model = build_model(model_config_for(cfg, task_spec(32)))
+    model = build_model_for(cfg)
     groups = {g["name"]: g for g in param_groups(model, cfg.optim)}
     assert groups["retention"]["weight_decay"] == 0.0
     assert groups["retention"]["lr"] == cfg.optim.retention_lr
@@ -282,14 +287,6 @@ def test_learned_retention_stays_in_its_range(tmp_path, bound):
     assert inside == (bound == "unit")
     if bound == "unit":
         assert bool(((row == 0) | (row == 1)).any())   # the projection was active
-
-
-def build_model_for(cfg: TrainConfig):
-    from rmaat_model.data.synthetic import task_spec
-    from rmaat_model.model import build_model
-    from rmaat_model.train_config import model_config_for
-    torch.manual_seed(cfg.seed)
-    return build_model(model_config_for(cfg, task_spec(cfg.max_len)))
 
 
 @pytest.mark.slow
