@@ -1,6 +1,7 @@
 """Forgetting curves: accuracy on ``assoc`` by the age of the fact, for every memory.
 
     PYTHONPATH=$PWD python bench/retention_curve.py [--quick] [--out bench/out/retention] [--workers 2]
+        [--grid 8x1] [--models ltp,flat] [--seeds 10,10] [--compare ltp:flat] [--replot]
 
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
@@ -31,6 +32,12 @@ accuracy at each age), ``table.md`` (mean ± sd per setting and model), ``forget
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes. Runs go to a pool of
 ``--workers`` processes with one torch thread each. A benchmark, not a test: nothing is asserted.
+
+``--compare a:b,...`` adds, for every setting that holds both models, the two models' medians
+and means over seeds and a two-sided Mann-Whitney U test of their test accuracies (rank-based:
+seeds spread widely and pile up at chance, so a t-test's normal model does not fit): the exact
+distribution of U where no two accuracies tie, the normal approximation with tie correction
+where some do (runs stuck at chance often give the same accuracy); the line says which.
 """
 
 from __future__ import annotations
@@ -188,6 +195,117 @@ def summarise(rows: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", stats
 
 
+def known_models() -> list[str]:
+    """Every model name a results row can carry (the elastic runs' test-time sampling swaps too)."""
+    return list(MODELS) + [f"{x}@{s}" for x in ("elastic", "elastic-recent") for s in ("uniform", "recent")]
+
+
+def compare(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
+    """Per setting holding both models of a pair: medians, means and a two-sided Mann-Whitney U
+    test of the runs' test accuracies (module doc)."""
+    from scipy.stats import mannwhitneyu
+
+    groups: dict[tuple, list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["T"], r["K"], r["model"]), []).append(r["test_acc"])
+    lines = []
+    for T, K in sorted({(r["T"], r["K"]) for r in rows}):
+        for a, b in pairs:
+            x, y = groups.get((T, K, a)), groups.get((T, K, b))
+            if not x or not y:
+                continue
+            if len(x) < 2 or len(y) < 2:
+                lines.append(f"T={T}, K={K}: {a} vs {b}: n = {len(x)}, {len(y)}; a test needs 2 seeds a side")
+                continue
+            exact = len(set(x) | set(y)) == len(x) + len(y)       # no ties
+            res = mannwhitneyu(x, y, alternative="two-sided", method="exact" if exact else "asymptotic")
+            lines.append(
+                f"T={T}, K={K}: {a} vs {b}: median {100 * statistics.median(x):.1f} vs "
+                f"{100 * statistics.median(y):.1f} %, mean {100 * statistics.fmean(x):.1f} vs "
+                f"{100 * statistics.fmean(y):.1f} %; Mann-Whitney U = {res.statistic:g}, two-sided "
+                f"p = {res.pvalue:.3g} ({'exact' if exact else 'normal approximation'}; n = {len(x)}, {len(y)})")
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+def parse_args(argv) -> tuple[argparse.Namespace, dict] | int:
+    """The command line, checked whole before anything is written: the namespace and the plan
+    (grid, steps, seeds, models, compare pairs, out), or 2 after one line on stderr."""
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--task", choices=("assoc", "recall"), default="assoc",
+                    help="assoc: the grid below; recall: the answer in segment 1 of 2..16 segments "
+                         "(age = segments - 1), one setting")
+    ap.add_argument("--seeds", default=None, help="seeds as N5,N3 (default 5,3; quick 1,1)")
+    ap.add_argument("--quick", action="store_true",
+                    help="T=4, K=1 (recall: 4 segments), 4 models, 1 seed; assoc 1000 steps, recall 150 "
+                         "(under a minute on 2 cores)")
+    ap.add_argument("--out", type=Path, default=None, help="default bench/out/retention[-quick]")
+    ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: assoc 1000, recall 300; quick: assoc 1000, recall 150)")
+    ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
+    ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
+    ap.add_argument("--compare", default=None,
+                    help="model pairs as a:b,... e.g. ltp:flat,ltp:none: medians and a Mann-Whitney U test per setting")
+    ap.add_argument("--replot", action="store_true", help="redraw forgetting.png and print the table (and --compare) from results.csv")
+    args = ap.parse_args(argv)
+
+    def bad(msg: str) -> int:
+        print(msg, file=sys.stderr)
+        return 2
+
+    if args.workers < 1:
+        return bad(f"--workers {args.workers}: expected at least 1")
+    if args.steps is not None and args.steps < 1:
+        return bad(f"--steps {args.steps}: expected a positive number of optimiser steps")
+    models = tuple(MODELS) if args.models is None else tuple(m.strip() for m in args.models.split(","))
+    unknown = [m for m in models if m not in MODELS]
+    if unknown:
+        return bad(f"--models: unknown model {unknown[0]!r}; expected some of {', '.join(MODELS)}")
+    pairs: list[tuple[str, str]] = []
+    if args.compare is not None:
+        for item in args.compare.split(","):
+            names = tuple(n.strip() for n in item.split(":"))
+            if len(names) != 2 or not all(names):
+                return bad(f"--compare {args.compare!r}: expected model pairs a:b separated by commas, e.g. ltp:flat,ltp:none")
+            wrong = [n for n in names if n not in known_models()]
+            if wrong:
+                return bad(f"--compare: unknown model {wrong[0]!r}; expected some of {', '.join(known_models())}")
+            pairs.append(names)   # type: ignore[arg-type]
+    if args.quick:
+        grid, steps, seeds = QUICK_GRID, QUICK_STEPS[args.task], (1, 1)
+        models = QUICK_MODELS if args.models is None else models
+    else:
+        grid, steps, seeds = FULL_GRID, STEPS[args.task], (5, 3)
+    if args.steps is not None:
+        steps = args.steps
+    if args.task == "recall":
+        grid = [(4 if args.quick else 16, 1)]
+    if args.grid:
+        try:
+            grid = [tuple(int(v) for v in item.split("x")) for item in args.grid.split(",")]
+            if any(len(g) != 2 for g in grid):
+                raise ValueError
+        except ValueError:
+            return bad(f"--grid {args.grid!r}: expected settings TxK separated by commas, e.g. 4x1,8x4")
+    if args.seeds:
+        try:
+            seeds = tuple(int(x) for x in args.seeds.split(","))
+            if len(seeds) != 2 or min(seeds) < 1:
+                raise ValueError
+        except ValueError:
+            return bad(f"--seeds {args.seeds!r}: expected two positive counts N5,N3 (seeds for "
+                       f"{', '.join(FIVE_SEEDS)}, and for the other models), e.g. 5,3")
+    if not args.replot:   # every setting must make a valid run, before a file is written
+        from astro_rmaat.errors import ConfigError
+        for T, K in grid:
+            for model in models:
+                try:
+                    base_config(T, K, model, 0, steps, args.task)
+                except ConfigError as e:
+                    return bad(f"--grid {T}x{K} ({args.task}, {model}): {e}")
+    out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
+    return args, dict(grid=grid, steps=steps, seeds=seeds, models=models, pairs=pairs, out=out)
+
+
 def plot(path: Path, rows: list[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -233,51 +351,22 @@ def plot(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--task", choices=("assoc", "recall"), default="assoc",
-                    help="assoc: the grid below; recall: the answer in segment 1 of 2..16 segments "
-                         "(age = segments - 1), one setting")
-    ap.add_argument("--seeds", default=None, help="seeds as N5,N3 (default 5,3; quick 1,1)")
-    ap.add_argument("--quick", action="store_true",
-                    help="T=4, K=1 (recall: 4 segments), 4 models, 1 seed; assoc 1000 steps, recall 150 "
-                         "(under a minute on 2 cores)")
-    ap.add_argument("--out", type=Path, default=None, help="default bench/out/retention[-quick]")
-    ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
-    ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: assoc 1000, recall 300; quick: assoc 1000, recall 150)")
-    ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
-    ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
-    ap.add_argument("--replot", action="store_true", help="redraw table.md and forgetting.png from results.csv")
-    args = ap.parse_args(argv)
-    if args.workers < 1:
-        print(f"--workers {args.workers}: expected at least 1", file=sys.stderr)
-        return 2
-    models = tuple(MODELS) if args.models is None else tuple(m.strip() for m in args.models.split(","))
-    unknown = [m for m in models if m not in MODELS]
-    if unknown:
-        print(f"--models: unknown model {unknown[0]!r}; expected some of {', '.join(MODELS)}", file=sys.stderr)
-        return 2
-    if args.quick:
-        grid, steps, seeds = QUICK_GRID, args.steps or QUICK_STEPS[args.task], (1, 1)
-        models = QUICK_MODELS if args.models is None else models
-    else:
-        grid, steps, seeds = FULL_GRID, args.steps or STEPS[args.task], (5, 3)
-    if args.task == "recall":
-        grid = [(4 if args.quick else 16, 1)]
-    if args.grid:
-        try:
-            grid = [tuple(int(v) for v in item.split("x")) for item in args.grid.split(",")]
-        except ValueError:
-            print(f"--grid {args.grid!r}: expected settings TxK separated by commas, e.g. 4x1,8x4", file=sys.stderr)
-            return 2
-    if args.seeds:
-        seeds = tuple(int(x) for x in args.seeds.split(","))
-    out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
+    parsed = parse_args(argv)
+    if isinstance(parsed, int):
+        return parsed
+    args, plan = parsed
+    grid, steps, seeds, models, pairs, out = (plan[k] for k in ("grid", "steps", "seeds", "models", "pairs", "out"))
     if args.replot:
+        if not (out / "results.csv").is_file():
+            print(f"--replot: {out / 'results.csv'} not found; expected the results of an earlier run under --out", file=sys.stderr)
+            return 2
         with open(out / "results.csv", newline="") as fh:
             rows = [{k: (v if k in ("task", "model") else float(v) if "." in v else int(v))
                      for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
         plot(out / "forgetting.png", rows)
         print(summarise(rows)[0])
+        if pairs:
+            print(compare(rows, pairs))
         return 0
     out.mkdir(parents=True, exist_ok=True)
     jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task)
@@ -297,6 +386,8 @@ def main(argv=None) -> int:
     header = (f"{args.task} test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each; "
               f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
               f"wall {time.perf_counter() - t0:.0f} s\n\n")
+    if pairs:
+        table += "\n" + compare(rows, pairs)
     tmp = out / "table.md.tmp"
     tmp.write_text(header + table)
     os.replace(tmp, out / "table.md")

@@ -1,0 +1,81 @@
+"""bench/retention_curve.py: its command line refuses bad input before writing anything, and
+``--compare`` tests the right runs against each other (exact Mann-Whitney answers)."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("retention_curve", ROOT / "bench" / "retention_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _rows(T, K, model, accs):
+    return [{"task": "assoc", "T": T, "K": K, "model": model, "seed": s, "test_acc": a}
+            for s, a in enumerate(accs)]
+
+
+def test_compare_exact_p_of_separated_samples(bench):
+    """Two samples with every value of one above every value of the other: U takes its extreme,
+    and the exact two-sided p is 2 / C(n1 + n2, n1) (one arrangement of ranks at each end)."""
+    rows = (_rows(8, 1, "none-pre", [0.60, 0.70, 0.80, 0.90, 0.95])
+            + _rows(8, 1, "ltp", [0.13, 0.20, 0.25, 0.30])
+            # another setting, where the order is reversed: it must not enter T=8, K=1's test
+            + _rows(4, 1, "none-pre", [0.11, 0.12]) + _rows(4, 1, "ltp", [0.91, 0.92]))
+    out = bench.compare(rows, [("none-pre", "ltp")])
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    line = next(x for x in lines if x.startswith("T=8, K=1"))
+    assert "U = 20" in line and "(exact; n = 5, 4)" in line
+    p = float(line.split("p = ")[1].split()[0])
+    assert p == pytest.approx(2 / math.comb(9, 4), rel=4e-3)
+    assert "median 80.0 vs 22.5 %" in line and "mean 79.0 vs 22.0 %" in line
+    other = next(x for x in lines if x.startswith("T=4, K=1"))
+    assert "U = 0" in other and float(other.split("p = ")[1].split()[0]) == pytest.approx(2 / math.comb(4, 2), rel=4e-3)
+
+
+def test_compare_ties_use_the_normal_approximation(bench):
+    """Runs stuck at chance tie; the exact U distribution assumes none, so the line says it used
+    the tie-corrected normal approximation. Identical samples give p = 1."""
+    same = [0.129, 0.129, 0.3, 0.5]
+    out = bench.compare(_rows(8, 1, "ltp", same) + _rows(8, 1, "flat", same), [("ltp", "flat")])
+    assert "normal approximation" in out
+    assert float(out.split("p = ")[1].split()[0]) == pytest.approx(1.0)
+
+
+def test_compare_skips_missing_models_and_single_runs(bench):
+    rows = _rows(8, 1, "ltp", [0.2, 0.3]) + _rows(8, 1, "flat", [0.4])
+    assert bench.compare(rows, [("ltp", "none")]) == ""
+    assert "a test needs 2 seeds a side" in bench.compare(rows, [("ltp", "flat")])
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--grid", "1x1"], "--grid 1x1 (assoc, ltp): assoc max_len = 16"),
+    (["--grid", "2x40"], "assoc pairs = 40"),
+    (["--grid", "4x1x2"], "--grid '4x1x2': expected settings TxK"),
+    (["--seeds", "abc"], "--seeds 'abc': expected two positive counts"),
+    (["--seeds", "0,3"], "--seeds '0,3': expected two positive counts"),
+    (["--steps", "0"], "--steps 0: expected a positive number"),
+    (["--workers", "0"], "--workers 0: expected at least 1"),
+    (["--compare", "ltp"], "--compare 'ltp': expected model pairs a:b"),
+    (["--compare", "ltp:nope"], "--compare: unknown model 'nope'"),
+    (["--models", "ltp,nope"], "--models: unknown model 'nope'"),
+    (["--replot"], "results.csv not found"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(bench, tmp_path, capsys, argv, expected):
+    out = tmp_path / "out"
+    argv = ["--models", "ltp"] + argv if "--models" not in argv else argv
+    assert bench.main(argv + ["--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and expected in err, err
+    assert not out.exists()
