@@ -5,7 +5,7 @@
 
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
-sizes: d_model 32, 2 heads, 1 block, d_ff 64, 4 memory tokens, AMRB, lr 5e-3; 1000 steps on
+sizes: d_model 32, 2 heads, 1 block (``--layers``), d_ff 64, 4 memory tokens, AMRB, lr 5e-3; 1000 steps on
 assoc, where at 300 and 600 steps every memory model stayed at chance from T = 4 on, 300 on
 recall, the learning test's budget):
 
@@ -84,7 +84,7 @@ FIVE_SEEDS = ("ltp", "ltp-literal", "none")
 QUICK_MODELS = ("ltp", "ltp-literal", "none", "at-segment")
 
 
-def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "assoc"):
+def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "assoc", layers: int = 1):
     from astro_rmaat.config import from_dict, to_dict
     from rmaat_model.train_config import TrainConfig
 
@@ -96,7 +96,7 @@ def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "
         d["assoc_pairs"] = K
     else:   # recall over 2..T segments: the answer in segment 1, its age = segments - 1
         d["recall_min_segments"] = 2
-    d["model"].update(arch="rmaat", d_model=32, n_heads=2, n_layers=1, d_ff=64, dropout=0.0,
+    d["model"].update(arch="rmaat", d_model=32, n_heads=2, n_layers=layers, d_ff=64, dropout=0.0,
                       segment_len=SEGMENT_LEN, n_mem=4, retention_file=None)
     d["model"].update(MODELS[model])
     d["optim"].update(lr=5e-3, retention_lr=0.1, warmup_steps=20)
@@ -114,7 +114,7 @@ def run_one(job: dict) -> dict:
     from rmaat_model.train import RESULTS_FILE, train
     from rmaat_model.train_config import load_data
 
-    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"])
+    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"], job["layers"])
     out = Path(job["dir"])
     t0 = time.perf_counter()
     if not runs.is_finished(out):
@@ -133,29 +133,31 @@ def run_one(job: dict) -> dict:
         by_age = accuracy_by_age(model, test)
         acc = sum(v["acc"] * v["n"] for v in by_age.values()) / sum(v["n"] for v in by_age.values())
         row = {"task": job["task"], "T": job["T"], "K": job["K"], "model": job["model"] + ("" if sampling is None else f"@{sampling}"),
-               "seed": job["seed"], "steps": res["steps_done"], "test_acc": round(acc, 4),
+               "seed": job["seed"], "steps": res["steps_done"], "layers": job["layers"], "test_acc": round(acc, 4),
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": round(wall, 1)}
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         rows.append(row)
     return {"rows": rows}
 
 
-def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task: str = "assoc") -> list[dict]:
+def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task: str = "assoc",
+             layers: int = 1) -> list[dict]:
     jobs = []
     for T, K in grid:
         for model in models:
             n = seeds5 if model in FIVE_SEEDS else seeds3
             for seed in range(n):
+                # the steps and blocks in the path: a run of another budget or depth is never reused as this one
+                setting = f"{task}_T{T}_K{K}_steps{steps}" + ("" if layers == 1 else f"_L{layers}")
                 jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps, "task": task,
-                             # the steps in the path: a run of another budget is never reused as this one
-                             "dir": str(out / "runs" / f"{task}_T{T}_K{K}_steps{steps}" / model / f"seed{seed}")})
+                             "layers": layers, "dir": str(out / "runs" / setting / model / f"seed{seed}")})
     # the longest sequences first, so the pool's tail is short
     return sorted(jobs, key=lambda j: -j["T"])
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
-    cols = ["task", "T", "K", "model", "seed", "steps", "test_acc", "best_val_acc", "train_wall_s"] + [f"age_{a}" for a in ages]
+    cols = ["task", "T", "K", "model", "seed", "steps", "layers", "test_acc", "best_val_acc", "train_wall_s"] + [f"age_{a}" for a in ages]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
@@ -242,6 +244,7 @@ def parse_args(argv) -> tuple[argparse.Namespace, dict] | int:
     ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: assoc 1000, recall 300; quick: assoc 1000, recall 150)")
     ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
+    ap.add_argument("--layers", type=int, default=1, help="blocks of every model (default 1)")
     ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
     ap.add_argument("--compare", default=None,
                     help="model pairs as a:b,... e.g. ltp:flat,ltp:none: medians and a Mann-Whitney U test per setting")
@@ -254,6 +257,8 @@ def parse_args(argv) -> tuple[argparse.Namespace, dict] | int:
 
     if args.workers < 1:
         return bad(f"--workers {args.workers}: expected at least 1")
+    if args.layers < 1:
+        return bad(f"--layers {args.layers}: expected a positive number of blocks")
     if args.steps is not None and args.steps < 1:
         return bad(f"--steps {args.steps}: expected a positive number of optimiser steps")
     models = tuple(MODELS) if args.models is None else tuple(m.strip() for m in args.models.split(","))
@@ -299,7 +304,7 @@ def parse_args(argv) -> tuple[argparse.Namespace, dict] | int:
         for T, K in grid:
             for model in models:
                 try:
-                    base_config(T, K, model, 0, steps, args.task)
+                    base_config(T, K, model, 0, steps, args.task, args.layers)
                 except ConfigError as e:
                     return bad(f"--grid {T}x{K} ({args.task}, {model}): {e}")
     out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
@@ -369,8 +374,9 @@ def main(argv=None) -> int:
             print(compare(rows, pairs))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task)
-    print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, models: "
+    jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, layers=args.layers)
+    print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, "
+          f"{args.layers} block(s), models: "
           f"{', '.join(models)}; {args.workers} worker(s) x 1 thread; out {out}", flush=True)
     t0 = time.perf_counter()
     rows = []
@@ -383,7 +389,8 @@ def main(argv=None) -> int:
                   f"test {100 * r['test_acc']:.1f} %", flush=True)
     write_csv(out / "results.csv", rows)
     table, _ = summarise(rows)
-    header = (f"{args.task} test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each; "
+    header = (f"{args.task} test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each, "
+              f"{args.layers} block{'s' if args.layers > 1 else ''}; "
               f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
               f"wall {time.perf_counter() - t0:.0f} s\n\n")
     if pairs:

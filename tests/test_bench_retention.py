@@ -59,6 +59,17 @@ def test_compare_skips_missing_models_and_single_runs(bench):
     assert "a test needs 2 seeds a side" in bench.compare(rows, [("ltp", "flat")])
 
 
+def test_runs_of_another_depth_or_budget_are_never_reused(bench, tmp_path):
+    """A finished run is reused by its folder: the folder names the steps, and the blocks when
+    they are not the default one (so the one-block runs stored before --layers stay reusable)."""
+    dirs = {(steps, layers): bench.jobs_for([(8, 1)], ("ltp",), steps, tmp_path, 1, 1, layers=layers)[0]["dir"]
+            for steps in (1000, 3000) for layers in (1, 2)}
+    assert len(set(dirs.values())) == 4
+    assert dirs[1000, 1].endswith("runs/assoc_T8_K1_steps1000/ltp/seed0")
+    cfg = bench.base_config(8, 1, "ltp", 0, 1000, "assoc", layers=2)
+    assert cfg.model.n_layers == 2 and cfg.steps == 1000
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--grid", "1x1"], "--grid 1x1 (assoc, ltp): assoc max_len = 16"),
     (["--grid", "2x40"], "assoc pairs = 40"),
@@ -66,6 +77,7 @@ def test_compare_skips_missing_models_and_single_runs(bench):
     (["--seeds", "abc"], "--seeds 'abc': expected two positive counts"),
     (["--seeds", "0,3"], "--seeds '0,3': expected two positive counts"),
     (["--steps", "0"], "--steps 0: expected a positive number"),
+    (["--layers", "0"], "--layers 0: expected a positive number of blocks"),
     (["--workers", "0"], "--workers 0: expected at least 1"),
     (["--compare", "ltp"], "--compare 'ltp': expected model pairs a:b"),
     (["--compare", "ltp:nope"], "--compare: unknown model 'nope'"),
