@@ -30,7 +30,8 @@ evaluated with the other sampling set (uniform <-> recent) at test time, without
 Writes, under --out: ``results.csv`` (one row per run: setting, model, seed, test accuracy and
 accuracy at each age), ``table.md`` (mean ± sd per setting and model), ``forgetting.png``
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
-Finished runs are reused, so an interrupted benchmark resumes. Runs go to a pool of
+Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
+the elapsed time at its last evaluation, from its meta.json). Runs go to a pool of
 ``--workers`` processes with one torch thread each. A benchmark, not a test: nothing is asserted.
 
 ``--compare a:b,...`` adds, for every setting that holds both models, the two models' medians
@@ -119,7 +120,10 @@ def run_one(job: dict) -> dict:
     t0 = time.perf_counter()
     if not runs.is_finished(out):
         train(cfg, out, progress=False)
-    wall = time.perf_counter() - t0
+        wall = time.perf_counter() - t0
+    else:   # reused: the run's own elapsed time at its last evaluation, as it recorded it
+        elapsed = json.loads((out / "meta.json").read_text()).get("eval_elapsed_s") or [float("nan")]
+        wall = elapsed[-1]
     res = json.loads((out / RESULTS_FILE).read_text())
     test = load_data(cfg, ("test",))[1]["test"]
     model = load_weights(out, device="cpu")
