@@ -6,8 +6,9 @@
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
 sizes: d_model 32, 2 heads, 1 block (``--layers``), d_ff 64, 4 memory tokens, AMRB, lr 5e-3; 1000 steps on
-assoc, where at 300 and 600 steps every memory model stayed at chance from T = 4 on, 300 on
-recall, the learning test's budget):
+assoc, where at 300 and 600 steps every memory model stayed at chance from T = 4 on (the full
+grid's 45-minute budget; at ``--steps 3000`` most models leave the plateau at T = 8, K = 1,
+docs/retention.md), 300 on recall, the learning test's budget):
 
     ltp            RMAAT, shipped LTP schedule, integrating reading, post-LN (the default)
     ltp-literal    RMAAT, the paper's literal reading mem = RF mem', post-LN
