@@ -122,7 +122,8 @@ plt.show()
 # copy carried along the residual, and the damping multiplies across segments. The literal
 # reading multiplies RF(t, T) < 1 at every hand-off; the integrating reading moves the memory
 # towards each segment's write by RF, as the LTP trace integrates its increments. The
-# full-size figures (5 seeds) are `bench/retention_curve.py --task recall`.
+# full-size figures (5 seeds) are `bench/retention_curve.py --task recall`; with three times
+# the steps (`--steps 900`) the pre-LN blocks learn too, more slowly (docs/retention.md).
 #
 # Without back-propagation through the memory the schedule cannot help: the same default
 # model trained with truncated BPTT(k = 1) (no gradient crosses a segment boundary).
