@@ -32,7 +32,7 @@ Writes, under --out: ``results.csv`` (one row per run: setting, model, seed, tes
 accuracy at each age), ``table.md`` (mean ± sd per setting and model), ``forgetting.png``
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
-the elapsed time at its last evaluation, from its meta.json). Runs go to a pool of
+the elapsed time at its last evaluation, from its meta.json; empty where it recorded none). Runs go to a pool of
 ``--workers`` processes with one torch thread each. A benchmark, not a test: nothing is asserted.
 
 ``--compare a:b,...`` adds, for every setting that holds both models, the two models' medians
@@ -122,9 +122,9 @@ def run_one(job: dict) -> dict:
     if not runs.is_finished(out):
         train(cfg, out, progress=False)
         wall = time.perf_counter() - t0
-    else:   # reused: the run's own elapsed time at its last evaluation, as it recorded it
-        elapsed = json.loads((out / "meta.json").read_text()).get("eval_elapsed_s") or [float("nan")]
-        wall = elapsed[-1]
+    else:   # reused: the run's own elapsed time at its last evaluation, as it recorded it (or none)
+        elapsed = json.loads((out / "meta.json").read_text()).get("eval_elapsed_s")
+        wall = elapsed[-1] if elapsed else None
     res = json.loads((out / RESULTS_FILE).read_text())
     test = load_data(cfg, ("test",))[1]["test"]
     model = load_weights(out, device="cpu")
@@ -139,7 +139,7 @@ def run_one(job: dict) -> dict:
         acc = sum(v["acc"] * v["n"] for v in by_age.values()) / sum(v["n"] for v in by_age.values())
         row = {"task": job["task"], "T": job["T"], "K": job["K"], "model": job["model"] + ("" if sampling is None else f"@{sampling}"),
                "seed": job["seed"], "steps": res["steps_done"], "layers": job["layers"], "test_acc": round(acc, 4),
-               "best_val_acc": round(res["val_acc"], 4), "train_wall_s": round(wall, 1)}
+               "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1)}
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         rows.append(row)
     return {"rows": rows}
@@ -149,11 +149,11 @@ def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task
              layers: int = 1) -> list[dict]:
     jobs = []
     for T, K in grid:
+        # the steps and blocks in the path: a run of another budget or depth is never reused as this one
+        setting = f"{task}_T{T}_K{K}_steps{steps}" + ("" if layers == 1 else f"_L{layers}")
         for model in models:
             n = seeds5 if model in FIVE_SEEDS else seeds3
             for seed in range(n):
-                # the steps and blocks in the path: a run of another budget or depth is never reused as this one
-                setting = f"{task}_T{T}_K{K}_steps{steps}" + ("" if layers == 1 else f"_L{layers}")
                 jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps, "task": task,
                              "layers": layers, "dir": str(out / "runs" / setting / model / f"seed{seed}")})
     # the longest sequences first, so the pool's tail is short
@@ -172,6 +172,12 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     os.replace(tmp, path)
 
 
+def known_models() -> list[str]:
+    """Every model name a results row can carry, in table order (the elastic runs' test-time
+    sampling swaps too)."""
+    return list(MODELS) + [f"{x}@{s}" for x in ("elastic", "elastic-recent") for s in ("uniform", "recent")]
+
+
 def summarise(rows: list[dict]) -> tuple[str, dict]:
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
@@ -181,8 +187,7 @@ def summarise(rows: list[dict]) -> tuple[str, dict]:
     for _, _, m in groups:
         if m not in models:
             models.append(m)
-    order = [m for m in list(MODELS) + [f"{x}@{s}" for x in ("elastic", "elastic-recent") for s in ("uniform", "recent")]
-             if m in models]
+    order = [m for m in known_models() if m in models]
     head = "| model | " + " | ".join(f"T={T}, K={K}" for T, K in settings) + " |"
     lines = [head, "|" + "---|" * (len(settings) + 1)]
     stats = {}
@@ -200,11 +205,6 @@ def summarise(rows: list[dict]) -> tuple[str, dict]:
             cells.append(f"{100 * mean:.1f} ± {100 * sd:.1f} (n={len(accs)})")
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n", stats
-
-
-def known_models() -> list[str]:
-    """Every model name a results row can carry (the elastic runs' test-time sampling swaps too)."""
-    return list(MODELS) + [f"{x}@{s}" for x in ("elastic", "elastic-recent") for s in ("uniform", "recent")]
 
 
 def compare(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
@@ -234,9 +234,9 @@ def compare(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def parse_args(argv) -> tuple[argparse.Namespace, dict] | int:
-    """The command line, checked whole before anything is written: the namespace and the plan
-    (grid, steps, seeds, models, compare pairs, out), or 2 after one line on stderr."""
+def parse_args(argv) -> argparse.Namespace | int:
+    """The command line, checked whole before anything is written: the namespace with grid,
+    steps, seeds, models, pairs and out resolved, or 2 after one line on stderr."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=("assoc", "recall"), default="assoc",
                     help="assoc: the grid below; recall: the answer in segment 1 of 2..16 segments "
@@ -313,7 +313,10 @@ def parse_args(argv) -> tuple[argparse.Namespace, dict] | int:
                 except ConfigError as e:
                     return bad(f"--grid {T}x{K} ({args.task}, {model}): {e}")
     out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
-    return args, dict(grid=grid, steps=steps, seeds=seeds, models=models, pairs=pairs, out=out)
+    if args.replot and not (out / "results.csv").is_file():
+        return bad(f"--replot: {out / 'results.csv'} not found; expected the results of an earlier run under --out")
+    args.grid, args.steps, args.seeds, args.models, args.pairs, args.out = grid, steps, seeds, models, pairs, out
+    return args
 
 
 def plot(path: Path, rows: list[dict]) -> None:
@@ -361,15 +364,11 @@ def plot(path: Path, rows: list[dict]) -> None:
 
 
 def main(argv=None) -> int:
-    parsed = parse_args(argv)
-    if isinstance(parsed, int):
-        return parsed
-    args, plan = parsed
-    grid, steps, seeds, models, pairs, out = (plan[k] for k in ("grid", "steps", "seeds", "models", "pairs", "out"))
+    args = parse_args(argv)
+    if isinstance(args, int):
+        return args
+    grid, steps, seeds, models, pairs, out = args.grid, args.steps, args.seeds, args.models, args.pairs, args.out
     if args.replot:
-        if not (out / "results.csv").is_file():
-            print(f"--replot: {out / 'results.csv'} not found; expected the results of an earlier run under --out", file=sys.stderr)
-            return 2
         with open(out / "results.csv", newline="") as fh:
             rows = [{k: (v if k in ("task", "model") else float(v) if "." in v else int(v))
                      for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
