@@ -33,6 +33,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from astro_rmaat.cli_args import ArgumentParser
 from astro_rmaat.config import to_dict
 from rmaat_model.amrb import forward_backward
 from rmaat_model.activation_profile import peak_rss, saved_bytes
@@ -45,7 +46,7 @@ from _schedule import retention_file  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--T", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--segment-len", type=int, default=128)

@@ -12,9 +12,9 @@ mean interval between upward crossings of the mid-level. The SciPy reference
 
 from __future__ import annotations
 
-import argparse
-
 import numpy as np
+
+from astro_rmaat.cli_args import ArgumentParser
 
 
 def classify(t: np.ndarray, C: np.ndarray) -> tuple[str, float, float, float]:
@@ -32,7 +32,7 @@ def classify(t: np.ndarray, C: np.ndarray) -> tuple[str, float, float, float]:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clamps", default="0.1,0.2,0.3,0.4,0.5,0.55,0.6,0.7,0.8,1.0,1.2,1.4,1.5,1.6,2.0,3.0")
     ap.add_argument("--duration", type=float, default=300.0)
     ap.add_argument("--window", type=float, default=150.0)

@@ -12,6 +12,7 @@ import statistics
 import tempfile
 import time
 
+from astro_rmaat.cli_args import ArgumentParser
 from rmaat_model.data.generate import listops, pathfinder
 
 
@@ -47,7 +48,7 @@ def marker_distance_auc(resolution: int, n: int, seed: int = 123) -> tuple[float
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--listops", type=int, default=2000, help="trees per timing")
     ap.add_argument("--pathfinder", type=int, default=200, help="images per timing (32 px)")
     ap.add_argument("--workers", type=int, default=2, help="processes of the parallel run")

@@ -9,11 +9,11 @@ fraction of the rise, one start per fit for coverage, 3 starts for selection.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import numpy as np
 
+from astro_rmaat.cli_args import ArgumentParser
 from distill import engine, models
 from distill.synthetic import CERTIFIED_PARAMS
 
@@ -50,7 +50,7 @@ def confusion(seeds, noise, names=("exp", "hill", "double_exp", "power")):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=400)
     ap.add_argument("--confusion-seeds", type=int, default=50)
     ap.add_argument("--noise", type=float, nargs="+", default=[0.005, 0.01, 0.03])

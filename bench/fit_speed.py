@@ -12,12 +12,12 @@ Goal (issue 4): well under 50 ms per curve per model.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import time
 
 import numpy as np
 
+from astro_rmaat.cli_args import ArgumentParser
 from distill import engine, fitting, models
 
 
@@ -60,7 +60,7 @@ def scipy_fit(name, t, y):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--curves", type=int, default=100)
     args = ap.parse_args()

@@ -25,6 +25,7 @@ import time
 
 import torch
 
+from astro_rmaat.cli_args import ArgumentParser
 from rmaat_model.amrb import forward_backward
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
@@ -49,7 +50,7 @@ def grads(model, x, y, method):
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda", choices=("cuda", "cpu"))
     ap.add_argument("--quick", action="store_true", help="4 segments of 64 tokens, batch 2, 2 timed rounds")
     args = ap.parse_args()

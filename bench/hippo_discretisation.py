@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from astro_rmaat.cli_args import ArgumentParser
 from rmaat_model.elastic import ElasticMemory
 from rmaat_model.hippo import DISCRETISATIONS, legs_recurrence, reconstruct, step_matrices
 
@@ -86,7 +87,7 @@ def speed(batch: int, N: int, d_mem: int, n_coef: int, repeats: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-coef", type=int, default=8)
     ap.add_argument("--L", type=int, nargs="+", default=[16, 64, 256, 1024])
     ap.add_argument("--batch", type=int, default=8)

@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+from astro_rmaat.cli_args import ArgumentParser
 from astro_rmaat.config import from_dict, to_dict
 from rmaat_model.data.generate import listops
 from rmaat_model.train import RESULTS_FILE, train
@@ -90,7 +91,7 @@ def seconds_per_step(arch: str, args, spec, train_ds) -> float:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, required=True, help="wall-clock budget per model")
     ap.add_argument("--data", type=Path, default=Path("runs/listops"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench_listops"))

@@ -11,19 +11,20 @@ SciPy solution (DOP853, rtol 1e-13), which shows whose error the residual is.
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from astro_rmaat.cli_args import ArgumentParser
+
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "astro_sim" / "fixtures" / "nest"
 TOLERANCE = {"rel": "rel 1e-6", "digits": "6 printed digits"}
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--target", default="numpy", choices=("numpy", "cython"))
     args = ap.parse_args(argv)
 

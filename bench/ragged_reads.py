@@ -18,7 +18,6 @@ to recalibrate the threshold there.
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import statistics
@@ -27,6 +26,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from astro_rmaat.cli_args import ArgumentParser
 from rmaat_model import amrb
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
@@ -56,7 +56,7 @@ def early_reads_per_step(model, data) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batches", type=int, default=40, help="timed batches per config (each run every way)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")

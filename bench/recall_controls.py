@@ -12,7 +12,6 @@ best-on-validation checkpoint and its wall time; one intra-op thread. Nothing is
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import sys
@@ -26,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "rmaat_mo
 from model_fixtures import write_retention  # noqa: E402
 from test_learning import CHANCE, recall_config  # noqa: E402
 
+from astro_rmaat.cli_args import ArgumentParser
 from rmaat_model.train import RESULTS_FILE, train  # noqa: E402
 
 MODELS = ("amrb", "at_segment", "at_sequence", "tbptt1")
@@ -43,7 +43,7 @@ def config(name: str, ret: Path, seed: int):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     ap.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS))
     args = ap.parse_args()

@@ -54,6 +54,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from astro_rmaat.cli_args import ArgumentParser
+
 SEGMENT_LEN = 16
 FULL_GRID = [(2, 4), (4, 4), (8, 4), (16, 4), (8, 1), (8, 16)]     # (T, K)
 QUICK_GRID = [(4, 1)]
@@ -237,7 +239,7 @@ def compare(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
 def parse_args(argv) -> argparse.Namespace | int:
     """The command line, checked whole before anything is written: the namespace with grid,
     steps, seeds, models, pairs and out resolved, or 2 after one line on stderr."""
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=("assoc", "recall"), default="assoc",
                     help="assoc: the grid below; recall: the answer in segment 1 of 2..16 segments "
                          "(age = segments - 1), one setting")

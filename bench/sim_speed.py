@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from astro_rmaat.cli_args import ArgumentParser
+
 
 def timed(fn, repeats):
     times, result = [], None
@@ -33,7 +35,7 @@ def timed(fn, repeats):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--numpy-repeats", type=int, default=3)
     ap.add_argument("--cycles", type=int, default=None, help="override protocol.n_cycles")

@@ -24,7 +24,6 @@ points, in the process that ran each one) says where a point's time goes.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -35,6 +34,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from astro_rmaat.cli_args import ArgumentParser
 
 
 def base_config(cache: str) -> dict:
@@ -117,7 +118,7 @@ class Phase:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=int, default=100)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--cython-points", type=int, default=5)

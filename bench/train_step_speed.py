@@ -27,7 +27,6 @@ BLAS's rate when shapes do not hold it back. A benchmark, not a test.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -35,6 +34,8 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from astro_rmaat.cli_args import ArgumentParser
 
 CHILD = r"""
 import dataclasses, json, sys, time
@@ -126,7 +127,7 @@ def run(tree: Path, threads: int, steps: int, arch: str, malloc: str = "default"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref", default="c18666a", help="revision to compare with (default: before this round)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=8)

@@ -90,11 +90,27 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
+    except click.UsageError as exc:   # click's own parse errors: a value, an option or a verb
+        _fail(usage_line(exc, sys.argv[1:] if argv is None else list(argv)))
     except click.ClickException as exc:
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+
+
+def usage_line(exc: click.UsageError, argv: list[str]) -> str:
+    """A click usage error as one line: the command it concerns, click's message (which names
+    the value and what was expected), and where the options are listed. Click's own rendering
+    is the usage block, a hint and the message, four lines. Some of click's parser errors carry
+    no context; their command is then the verb ``argv`` starts with, if it names one."""
+    ctx = exc.ctx
+    if ctx is not None:
+        path = ctx.command_path
+    else:
+        path = "rmaat" + (f" {argv[0]}" if argv and argv[0] in COMMANDS else "")
+    message = " ".join(exc.format_message().split())   # click wraps some messages over lines
+    return f"{path}: {message} ('{path} --help' lists what it takes)"
 
 
 def _fail(message: str) -> None:

@@ -15,7 +15,6 @@ With ``--check`` nothing is written: the fresh result is compared with the shipp
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import shutil
 import sys
@@ -23,6 +22,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from astro_rmaat.cli_args import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES_NAME = "default_samples.parquet"
@@ -79,7 +80,7 @@ def compare(shipped_dir: Path, fresh_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=REPO / "astro_rmaat" / "data" / "retention")
     ap.add_argument("--check", action="store_true", help="compare with the shipped files, write nothing")
     args = ap.parse_args(argv)

@@ -12,9 +12,10 @@ the file differs from what this script writes.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
+
+from astro_rmaat.cli_args import ArgumentParser
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "parameters.md"
@@ -93,7 +94,7 @@ def render() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true", help="compare with docs/parameters.md, write nothing")
     args = ap.parse_args(argv)
     text = render()

@@ -57,6 +57,14 @@ CASES = [
     ("train", ["--task", "recall", "--set", "model.arch=\"nope\""], "arch = 'nope'"),
     ("pipeline", ["--models", "rmaat,foo"], "unknown model 'foo'"),
     ("pipeline", ["--set", "n_train=0"], "n_train = 0"),
+    # click's own parse errors, which it would print as a usage block, a hint and the message
+    ("train", ["--task", "recall", "--steps", "abc"], "rmaat train: Invalid value for '--steps': 'abc' is not a valid integer"),
+    ("train", ["--task", "recall", "--nope"], "rmaat train: No such option '--nope'"),
+    ("train", ["--task", "recall", "--out", "{tmp}/out", "--set"], "rmaat train: Option '--set' requires an argument"),
+    ("generate listops", ["--workers", "x"], "rmaat generate listops: Invalid value for '--workers'"),
+    ("fit", [], "rmaat fit: TRACES"),
+    ("pipeline", ["--quick", "extra"], "rmaat pipeline: Got unexpected extra argument (extra)"),
+    ("nope", [], "rmaat: No such command 'nope'"),
 ]
 
 #: the same, with an environment variable set: (variables, verb, arguments, expected piece)

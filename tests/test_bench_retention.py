@@ -83,11 +83,17 @@ def test_runs_of_another_depth_or_budget_are_never_reused(bench, tmp_path):
     (["--compare", "ltp:nope"], "--compare: unknown model 'nope'"),
     (["--models", "ltp,nope"], "--models: unknown model 'nope'"),
     (["--replot"], "results.csv not found"),
+    (["--steps", "abc"], "argument --steps: invalid int value: 'abc'"),       # argparse's own checks
+    (["--task", "nope"], "argument --task: invalid choice: 'nope'"),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(bench, tmp_path, capsys, argv, expected):
     out = tmp_path / "out"
     argv = ["--models", "ltp"] + argv if "--models" not in argv else argv
-    assert bench.main(argv + ["--out", str(out)]) == 2
+    try:
+        code = bench.main(argv + ["--out", str(out)])
+    except SystemExit as exc:   # argparse's own errors exit from the parser
+        code = exc.code
+    assert code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err, err
     assert not out.exists()

@@ -38,9 +38,13 @@ def test_readme_is_a_front_door():
 
 
 def shown_commands() -> list[tuple[str, str]]:
-    """(page:line, command) for every ``rmaat`` command in a shell block or inline code."""
+    """(page:line, command) for every ``rmaat`` command in a shell block or inline code.
+    docs/bad_inputs.md is left out: its commands are wrong on purpose (some do not parse), and
+    tests/test_bad_inputs.py runs each of them and renders that page from what they print."""
     found = []
     for page in PAGES:
+        if page.name == "bad_inputs.md":
+            continue
         text = page.read_text()
         in_shell = False
         for n, line in enumerate(text.splitlines(), 1):

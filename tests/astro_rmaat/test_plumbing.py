@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import json
 import subprocess
 import sys
@@ -170,3 +171,38 @@ def test_atomic_write_gives_the_usual_file_mode(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+
+
+def test_argument_parser_error_is_one_line_exit_2(capsys):
+    """astro_rmaat.cli_args: argparse's usage block and message become one line naming the value."""
+    from astro_rmaat.cli_args import ArgumentParser
+
+    ap = ArgumentParser(prog="bench.py")
+    ap.add_argument("--steps", type=int, default=1)
+    ap.add_argument("--task", choices=("assoc", "recall"), default="assoc")
+    for argv, needle in ((["--steps", "abc"], "argument --steps: invalid int value: 'abc'"),
+                         (["--task", "nope"], "argument --task: invalid choice: 'nope'"),
+                         (["--nope"], "unrecognized arguments: --nope")):
+        with pytest.raises(SystemExit) as exc:
+            ap.parse_args(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1, err
+        assert err.startswith("error: bench.py: ") and needle in err and "'bench.py --help'" in err
+    assert ap.parse_args(["--steps", "3"]).steps == 3
+
+
+def test_every_bench_and_script_parser_reports_one_line(repo_root):
+    """Each bench and script parses its command line with the one-line parser; one of them,
+    run as a user runs it, answers a bad value with one line and exit status 2."""
+    files = sorted([*repo_root.glob("bench/*.py"), *repo_root.glob("scripts/*.py")])
+    parsers = [f for f in files if "ArgumentParser(" in f.read_text()]
+    assert len(parsers) >= 15
+    for f in parsers:
+        text = f.read_text()
+        assert "argparse.ArgumentParser(" not in text, f"{f.name}: argparse's own parser (errors of several lines)"
+        assert "from astro_rmaat.cli_args import ArgumentParser" in text, f.name
+    env = {**os.environ, "PYTHONPATH": str(repo_root)}
+    proc = subprocess.run([sys.executable, str(repo_root / "bench" / "chi_window.py"), "--duration", "abc"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "chi_window.py: argument --duration: invalid float value: 'abc'" in proc.stderr
