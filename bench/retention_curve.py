@@ -1,11 +1,13 @@
 """Forgetting curves: accuracy on ``assoc`` by the age of the fact, for every memory.
 
     PYTHONPATH=$PWD python bench/retention_curve.py [--quick] [--out bench/out/retention] [--workers 2]
-        [--grid 8x1] [--models ltp,flat] [--seeds 10,10] [--compare ltp:flat] [--replot]
+        [--grid 8x1] [--models ltp,flat] [--seeds 10,10] [--steps 3000] [--layers 1] [--n-mem 4]
+        [--retention-lr 0.1] [--compare ltp:flat] [--replot]
 
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
-sizes: d_model 32, 2 heads, 1 block (``--layers``), d_ff 64, 4 memory tokens, AMRB, lr 5e-3; 1000 steps on
+sizes: d_model 32, 2 heads, 1 block (``--layers``), d_ff 64, 4 memory tokens (``--n-mem``), AMRB, lr 5e-3,
+a learned table's own lr 0.1 (``--retention-lr``); 1000 steps on
 assoc, where at 300 and 600 steps every memory model stayed at chance from T = 4 on (the full
 grid's 45-minute budget; at ``--steps 3000`` most models leave the plateau at T = 8, K = 1,
 docs/retention.md), 300 on recall, the learning test's budget):
@@ -47,6 +49,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import os
 import statistics
 import sys
@@ -88,7 +91,11 @@ FIVE_SEEDS = ("ltp", "ltp-literal", "none")
 QUICK_MODELS = ("ltp", "ltp-literal", "none", "at-segment")
 
 
-def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "assoc", layers: int = 1):
+N_MEM, RETENTION_LR = 4, 0.1                      # defaults of --n-mem and --retention-lr
+
+
+def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "assoc", layers: int = 1,
+                n_mem: int = N_MEM, retention_lr: float = RETENTION_LR):
     from astro_rmaat.config import from_dict, to_dict
     from rmaat_model.train_config import TrainConfig
 
@@ -101,9 +108,9 @@ def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "
     else:   # recall over 2..T segments: the answer in segment 1, its age = segments - 1
         d["recall_min_segments"] = 2
     d["model"].update(arch="rmaat", d_model=32, n_heads=2, n_layers=layers, d_ff=64, dropout=0.0,
-                      segment_len=SEGMENT_LEN, n_mem=4, retention_file=None)
+                      segment_len=SEGMENT_LEN, n_mem=n_mem, retention_file=None)
     d["model"].update(MODELS[model])
-    d["optim"].update(lr=5e-3, retention_lr=0.1, warmup_steps=20)
+    d["optim"].update(lr=5e-3, retention_lr=retention_lr, warmup_steps=20)
     return from_dict(TrainConfig, d)
 
 
@@ -118,7 +125,8 @@ def run_one(job: dict) -> dict:
     from rmaat_model.train import RESULTS_FILE, train
     from rmaat_model.train_config import load_data
 
-    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"], job["layers"])
+    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"], job["layers"],
+                      job["n_mem"], job["retention_lr"])
     out = Path(job["dir"])
     t0 = time.perf_counter()
     if not runs.is_finished(out):
@@ -140,31 +148,43 @@ def run_one(job: dict) -> dict:
         by_age = accuracy_by_age(model, test)
         acc = sum(v["acc"] * v["n"] for v in by_age.values()) / sum(v["n"] for v in by_age.values())
         row = {"task": job["task"], "T": job["T"], "K": job["K"], "model": job["model"] + ("" if sampling is None else f"@{sampling}"),
-               "seed": job["seed"], "steps": res["steps_done"], "layers": job["layers"], "test_acc": round(acc, 4),
+               "seed": job["seed"], "steps": res["steps_done"], "layers": job["layers"], "n_mem": job["n_mem"],
+               "retention_lr": job["retention_lr"], "test_acc": round(acc, 4),
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1)}
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         rows.append(row)
     return {"rows": rows}
 
 
+def setting_name(task: str, T: int, K: int, steps: int, layers: int = 1, n_mem: int = N_MEM,
+                 retention_lr: float = RETENTION_LR) -> str:
+    """A run folder's setting: the steps always, the blocks, memory tokens and retention learning
+    rate where they differ from the defaults (so the runs stored before those options stay
+    reusable), so that a run of another budget or size is never reused as this one."""
+    return (f"{task}_T{T}_K{K}_steps{steps}" + ("" if layers == 1 else f"_L{layers}")
+            + ("" if n_mem == N_MEM else f"_M{n_mem}")
+            + ("" if retention_lr == RETENTION_LR else f"_rlr{retention_lr:g}"))
+
+
 def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task: str = "assoc",
-             layers: int = 1) -> list[dict]:
+             layers: int = 1, n_mem: int = N_MEM, retention_lr: float = RETENTION_LR) -> list[dict]:
     jobs = []
     for T, K in grid:
-        # the steps and blocks in the path: a run of another budget or depth is never reused as this one
-        setting = f"{task}_T{T}_K{K}_steps{steps}" + ("" if layers == 1 else f"_L{layers}")
+        setting = setting_name(task, T, K, steps, layers, n_mem, retention_lr)
         for model in models:
             n = seeds5 if model in FIVE_SEEDS else seeds3
             for seed in range(n):
                 jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps, "task": task,
-                             "layers": layers, "dir": str(out / "runs" / setting / model / f"seed{seed}")})
+                             "layers": layers, "n_mem": n_mem, "retention_lr": retention_lr,
+                             "dir": str(out / "runs" / setting / model / f"seed{seed}")})
     # the longest sequences first, so the pool's tail is short
     return sorted(jobs, key=lambda j: -j["T"])
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
-    cols = ["task", "T", "K", "model", "seed", "steps", "layers", "test_acc", "best_val_acc", "train_wall_s"] + [f"age_{a}" for a in ages]
+    cols = ["task", "T", "K", "model", "seed", "steps", "layers", "n_mem", "retention_lr", "test_acc", "best_val_acc",
+            "train_wall_s"] + [f"age_{a}" for a in ages]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
@@ -252,6 +272,9 @@ def parse_args(argv) -> argparse.Namespace | int:
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: assoc 1000, recall 300; quick: assoc 1000, recall 150)")
     ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
     ap.add_argument("--layers", type=int, default=1, help="blocks of every model (default 1)")
+    ap.add_argument("--n-mem", type=int, default=N_MEM, help=f"memory tokens of every memory model (default {N_MEM})")
+    ap.add_argument("--retention-lr", type=float, default=RETENTION_LR,
+                    help=f"learning rate of a learned retention table (default {RETENTION_LR:g})")
     ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
     ap.add_argument("--compare", default=None,
                     help="model pairs as a:b,... e.g. ltp:flat,ltp:none: medians and a Mann-Whitney U test per setting")
@@ -266,6 +289,10 @@ def parse_args(argv) -> argparse.Namespace | int:
         return bad(f"--workers {args.workers}: expected at least 1")
     if args.layers < 1:
         return bad(f"--layers {args.layers}: expected a positive number of blocks")
+    if args.n_mem < 1:
+        return bad(f"--n-mem {args.n_mem}: expected a positive number of memory tokens")
+    if not (math.isfinite(args.retention_lr) and args.retention_lr > 0):
+        return bad(f"--retention-lr {args.retention_lr:g}: expected a finite positive learning rate")
     if args.steps is not None and args.steps < 1:
         return bad(f"--steps {args.steps}: expected a positive number of optimiser steps")
     models = tuple(MODELS) if args.models is None else tuple(m.strip() for m in args.models.split(","))
@@ -311,7 +338,7 @@ def parse_args(argv) -> argparse.Namespace | int:
         for T, K in grid:
             for model in models:
                 try:
-                    base_config(T, K, model, 0, steps, args.task, args.layers)
+                    base_config(T, K, model, 0, steps, args.task, args.layers, args.n_mem, args.retention_lr)
                 except ConfigError as e:
                     return bad(f"--grid {T}x{K} ({args.task}, {model}): {e}")
     out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
@@ -380,9 +407,10 @@ def main(argv=None) -> int:
             print(compare(rows, pairs))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, layers=args.layers)
+    jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, layers=args.layers, n_mem=args.n_mem,
+                    retention_lr=args.retention_lr)
     print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, "
-          f"{args.layers} block(s), models: "
+          f"{args.layers} block(s), {args.n_mem} memory tokens, retention lr {args.retention_lr:g}, models: "
           f"{', '.join(models)}; {args.workers} worker(s) x 1 thread; out {out}", flush=True)
     t0 = time.perf_counter()
     rows = []
@@ -396,7 +424,8 @@ def main(argv=None) -> int:
     write_csv(out / "results.csv", rows)
     table, _ = summarise(rows)
     header = (f"{args.task} test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each, "
-              f"{args.layers} block{'s' if args.layers > 1 else ''}; "
+              f"{args.layers} block{'s' if args.layers > 1 else ''}, {args.n_mem} memory tokens, "
+              f"retention lr {args.retention_lr:g}; "
               f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
               f"wall {time.perf_counter() - t0:.0f} s\n\n")
     if pairs:

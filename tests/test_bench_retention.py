@@ -70,6 +70,22 @@ def test_runs_of_another_depth_or_budget_are_never_reused(bench, tmp_path):
     assert cfg.model.n_layers == 2 and cfg.steps == 1000
 
 
+def test_memory_size_and_retention_lr_name_their_runs(bench, tmp_path):
+    """--n-mem and --retention-lr reach the run's config and its folder (only where they differ
+    from the defaults, so the runs stored before the options stay reusable)."""
+    def one(**kw):
+        return bench.jobs_for([(8, 4)], ("learned",), 3000, tmp_path, 1, 1, **kw)[0]
+    plain, wide, slow = one(), one(n_mem=16), one(retention_lr=0.01)
+    assert plain["dir"].endswith("runs/assoc_T8_K4_steps3000/learned/seed0")
+    assert wide["dir"].endswith("runs/assoc_T8_K4_steps3000_M16/learned/seed0")
+    assert slow["dir"].endswith("runs/assoc_T8_K4_steps3000_rlr0.01/learned/seed0")
+    assert one(n_mem=bench.N_MEM, retention_lr=bench.RETENTION_LR)["dir"] == plain["dir"]
+    cfg = bench.base_config(8, 4, "learned", 0, 3000, "assoc", 1, 16, 0.01)
+    assert cfg.model.n_mem == 16 and cfg.optim.retention_lr == 0.01
+    default = bench.base_config(8, 4, "learned", 0, 3000)
+    assert (default.model.n_mem, default.optim.retention_lr) == (bench.N_MEM, bench.RETENTION_LR) == (4, 0.1)
+
+
 @pytest.mark.parametrize("argv, expected", [
     (["--grid", "1x1"], "--grid 1x1 (assoc, ltp): assoc max_len = 16"),
     (["--grid", "2x40"], "assoc pairs = 40"),
@@ -83,6 +99,9 @@ def test_runs_of_another_depth_or_budget_are_never_reused(bench, tmp_path):
     (["--compare", "ltp:nope"], "--compare: unknown model 'nope'"),
     (["--models", "ltp,nope"], "--models: unknown model 'nope'"),
     (["--replot"], "results.csv not found"),
+    (["--n-mem", "0"], "--n-mem 0: expected a positive number of memory tokens"),
+    (["--retention-lr", "0"], "--retention-lr 0: expected a finite positive learning rate"),
+    (["--retention-lr", "nan"], "--retention-lr nan: expected a finite positive learning rate"),
     (["--steps", "abc"], "argument --steps: invalid int value: 'abc'"),       # argparse's own checks
     (["--task", "nope"], "argument --task: invalid choice: 'nope'"),
 ])
