@@ -160,7 +160,8 @@ def setting_name(task: str, T: int, K: int, steps: int, layers: int = 1, n_mem: 
                  retention_lr: float = RETENTION_LR) -> str:
     """A run folder's setting: the steps always, the blocks, memory tokens and retention learning
     rate where they differ from the defaults (so the runs stored before those options stay
-    reusable), so that a run of another budget or size is never reused as this one."""
+    reusable), so that a run of another budget or size is never reused as this one. (Pass the
+    default retention_lr for a model without a learned table: its runs do not depend on it.)"""
     return (f"{task}_T{T}_K{K}_steps{steps}" + ("" if layers == 1 else f"_L{layers}")
             + ("" if n_mem == N_MEM else f"_M{n_mem}")
             + ("" if retention_lr == RETENTION_LR else f"_rlr{retention_lr:g}"))
@@ -170,12 +171,14 @@ def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task
              layers: int = 1, n_mem: int = N_MEM, retention_lr: float = RETENTION_LR) -> list[dict]:
     jobs = []
     for T, K in grid:
-        setting = setting_name(task, T, K, steps, layers, n_mem, retention_lr)
         for model in models:
+            # a fixed schedule has no table to learn: its runs are those of the default rate
+            rlr = retention_lr if MODELS[model].get("retention") == "learned" else RETENTION_LR
+            setting = setting_name(task, T, K, steps, layers, n_mem, rlr)
             n = seeds5 if model in FIVE_SEEDS else seeds3
             for seed in range(n):
                 jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps, "task": task,
-                             "layers": layers, "n_mem": n_mem, "retention_lr": retention_lr,
+                             "layers": layers, "n_mem": n_mem, "retention_lr": rlr,
                              "dir": str(out / "runs" / setting / model / f"seed{seed}")})
     # the longest sequences first, so the pool's tail is short
     return sorted(jobs, key=lambda j: -j["T"])

@@ -80,6 +80,8 @@ def test_memory_size_and_retention_lr_name_their_runs(bench, tmp_path):
     assert wide["dir"].endswith("runs/assoc_T8_K4_steps3000_M16/learned/seed0")
     assert slow["dir"].endswith("runs/assoc_T8_K4_steps3000_rlr0.01/learned/seed0")
     assert one(n_mem=bench.N_MEM, retention_lr=bench.RETENTION_LR)["dir"] == plain["dir"]
+    fixed = bench.jobs_for([(8, 4)], ("ltp",), 3000, tmp_path, 1, 1, retention_lr=0.01)[0]   # no table to learn
+    assert fixed["dir"].endswith("runs/assoc_T8_K4_steps3000/ltp/seed0") and fixed["retention_lr"] == bench.RETENTION_LR
     cfg = bench.base_config(8, 4, "learned", 0, 3000, "assoc", 1, 16, 0.01)
     assert cfg.model.n_mem == 16 and cfg.optim.retention_lr == 0.01
     default = bench.base_config(8, 4, "learned", 0, 3000)
