@@ -30,8 +30,9 @@ docs/retention.md), 300 on recall, the learning test's budget):
 Seeds: 5 for ltp, ltp-literal and none, 3 for the rest. The ``elastic`` runs are also
 evaluated with the other sampling set (uniform <-> recent) at test time, without retraining.
 
-Writes, under --out: ``results.csv`` (one row per run: setting, model, seed, test accuracy and
-accuracy at each age), ``table.md`` (mean ± sd per setting and model), ``forgetting.png``
+Writes, under --out: ``results.csv`` (one row per run: setting, model, seed, test accuracy,
+accuracy at each age, and for a learned table the RF(t, T) it ended with at each hand-off t,
+``rf_t``), ``table.md`` (mean ± sd per setting and model), ``forgetting.png``
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none). Runs go to a pool of
@@ -152,6 +153,9 @@ def run_one(job: dict) -> dict:
                "retention_lr": job["retention_lr"], "test_acc": round(acc, 4),
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1)}
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
+        if cfg.model.effective_retention == "learned":   # where the table went: RF(t, T) at hand-off t = 1 .. T-1
+            rf = model.rf_table[job["T"] - 1, :job["T"] - 1].tolist()
+            row.update({f"rf_{t}": round(v, 4) for t, v in enumerate(rf, 1)})
         rows.append(row)
     return {"rows": rows}
 
@@ -186,8 +190,9 @@ def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task
 
 def write_csv(path: Path, rows: list[dict]) -> None:
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
+    handoffs = sorted({int(k[3:]) for r in rows for k in r if k.startswith("rf_")})
     cols = ["task", "T", "K", "model", "seed", "steps", "layers", "n_mem", "retention_lr", "test_acc", "best_val_acc",
-            "train_wall_s"] + [f"age_{a}" for a in ages]
+            "train_wall_s"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")

@@ -118,3 +118,22 @@ def test_bad_input_is_one_line_and_writes_nothing(bench, tmp_path, capsys, argv,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and expected in err, err
     assert not out.exists()
+
+
+def test_a_learned_run_records_where_its_table_went(bench, tmp_path):
+    """results.csv: a learned table's final RF(t, T) per hand-off (t = 1 .. T-1), read from the
+    trained weights; a fixed schedule's row has none."""
+    from rmaat_model.checkpoint import load_weights
+
+    rows = []
+    for model in ("learned", "ltp"):
+        job = bench.jobs_for([(3, 1)], (model,), 2, tmp_path, 1, 1, retention_lr=0.5)[0]
+        rows += bench.run_one(job)["rows"]
+        weights = load_weights(job["dir"], device="cpu").rf_table[2, :2].tolist()
+        if model == "learned":
+            assert [rows[-1]["rf_1"], rows[-1]["rf_2"]] == [round(v, 4) for v in weights]
+        else:
+            assert not any(k.startswith("rf_") for k in rows[-1])
+    bench.write_csv(tmp_path / "results.csv", rows)
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert header[-2:] == ["rf_1", "rf_2"] and "retention_lr" in header
