@@ -290,7 +290,7 @@ def parse_args(argv) -> argparse.Namespace | int:
     args = ap.parse_args(argv)
 
     def bad(msg: str) -> int:
-        print(msg, file=sys.stderr)
+        print(f"error: {msg}", file=sys.stderr)
         return 2
 
     if args.workers < 1:
