@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "rmaat_mo
 from model_fixtures import write_retention  # noqa: E402
 from test_learning import CHANCE, recall_config  # noqa: E402
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser  # noqa: E402
 from rmaat_model.train import RESULTS_FILE, train  # noqa: E402
 
 MODELS = ("amrb", "at_segment", "at_sequence", "tbptt1")

@@ -31,8 +31,8 @@ Seeds: 5 for ltp, ltp-literal and none, 3 for the rest. The ``elastic`` runs are
 evaluated with the other sampling set (uniform <-> recent) at test time, without retraining.
 
 Writes, under --out: ``results.csv`` (one row per run: setting, model, seed, test accuracy,
-accuracy at each age, and for a learned table the RF(t, T) it ended with at each hand-off t,
-``rf_t``), ``table.md`` (mean ± sd per setting and model), ``forgetting.png``
+accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, ``rf_t``, of the
+checkpoint evaluated: the best on validation, as every accuracy of the row), ``table.md`` (mean ± sd per setting and model), ``forgetting.png``
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none). Runs go to a pool of
@@ -153,7 +153,7 @@ def run_one(job: dict) -> dict:
                "retention_lr": job["retention_lr"], "test_acc": round(acc, 4),
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1)}
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
-        if cfg.model.effective_retention == "learned":   # where the table went: RF(t, T) at hand-off t = 1 .. T-1
+        if cfg.model.effective_retention == "learned":   # the evaluated table: RF(t, T) at hand-off t = 1 .. T-1
             rf = model.rf_table[job["T"] - 1, :job["T"] - 1].tolist()
             row.update({f"rf_{t}": round(v, 4) for t, v in enumerate(rf, 1)})
         rows.append(row)
@@ -168,7 +168,7 @@ def setting_name(task: str, T: int, K: int, steps: int, layers: int = 1, n_mem: 
     default retention_lr for a model without a learned table: its runs do not depend on it.)"""
     return (f"{task}_T{T}_K{K}_steps{steps}" + ("" if layers == 1 else f"_L{layers}")
             + ("" if n_mem == N_MEM else f"_M{n_mem}")
-            + ("" if retention_lr == RETENTION_LR else f"_rlr{retention_lr:g}"))
+            + ("" if retention_lr == RETENTION_LR else f"_rlr{retention_lr!r}"))
 
 
 def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task: str = "assoc",

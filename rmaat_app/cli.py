@@ -103,12 +103,18 @@ def usage_line(exc: click.UsageError, argv: list[str]) -> str:
     """A click usage error as one line: the command it concerns, click's message (which names
     the value and what was expected), and where the options are listed. Click's own rendering
     is the usage block, a hint and the message, four lines. Some of click's parser errors carry
-    no context; their command is then the verb ``argv`` starts with, if it names one."""
-    ctx = exc.ctx
-    if ctx is not None:
-        path = ctx.command_path
-    else:
-        path = "rmaat" + (f" {argv[0]}" if argv and argv[0] in COMMANDS else "")
+    no context; their command is then read from the verbs ``argv`` starts with."""
+    if exc.ctx is not None:
+        path = exc.ctx.command_path
+    else:   # the verbs argv starts with, as far as they name commands (``generate listops``)
+        ctx, cmd, words = click.Context(cli, info_name="rmaat"), cli, ["rmaat"]
+        for word in argv:
+            sub = cmd.get_command(ctx, word) if isinstance(cmd, click.Group) else None
+            if sub is None:
+                break
+            ctx, cmd = click.Context(sub, info_name=word, parent=ctx), sub
+            words.append(word)
+        path = " ".join(words)
     message = " ".join(exc.format_message().split())   # click wraps some messages over lines
     return f"{path}: {message} ('{path} --help' lists what it takes)"
 

@@ -15,14 +15,14 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from astro_rmaat.cli_args import ArgumentParser
-
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "parameters.md"
 COMMAND = "python scripts/make_param_tables.py"
 
 if str(REPO) not in sys.path:      # run from anywhere: this checkout's packages
     sys.path.insert(0, str(REPO))
+
+from astro_rmaat.cli_args import ArgumentParser  # noqa: E402
 
 
 def _cell(text: str) -> str:

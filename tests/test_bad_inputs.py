@@ -62,6 +62,8 @@ CASES = [
     ("train", ["--task", "recall", "--nope"], "rmaat train: No such option '--nope'"),
     ("train", ["--task", "recall", "--out", "{tmp}/out", "--set"], "rmaat train: Option '--set' requires an argument"),
     ("generate listops", ["--workers", "x"], "rmaat generate listops: Invalid value for '--workers'"),
+    ("generate listops", ["--out", "{tmp}/out", "--workers"],
+     "rmaat generate listops: Option '--workers' requires an argument"),
     ("fit", [], "rmaat fit: TRACES"),
     ("pipeline", ["--quick", "extra"], "rmaat pipeline: Got unexpected extra argument (extra)"),
     ("nope", [], "rmaat: No such command 'nope'"),

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import json
+import os
 import subprocess
 import sys
 from typing import Literal
@@ -164,7 +164,6 @@ def test_cli_lists_commands_without_heavy_imports(run_cli):
 
 
 def test_atomic_write_gives_the_usual_file_mode(tmp_path):
-    import os
     import stat
 
     p = runs.atomic_write_text(tmp_path / "m.txt", "x")
@@ -206,3 +205,14 @@ def test_every_bench_and_script_parser_reports_one_line(repo_root):
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "chi_window.py: argument --duration: invalid float value: 'abc'" in proc.stderr
+
+
+def test_rmaat_usage_error_from_the_command_line_is_one_line(run_cli, tmp_path):
+    """The console path (argv from sys.argv): click's parse errors are one line, exit 2, and
+    name the nested command they concern."""
+    for args, needle in ((("train", "--steps", "abc"), "error: rmaat train: Invalid value for '--steps': 'abc'"),
+                         (("generate", "pathfinder", "--out", str(tmp_path / "out"), "--n"),
+                          "error: rmaat generate pathfinder: Option '--n' requires an argument")):
+        proc = run_cli(*args)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
