@@ -14,6 +14,7 @@ import sys
 
 import click
 
+from astro_rmaat.cli_args import usage_message
 from astro_rmaat.errors import RmaatError
 
 #: subcommand -> "module:attribute" of a click command (typer apps: typer.main.get_command)
@@ -115,8 +116,7 @@ def usage_line(exc: click.UsageError, argv: list[str]) -> str:
             ctx, cmd = click.Context(sub, info_name=word, parent=ctx), sub
             words.append(word)
         path = " ".join(words)
-    message = " ".join(exc.format_message().split())   # click wraps some messages over lines
-    return f"{path}: {message} ('{path} --help' lists what it takes)"
+    return usage_message(path, exc.format_message())
 
 
 def _fail(message: str) -> None:
