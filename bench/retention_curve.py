@@ -417,8 +417,9 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, layers=args.layers, n_mem=args.n_mem,
                     retention_lr=args.retention_lr)
-    print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, "
-          f"{args.layers} block(s), {args.n_mem} memory tokens, retention lr {args.retention_lr:g}, models: "
+    sizes = (f"{args.layers} block{'s' if args.layers > 1 else ''}, {args.n_mem} memory tokens, "
+             f"retention lr {args.retention_lr:g}")
+    print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, {sizes}, models: "
           f"{', '.join(models)}; {args.workers} worker(s) x 1 thread; out {out}", flush=True)
     t0 = time.perf_counter()
     rows = []
@@ -432,8 +433,7 @@ def main(argv=None) -> int:
     write_csv(out / "results.csv", rows)
     table, _ = summarise(rows)
     header = (f"{args.task} test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each, "
-              f"{args.layers} block{'s' if args.layers > 1 else ''}, {args.n_mem} memory tokens, "
-              f"retention lr {args.retention_lr:g}; "
+              f"{sizes}; "
               f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
               f"wall {time.perf_counter() - t0:.0f} s\n\n")
     if pairs:
