@@ -2,11 +2,12 @@
 
     PYTHONPATH=$PWD python bench/retention_curve.py [--quick] [--out bench/out/retention] [--workers 2]
         [--grid 8x1] [--models ltp,flat] [--seeds 10,10] [--steps 3000] [--layers 1] [--n-mem 4]
-        [--retention-lr 0.1] [--compare ltp:flat] [--replot]
+        [--d-model 32] [--retention-lr 0.1] [--compare ltp:flat] [--replot]
 
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
-sizes: d_model 32, 2 heads, 1 block (``--layers``), d_ff 64, 4 memory tokens (``--n-mem``), AMRB, lr 5e-3,
+sizes: d_model 32 (``--d-model``), 2 heads, 1 block (``--layers``), d_ff twice d_model, 4 memory tokens
+(``--n-mem``), AMRB, lr 5e-3,
 a learned table's own lr 0.1 (``--retention-lr``); 1000 steps on
 assoc, where at 300 and 600 steps every memory model stayed at chance from T = 4 on (the full
 grid's 45-minute budget; at ``--steps 3000`` most models leave the plateau at T = 8, K = 1,
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -92,11 +94,40 @@ FIVE_SEEDS = ("ltp", "ltp-literal", "none")
 QUICK_MODELS = ("ltp", "ltp-literal", "none", "at-segment")
 
 
-N_MEM, RETENTION_LR = 4, 0.1                      # defaults of --n-mem and --retention-lr
+@dataclasses.dataclass(frozen=True)
+class Sizes:
+    """What every model of one benchmark run shares, each an option (the defaults are the
+    learning test's sizes). A run folder names the fields that differ from the defaults, so the
+    runs stored before an option existed stay reusable and a run of another size is never
+    reused as this one."""
+    layers: int = 1             # --layers: blocks
+    n_mem: int = 4              # --n-mem: memory tokens of a memory model
+    d_model: int = 32           # --d-model: residual width (2 heads, d_ff = 2 d_model)
+    retention_lr: float = 0.1   # --retention-lr: a learned table's own learning rate
+
+    def for_model(self, model: str) -> "Sizes":
+        """The sizes a model's run uses: a model without a learned table does not depend on the
+        table's rate, so it runs (and is stored) at the default one, shared by every rate."""
+        if MODELS[model].get("retention") == "learned":
+            return self
+        return dataclasses.replace(self, retention_lr=DEFAULT_SIZES.retention_lr)
+
+    def folder_suffix(self) -> str:
+        tags = {"layers": "L", "n_mem": "M", "d_model": "D", "retention_lr": "rlr"}
+        return "".join(f"_{tags[f.name]}{getattr(self, f.name)!r}" for f in dataclasses.fields(self)
+                       if getattr(self, f.name) != getattr(DEFAULT_SIZES, f.name))
+
+    def describe(self) -> str:
+        return (f"{self.layers} block{'s' if self.layers > 1 else ''}, d_model {self.d_model}, "
+                f"{self.n_mem} memory tokens, retention lr {self.retention_lr:g}")
 
 
-def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "assoc", layers: int = 1,
-                n_mem: int = N_MEM, retention_lr: float = RETENTION_LR):
+DEFAULT_SIZES = Sizes()
+N_MEM, RETENTION_LR = DEFAULT_SIZES.n_mem, DEFAULT_SIZES.retention_lr
+
+
+def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "assoc",
+                sizes: Sizes = DEFAULT_SIZES):
     from astro_rmaat.config import from_dict, to_dict
     from rmaat_model.train_config import TrainConfig
 
@@ -108,10 +139,11 @@ def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "
         d["assoc_pairs"] = K
     else:   # recall over 2..T segments: the answer in segment 1, its age = segments - 1
         d["recall_min_segments"] = 2
-    d["model"].update(arch="rmaat", d_model=32, n_heads=2, n_layers=layers, d_ff=64, dropout=0.0,
-                      segment_len=SEGMENT_LEN, n_mem=n_mem, retention_file=None)
+    d["model"].update(arch="rmaat", d_model=sizes.d_model, n_heads=2, n_layers=sizes.layers,
+                      d_ff=2 * sizes.d_model, dropout=0.0, segment_len=SEGMENT_LEN, n_mem=sizes.n_mem,
+                      retention_file=None)
     d["model"].update(MODELS[model])
-    d["optim"].update(lr=5e-3, retention_lr=retention_lr, warmup_steps=20)
+    d["optim"].update(lr=5e-3, retention_lr=sizes.retention_lr, warmup_steps=20)
     return from_dict(TrainConfig, d)
 
 
@@ -126,8 +158,8 @@ def run_one(job: dict) -> dict:
     from rmaat_model.train import RESULTS_FILE, train
     from rmaat_model.train_config import load_data
 
-    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"], job["layers"],
-                      job["n_mem"], job["retention_lr"])
+    sizes = Sizes(**job["sizes"])
+    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"], sizes)
     out = Path(job["dir"])
     t0 = time.perf_counter()
     if not runs.is_finished(out):
@@ -149,8 +181,7 @@ def run_one(job: dict) -> dict:
         by_age = accuracy_by_age(model, test)
         acc = sum(v["acc"] * v["n"] for v in by_age.values()) / sum(v["n"] for v in by_age.values())
         row = {"task": job["task"], "T": job["T"], "K": job["K"], "model": job["model"] + ("" if sampling is None else f"@{sampling}"),
-               "seed": job["seed"], "steps": res["steps_done"], "layers": job["layers"], "n_mem": job["n_mem"],
-               "retention_lr": job["retention_lr"], "test_acc": round(acc, 4),
+               "seed": job["seed"], "steps": res["steps_done"], **job["sizes"], "test_acc": round(acc, 4),
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1)}
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         if cfg.model.effective_retention == "learned":   # the evaluated table: RF(t, T) at hand-off t = 1 .. T-1
@@ -160,29 +191,23 @@ def run_one(job: dict) -> dict:
     return {"rows": rows}
 
 
-def setting_name(task: str, T: int, K: int, steps: int, layers: int = 1, n_mem: int = N_MEM,
-                 retention_lr: float = RETENTION_LR) -> str:
-    """A run folder's setting: the steps always, the blocks, memory tokens and retention learning
-    rate where they differ from the defaults (so the runs stored before those options stay
-    reusable), so that a run of another budget or size is never reused as this one. (Pass the
-    default retention_lr for a model without a learned table: its runs do not depend on it.)"""
-    return (f"{task}_T{T}_K{K}_steps{steps}" + ("" if layers == 1 else f"_L{layers}")
-            + ("" if n_mem == N_MEM else f"_M{n_mem}")
-            + ("" if retention_lr == RETENTION_LR else f"_rlr{retention_lr!r}"))
+def setting_name(task: str, T: int, K: int, steps: int, sizes: Sizes = DEFAULT_SIZES) -> str:
+    """A run folder's setting: the steps always, and the sizes that differ from the defaults
+    (``Sizes``), so that a run of another budget or size is never reused as this one."""
+    return f"{task}_T{T}_K{K}_steps{steps}" + sizes.folder_suffix()
 
 
 def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task: str = "assoc",
-             layers: int = 1, n_mem: int = N_MEM, retention_lr: float = RETENTION_LR) -> list[dict]:
+             sizes: Sizes = DEFAULT_SIZES) -> list[dict]:
     jobs = []
     for T, K in grid:
         for model in models:
-            # a fixed schedule has no table to learn: its runs are those of the default rate
-            rlr = retention_lr if MODELS[model].get("retention") == "learned" else RETENTION_LR
-            setting = setting_name(task, T, K, steps, layers, n_mem, rlr)
+            own = sizes.for_model(model)
+            setting = setting_name(task, T, K, steps, own)
             n = seeds5 if model in FIVE_SEEDS else seeds3
             for seed in range(n):
                 jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps, "task": task,
-                             "layers": layers, "n_mem": n_mem, "retention_lr": rlr,
+                             "sizes": dataclasses.asdict(own),
                              "dir": str(out / "runs" / setting / model / f"seed{seed}")})
     # the longest sequences first, so the pool's tail is short
     return sorted(jobs, key=lambda j: -j["T"])
@@ -191,8 +216,8 @@ def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task
 def write_csv(path: Path, rows: list[dict]) -> None:
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
     handoffs = sorted({int(k[3:]) for r in rows for k in r if k.startswith("rf_")})
-    cols = ["task", "T", "K", "model", "seed", "steps", "layers", "n_mem", "retention_lr", "test_acc", "best_val_acc",
-            "train_wall_s"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
+    cols = ["task", "T", "K", "model", "seed", "steps", *(f.name for f in dataclasses.fields(Sizes)), "test_acc",
+            "best_val_acc", "train_wall_s"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
@@ -281,6 +306,8 @@ def parse_args(argv) -> argparse.Namespace | int:
     ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
     ap.add_argument("--layers", type=int, default=1, help="blocks of every model (default 1)")
     ap.add_argument("--n-mem", type=int, default=N_MEM, help=f"memory tokens of every memory model (default {N_MEM})")
+    ap.add_argument("--d-model", type=int, default=DEFAULT_SIZES.d_model,
+                    help=f"residual width of every model, 2 heads, d_ff twice it (default {DEFAULT_SIZES.d_model})")
     ap.add_argument("--retention-lr", type=float, default=RETENTION_LR,
                     help=f"learning rate of a learned retention table (default {RETENTION_LR:g})")
     ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
@@ -299,10 +326,13 @@ def parse_args(argv) -> argparse.Namespace | int:
         return bad(f"--layers {args.layers}: expected a positive number of blocks")
     if args.n_mem < 1:
         return bad(f"--n-mem {args.n_mem}: expected a positive number of memory tokens")
+    if args.d_model < 2 or args.d_model % 2:
+        return bad(f"--d-model {args.d_model}: expected an even width of at least 2 (2 heads)")
     if not (math.isfinite(args.retention_lr) and args.retention_lr > 0):
         return bad(f"--retention-lr {args.retention_lr:g}: expected a finite positive learning rate")
     if args.steps is not None and args.steps < 1:
         return bad(f"--steps {args.steps}: expected a positive number of optimiser steps")
+    args.sizes = Sizes(layers=args.layers, n_mem=args.n_mem, d_model=args.d_model, retention_lr=args.retention_lr)
     models = tuple(MODELS) if args.models is None else tuple(m.strip() for m in args.models.split(","))
     unknown = [m for m in models if m not in MODELS]
     if unknown:
@@ -346,7 +376,7 @@ def parse_args(argv) -> argparse.Namespace | int:
         for T, K in grid:
             for model in models:
                 try:
-                    base_config(T, K, model, 0, steps, args.task, args.layers, args.n_mem, args.retention_lr)
+                    base_config(T, K, model, 0, steps, args.task, args.sizes.for_model(model))
                 except ConfigError as e:
                     return bad(f"--grid {T}x{K} ({args.task}, {model}): {e}")
     out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
@@ -415,10 +445,8 @@ def main(argv=None) -> int:
             print(compare(rows, pairs))
         return 0
     out.mkdir(parents=True, exist_ok=True)
-    jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, layers=args.layers, n_mem=args.n_mem,
-                    retention_lr=args.retention_lr)
-    sizes = (f"{args.layers} block{'s' if args.layers > 1 else ''}, {args.n_mem} memory tokens, "
-             f"retention lr {args.retention_lr:g}")
+    jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, sizes=args.sizes)
+    sizes = args.sizes.describe()
     print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, {sizes}, models: "
           f"{', '.join(models)}; {args.workers} worker(s) x 1 thread; out {out}", flush=True)
     t0 = time.perf_counter()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def bench():
     spec = importlib.util.spec_from_file_location("retention_curve", ROOT / "bench" / "retention_curve.py")
     mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    sys.modules[spec.name] = mod   # dataclasses resolve the module's annotations through it
+    try:
+        spec.loader.exec_module(mod)
+        yield mod
+    finally:
+        sys.modules.pop(spec.name, None)
 
 
 def _rows(T, K, model, accs):
@@ -62,30 +67,38 @@ def test_compare_skips_missing_models_and_single_runs(bench):
 def test_runs_of_another_depth_or_budget_are_never_reused(bench, tmp_path):
     """A finished run is reused by its folder: the folder names the steps, and the blocks when
     they are not the default one (so the one-block runs stored before --layers stay reusable)."""
-    dirs = {(steps, layers): bench.jobs_for([(8, 1)], ("ltp",), steps, tmp_path, 1, 1, layers=layers)[0]["dir"]
+    dirs = {(steps, layers): bench.jobs_for([(8, 1)], ("ltp",), steps, tmp_path, 1, 1,
+                                            sizes=bench.Sizes(layers=layers))[0]["dir"]
             for steps in (1000, 3000) for layers in (1, 2)}
     assert len(set(dirs.values())) == 4
     assert dirs[1000, 1].endswith("runs/assoc_T8_K1_steps1000/ltp/seed0")
-    cfg = bench.base_config(8, 1, "ltp", 0, 1000, "assoc", layers=2)
+    assert dirs[3000, 2].endswith("runs/assoc_T8_K1_steps3000_L2/ltp/seed0")
+    cfg = bench.base_config(8, 1, "ltp", 0, 1000, "assoc", bench.Sizes(layers=2))
     assert cfg.model.n_layers == 2 and cfg.steps == 1000
 
 
-def test_memory_size_and_retention_lr_name_their_runs(bench, tmp_path):
-    """--n-mem and --retention-lr reach the run's config and its folder (only where they differ
-    from the defaults, so the runs stored before the options stay reusable)."""
-    def one(**kw):
-        return bench.jobs_for([(8, 4)], ("learned",), 3000, tmp_path, 1, 1, **kw)[0]
-    plain, wide, slow = one(), one(n_mem=16), one(retention_lr=0.01)
+def test_sizes_name_their_runs_and_reach_the_config(bench, tmp_path):
+    """--n-mem, --d-model and --retention-lr reach the run's config and its folder (only where
+    they differ from the defaults, so the runs stored before the options stay reusable); a model
+    without a learned table runs at the default table rate whatever --retention-lr says."""
+    def one(model="learned", **kw):
+        return bench.jobs_for([(8, 4)], (model,), 3000, tmp_path, 1, 1, sizes=bench.Sizes(**kw))[0]
+    plain, wide, slow, broad = one(), one(n_mem=16), one(retention_lr=0.01), one(d_model=64)
     assert plain["dir"].endswith("runs/assoc_T8_K4_steps3000/learned/seed0")
     assert wide["dir"].endswith("runs/assoc_T8_K4_steps3000_M16/learned/seed0")
     assert slow["dir"].endswith("runs/assoc_T8_K4_steps3000_rlr0.01/learned/seed0")
-    assert one(n_mem=bench.N_MEM, retention_lr=bench.RETENTION_LR)["dir"] == plain["dir"]
-    fixed = bench.jobs_for([(8, 4)], ("ltp",), 3000, tmp_path, 1, 1, retention_lr=0.01)[0]   # no table to learn
-    assert fixed["dir"].endswith("runs/assoc_T8_K4_steps3000/ltp/seed0") and fixed["retention_lr"] == bench.RETENTION_LR
-    cfg = bench.base_config(8, 4, "learned", 0, 3000, "assoc", 1, 16, 0.01)
-    assert cfg.model.n_mem == 16 and cfg.optim.retention_lr == 0.01
+    assert broad["dir"].endswith("runs/assoc_T8_K4_steps3000_D64/learned/seed0")
+    assert one(layers=2, n_mem=16, d_model=64, retention_lr=0.01)["dir"].endswith(
+        "runs/assoc_T8_K4_steps3000_L2_M16_D64_rlr0.01/learned/seed0")
+    assert one(n_mem=bench.N_MEM, retention_lr=bench.RETENTION_LR, d_model=32)["dir"] == plain["dir"]
+    fixed = one("ltp", retention_lr=0.01, d_model=64)   # no table to learn: the default rate
+    assert fixed["dir"].endswith("runs/assoc_T8_K4_steps3000_D64/ltp/seed0")
+    assert fixed["sizes"]["retention_lr"] == bench.RETENTION_LR and fixed["sizes"]["d_model"] == 64
+    cfg = bench.base_config(8, 4, "learned", 0, 3000, "assoc", bench.Sizes(n_mem=16, d_model=64, retention_lr=0.01))
+    assert (cfg.model.n_mem, cfg.model.d_model, cfg.model.d_ff, cfg.optim.retention_lr) == (16, 64, 128, 0.01)
     default = bench.base_config(8, 4, "learned", 0, 3000)
-    assert (default.model.n_mem, default.optim.retention_lr) == (bench.N_MEM, bench.RETENTION_LR) == (4, 0.1)
+    assert (default.model.n_mem, default.model.d_model, default.model.d_ff, default.optim.retention_lr) == (
+        bench.N_MEM, 32, 64, bench.RETENTION_LR) == (4, 32, 64, 0.1)
 
 
 @pytest.mark.parametrize("argv, expected", [
@@ -96,6 +109,8 @@ def test_memory_size_and_retention_lr_name_their_runs(bench, tmp_path):
     (["--seeds", "0,3"], "--seeds '0,3': expected two positive counts"),
     (["--steps", "0"], "--steps 0: expected a positive number"),
     (["--layers", "0"], "--layers 0: expected a positive number of blocks"),
+    (["--d-model", "33"], "--d-model 33: expected an even width of at least 2"),
+    (["--d-model", "0"], "--d-model 0: expected an even width of at least 2"),
     (["--workers", "0"], "--workers 0: expected at least 1"),
     (["--compare", "ltp"], "--compare 'ltp': expected model pairs a:b"),
     (["--compare", "ltp:nope"], "--compare: unknown model 'nope'"),
@@ -127,7 +142,7 @@ def test_a_learned_run_records_where_its_table_went(bench, tmp_path):
 
     rows = []
     for model in ("learned", "ltp"):
-        job = bench.jobs_for([(3, 1)], (model,), 2, tmp_path, 1, 1, retention_lr=0.5)[0]
+        job = bench.jobs_for([(3, 1)], (model,), 2, tmp_path, 1, 1, sizes=bench.Sizes(retention_lr=0.5))[0]
         rows += bench.run_one(job)["rows"]
         weights = load_weights(job["dir"], device="cpu").rf_table[2, :2].tolist()
         if model == "learned":
@@ -136,4 +151,6 @@ def test_a_learned_run_records_where_its_table_went(bench, tmp_path):
             assert not any(k.startswith("rf_") for k in rows[-1])
     bench.write_csv(tmp_path / "results.csv", rows)
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
-    assert header[-2:] == ["rf_1", "rf_2"] and "retention_lr" in header
+    assert header[-2:] == ["rf_1", "rf_2"]
+    assert header[6:10] == ["layers", "n_mem", "d_model", "retention_lr"]
+    assert [(r["d_model"], r["retention_lr"]) for r in rows] == [(32, 0.5), (32, bench.RETENTION_LR)]
