@@ -20,6 +20,8 @@ docs/retention.md), 300 on recall, the learning test's budget):
     learned-free   the same, unbounded (retention_range = "free", the behaviour before the bound)
     learned-literal, learned-literal-free     the same two under the literal reading
     flat           RMAAT, RF = 1/T, integrating: the capacity of an LTP schedule without its shape
+    ltp-reversed   RMAAT, RF(T+1-t, T): the LTP values in reverse order (rising), integrating;
+                   only when --models names it
     none           RMAAT, memory passed on unscaled
     ltp-pre, ltp-literal-pre, none-pre     the same with pre-LN blocks
     rmt, rlt       the paper's baselines (softmax / linear attention, no RF)
@@ -79,6 +81,7 @@ MODELS: dict[str, dict] = {
     "learned-literal": dict(retention="learned", retention_reading="literal"),
     "learned-literal-free": dict(retention="learned", retention_reading="literal", retention_range="free"),
     "flat": dict(retention="flat", retention_reading="integrating"),
+    "ltp-reversed": dict(retention="reversed", retention_reading="integrating"),
     "none": dict(retention="none"),
     "ltp-pre": dict(retention="ltp", retention_reading="integrating", norm="pre"),
     "ltp-literal-pre": dict(retention="ltp", retention_reading="literal", norm="pre"),
@@ -91,6 +94,8 @@ MODELS: dict[str, dict] = {
     "transformer": dict(arch="transformer", retention="none"),
 }
 FIVE_SEEDS = ("ltp", "ltp-literal", "none")
+#: controls that run only when ``--models`` names them (the full grid's time was set without them)
+NAMED_ONLY = ("ltp-reversed",)
 QUICK_MODELS = ("ltp", "ltp-literal", "none", "at-segment")
 
 
@@ -333,7 +338,8 @@ def parse_args(argv) -> argparse.Namespace | int:
     if args.steps is not None and args.steps < 1:
         return bad(f"--steps {args.steps}: expected a positive number of optimiser steps")
     args.sizes = Sizes(layers=args.layers, n_mem=args.n_mem, d_model=args.d_model, retention_lr=args.retention_lr)
-    models = tuple(MODELS) if args.models is None else tuple(m.strip() for m in args.models.split(","))
+    models = (tuple(m for m in MODELS if m not in NAMED_ONLY) if args.models is None
+              else tuple(m.strip() for m in args.models.split(",")))
     unknown = [m for m in models if m not in MODELS]
     if unknown:
         return bad(f"--models: unknown model {unknown[0]!r}; expected some of {', '.join(MODELS)}")

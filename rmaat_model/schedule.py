@@ -3,7 +3,9 @@
 ``retention_table(cfg)`` reads the ``retention.json`` named in the config (through
 ``astro_rmaat.retention``, NumPy, imported only when a file is needed) and lays RF(t, T)
 out as the (T_cap, T_cap) table ``RMAAT.rf_table``: row T-1 holds RF(1..T, T). The
-``stream`` schedule repeats RF_inf(t) in every row; ``flat`` (RF = 1/T) needs no file;
+``stream`` schedule repeats RF_inf(t) in every row; ``reversed`` holds each row of ``ltp`` in
+reverse order, RF(T+1-t, T) at t (the same values, rising where LTP falls); ``flat`` (RF = 1/T)
+needs no file;
 ``none`` and the archs without RF need no table. Checkpoints carry the table in their
 state_dict, so loading one never reads the file again (rmaat_model.checkpoint).
 """
@@ -36,8 +38,9 @@ def retention_table(cfg: ModelConfig) -> torch.Tensor | None:
     table = torch.zeros(Tc, Tc, dtype=torch.float64)
     if mode == "stream":  # RF_inf(t): the same in every row, no T needed
         table[:] = torch.as_tensor(schedule.rf_stream(Tc).tolist(), dtype=torch.float64)
-    else:  # ltp, and learned initialised from ltp
+    else:  # ltp, learned initialised from ltp, and ltp's rows reversed
         for T in range(1, Tc + 1):
-            table[T - 1, :T] = torch.as_tensor(schedule.rf(T).tolist(), dtype=torch.float64)
+            row = torch.as_tensor(schedule.rf(T).tolist(), dtype=torch.float64)
+            table[T - 1, :T] = row.flip(0) if mode == "reversed" else row
     return table
 

@@ -154,3 +154,15 @@ def test_a_learned_run_records_where_its_table_went(bench, tmp_path):
     assert header[-2:] == ["rf_1", "rf_2"]
     assert header[6:10] == ["layers", "n_mem", "d_model", "retention_lr"]
     assert [(r["d_model"], r["retention_lr"]) for r in rows] == [(32, 0.5), (32, bench.RETENTION_LR)]
+
+
+def test_the_reversed_control_runs_only_when_named(bench, tmp_path):
+    """ltp-reversed (the LTP values back to front) is not part of the full grid, whose time
+    budget was set without it; named, it runs the ``reversed`` schedule, integrating."""
+    full = bench.parse_args(["--out", str(tmp_path / "a")])
+    assert "ltp-reversed" not in full.models and "ltp" in full.models and "flat" in full.models
+    named = bench.parse_args(["--models", "ltp,ltp-reversed", "--grid", "8x1", "--out", str(tmp_path / "b")])
+    assert named.models == ("ltp", "ltp-reversed")
+    cfg = bench.base_config(8, 1, "ltp-reversed", 0, 3000)
+    assert (cfg.model.retention, cfg.model.retention_reading, cfg.model.norm) == ("reversed", "integrating", "post")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()

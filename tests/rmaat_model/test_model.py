@@ -214,7 +214,25 @@ def test_retention_scales_follow_the_fixture_schedule(tmp_path, rfile):
     assert not torch.allclose(ours, none.step(plan, 4, state)[1])
 
 
-@pytest.mark.parametrize("mode", ["ltp", "stream", "flat", "learned"])
+def test_reversed_schedule_is_the_ltp_rows_back_to_front(rfile):
+    """retention = "reversed": RF(T+1-t, T) at hand-off t, from the same retention.json (the
+    exponential curve's closed form): each row holds the ltp row's values in reverse order, so
+    it rises where ltp falls, sums to 1 like it, and leaves the cells past T at zero."""
+    rev = make("rmaat", rfile, retention="reversed").rf_table.double()
+    ltp = make("rmaat", rfile).rf_table.double()
+    Tc = rev.shape[0]
+    for T in (1, 2, 5, Tc):
+        want = torch.tensor([rf_closed_form(T + 1 - t, T) for t in range(1, T + 1)], dtype=torch.float64)
+        torch.testing.assert_close(rev[T - 1, :T], want, rtol=1e-5, atol=1e-7)
+        torch.testing.assert_close(rev[T - 1, :T], ltp[T - 1, :T].flip(0))
+        assert float(rev[T - 1, :T].sum()) == pytest.approx(1.0, abs=1e-6)
+        assert float(rev[T - 1, T:].abs().sum()) == 0
+    assert bool((rev[Tc - 1, 1:Tc] > rev[Tc - 1, :Tc - 1]).all())       # rising over t
+    with pytest.raises(ConfigError, match="reversed"):                  # named among the choices
+        ModelConfig(retention="nope")
+
+
+@pytest.mark.parametrize("mode", ["ltp", "stream", "flat", "reversed", "learned"])
 def test_integrating_reading_moves_the_memory_by_rf_towards_each_write(rfile, mode):
     """mem_{t+1} = mem_t + RF(t, T) (mem'_{t+1} - mem_t) for every segment but a sequence's last,
     whose memory output is read out unscaled; mem' is what the unscaled model writes."""
