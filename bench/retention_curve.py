@@ -20,7 +20,7 @@ docs/retention.md), 300 on recall, the learning test's budget):
     learned-free   the same, unbounded (retention_range = "free", the behaviour before the bound)
     learned-literal, learned-literal-free     the same two under the literal reading
     flat           RMAAT, RF = 1/T, integrating: the capacity of an LTP schedule without its shape
-    ltp-reversed   RMAAT, RF(T+1-t, T): the LTP values in reverse order (rising), integrating;
+    ltp-reversed   RMAAT, RF(T-t, T) at hand-off t < T: the LTP values in reverse order (rising), integrating;
                    only when --models names it
     none           RMAAT, memory passed on unscaled
     ltp-pre, ltp-literal-pre, none-pre     the same with pre-LN blocks

@@ -97,8 +97,9 @@ class ModelConfig:
     n_mem: int = 8                # M, memory tokens (memory archs only; must be >= 1 there)
     retention: Literal[RETENTIONS] = "ltp"  # rmaat's schedule: RF(t,T)
     #   from retention_file / RF_inf(t) (no T) / learned table initialised from ltp / RF = 1/T (the
-    #   same total capacity with no LTP shape: a control) / RF(T+1-t, T), the ltp values in reverse
-    #   order (a rising schedule: a control for the shape's direction) / none (memory passed on unscaled).
+    #   same total capacity with no LTP shape: a control) / RF(T-t, T) at hand-off t < T, the ltp
+    #   values a sequence applies in reverse order (rising: a control for the shape's direction) /
+    #   none (memory passed on unscaled).
     #   rmt and rlt are the paper's baselines without RF: for them it is always "none".
     retention_reading: Literal[READINGS] = "integrating"  # how RF acts on the memory:
     #   integrating mem_{t+1} = mem_t + RF(t,T) (mem'_{t+1} - mem_t); literal mem_{t+1} = RF(t,T) mem'_{t+1}

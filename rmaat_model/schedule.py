@@ -3,9 +3,10 @@
 ``retention_table(cfg)`` reads the ``retention.json`` named in the config (through
 ``astro_rmaat.retention``, NumPy, imported only when a file is needed) and lays RF(t, T)
 out as the (T_cap, T_cap) table ``RMAAT.rf_table``: row T-1 holds RF(1..T, T). The
-``stream`` schedule repeats RF_inf(t) in every row; ``reversed`` holds each row of ``ltp`` in
-reverse order, RF(T+1-t, T) at t (the same values, rising where LTP falls); ``flat`` (RF = 1/T)
-needs no file;
+``stream`` schedule repeats RF_inf(t) in every row; ``reversed`` hands on ``ltp``'s values in
+reverse order, RF(T-t, T) at hand-off t < T (the hand-offs a sequence of T segments applies:
+its last segment's output is read unscaled, so RF(T, T), kept in place, is never applied; the
+same applied values and capacity, rising where LTP falls); ``flat`` (RF = 1/T) needs no file;
 ``none`` and the archs without RF need no table. Checkpoints carry the table in their
 state_dict, so loading one never reads the file again (rmaat_model.checkpoint).
 """
@@ -38,9 +39,11 @@ def retention_table(cfg: ModelConfig) -> torch.Tensor | None:
     table = torch.zeros(Tc, Tc, dtype=torch.float64)
     if mode == "stream":  # RF_inf(t): the same in every row, no T needed
         table[:] = torch.as_tensor(schedule.rf_stream(Tc).tolist(), dtype=torch.float64)
-    else:  # ltp, learned initialised from ltp, and ltp's rows reversed
+    else:  # ltp, learned initialised from ltp, and ltp's applied hand-offs reversed
         for T in range(1, Tc + 1):
             row = torch.as_tensor(schedule.rf(T).tolist(), dtype=torch.float64)
-            table[T - 1, :T] = row.flip(0) if mode == "reversed" else row
+            if mode == "reversed":
+                row[:T - 1] = row[:T - 1].flip(0)
+            table[T - 1, :T] = row
     return table
 

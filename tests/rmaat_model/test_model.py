@@ -214,20 +214,24 @@ def test_retention_scales_follow_the_fixture_schedule(tmp_path, rfile):
     assert not torch.allclose(ours, none.step(plan, 4, state)[1])
 
 
-def test_reversed_schedule_is_the_ltp_rows_back_to_front(rfile):
-    """retention = "reversed": RF(T+1-t, T) at hand-off t, from the same retention.json (the
-    exponential curve's closed form): each row holds the ltp row's values in reverse order, so
-    it rises where ltp falls, sums to 1 like it, and leaves the cells past T at zero."""
+def test_reversed_schedule_hands_on_the_ltp_values_back_to_front(rfile):
+    """retention = "reversed": RF(T-t, T) at hand-off t < T, from the same retention.json (the
+    exponential curve's closed form). A sequence of T segments applies RF(1..T-1, T) (its last
+    segment's output is read unscaled): reversed applies exactly ltp's values in reverse order,
+    so it rises where ltp falls with the same applied sum; RF(T, T) stays in place (the row
+    still sums to 1) and the cells past T stay at zero."""
     rev = make("rmaat", rfile, retention="reversed").rf_table.double()
     ltp = make("rmaat", rfile).rf_table.double()
     Tc = rev.shape[0]
     for T in (1, 2, 5, Tc):
-        want = torch.tensor([rf_closed_form(T + 1 - t, T) for t in range(1, T + 1)], dtype=torch.float64)
+        want = torch.tensor([rf_closed_form(T - t, T) for t in range(1, T)] + [rf_closed_form(T, T)],
+                            dtype=torch.float64)
         torch.testing.assert_close(rev[T - 1, :T], want, rtol=1e-5, atol=1e-7)
-        torch.testing.assert_close(rev[T - 1, :T], ltp[T - 1, :T].flip(0))
+        torch.testing.assert_close(rev[T - 1, :T - 1], ltp[T - 1, :T - 1].flip(0))
+        assert float(rev[T - 1, :T - 1].sum()) == pytest.approx(float(ltp[T - 1, :T - 1].sum()), abs=1e-6)
         assert float(rev[T - 1, :T].sum()) == pytest.approx(1.0, abs=1e-6)
         assert float(rev[T - 1, T:].abs().sum()) == 0
-    assert bool((rev[Tc - 1, 1:Tc] > rev[Tc - 1, :Tc - 1]).all())       # rising over t
+    assert bool((rev[Tc - 1, 1:Tc - 1] > rev[Tc - 1, :Tc - 2]).all())   # rising over the applied hand-offs
     with pytest.raises(ConfigError, match="reversed"):                  # named among the choices
         ModelConfig(retention="nope")
 
