@@ -21,7 +21,7 @@ of the memory's scale, so RF damps only the copy carried along the residual, and
 multiplies across hand-offs. Measured (bench/retention_curve.py --task recall: answer in
 segment 1 of 2..16 segments, 300 steps, the shipped schedule): pre-LN stays at chance with
 every schedule (ltp 12.4 %, literal 13.1 %, none 17.8 %), post-LN learns. At 900 steps pre-LN
-learns too (none 94.4 ± 12.5 %, ltp 73.1 ± 27.9 %; post-LN ltp 100 %): the layout sets how fast
+learns too (none 94.4 ± 12.5 %, ltp 73.1 ± 27.9 %; post-LN ltp 100 %; on 682c321): the layout sets how fast
 the memory learns (docs/retention.md, where pre-LN with unscaled memory leads on assoc).
 
 Two readings of the schedule (``retention_reading``), both from the same retention.json:
