@@ -19,7 +19,7 @@ docs/retention.md), 300 on recall, the learning test's budget):
     learned        RMAAT, table learned from the LTP start (integrating), kept in [0, 1]
     learned-free   the same, unbounded (retention_range = "free", the behaviour before the bound)
     learned-literal, learned-literal-free     the same two under the literal reading
-    flat           RMAAT, RF = 1/T, integrating: the capacity of an LTP schedule without its shape
+    flat           RMAAT, RF = 1/T, integrating: the row sum of an LTP schedule without its shape
     ltp-reversed   RMAAT, RF(T-t, T) at hand-off t < T: the LTP values in reverse order (rising), integrating;
                    only when --models names it
     none           RMAAT, memory passed on unscaled

@@ -20,19 +20,19 @@ pre-LN block (X + Attn(LN X), nanoGPT) LayerNorm makes each segment's new writes
 of the memory's scale, so RF damps only the copy carried along the residual, and the damping
 multiplies across hand-offs. Measured (bench/retention_curve.py --task recall: answer in
 segment 1 of 2..16 segments, 300 steps, the shipped schedule): pre-LN stays at chance with
-every schedule (ltp 12.4 %, literal 13.1 %, none 17.8 %), post-LN learns. At 900 steps pre-LN
-learns too (none 94.4 ± 12.5 %, ltp 73.1 ± 27.9 %; post-LN ltp 100 %; on 682c321): the layout sets how fast
+every schedule (ltp 12.4 %, literal 13.1 %, none 17.8 %; on 682c321), post-LN learns. At 900 steps pre-LN
+learns too (none 94.4 ± 12.5 %, ltp 73.1 ± 27.9 %; post-LN ltp 100 %; on b33b384): the layout sets how fast
 the memory learns (docs/retention.md, where pre-LN with unscaled memory leads on assoc).
 
 Two readings of the schedule (``retention_reading``), both from the same retention.json:
     literal       mem_{t+1} = RF(t, T) mem'_{t+1}                     (the paper's formula)
     integrating   mem_{t+1} = mem_t + RF(t, T) (mem'_{t+1} - mem_t)   (default)
 The integrating reading lets the memory integrate each segment's write weighted by the LTP
-increment, as p^l integrates its increments (total capacity sum_t RF = 1). On the benchmark
-above it reaches 100.0 ± 0.0 % (5 seeds) against 17.3 ± 10.9 % for the literal
-reading (RF(t, 16) runs 0.119 .. 0.026, so the literal product of factors vanishes), 100 % for
-the flat RF = 1/T control and 67.8 ± 29.8 % for unscaled memory (``none``). ``stream`` (RF_inf(t)) reads
-the same two ways.
+increment, as p^l integrates its increments (row sum sum_t RF(t, T) = 1; a sequence applies
+RF(1..T-1, T)). On the benchmark above (682c321) it reaches 100.0 ± 0.0 % (5 seeds) against
+17.3 ± 10.9 % for the literal reading (RF(t, 16) runs 0.119 .. 0.026, so the literal product of
+factors vanishes), 100 % for the flat RF = 1/T control and 67.8 ± 29.8 % for unscaled memory
+(``none``). ``stream`` (RF_inf(t)) reads the same two ways.
 
 No third-party imports: the config can be read and checked without torch.
 """
@@ -97,7 +97,7 @@ class ModelConfig:
     n_mem: int = 8                # M, memory tokens (memory archs only; must be >= 1 there)
     retention: Literal[RETENTIONS] = "ltp"  # rmaat's schedule: RF(t,T)
     #   from retention_file / RF_inf(t) (no T) / learned table initialised from ltp / RF = 1/T (the
-    #   same total capacity with no LTP shape: a control) / RF(T-t, T) at hand-off t < T, the ltp
+    #   same row sum with no LTP shape: a control) / RF(T-t, T) at hand-off t < T, the ltp
     #   values a sequence applies in reverse order (rising: a control for the shape's direction) /
     #   none (memory passed on unscaled).
     #   rmt and rlt are the paper's baselines without RF: for them it is always "none".
