@@ -64,6 +64,9 @@ from pathlib import Path
 
 from astro_rmaat.cli_args import ArgumentParser
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _retention_report import compare, plot  # noqa: E402  (the report's rank test and figure)
+
 SEGMENT_LEN = 16
 FULL_GRID = [(2, 4), (4, 4), (8, 4), (16, 4), (8, 1), (8, 16)]     # (T, K)
 QUICK_GRID = [(4, 1)]
@@ -267,33 +270,6 @@ def summarise(rows: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", stats
 
 
-def compare(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
-    """Per setting holding both models of a pair: medians, means and a two-sided Mann-Whitney U
-    test of the runs' test accuracies (module doc)."""
-    from scipy.stats import mannwhitneyu
-
-    groups: dict[tuple, list[float]] = {}
-    for r in rows:
-        groups.setdefault((r["T"], r["K"], r["model"]), []).append(r["test_acc"])
-    lines = []
-    for T, K in sorted({(r["T"], r["K"]) for r in rows}):
-        for a, b in pairs:
-            x, y = groups.get((T, K, a)), groups.get((T, K, b))
-            if not x or not y:
-                continue
-            if len(x) < 2 or len(y) < 2:
-                lines.append(f"T={T}, K={K}: {a} vs {b}: n = {len(x)}, {len(y)}; a test needs 2 seeds a side")
-                continue
-            exact = len(set(x) | set(y)) == len(x) + len(y)       # no ties
-            res = mannwhitneyu(x, y, alternative="two-sided", method="exact" if exact else "asymptotic")
-            lines.append(
-                f"T={T}, K={K}: {a} vs {b}: median {100 * statistics.median(x):.1f} vs "
-                f"{100 * statistics.median(y):.1f} %, mean {100 * statistics.fmean(x):.1f} vs "
-                f"{100 * statistics.fmean(y):.1f} %; Mann-Whitney U = {res.statistic:g}, two-sided "
-                f"p = {res.pvalue:.3g} ({'exact' if exact else 'normal approximation'}; n = {len(x)}, {len(y)})")
-    return "\n".join(lines) + ("\n" if lines else "")
-
-
 def parse_args(argv) -> argparse.Namespace | int:
     """The command line, checked whole before anything is written: the namespace with grid,
     steps, seeds, models, pairs and out resolved, or 2 after one line on stderr."""
@@ -309,7 +285,8 @@ def parse_args(argv) -> argparse.Namespace | int:
     ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: assoc 1000, recall 300; quick: assoc 1000, recall 150)")
     ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
-    ap.add_argument("--layers", type=int, default=1, help="blocks of every model (default 1)")
+    ap.add_argument("--layers", type=int, default=DEFAULT_SIZES.layers,
+                    help=f"blocks of every model (default {DEFAULT_SIZES.layers})")
     ap.add_argument("--n-mem", type=int, default=N_MEM, help=f"memory tokens of every memory model (default {N_MEM})")
     ap.add_argument("--d-model", type=int, default=DEFAULT_SIZES.d_model,
                     help=f"residual width of every model, 2 heads, d_ff twice it (default {DEFAULT_SIZES.d_model})")
@@ -390,50 +367,6 @@ def parse_args(argv) -> argparse.Namespace | int:
         return bad(f"--replot: {out / 'results.csv'} not found; expected the results of an earlier run under --out")
     args.grid, args.steps, args.seeds, args.models, args.pairs, args.out = grid, steps, seeds, models, pairs, out
     return args
-
-
-def plot(path: Path, rows: list[dict]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    from astro_rmaat import retention
-    from astro_rmaat.style import plot_style
-
-    settings = sorted({(r["T"], r["K"]) for r in rows})
-    with plot_style():
-        fig, axes = plt.subplots(1, len(settings) + 1, figsize=(3.4 * (len(settings) + 1), 3.2), squeeze=False)
-        ax = axes[0, 0]
-        sched = retention.load_retention(retention.default_retention_path())
-        t = np.arange(len(sched.p))
-        ax.plot(t, sched.p / sched.p_inf, color="k", label="p_l / p_inf (astrocyte LTP)")
-        Tmax = max(T for T, _ in settings)
-        ax.bar(np.arange(1, Tmax + 1), sched.rf(Tmax), color="tab:green", alpha=0.5,
-               label=f"RF(t, {Tmax})")
-        ax.set_xlim(0, max(Tmax, 20))
-        ax.set_xlabel("cycles / segments")
-        ax.set_title("LTP curve -> schedule")
-        ax.legend(fontsize=7)
-        for ax, (T, K) in zip(axes[0, 1:], settings):
-            sub = [r for r in rows if r["T"] == T and r["K"] == K]
-            for i, m in enumerate(dict.fromkeys(r["model"] for r in sub)):
-                rs = [r for r in sub if r["model"] == m]
-                ages = sorted(int(k[4:]) for k in rs[0] if k.startswith("age_"))
-                mean = [statistics.fmean(r[f"age_{a}"] for r in rs) for a in ages]
-                ax.plot(ages, mean, marker="o", ms=3, ls=("-", "--", ":")[(i // 7) % 3], label=m)
-            ax.axhline(1 / 8, color="grey", ls=":", lw=1)
-            ax.set_ylim(0, 1.02)
-            ax.set_xlabel("age of the fact (segments)")
-            task = sub[0].get("task", "assoc")
-            ax.set_title(f"assoc T={T}, K={K}" if task == "assoc" else f"recall, 2..{T} segments")
-        axes[0, 1].set_ylabel("test accuracy")
-        axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
-        fig.tight_layout()
-        tmp = path.with_name(path.stem + ".tmp.png")
-        fig.savefig(tmp, dpi=110)
-        plt.close(fig)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:
