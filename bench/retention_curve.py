@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD python bench/retention_curve.py [--quick] [--out bench/out/retention] [--workers 2]
         [--grid 8x1] [--models ltp,flat] [--seeds 10,10] [--steps 3000] [--layers 1] [--n-mem 4]
-        [--d-model 32] [--retention-lr 0.1] [--compare ltp:flat] [--replot]
+        [--d-model 32] [--retention-lr 0.1] [--compare ltp:flat] [--replot] [--stale stop|retrain|reuse]
 
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
@@ -38,7 +38,14 @@ accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, `
 checkpoint evaluated: the best on validation, as every accuracy of the row), ``table.md`` (mean ± sd per setting and model), ``forgetting.png``
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
-the elapsed time at its last evaluation, from its meta.json; empty where it recorded none). Runs go to a pool of
+the elapsed time at its last evaluation, from its meta.json; empty where it recorded none), but
+only runs this tree would train as they are: the same config, and the same code in astro_rmaat/
+and rmaat_model/ (``_run_reuse``: each run started here is stamped with the code's fingerprint;
+docstrings and comments do not count); an interrupted run likewise. Where some are not, the
+benchmark stops before anything runs and names the first; ``--stale retrain`` renames them
+``<name>.stale-<k>`` and trains them again, ``--stale reuse`` reports them as trained.
+``trained_on`` in results.csv is each run's git revision (``+dirty`` for a modified tree).
+Runs go to a pool of
 ``--workers`` processes with one torch thread each. A benchmark, not a test: nothing is asserted.
 
 ``--compare a:b,...`` adds, for every setting that holds both models, the two models' medians
@@ -66,6 +73,7 @@ from astro_rmaat.cli_args import ArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _retention_report import compare, plot  # noqa: E402  (the report's rank test and figure)
+import _run_reuse  # noqa: E402  (whether a finished run may be reused)
 
 SEGMENT_LEN = 16
 FULL_GRID = [(2, 4), (4, 4), (8, 4), (16, 4), (8, 1), (8, 16)]     # (T, K)
@@ -155,8 +163,28 @@ def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "
     return from_dict(TrainConfig, d)
 
 
+def job_config(job: dict):
+    return base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"], Sizes(**job["sizes"]))
+
+
+def stale_runs(jobs: list[dict], code: str) -> list[tuple[str, str]]:
+    """(folder, why) of every run among ``jobs``, finished or interrupted, that this tree would
+    not train as it is (``_run_reuse``: another config, or other code than ``code``'s fingerprint)."""
+    from astro_rmaat import runs
+    from astro_rmaat.config import to_dict
+
+    found = []
+    for job in jobs:
+        if (Path(job["dir"]) / runs.CONFIG_FILE).is_file():   # started: config.json is written first
+            why = _run_reuse.why_stale(job["dir"], to_dict(job_config(job)), code)
+            if why is not None:
+                found.append((job["dir"], why))
+    return found
+
+
 def run_one(job: dict) -> dict:
-    """Train (or reuse) one run and measure its accuracy by age on the test split."""
+    """Train (or reuse) one run and measure its accuracy by age on the test split; a run started
+    here is stamped with ``job["code"]``, the fingerprint of the code that trains it."""
     import torch
 
     torch.set_num_threads(1)
@@ -166,11 +194,12 @@ def run_one(job: dict) -> dict:
     from rmaat_model.train import RESULTS_FILE, train
     from rmaat_model.train_config import load_data
 
-    sizes = Sizes(**job["sizes"])
-    cfg = base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"], sizes)
+    cfg = job_config(job)
     out = Path(job["dir"])
     t0 = time.perf_counter()
     if not runs.is_finished(out):
+        if job.get("code") and not _run_reuse.stamp_path(out).is_file():
+            _run_reuse.stamp(out, job["code"])
         train(cfg, out, progress=False)
         wall = time.perf_counter() - t0
     else:   # reused: the run's own elapsed time at its last evaluation, as it recorded it (or none)
@@ -190,7 +219,8 @@ def run_one(job: dict) -> dict:
         acc = sum(v["acc"] * v["n"] for v in by_age.values()) / sum(v["n"] for v in by_age.values())
         row = {"task": job["task"], "T": job["T"], "K": job["K"], "model": job["model"] + ("" if sampling is None else f"@{sampling}"),
                "seed": job["seed"], "steps": res["steps_done"], **job["sizes"], "test_acc": round(acc, 4),
-               "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1)}
+               "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1),
+               "trained_on": _run_reuse.trained_on(out)}
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         if cfg.model.effective_retention == "learned":   # the evaluated table: RF(t, T) at hand-off t = 1 .. T-1
             rf = model.rf_table[job["T"] - 1, :job["T"] - 1].tolist()
@@ -225,7 +255,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
     handoffs = sorted({int(k[3:]) for r in rows for k in r if k.startswith("rf_")})
     cols = ["task", "T", "K", "model", "seed", "steps", *(f.name for f in dataclasses.fields(Sizes)), "test_acc",
-            "best_val_acc", "train_wall_s"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
+            "best_val_acc", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
@@ -296,6 +326,10 @@ def parse_args(argv) -> argparse.Namespace | int:
     ap.add_argument("--compare", default=None,
                     help="model pairs as a:b,... e.g. ltp:flat,ltp:none: medians and a Mann-Whitney U test per setting")
     ap.add_argument("--replot", action="store_true", help="redraw forgetting.png and print the table (and --compare) from results.csv")
+    ap.add_argument("--stale", choices=("stop", "retrain", "reuse"), default="stop",
+                    help="a run under --out (finished or interrupted) that this tree would not train as it is (another config, "
+                         "or other code in astro_rmaat/ or rmaat_model/): stop before anything runs (default), "
+                         "retrain it (the old folder renamed <name>.stale-<k>), or reuse it as it is")
     args = ap.parse_args(argv)
 
     def bad(msg: str) -> int:
@@ -383,8 +417,26 @@ def main(argv=None) -> int:
         if pairs:
             print(compare(rows, pairs))
         return 0
-    out.mkdir(parents=True, exist_ok=True)
     jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, sizes=args.sizes)
+    code = _run_reuse.fingerprint()
+    stale = stale_runs(jobs, code)
+    if stale:
+        where, why = stale[0]
+        what = f"{len(stale)} run{'s' if len(stale) > 1 else ''} under {out} (first {where}: {why})"
+        if args.stale == "stop":
+            print(f"error: {what} would be reused, but this tree would not train {'them' if len(stale) > 1 else 'it'} "
+                  f"as {'they are' if len(stale) > 1 else 'it is'}; expected --stale retrain (rename "
+                  f"and train again) or --stale reuse (report as trained)", file=sys.stderr)
+            return 2
+        if args.stale == "retrain":
+            for where, _ in stale:
+                _run_reuse.set_aside(where)
+            print(f"set aside {what}: renamed <name>.stale-<k>, trained again below", flush=True)
+        else:
+            print(f"reusing {what} as trained (results.csv's trained_on names each run's revision)", flush=True)
+    for job in jobs:
+        job["code"] = code
+    out.mkdir(parents=True, exist_ok=True)
     sizes = args.sizes.describe()
     print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, {sizes}, models: "
           f"{', '.join(models)}; {args.workers} worker(s) x 1 thread; out {out}", flush=True)

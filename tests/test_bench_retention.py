@@ -166,3 +166,106 @@ def test_the_reversed_control_runs_only_when_named(bench, tmp_path):
     cfg = bench.base_config(8, 1, "ltp-reversed", 0, 3000)
     assert (cfg.model.retention, cfg.model.retention_reading, cfg.model.norm) == ("reversed", "integrating", "post")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def _trained(bench, tmp_path, model="ltp"):
+    """A finished 2-step run in the folder the benchmark gives it, stamped with this tree's code."""
+    job = bench.jobs_for([(3, 1)], (model,), 2, tmp_path, 1, 1)[0]
+    job["code"] = bench._run_reuse.fingerprint()
+    row = bench.run_one(job)["rows"][0]
+    return job, row
+
+
+def test_a_run_is_reused_only_while_its_config_and_code_are_this_trees(bench, tmp_path):
+    """A run is stale when its stored config differs from the one the benchmark builds, when its
+    stamp names other code, or (finished, unstamped) when its recorded revision is unknown or
+    dirty; an interrupted run without a stamp is resumed as before."""
+    import json
+    from astro_rmaat.config import to_dict
+
+    reuse = bench._run_reuse
+    job, row = _trained(bench, tmp_path)
+    run, code, cfg = Path(job["dir"]), job["code"], to_dict(bench.job_config(job))
+    assert row["trained_on"] == reuse.trained_on(run) and row["trained_on"]
+    assert reuse.stamp_path(run).read_text().strip() == code
+    assert reuse.why_stale(run, cfg, code) is None
+    assert "trained by other code" in reuse.why_stale(run, cfg, "0" * 64)
+    pre = to_dict(bench.base_config(3, 1, "ltp", 0, 2, "assoc"))
+    pre["model"]["norm"] = "pre"
+    assert reuse.why_stale(run, pre, code) == "its config differs (model.norm: stored 'post', given 'pre')"
+    assert [r[1] for r in bench.stale_runs([job], "0" * 64)] == [reuse.why_stale(run, cfg, "0" * 64)]
+    meta_file = run / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    meta_file.unlink()                                 # as if interrupted: judged by config and stamp
+    assert len(bench.stale_runs([job], "0" * 64)) == 1 and reuse.why_stale(run, cfg, code) is None
+    reuse.stamp_path(run).unlink()                     # interrupted before the stamps: resumed as before
+    assert reuse.why_stale(run, cfg, "0" * 64) is None and "config differs" in reuse.why_stale(run, pre, code)
+    for rev, expected in ((None, "records no code revision"), ("abc1234def+dirty", "modified tree at abc1234")):
+        meta_file.write_text(json.dumps(dict(meta, git_revision=rev)))   # finished before the stamps
+        assert expected in reuse.why_stale(run, cfg, code)
+    moved = reuse.set_aside(run)
+    assert moved.name == "seed0.stale-1" and moved.is_dir() and not run.exists()
+
+
+def test_an_unstamped_run_is_judged_by_its_revisions_code_not_its_comments(bench, tmp_path):
+    """The git fallback: a run's recorded revision against the files now, compared by code form
+    (a docstring or comment edit is no change; a changed statement is), as the fingerprint is."""
+    import json
+    import subprocess
+    from astro_rmaat.config import to_dict
+    from rmaat_model.train_config import TrainConfig
+
+    reuse = bench._run_reuse
+    repo = tmp_path / "repo"
+    src = repo / "rmaat_model" / "kernel.py"
+    src.parent.mkdir(parents=True)
+    (repo / "astro_rmaat").mkdir()
+    (repo / "astro_rmaat" / "table.json").write_text("[1, 2]\n")
+    src.write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n')
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    rev = git("rev-parse", "HEAD")
+    run = tmp_path / "run"
+    run.mkdir()
+    cfg = to_dict(TrainConfig())
+    (run / "config.json").write_text(json.dumps(cfg))
+    (run / "meta.json").write_text(json.dumps({"git_revision": rev}))
+    before = reuse.fingerprint(repo)
+    assert reuse.why_stale(run, cfg, "unused", root=repo) is None
+    src.write_text('"""Another doc."""\n\ndef f(x):\n    """Other."""\n    # a comment\n    return x + 1\n')
+    assert reuse.why_stale(run, cfg, "unused", root=repo) is None and reuse.fingerprint(repo) == before
+    src.write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 2\n')
+    assert reuse.why_stale(run, cfg, "unused", root=repo) == (
+        f"it was trained on {rev[:7]}, and {src.relative_to(repo).as_posix()} changed since")
+    assert reuse.fingerprint(repo) != before
+    (run / "meta.json").write_text(json.dumps({"git_revision": "f" * 40}))
+    assert "git cannot compare" in reuse.why_stale(run, cfg, "unused", root=repo)
+
+
+@pytest.mark.slow
+def test_stale_runs_stop_the_benchmark_until_retrained_or_reused(bench, tmp_path, capsys):
+    """--stale stop (the default): one line, exit 2, nothing written or moved; --stale retrain
+    renames the stale run and trains it again, stamped with this tree's code."""
+    from astro_rmaat.config import to_dict
+
+    job, _ = _trained(bench, tmp_path)
+    run = Path(job["dir"])
+    bench._run_reuse.stamp(run, "0" * 64)                       # as if trained by other code
+    argv = ["--grid", "3x1", "--models", "ltp", "--seeds", "1,1", "--steps", "2", "--workers", "1",
+            "--out", str(tmp_path)]
+    capsys.readouterr()
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 run under" in err and "trained by other code" in err, err
+    assert not (tmp_path / "results.csv").exists() and bench._run_reuse.stamp_path(run).read_text() == "0" * 64 + "\n"
+    assert bench.main(argv + ["--stale", "retrain"]) == 0
+    assert (run.parent / "seed0.stale-1" / "meta.json").is_file()
+    assert bench._run_reuse.stamp_path(run.parent / "seed0.stale-1").read_text() == "0" * 64 + "\n"
+    assert bench._run_reuse.why_stale(run, to_dict(bench.job_config(job)), bench._run_reuse.fingerprint()) is None
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert "trained_on" in header
