@@ -1,22 +1,26 @@
-"""Whether a benchmark may reuse a finished training run: only when this tree would train the
-same thing (``bench/retention_curve.py``).
+"""Whether a benchmark may reuse a training run it finds in its folder: only when this tree would
+train the same thing (``bench/retention_curve.py``).
 
-A finished run is reused by its folder, which names the setting and sizes but not the code.
-Two things make it stale: its stored config differs from the one the benchmark builds now (a
-model's definition or a default changed), or the code that trained it differs from this tree's
-in the packages training reads (``CODE_DIRS``: what a retention mode means, a kernel, the data
-generators). Code is compared by its form: a Python file's syntax tree without docstrings, so
-an edit of a comment or a docstring changes nothing. The benchmark stamps each run it trains
-with a fingerprint of those packages, ``<run folder>.code`` beside the folder, when it starts
-the run (so an interrupted run is resumed only by the code that began it); a run trained before
-stamps existed is judged by the git revision its ``meta.json`` records, each file git lists as
-changed since then compared by form (files git does not track are not seen)."""
+A run is found by its folder, which names the setting and sizes but not the code. Two things
+make it stale: its stored config differs from the one the benchmark builds now (a model's
+definition or a default changed), or the code that trained it differs from this tree's in the
+packages training reads (``CODE_DIRS``: what a retention mode means, a kernel, the data
+generators). Code is compared file by file in its code form: a Python file's syntax tree
+without docstrings, so an edit of a comment or a docstring changes nothing (hidden files, and
+files git ignores, are not code). The benchmark stamps each run it starts with the digest of
+every file, ``<run folder>.code`` beside the folder (and the Python version, whose syntax trees
+it compares); a finished run trained before stamps existed is judged by the git revision its
+``meta.json`` records, each file git lists as changed since then compared by code form, and
+stamped once it is found current. An interrupted run without a stamp (started before them) is
+judged by its config only.
+"""
 
 from __future__ import annotations
 
 import ast
 import hashlib
 import json
+import platform
 import subprocess
 from pathlib import Path
 
@@ -43,40 +47,30 @@ def _code_form(name: str, data: bytes) -> bytes:
     return ast.dump(tree).encode()
 
 
-def _code_files(root: Path) -> list[Path]:
-    return sorted(p for top in CODE_DIRS for p in (root / top).rglob("*")
-                  if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
-
-
-def fingerprint(root: Path = ROOT) -> str:
-    """sha256 over the files of ``CODE_DIRS`` under ``root``: their names and code forms, so an
-    edit of a comment or docstring leaves it as it was."""
-    h = hashlib.sha256()
-    for path in _code_files(root):
-        name = path.relative_to(root).as_posix()
-        h.update(name.encode() + b"\0" + _code_form(name, path.read_bytes()) + b"\0")
-    return h.hexdigest()
-
-
-def _changed_since(rev: str, root: Path) -> list[str] | None:
-    """The files of ``CODE_DIRS`` whose code form differs between revision ``rev`` and the
-    files under ``root`` now; None when git cannot tell (no git, or a revision it lacks)."""
-    def git(*args) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, timeout=60)
+def _git(root: Path, *args: str) -> subprocess.CompletedProcess | None:
     try:
-        names = git("diff", "--name-only", "--no-renames", rev, "--", *CODE_DIRS)
-        if names.returncode != 0:
-            return None
-        changed = []
-        for name in names.stdout.decode().split():
-            old = git("show", f"{rev}:{name}")
-            path = root / name
-            if (old.returncode != 0 or not path.is_file()
-                    or _code_form(name, old.stdout) != _code_form(name, path.read_bytes())):
-                changed.append(name)
-        return changed
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, timeout=60)
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def _code_files(root: Path) -> list[str]:
+    """The files of ``CODE_DIRS`` under ``root`` that are code: tracked or untracked, not ignored
+    by git (every file outside a git checkout), none hidden and no compiled cache."""
+    listed = _git(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", *CODE_DIRS)
+    if listed is not None and listed.returncode == 0:
+        names = [n for n in listed.stdout.decode().split("\0") if n]
+    else:
+        names = [p.relative_to(root).as_posix() for top in CODE_DIRS for p in (root / top).rglob("*")]
+    return sorted(n for n in names if (root / n).is_file() and not n.endswith(".pyc")
+                  and not any(part.startswith(".") or part == "__pycache__" for part in n.split("/")))
+
+
+def fingerprint(root: Path = ROOT) -> dict:
+    """{"python": "3.11", "files": {name: sha256 of its code form}} for the code under ``root``."""
+    return {"python": ".".join(platform.python_version_tuple()[:2]),
+            "files": {n: hashlib.sha256(_code_form(n, (root / n).read_bytes())).hexdigest()
+                      for n in _code_files(root)}}
 
 
 def stamp_path(run_dir: str | Path) -> Path:
@@ -84,10 +78,17 @@ def stamp_path(run_dir: str | Path) -> Path:
     return run_dir.with_name(run_dir.name + STAMP_SUFFIX)
 
 
-def stamp(run_dir: str | Path, code: str) -> None:
-    """Record that ``run_dir`` was trained by the code of fingerprint ``code``."""
-    from astro_rmaat.runs import atomic_write_text
-    atomic_write_text(stamp_path(run_dir), code + "\n")
+def stamp(run_dir: str | Path, code: dict) -> None:
+    """Record that ``run_dir`` is trained by the code of ``code`` (a ``fingerprint``)."""
+    from astro_rmaat.runs import atomic_write_json
+    atomic_write_json(stamp_path(run_dir), code)
+
+
+def read_stamp(run_dir: str | Path) -> dict | None:
+    try:
+        return json.loads(stamp_path(run_dir).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def trained_on(run_dir: str | Path) -> str | None:
@@ -95,33 +96,74 @@ def trained_on(run_dir: str | Path) -> str | None:
     return json.loads((Path(run_dir) / "meta.json").read_text()).get("git_revision")
 
 
-def why_stale(run_dir: str | Path, config: dict, code: str, root: Path = ROOT) -> str | None:
-    """None when the run in ``run_dir`` (finished, or interrupted and to be resumed) is what this
-    tree would train from ``config`` (a TrainConfig as ``to_dict`` writes it); else why not, in a
-    few words."""
+def _first_change(old: dict, new: dict) -> str | None:
+    """The first file (in name order) added, removed or changed between two ``files`` tables,
+    and how many more; None when they are the same."""
+    changed = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+    if not changed:
+        return None
+    more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
+    return f"{changed[0]}{more}"
+
+
+def _changed_since(rev: str, root: Path) -> list[str] | None:
+    """The code files (``_code_files``) whose code form differs between revision ``rev`` and the
+    files under ``root`` now; None when git cannot tell (no git, or a revision it lacks)."""
+    names = _git(root, "diff", "-z", "--name-only", "--no-renames", "--relative", rev, "--", *CODE_DIRS)
+    if names is None or names.returncode != 0:
+        return None
+    current = set(_code_files(root))
+    changed = []
+    for name in sorted(n for n in names.stdout.decode().split("\0") if n):
+        old = _git(root, "show", f"{rev}:./{name}")
+        if old is None:
+            return None
+        if name not in current:                       # removed since, or no longer code
+            if old.returncode == 0:
+                changed.append(name)
+        elif old.returncode != 0 or _code_form(name, old.stdout) != _code_form(name, (root / name).read_bytes()):
+            changed.append(name)
+    return changed
+
+
+def config_mismatch(run_dir: str | Path, config: dict) -> str | None:
+    """None when the run in ``run_dir`` stored ``config`` (a TrainConfig as ``to_dict`` writes it,
+    an older run's config read as today's code reads it); else how they differ."""
     from astro_rmaat.errors import RmaatError
     from astro_rmaat.runs import config_difference, to_json
     from rmaat_model.train_config import stored_config
 
-    run_dir = Path(run_dir)
     try:
-        stored = json.loads(to_json(stored_config(json.loads((run_dir / "config.json").read_text()))))
+        stored = json.loads(to_json(stored_config(json.loads((Path(run_dir) / "config.json").read_text()))))
     except (OSError, ValueError, RmaatError) as exc:
-        return f"its stored config does not read ({exc})"
+        return f"its stored config does not read: {exc}"
     given = json.loads(to_json(config))
-    if stored != given:
-        return f"its config differs ({config_difference(stored, given)})"
-    mark = stamp_path(run_dir)
-    if mark.is_file():
-        return None if mark.read_text().strip() == code else f"it was trained by other code (in {', '.join(CODE_DIRS)})"
-    if not (run_dir / "meta.json").is_file():   # interrupted before stamps existed: no record to judge by
+    return None if stored == given else f"its config differs, {config_difference(stored, given)}"
+
+
+def why_stale(run_dir: str | Path, config: dict, code: dict, root: Path = ROOT) -> str | None:
+    """None when the run in ``run_dir`` (finished, or interrupted and to be resumed) is what this
+    tree would train from ``config`` (``config_mismatch``) with the code of ``code`` (a
+    ``fingerprint``); else why not, in a few words."""
+    run_dir = Path(run_dir)
+    differs = config_mismatch(run_dir, config)
+    if differs is not None:
+        return differs
+    mark = read_stamp(run_dir)
+    if mark is not None:
+        if mark.get("python") != code["python"]:
+            return (f"it was stamped under Python {mark.get('python')}, this is {code['python']} "
+                    f"(code is compared by syntax tree within one version)")
+        change = _first_change(mark.get("files", {}), code["files"])
+        return None if change is None else f"it was trained by other code: {change} differ(s)"
+    if not (run_dir / "meta.json").is_file():   # interrupted before stamps existed: its config decides
         return None
     rev = trained_on(run_dir)
     if rev is None:
         return "it records no code revision"
     if rev.endswith("+dirty"):
         return f"it was trained in a modified tree at {rev[:7]}, whose code is not on record"
-    changed = _changed_since(rev.split("+")[0], root)
+    changed = _changed_since(rev, root)
     if changed is None:
         return f"it was trained on {rev[:7]}, which git cannot compare with this checkout"
     if changed:
@@ -131,13 +173,14 @@ def why_stale(run_dir: str | Path, config: dict, code: str, root: Path = ROOT) -
 
 
 def set_aside(run_dir: str | Path) -> Path:
-    """Rename a stale run (and its stamp) to the first free ``<name>.stale-<k>``; returns the new path."""
+    """Rename a stale run (and its stamp) to the first ``<name>.stale-<k>`` free for both; returns
+    the new path."""
     run_dir = Path(run_dir)
     k = 1
-    while run_dir.with_name(f"{run_dir.name}.stale-{k}").exists():
+    while (run_dir.with_name(f"{run_dir.name}.stale-{k}").exists()
+           or stamp_path(run_dir.with_name(f"{run_dir.name}.stale-{k}")).exists()):
         k += 1
     new = run_dir.rename(run_dir.with_name(f"{run_dir.name}.stale-{k}"))
-    mark = stamp_path(run_dir)
-    if mark.is_file():
-        mark.rename(stamp_path(new))
+    if stamp_path(run_dir).is_file():
+        stamp_path(run_dir).rename(stamp_path(new))
     return new

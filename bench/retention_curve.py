@@ -40,11 +40,13 @@ checkpoint evaluated: the best on validation, as every accuracy of the row), ``t
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none), but
 only runs this tree would train as they are: the same config, and the same code in astro_rmaat/
-and rmaat_model/ (``_run_reuse``: each run started here is stamped with the code's fingerprint;
-docstrings and comments do not count); an interrupted run likewise. Where some are not, the
-benchmark stops before anything runs and names the first; ``--stale retrain`` renames them
-``<name>.stale-<k>`` and trains them again, ``--stale reuse`` reports them as trained.
-``trained_on`` in results.csv is each run's git revision (``+dirty`` for a modified tree).
+and rmaat_model/ (``_run_reuse``: each run started here is stamped with its code, file by file;
+docstrings and comments do not count; an interrupted run started before stamps existed is
+judged by its config only). Where some are not, the benchmark stops before anything runs and
+names the first; ``--stale retrain`` renames them ``<name>.stale-<k>`` and trains them again,
+``--stale reuse`` reports the finished ones as trained and resumes the interrupted ones with
+this code (their stamp still names the code that started them). ``trained_on`` in results.csv
+is each run's git revision (``+dirty`` for a modified tree).
 Runs go to a pool of
 ``--workers`` processes with one torch thread each. A benchmark, not a test: nothing is asserted.
 
@@ -167,19 +169,26 @@ def job_config(job: dict):
     return base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"], Sizes(**job["sizes"]))
 
 
-def stale_runs(jobs: list[dict], code: str) -> list[tuple[str, str]]:
-    """(folder, why) of every run among ``jobs``, finished or interrupted, that this tree would
-    not train as it is (``_run_reuse``: another config, or other code than ``code``'s fingerprint)."""
+def stale_runs(jobs: list[dict], code: dict) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """The runs among ``jobs`` already started (config.json is written first): (folder, why,
+    resumable) of each that this tree would not train as it is (``_run_reuse``: another config, or
+    other code than ``code``, a fingerprint), resumable False for an interrupted run whose config
+    differs (``train`` refuses it); and the finished current runs without a stamp (judged by git)."""
     from astro_rmaat import runs
     from astro_rmaat.config import to_dict
 
-    found = []
+    stale, unstamped = [], []
     for job in jobs:
-        if (Path(job["dir"]) / runs.CONFIG_FILE).is_file():   # started: config.json is written first
-            why = _run_reuse.why_stale(job["dir"], to_dict(job_config(job)), code)
+        run = job["dir"]
+        if (Path(run) / runs.CONFIG_FILE).is_file():
+            config = to_dict(job_config(job))
+            why = _run_reuse.why_stale(run, config, code)
+            finished = runs.is_finished(run)
             if why is not None:
-                found.append((job["dir"], why))
-    return found
+                stale.append((run, why, finished or _run_reuse.config_mismatch(run, config) is None))
+            elif finished and _run_reuse.read_stamp(run) is None:
+                unstamped.append(run)
+    return stale, unstamped
 
 
 def run_one(job: dict) -> dict:
@@ -198,7 +207,9 @@ def run_one(job: dict) -> dict:
     out = Path(job["dir"])
     t0 = time.perf_counter()
     if not runs.is_finished(out):
-        if job.get("code") and not _run_reuse.stamp_path(out).is_file():
+        # a fresh start replaces any stamp left beside a deleted folder; a resumed run keeps the
+        # stamp of the code that started it (``main`` has checked it, or was told to reuse it)
+        if job.get("code") and not (out / runs.CONFIG_FILE).is_file():
             _run_reuse.stamp(out, job["code"])
         train(cfg, out, progress=False)
         wall = time.perf_counter() - t0
@@ -329,7 +340,8 @@ def parse_args(argv) -> argparse.Namespace | int:
     ap.add_argument("--stale", choices=("stop", "retrain", "reuse"), default="stop",
                     help="a run under --out (finished or interrupted) that this tree would not train as it is (another config, "
                          "or other code in astro_rmaat/ or rmaat_model/): stop before anything runs (default), "
-                         "retrain it (the old folder renamed <name>.stale-<k>), or reuse it as it is")
+                         "retrain it (the old folder renamed <name>.stale-<k>), or reuse it (a finished run as "
+                         "trained, an interrupted one resumed with this code)")
     args = ap.parse_args(argv)
 
     def bad(msg: str) -> int:
@@ -410,7 +422,7 @@ def main(argv=None) -> int:
     grid, steps, seeds, models, pairs, out = args.grid, args.steps, args.seeds, args.models, args.pairs, args.out
     if args.replot:
         with open(out / "results.csv", newline="") as fh:
-            rows = [{k: (v if k in ("task", "model") else float(v) if "." in v else int(v))
+            rows = [{k: (v if k in ("task", "model", "trained_on") else float(v) if "." in v else int(v))
                      for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
         plot(out / "forgetting.png", rows)
         print(summarise(rows)[0])
@@ -419,21 +431,30 @@ def main(argv=None) -> int:
         return 0
     jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, sizes=args.sizes)
     code = _run_reuse.fingerprint()
-    stale = stale_runs(jobs, code)
+    stale, unstamped = stale_runs(jobs, code)
     if stale:
-        where, why = stale[0]
-        what = f"{len(stale)} run{'s' if len(stale) > 1 else ''} under {out} (first {where}: {why})"
+        where, why, _ = stale[0]
+        n = len(stale)
+        what = (f"{n} run{'s' if n > 1 else ''} under {out} that this tree would not train as "
+                f"{'they are' if n > 1 else 'it is'}: {where}: {why}" + (f" (and {n - 1} more)" if n > 1 else ""))
+        blocked = [(w, y) for w, y, resumable in stale if not resumable]
         if args.stale == "stop":
-            print(f"error: {what} would be reused, but this tree would not train {'them' if len(stale) > 1 else 'it'} "
-                  f"as {'they are' if len(stale) > 1 else 'it is'}; expected --stale retrain (rename "
-                  f"and train again) or --stale reuse (report as trained)", file=sys.stderr)
+            print(f"error: {what}; expected --stale retrain to rename and train again, or --stale reuse "
+                  f"to report finished runs as trained and resume interrupted ones with this code", file=sys.stderr)
+            return 2
+        if args.stale == "reuse" and blocked:
+            print(f"error: --stale reuse: the interrupted run {blocked[0][0]} cannot be resumed, {blocked[0][1]}; "
+                  f"expected --stale retrain", file=sys.stderr)
             return 2
         if args.stale == "retrain":
-            for where, _ in stale:
+            for where, _, _ in stale:
                 _run_reuse.set_aside(where)
-            print(f"set aside {what}: renamed <name>.stale-<k>, trained again below", flush=True)
+            print(f"set aside {what}; renamed <name>.stale-<k>, trained again below", flush=True)
         else:
-            print(f"reusing {what} as trained (results.csv's trained_on names each run's revision)", flush=True)
+            print(f"reusing {what}; finished ones as trained (results.csv's trained_on gives each run's "
+                  f"revision), interrupted ones resumed with this code", flush=True)
+    for where in unstamped:   # judged current by their recorded revision: stamped, so git is not needed again
+        _run_reuse.stamp(where, code)
     for job in jobs:
         job["code"] = code
     out.mkdir(parents=True, exist_ok=True)

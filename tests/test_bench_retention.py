@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -176,40 +177,86 @@ def _trained(bench, tmp_path, model="ltp"):
     return job, row
 
 
+def _other_code(code):
+    """``code`` with one file's digest changed: what a stamp of other code looks like."""
+    files = dict(code["files"])
+    files["rmaat_model/model.py"] = "0" * 64
+    return dict(code, files=files)
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
+
+
 def test_a_run_is_reused_only_while_its_config_and_code_are_this_trees(bench, tmp_path):
     """A run is stale when its stored config differs from the one the benchmark builds, when its
-    stamp names other code, or (finished, unstamped) when its recorded revision is unknown or
-    dirty; an interrupted run without a stamp is resumed as before."""
+    stamp names other code (the file is named) or another Python, or (finished, unstamped) when
+    its recorded revision is unknown or dirty; an interrupted run without a stamp is judged by its
+    config alone."""
     import json
     from astro_rmaat.config import to_dict
 
     reuse = bench._run_reuse
     job, row = _trained(bench, tmp_path)
     run, code, cfg = Path(job["dir"]), job["code"], to_dict(bench.job_config(job))
-    assert row["trained_on"] == reuse.trained_on(run) and row["trained_on"]
-    assert reuse.stamp_path(run).read_text().strip() == code
+    other = _other_code(code)
+    assert row["trained_on"] == reuse.trained_on(run)
+    assert reuse.read_stamp(run) == code and "rmaat_model/model.py" in code["files"]
     assert reuse.why_stale(run, cfg, code) is None
-    assert "trained by other code" in reuse.why_stale(run, cfg, "0" * 64)
+    assert reuse.why_stale(run, cfg, other) == "it was trained by other code: rmaat_model/model.py differ(s)"
+    assert f"stamped under Python {code['python']}, this is 2.7" in reuse.why_stale(run, cfg, dict(code, python="2.7"))
     pre = to_dict(bench.base_config(3, 1, "ltp", 0, 2, "assoc"))
     pre["model"]["norm"] = "pre"
-    assert reuse.why_stale(run, pre, code) == "its config differs (model.norm: stored 'post', given 'pre')"
-    assert [r[1] for r in bench.stale_runs([job], "0" * 64)] == [reuse.why_stale(run, cfg, "0" * 64)]
+    assert reuse.why_stale(run, pre, code) == "its config differs, model.norm: stored 'post', given 'pre'"
+    assert bench.stale_runs([job], other) == ([(str(run), reuse.why_stale(run, cfg, other), True)], [])
     meta_file = run / "meta.json"
     meta = json.loads(meta_file.read_text())
     meta_file.unlink()                                 # as if interrupted: judged by config and stamp
-    assert len(bench.stale_runs([job], "0" * 64)) == 1 and reuse.why_stale(run, cfg, code) is None
-    reuse.stamp_path(run).unlink()                     # interrupted before the stamps: resumed as before
-    assert reuse.why_stale(run, cfg, "0" * 64) is None and "config differs" in reuse.why_stale(run, pre, code)
+    assert bench.stale_runs([job], other)[0][0][2]     # resumable: the config is the same
+    reuse.stamp_path(run).unlink()                     # interrupted before the stamps: its config decides
+    assert reuse.why_stale(run, cfg, other) is None and bench.stale_runs([job], code) == ([], [])
+    assert "config differs" in reuse.why_stale(run, pre, code)
+    job_pre = dict(job, sizes=dict(job["sizes"]))
+    (run / "config.json").write_text(json.dumps(pre))  # an interrupted run train() would refuse
+    assert bench.stale_runs([job_pre], code)[0][0][2] is False
+    (run / "config.json").write_text(json.dumps(cfg))
     for rev, expected in ((None, "records no code revision"), ("abc1234def+dirty", "modified tree at abc1234")):
         meta_file.write_text(json.dumps(dict(meta, git_revision=rev)))   # finished before the stamps
         assert expected in reuse.why_stale(run, cfg, code)
+    reuse.stamp(run.with_name("seed0.stale-1"), code)  # a stray stamp takes that name: the next is used
     moved = reuse.set_aside(run)
-    assert moved.name == "seed0.stale-1" and moved.is_dir() and not run.exists()
+    assert moved.name == "seed0.stale-2" and moved.is_dir() and not run.exists()
 
 
+def test_the_fingerprint_is_the_code_not_its_comments_or_stray_files(bench, tmp_path):
+    """Docstrings, comments, hidden files and caches leave the fingerprint as it was; a changed
+    statement, a new module and a changed data file change it (outside a git checkout here)."""
+    reuse = bench._run_reuse
+    src = tmp_path / "rmaat_model" / "kernel.py"
+    src.parent.mkdir(parents=True)
+    (tmp_path / "astro_rmaat").mkdir()
+    table = tmp_path / "astro_rmaat" / "table.json"
+    table.write_text("[1, 2]\n")
+    src.write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n')
+    before = reuse.fingerprint(tmp_path)
+    assert sorted(before["files"]) == ["astro_rmaat/table.json", "rmaat_model/kernel.py"]
+    src.write_text('"""Another."""\n\ndef f(x):\n    """Other."""\n    # a comment\n    return x + 1\n')
+    (tmp_path / "rmaat_model" / ".kernel.py.swp").write_bytes(b"\0")
+    (tmp_path / "rmaat_model" / "__pycache__").mkdir()
+    (tmp_path / "rmaat_model" / "__pycache__" / "kernel.cpython-311.pyc").write_bytes(b"\0")
+    assert reuse.fingerprint(tmp_path) == before
+    src.write_text('"""Doc."""\n\ndef f(x):\n    return x + 2\n')
+    assert reuse._first_change(before["files"], reuse.fingerprint(tmp_path)["files"]) == "rmaat_model/kernel.py"
+    table.write_text("[1, 3]\n")
+    (tmp_path / "rmaat_model" / "new.py").write_text("x = 1\n")
+    assert reuse._first_change(before["files"], reuse.fingerprint(tmp_path)["files"]) == (
+        "astro_rmaat/table.json and 2 more")
+
+
+@needs_git
 def test_an_unstamped_run_is_judged_by_its_revisions_code_not_its_comments(bench, tmp_path):
     """The git fallback: a run's recorded revision against the files now, compared by code form
-    (a docstring or comment edit is no change; a changed statement is), as the fingerprint is."""
+    (a docstring or comment edit is no change; a changed statement is), as the fingerprint is;
+    files git ignores are not code."""
     import json
     import subprocess
     from astro_rmaat.config import to_dict
@@ -221,6 +268,7 @@ def test_an_unstamped_run_is_judged_by_its_revisions_code_not_its_comments(bench
     src.parent.mkdir(parents=True)
     (repo / "astro_rmaat").mkdir()
     (repo / "astro_rmaat" / "table.json").write_text("[1, 2]\n")
+    (repo / ".gitignore").write_text("*.log\n")
     src.write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n')
 
     def git(*args):
@@ -236,36 +284,49 @@ def test_an_unstamped_run_is_judged_by_its_revisions_code_not_its_comments(bench
     (run / "config.json").write_text(json.dumps(cfg))
     (run / "meta.json").write_text(json.dumps({"git_revision": rev}))
     before = reuse.fingerprint(repo)
-    assert reuse.why_stale(run, cfg, "unused", root=repo) is None
+    assert reuse.why_stale(run, cfg, before, root=repo) is None
     src.write_text('"""Another doc."""\n\ndef f(x):\n    """Other."""\n    # a comment\n    return x + 1\n')
-    assert reuse.why_stale(run, cfg, "unused", root=repo) is None and reuse.fingerprint(repo) == before
+    (repo / "rmaat_model" / "train.log").write_text("ignored\n")
+    assert reuse.why_stale(run, cfg, before, root=repo) is None and reuse.fingerprint(repo) == before
     src.write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 2\n')
-    assert reuse.why_stale(run, cfg, "unused", root=repo) == (
+    assert reuse.why_stale(run, cfg, before, root=repo) == (
         f"it was trained on {rev[:7]}, and {src.relative_to(repo).as_posix()} changed since")
     assert reuse.fingerprint(repo) != before
     (run / "meta.json").write_text(json.dumps({"git_revision": "f" * 40}))
-    assert "git cannot compare" in reuse.why_stale(run, cfg, "unused", root=repo)
+    assert "git cannot compare" in reuse.why_stale(run, cfg, before, root=repo)
 
 
 @pytest.mark.slow
-def test_stale_runs_stop_the_benchmark_until_retrained_or_reused(bench, tmp_path, capsys):
-    """--stale stop (the default): one line, exit 2, nothing written or moved; --stale retrain
-    renames the stale run and trains it again, stamped with this tree's code."""
+def test_the_benchmark_stamps_its_runs_and_stops_retrains_or_reuses_stale_ones(bench, tmp_path, capsys):
+    """A fresh benchmark trains and stamps its runs (a stamp left beside a deleted folder is
+    replaced), and --replot reads its results.csv back; a stale run: --stale stop (the default)
+    gives one line, exit 2, nothing written or moved; --stale reuse reports it as trained, its
+    stamp untouched; --stale retrain renames it and trains it again."""
     from astro_rmaat.config import to_dict
 
-    job, _ = _trained(bench, tmp_path)
-    run = Path(job["dir"])
-    bench._run_reuse.stamp(run, "0" * 64)                       # as if trained by other code
+    reuse = bench._run_reuse
+    code = reuse.fingerprint()
     argv = ["--grid", "3x1", "--models", "ltp", "--seeds", "1,1", "--steps", "2", "--workers", "1",
             "--out", str(tmp_path)]
+    job = bench.jobs_for([(3, 1)], ("ltp",), 2, tmp_path, 1, 1)[0]
+    run = Path(job["dir"])
+    reuse.stamp(run, _other_code(code))                 # left beside a folder deleted by hand
+    assert bench.main(argv) == 0
+    assert reuse.read_stamp(run) == code and reuse.why_stale(run, to_dict(bench.job_config(job)), code) is None
+    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
+    assert "trained_on" in header
+    assert bench.main(argv[-2:] + ["--task", "assoc", "--replot"]) == 0
+    first = (tmp_path / "results.csv").read_text()
+
+    reuse.stamp(run, _other_code(code))                 # as if trained by other code
     capsys.readouterr()
     assert bench.main(argv) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "1 run under" in err and "trained by other code" in err, err
-    assert not (tmp_path / "results.csv").exists() and bench._run_reuse.stamp_path(run).read_text() == "0" * 64 + "\n"
+    assert err.count("\n") == 1 and "1 run under" in err and "trained by other code: rmaat_model/model.py" in err, err
+    assert (tmp_path / "results.csv").read_text() == first and reuse.read_stamp(run) == _other_code(code)
+    assert bench.main(argv + ["--stale", "reuse"]) == 0
+    assert reuse.read_stamp(run) == _other_code(code) and not run.with_name("seed0.stale-1").exists()
     assert bench.main(argv + ["--stale", "retrain"]) == 0
     assert (run.parent / "seed0.stale-1" / "meta.json").is_file()
-    assert bench._run_reuse.stamp_path(run.parent / "seed0.stale-1").read_text() == "0" * 64 + "\n"
-    assert bench._run_reuse.why_stale(run, to_dict(bench.job_config(job)), bench._run_reuse.fingerprint()) is None
-    header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
-    assert "trained_on" in header
+    assert reuse.read_stamp(run.parent / "seed0.stale-1") == _other_code(code)
+    assert reuse.read_stamp(run) == code and reuse.why_stale(run, to_dict(bench.job_config(job)), code) is None
