@@ -20,7 +20,7 @@ pre-LN block (X + Attn(LN X), nanoGPT) LayerNorm makes each segment's new writes
 of the memory's scale, so RF damps only the copy carried along the residual, and the damping
 multiplies across hand-offs. Measured (bench/retention_curve.py --task recall: answer in
 segment 1 of 2..16 segments, 300 steps, the shipped schedule): pre-LN stays at chance with
-every schedule (ltp 12.4 %, literal 13.1 %, none 17.8 %; on 682c321), post-LN learns. At 900 steps pre-LN
+every schedule (ltp 12.4 %, literal 13.1 %, none 17.8 %; on fed26ad), post-LN learns. At 900 steps pre-LN
 learns too (none 94.4 ± 12.5 %, ltp 73.1 ± 27.9 %; post-LN ltp 100 %; on b33b384): the layout sets how fast
 the memory learns (docs/retention.md, where pre-LN with unscaled memory leads on assoc).
 
@@ -29,10 +29,10 @@ Two readings of the schedule (``retention_reading``), both from the same retenti
     integrating   mem_{t+1} = mem_t + RF(t, T) (mem'_{t+1} - mem_t)   (default)
 The integrating reading lets the memory integrate each segment's write weighted by the LTP
 increment, as p^l integrates its increments (row sum sum_t RF(t, T) = 1; a sequence applies
-RF(1..T-1, T)). On the benchmark above (682c321) it reaches 100.0 ± 0.0 % (5 seeds) against
-17.3 ± 10.9 % for the literal reading (RF(t, 16) runs 0.119 .. 0.026, so the literal product of
-factors vanishes), 100 % for the flat RF = 1/T control and 67.8 ± 29.8 % for unscaled memory
-(``none``). ``stream`` (RF_inf(t)) reads the same two ways.
+RF(1..T-1, T)). On the benchmark above (fed26ad) it reaches 99.9 ± 0.2 % (5 seeds) against
+17.2 ± 10.7 % for the literal reading (RF(t, 16) runs 0.119 .. 0.026, so the literal product of
+factors vanishes), 96.0 ± 6.2 % for the flat RF = 1/T control (3 seeds) and 71.5 ± 28.3 % for
+unscaled memory (``none``). ``stream`` (RF_inf(t)) reads the same two ways.
 
 No third-party imports: the config can be read and checked without torch.
 """
