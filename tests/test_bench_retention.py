@@ -237,19 +237,19 @@ def test_the_fingerprint_is_the_code_not_its_comments_or_stray_files(bench, tmp_
     table = tmp_path / "astro_rmaat" / "table.json"
     table.write_text("[1, 2]\n")
     src.write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n')
+    names = [p.relative_to(tmp_path).as_posix() for p in (table, src)]
     before = reuse.fingerprint(tmp_path)
-    assert sorted(before["files"]) == ["astro_rmaat/table.json", "rmaat_model/kernel.py"]
+    assert sorted(before["files"]) == names
     src.write_text('"""Another."""\n\ndef f(x):\n    """Other."""\n    # a comment\n    return x + 1\n')
     (tmp_path / "rmaat_model" / ".kernel.py.swp").write_bytes(b"\0")
     (tmp_path / "rmaat_model" / "__pycache__").mkdir()
     (tmp_path / "rmaat_model" / "__pycache__" / "kernel.cpython-311.pyc").write_bytes(b"\0")
     assert reuse.fingerprint(tmp_path) == before
     src.write_text('"""Doc."""\n\ndef f(x):\n    return x + 2\n')
-    assert reuse._first_change(before["files"], reuse.fingerprint(tmp_path)["files"]) == "rmaat_model/kernel.py"
+    assert reuse._first_change(before["files"], reuse.fingerprint(tmp_path)["files"]) == names[1]
     table.write_text("[1, 3]\n")
     (tmp_path / "rmaat_model" / "new.py").write_text("x = 1\n")
-    assert reuse._first_change(before["files"], reuse.fingerprint(tmp_path)["files"]) == (
-        "astro_rmaat/table.json and 2 more")
+    assert reuse._first_change(before["files"], reuse.fingerprint(tmp_path)["files"]) == f"{names[0]} and 2 more"
 
 
 @needs_git
