@@ -184,3 +184,56 @@ def set_aside(run_dir: str | Path) -> Path:
     if stamp_path(run_dir).is_file():
         stamp_path(run_dir).rename(stamp_path(new))
     return new
+
+
+def stale_runs(runs: list[tuple[str, dict]], code: dict) -> tuple[list[tuple[str, str, bool]], list[str]]:
+    """Of ``runs`` ((folder, the TrainConfig it should hold, as ``to_dict`` writes it)), those
+    already started (config.json is written first): (folder, why, resumable) of each that this
+    tree would not train as it is (another config, or other code than ``code``, a
+    ``fingerprint``), resumable False for an interrupted run whose config differs (``train``
+    refuses it); and the finished current runs without a stamp (judged by git)."""
+    from astro_rmaat.runs import CONFIG_FILE, is_finished
+
+    stale, unstamped = [], []
+    for run, config in runs:
+        if (Path(run) / CONFIG_FILE).is_file():
+            why = why_stale(run, config, code)
+            finished = is_finished(run)
+            if why is not None:
+                stale.append((run, why, finished or config_mismatch(run, config) is None))
+            elif finished and read_stamp(run) is None:
+                unstamped.append(run)
+    return stale, unstamped
+
+
+def settle(runs: list[tuple[str, dict]], code: dict, policy: str, out: Path) -> int | None:
+    """Apply ``policy`` (``--stale``: stop, retrain or reuse) to the stale runs among ``runs``
+    (``stale_runs``), before anything is trained; 2 after one line on stderr when the benchmark
+    must stop, else None (the stale runs set aside or kept, the current unstamped ones stamped)."""
+    import sys
+
+    stale, unstamped = stale_runs(runs, code)
+    if stale:
+        where, why, _ = stale[0]
+        n = len(stale)
+        what = (f"{n} run{'s' if n > 1 else ''} under {out} that this tree would not train as "
+                f"{'they are' if n > 1 else 'it is'}: {where}: {why}" + (f" (and {n - 1} more)" if n > 1 else ""))
+        blocked = [(w, y) for w, y, resumable in stale if not resumable]
+        if policy == "stop":
+            print(f"error: {what}; expected --stale retrain to rename and train again, or --stale reuse "
+                  f"to report finished runs as trained and resume interrupted ones with this code", file=sys.stderr)
+            return 2
+        if policy == "reuse" and blocked:
+            print(f"error: --stale reuse: the interrupted run {blocked[0][0]} cannot be resumed, {blocked[0][1]}; "
+                  f"expected --stale retrain", file=sys.stderr)
+            return 2
+        if policy == "retrain":
+            for where, _, _ in stale:
+                set_aside(where)
+            print(f"set aside {what}; renamed <name>.stale-<k>, trained again below", flush=True)
+        else:
+            print(f"reusing {what}; finished ones as trained (results.csv's trained_on gives each run's "
+                  f"revision), interrupted ones resumed with this code", flush=True)
+    for where in unstamped:   # judged current by their recorded revision: stamped, so git is not needed again
+        stamp(where, code)
+    return None

@@ -166,29 +166,8 @@ def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "
 
 
 def job_config(job: dict):
+    """The TrainConfig of one job of ``jobs_for``."""
     return base_config(job["T"], job["K"], job["model"], job["seed"], job["steps"], job["task"], Sizes(**job["sizes"]))
-
-
-def stale_runs(jobs: list[dict], code: dict) -> tuple[list[tuple[str, str, bool]], list[str]]:
-    """The runs among ``jobs`` already started (config.json is written first): (folder, why,
-    resumable) of each that this tree would not train as it is (``_run_reuse``: another config, or
-    other code than ``code``, a fingerprint), resumable False for an interrupted run whose config
-    differs (``train`` refuses it); and the finished current runs without a stamp (judged by git)."""
-    from astro_rmaat import runs
-    from astro_rmaat.config import to_dict
-
-    stale, unstamped = [], []
-    for job in jobs:
-        run = job["dir"]
-        if (Path(run) / runs.CONFIG_FILE).is_file():
-            config = to_dict(job_config(job))
-            why = _run_reuse.why_stale(run, config, code)
-            finished = runs.is_finished(run)
-            if why is not None:
-                stale.append((run, why, finished or _run_reuse.config_mismatch(run, config) is None))
-            elif finished and _run_reuse.read_stamp(run) is None:
-                unstamped.append(run)
-    return stale, unstamped
 
 
 def run_one(job: dict) -> dict:
@@ -430,31 +409,10 @@ def main(argv=None) -> int:
             print(compare(rows, pairs))
         return 0
     jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, sizes=args.sizes)
+    from astro_rmaat.config import to_dict
     code = _run_reuse.fingerprint()
-    stale, unstamped = stale_runs(jobs, code)
-    if stale:
-        where, why, _ = stale[0]
-        n = len(stale)
-        what = (f"{n} run{'s' if n > 1 else ''} under {out} that this tree would not train as "
-                f"{'they are' if n > 1 else 'it is'}: {where}: {why}" + (f" (and {n - 1} more)" if n > 1 else ""))
-        blocked = [(w, y) for w, y, resumable in stale if not resumable]
-        if args.stale == "stop":
-            print(f"error: {what}; expected --stale retrain to rename and train again, or --stale reuse "
-                  f"to report finished runs as trained and resume interrupted ones with this code", file=sys.stderr)
-            return 2
-        if args.stale == "reuse" and blocked:
-            print(f"error: --stale reuse: the interrupted run {blocked[0][0]} cannot be resumed, {blocked[0][1]}; "
-                  f"expected --stale retrain", file=sys.stderr)
-            return 2
-        if args.stale == "retrain":
-            for where, _, _ in stale:
-                _run_reuse.set_aside(where)
-            print(f"set aside {what}; renamed <name>.stale-<k>, trained again below", flush=True)
-        else:
-            print(f"reusing {what}; finished ones as trained (results.csv's trained_on gives each run's "
-                  f"revision), interrupted ones resumed with this code", flush=True)
-    for where in unstamped:   # judged current by their recorded revision: stamped, so git is not needed again
-        _run_reuse.stamp(where, code)
+    if _run_reuse.settle([(job["dir"], to_dict(job_config(job))) for job in jobs], code, args.stale, out) is not None:
+        return 2
     for job in jobs:
         job["code"] = code
     out.mkdir(parents=True, exist_ok=True)

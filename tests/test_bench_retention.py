@@ -207,17 +207,17 @@ def test_a_run_is_reused_only_while_its_config_and_code_are_this_trees(bench, tm
     pre = to_dict(bench.base_config(3, 1, "ltp", 0, 2, "assoc"))
     pre["model"]["norm"] = "pre"
     assert reuse.why_stale(run, pre, code) == "its config differs, model.norm: stored 'post', given 'pre'"
-    assert bench.stale_runs([job], other) == ([(str(run), reuse.why_stale(run, cfg, other), True)], [])
+    runs = [(job["dir"], cfg)]
+    assert reuse.stale_runs(runs, other) == ([(str(run), reuse.why_stale(run, cfg, other), True)], [])
     meta_file = run / "meta.json"
     meta = json.loads(meta_file.read_text())
     meta_file.unlink()                                 # as if interrupted: judged by config and stamp
-    assert bench.stale_runs([job], other)[0][0][2]     # resumable: the config is the same
+    assert reuse.stale_runs(runs, other)[0][0][2]      # resumable: the config is the same
     reuse.stamp_path(run).unlink()                     # interrupted before the stamps: its config decides
-    assert reuse.why_stale(run, cfg, other) is None and bench.stale_runs([job], code) == ([], [])
+    assert reuse.why_stale(run, cfg, other) is None and reuse.stale_runs(runs, code) == ([], [])
     assert "config differs" in reuse.why_stale(run, pre, code)
-    job_pre = dict(job, sizes=dict(job["sizes"]))
     (run / "config.json").write_text(json.dumps(pre))  # an interrupted run train() would refuse
-    assert bench.stale_runs([job_pre], code)[0][0][2] is False
+    assert reuse.stale_runs(runs, code)[0][0][2] is False
     (run / "config.json").write_text(json.dumps(cfg))
     for rev, expected in ((None, "records no code revision"), ("abc1234def+dirty", "modified tree at abc1234")):
         meta_file.write_text(json.dumps(dict(meta, git_revision=rev)))   # finished before the stamps
