@@ -46,9 +46,8 @@ judged by its config only). Where some are not, the benchmark stops before anyth
 names the first; ``--stale retrain`` renames them ``<name>.stale-<k>`` and trains them again,
 ``--stale reuse`` reports the finished ones as trained and resumes the interrupted ones with
 this code (their stamp still names the code that started them). ``trained_on`` in results.csv
-is each run's git revision (``+dirty`` for a modified tree).
-Runs go to a pool of
-``--workers`` processes with one torch thread each. A benchmark, not a test: nothing is asserted.
+is each run's git revision (``+dirty`` for a modified tree). Runs go to a pool of ``--workers``
+processes with one torch thread each. A benchmark, not a test: nothing is asserted.
 
 ``--compare a:b,...`` adds, for every setting that holds both models, the two models' medians
 and means over seeds and a two-sided Mann-Whitney U test of their test accuracies (rank-based:
