@@ -10,8 +10,8 @@ without docstrings, so an edit of a comment or a docstring changes nothing (hidd
 files git ignores, are not code). The benchmark stamps each run it starts with the digest of
 every file, ``<run folder>.code`` beside the folder (and the Python version, whose syntax trees
 it compares); a finished run trained before stamps existed is judged by the git revision its
-``meta.json`` records, each file git lists as changed since then compared by code form, and
-stamped once it is found current. An interrupted run without a stamp (started before them) is
+``meta.json`` records (the tree it finished in), each file changed since then compared by code
+form, and stamped once it is found current. An interrupted run without a stamp (started before them) is
 judged by its config only.
 """
 
@@ -54,6 +54,11 @@ def _git(root: Path, *args: str) -> subprocess.CompletedProcess | None:
         return None
 
 
+def _is_code_name(name: str) -> bool:
+    """No hidden file or folder on the path, no compiled cache."""
+    return not name.endswith(".pyc") and not any(p.startswith(".") or p == "__pycache__" for p in name.split("/"))
+
+
 def _code_files(root: Path) -> list[str]:
     """The files of ``CODE_DIRS`` under ``root`` that are code: tracked or untracked, not ignored
     by git (every file outside a git checkout), none hidden and no compiled cache."""
@@ -62,8 +67,7 @@ def _code_files(root: Path) -> list[str]:
         names = [n for n in listed.stdout.decode().split("\0") if n]
     else:
         names = [p.relative_to(root).as_posix() for top in CODE_DIRS for p in (root / top).rglob("*")]
-    return sorted(n for n in names if (root / n).is_file() and not n.endswith(".pyc")
-                  and not any(part.startswith(".") or part == "__pycache__" for part in n.split("/")))
+    return sorted(n for n in names if (root / n).is_file() and _is_code_name(n))
 
 
 def fingerprint(root: Path = ROOT) -> dict:
@@ -85,14 +89,23 @@ def stamp(run_dir: str | Path, code: dict) -> None:
 
 
 def read_stamp(run_dir: str | Path) -> dict | None:
-    try:
-        return json.loads(stamp_path(run_dir).read_text())
-    except (OSError, ValueError):
+    """The run's stamp; None when it has none; ValueError when the file holds no stamp."""
+    path = stamp_path(run_dir)
+    if not path.is_file():
         return None
+    try:
+        mark = json.loads(path.read_text())
+    except (OSError, ValueError):
+        mark = None
+    if not (isinstance(mark, dict) and isinstance(mark.get("python"), str) and isinstance(mark.get("files"), dict)):
+        raise ValueError(f"its stamp {str(path)!r} does not read; expected the JSON that "
+                         "bench/_run_reuse.py's fingerprint() writes")
+    return mark
 
 
 def trained_on(run_dir: str | Path) -> str | None:
-    """The git revision the run's meta.json records (``+dirty`` for a modified tree), or None."""
+    """The git revision the run's meta.json records (``+dirty`` for a modified tree): the tree it
+    finished in, meta.json being written last. None when it records none."""
     return json.loads((Path(run_dir) / "meta.json").read_text()).get("git_revision")
 
 
@@ -106,24 +119,30 @@ def _first_change(old: dict, new: dict) -> str | None:
     return f"{changed[0]}{more}"
 
 
-def _changed_since(rev: str, root: Path) -> list[str] | None:
+def _changed_since(rev: str, root: Path) -> tuple[str, ...] | None:
     """The code files (``_code_files``) whose code form differs between revision ``rev`` and the
     files under ``root`` now; None when git cannot tell (no git, or a revision it lacks)."""
     names = _git(root, "diff", "-z", "--name-only", "--no-renames", "--relative", rev, "--", *CODE_DIRS)
     if names is None or names.returncode != 0:
         return None
     current = set(_code_files(root))
+    # git diff lists tracked files only; the code now also counts untracked ones git does not ignore
+    candidates = {n for n in names.stdout.decode().split("\0") if n and _is_code_name(n)}
+    untracked = _git(root, "ls-files", "-z", "--others", "--exclude-standard", "--", *CODE_DIRS)
+    if untracked is None or untracked.returncode != 0:
+        return None
+    candidates |= {n for n in untracked.stdout.decode().split("\0") if n} & current
     changed = []
-    for name in sorted(n for n in names.stdout.decode().split("\0") if n):
+    for name in sorted(candidates):
         old = _git(root, "show", f"{rev}:./{name}")
         if old is None:
             return None
-        if name not in current:                       # removed since, or no longer code
+        if name not in current:                       # removed since
             if old.returncode == 0:
                 changed.append(name)
         elif old.returncode != 0 or _code_form(name, old.stdout) != _code_form(name, (root / name).read_bytes()):
             changed.append(name)
-    return changed
+    return tuple(changed)
 
 
 def config_mismatch(run_dir: str | Path, config: dict) -> str | None:
@@ -141,15 +160,20 @@ def config_mismatch(run_dir: str | Path, config: dict) -> str | None:
     return None if stored == given else f"its config differs, {config_difference(stored, given)}"
 
 
-def why_stale(run_dir: str | Path, config: dict, code: dict, root: Path = ROOT) -> str | None:
+def why_stale(run_dir: str | Path, config: dict, code: dict, root: Path = ROOT,
+              changes: dict | None = None) -> str | None:
     """None when the run in ``run_dir`` (finished, or interrupted and to be resumed) is what this
     tree would train from ``config`` (``config_mismatch``) with the code of ``code`` (a
-    ``fingerprint``); else why not, in a few words."""
+    ``fingerprint``); else why not, in a few words. ``changes``: a dict that keeps what git
+    found per revision across calls (one benchmark's runs share a few revisions)."""
     run_dir = Path(run_dir)
     differs = config_mismatch(run_dir, config)
     if differs is not None:
         return differs
-    mark = read_stamp(run_dir)
+    try:
+        mark = read_stamp(run_dir)
+    except ValueError as exc:
+        return str(exc)
     if mark is not None:
         if mark.get("python") != code["python"]:
             return (f"it was stamped under Python {mark.get('python')}, this is {code['python']} "
@@ -158,12 +182,18 @@ def why_stale(run_dir: str | Path, config: dict, code: dict, root: Path = ROOT) 
         return None if change is None else f"it was trained by other code: {change} differ(s)"
     if not (run_dir / "meta.json").is_file():   # interrupted before stamps existed: its config decides
         return None
-    rev = trained_on(run_dir)
+    try:
+        rev = trained_on(run_dir)
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"its meta.json does not read: {exc}"
     if rev is None:
         return "it records no code revision"
     if rev.endswith("+dirty"):
         return f"it was trained in a modified tree at {rev[:7]}, whose code is not on record"
-    changed = _changed_since(rev, root)
+    changes = {} if changes is None else changes
+    if rev not in changes:
+        changes[rev] = _changed_since(rev, root)
+    changed = changes[rev]
     if changed is None:
         return f"it was trained on {rev[:7]}, which git cannot compare with this checkout"
     if changed:
@@ -186,7 +216,8 @@ def set_aside(run_dir: str | Path) -> Path:
     return new
 
 
-def stale_runs(runs: list[tuple[str, dict]], code: dict) -> tuple[list[tuple[str, str, bool]], list[str]]:
+def stale_runs(runs: list[tuple[str, dict]], code: dict,
+               root: Path = ROOT) -> tuple[list[tuple[str, str, bool]], list[str]]:
     """Of ``runs`` ((folder, the TrainConfig it should hold, as ``to_dict`` writes it)), those
     already started (config.json is written first): (folder, why, resumable) of each that this
     tree would not train as it is (another config, or other code than ``code``, a
@@ -194,10 +225,10 @@ def stale_runs(runs: list[tuple[str, dict]], code: dict) -> tuple[list[tuple[str
     refuses it); and the finished current runs without a stamp (judged by git)."""
     from astro_rmaat.runs import CONFIG_FILE, is_finished
 
-    stale, unstamped = [], []
+    stale, unstamped, changes = [], [], {}
     for run, config in runs:
         if (Path(run) / CONFIG_FILE).is_file():
-            why = why_stale(run, config, code)
+            why = why_stale(run, config, code, root, changes)
             finished = is_finished(run)
             if why is not None:
                 stale.append((run, why, finished or config_mismatch(run, config) is None))
@@ -206,13 +237,13 @@ def stale_runs(runs: list[tuple[str, dict]], code: dict) -> tuple[list[tuple[str
     return stale, unstamped
 
 
-def settle(runs: list[tuple[str, dict]], code: dict, policy: str, out: Path) -> int | None:
+def settle(runs: list[tuple[str, dict]], code: dict, policy: str, out: Path, root: Path = ROOT) -> int | None:
     """Apply ``policy`` (``--stale``: stop, retrain or reuse) to the stale runs among ``runs``
     (``stale_runs``), before anything is trained; 2 after one line on stderr when the benchmark
     must stop, else None (the stale runs set aside or kept, the current unstamped ones stamped)."""
     import sys
 
-    stale, unstamped = stale_runs(runs, code)
+    stale, unstamped = stale_runs(runs, code, root)
     if stale:
         where, why, _ = stale[0]
         n = len(stale)

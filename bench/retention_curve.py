@@ -45,7 +45,8 @@ docstrings and comments do not count; an interrupted run started before stamps e
 judged by its config only). Where some are not, the benchmark stops before anything runs and
 names the first; ``--stale retrain`` renames them ``<name>.stale-<k>`` and trains them again,
 ``--stale reuse`` reports the finished ones as trained and resumes the interrupted ones with
-this code (their stamp still names the code that started them). ``trained_on`` in results.csv
+this code (their stamp still names the code that started them; one whose config differs cannot
+be resumed, and stops the benchmark). ``trained_on`` in results.csv
 is each run's git revision (``+dirty`` for a modified tree). Runs go to a pool of ``--workers``
 processes with one torch thread each. A benchmark, not a test: nothing is asserted.
 
@@ -319,7 +320,7 @@ def parse_args(argv) -> argparse.Namespace | int:
                     help="a run under --out (finished or interrupted) that this tree would not train as it is (another config, "
                          "or other code in astro_rmaat/ or rmaat_model/): stop before anything runs (default), "
                          "retrain it (the old folder renamed <name>.stale-<k>), or reuse it (a finished run as "
-                         "trained, an interrupted one resumed with this code)")
+                         "trained, an interrupted one resumed with this code unless its config differs)")
     args = ap.parse_args(argv)
 
     def bad(msg: str) -> int:

@@ -330,3 +330,85 @@ def test_the_benchmark_stamps_its_runs_and_stops_retrains_or_reuses_stale_ones(b
     assert (run.parent / "seed0.stale-1" / "meta.json").is_file()
     assert reuse.read_stamp(run.parent / "seed0.stale-1") == _other_code(code)
     assert reuse.read_stamp(run) == code and reuse.why_stale(run, to_dict(bench.job_config(job)), code) is None
+
+
+@needs_git
+def test_settle_writes_only_when_the_benchmark_goes_on(bench, tmp_path, capsys):
+    """``settle`` on runs in a scratch git repository: under stop nothing is stamped; a finished
+    run judged current by git is stamped once the benchmark goes on, a stale one never; a file
+    removed since the run's revision makes it stale; under reuse a finished run of another config
+    is reported, an interrupted one is refused in one line; a stamp that does not read is stale."""
+    import json
+    import subprocess
+    from astro_rmaat.config import to_dict
+    from rmaat_model.train_config import TrainConfig
+
+    reuse = bench._run_reuse
+    repo = tmp_path / "repo"
+    (repo / "rmaat_model").mkdir(parents=True)
+    (repo / "astro_rmaat").mkdir()
+    table = repo / "astro_rmaat" / "table.json"
+    table.write_text("[1, 2]\n")
+    (repo / "rmaat_model" / "kernel.py").write_text("def f(x):\n    return x + 1\n")
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "first"]):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    cfg = to_dict(TrainConfig())
+    other_cfg = dict(cfg, seed=cfg["seed"] + 1)
+
+    def run(name, finished=True, config=cfg):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps(config))
+        if finished:
+            (d / "meta.json").write_text(json.dumps({"git_revision": rev}))
+        return str(d)
+
+    code = reuse.fingerprint(repo)
+    current, stale = run("current"), run("stale")
+    reuse.stamp(stale, _other_code(code))
+    both = [(current, cfg), (stale, cfg)]
+    capsys.readouterr()
+    assert reuse.settle(both, code, "stop", tmp_path, repo) == 2
+    assert capsys.readouterr().err.count("\n") == 1 and reuse.read_stamp(current) is None
+    assert reuse.settle(both, code, "reuse", tmp_path, repo) is None
+    assert reuse.read_stamp(current) == code and reuse.read_stamp(stale) == _other_code(code)
+
+    table.unlink()                                      # removed since the revision
+    old, now = run("old"), reuse.fingerprint(repo)
+    name = table.relative_to(repo).as_posix()
+    assert reuse.why_stale(old, cfg, now, repo) == f"it was trained on {rev[:7]}, and {name} changed since"
+    assert reuse.settle([(old, cfg)], now, "reuse", tmp_path, repo) is None and reuse.read_stamp(old) is None
+    table.write_text("[1, 2]\n")
+    extra = repo / "rmaat_model" / "extra.py"          # untracked, not ignored: code git diff does not list
+    extra.write_text("y = 2\n")
+    assert f"{extra.relative_to(repo).as_posix()} changed since" in reuse.why_stale(old, cfg, reuse.fingerprint(repo), repo)
+    extra.unlink()
+
+    finished_other, interrupted_other = run("fin", config=other_cfg), run("intr", finished=False, config=other_cfg)
+    assert reuse.settle([(finished_other, cfg)], code, "reuse", tmp_path, repo) is None
+    capsys.readouterr()
+    assert reuse.settle([(interrupted_other, cfg)], code, "reuse", tmp_path, repo) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot be resumed" in err and "expected --stale retrain" in err, err
+
+    for text in ("0123abcd\n", '["x"]\n'):              # a stamp that is not fingerprint()'s JSON
+        bad = run(f"bad{len(text)}", finished=False)
+        reuse.stamp_path(bad).write_text(text)
+        assert "does not read" in reuse.why_stale(bad, cfg, code, repo)
+        assert reuse.stale_runs([(bad, cfg)], code, repo)[0][0][0] == bad
+
+
+def test_a_resumed_run_keeps_the_stamp_of_the_code_that_started_it(bench, tmp_path):
+    """run_one stamps a fresh start only: an interrupted run resumed (as under --stale reuse) keeps
+    its stamp, so the next benchmark still sees it as started by other code."""
+    from rmaat_model.train import train
+
+    reuse = bench._run_reuse
+    job = bench.jobs_for([(3, 1)], ("ltp",), 2, tmp_path, 1, 1)[0]
+    train(bench.job_config(job), job["dir"], stop_after=1, progress=False)   # interrupted after one step
+    other = _other_code(reuse.fingerprint())
+    reuse.stamp(job["dir"], other)
+    job["code"] = reuse.fingerprint()
+    bench.run_one(job)
+    assert (Path(job["dir"]) / "meta.json").is_file() and reuse.read_stamp(job["dir"]) == other
