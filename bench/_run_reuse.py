@@ -22,6 +22,7 @@ import hashlib
 import json
 import platform
 import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,14 +110,16 @@ def trained_on(run_dir: str | Path) -> str | None:
     return json.loads((Path(run_dir) / "meta.json").read_text()).get("git_revision")
 
 
+def _first_and_more(names) -> str:
+    """'a' or 'a and 3 more': the first of ``names`` (sorted) and how many follow."""
+    return names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
+
+
 def _first_change(old: dict, new: dict) -> str | None:
     """The first file (in name order) added, removed or changed between two ``files`` tables,
     and how many more; None when they are the same."""
     changed = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
-    if not changed:
-        return None
-    more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-    return f"{changed[0]}{more}"
+    return _first_and_more(changed) if changed else None
 
 
 def _changed_since(rev: str, root: Path) -> tuple[str, ...] | None:
@@ -164,12 +167,16 @@ def why_stale(run_dir: str | Path, config: dict, code: dict, root: Path = ROOT,
               changes: dict | None = None) -> str | None:
     """None when the run in ``run_dir`` (finished, or interrupted and to be resumed) is what this
     tree would train from ``config`` (``config_mismatch``) with the code of ``code`` (a
-    ``fingerprint``); else why not, in a few words. ``changes``: a dict that keeps what git
-    found per revision across calls (one benchmark's runs share a few revisions)."""
+    ``fingerprint``, ``code_mismatch``); else why not, in a few words."""
+    return config_mismatch(run_dir, config) or code_mismatch(run_dir, code, root, changes)
+
+
+def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: dict | None = None) -> str | None:
+    """None when the run in ``run_dir`` was trained by the code of ``code`` (its stamp; without
+    one, its recorded revision through git; an interrupted run without one passes); else why
+    not. ``changes``: a dict that keeps what git found per revision across calls (one
+    benchmark's runs share a few revisions)."""
     run_dir = Path(run_dir)
-    differs = config_mismatch(run_dir, config)
-    if differs is not None:
-        return differs
     try:
         mark = read_stamp(run_dir)
     except ValueError as exc:
@@ -197,8 +204,7 @@ def why_stale(run_dir: str | Path, config: dict, code: dict, root: Path = ROOT,
     if changed is None:
         return f"it was trained on {rev[:7]}, which git cannot compare with this checkout"
     if changed:
-        more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
-        return f"it was trained on {rev[:7]}, and {changed[0]}{more} changed since"
+        return f"it was trained on {rev[:7]}, and {_first_and_more(changed)} changed since"
     return None
 
 
@@ -228,11 +234,12 @@ def stale_runs(runs: list[tuple[str, dict]], code: dict,
     stale, unstamped, changes = [], [], {}
     for run, config in runs:
         if (Path(run) / CONFIG_FILE).is_file():
-            why = why_stale(run, config, code, root, changes)
+            differs = config_mismatch(run, config)
+            why = differs or code_mismatch(run, code, root, changes)
             finished = is_finished(run)
             if why is not None:
-                stale.append((run, why, finished or config_mismatch(run, config) is None))
-            elif finished and read_stamp(run) is None:
+                stale.append((run, why, finished or differs is None))
+            elif finished and not stamp_path(run).is_file():   # current, so a stamp there reads
                 unstamped.append(run)
     return stale, unstamped
 
@@ -241,8 +248,6 @@ def settle(runs: list[tuple[str, dict]], code: dict, policy: str, out: Path, roo
     """Apply ``policy`` (``--stale``: stop, retrain or reuse) to the stale runs among ``runs``
     (``stale_runs``), before anything is trained; 2 after one line on stderr when the benchmark
     must stop, else None (the stale runs set aside or kept, the current unstamped ones stamped)."""
-    import sys
-
     stale, unstamped = stale_runs(runs, code, root)
     if stale:
         where, why, _ = stale[0]

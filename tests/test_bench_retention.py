@@ -187,6 +187,28 @@ def _other_code(code):
 needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs the git command")
 
 
+def _scratch_repo(repo: Path, kernel: str, ignore: str | None = None) -> tuple[Path, Path, str]:
+    """A git repository holding the two code folders: rmaat_model's one module (``kernel``) and
+    astro_rmaat's one data file, committed; returns (module, data file, revision)."""
+    import subprocess
+
+    src, table = repo / "rmaat_model" / "kernel.py", repo / "astro_rmaat" / "table.json"
+    src.parent.mkdir(parents=True)
+    table.parent.mkdir()
+    table.write_text("[1, 2]\n")
+    src.write_text(kernel)
+    if ignore is not None:
+        (repo / ".gitignore").write_text(ignore)
+
+    def git(*args):
+        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
+                              capture_output=True, text=True, check=True).stdout.strip()
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-q", "-m", "first")
+    return src, table, git("rev-parse", "HEAD")
+
+
 def test_a_run_is_reused_only_while_its_config_and_code_are_this_trees(bench, tmp_path):
     """A run is stale when its stored config differs from the one the benchmark builds, when its
     stamp names other code (the file is named) or another Python, or (finished, unstamped) when
@@ -258,26 +280,12 @@ def test_an_unstamped_run_is_judged_by_its_revisions_code_not_its_comments(bench
     (a docstring or comment edit is no change; a changed statement is), as the fingerprint is;
     files git ignores are not code."""
     import json
-    import subprocess
     from astro_rmaat.config import to_dict
     from rmaat_model.train_config import TrainConfig
 
     reuse = bench._run_reuse
     repo = tmp_path / "repo"
-    src = repo / "rmaat_model" / "kernel.py"
-    src.parent.mkdir(parents=True)
-    (repo / "astro_rmaat").mkdir()
-    (repo / "astro_rmaat" / "table.json").write_text("[1, 2]\n")
-    (repo / ".gitignore").write_text("*.log\n")
-    src.write_text('"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n')
-
-    def git(*args):
-        return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo,
-                              capture_output=True, text=True, check=True).stdout.strip()
-    git("init", "-q")
-    git("add", "-A")
-    git("commit", "-q", "-m", "first")
-    rev = git("rev-parse", "HEAD")
+    src, _, rev = _scratch_repo(repo, '"""Doc."""\n\ndef f(x):\n    """Doc."""\n    return x + 1  # one\n', "*.log\n")
     run = tmp_path / "run"
     run.mkdir()
     cfg = to_dict(TrainConfig())
@@ -339,20 +347,12 @@ def test_settle_writes_only_when_the_benchmark_goes_on(bench, tmp_path, capsys):
     removed since the run's revision makes it stale; under reuse a finished run of another config
     is reported, an interrupted one is refused in one line; a stamp that does not read is stale."""
     import json
-    import subprocess
     from astro_rmaat.config import to_dict
     from rmaat_model.train_config import TrainConfig
 
     reuse = bench._run_reuse
     repo = tmp_path / "repo"
-    (repo / "rmaat_model").mkdir(parents=True)
-    (repo / "astro_rmaat").mkdir()
-    table = repo / "astro_rmaat" / "table.json"
-    table.write_text("[1, 2]\n")
-    (repo / "rmaat_model" / "kernel.py").write_text("def f(x):\n    return x + 1\n")
-    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "first"]):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=repo, check=True)
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    _, table, rev = _scratch_repo(repo, "def f(x):\n    return x + 1\n")
     cfg = to_dict(TrainConfig())
     other_cfg = dict(cfg, seed=cfg["seed"] + 1)
 
