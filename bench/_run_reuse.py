@@ -1,18 +1,21 @@
 """Whether a benchmark may reuse a training run it finds in its folder: only when this tree would
 train the same thing (``bench/retention_curve.py``).
 
-A run is found by its folder, which names the setting and sizes but not the code. Two things
+A run is found by its folder, which names the setting and sizes but not the code. Three things
 make it stale: its stored config differs from the one the benchmark builds now (a model's
-definition or a default changed), or the code that trained it differs from this tree's in the
-packages training reads (``CODE_DIRS``: what a retention mode means, a kernel, the data
-generators). Code is compared file by file in its code form: a Python file's syntax tree
-without docstrings, so an edit of a comment or a docstring changes nothing (hidden files, and
-files git ignores, are not code). The benchmark stamps each run it starts with the digest of
-every file, ``<run folder>.code`` beside the folder (and the Python version, whose syntax trees
-it compares); a finished run trained before stamps existed is judged by the git revision its
+definition or a default changed), the code that trained it differs from this tree's in the
+project's packages training reads (``CODE_DIRS``: what a retention mode means, a kernel, the
+data generators), or it was trained under other versions of the installed packages it computes
+with (``PACKAGES``: the same seed gives other numbers under another torch). Code is compared
+file by file in its code form: a Python file's syntax tree without docstrings, so an edit of a
+comment or a docstring changes nothing (hidden files, and files git ignores, are not code). The
+benchmark stamps each run it starts with the digest of every file, ``<run folder>.code`` beside
+the folder, with the Python version (whose syntax trees it compares) and the packages' versions.
+A finished run trained before stamps existed is judged by the git revision and the versions its
 ``meta.json`` records (the tree it finished in), each file changed since then compared by code
-form, and stamped once it is found current. An interrupted run without a stamp (started before them) is
-judged by its config only.
+form, and stamped once it is found current; a finished run whose stamp predates the packages'
+versions is judged on them by its meta.json. An interrupted run without a stamp (started before
+them) is judged by its config only.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_DIRS = ("astro_rmaat", "rmaat_model")
+PACKAGES = ("torch", "numpy")   # installed packages whose version changes a run's numbers
 STAMP_SUFFIX = ".code"
 
 
@@ -72,10 +76,24 @@ def _code_files(root: Path) -> list[str]:
 
 
 def fingerprint(root: Path = ROOT) -> dict:
-    """{"python": "3.11", "files": {name: sha256 of its code form}} for the code under ``root``."""
+    """{"python": "3.11", "packages": {"torch": ..., "numpy": ...}, "files": {name: sha256 of its
+    code form}} for the code under ``root`` and the installed packages training computes with."""
+    from astro_rmaat.runs import package_versions
     return {"python": ".".join(platform.python_version_tuple()[:2]),
+            "packages": package_versions(PACKAGES),
             "files": {n: hashlib.sha256(_code_form(n, (root / n).read_bytes())).hexdigest()
                       for n in _code_files(root)}}
+
+
+def _package_change(recorded: dict, code: dict) -> str | None:
+    """The first of ``PACKAGES`` whose version in ``recorded`` (a stamp's ``packages`` or a
+    meta.json's ``versions``) is not the one ``code`` (a ``fingerprint``) was taken under; a
+    package the record does not name is not compared. None when none differs."""
+    for name in PACKAGES:
+        if name in recorded and recorded[name] != code["packages"].get(name):
+            return (f"it was trained under {name} {recorded[name]}, this is {name} {code['packages'].get(name)} "
+                    f"(the same seed gives other numbers across versions)")
+    return None
 
 
 def stamp_path(run_dir: str | Path) -> Path:
@@ -98,7 +116,8 @@ def read_stamp(run_dir: str | Path) -> dict | None:
         mark = json.loads(path.read_text())
     except (OSError, ValueError):
         mark = None
-    if not (isinstance(mark, dict) and isinstance(mark.get("python"), str) and isinstance(mark.get("files"), dict)):
+    if not (isinstance(mark, dict) and isinstance(mark.get("python"), str) and isinstance(mark.get("files"), dict)
+            and isinstance(mark.get("packages", {}), dict)):
         raise ValueError(f"its stamp {str(path)!r} does not read; expected the JSON that "
                          "bench/_run_reuse.py's fingerprint() writes")
     return mark
@@ -181,18 +200,29 @@ def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: d
         mark = read_stamp(run_dir)
     except ValueError as exc:
         return str(exc)
+    finished = (run_dir / "meta.json").is_file()
+    from_meta = finished and (mark is None or "packages" not in mark)   # unstamped, or stamped before versions
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text()) if from_meta else {}
+        versions = meta.get("versions", {}) if from_meta else (mark or {}).get("packages", {})
+        if not isinstance(versions, dict):
+            raise ValueError(f"'versions' is {versions!r}, expected a table of package versions")
+    except (OSError, ValueError, AttributeError) as exc:
+        return f"its meta.json does not read: {exc}"
     if mark is not None:
         if mark.get("python") != code["python"]:
             return (f"it was stamped under Python {mark.get('python')}, this is {code['python']} "
                     f"(code is compared by syntax tree within one version)")
         change = _first_change(mark.get("files", {}), code["files"])
-        return None if change is None else f"it was trained by other code: {change} differ(s)"
-    if not (run_dir / "meta.json").is_file():   # interrupted before stamps existed: its config decides
+        if change is not None:
+            return f"it was trained by other code: {change} differ(s)"
+        return _package_change(versions, code)
+    if not finished:   # interrupted before stamps existed: its config decides
         return None
-    try:
-        rev = trained_on(run_dir)
-    except (OSError, ValueError, AttributeError) as exc:
-        return f"its meta.json does not read: {exc}"
+    package = _package_change(versions, code)
+    if package is not None:
+        return package
+    rev = meta.get("git_revision")
     if rev is None:
         return "it records no code revision"
     if rev.endswith("+dirty"):

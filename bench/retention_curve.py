@@ -39,10 +39,10 @@ checkpoint evaluated: the best on validation, as every accuracy of the row), ``t
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none), but
-only runs this tree would train as they are: the same config, and the same code in astro_rmaat/
-and rmaat_model/ (``_run_reuse``: each run started here is stamped with its code, file by file;
-docstrings and comments do not count; an interrupted run started before stamps existed is
-judged by its config only). Where some are not, the benchmark stops before anything runs and
+only runs this tree would train as they are: the same config, the same code in astro_rmaat/
+and rmaat_model/ and the same torch and numpy (``_run_reuse``: each run started here is stamped
+with its code, file by file, and those versions; docstrings and comments do not count; an
+interrupted run started before stamps existed is judged by its config only). Where some are not, the benchmark stops before anything runs and
 names the first; ``--stale retrain`` renames them ``<name>.stale-<k>`` and trains them again,
 ``--stale reuse`` reports the finished ones as trained and resumes the interrupted ones with
 this code (their stamp still names the code that started them; one whose config differs cannot

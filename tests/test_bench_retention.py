@@ -399,6 +399,41 @@ def test_settle_writes_only_when_the_benchmark_goes_on(bench, tmp_path, capsys):
         assert reuse.stale_runs([(bad, cfg)], code, repo)[0][0][0] == bad
 
 
+def test_a_run_trained_under_another_torch_or_numpy_is_stale(bench, tmp_path):
+    """The stamp names the versions of torch and numpy; a stamp from before it did, and a finished
+    run without a stamp, are judged on them by the versions their meta.json records; an
+    interrupted run whose stamp names none passes on its code."""
+    import json
+    from astro_rmaat.config import to_dict
+
+    reuse = bench._run_reuse
+    job, _ = _trained(bench, tmp_path)
+    run, code, cfg = Path(job["dir"]), job["code"], to_dict(bench.job_config(job))
+    assert set(code["packages"]) == {"torch", "numpy"} and reuse.read_stamp(run)["packages"] == code["packages"]
+    newer = dict(code, packages=dict(code["packages"], torch="9.9.9"))
+    assert reuse.why_stale(run, cfg, newer) == (f"it was trained under torch {code['packages']['torch']}, this is "
+                                                f"torch 9.9.9 (the same seed gives other numbers across versions)")
+    assert reuse.why_stale(run, cfg, dict(code, packages=dict(code["packages"], numpy="0.1"))).startswith(
+        f"it was trained under numpy {code['packages']['numpy']}, this is numpy 0.1")
+    older = {k: v for k, v in code.items() if k != "packages"}   # a stamp written before it named them
+    reuse.stamp(run, older)
+    assert reuse.why_stale(run, cfg, code) is None and "this is torch 9.9.9" in reuse.why_stale(run, cfg, newer)
+    meta_file = run / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["versions"]["torch"] == code["packages"]["torch"]   # what train() records is what is compared
+    meta_file.write_text(json.dumps(dict(meta, versions=dict(meta["versions"], numpy="1.0"))))
+    assert reuse.why_stale(run, cfg, code).startswith("it was trained under numpy 1.0, this is numpy")
+    reuse.stamp_path(run).unlink()                     # finished before the stamps: meta.json's versions first
+    assert reuse.why_stale(run, cfg, code).startswith("it was trained under numpy 1.0")
+    meta_file.write_text(json.dumps(dict(meta, versions="2.0")))
+    assert reuse.why_stale(run, cfg, code).startswith("its meta.json does not read: 'versions' is '2.0'")
+    meta_file.unlink()                                 # interrupted, its stamp naming no versions
+    reuse.stamp(run, older)
+    assert reuse.why_stale(run, cfg, newer) is None
+    reuse.stamp_path(run).write_text(json.dumps(dict(code, packages=["torch"])))
+    assert "does not read" in reuse.why_stale(run, cfg, code)
+
+
 def test_a_resumed_run_keeps_the_stamp_of_the_code_that_started_it(bench, tmp_path):
     """run_one stamps a fresh start only: an interrupted run resumed (as under --stale reuse) keeps
     its stamp, so the next benchmark still sees it as started by other code."""
