@@ -13,9 +13,10 @@ benchmark stamps each run it starts with the digest of every file, ``<run folder
 the folder, with the Python version (whose syntax trees it compares) and the packages' versions.
 A finished run trained before stamps existed is judged by the git revision and the versions its
 ``meta.json`` records (the tree it finished in), each file changed since then compared by code
-form, and stamped once it is found current; a finished run whose stamp predates the packages'
-versions is judged on them by its meta.json. An interrupted run without a stamp (started before
-them) is judged by its config only.
+form, and stamped once it is found current. A run stamped before stamps named the versions is
+judged on them by its meta.json when it finished, and by its code alone when it was
+interrupted. An interrupted run without a stamp (started before them) is judged by its config
+only.
 """
 
 from __future__ import annotations
@@ -185,30 +186,39 @@ def config_mismatch(run_dir: str | Path, config: dict) -> str | None:
 def why_stale(run_dir: str | Path, config: dict, code: dict, root: Path = ROOT,
               changes: dict | None = None) -> str | None:
     """None when the run in ``run_dir`` (finished, or interrupted and to be resumed) is what this
-    tree would train from ``config`` (``config_mismatch``) with the code of ``code`` (a
-    ``fingerprint``, ``code_mismatch``); else why not, in a few words."""
+    tree would train from ``config`` (``config_mismatch``) with the code and package versions of
+    ``code`` (a ``fingerprint``, ``code_mismatch``); else why not, in a few words."""
     return config_mismatch(run_dir, config) or code_mismatch(run_dir, code, root, changes)
 
 
+def _read_meta(run_dir: Path) -> dict:
+    """A finished run's meta.json, its ``versions`` checked to be a table; ValueError (one line)
+    when it does not read."""
+    try:
+        meta = json.loads((run_dir / "meta.json").read_text())
+        versions = meta.get("versions", {})
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ValueError(f"its meta.json does not read: {exc}") from None
+    if not isinstance(versions, dict):
+        raise ValueError(f"its meta.json does not read: 'versions' is {versions!r}, expected a table of "
+                         "package versions")
+    return meta
+
+
 def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: dict | None = None) -> str | None:
-    """None when the run in ``run_dir`` was trained by the code of ``code`` (its stamp; without
-    one, its recorded revision through git; an interrupted run without one passes); else why
-    not. ``changes``: a dict that keeps what git found per revision across calls (one
-    benchmark's runs share a few revisions)."""
+    """None when the run in ``run_dir`` was trained by the code and under the package versions of
+    ``code`` (a ``fingerprint``); else why not. A stamped run is judged by its stamp, the
+    versions of one stamped before stamps named them by its meta.json (an interrupted one, which
+    has none, by its code alone); an unstamped finished run by the versions and revision its
+    meta.json records, through git; an unstamped interrupted run passes (its config decides).
+    ``changes``: a dict that keeps what git found per revision across calls (one benchmark's runs
+    share a few revisions)."""
     run_dir = Path(run_dir)
     try:
         mark = read_stamp(run_dir)
     except ValueError as exc:
         return str(exc)
     finished = (run_dir / "meta.json").is_file()
-    from_meta = finished and (mark is None or "packages" not in mark)   # unstamped, or stamped before versions
-    try:
-        meta = json.loads((run_dir / "meta.json").read_text()) if from_meta else {}
-        versions = meta.get("versions", {}) if from_meta else (mark or {}).get("packages", {})
-        if not isinstance(versions, dict):
-            raise ValueError(f"'versions' is {versions!r}, expected a table of package versions")
-    except (OSError, ValueError, AttributeError) as exc:
-        return f"its meta.json does not read: {exc}"
     if mark is not None:
         if mark.get("python") != code["python"]:
             return (f"it was stamped under Python {mark.get('python')}, this is {code['python']} "
@@ -216,11 +226,18 @@ def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: d
         change = _first_change(mark.get("files", {}), code["files"])
         if change is not None:
             return f"it was trained by other code: {change} differ(s)"
-        return _package_change(versions, code)
-    if not finished:   # interrupted before stamps existed: its config decides
+        if "packages" in mark:
+            return _package_change(mark["packages"], code)
+        if not finished:   # interrupted, stamped before stamps named versions: its code decides
+            return None
+    elif not finished:     # interrupted before stamps existed: its config decides
         return None
-    package = _package_change(versions, code)
-    if package is not None:
+    try:
+        meta = _read_meta(run_dir)
+    except ValueError as exc:
+        return str(exc)
+    package = _package_change(meta.get("versions", {}), code)
+    if package is not None or mark is not None:
         return package
     rev = meta.get("git_revision")
     if rev is None:
@@ -256,8 +273,8 @@ def stale_runs(runs: list[tuple[str, dict]], code: dict,
                root: Path = ROOT) -> tuple[list[tuple[str, str, bool]], list[str]]:
     """Of ``runs`` ((folder, the TrainConfig it should hold, as ``to_dict`` writes it)), those
     already started (config.json is written first): (folder, why, resumable) of each that this
-    tree would not train as it is (another config, or other code than ``code``, a
-    ``fingerprint``), resumable False for an interrupted run whose config differs (``train``
+    tree would not train as it is (another config, or other code or package versions than
+    ``code``, a ``fingerprint``), resumable False for an interrupted run whose config differs (``train``
     refuses it); and the finished current runs without a stamp (judged by git)."""
     from astro_rmaat.runs import CONFIG_FILE, is_finished
 

@@ -41,14 +41,17 @@ Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none), but
 only runs this tree would train as they are: the same config, the same code in astro_rmaat/
 and rmaat_model/ and the same torch and numpy (``_run_reuse``: each run started here is stamped
-with its code, file by file, and those versions; docstrings and comments do not count; an
-interrupted run started before stamps existed is judged by its config only). Where some are not, the benchmark stops before anything runs and
-names the first; ``--stale retrain`` renames them ``<name>.stale-<k>`` and trains them again,
-``--stale reuse`` reports the finished ones as trained and resumes the interrupted ones with
-this code (their stamp still names the code that started them; one whose config differs cannot
-be resumed, and stops the benchmark). ``trained_on`` in results.csv
-is each run's git revision (``+dirty`` for a modified tree). Runs go to a pool of ``--workers``
-processes with one torch thread each. A benchmark, not a test: nothing is asserted.
+with its code, file by file, and those versions; docstrings and comments do not count; a
+finished run whose stamp, or lack of one, does not name the versions is judged by those its
+meta.json records; an interrupted run started before stamps existed is judged by its config
+only, one stamped before they named the versions by its code). Where some are not, the
+benchmark stops before anything runs and names the first; ``--stale retrain`` renames them
+``<name>.stale-<k>`` and trains them again, ``--stale reuse`` reports the finished ones as
+trained and resumes the interrupted ones with this code (their stamp still names the code that
+started them; one whose config differs cannot be resumed, and stops the benchmark).
+``trained_on`` in results.csv is each run's git revision (``+dirty`` for a modified tree). Runs
+go to a pool of ``--workers`` processes with one torch thread each. A benchmark, not a test:
+nothing is asserted.
 
 ``--compare a:b,...`` adds, for every setting that holds both models, the two models' medians
 and means over seeds and a two-sided Mann-Whitney U test of their test accuracies (rank-based:

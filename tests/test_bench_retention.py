@@ -427,11 +427,28 @@ def test_a_run_trained_under_another_torch_or_numpy_is_stale(bench, tmp_path):
     assert reuse.why_stale(run, cfg, code).startswith("it was trained under numpy 1.0")
     meta_file.write_text(json.dumps(dict(meta, versions="2.0")))
     assert reuse.why_stale(run, cfg, code).startswith("its meta.json does not read: 'versions' is '2.0'")
-    meta_file.unlink()                                 # interrupted, its stamp naming no versions
+    meta_file.unlink()                                 # interrupted, its stamp naming no versions: its code decides
     reuse.stamp(run, older)
     assert reuse.why_stale(run, cfg, newer) is None
+    assert "other code" in reuse.why_stale(run, cfg, _other_code(newer))
+    reuse.stamp(run, code)                             # interrupted, its stamp naming them
+    assert "this is torch 9.9.9" in reuse.why_stale(run, cfg, newer)
     reuse.stamp_path(run).write_text(json.dumps(dict(code, packages=["torch"])))
-    assert "does not read" in reuse.why_stale(run, cfg, code)
+    assert reuse.why_stale(run, cfg, code).startswith("its stamp ")
+
+
+def test_a_finished_run_stamped_before_versions_is_judged_by_its_stamp_first(bench, tmp_path):
+    """A finished run whose stamp names no versions: its stamp's code is checked before its
+    meta.json is read for them, so other code is named as such even where meta.json does not read."""
+    from astro_rmaat.config import to_dict
+
+    reuse = bench._run_reuse
+    job, _ = _trained(bench, tmp_path)
+    run, code, cfg = Path(job["dir"]), job["code"], to_dict(bench.job_config(job))
+    reuse.stamp(run, {k: v for k, v in code.items() if k != "packages"})
+    (run / "meta.json").write_text("[]")
+    assert reuse.why_stale(run, cfg, _other_code(code)) == "it was trained by other code: rmaat_model/model.py differ(s)"
+    assert reuse.why_stale(run, cfg, code).startswith("its meta.json does not read")
 
 
 def test_a_resumed_run_keeps_the_stamp_of_the_code_that_started_it(bench, tmp_path):
