@@ -30,7 +30,7 @@ Two readings of the schedule (``retention_reading``), both from the same retenti
 The integrating reading lets the memory integrate each segment's write weighted by the LTP
 increment, as p^l integrates its increments (row sum sum_t RF(t, T) = 1; a sequence applies
 RF(1..T-1, T)). On the benchmark above (fed26ad) it reaches 99.9 ± 0.2 % (5 seeds) against
-17.2 ± 10.7 % for the literal reading (RF(t, 16) runs 0.119 .. 0.026, so the literal product of
+17.2 ± 10.7 % for the literal reading (RF(t, 16) runs 0.119 .. 0.027, so the literal product of
 factors vanishes), 96.0 ± 6.2 % for the flat RF = 1/T control (3 seeds) and 71.5 ± 28.3 % for
 unscaled memory (``none``). ``stream`` (RF_inf(t)) reads the same two ways.
 
