@@ -4,7 +4,7 @@ Retrieval segment count), with the shipped LTP schedule read the default (integr
 The answer token sits in the first of 16 segments and is asked for in the last (see
 rmaat_model.data.synthetic). RMAAT (post-LN blocks, ``retention="ltp"``, the integrating
 reading mem_{t+1} = mem_t + RF(t, T) (mem'_{t+1} - mem_t), the shipped
-astro_rmaat/data/retention/default.json: tau = 10 cycles, RF(t, 16) from 0.119 down to 0.026) trained with
+astro_rmaat/data/retention/default.json: tau = 10 cycles, RF(t, 16) from 0.119 down to 0.027) trained with
 AMRB must carry it through 15 segment boundaries and reaches >= 95 % test accuracy in 300 steps.
 
 Controls, same sizes, data, seed and number of steps:
