@@ -321,9 +321,9 @@ def parse_args(argv) -> argparse.Namespace | int:
     ap.add_argument("--replot", action="store_true", help="redraw forgetting.png and print the table (and --compare) from results.csv")
     ap.add_argument("--stale", choices=("stop", "retrain", "reuse"), default="stop",
                     help="a run under --out (finished or interrupted) that this tree would not train as it is (another config, "
-                         "or other code in astro_rmaat/ or rmaat_model/): stop before anything runs (default), "
-                         "retrain it (the old folder renamed <name>.stale-<k>), or reuse it (a finished run as "
-                         "trained, an interrupted one resumed with this code unless its config differs)")
+                         "other code in astro_rmaat/ or rmaat_model/, or another torch or numpy): stop before anything runs "
+                         "(default), retrain it (the old folder renamed <name>.stale-<k>), or reuse it (a finished run "
+                         "as trained, an interrupted one resumed with this code unless its config differs)")
     args = ap.parse_args(argv)
 
     def bad(msg: str) -> int:

@@ -177,6 +177,11 @@ def _trained(bench, tmp_path, model="ltp"):
     return job, row
 
 
+def _without_versions(code):
+    """``code`` as a stamp written before stamps named the package versions."""
+    return {k: v for k, v in code.items() if k != "packages"}
+
+
 def _other_code(code):
     """``code`` with one file's digest changed: what a stamp of other code looks like."""
     files = dict(code["files"])
@@ -415,7 +420,7 @@ def test_a_run_trained_under_another_torch_or_numpy_is_stale(bench, tmp_path):
                                                 f"torch 9.9.9 (the same seed gives other numbers across versions)")
     assert reuse.why_stale(run, cfg, dict(code, packages=dict(code["packages"], numpy="0.1"))).startswith(
         f"it was trained under numpy {code['packages']['numpy']}, this is numpy 0.1")
-    older = {k: v for k, v in code.items() if k != "packages"}   # a stamp written before it named them
+    older = _without_versions(code)
     reuse.stamp(run, older)
     assert reuse.why_stale(run, cfg, code) is None and "this is torch 9.9.9" in reuse.why_stale(run, cfg, newer)
     meta_file = run / "meta.json"
@@ -445,7 +450,7 @@ def test_a_finished_run_stamped_before_versions_is_judged_by_its_stamp_first(ben
     reuse = bench._run_reuse
     job, _ = _trained(bench, tmp_path)
     run, code, cfg = Path(job["dir"]), job["code"], to_dict(bench.job_config(job))
-    reuse.stamp(run, {k: v for k, v in code.items() if k != "packages"})
+    reuse.stamp(run, _without_versions(code))
     (run / "meta.json").write_text("[]")
     assert reuse.why_stale(run, cfg, _other_code(code)) == "it was trained by other code: rmaat_model/model.py differ(s)"
     assert reuse.why_stale(run, cfg, code).startswith("its meta.json does not read")
