@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD python bench/retention_curve.py [--quick] [--out bench/out/retention] [--workers 2]
         [--grid 8x1] [--models ltp,flat] [--seeds 10,10] [--steps 3000] [--layers 1] [--n-mem 4]
-        [--d-model 32] [--retention-lr 0.1] [--compare ltp:flat] [--replot] [--stale stop|retrain|reuse]
+        [--d-model 32] [--retention-lr 0.1] [--compare ltp:flat] [--replot] [--merge] [--stale stop|retrain|reuse]
 
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
@@ -52,6 +52,12 @@ started them; one whose config differs cannot be resumed, and stops the benchmar
 ``trained_on`` in results.csv is each run's git revision (``+dirty`` for a modified tree). Runs
 go to a pool of ``--workers`` processes with one torch thread each. A benchmark, not a test:
 nothing is asserted.
+
+``results.csv``, ``table.md`` and the figure hold the runs of one invocation. ``--merge`` adds
+those of the ``results.csv`` already under ``--out`` (from earlier invocations, e.g. of other
+models or seeds): each of its rows names a run folder, which must still hold a finished run;
+the runs are reused as any other (the same stale checks), so the files cover both sets, one
+row per run.
 
 ``--compare a:b,...`` adds, for every setting that holds both models, the two models' medians
 and means over seeds and a two-sided Mann-Whitney U test of their test accuracies (rank-based:
@@ -228,18 +234,20 @@ def setting_name(task: str, T: int, K: int, steps: int, sizes: Sizes = DEFAULT_S
     return f"{task}_T{T}_K{K}_steps{steps}" + sizes.folder_suffix()
 
 
+def make_job(T: int, K: int, model: str, seed: int, steps: int, out: Path, task: str, sizes: Sizes) -> dict:
+    """One run: its setting, model, seed and folder (``sizes``: the model's own, ``Sizes.for_model``)."""
+    return {"T": T, "K": K, "model": model, "seed": seed, "steps": steps, "task": task,
+            "sizes": dataclasses.asdict(sizes),
+            "dir": str(out / "runs" / setting_name(task, T, K, steps, sizes) / model / f"seed{seed}")}
+
+
 def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task: str = "assoc",
              sizes: Sizes = DEFAULT_SIZES) -> list[dict]:
     jobs = []
     for T, K in grid:
         for model in models:
-            own = sizes.for_model(model)
-            setting = setting_name(task, T, K, steps, own)
             n = seeds5 if model in FIVE_SEEDS else seeds3
-            for seed in range(n):
-                jobs.append({"T": T, "K": K, "model": model, "seed": seed, "steps": steps, "task": task,
-                             "sizes": dataclasses.asdict(own),
-                             "dir": str(out / "runs" / setting / model / f"seed{seed}")})
+            jobs += [make_job(T, K, model, seed, steps, out, task, sizes.for_model(model)) for seed in range(n)]
     # the longest sequences first, so the pool's tail is short
     return sorted(jobs, key=lambda j: -j["T"])
 
@@ -293,6 +301,60 @@ def summarise(rows: list[dict]) -> tuple[str, dict]:
     return "\n".join(lines) + "\n", stats
 
 
+def _number(v: str) -> int | float:
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)   # also "1e-05", as csv writes a small float
+
+
+def read_results(path: Path) -> list[dict]:
+    """The rows of a results.csv, numbers as numbers and empty cells left out."""
+    with open(path, newline="") as fh:
+        return [{k: (v if k in ("task", "model", "trained_on") else _number(v)) for k, v in r.items() if v != ""}
+                for r in csv.DictReader(fh)]
+
+
+def earlier_jobs(out: Path, task: str, steps: int, sizes: Sizes) -> list[dict]:
+    """``--merge``: the jobs of the runs that ``out``'s results.csv lists (none without the file),
+    one per run folder (an elastic run's rows for both samplings are one run). ValueError names
+    the first row that does not name a finished run of this benchmark on ``task`` at ``steps``
+    and ``sizes`` (the table pools the runs of a setting and model, and states one budget)."""
+    from astro_rmaat import runs
+
+    path = out / "results.csv"
+    if not path.is_file():
+        return []
+    try:
+        rows = read_results(path)
+    except (ValueError, TypeError, csv.Error) as e:
+        raise ValueError(f"{path} is not a results.csv this benchmark wrote ({e})") from None
+    size_names = [f.name for f in dataclasses.fields(Sizes)]
+    jobs: dict[str, dict] = {}
+    for n, r in enumerate(rows, 2):   # line 1 is the header
+        where = f"{path} line {n}"
+        try:
+            row_task, T, K, seed, row_steps = r["task"], int(r["T"]), int(r["K"]), int(r["seed"]), int(r["steps"])
+            model = r["model"].split("@")[0]
+            # a row written before a size was an option ran at its default
+            row_sizes = Sizes(**{k: type(getattr(DEFAULT_SIZES, k))(r[k]) for k in size_names if k in r})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{where}: expected task, T, K, model, seed and steps ({e!r} missing or malformed)") from None
+        if model not in MODELS:
+            raise ValueError(f"{where}: model {r['model']!r}; expected one of {', '.join(MODELS)}")
+        own = sizes.for_model(model)
+        if (row_task, row_steps, row_sizes) != (task, steps, own):
+            raise ValueError(f"{where}: {r['model']} seed {seed} ran on {row_task} for {row_steps} steps at "
+                             f"{row_sizes.describe()}; expected this invocation's {task}, {steps} steps and "
+                             f"{own.describe()}")
+        job = make_job(T, K, model, seed, steps, out, task, own)
+        if not runs.is_finished(Path(job["dir"])):
+            raise ValueError(f"{where} ({model} seed {seed}, T={T}, K={K}): no finished run at {job['dir']}; "
+                             f"expected the run the row was measured on (or remove the row)")
+        jobs.setdefault(job["dir"], job)
+    return list(jobs.values())
+
+
 def parse_args(argv) -> argparse.Namespace | int:
     """The command line, checked whole before anything is written: the namespace with grid,
     steps, seeds, models, pairs and out resolved, or 2 after one line on stderr."""
@@ -319,6 +381,9 @@ def parse_args(argv) -> argparse.Namespace | int:
     ap.add_argument("--compare", default=None,
                     help="model pairs as a:b,... e.g. ltp:flat,ltp:none: medians and a Mann-Whitney U test per setting")
     ap.add_argument("--replot", action="store_true", help="redraw forgetting.png and print the table (and --compare) from results.csv")
+    ap.add_argument("--merge", action="store_true",
+                    help="also tabulate the runs listed in --out's results.csv from earlier invocations (each must "
+                         "still be a finished run; reused, and judged stale, as any other)")
     ap.add_argument("--stale", choices=("stop", "retrain", "reuse"), default="stop",
                     help="a run under --out (finished or interrupted) that this tree would not train as it is (another config, "
                          "other code in astro_rmaat/ or rmaat_model/, or another torch or numpy): stop before anything runs "
@@ -393,6 +458,14 @@ def parse_args(argv) -> argparse.Namespace | int:
     out = args.out or Path("bench/out") / (f"retention-{args.task}" + ("-quick" if args.quick else ""))
     if args.replot and not (out / "results.csv").is_file():
         return bad(f"--replot: {out / 'results.csv'} not found; expected the results of an earlier run under --out")
+    if args.merge and args.replot:
+        return bad("--merge with --replot: --replot draws every row of results.csv already; expected one of the two")
+    args.earlier = []
+    if args.merge:
+        try:
+            args.earlier = earlier_jobs(out, args.task, steps, args.sizes)
+        except ValueError as e:
+            return bad(f"--merge: {e}")
     args.grid, args.steps, args.seeds, args.models, args.pairs, args.out = grid, steps, seeds, models, pairs, out
     return args
 
@@ -403,15 +476,16 @@ def main(argv=None) -> int:
         return args
     grid, steps, seeds, models, pairs, out = args.grid, args.steps, args.seeds, args.models, args.pairs, args.out
     if args.replot:
-        with open(out / "results.csv", newline="") as fh:
-            rows = [{k: (v if k in ("task", "model", "trained_on") else float(v) if "." in v else int(v))
-                     for k, v in r.items() if v != ""} for r in csv.DictReader(fh)]
+        rows = read_results(out / "results.csv")
         plot(out / "forgetting.png", rows)
         print(summarise(rows)[0])
         if pairs:
             print(compare(rows, pairs))
         return 0
     jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, sizes=args.sizes)
+    named = {job["dir"] for job in jobs}
+    earlier = [job for job in args.earlier if job["dir"] not in named]
+    jobs = sorted(jobs + earlier, key=lambda j: -j["T"])
     from astro_rmaat.config import to_dict
     code = _run_reuse.fingerprint()
     if _run_reuse.settle([(job["dir"], to_dict(job_config(job))) for job in jobs], code, args.stale, out) is not None:
@@ -420,7 +494,9 @@ def main(argv=None) -> int:
         job["code"] = code
     out.mkdir(parents=True, exist_ok=True)
     sizes = args.sizes.describe()
-    print(f"retention benchmark on {args.task}: {len(jobs)} runs, grid (T, K) = {grid}, {steps} steps, {sizes}, models: "
+    plural = lambda n: f"{n} run" + ("s" if n != 1 else "")   # noqa: E731
+    merged = f" (and {plural(len(earlier))} of the earlier results.csv, finished)" if earlier else ""
+    print(f"retention benchmark on {args.task}: {plural(len(jobs) - len(earlier))}{merged}, grid (T, K) = {grid}, {steps} steps, {sizes}, models: "
           f"{', '.join(models)}; {args.workers} worker(s) x 1 thread; out {out}", flush=True)
     t0 = time.perf_counter()
     rows = []

@@ -469,3 +469,50 @@ def test_a_resumed_run_keeps_the_stamp_of_the_code_that_started_it(bench, tmp_pa
     job["code"] = reuse.fingerprint()
     bench.run_one(job)
     assert (Path(job["dir"]) / "meta.json").is_file() and reuse.read_stamp(job["dir"]) == other
+
+
+def test_merge_tabulates_the_runs_of_earlier_invocations_beside_this_ones(bench, tmp_path, capsys):
+    """results.csv holds one invocation's runs; --merge adds those of the results.csv already
+    under --out, reused (not retrained: same accuracies, same stamps), one row per run (an
+    elastic run's two samplings stay two rows of one run). A row whose run is gone, or that ran
+    at another budget, is one line and exit 2 with nothing written; --merge with --replot too."""
+    import csv
+
+    argv = ["--grid", "3x1", "--seeds", "1,1", "--steps", "2", "--workers", "1", "--out", str(tmp_path)]
+    results = tmp_path / "results.csv"
+
+    def table():
+        with open(results, newline="") as fh:
+            return {(r["model"], r["seed"]): r["test_acc"] for r in csv.DictReader(fh)}
+
+    assert bench.main(argv + ["--models", "ltp"]) == 0
+    first = table()
+    assert set(first) == {("ltp", "0")}
+    assert bench.main(argv + ["--models", "elastic"]) == 0
+    assert set(table()) == {("elastic", "0"), ("elastic@recent", "0")}       # without --merge: this one's runs
+    elastic = table()
+    stamp = (Path(bench.jobs_for([(3, 1)], ("ltp",), 2, tmp_path, 1, 1)[0]["dir"] + ".code")).read_text()
+    capsys.readouterr()
+    assert bench.main(argv + ["--models", "ltp", "--merge"]) == 0
+    assert "1 run (and 1 run of the earlier results.csv, finished)," in capsys.readouterr().out
+    assert table() == {**first, **elastic}
+    assert "| elastic@recent |" in (tmp_path / "table.md").read_text()
+    again = results.read_text()
+    assert bench.main(argv + ["--models", "ltp", "--merge"]) == 0              # merging is idempotent
+    assert results.read_text() == again
+    assert (Path(bench.jobs_for([(3, 1)], ("ltp",), 2, tmp_path, 1, 1)[0]["dir"] + ".code")).read_text() == stamp
+
+    for extra, expected in [(["--steps", "3"], "elastic seed 0 ran on assoc for 2 steps"),
+                            (["--replot"], "--merge with --replot")]:
+        capsys.readouterr()
+        assert bench.main(argv + ["--models", "ltp", "--merge"] + extra) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and expected in err, err
+        assert results.read_text() == again
+    gone = Path(bench.jobs_for([(3, 1)], ("elastic",), 2, tmp_path, 1, 1)[0]["dir"])
+    shutil.rmtree(gone)
+    capsys.readouterr()
+    assert bench.main(argv + ["--models", "ltp", "--merge"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no finished run at" in err and "elastic seed 0" in err, err
+    assert results.read_text() == again and not gone.exists()
