@@ -24,6 +24,7 @@ docs/retention.md), 300 on recall, the learning test's budget):
                    only when --models names it
     none           RMAAT, memory passed on unscaled
     ltp-pre, ltp-literal-pre, none-pre     the same with pre-LN blocks
+    flat-pre       flat with pre-LN blocks; only when --models names it
     rmt, rlt       the paper's baselines (softmax / linear attention, no RF)
     elastic        HiPPO-LegS compressed memory (Elastic Memory), uniform sampling
     elastic-recent the same trained with recency-biased sampling points
@@ -108,6 +109,7 @@ MODELS: dict[str, dict] = {
     "ltp-pre": dict(retention="ltp", retention_reading="integrating", norm="pre"),
     "ltp-literal-pre": dict(retention="ltp", retention_reading="literal", norm="pre"),
     "none-pre": dict(retention="none", norm="pre"),
+    "flat-pre": dict(retention="flat", retention_reading="integrating", norm="pre"),
     "rmt": dict(arch="rmt", retention="none"),
     "rlt": dict(arch="rlt", retention="none"),
     "elastic": dict(arch="elastic", retention="none", elastic_sampling="uniform"),
@@ -117,7 +119,7 @@ MODELS: dict[str, dict] = {
 }
 FIVE_SEEDS = ("ltp", "ltp-literal", "none")
 #: controls that run only when ``--models`` names them (the full grid's time was set without them)
-NAMED_ONLY = ("ltp-reversed",)
+NAMED_ONLY = ("ltp-reversed", "flat-pre")
 QUICK_MODELS = ("ltp", "ltp-literal", "none", "at-segment")
 
 

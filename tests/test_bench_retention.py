@@ -157,15 +157,19 @@ def test_a_learned_run_records_where_its_table_went(bench, tmp_path):
     assert [(r["d_model"], r["retention_lr"]) for r in rows] == [(32, 0.5), (32, bench.RETENTION_LR)]
 
 
-def test_the_reversed_control_runs_only_when_named(bench, tmp_path):
-    """ltp-reversed (the LTP values back to front) is not part of the full grid, whose time
-    budget was set without it; named, it runs the ``reversed`` schedule, integrating."""
+def test_the_named_only_controls_run_only_when_named(bench, tmp_path):
+    """ltp-reversed (the LTP values back to front) and flat-pre (flat in pre-LN blocks) are not
+    part of the full grid, whose time budget was set without them; named, they run the
+    ``reversed`` schedule, integrating, post-LN, and the ``flat`` one, integrating, pre-LN."""
     full = bench.parse_args(["--out", str(tmp_path / "a")])
     assert "ltp-reversed" not in full.models and "ltp" in full.models and "flat" in full.models
-    named = bench.parse_args(["--models", "ltp,ltp-reversed", "--grid", "8x1", "--out", str(tmp_path / "b")])
-    assert named.models == ("ltp", "ltp-reversed")
+    assert "flat-pre" not in full.models and "none-pre" in full.models
+    named = bench.parse_args(["--models", "ltp,ltp-reversed,flat-pre", "--grid", "8x1", "--out", str(tmp_path / "b")])
+    assert named.models == ("ltp", "ltp-reversed", "flat-pre")
     cfg = bench.base_config(8, 1, "ltp-reversed", 0, 3000)
     assert (cfg.model.retention, cfg.model.retention_reading, cfg.model.norm) == ("reversed", "integrating", "post")
+    cfg = bench.base_config(8, 1, "flat-pre", 0, 3000)
+    assert (cfg.model.retention, cfg.model.retention_reading, cfg.model.norm) == ("flat", "integrating", "pre")
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
