@@ -520,3 +520,19 @@ def test_merge_tabulates_the_runs_of_earlier_invocations_beside_this_ones(bench,
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no finished run at" in err and "elastic seed 0" in err, err
     assert results.read_text() == again and not gone.exists()
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("task,T,K,model,seed,steps\nassoc,8,4,ltp,zero,3000\n", "is not a results.csv this benchmark wrote"),
+    ("task,T,K,seed,steps\nassoc,8,4,0,3000\n", "line 2: expected task, T, K, model, seed and steps"),
+    ("task,T,K,model,seed,steps\nassoc,8,4,nope,0,3000\n", "line 2: model 'nope'; expected one of"),
+])
+def test_merge_refuses_a_results_csv_it_cannot_read_in_one_line(bench, tmp_path, capsys, text, expected):
+    """--merge on a results.csv that names no run of this benchmark: one line, exit 2, the file
+    untouched and nothing else written."""
+    (tmp_path / "results.csv").write_text(text)
+    argv = ["--grid", "8x4", "--models", "ltp", "--steps", "3000", "--merge", "--out", str(tmp_path)]
+    assert bench.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--merge: " in err and expected in err, err
+    assert (tmp_path / "results.csv").read_text() == text and sorted(p.name for p in tmp_path.iterdir()) == ["results.csv"]
