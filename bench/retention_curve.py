@@ -250,8 +250,7 @@ def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task
         for model in models:
             n = seeds5 if model in FIVE_SEEDS else seeds3
             jobs += [make_job(T, K, model, seed, steps, out, task, sizes.for_model(model)) for seed in range(n)]
-    # the longest sequences first, so the pool's tail is short
-    return sorted(jobs, key=lambda j: -j["T"])
+    return jobs
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -487,7 +486,7 @@ def main(argv=None) -> int:
     jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, sizes=args.sizes)
     named = {job["dir"] for job in jobs}
     earlier = [job for job in args.earlier if job["dir"] not in named]
-    jobs = sorted(jobs + earlier, key=lambda j: -j["T"])
+    jobs = sorted(jobs + earlier, key=lambda j: -j["T"])   # the longest sequences first: the pool's tail is short
     from astro_rmaat.config import to_dict
     code = _run_reuse.fingerprint()
     if _run_reuse.settle([(job["dir"], to_dict(job_config(job))) for job in jobs], code, args.stale, out) is not None:
