@@ -495,7 +495,8 @@ def test_merge_tabulates_the_runs_of_earlier_invocations_beside_this_ones(bench,
     assert bench.main(argv + ["--models", "elastic"]) == 0
     assert set(table()) == {("elastic", "0"), ("elastic@recent", "0")}       # without --merge: this one's runs
     elastic = table()
-    stamp = (Path(bench.jobs_for([(3, 1)], ("ltp",), 2, tmp_path, 1, 1)[0]["dir"] + ".code")).read_text()
+    ltp_stamp = bench._run_reuse.stamp_path(bench.jobs_for([(3, 1)], ("ltp",), 2, tmp_path, 1, 1)[0]["dir"])
+    stamp = ltp_stamp.read_text()
     capsys.readouterr()
     assert bench.main(argv + ["--models", "ltp", "--merge"]) == 0
     assert "1 run (and 1 run of the earlier results.csv, finished)," in capsys.readouterr().out
@@ -504,7 +505,7 @@ def test_merge_tabulates_the_runs_of_earlier_invocations_beside_this_ones(bench,
     again = results.read_text()
     assert bench.main(argv + ["--models", "ltp", "--merge"]) == 0              # merging is idempotent
     assert results.read_text() == again
-    assert (Path(bench.jobs_for([(3, 1)], ("ltp",), 2, tmp_path, 1, 1)[0]["dir"] + ".code")).read_text() == stamp
+    assert ltp_stamp.read_text() == stamp
 
     for extra, expected in [(["--steps", "3"], "elastic seed 0 ran on assoc for 2 steps"),
                             (["--replot"], "--merge with --replot")]:
