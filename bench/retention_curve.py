@@ -2,12 +2,12 @@
 
     PYTHONPATH=$PWD python bench/retention_curve.py [--quick] [--out bench/out/retention] [--workers 2]
         [--grid 8x1] [--models ltp,flat] [--seeds 10,10] [--steps 3000] [--layers 1] [--n-mem 4]
-        [--d-model 32] [--retention-lr 0.1] [--compare ltp:flat] [--replot] [--merge] [--stale stop|retrain|reuse]
+        [--d-model 32] [--lr 5e-3] [--retention-lr 0.1] [--compare ltp:flat] [--replot] [--merge] [--stale stop|retrain|reuse]
 
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
 sizes: d_model 32 (``--d-model``), 2 heads, 1 block (``--layers``), d_ff twice d_model, 4 memory tokens
-(``--n-mem``), AMRB, lr 5e-3,
+(``--n-mem``), AMRB, lr 5e-3 (``--lr``; 20 warm-up steps, cosine decay to a tenth),
 a learned table's own lr 0.1 (``--retention-lr``); 1000 steps on
 assoc, where at 300 and 600 steps every memory model stayed at chance from T = 4 on (the full
 grid's 45-minute budget; at ``--steps 3000`` most models leave the plateau at T = 8, K = 1,
@@ -133,6 +133,7 @@ class Sizes:
     n_mem: int = 4              # --n-mem: memory tokens of a memory model
     d_model: int = 32           # --d-model: residual width (2 heads, d_ff = 2 d_model)
     retention_lr: float = 0.1   # --retention-lr: a learned table's own learning rate
+    lr: float = 5e-3            # --lr: every model's peak learning rate (20 warm-up steps, cosine decay to a tenth)
 
     def for_model(self, model: str) -> "Sizes":
         """The sizes a model's run uses: a model without a learned table does not depend on the
@@ -142,13 +143,13 @@ class Sizes:
         return dataclasses.replace(self, retention_lr=DEFAULT_SIZES.retention_lr)
 
     def folder_suffix(self) -> str:
-        tags = {"layers": "L", "n_mem": "M", "d_model": "D", "retention_lr": "rlr"}
+        tags = {"layers": "L", "n_mem": "M", "d_model": "D", "retention_lr": "rlr", "lr": "lr"}
         return "".join(f"_{tags[f.name]}{getattr(self, f.name)!r}" for f in dataclasses.fields(self)
                        if getattr(self, f.name) != getattr(DEFAULT_SIZES, f.name))
 
     def describe(self) -> str:
         return (f"{self.layers} block{'s' if self.layers > 1 else ''}, d_model {self.d_model}, "
-                f"{self.n_mem} memory tokens, retention lr {self.retention_lr:g}")
+                f"{self.n_mem} memory tokens, lr {self.lr:g}, retention lr {self.retention_lr:g}")
 
 
 DEFAULT_SIZES = Sizes()
@@ -172,7 +173,7 @@ def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "
                       d_ff=2 * sizes.d_model, dropout=0.0, segment_len=SEGMENT_LEN, n_mem=sizes.n_mem,
                       retention_file=None)
     d["model"].update(MODELS[model])
-    d["optim"].update(lr=5e-3, retention_lr=sizes.retention_lr, warmup_steps=20)
+    d["optim"].update(lr=sizes.lr, retention_lr=sizes.retention_lr, warmup_steps=20)
     return from_dict(TrainConfig, d)
 
 
@@ -378,6 +379,8 @@ def parse_args(argv) -> argparse.Namespace | int:
                     help=f"residual width of every model, 2 heads, d_ff twice it (default {DEFAULT_SIZES.d_model})")
     ap.add_argument("--retention-lr", type=float, default=RETENTION_LR,
                     help=f"learning rate of a learned retention table (default {RETENTION_LR:g})")
+    ap.add_argument("--lr", type=float, default=DEFAULT_SIZES.lr,
+                    help=f"peak learning rate of every model (default {DEFAULT_SIZES.lr:g})")
     ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
     ap.add_argument("--compare", default=None,
                     help="model pairs as a:b,... e.g. ltp:flat,ltp:none: medians and a Mann-Whitney U test per setting")
@@ -406,9 +409,12 @@ def parse_args(argv) -> argparse.Namespace | int:
         return bad(f"--d-model {args.d_model}: expected an even width of at least 2 (2 heads)")
     if not (math.isfinite(args.retention_lr) and args.retention_lr > 0):
         return bad(f"--retention-lr {args.retention_lr:g}: expected a finite positive learning rate")
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        return bad(f"--lr {args.lr:g}: expected a finite positive learning rate")
     if args.steps is not None and args.steps < 1:
         return bad(f"--steps {args.steps}: expected a positive number of optimiser steps")
-    args.sizes = Sizes(layers=args.layers, n_mem=args.n_mem, d_model=args.d_model, retention_lr=args.retention_lr)
+    args.sizes = Sizes(layers=args.layers, n_mem=args.n_mem, d_model=args.d_model, retention_lr=args.retention_lr,
+                       lr=args.lr)
     models = (tuple(m for m in MODELS if m not in NAMED_ONLY) if args.models is None
               else tuple(m.strip() for m in args.models.split(",")))
     unknown = [m for m in models if m not in MODELS]

@@ -79,7 +79,7 @@ def test_runs_of_another_depth_or_budget_are_never_reused(bench, tmp_path):
 
 
 def test_sizes_name_their_runs_and_reach_the_config(bench, tmp_path):
-    """--n-mem, --d-model and --retention-lr reach the run's config and its folder (only where
+    """--n-mem, --d-model, --retention-lr and --lr reach the run's config and its folder (only where
     they differ from the defaults, so the runs stored before the options stay reusable); a model
     without a learned table runs at the default table rate whatever --retention-lr says."""
     def one(model="learned", **kw):
@@ -91,7 +91,10 @@ def test_sizes_name_their_runs_and_reach_the_config(bench, tmp_path):
     assert broad["dir"].endswith("runs/assoc_T8_K4_steps3000_D64/learned/seed0")
     assert one(layers=2, n_mem=16, d_model=64, retention_lr=0.01)["dir"].endswith(
         "runs/assoc_T8_K4_steps3000_L2_M16_D64_rlr0.01/learned/seed0")
-    assert one(n_mem=bench.N_MEM, retention_lr=bench.RETENTION_LR, d_model=32)["dir"] == plain["dir"]
+    assert one(n_mem=bench.N_MEM, retention_lr=bench.RETENTION_LR, d_model=32, lr=5e-3)["dir"] == plain["dir"]
+    gentle = one("ltp", lr=1e-3)   # every model's rate, a learned table's own rate apart
+    assert gentle["dir"].endswith("runs/assoc_T8_K4_steps3000_lr0.001/ltp/seed0") and gentle["sizes"]["lr"] == 1e-3
+    assert bench.job_config(gentle).optim.lr == 1e-3 and bench.job_config(plain).optim.lr == 5e-3
     fixed = one("ltp", retention_lr=0.01, d_model=64)   # no table to learn: the default rate
     assert fixed["dir"].endswith("runs/assoc_T8_K4_steps3000_D64/ltp/seed0")
     assert fixed["sizes"]["retention_lr"] == bench.RETENTION_LR and fixed["sizes"]["d_model"] == 64
@@ -120,6 +123,8 @@ def test_sizes_name_their_runs_and_reach_the_config(bench, tmp_path):
     (["--n-mem", "0"], "--n-mem 0: expected a positive number of memory tokens"),
     (["--retention-lr", "0"], "--retention-lr 0: expected a finite positive learning rate"),
     (["--retention-lr", "nan"], "--retention-lr nan: expected a finite positive learning rate"),
+    (["--lr", "-0.001"], "--lr -0.001: expected a finite positive learning rate"),
+    (["--lr", "inf"], "--lr inf: expected a finite positive learning rate"),
     (["--steps", "abc"], "argument --steps: invalid int value: 'abc'"),       # argparse's own checks
     (["--task", "nope"], "argument --task: invalid choice: 'nope'"),
 ])
@@ -153,7 +158,7 @@ def test_a_learned_run_records_where_its_table_went(bench, tmp_path):
     bench.write_csv(tmp_path / "results.csv", rows)
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
     assert header[-2:] == ["rf_1", "rf_2"]
-    assert header[6:10] == ["layers", "n_mem", "d_model", "retention_lr"]
+    assert header[6:11] == ["layers", "n_mem", "d_model", "retention_lr", "lr"]
     assert [(r["d_model"], r["retention_lr"]) for r in rows] == [(32, 0.5), (32, bench.RETENTION_LR)]
 
 
