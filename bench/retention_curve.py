@@ -7,9 +7,9 @@
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
 sizes: d_model 32 (``--d-model``), 2 heads, 1 block (``--layers``), d_ff twice d_model, 4 memory tokens
-(``--n-mem``), AMRB, lr 5e-3 (``--lr``; 20 warm-up steps, cosine decay to a tenth; the rate that
-learns recall in 300 steps, too high for the post-LN memory on assoc over 16 segments, which
-learns at 1e-3, docs/retention.md),
+(``--n-mem``), AMRB, lr 5e-3 (``--lr``; 20 warm-up steps, cosine decay to a tenth; the rate at which
+post-LN blocks learn recall in 300 steps; too high for the post-LN memory on assoc with four
+facts over 16 segments in 10 000 steps, which learns at 1e-3, docs/retention.md),
 a learned table's own lr 0.1 (``--retention-lr``); 1000 steps on
 assoc, where at 300 and 600 steps every memory model stayed at chance from T = 4 on (the full
 grid's 45-minute budget; at ``--steps 3000`` most models leave the plateau at T = 8, K = 1,

@@ -25,7 +25,7 @@ learns too (none 94.4 ± 12.5 %, ltp 73.1 ± 27.9 %; post-LN ltp 100 %; on b33b3
 the memory learns (docs/retention.md, where pre-LN with unscaled memory leads on assoc). On assoc
 with four facts over 16 segments (10 000 steps, peak lr 5e-3) pre-LN learns and post-LN does not
 (integrating ltp 32.8 against 14.0 %, 3 seeds); at lr 1e-3 both learn, pre-LN ahead (34.2 against
-26.9 %): the default suits recall, and over many segments it needs the smaller rate.
+26.9 %): the default suits recall, and on assoc over 16 segments it needs the smaller rate.
 
 Two readings of the schedule (``retention_reading``), both from the same retention.json:
     literal       mem_{t+1} = RF(t, T) mem'_{t+1}                     (the paper's formula)
