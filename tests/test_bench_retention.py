@@ -532,6 +532,10 @@ def test_merge_tabulates_the_runs_of_earlier_invocations_beside_this_ones(bench,
     ("task,T,K,model,seed,steps\nassoc,8,4,ltp,zero,3000\n", "is not a results.csv this benchmark wrote"),
     ("task,T,K,seed,steps\nassoc,8,4,0,3000\n", "line 2: expected task, T, K, model, seed and steps"),
     ("task,T,K,model,seed,steps\nassoc,8,4,nope,0,3000\n", "line 2: model 'nope'; expected one of"),
+    # a run at another peak rate is another size: its row is refused before its folder is looked for
+    ("task,T,K,model,seed,steps,lr\nassoc,8,4,ltp,0,3000,0.001\n",
+     "ltp seed 0 ran on assoc for 3000 steps at 1 block, d_model 32, 4 memory tokens, lr 0.001, retention lr 0.1; "
+     "expected this invocation's assoc, 3000 steps and 1 block, d_model 32, 4 memory tokens, lr 0.005"),
 ])
 def test_merge_refuses_a_results_csv_it_cannot_read_in_one_line(bench, tmp_path, capsys, text, expected):
     """--merge on a results.csv that names no run of this benchmark: one line, exit 2, the file
