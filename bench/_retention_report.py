@@ -1,13 +1,70 @@
-"""The forgetting-curve benchmark's report pieces (``bench/retention_curve.py``): the rank test
-between two models' runs and the figure of accuracy by age beside the astrocyte's LTP curve.
-Both read the results rows the benchmark writes (one dict per run); neither trains anything.
+"""The forgetting-curve benchmark's report pieces (``bench/retention_curve.py``): results.csv
+written and read back, the table of mean ± sd per setting and model, the rank test between two
+models' runs and the figure of accuracy by age beside the astrocyte's LTP curve. All of them
+work on the results rows the benchmark gathers (one dict per run); none trains anything.
 """
 
 from __future__ import annotations
 
+import csv
 import os
 import statistics
 from pathlib import Path
+
+
+def write_results(path: Path, rows: list[dict], size_columns) -> None:
+    """results.csv, atomically: one row per run, the sizes' columns (``size_columns``, in order)
+    after the setting, then the accuracies, the accuracy at every age and a learned table's RF
+    at every hand-off."""
+    ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
+    handoffs = sorted({int(k[3:]) for r in rows for k in r if k.startswith("rf_")})
+    cols = ["task", "T", "K", "model", "seed", "steps", *size_columns, "test_acc",
+            "best_val_acc", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
+    tmp = path.with_suffix(".tmp")
+    with open(tmp, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: (r["T"], r["K"], r["model"], r["seed"])):
+            w.writerow({c: r.get(c, "") for c in cols})
+    os.replace(tmp, path)
+
+
+def _number(v: str) -> int | float:
+    try:
+        return int(v)
+    except ValueError:
+        return float(v)   # also "1e-05", as csv writes a small float
+
+
+def read_results(path: Path) -> list[dict]:
+    """The rows of a results.csv, numbers as numbers and empty cells left out."""
+    with open(path, newline="") as fh:
+        return [{k: (v if k in ("task", "model", "trained_on") else _number(v)) for k, v in r.items() if v != ""}
+                for r in csv.DictReader(fh)]
+
+
+def table(rows: list[dict], order: list[str]) -> str:
+    """Markdown: one line per model (in ``order``, the models the rows hold), one column per
+    setting (T, K), each cell the mean ± sd of the runs' test accuracy in % and their count."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["T"], r["K"], r["model"]), []).append(r)
+    settings = sorted({(T, K) for T, K, _ in groups})
+    present = {m for _, _, m in groups}
+    lines = ["| model | " + " | ".join(f"T={T}, K={K}" for T, K in settings) + " |",
+             "|" + "---|" * (len(settings) + 1)]
+    for m in (m for m in order if m in present):
+        cells = []
+        for T, K in settings:
+            accs = [r["test_acc"] for r in groups.get((T, K, m), [])]
+            if not accs:
+                cells.append("")
+                continue
+            mean = statistics.fmean(accs)
+            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
+            cells.append(f"{100 * mean:.1f} ± {100 * sd:.1f} (n={len(accs)})")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def compare(rows: list[dict], pairs: list[tuple[str, str]]) -> str:

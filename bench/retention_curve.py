@@ -77,7 +77,6 @@ import dataclasses
 import json
 import math
 import os
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -86,7 +85,7 @@ from pathlib import Path
 from astro_rmaat.cli_args import ArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _retention_report import compare, plot  # noqa: E402  (the report's rank test and figure)
+from _retention_report import compare, plot, read_results, table, write_results  # noqa: E402  (results.csv, table, rank test, figure)
 import _run_reuse  # noqa: E402  (whether a finished run may be reused)
 
 SEGMENT_LEN = 16
@@ -155,6 +154,7 @@ class Sizes:
 
 
 DEFAULT_SIZES = Sizes()
+SIZE_FIELDS = tuple(f.name for f in dataclasses.fields(Sizes))   # also results.csv's size columns and the options' names
 N_MEM, RETENTION_LR = DEFAULT_SIZES.n_mem, DEFAULT_SIZES.retention_lr
 
 
@@ -256,67 +256,10 @@ def jobs_for(grid, models, steps: int, out: Path, seeds5: int, seeds3: int, task
     return jobs
 
 
-def write_csv(path: Path, rows: list[dict]) -> None:
-    ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
-    handoffs = sorted({int(k[3:]) for r in rows for k in r if k.startswith("rf_")})
-    cols = ["task", "T", "K", "model", "seed", "steps", *(f.name for f in dataclasses.fields(Sizes)), "test_acc",
-            "best_val_acc", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
-    tmp = path.with_suffix(".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
-        w.writeheader()
-        for r in sorted(rows, key=lambda r: (r["T"], r["K"], r["model"], r["seed"])):
-            w.writerow({c: r.get(c, "") for c in cols})
-    os.replace(tmp, path)
-
-
 def known_models() -> list[str]:
     """Every model name a results row can carry, in table order (the elastic runs' test-time
     sampling swaps too)."""
     return list(MODELS) + [f"{x}@{s}" for x in ("elastic", "elastic-recent") for s in ("uniform", "recent")]
-
-
-def summarise(rows: list[dict]) -> tuple[str, dict]:
-    groups: dict[tuple, list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["T"], r["K"], r["model"]), []).append(r)
-    settings = sorted({(T, K) for T, K, _ in groups})
-    models = []
-    for _, _, m in groups:
-        if m not in models:
-            models.append(m)
-    order = [m for m in known_models() if m in models]
-    head = "| model | " + " | ".join(f"T={T}, K={K}" for T, K in settings) + " |"
-    lines = [head, "|" + "---|" * (len(settings) + 1)]
-    stats = {}
-    for m in order:
-        cells = []
-        for T, K in settings:
-            rs = groups.get((T, K, m), [])
-            if not rs:
-                cells.append("")
-                continue
-            accs = [r["test_acc"] for r in rs]
-            mean = statistics.fmean(accs)
-            sd = statistics.stdev(accs) if len(accs) > 1 else 0.0
-            stats[(T, K, m)] = (mean, sd, len(accs))
-            cells.append(f"{100 * mean:.1f} ± {100 * sd:.1f} (n={len(accs)})")
-        lines.append(f"| {m} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n", stats
-
-
-def _number(v: str) -> int | float:
-    try:
-        return int(v)
-    except ValueError:
-        return float(v)   # also "1e-05", as csv writes a small float
-
-
-def read_results(path: Path) -> list[dict]:
-    """The rows of a results.csv, numbers as numbers and empty cells left out."""
-    with open(path, newline="") as fh:
-        return [{k: (v if k in ("task", "model", "trained_on") else _number(v)) for k, v in r.items() if v != ""}
-                for r in csv.DictReader(fh)]
 
 
 def earlier_jobs(out: Path, task: str, steps: int, sizes: Sizes) -> list[dict]:
@@ -333,7 +276,6 @@ def earlier_jobs(out: Path, task: str, steps: int, sizes: Sizes) -> list[dict]:
         rows = read_results(path)
     except (ValueError, TypeError, csv.Error) as e:
         raise ValueError(f"{path} is not a results.csv this benchmark wrote ({e})") from None
-    size_names = [f.name for f in dataclasses.fields(Sizes)]
     jobs: dict[str, dict] = {}
     for n, r in enumerate(rows, 2):   # line 1 is the header
         where = f"{path} line {n}"
@@ -341,7 +283,7 @@ def earlier_jobs(out: Path, task: str, steps: int, sizes: Sizes) -> list[dict]:
             row_task, T, K, seed, row_steps = r["task"], int(r["T"]), int(r["K"]), int(r["seed"]), int(r["steps"])
             model = r["model"].split("@")[0]
             # a row written before a size was an option ran at its default
-            row_sizes = Sizes(**{k: type(getattr(DEFAULT_SIZES, k))(r[k]) for k in size_names if k in r})
+            row_sizes = Sizes(**{k: type(getattr(DEFAULT_SIZES, k))(r[k]) for k in SIZE_FIELDS if k in r})
         except (KeyError, TypeError, ValueError) as e:
             raise ValueError(f"{where}: expected task, T, K, model, seed and steps ({e!r} missing or malformed)") from None
         if model not in MODELS:
@@ -409,14 +351,12 @@ def parse_args(argv) -> argparse.Namespace | int:
         return bad(f"--n-mem {args.n_mem}: expected a positive number of memory tokens")
     if args.d_model < 2 or args.d_model % 2:
         return bad(f"--d-model {args.d_model}: expected an even width of at least 2 (2 heads)")
-    if not (math.isfinite(args.retention_lr) and args.retention_lr > 0):
-        return bad(f"--retention-lr {args.retention_lr:g}: expected a finite positive learning rate")
-    if not (math.isfinite(args.lr) and args.lr > 0):
-        return bad(f"--lr {args.lr:g}: expected a finite positive learning rate")
+    for flag, rate in (("--retention-lr", args.retention_lr), ("--lr", args.lr)):
+        if not (math.isfinite(rate) and rate > 0):
+            return bad(f"{flag} {rate:g}: expected a finite positive learning rate")
     if args.steps is not None and args.steps < 1:
         return bad(f"--steps {args.steps}: expected a positive number of optimiser steps")
-    args.sizes = Sizes(layers=args.layers, n_mem=args.n_mem, d_model=args.d_model, retention_lr=args.retention_lr,
-                       lr=args.lr)
+    args.sizes = Sizes(**{name: getattr(args, name) for name in SIZE_FIELDS})
     models = (tuple(m for m in MODELS if m not in NAMED_ONLY) if args.models is None
               else tuple(m.strip() for m in args.models.split(",")))
     unknown = [m for m in models if m not in MODELS]
@@ -487,7 +427,7 @@ def main(argv=None) -> int:
     if args.replot:
         rows = read_results(out / "results.csv")
         plot(out / "forgetting.png", rows)
-        print(summarise(rows)[0])
+        print(table(rows, known_models()))
         if pairs:
             print(compare(rows, pairs))
         return 0
@@ -516,20 +456,20 @@ def main(argv=None) -> int:
             r = res["rows"][0]
             print(f"  [{i}/{len(jobs)}] T={r['T']} K={r['K']} {r['model']} seed {r['seed']}: "
                   f"test {100 * r['test_acc']:.1f} %", flush=True)
-    write_csv(out / "results.csv", rows)
-    table, _ = summarise(rows)
+    write_results(out / "results.csv", rows, SIZE_FIELDS)
+    report = table(rows, known_models())
     header = (f"{args.task} test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each, "
               f"{sizes}; "
               f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
               f"wall {time.perf_counter() - t0:.0f} s\n\n")
     if pairs:
-        table += "\n" + compare(rows, pairs)
+        report += "\n" + compare(rows, pairs)
     tmp = out / "table.md.tmp"
-    tmp.write_text(header + table)
+    tmp.write_text(header + report)
     os.replace(tmp, out / "table.md")
     plot(out / "forgetting.png", rows)
     print()
-    print(header + table)
+    print(header + report)
     print(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'forgetting.png'}")
     return 0
 

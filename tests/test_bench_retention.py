@@ -155,7 +155,7 @@ def test_a_learned_run_records_where_its_table_went(bench, tmp_path):
             assert [rows[-1]["rf_1"], rows[-1]["rf_2"]] == [round(v, 4) for v in weights]
         else:
             assert not any(k.startswith("rf_") for k in rows[-1])
-    bench.write_csv(tmp_path / "results.csv", rows)
+    bench.write_results(tmp_path / "results.csv", rows, bench.SIZE_FIELDS)
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
     assert header[-2:] == ["rf_1", "rf_2"]
     assert header[6:11] == ["layers", "n_mem", "d_model", "retention_lr", "lr"]
