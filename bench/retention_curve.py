@@ -2,12 +2,12 @@
 
     PYTHONPATH=$PWD python bench/retention_curve.py [--quick] [--out bench/out/retention] [--workers 2]
         [--grid 8x1] [--models ltp,flat] [--seeds 10,10] [--steps 3000] [--layers 1] [--n-mem 4]
-        [--d-model 32] [--lr 5e-3] [--retention-lr 0.1] [--compare ltp:flat] [--replot] [--merge] [--stale stop|retrain|reuse]
+        [--d-model 32] [--lr 5e-3] [--warmup 20] [--retention-lr 0.1] [--compare ltp:flat] [--replot] [--merge] [--stale stop|retrain|reuse]
 
 Grid (the default, full): T in {2, 4, 8, 16} segments at K = 4 facts, and K in {1, 16} at
 T = 8; segments of 16 tokens. Models, all at the same sizes and steps (the learning test's
 sizes: d_model 32 (``--d-model``), 2 heads, 1 block (``--layers``), d_ff twice d_model, 4 memory tokens
-(``--n-mem``), AMRB, lr 5e-3 (``--lr``; 20 warm-up steps, cosine decay to a tenth; the rate at which
+(``--n-mem``), AMRB, lr 5e-3 (``--lr``; 20 linear warm-up steps (``--warmup``), cosine decay to a tenth; the rate at which
 post-LN blocks learn recall in 300 steps; too high for the post-LN memory on assoc with four
 facts over 16 segments in 10 000 steps, which learns at 1e-3, docs/retention.md),
 a learned table's own lr 0.1 (``--retention-lr``); 1000 steps on
@@ -134,7 +134,8 @@ class Sizes:
     n_mem: int = 4              # --n-mem: memory tokens of a memory model
     d_model: int = 32           # --d-model: residual width (2 heads, d_ff = 2 d_model)
     retention_lr: float = 0.1   # --retention-lr: a learned table's own learning rate
-    lr: float = 5e-3            # --lr: every model's peak learning rate (20 warm-up steps, cosine decay to a tenth)
+    lr: float = 5e-3            # --lr: every model's peak learning rate (reached after the warm-up, cosine decay to a tenth)
+    warmup: int = 20            # --warmup: optimiser steps of linear warm-up from 0 to lr
 
     def for_model(self, model: str) -> "Sizes":
         """The sizes a model's run uses: a model without a learned table does not depend on the
@@ -144,13 +145,14 @@ class Sizes:
         return dataclasses.replace(self, retention_lr=DEFAULT_SIZES.retention_lr)
 
     def folder_suffix(self) -> str:
-        tags = {"layers": "L", "n_mem": "M", "d_model": "D", "retention_lr": "rlr", "lr": "lr"}
+        tags = {"layers": "L", "n_mem": "M", "d_model": "D", "retention_lr": "rlr", "lr": "lr", "warmup": "wu"}
         return "".join(f"_{tags[f.name]}{getattr(self, f.name)!r}" for f in dataclasses.fields(self)
                        if getattr(self, f.name) != getattr(DEFAULT_SIZES, f.name))
 
     def describe(self) -> str:
         return (f"{self.layers} block{'s' if self.layers > 1 else ''}, d_model {self.d_model}, "
-                f"{self.n_mem} memory tokens, lr {self.lr:g}, retention lr {self.retention_lr:g}")
+                f"{self.n_mem} memory tokens, lr {self.lr:g} after {self.warmup} warm-up steps, "
+                f"retention lr {self.retention_lr:g}")
 
 
 DEFAULT_SIZES = Sizes()
@@ -175,7 +177,7 @@ def base_config(T: int, K: int, model: str, seed: int, steps: int, task: str = "
                       d_ff=2 * sizes.d_model, dropout=0.0, segment_len=SEGMENT_LEN, n_mem=sizes.n_mem,
                       retention_file=None)
     d["model"].update(MODELS[model])
-    d["optim"].update(lr=sizes.lr, retention_lr=sizes.retention_lr, warmup_steps=20)
+    d["optim"].update(lr=sizes.lr, retention_lr=sizes.retention_lr, warmup_steps=sizes.warmup)
     return from_dict(TrainConfig, d)
 
 
@@ -325,6 +327,8 @@ def parse_args(argv) -> argparse.Namespace | int:
                     help=f"learning rate of a learned retention table (default {RETENTION_LR:g})")
     ap.add_argument("--lr", type=float, default=DEFAULT_SIZES.lr,
                     help=f"peak learning rate of every model (default {DEFAULT_SIZES.lr:g})")
+    ap.add_argument("--warmup", type=int, default=DEFAULT_SIZES.warmup,
+                    help=f"optimiser steps of linear warm-up to the peak rate (default {DEFAULT_SIZES.warmup})")
     ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
     ap.add_argument("--compare", default=None,
                     help="model pairs as a:b,... e.g. ltp:flat,ltp:none: medians and a Mann-Whitney U test per setting")
@@ -356,6 +360,8 @@ def parse_args(argv) -> argparse.Namespace | int:
             return bad(f"{flag} {rate:g}: expected a finite positive learning rate")
     if args.steps is not None and args.steps < 1:
         return bad(f"--steps {args.steps}: expected a positive number of optimiser steps")
+    if args.warmup < 0:
+        return bad(f"--warmup {args.warmup}: expected a number of warm-up steps, 0 or more")
     args.sizes = Sizes(**{name: getattr(args, name) for name in SIZE_FIELDS})
     models = (tuple(m for m in MODELS if m not in NAMED_ONLY) if args.models is None
               else tuple(m.strip() for m in args.models.split(",")))

@@ -79,7 +79,7 @@ def test_runs_of_another_depth_or_budget_are_never_reused(bench, tmp_path):
 
 
 def test_sizes_name_their_runs_and_reach_the_config(bench, tmp_path):
-    """--n-mem, --d-model, --retention-lr and --lr reach the run's config and its folder (only where
+    """--n-mem, --d-model, --retention-lr, --lr and --warmup reach the run's config and its folder (only where
     they differ from the defaults, so the runs stored before the options stay reusable); a model
     without a learned table runs at the default table rate whatever --retention-lr says."""
     def one(model="learned", **kw):
@@ -95,6 +95,9 @@ def test_sizes_name_their_runs_and_reach_the_config(bench, tmp_path):
     gentle = one("ltp", lr=1e-3)   # every model's rate, a learned table's own rate apart
     assert gentle["dir"].endswith("runs/assoc_T8_K4_steps3000_lr0.001/ltp/seed0") and gentle["sizes"]["lr"] == 1e-3
     assert bench.job_config(gentle).optim.lr == 1e-3 and bench.job_config(plain).optim.lr == 5e-3
+    patient = one("ltp", warmup=1000)   # the warm-up too: its own folder, the optimiser's schedule
+    assert patient["dir"].endswith("runs/assoc_T8_K4_steps3000_wu1000/ltp/seed0") and patient["sizes"]["warmup"] == 1000
+    assert bench.job_config(patient).optim.warmup_steps == 1000 and bench.job_config(plain).optim.warmup_steps == 20
     fixed = one("ltp", retention_lr=0.01, d_model=64)   # no table to learn: the default rate
     assert fixed["dir"].endswith("runs/assoc_T8_K4_steps3000_D64/ltp/seed0")
     assert fixed["sizes"]["retention_lr"] == bench.RETENTION_LR and fixed["sizes"]["d_model"] == 64
@@ -125,6 +128,8 @@ def test_sizes_name_their_runs_and_reach_the_config(bench, tmp_path):
     (["--retention-lr", "nan"], "--retention-lr nan: expected a finite positive learning rate"),
     (["--lr", "-0.001"], "--lr -0.001: expected a finite positive learning rate"),
     (["--lr", "inf"], "--lr inf: expected a finite positive learning rate"),
+    (["--warmup", "-1"], "--warmup -1: expected a number of warm-up steps, 0 or more"),
+    (["--warmup", "ten"], "argument --warmup: invalid int value: 'ten'"),
     (["--steps", "abc"], "argument --steps: invalid int value: 'abc'"),       # argparse's own checks
     (["--task", "nope"], "argument --task: invalid choice: 'nope'"),
 ])
@@ -158,7 +163,7 @@ def test_a_learned_run_records_where_its_table_went(bench, tmp_path):
     bench.write_results(tmp_path / "results.csv", rows, bench.SIZE_FIELDS)
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
     assert header[-2:] == ["rf_1", "rf_2"]
-    assert header[6:11] == ["layers", "n_mem", "d_model", "retention_lr", "lr"]
+    assert header[6:12] == ["layers", "n_mem", "d_model", "retention_lr", "lr", "warmup"]
     assert [(r["d_model"], r["retention_lr"]) for r in rows] == [(32, 0.5), (32, bench.RETENTION_LR)]
 
 
@@ -534,8 +539,12 @@ def test_merge_tabulates_the_runs_of_earlier_invocations_beside_this_ones(bench,
     ("task,T,K,model,seed,steps\nassoc,8,4,nope,0,3000\n", "line 2: model 'nope'; expected one of"),
     # a run at another peak rate is another size: its row is refused before its folder is looked for
     ("task,T,K,model,seed,steps,lr\nassoc,8,4,ltp,0,3000,0.001\n",
-     "ltp seed 0 ran on assoc for 3000 steps at 1 block, d_model 32, 4 memory tokens, lr 0.001, retention lr 0.1; "
-     "expected this invocation's assoc, 3000 steps and 1 block, d_model 32, 4 memory tokens, lr 0.005"),
+     "ltp seed 0 ran on assoc for 3000 steps at 1 block, d_model 32, 4 memory tokens, lr 0.001 after 20 warm-up "
+     "steps, retention lr 0.1; expected this invocation's assoc, 3000 steps and 1 block, d_model 32, 4 memory "
+     "tokens, lr 0.005 after 20 warm-up steps"),
+    # and so is another warm-up
+    ("task,T,K,model,seed,steps,lr,warmup\nassoc,8,4,ltp,0,3000,0.005,1000\n",
+     "ltp seed 0 ran on assoc for 3000 steps at 1 block, d_model 32, 4 memory tokens, lr 0.005 after 1000 warm-up"),
 ])
 def test_merge_refuses_a_results_csv_it_cannot_read_in_one_line(bench, tmp_path, capsys, text, expected):
     """--merge on a results.csv that names no run of this benchmark: one line, exit 2, the file
