@@ -48,7 +48,7 @@ import pandas as pd
 from astro_rmaat import config as cfgmod
 from astro_rmaat import runs
 from astro_rmaat.errors import ConfigError, DataError
-from astro_sim.sweep_worker import run_point, run_points, warm_worker
+from astro_sim.sweep_worker import pool_worker, run_point, run_points, warm_worker
 
 DESIGN_FILE = "design.parquet"
 POINTS_DIR = "points"
@@ -217,7 +217,7 @@ def _iter_results(tasks: list[dict[str, Any]], executor: str, workers: int, clie
         from concurrent.futures import ProcessPoolExecutor, as_completed
         _package_env()
         with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"),
-                                 initializer=warm_worker, initargs=warm) as pool:
+                                 initializer=pool_worker, initargs=(os.getpid(), *warm)) as pool:
             futures = [pool.submit(run_points, c) for c in chunks(tasks, workers, size=per_task)]
             for fut in as_completed(futures):
                 yield from fut.result()

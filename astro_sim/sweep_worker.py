@@ -86,3 +86,12 @@ def warm_worker(nonce: str, standalone: bool, model: str) -> bool:
         import brian2  # noqa: F401
     _point_context(nonce)
     return True
+
+
+def pool_worker(parent: int, nonce: str, standalone: bool, model: str) -> None:
+    """Initializer of the ``processes`` executor's workers: each ends with the sweep's process
+    (``astro_rmaat.workers.exit_with_parent``; a point cut short is run again on resume), then
+    :func:`warm_worker`. (Dask's workers are its nanny's to end.)"""
+    from astro_rmaat.workers import exit_with_parent
+    exit_with_parent(parent)
+    warm_worker(nonce, standalone, model)

@@ -456,7 +456,9 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     rows = []
     import multiprocessing as mp
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn")) as pool:
+    from astro_rmaat.workers import exit_with_parent   # a worker ends with this process, not after its run
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=mp.get_context("spawn"),
+                             initializer=exit_with_parent, initargs=(os.getpid(),)) as pool:
         for i, res in enumerate(pool.map(run_one, jobs), 1):
             rows.extend(res["rows"])
             r = res["rows"][0]

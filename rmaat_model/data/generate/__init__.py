@@ -8,7 +8,13 @@ are rmaat_model.data.listops and rmaat_model.data.pathfinder.
 from __future__ import annotations
 
 
-def pool_context():
-    """Worker processes for the generators: fork where available (no re-import of torch)."""
+def worker_pool(workers: int):
+    """A ``multiprocessing.Pool`` of ``workers`` processes for the generators: forked where
+    fork is available (no re-import of torch), each ending with this process
+    (``astro_rmaat.workers.exit_with_parent``)."""
     import multiprocessing as mp
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    import os
+
+    from astro_rmaat.workers import exit_with_parent
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    return ctx.Pool(workers, initializer=exit_with_parent, initargs=(os.getpid(),))

@@ -38,7 +38,7 @@ import numpy as np
 
 from astro_rmaat.errors import ConfigError, DataError
 from astro_rmaat.runs import atomic_path
-from rmaat_model.data.generate import pool_context
+from rmaat_model.data.generate import worker_pool
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
 END = "]"
@@ -130,7 +130,7 @@ def iter_trees(n: int, seed: int = 0, settings: ListOpsSettings = ListOpsSetting
         raise ConfigError(f"workers = {workers!r}: expected a positive number of processes")
     seen: set[bytes] = set()
     done, next_chunk = 0, 0
-    pool = pool_context().Pool(workers) if workers > 1 else None
+    pool = worker_pool(workers) if workers > 1 else None
     try:
         while done < n:
             n_chunks = math.ceil((n - done) / chunk_size)

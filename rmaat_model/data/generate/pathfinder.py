@@ -45,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 from astro_rmaat.errors import ConfigError
-from rmaat_model.data.generate import pool_context
+from rmaat_model.data.generate import worker_pool
 
 SUBDIR = "curv_contour_length_14"
 BATCH_SIZE = 1000          # images per imgs/<batch>/ folder and metadata file
@@ -412,7 +412,7 @@ def generate_files(out_dir: str | Path, *, resolution: int = 32, n: int = 200_00
                    unit="img")
     with runs.Stopwatch() as sw:
         if workers > 1 and len(jobs) > 1:
-            with pool_context().Pool(workers) as pool:
+            with worker_pool(workers) as pool:
                 for done in pool.imap_unordered(_write_batch, jobs):
                     if bar is not None:
                         bar.update(done)
