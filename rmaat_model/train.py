@@ -74,6 +74,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
     threads_before = torch.get_num_threads()
     if env.device.type == "cpu":
         torch.set_num_threads(cfg.threads or 1)    # TrainConfig.threads; None: one per process
+    trainer = None
     try:
         trainer = Trainer(cfg, out, env, progress=progress)
         if trainer.run(stop_after):
@@ -84,6 +85,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
     finally:
         torch.set_num_threads(threads_before)
         runs.release_run_dir(out)   # an interrupted run can be resumed by another process
+        # the DDP wrapper (its reducer holds the process group) goes before the group does, so
+        # the group's threads are joined here, not at interpreter exit (findings.md: a gloo
+        # worker's rare abort at exit)
+        del trainer
         D.teardown(env)
 
 

@@ -95,3 +95,48 @@ def test_two_gloo_processes_equal_one(tmp_path, repo_root):
     r1, r2 = read_metrics(one), read_metrics(tmp_path / "two")
     assert r1[-1]["train_loss"] == pytest.approx(r2[-1]["train_loss"], rel=1e-5)
     assert r1[-1]["val_acc"] == pytest.approx(r2[-1]["val_acc"], abs=1e-9)
+
+
+# Run by torchrun: train() under a 2-process gloo group, reporting whether the DDP wrapper
+# (its reducer holds the group) is still alive when the group is destroyed.
+TEARDOWN_PROBE = r"""
+import json, os, sys, weakref
+import rmaat_model.train as T
+from astro_rmaat.config import from_dict
+from rmaat_model.train_config import TrainConfig
+wrapped, report = [], {}
+wrap, teardown = T.D.wrap, T.D.teardown
+def watched_wrap(model, env):
+    ddp = wrap(model, env)
+    wrapped.append(weakref.ref(ddp))
+    return ddp
+def watched_teardown(env):
+    report["wrappers_alive"] = sum(r() is not None for r in wrapped)
+    report["wrappers"] = len(wrapped)
+    teardown(env)
+T.D.wrap, T.D.teardown = watched_wrap, watched_teardown
+cfg = from_dict(TrainConfig, json.loads(open(sys.argv[1]).read()))
+T.train(cfg, sys.argv[2], progress=False)
+print("probe", os.environ["RANK"], json.dumps(report), flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_the_process_group_is_destroyed_after_the_model_that_uses_it(tmp_path, repo_root):
+    """train() under torchrun lets go of the DDP wrapper before it destroys the process
+    group, so the group's threads are joined in the run, not at interpreter exit."""
+    cfg_file, probe = tmp_path / "cfg.json", tmp_path / "probe.py"
+    cfg_file.write_text(json.dumps(to_dict(config("bptt"))))
+    probe.write_text(TEARDOWN_PROBE)
+    env = dict(os.environ, PYTHONPATH=str(repo_root), OMP_NUM_THREADS="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         str(probe), str(cfg_file), str(tmp_path / "run")],
+        env=env, cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    reports = sorted(line.split(" ", 2)[1:] for line in proc.stdout.splitlines() if line.startswith("probe "))
+    assert [rank for rank, _ in reports] == ["0", "1"], proc.stdout[-3000:]
+    for _, report in reports:
+        assert json.loads(report) == {"wrappers_alive": 0, "wrappers": 1}
