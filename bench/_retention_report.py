@@ -14,12 +14,12 @@ from pathlib import Path
 
 def write_results(path: Path, rows: list[dict], size_columns) -> None:
     """results.csv, atomically: one row per run, the sizes' columns (``size_columns``, in order)
-    after the setting, then the accuracies, the accuracy at every age and a learned table's RF
-    at every hand-off."""
+    after the setting, then the accuracies, the share of predictions among the values present
+    (assoc), the accuracy at every age and a learned table's RF at every hand-off."""
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
     handoffs = sorted({int(k[3:]) for r in rows for k in r if k.startswith("rf_")})
     cols = ["task", "T", "K", "model", "seed", "steps", *size_columns, "test_acc",
-            "best_val_acc", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
+            "best_val_acc", "pred_present", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
@@ -43,12 +43,14 @@ def read_results(path: Path) -> list[dict]:
                 for r in csv.DictReader(fh)]
 
 
-def table(rows: list[dict], order: list[str]) -> str:
+def table(rows: list[dict], order: list[str], column: str = "test_acc") -> str:
     """Markdown: one line per model (in ``order``, the models the rows hold), one column per
-    setting (T, K), each cell the mean ± sd of the runs' test accuracy in % and their count."""
+    setting (T, K), each cell the mean ± sd of the runs' ``column`` (a fraction) in % and their
+    count; rows without the column are left out."""
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
-        groups.setdefault((r["T"], r["K"], r["model"]), []).append(r)
+        if column in r:
+            groups.setdefault((r["T"], r["K"], r["model"]), []).append(r)
     settings = sorted({(T, K) for T, K, _ in groups})
     present = {m for _, _, m in groups}
     lines = ["| model | " + " | ".join(f"T={T}, K={K}" for T, K in settings) + " |",
@@ -56,7 +58,7 @@ def table(rows: list[dict], order: list[str]) -> str:
     for m in (m for m in order if m in present):
         cells = []
         for T, K in settings:
-            accs = [r["test_acc"] for r in groups.get((T, K, m), [])]
+            accs = [r[column] for r in groups.get((T, K, m), [])]
             if not accs:
                 cells.append("")
                 continue

@@ -37,8 +37,12 @@ Seeds: 5 for ltp, ltp-literal and none, 3 for the rest. The ``elastic`` runs are
 evaluated with the other sampling set (uniform <-> recent) at test time, without retraining.
 
 Writes, under --out: ``results.csv`` (one row per run: setting, model, seed, test accuracy,
-accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, ``rf_t``, of the
-checkpoint evaluated: the best on validation, as every accuracy of the row), ``table.md`` (mean ± sd per setting and model), ``forgetting.png``
+on assoc ``pred_present``, the share of answers that are the value of one of the example's
+facts, accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, ``rf_t``, of the
+checkpoint evaluated: the best on validation, as every accuracy of the row), ``table.md`` (mean ± sd per setting and model;
+on assoc also the key-blind ceiling of each setting, what a memory of the values present without
+their keys scores, ``rmaat_model.data.assoc.key_blind_accuracy``: 41.1 % at K = 4 and T = 16, so
+an accuracy above it needs keys bound to values, and the table of ``pred_present``), ``forgetting.png``
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none), but
@@ -194,7 +198,8 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from astro_rmaat import runs
     from rmaat_model.checkpoint import load_weights
-    from rmaat_model.evaluate import accuracy_by_age
+    from rmaat_model.data.assoc import values_present
+    from rmaat_model.evaluate import accuracy_by_age, predictions
     from rmaat_model.train import RESULTS_FILE, train
     from rmaat_model.train_config import load_data
 
@@ -221,18 +226,44 @@ def run_one(job: dict) -> dict:
     for sampling in samplings:
         if sampling is not None:
             model.set_sampling(sampling)
-        by_age = accuracy_by_age(model, test)
+        predicted = predictions(model, test)
+        by_age = accuracy_by_age(model, test, predicted=predicted)
         acc = sum(v["acc"] * v["n"] for v in by_age.values()) / sum(v["n"] for v in by_age.values())
         row = {"task": job["task"], "T": job["T"], "K": job["K"], "model": job["model"] + ("" if sampling is None else f"@{sampling}"),
                "seed": job["seed"], "steps": res["steps_done"], **job["sizes"], "test_acc": round(acc, 4),
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1),
                "trained_on": _run_reuse.trained_on(out)}
+        if job["task"] == "assoc":   # answers that are the value of some fact of the example
+            present = torch.from_numpy(values_present(test.tokens.numpy()))
+            row["pred_present"] = round(float((present.gather(1, predicted[:, None]) > 0).float().mean()), 4)
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         if cfg.model.effective_retention == "learned":   # the evaluated table: RF(t, T) at hand-off t = 1 .. T-1
             rf = model.rf_table[job["T"] - 1, :job["T"] - 1].tolist()
             row.update({f"rf_{t}": round(v, 4) for t, v in enumerate(rf, 1)})
         rows.append(row)
     return {"rows": rows}
+
+
+def report(rows: list[dict]) -> str:
+    """The accuracy table; for assoc, with what a memory of the values present without their
+    keys scores on each setting's test split, and the share of answers that are such a value."""
+    text = table(rows, known_models())
+    settings = sorted({(r["T"], r["K"]) for r in rows if r["task"] == "assoc"})
+    if not settings:
+        return text
+    from rmaat_model.data import assoc
+
+    ceilings = []
+    for T, K in settings:
+        tokens = assoc.generate(assoc.SPLIT_SIZES["test"], T * SEGMENT_LEN, SEGMENT_LEN, K, assoc.SPLIT_SEEDS["test"])[0]
+        blind = assoc.key_blind_accuracy(tokens)
+        ceilings.append(f"T={T}, K={K}: {100 * blind['best']:.1f} % (any value present: {100 * blind['uniform']:.1f} %)")
+    text += ("\nKey-blind ceiling (a memory of the facts' values without their keys, answering the most "
+             "frequent; test split): " + "; ".join(ceilings) + ". Above it a model binds keys to values.\n")
+    if any("pred_present" in r for r in rows):
+        text += ("\nAnswers that are the value of one of the example's facts, % (a key-blind memory: 100; "
+                 "no memory: about the share of the 8 values present):\n\n" + table(rows, known_models(), "pred_present"))
+    return text
 
 
 def setting_name(task: str, T: int, K: int, steps: int, sizes: Sizes = DEFAULT_SIZES) -> str:
@@ -433,7 +464,7 @@ def main(argv=None) -> int:
     if args.replot:
         rows = read_results(out / "results.csv")
         plot(out / "forgetting.png", rows)
-        print(table(rows, known_models()))
+        print(report(rows))
         if pairs:
             print(compare(rows, pairs))
         return 0
@@ -465,19 +496,19 @@ def main(argv=None) -> int:
             print(f"  [{i}/{len(jobs)}] T={r['T']} K={r['K']} {r['model']} seed {r['seed']}: "
                   f"test {100 * r['test_acc']:.1f} %", flush=True)
     write_results(out / "results.csv", rows, SIZE_FIELDS)
-    report = table(rows, known_models())
+    text = report(rows)
     header = (f"{args.task} test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each, "
               f"{sizes}; "
               f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
               f"wall {time.perf_counter() - t0:.0f} s\n\n")
     if pairs:
-        report += "\n" + compare(rows, pairs)
+        text += "\n" + compare(rows, pairs)
     tmp = out / "table.md.tmp"
-    tmp.write_text(header + report)
+    tmp.write_text(header + text)
     os.replace(tmp, out / "table.md")
     plot(out / "forgetting.png", rows)
     print()
-    print(header + report)
+    print(header + text)
     print(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'forgetting.png'}")
     return 0
 

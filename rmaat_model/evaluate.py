@@ -135,21 +135,31 @@ def plot_learning_curves(runs_by_label: dict[str, str | Path], column: str = "va
     return ax
 
 
-def accuracy_by_age(model, dataset, *, batch_size: int = 256) -> dict[int, dict[str, float]]:
+def predictions(model, dataset, *, batch_size: int = 256) -> torch.Tensor:
+    """(n,) the class ``model`` predicts for every example of ``dataset`` (evaluation mode, no
+    graph; the model's training mode is restored)."""
+    was_training = model.training
+    model.eval()
+    out = torch.empty(len(dataset), dtype=torch.int64)
+    with torch.inference_mode():
+        for start in range(0, len(dataset), batch_size):
+            out[start:start + batch_size] = model(dataset.tokens[start:start + batch_size]).argmax(-1)
+    model.train(was_training)
+    return out
+
+
+def accuracy_by_age(model, dataset, *, batch_size: int = 256,
+                    predicted: torch.Tensor | None = None) -> dict[int, dict[str, float]]:
     """Accuracy of ``model`` on a dataset whose examples carry an ``ages`` tensor (``assoc``):
     ``{age: {"acc": ..., "n": ...}}``, ages in segments between the fact and the query — the
-    model's forgetting curve."""
+    model's forgetting curve. ``predicted``: the model's ``predictions`` on ``dataset``, when
+    already at hand."""
     ages = getattr(dataset, "ages", None)
     if ages is None:
         raise DataError("accuracy by age needs a dataset with ages (task 'assoc')")
-    was_training = model.training
-    model.eval()
-    correct = torch.zeros(len(dataset), dtype=torch.bool)
-    with torch.inference_mode():
-        for start in range(0, len(dataset), batch_size):
-            x = dataset.tokens[start:start + batch_size]
-            correct[start:start + batch_size] = model(x).argmax(-1) == dataset.labels[start:start + batch_size]
-    model.train(was_training)
+    if predicted is None:
+        predicted = predictions(model, dataset, batch_size=batch_size)
+    correct = predicted == dataset.labels
     out = {}
     for age in sorted(set(ages.tolist())):
         sel = ages == age

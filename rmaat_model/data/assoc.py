@@ -116,6 +116,34 @@ def answer_from_tokens(tokens: np.ndarray) -> int:
     return int(hits[0] % N_VALUES)
 
 
+def values_present(tokens: np.ndarray) -> np.ndarray:
+    """(n, N_VALUES) int: how many of each example's facts carry each value (its keys ignored)."""
+    tokens = np.asarray(tokens)
+    is_fact = (tokens >= FACT_OFFSET) & (tokens < DISTRACTOR_OFFSET)
+    rows = np.nonzero(is_fact)[0]
+    value = (tokens[is_fact] - FACT_OFFSET) % N_VALUES
+    counts = np.zeros((tokens.shape[0], N_VALUES), dtype=np.int64)
+    np.add.at(counts, (rows, value), 1)
+    return counts
+
+
+def key_blind_accuracy(tokens: np.ndarray) -> dict[str, float]:
+    """What a memory of the facts' values without their keys can score on these examples.
+
+    The queried fact is one of the K uniformly, so given the values present (with their
+    multiplicities) a value v is the answer with probability count(v) / K; the best such a
+    memory can do is to answer the most frequent value, scoring max count / K per example
+    (``"best"``), and one that answers any value present, uniformly, scores 1 / (distinct values)
+    (``"uniform"``). Above ``"best"`` a model must know which key holds which value. Means over
+    the examples. (K = 4 over 8 values: 0.412 and 0.316 in expectation; K = 1: 1 and 1.)"""
+    counts = values_present(tokens)
+    k = counts.sum(axis=1)
+    if np.any(k == 0):
+        raise ValueError("not assoc examples: every example needs at least one fact")
+    return {"best": float(np.mean(counts.max(axis=1) / k)),
+            "uniform": float(np.mean(1.0 / (counts > 0).sum(axis=1)))}
+
+
 def task_spec(max_len: int):
     from rmaat_model.data.base import PAD_ID, TaskSpec
 

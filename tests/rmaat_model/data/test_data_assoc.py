@@ -33,6 +33,35 @@ def test_labels_are_recoverable_from_the_tokens_and_ages_cover_every_segment(T, 
     assert np.bincount(labels, minlength=assoc.N_VALUES).min() > 0.7 * 3000 / assoc.N_VALUES
 
 
+def test_key_blind_accuracy_is_the_best_a_memory_of_the_values_alone_scores():
+    """The ceiling of a memory that holds the facts' values but not their keys: the exact
+    expectation over every draw of four values from eight (enumerated), met by the generated
+    examples; answering the most frequent value present does score it on the labels, and
+    knowing the value of the queried fact (K = 1) scores 1."""
+    import itertools
+    from collections import Counter
+
+    draws = [Counter(v) for v in itertools.product(range(assoc.N_VALUES), repeat=4)]
+    best = np.mean([max(c.values()) / 4 for c in draws])                 # 0.4121
+    uniform = np.mean([1 / len(c) for c in draws])                      # 0.3164
+    tokens, labels, _ = assoc.generate(20000, 8 * 16, 16, 4, seed=9)
+    counts = assoc.values_present(tokens)
+    assert (counts.sum(axis=1) == 4).all()
+    assert all(counts[i, labels[i]] >= 1 for i in range(len(labels)))   # the answer is among them
+    got = assoc.key_blind_accuracy(tokens)
+    se = 0.5 / np.sqrt(len(labels))
+    assert abs(got["best"] - best) < 4 * se and abs(got["uniform"] - uniform) < 4 * se
+    assert round(best, 4) == 0.4121 and round(uniform, 4) == 0.3164
+    # the strategy itself, scored on the labels (ties split evenly: each tied value's share)
+    top = counts == counts.max(axis=1, keepdims=True)
+    scored = np.mean(top[np.arange(len(labels)), labels] / top.sum(axis=1))
+    assert abs(scored - got["best"]) < 4 * se
+    one, _, _ = assoc.generate(500, 4 * 16, 16, 1, seed=9)
+    assert assoc.key_blind_accuracy(one) == {"best": 1.0, "uniform": 1.0}
+    with pytest.raises(ValueError, match="at least one fact"):
+        assoc.key_blind_accuracy(np.full((2, 32), assoc.DISTRACTOR_OFFSET))
+
+
 def test_splits_are_seeded_and_distinct():
     a = assoc.load_split(None, "train", 64, segment_len=16, pairs=4)[1]
     b = assoc.load_split(None, "train", 64, segment_len=16, pairs=4)[1]
