@@ -15,11 +15,11 @@ from pathlib import Path
 def write_results(path: Path, rows: list[dict], size_columns) -> None:
     """results.csv, atomically: one row per run, the sizes' columns (``size_columns``, in order)
     after the setting, then the accuracies, the share of predictions among the values present
-    (assoc), the accuracy at every age and a learned table's RF at every hand-off."""
+    and their key-blind score (assoc), the accuracy at every age and a learned table's RF at every hand-off."""
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
     handoffs = sorted({int(k[3:]) for r in rows for k in r if k.startswith("rf_")})
     cols = ["task", "T", "K", "model", "seed", "steps", *size_columns, "test_acc",
-            "best_val_acc", "pred_present", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
+            "best_val_acc", "pred_present", "blind_acc", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")

@@ -38,11 +38,16 @@ evaluated with the other sampling set (uniform <-> recent) at test time, without
 
 Writes, under --out: ``results.csv`` (one row per run: setting, model, seed, test accuracy,
 on assoc ``pred_present``, the share of answers that are the value of one of the example's
-facts, accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, ``rf_t``, of the
+facts, and ``blind_acc``, what the same answers would score if they ignored the queried key: the
+mean over examples of (facts with the answered value) / K
+(``rmaat_model.data.assoc.key_blind_score``), which the accuracy equals in expectation when an
+answer depends on the example's values but not on the queried key, and exceeds only where the
+answers use the key; accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, ``rf_t``, of the
 checkpoint evaluated: the best on validation, as every accuracy of the row), ``table.md`` (mean ± sd per setting and model;
 on assoc also the key-blind ceiling of each setting, what a memory of the values present without
 their keys scores, ``rmaat_model.data.assoc.key_blind_accuracy``: 41.1 % at K = 4 and T = 16, so
-an accuracy above it needs keys bound to values, and the table of ``pred_present``), ``forgetting.png``
+an accuracy above it needs keys bound to values, and the tables of ``pred_present`` and of the
+binding, ``test_acc - blind_acc``), ``forgetting.png``
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none), but
@@ -198,7 +203,7 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from astro_rmaat import runs
     from rmaat_model.checkpoint import load_weights
-    from rmaat_model.data.assoc import values_present
+    from rmaat_model.data.assoc import key_blind_score
     from rmaat_model.evaluate import accuracy_by_age, predictions
     from rmaat_model.train import RESULTS_FILE, train
     from rmaat_model.train_config import load_data
@@ -233,9 +238,10 @@ def run_one(job: dict) -> dict:
                "seed": job["seed"], "steps": res["steps_done"], **job["sizes"], "test_acc": round(acc, 4),
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1),
                "trained_on": _run_reuse.trained_on(out)}
-        if job["task"] == "assoc":   # answers that are the value of some fact of the example
-            present = torch.from_numpy(values_present(test.tokens.numpy()))
-            row["pred_present"] = round(float((present.gather(1, predicted[:, None]) > 0).float().mean()), 4)
+        if job["task"] == "assoc":   # the answers against the values present (module doc)
+            blind = key_blind_score(test.tokens.numpy(), predicted.numpy())
+            row["pred_present"] = round(float((blind > 0).mean()), 4)
+            row["blind_acc"] = round(float(blind.mean()), 4)
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         if cfg.model.effective_retention == "learned":   # the evaluated table: RF(t, T) at hand-off t = 1 .. T-1
             rf = model.rf_table[job["T"] - 1, :job["T"] - 1].tolist()
@@ -263,6 +269,11 @@ def report(rows: list[dict]) -> str:
     if any("pred_present" in r for r in rows):
         text += ("\nAnswers that are the value of one of the example's facts, % (a key-blind memory: 100; "
                  "no memory: about the share of the 8 values present):\n\n" + table(rows, known_models(), "pred_present"))
+    gains = [dict(r, binding=r["test_acc"] - r["blind_acc"]) for r in rows if "blind_acc" in r]
+    if gains:
+        text += ("\nBinding: test accuracy minus what the same answers score when the queried key is ignored "
+                 "(blind_acc), points (0 ± about 1 for answers that ignore the key):\n\n"
+                 + table(gains, known_models(), "binding"))
     return text
 
 

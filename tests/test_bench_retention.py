@@ -343,7 +343,7 @@ def test_the_benchmark_stamps_its_runs_and_stops_retrains_or_reuses_stale_ones(b
     header = (tmp_path / "results.csv").read_text().splitlines()[0].split(",")
     assert "trained_on" in header
     row, = bench.read_results(tmp_path / "results.csv")
-    assert row["pred_present"] == row["test_acc"]       # one fact: its value is the answer
+    assert row["pred_present"] == row["blind_acc"] == row["test_acc"]   # one fact: its value is the answer
     assert "T=3, K=1: 100.0 % (any value present: 100.0 %)" in (tmp_path / "table.md").read_text()
     assert bench.main(argv[-2:] + ["--task", "assoc", "--replot"]) == 0
     first = (tmp_path / "results.csv").read_text()
@@ -364,14 +364,18 @@ def test_the_benchmark_stamps_its_runs_and_stops_retrains_or_reuses_stale_ones(b
 
 def test_the_report_states_the_key_blind_ceiling_of_each_assoc_setting(bench):
     """Below the accuracy table: what the values present without their keys score on each
-    setting's test split (41.1 % at T = 16, K = 4; 100 % with one fact), and the share of
-    answers among the values present where the rows carry it; recall rows get neither."""
+    setting's test split (41.1 % at T = 16, K = 4; 100 % with one fact), the share of answers
+    among the values present and the accuracy above the answers' key-blind score, where the rows
+    carry them; recall rows get none of it."""
     rows = _rows(16, 4, "ltp", [0.3, 0.35]) + _rows(8, 1, "ltp", [0.9])
     text = bench.report(rows)
     assert "T=8, K=1: 100.0 % (any value present: 100.0 %); T=16, K=4: 41.1 % (any value present: 31.5 %)" in text
     assert "Answers that are the value" not in text
     rows[0]["pred_present"], rows[1]["pred_present"] = 0.98, 1.0
     assert "| ltp | 99.0 ± 1.4 (n=2) |" in bench.report(rows).split("Answers that are the value")[1]
+    assert "Binding:" not in bench.report(rows)
+    rows[0]["blind_acc"], rows[1]["blind_acc"] = 0.3, 0.33                # test 0.30 and 0.35
+    assert "| ltp | 1.0 ± 1.4 (n=2) |" in bench.report(rows).split("Binding:")[1]
     recall = [dict(r, task="recall") for r in _rows(16, 1, "ltp", [0.5])]
     assert bench.report(recall) == bench.table(recall, bench.known_models())
 

@@ -127,6 +127,17 @@ def values_present(tokens: np.ndarray) -> np.ndarray:
     return counts
 
 
+def key_blind_score(tokens: np.ndarray, answers: np.ndarray) -> np.ndarray:
+    """(n,) what each answer scores when the queried key is ignored: the share of the example's
+    facts that carry the answered value. The queried fact is one of the K uniformly, so an
+    answer that depends on the example's values but not on the key is right with exactly this
+    probability: a model's accuracy exceeds the mean of its answers' scores, beyond sampling
+    error, only if its answers use the key."""
+    counts = values_present(tokens)
+    answers = np.asarray(answers)
+    return counts[np.arange(len(answers)), answers] / counts.sum(axis=1)
+
+
 def key_blind_accuracy(tokens: np.ndarray) -> dict[str, float]:
     """What a memory of the facts' values without their keys can score on these examples.
 

@@ -37,7 +37,8 @@ def test_key_blind_accuracy_is_the_best_a_memory_of_the_values_alone_scores():
     """The ceiling of a memory that holds the facts' values but not their keys: the exact
     expectation over every draw of four values from eight (enumerated), met by the generated
     examples; answering the most frequent value present does score it on the labels, and
-    knowing the value of the queried fact (K = 1) scores 1."""
+    knowing the value of the queried fact (K = 1) scores 1. key_blind_score predicts the
+    accuracy of answers that ignore the queried key, and falls short of answers that read it."""
     import itertools
     from collections import Counter
 
@@ -56,6 +57,16 @@ def test_key_blind_accuracy_is_the_best_a_memory_of_the_values_alone_scores():
     top = counts == counts.max(axis=1, keepdims=True)
     scored = np.mean(top[np.arange(len(labels)), labels] / top.sum(axis=1))
     assert abs(scored - got["best"]) < 4 * se
+    # an answer that ignores the queried key scores, on average, what key_blind_score says;
+    # one that reads it scores more: here the answers themselves (the labels)
+    rng = np.random.default_rng(3)
+    guess = np.array([rng.choice(np.flatnonzero(c)) for c in counts])      # any value present
+    for answers in (guess, np.argmax(counts, axis=1)):
+        score = assoc.key_blind_score(tokens, answers)
+        assert abs(np.mean(answers == labels) - score.mean()) < 4 * se
+    assert abs(assoc.key_blind_score(tokens, guess).mean() - got["uniform"]) < 4 * se
+    truth = assoc.key_blind_score(tokens, labels)
+    assert np.mean(labels == labels) - truth.mean() > 0.5               # the key's worth: 1 - E[count / 4]
     one, _, _ = assoc.generate(500, 4 * 16, 16, 1, seed=9)
     assert assoc.key_blind_accuracy(one) == {"best": 1.0, "uniform": 1.0}
     with pytest.raises(ValueError, match="at least one fact"):
