@@ -252,7 +252,8 @@ def run_one(job: dict) -> dict:
 
 def report(rows: list[dict]) -> str:
     """The accuracy table; for assoc, with what a memory of the values present without their
-    keys scores on each setting's test split, and the share of answers that are such a value."""
+    keys scores on each setting's test split, and, for the rows that carry them, the share of
+    answers that are such a value and the accuracy above the answers' key-blind score."""
     text = table(rows, known_models())
     settings = sorted({(r["T"], r["K"]) for r in rows if r["task"] == "assoc"})
     if not settings:
