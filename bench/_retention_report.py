@@ -69,14 +69,17 @@ def table(rows: list[dict], order: list[str], column: str = "test_acc") -> str:
     return "\n".join(lines) + "\n"
 
 
-def compare(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
+def compare(rows: list[dict], pairs: list[tuple[str, str]], column: str = "test_acc") -> str:
     """Per setting holding both models of a pair: medians, means and a two-sided Mann-Whitney U
-    test of the runs' test accuracies (exact or tie-corrected: bench/retention_curve.py's doc)."""
+    test of the runs' ``column`` (test accuracy by default; a fraction, printed in %, or in
+    points for any other column), exact or tie-corrected: bench/retention_curve.py's doc."""
     from scipy.stats import mannwhitneyu
 
     groups: dict[tuple, list[float]] = {}
     for r in rows:
-        groups.setdefault((r["T"], r["K"], r["model"]), []).append(r["test_acc"])
+        if column in r:
+            groups.setdefault((r["T"], r["K"], r["model"]), []).append(r[column])
+    what, unit = ("", " %") if column == "test_acc" else (f" ({column})", " points")
     lines = []
     for T, K in sorted({(r["T"], r["K"]) for r in rows}):
         for a, b in pairs:
@@ -84,14 +87,14 @@ def compare(rows: list[dict], pairs: list[tuple[str, str]]) -> str:
             if not x or not y:
                 continue
             if len(x) < 2 or len(y) < 2:
-                lines.append(f"T={T}, K={K}: {a} vs {b}: n = {len(x)}, {len(y)}; a test needs 2 seeds a side")
+                lines.append(f"T={T}, K={K}: {a} vs {b}{what}: n = {len(x)}, {len(y)}; a test needs 2 seeds a side")
                 continue
             exact = len(set(x) | set(y)) == len(x) + len(y)       # no ties
             res = mannwhitneyu(x, y, alternative="two-sided", method="exact" if exact else "asymptotic")
             lines.append(
-                f"T={T}, K={K}: {a} vs {b}: median {100 * statistics.median(x):.1f} vs "
-                f"{100 * statistics.median(y):.1f} %, mean {100 * statistics.fmean(x):.1f} vs "
-                f"{100 * statistics.fmean(y):.1f} %; Mann-Whitney U = {res.statistic:g}, two-sided "
+                f"T={T}, K={K}: {a} vs {b}{what}: median {100 * statistics.median(x):.1f} vs "
+                f"{100 * statistics.median(y):.1f}{unit}, mean {100 * statistics.fmean(x):.1f} vs "
+                f"{100 * statistics.fmean(y):.1f}{unit}; Mann-Whitney U = {res.statistic:g}, two-sided "
                 f"p = {res.pvalue:.3g} ({'exact' if exact else 'normal approximation'}; n = {len(x)}, {len(y)})")
     return "\n".join(lines) + ("\n" if lines else "")
 

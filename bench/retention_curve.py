@@ -72,7 +72,8 @@ the runs are reused as any other (the same stale checks), so the files cover bot
 row per run.
 
 ``--compare a:b,...`` adds, for every setting that holds both models, the two models' medians
-and means over seeds and a two-sided Mann-Whitney U test of their test accuracies (rank-based:
+and means over seeds and a two-sided Mann-Whitney U test of their test accuracies, and on assoc a
+second line testing their binding (test_acc - blind_acc, in points) the same way (rank-based:
 seeds spread widely and pile up at chance, so a t-test's normal model does not fit): the exact
 distribution of U where no two accuracies tie, the normal approximation with tie correction
 where some do (runs stuck at chance often give the same accuracy); the line says which.
@@ -250,6 +251,17 @@ def run_one(job: dict) -> dict:
     return {"rows": rows}
 
 
+def with_binding(rows: list[dict]) -> list[dict]:
+    """The rows that carry ``blind_acc`` (assoc), each with ``binding`` = test_acc - blind_acc
+    (to the 4 decimals both are stored with, so equal bindings tie in the rank test)."""
+    return [dict(r, binding=round(r["test_acc"] - r["blind_acc"], 4)) for r in rows if "blind_acc" in r]
+
+
+def comparisons(rows: list[dict], pairs) -> str:
+    """``--compare``: the rank test of the test accuracies, and of the binding where rows carry it."""
+    return compare(rows, pairs) + compare(with_binding(rows), pairs, "binding")
+
+
 def report(rows: list[dict]) -> str:
     """The accuracy table; for assoc, with what a memory of the values present without their
     keys scores on each setting's test split, and, for the rows that carry them, the share of
@@ -270,7 +282,7 @@ def report(rows: list[dict]) -> str:
     if any("pred_present" in r for r in rows):
         text += ("\nAnswers that are the value of one of the example's facts, % (a key-blind memory: 100; "
                  "no memory: about the share of the 8 values present):\n\n" + table(rows, known_models(), "pred_present"))
-    gains = [dict(r, binding=r["test_acc"] - r["blind_acc"]) for r in rows if "blind_acc" in r]
+    gains = with_binding(rows)
     if gains:
         text += ("\nBinding: test accuracy minus what the same answers score when the queried key is ignored "
                  "(blind_acc), points (0 ± about 1 for answers that ignore the key):\n\n"
@@ -478,7 +490,7 @@ def main(argv=None) -> int:
         plot(out / "forgetting.png", rows)
         print(report(rows))
         if pairs:
-            print(compare(rows, pairs))
+            print(comparisons(rows, pairs))
         return 0
     jobs = jobs_for(grid, models, steps, out, *seeds, task=args.task, sizes=args.sizes)
     named = {job["dir"] for job in jobs}
@@ -514,7 +526,7 @@ def main(argv=None) -> int:
               f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "
               f"wall {time.perf_counter() - t0:.0f} s\n\n")
     if pairs:
-        text += "\n" + compare(rows, pairs)
+        text += "\n" + comparisons(rows, pairs)
     tmp = out / "table.md.tmp"
     tmp.write_text(header + text)
     os.replace(tmp, out / "table.md")

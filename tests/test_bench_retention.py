@@ -65,6 +65,20 @@ def test_compare_skips_missing_models_and_single_runs(bench):
     assert "a test needs 2 seeds a side" in bench.compare(rows, [("ltp", "flat")])
 
 
+def test_compare_also_tests_the_binding_where_the_rows_carry_it(bench):
+    """--compare on assoc rows with blind_acc: a second line per pair tests accuracy minus
+    blind_acc, in points; there the order can be the reverse of the accuracies'."""
+    ltp, flat = _rows(8, 4, "ltp", [0.285, 0.334, 0.237]), _rows(8, 4, "flat", [0.184, 0.364, 0.352])
+    for r, blind in zip(ltp + flat, [0.181, 0.213, 0.229, 0.181, 0.359, 0.348]):
+        r["blind_acc"] = blind
+    out = bench.comparisons(ltp + flat, [("ltp", "flat")]).strip().splitlines()
+    assert len(out) == 2 and "(binding)" not in out[0] and "p = 0.7 (exact; n = 3, 3)" in out[0]
+    assert out[1].startswith("T=8, K=4: ltp vs flat (binding): median 10.4 vs 0.4 points, mean 7.8 vs 0.4 points")
+    assert "U = 9, two-sided p = 0.1 (exact; n = 3, 3)" in out[1]
+    assert bench.comparisons(_rows(8, 4, "ltp", [0.2, 0.3]) + _rows(8, 4, "flat", [0.4, 0.5]),
+                             [("ltp", "flat")]).count("\n") == 1      # no blind_acc: one line
+
+
 def test_runs_of_another_depth_or_budget_are_never_reused(bench, tmp_path):
     """A finished run is reused by its folder: the folder names the steps, and the blocks when
     they are not the default one (so the one-block runs stored before --layers stay reusable)."""
