@@ -21,31 +21,21 @@ import time
 POLL_S = 0.5
 
 
-def _parent_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:   # exists, owned by another user
-        return True
-    return True
-
-
 def exit_with_parent(parent: int) -> None:
     """Pool initializer (``initargs=(os.getpid(),)``): end this process when ``parent``, the
-    process that started the pool, is gone.
+    process that started the pool, is gone. The pool must start its workers as that process's
+    children (the ``fork`` or ``spawn`` start method; not ``forkserver``).
 
     A daemon thread watches this process's parent pid, which the kernel changes (to init or a
     subreaper) the moment the parent exits, zombie or not, and then ends the process with exit
     status 1 (``os._exit``: no cleanup handlers; files written through ``astro_rmaat.runs`` are
     replaced atomically, and the OS drops the run directory's lock). A parent that died before
-    this ran is caught at once: ``parent`` no longer exists, or is no longer our parent."""
-    ppid = os.getppid()
-    if ppid != parent and not _parent_alive(parent):
+    this ran is caught at once: this process's parent is no longer ``parent``."""
+    if os.getppid() != parent:
         os._exit(1)
 
     def watch() -> None:
-        while os.getppid() == ppid:
+        while os.getppid() == parent:
             time.sleep(POLL_S)
         os._exit(1)
 

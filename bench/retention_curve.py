@@ -204,7 +204,6 @@ def run_one(job: dict) -> dict:
     torch.set_num_threads(1)
     from astro_rmaat import runs
     from rmaat_model.checkpoint import load_weights
-    from rmaat_model.data.assoc import key_blind_score
     from rmaat_model.evaluate import accuracy_by_age, predictions
     from rmaat_model.train import RESULTS_FILE, train
     from rmaat_model.train_config import load_data
@@ -240,15 +239,22 @@ def run_one(job: dict) -> dict:
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1),
                "trained_on": _run_reuse.trained_on(out)}
         if job["task"] == "assoc":   # the answers against the values present (module doc)
-            blind = key_blind_score(test.tokens.numpy(), predicted.numpy())
-            row["pred_present"] = round(float((blind > 0).mean()), 4)
-            row["blind_acc"] = round(float(blind.mean()), 4)
+            row.update(answer_columns(test.tokens.numpy(), predicted.numpy()))
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         if cfg.model.effective_retention == "learned":   # the evaluated table: RF(t, T) at hand-off t = 1 .. T-1
             rf = model.rf_table[job["T"] - 1, :job["T"] - 1].tolist()
             row.update({f"rf_{t}": round(v, 4) for t, v in enumerate(rf, 1)})
         rows.append(row)
     return {"rows": rows}
+
+
+def answer_columns(tokens, answers) -> dict:
+    """assoc: ``pred_present`` (the share of answers that are the value of one of the example's
+    facts) and ``blind_acc`` (their mean key-blind score) of a run's answers on ``tokens``."""
+    from rmaat_model.data.assoc import key_blind_score
+
+    blind = key_blind_score(tokens, answers)
+    return {"pred_present": round(float((blind > 0).mean()), 4), "blind_acc": round(float(blind.mean()), 4)}
 
 
 def with_binding(rows: list[dict]) -> list[dict]:

@@ -376,6 +376,25 @@ def test_the_benchmark_stamps_its_runs_and_stops_retrains_or_reuses_stale_ones(b
     assert reuse.read_stamp(run) == code and reuse.why_stale(run, to_dict(bench.job_config(job)), code) is None
 
 
+def test_the_answer_columns_of_known_answers(bench):
+    """pred_present and blind_acc on four facts: the true answers are all among the values
+    present, and worth the mean share of their value without the key; an answer that is no
+    fact's value scores 0 on both; the most frequent value present scores the ceiling."""
+    import numpy as np
+    from rmaat_model.data import assoc
+
+    tokens, labels, _ = assoc.generate(2000, 4 * 16, 16, 4, seed=4)
+    counts = assoc.values_present(tokens)
+    truth = bench.answer_columns(tokens, labels)
+    assert truth["pred_present"] == 1.0
+    assert truth["blind_acc"] == round(float(np.mean(counts[np.arange(2000), labels] / 4)), 4) < 0.6
+    absent = np.argmin(counts, axis=1)                      # four facts, eight values: one is absent
+    assert (counts[np.arange(2000), absent] == 0).all()
+    assert bench.answer_columns(tokens, absent) == {"pred_present": 0.0, "blind_acc": 0.0}
+    top = bench.answer_columns(tokens, np.argmax(counts, axis=1))
+    assert top == {"pred_present": 1.0, "blind_acc": round(assoc.key_blind_accuracy(tokens)["best"], 4)}
+
+
 def test_the_report_states_the_key_blind_ceiling_of_each_assoc_setting(bench):
     """Below the accuracy table: what the values present without their keys score on each
     setting's test split (41.1 % at T = 16, K = 4; 100 % with one fact), the share of answers

@@ -7,7 +7,8 @@ without replacement, so a fact is equally likely in any of those segments. A fac
 names its key and its value (id ``FACT_OFFSET + key * N_VALUES + value``), so what is measured
 is how long the memory keeps a fact, not how a block binds two neighbouring tokens (a
 two-token key, value layout left every model of the benchmark's size at the plateau of
-guessing among the values present, ~1/K + ..., within a CPU budget). Keys are distinct within an
+guessing among the values present, 31.6 to 41.2 % at K = 4, ``key_blind_accuracy``, within a
+CPU budget). Keys are distinct within an
 example; values may repeat. The last segment holds distractors and, as its last two tokens,
 the query marker and a *key token* naming one of the K keys; the label is that key's value.
 Every other position holds a distractor token from a separate alphabet.
