@@ -117,7 +117,8 @@ def watched_teardown(env):
 T.D.wrap, T.D.teardown = watched_wrap, watched_teardown
 cfg = from_dict(TrainConfig, json.loads(open(sys.argv[1]).read()))
 T.train(cfg, sys.argv[2], progress=False)
-print("probe", os.environ["RANK"], json.dumps(report), flush=True)
+with open(os.path.join(sys.argv[3], "probe" + os.environ["RANK"] + ".json"), "w") as fh:   # a file per rank:
+    json.dump(report, fh)                                                                     # their stdouts interleave
 """
 
 
@@ -133,10 +134,9 @@ def test_the_process_group_is_destroyed_after_the_model_that_uses_it(tmp_path, r
         env.pop(key, None)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(probe), str(cfg_file), str(tmp_path / "run")],
+         str(probe), str(cfg_file), str(tmp_path / "run"), str(tmp_path)],
         env=env, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    reports = sorted(line.split(" ", 2)[1:] for line in proc.stdout.splitlines() if line.startswith("probe "))
-    assert [rank for rank, _ in reports] == ["0", "1"], proc.stdout[-3000:]
-    for _, report in reports:
-        assert json.loads(report) == {"wrappers_alive": 0, "wrappers": 1}
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"probe{rank}.json").read_text())
+        assert report == {"wrappers_alive": 0, "wrappers": 1}, (rank, report)
