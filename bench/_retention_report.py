@@ -1,6 +1,7 @@
 """The forgetting-curve benchmark's report pieces (``bench/retention_curve.py``): results.csv
-written and read back, the table of mean ± sd per setting and model, the rank test between two
-models' runs and the figure of accuracy by age beside the astrocyte's LTP curve. All of them
+written and read back, the tables of mean ± sd per setting and model (with assoc's key-blind
+ceiling and binding), the rank tests between two models' runs and the figure of accuracy by age
+beside the astrocyte's LTP curve. All of them
 work on the results rows the benchmark gathers (one dict per run); none trains anything.
 """
 
@@ -97,6 +98,46 @@ def compare(rows: list[dict], pairs: list[tuple[str, str]], column: str = "test_
                 f"{100 * statistics.fmean(y):.1f}{unit}; Mann-Whitney U = {res.statistic:g}, two-sided "
                 f"p = {res.pvalue:.3g} ({'exact' if exact else 'normal approximation'}; n = {len(x)}, {len(y)})")
     return "\n".join(lines) + ("\n" if lines else "")
+
+
+def with_binding(rows: list[dict]) -> list[dict]:
+    """The rows that carry ``blind_acc`` (assoc), each with ``binding`` = test_acc - blind_acc
+    (to the 4 decimals both are stored with, so equal bindings tie in the rank test)."""
+    return [dict(r, binding=round(r["test_acc"] - r["blind_acc"], 4)) for r in rows if "blind_acc" in r]
+
+
+def comparisons(rows: list[dict], pairs) -> str:
+    """``--compare``: the rank test of the test accuracies, and of the binding where rows carry it."""
+    return compare(rows, pairs) + compare(with_binding(rows), pairs, "binding")
+
+
+def report(rows: list[dict], order: list[str], segment_len: int) -> str:
+    """The accuracy table (models in ``order``); for assoc, with what a memory of the values
+    present without their keys scores on each setting's test split (segments of
+    ``segment_len``), and, for the rows that carry them, the share of answers that are such a
+    value and the accuracy above the answers' key-blind score."""
+    text = table(rows, order)
+    settings = sorted({(r["T"], r["K"]) for r in rows if r["task"] == "assoc"})
+    if not settings:
+        return text
+    from rmaat_model.data import assoc
+
+    ceilings = []
+    for T, K in settings:
+        tokens = assoc.generate(assoc.SPLIT_SIZES["test"], T * segment_len, segment_len, K, assoc.SPLIT_SEEDS["test"])[0]
+        blind = assoc.key_blind_accuracy(tokens)
+        ceilings.append(f"T={T}, K={K}: {100 * blind['best']:.1f} % (any value present: {100 * blind['uniform']:.1f} %)")
+    text += ("\nKey-blind ceiling (a memory of the facts' values without their keys, answering the most "
+             "frequent; test split): " + "; ".join(ceilings) + ". Above it a model binds keys to values.\n")
+    if any("pred_present" in r for r in rows):
+        text += ("\nAnswers that are the value of one of the example's facts, % (a key-blind memory: 100; "
+                 "no memory: about the share of the 8 values present):\n\n" + table(rows, order, "pred_present"))
+    gains = with_binding(rows)
+    if gains:
+        text += ("\nBinding: test accuracy minus what the same answers score when the queried key is ignored "
+                 "(blind_acc), points (0 ± about 1 for answers that ignore the key):\n\n"
+                 + table(gains, order, "binding"))
+    return text
 
 
 def plot(path: Path, rows: list[dict]) -> None:

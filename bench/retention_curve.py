@@ -95,7 +95,7 @@ from pathlib import Path
 from astro_rmaat.cli_args import ArgumentParser
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _retention_report import compare, plot, read_results, table, write_results  # noqa: E402  (results.csv, table, rank test, figure)
+from _retention_report import comparisons, plot, read_results, report, write_results  # noqa: E402  (results.csv, tables, rank tests, figure)
 import _run_reuse  # noqa: E402  (whether a finished run may be reused)
 
 SEGMENT_LEN = 16
@@ -255,45 +255,6 @@ def answer_columns(tokens, answers) -> dict:
 
     blind = key_blind_score(tokens, answers)
     return {"pred_present": round(float((blind > 0).mean()), 4), "blind_acc": round(float(blind.mean()), 4)}
-
-
-def with_binding(rows: list[dict]) -> list[dict]:
-    """The rows that carry ``blind_acc`` (assoc), each with ``binding`` = test_acc - blind_acc
-    (to the 4 decimals both are stored with, so equal bindings tie in the rank test)."""
-    return [dict(r, binding=round(r["test_acc"] - r["blind_acc"], 4)) for r in rows if "blind_acc" in r]
-
-
-def comparisons(rows: list[dict], pairs) -> str:
-    """``--compare``: the rank test of the test accuracies, and of the binding where rows carry it."""
-    return compare(rows, pairs) + compare(with_binding(rows), pairs, "binding")
-
-
-def report(rows: list[dict]) -> str:
-    """The accuracy table; for assoc, with what a memory of the values present without their
-    keys scores on each setting's test split, and, for the rows that carry them, the share of
-    answers that are such a value and the accuracy above the answers' key-blind score."""
-    text = table(rows, known_models())
-    settings = sorted({(r["T"], r["K"]) for r in rows if r["task"] == "assoc"})
-    if not settings:
-        return text
-    from rmaat_model.data import assoc
-
-    ceilings = []
-    for T, K in settings:
-        tokens = assoc.generate(assoc.SPLIT_SIZES["test"], T * SEGMENT_LEN, SEGMENT_LEN, K, assoc.SPLIT_SEEDS["test"])[0]
-        blind = assoc.key_blind_accuracy(tokens)
-        ceilings.append(f"T={T}, K={K}: {100 * blind['best']:.1f} % (any value present: {100 * blind['uniform']:.1f} %)")
-    text += ("\nKey-blind ceiling (a memory of the facts' values without their keys, answering the most "
-             "frequent; test split): " + "; ".join(ceilings) + ". Above it a model binds keys to values.\n")
-    if any("pred_present" in r for r in rows):
-        text += ("\nAnswers that are the value of one of the example's facts, % (a key-blind memory: 100; "
-                 "no memory: about the share of the 8 values present):\n\n" + table(rows, known_models(), "pred_present"))
-    gains = with_binding(rows)
-    if gains:
-        text += ("\nBinding: test accuracy minus what the same answers score when the queried key is ignored "
-                 "(blind_acc), points (0 ± about 1 for answers that ignore the key):\n\n"
-                 + table(gains, known_models(), "binding"))
-    return text
 
 
 def setting_name(task: str, T: int, K: int, steps: int, sizes: Sizes = DEFAULT_SIZES) -> str:
@@ -494,7 +455,7 @@ def main(argv=None) -> int:
     if args.replot:
         rows = read_results(out / "results.csv")
         plot(out / "forgetting.png", rows)
-        print(report(rows))
+        print(report(rows, known_models(), SEGMENT_LEN))
         if pairs:
             print(comparisons(rows, pairs))
         return 0
@@ -526,7 +487,7 @@ def main(argv=None) -> int:
             print(f"  [{i}/{len(jobs)}] T={r['T']} K={r['K']} {r['model']} seed {r['seed']}: "
                   f"test {100 * r['test_acc']:.1f} %", flush=True)
     write_results(out / "results.csv", rows, SIZE_FIELDS)
-    text = report(rows)
+    text = report(rows, known_models(), SEGMENT_LEN)
     header = (f"{args.task} test accuracy, % (mean ± sd over seeds; chance 12.5 %); {steps} steps each, "
               f"{sizes}; "
               f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}; "

@@ -26,19 +26,25 @@ def bench():
         sys.modules.pop(spec.name, None)
 
 
+@pytest.fixture(scope="module")
+def pieces(bench):
+    """bench/_retention_report.py, the report pieces the benchmark imports."""
+    return sys.modules["_retention_report"]
+
+
 def _rows(T, K, model, accs):
     return [{"task": "assoc", "T": T, "K": K, "model": model, "seed": s, "test_acc": a}
             for s, a in enumerate(accs)]
 
 
-def test_compare_exact_p_of_separated_samples(bench):
+def test_compare_exact_p_of_separated_samples(bench, pieces):
     """Two samples with every value of one above every value of the other: U takes its extreme,
     and the exact two-sided p is 2 / C(n1 + n2, n1) (one arrangement of ranks at each end)."""
     rows = (_rows(8, 1, "none-pre", [0.60, 0.70, 0.80, 0.90, 0.95])
             + _rows(8, 1, "ltp", [0.13, 0.20, 0.25, 0.30])
             # another setting, where the order is reversed: it must not enter T=8, K=1's test
             + _rows(4, 1, "none-pre", [0.11, 0.12]) + _rows(4, 1, "ltp", [0.91, 0.92]))
-    out = bench.compare(rows, [("none-pre", "ltp")])
+    out = pieces.compare(rows, [("none-pre", "ltp")])
     lines = out.strip().splitlines()
     assert len(lines) == 2
     line = next(x for x in lines if x.startswith("T=8, K=1"))
@@ -50,32 +56,32 @@ def test_compare_exact_p_of_separated_samples(bench):
     assert "U = 0" in other and float(other.split("p = ")[1].split()[0]) == pytest.approx(2 / math.comb(4, 2), rel=4e-3)
 
 
-def test_compare_ties_use_the_normal_approximation(bench):
+def test_compare_ties_use_the_normal_approximation(bench, pieces):
     """Runs stuck at chance tie; the exact U distribution assumes none, so the line says it used
     the tie-corrected normal approximation. Identical samples give p = 1."""
     same = [0.129, 0.129, 0.3, 0.5]
-    out = bench.compare(_rows(8, 1, "ltp", same) + _rows(8, 1, "flat", same), [("ltp", "flat")])
+    out = pieces.compare(_rows(8, 1, "ltp", same) + _rows(8, 1, "flat", same), [("ltp", "flat")])
     assert "normal approximation" in out
     assert float(out.split("p = ")[1].split()[0]) == pytest.approx(1.0)
 
 
-def test_compare_skips_missing_models_and_single_runs(bench):
+def test_compare_skips_missing_models_and_single_runs(bench, pieces):
     rows = _rows(8, 1, "ltp", [0.2, 0.3]) + _rows(8, 1, "flat", [0.4])
-    assert bench.compare(rows, [("ltp", "none")]) == ""
-    assert "a test needs 2 seeds a side" in bench.compare(rows, [("ltp", "flat")])
+    assert pieces.compare(rows, [("ltp", "none")]) == ""
+    assert "a test needs 2 seeds a side" in pieces.compare(rows, [("ltp", "flat")])
 
 
-def test_compare_also_tests_the_binding_where_the_rows_carry_it(bench):
+def test_compare_also_tests_the_binding_where_the_rows_carry_it(bench, pieces):
     """--compare on assoc rows with blind_acc: a second line per pair tests accuracy minus
     blind_acc, in points; there the order can be the reverse of the accuracies'."""
     ltp, flat = _rows(8, 4, "ltp", [0.285, 0.334, 0.237]), _rows(8, 4, "flat", [0.184, 0.364, 0.352])
     for r, blind in zip(ltp + flat, [0.181, 0.213, 0.229, 0.181, 0.359, 0.348]):
         r["blind_acc"] = blind
-    out = bench.comparisons(ltp + flat, [("ltp", "flat")]).strip().splitlines()
+    out = pieces.comparisons(ltp + flat, [("ltp", "flat")]).strip().splitlines()
     assert len(out) == 2 and "(binding)" not in out[0] and "p = 0.7 (exact; n = 3, 3)" in out[0]
     assert out[1].startswith("T=8, K=4: ltp vs flat (binding): median 10.4 vs 0.4 points, mean 7.8 vs 0.4 points")
     assert "U = 9, two-sided p = 0.1 (exact; n = 3, 3)" in out[1]
-    assert bench.comparisons(_rows(8, 4, "ltp", [0.2, 0.3]) + _rows(8, 4, "flat", [0.4, 0.5]),
+    assert pieces.comparisons(_rows(8, 4, "ltp", [0.2, 0.3]) + _rows(8, 4, "flat", [0.4, 0.5]),
                              [("ltp", "flat")]).count("\n") == 1      # no blind_acc: one line
 
 
@@ -395,22 +401,25 @@ def test_the_answer_columns_of_known_answers(bench):
     assert top == {"pred_present": 1.0, "blind_acc": round(assoc.key_blind_accuracy(tokens)["best"], 4)}
 
 
-def test_the_report_states_the_key_blind_ceiling_of_each_assoc_setting(bench):
+def test_the_report_states_the_key_blind_ceiling_of_each_assoc_setting(bench, pieces):
     """Below the accuracy table: what the values present without their keys score on each
     setting's test split (41.1 % at T = 16, K = 4; 100 % with one fact), the share of answers
     among the values present and the accuracy above the answers' key-blind score, where the rows
     carry them; recall rows get none of it."""
+    def report(rows):
+        return pieces.report(rows, bench.known_models(), bench.SEGMENT_LEN)
+
     rows = _rows(16, 4, "ltp", [0.3, 0.35]) + _rows(8, 1, "ltp", [0.9])
-    text = bench.report(rows)
+    text = report(rows)
     assert "T=8, K=1: 100.0 % (any value present: 100.0 %); T=16, K=4: 41.1 % (any value present: 31.5 %)" in text
     assert "Answers that are the value" not in text
     rows[0]["pred_present"], rows[1]["pred_present"] = 0.98, 1.0
-    assert "| ltp | 99.0 ± 1.4 (n=2) |" in bench.report(rows).split("Answers that are the value")[1]
-    assert "Binding:" not in bench.report(rows)
+    assert "| ltp | 99.0 ± 1.4 (n=2) |" in report(rows).split("Answers that are the value")[1]
+    assert "Binding:" not in report(rows)
     rows[0]["blind_acc"], rows[1]["blind_acc"] = 0.3, 0.33                # test 0.30 and 0.35
-    assert "| ltp | 1.0 ± 1.4 (n=2) |" in bench.report(rows).split("Binding:")[1]
+    assert "| ltp | 1.0 ± 1.4 (n=2) |" in report(rows).split("Binding:")[1]
     recall = [dict(r, task="recall") for r in _rows(16, 1, "ltp", [0.5])]
-    assert bench.report(recall) == bench.table(recall, bench.known_models())
+    assert report(recall) == pieces.table(recall, bench.known_models())
 
 
 @needs_git
