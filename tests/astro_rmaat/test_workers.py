@@ -27,6 +27,17 @@ with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), **kw
 """
 
 
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def _initialized(owner: str, then: str) -> tuple[int, str]:
+    """A fresh process runs ``exit_with_parent(<owner>)`` (a Python expression), then ``then``:
+    (exit status, stdout)."""
+    code = f"import os, time; from astro_rmaat.workers import exit_with_parent; exit_with_parent({owner}); {then}"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, timeout=60)
+    return out.returncode, out.stdout
+
+
 def _gone(pid: int) -> bool:
     """Exited: no such process, or a zombie waiting for whoever adopted it to reap it."""
     try:
@@ -38,8 +49,7 @@ def _gone(pid: int) -> bool:
 def _orphan_after_owner_killed(mode: str, wait_s: float) -> tuple[int, bool]:
     """Start an owner, SIGKILL it once its worker runs the long task, and say whether the
     worker was gone within ``wait_s`` seconds: (worker pid, gone)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, mode], stdout=subprocess.PIPE, text=True, env=env)
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, mode], stdout=subprocess.PIPE, text=True, env=ENV)
     try:
         worker = int(owner.stdout.readline())
         time.sleep(0.5)   # the worker is inside time.sleep(60)
@@ -72,28 +82,17 @@ def test_a_worker_whose_owner_is_already_gone_ends_at_once():
     """The owner died before the initializer ran: the initializer ends the process (status 1)."""
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    code = f"from astro_rmaat.workers import exit_with_parent; exit_with_parent({dead.pid}); print('still here')"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
-    assert (out.returncode, out.stdout) == (1, "")
+    assert _initialized(str(dead.pid), "print('still here')") == (1, "")
 
 
 def test_the_watch_keeps_a_worker_while_its_owner_lives():
     """With its parent, the pool's owner, alive (here: the test's process) the worker runs to
     the end."""
-    code = ("import os, time; from astro_rmaat.workers import exit_with_parent; "
-            f"exit_with_parent(os.getppid()); time.sleep(3 * {POLL_S}); print('done')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
-    assert (out.returncode, out.stdout) == (0, "done\n")
+    assert _initialized("os.getppid()", f"time.sleep(3 * {POLL_S}); print('done')") == (0, "done\n")
 
 
 def test_an_owner_that_is_not_the_parent_ends_the_worker_at_once():
     """The owner named is alive but not this process's parent (it died and its pid was reused,
     or it is a zombie not yet reaped, or the pool started the worker through a fork server):
     the initializer cannot watch it, and ends the process (status 1)."""
-    code = ("import os; from astro_rmaat.workers import exit_with_parent; "
-            "exit_with_parent(os.getpid()); print('still here')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=60)
-    assert (out.returncode, out.stdout) == (1, "")
+    assert _initialized("os.getpid()", "print('still here')") == (1, "")
