@@ -6,7 +6,9 @@ command line sends it) while a task runs, the worker carries on to the end of th
 orphan. For a benchmark run or a sweep point that is minutes of a core, writing into a run
 directory that a restarted command then finds locked (``astro_rmaat.runs.lock_run_dir``).
 ``exit_with_parent`` as the pool's initializer ends such a worker within a second instead;
-what it was running is left as an interrupted run, which the next invocation resumes.
+what it was running is left as an interrupted run, which the next invocation resumes. The
+processes the worker started (a sweep point's compiled Brian2 binary, a build's compiler) end
+with it.
 
 Ctrl-C in a terminal reaches the whole process group, workers included, and needs none of this.
 """
@@ -14,11 +16,49 @@ Ctrl-C in a terminal reaches the whole process group, workers included, and need
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 
 #: seconds between two looks at the parent
 POLL_S = 0.5
+
+
+def descendants(pid: int) -> list[int]:
+    """The pids of ``pid``'s children, their children and so on, read from ``/proc`` (Linux;
+    an empty list where there is none)."""
+    children: dict[int, list[int]] = {}
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:      # ended meanwhile
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+        fields = stat[stat.rindex(b")") + 1:].split()
+        children.setdefault(int(fields[1]), []).append(int(name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), ()):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _end() -> None:
+    """End this process and every process below it (SIGKILL: no cleanup, as ``os._exit``)."""
+    for pid in descendants(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:      # ended meanwhile
+            pass
+    os._exit(1)
 
 
 def exit_with_parent(parent: int) -> None:
@@ -27,16 +67,17 @@ def exit_with_parent(parent: int) -> None:
     children (the ``fork`` or ``spawn`` start method; not ``forkserver``).
 
     A daemon thread watches this process's parent pid, which the kernel changes (to init or a
-    subreaper) the moment the parent exits, zombie or not, and then ends the process with exit
-    status 1 (``os._exit``: no cleanup handlers; files written through ``astro_rmaat.runs`` are
-    replaced atomically, and the OS drops the run directory's lock). A parent that died before
-    this ran is caught at once: this process's parent is no longer ``parent``."""
+    subreaper) the moment the parent exits, zombie or not, and then ends the processes this one
+    started, with their own children (``descendants``), and this process, with exit status 1
+    (``os._exit``: no cleanup handlers; files written through ``astro_rmaat.runs`` are replaced
+    atomically, and the OS drops the run directory's lock). A parent that died before this ran
+    is caught at once: this process's parent is no longer ``parent``."""
     if os.getppid() != parent:
-        os._exit(1)
+        _end()
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(POLL_S)
-        os._exit(1)
+        _end()
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

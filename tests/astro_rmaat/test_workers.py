@@ -11,19 +11,24 @@ from pathlib import Path
 
 import psutil
 
-from astro_rmaat.workers import POLL_S
+from astro_rmaat.workers import POLL_S, descendants
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# A pool's owner: one spawned worker, which reports its pid, then runs a one-minute task.
+# A pool's owner: one spawned worker, which reports its pid, then runs a one-minute task: a sleep
+# in the worker, or (argv[2] == "children") a shell whose two sleeps, a child of the worker and
+# that child's own child, are what a sweep point's binary or a build's compiler are to a worker.
 OWNER = r"""
-import multiprocessing as mp, os, sys, time
+import multiprocessing as mp, os, subprocess, sys, time
 from concurrent.futures import ProcessPoolExecutor
 from astro_rmaat.workers import exit_with_parent
 kw = dict(initializer=exit_with_parent, initargs=(os.getpid(),)) if sys.argv[1] == "watched" else {}
 with ProcessPoolExecutor(max_workers=1, mp_context=mp.get_context("spawn"), **kw) as pool:
     print(pool.submit(os.getpid).result(), flush=True)
-    pool.submit(time.sleep, 60).result()
+    if sys.argv[2] == "children":
+        pool.submit(subprocess.run, ["sh", "-c", "sleep 60 & exec sleep 61"]).result()
+    else:
+        pool.submit(time.sleep, 60).result()
 """
 
 
@@ -46,36 +51,91 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _orphan_after_owner_killed(mode: str, wait_s: float) -> tuple[int, bool]:
-    """Start an owner, SIGKILL it once its worker runs the long task, and say whether the
-    worker was gone within ``wait_s`` seconds: (worker pid, gone)."""
-    owner = subprocess.Popen([sys.executable, "-c", OWNER, mode], stdout=subprocess.PIPE, text=True, env=ENV)
+def _orphans_after_owner_killed(mode: str, wait_s: float, task: str = "sleep") -> dict[int, bool]:
+    """Start an owner, SIGKILL it once its worker runs the long task, and say which of the
+    worker and the processes below it were gone within ``wait_s`` seconds: {pid: gone}, the
+    worker first."""
+    owner = subprocess.Popen([sys.executable, "-c", OWNER, mode, task], stdout=subprocess.PIPE, text=True,
+                             env=ENV)
     try:
         worker = int(owner.stdout.readline())
-        time.sleep(0.5)   # the worker is inside time.sleep(60)
-        assert not _gone(worker)
+        below: list[int] = []
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:   # the worker is inside its task, and its processes started
+            time.sleep(0.25)
+            below = [p.pid for p in psutil.Process(worker).children(recursive=True)]
+            if len(below) == (2 if task == "children" else 0):
+                break
+        else:
+            raise AssertionError(f"the worker's task started {len(below)} processes")
+        pids = [worker, *below]
+        assert not any(map(_gone, pids))
         owner.send_signal(signal.SIGKILL)
         owner.wait(timeout=30)
         deadline = time.monotonic() + wait_s
-        while not _gone(worker) and time.monotonic() < deadline:
+        while not all(map(_gone, pids)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        return worker, _gone(worker)
+        return {pid: _gone(pid) for pid in pids}
     finally:
         owner.kill()
         owner.stdout.close()
 
 
+def _kill(pids) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
 def test_a_worker_ends_when_its_pool_owner_is_killed_mid_task():
     """SIGKILL to the pool's owner alone: the watched worker ends within a few polls; an
     unwatched one (the behaviour without the initializer) is still running its task."""
-    worker, gone = _orphan_after_owner_killed("watched", wait_s=10 * POLL_S + 5)
-    assert gone, f"worker {worker} outlived its pool's owner"
-    worker, gone = _orphan_after_owner_killed("plain", wait_s=4 * POLL_S)
+    gone = _orphans_after_owner_killed("watched", wait_s=10 * POLL_S + 5)
+    left = [pid for pid, g in gone.items() if not g]
+    _kill(left)
+    assert not left, f"worker {left} outlived its pool's owner"
+    gone = _orphans_after_owner_killed("plain", wait_s=4 * POLL_S)
     try:
-        assert not gone, "the control's worker ended by itself: the test would not see a missing initializer"
+        assert not any(gone.values()), \
+            "the control's worker ended by itself: the test would not see a missing initializer"
     finally:
-        if not gone:
-            os.kill(worker, signal.SIGKILL)
+        _kill(pid for pid, g in gone.items() if not g)
+
+
+def test_the_processes_a_worker_started_end_with_it():
+    """The worker's task runs a child process, which has a child of its own (a sweep point's
+    binary, a build's compiler): when the owner is killed, both end with the worker. In the
+    control, without the initializer, all three run on."""
+    gone = _orphans_after_owner_killed("watched", wait_s=10 * POLL_S + 5, task="children")
+    left = [pid for pid, g in gone.items() if not g]
+    _kill(left)
+    assert not left, f"still running after the owner was killed: {left}"
+    gone = _orphans_after_owner_killed("plain", wait_s=4 * POLL_S, task="children")
+    try:
+        assert not any(gone.values()), "the control's processes ended by themselves"
+    finally:
+        _kill(pid for pid, g in gone.items() if not g)
+
+
+def test_descendants_lists_children_and_grandchildren():
+    """``descendants`` reads the process tree from /proc: it agrees with psutil's on a tree of
+    three levels (a process, its child, the child's child) and on a leaf (nothing below it)."""
+    tree = subprocess.Popen([sys.executable, "-c",
+                             "import subprocess, sys; subprocess.run([sys.executable, '-c', "
+                             "'import subprocess; subprocess.run([\"sleep\", \"30\"])'])"])
+    try:
+        deadline = time.monotonic() + 30
+        while len(psutil.Process(tree.pid).children(recursive=True)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        below = psutil.Process(tree.pid).children(recursive=True)
+        assert len(below) == 2 and below[1].ppid() == below[0].pid    # a child and a grandchild
+        assert sorted(descendants(tree.pid)) == sorted(p.pid for p in below)
+        assert descendants(below[1].pid) == []
+    finally:
+        _kill([tree.pid, *(p.pid for p in psutil.Process(tree.pid).children(recursive=True))])
+        tree.wait()
 
 
 def test_a_worker_whose_owner_is_already_gone_ends_at_once():
