@@ -37,6 +37,7 @@ import math
 import random
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
         else:
             trainer.finish()
         return out
+    except BaseException as exc:
+        if env.distributed:
+            # the traceback's finished frames hold the trainer (``self``) and with it the DDP
+            # wrapper: their locals go now, so that the wrapper goes before the group below, as
+            # on the normal path (the error and where it happened are kept)
+            traceback.clear_frames(exc.__traceback__)
+        raise
     finally:
         torch.set_num_threads(threads_before)
         runs.release_run_dir(out)   # an interrupted run can be resumed by another process

@@ -115,17 +115,26 @@ def watched_teardown(env):
     report["wrappers"] = len(wrapped)
     teardown(env)
 T.D.wrap, T.D.teardown = watched_wrap, watched_teardown
+if sys.argv[4] == "fails":   # the run ends in an error, raised where the trainer is ``self``
+    def finish(self):
+        raise RuntimeError("the run fails at its end")
+    T.Trainer.finish = finish
 cfg = from_dict(TrainConfig, json.loads(open(sys.argv[1]).read()))
-T.train(cfg, sys.argv[2], progress=False)
+try:
+    T.train(cfg, sys.argv[2], progress=False)
+except RuntimeError as exc:
+    report["error"] = str(exc)
 with open(os.path.join(sys.argv[3], "probe" + os.environ["RANK"] + ".json"), "w") as fh:   # a file per rank:
     json.dump(report, fh)                                                                     # their stdouts interleave
 """
 
 
 @pytest.mark.slow
-def test_the_process_group_is_destroyed_after_the_model_that_uses_it(tmp_path, repo_root):
+@pytest.mark.parametrize("ending", ["finishes", "fails"])
+def test_the_process_group_is_destroyed_after_the_model_that_uses_it(ending, tmp_path, repo_root):
     """train() under torchrun lets go of the DDP wrapper before it destroys the process
-    group, so the group's threads are joined in the run, not at interpreter exit."""
+    group, so the group's threads are joined in the run, not at interpreter exit; also when
+    the run ends in an error, whose traceback holds the trainer."""
     cfg_file, probe = tmp_path / "cfg.json", tmp_path / "probe.py"
     cfg_file.write_text(json.dumps(to_dict(config("bptt"))))
     probe.write_text(TEARDOWN_PROBE)
@@ -134,9 +143,12 @@ def test_the_process_group_is_destroyed_after_the_model_that_uses_it(tmp_path, r
         env.pop(key, None)
     proc = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         str(probe), str(cfg_file), str(tmp_path / "run"), str(tmp_path)],
+         str(probe), str(cfg_file), str(tmp_path / "run"), str(tmp_path), ending],
         env=env, cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for rank in (0, 1):
         report = json.loads((tmp_path / f"probe{rank}.json").read_text())
-        assert report == {"wrappers_alive": 0, "wrappers": 1}, (rank, report)
+        expected = {"wrappers_alive": 0, "wrappers": 1}
+        if ending == "fails":
+            expected["error"] = "the run fails at its end"
+        assert report == expected, (rank, report)
