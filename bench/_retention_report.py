@@ -15,12 +15,12 @@ from pathlib import Path
 
 def write_results(path: Path, rows: list[dict], size_columns) -> None:
     """results.csv, atomically: one row per run, the sizes' columns (``size_columns``, in order)
-    after the setting, then the accuracies, the share of predictions among the values present
-    and their key-blind score (assoc), the accuracy at every age and a learned table's RF at every hand-off."""
+    after the setting, then the accuracies, the share of predictions among the values present,
+    their key-blind score and the share of answers that change with the key (assoc), the accuracy at every age and a learned table's RF at every hand-off."""
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
     handoffs = sorted({int(k[3:]) for r in rows for k in r if k.startswith("rf_")})
     cols = ["task", "T", "K", "model", "seed", "steps", *size_columns, "test_acc",
-            "best_val_acc", "pred_present", "blind_acc", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
+            "best_val_acc", "pred_present", "blind_acc", "key_use", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")
@@ -137,6 +137,11 @@ def report(rows: list[dict], order: list[str], segment_len: int) -> str:
         text += ("\nBinding: test accuracy minus what the same answers score when the queried key is ignored "
                  "(blind_acc), points (0 ± about 1 for answers that ignore the key):\n\n"
                  + table(gains, order, "binding"))
+    asked = [r for r in rows if r.get("key_use") is not None]
+    if asked:
+        text += ("\nAnswers that change when the query names another of the example's facts, % (0 for a "
+                 "model that ignores the key; reading the key is not binding, the line above says "
+                 "whether it pays):\n\n" + table(asked, order, "key_use"))
     return text
 
 

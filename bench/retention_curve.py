@@ -42,12 +42,13 @@ facts, and ``blind_acc``, what the same answers would score if they ignored the 
 mean over examples of (facts with the answered value) / K
 (``rmaat_model.data.assoc.key_blind_score``), which the accuracy equals in expectation when an
 answer depends on the example's values but not on the queried key, and exceeds only where the
-answers use the key; accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, ``rf_t``, of the
+answers use the key, and ``key_use``, the share of examples whose answer changes when the
+query names another of their facts (``key_use``, over 1024 examples; blank at K = 1); accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, ``rf_t``, of the
 checkpoint evaluated: the best on validation, as every accuracy of the row), ``table.md`` (mean ± sd per setting and model;
 on assoc also the key-blind ceiling of each setting, what a memory of the values present without
 their keys scores, ``rmaat_model.data.assoc.key_blind_accuracy``: 41.1 % at K = 4 and T = 16, so
-an accuracy above it needs keys bound to values, and the tables of ``pred_present`` and of the
-binding, ``test_acc - blind_acc``), ``forgetting.png``
+an accuracy above it needs keys bound to values, and the tables of ``pred_present``, of the
+binding, ``test_acc - blind_acc``, and of ``key_use``), ``forgetting.png``
 (accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none), but
@@ -238,8 +239,9 @@ def run_one(job: dict) -> dict:
                "seed": job["seed"], "steps": res["steps_done"], **job["sizes"], "test_acc": round(acc, 4),
                "best_val_acc": round(res["val_acc"], 4), "train_wall_s": None if wall is None else round(wall, 1),
                "trained_on": _run_reuse.trained_on(out)}
-        if job["task"] == "assoc":   # the answers against the values present (module doc)
+        if job["task"] == "assoc":   # the answers against the values present, and the key's use (module doc)
             row.update(answer_columns(test.tokens.numpy(), predicted.numpy()))
+            row["key_use"] = key_use(model, test.tokens.numpy(), SEGMENT_LEN)
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         if cfg.model.effective_retention == "learned":   # the evaluated table: RF(t, T) at hand-off t = 1 .. T-1
             rf = model.rf_table[job["T"] - 1, :job["T"] - 1].tolist()
@@ -255,6 +257,33 @@ def answer_columns(tokens, answers) -> dict:
 
     blind = key_blind_score(tokens, answers)
     return {"pred_present": round(float((blind > 0).mean()), 4), "blind_acc": round(float(blind.mean()), 4)}
+
+
+#: test examples whose K questions ``key_use`` asks (a share over 1024 examples: standard error
+#: at most 1.6 points)
+KEY_USE_EXAMPLES = 1024
+
+
+def key_use(model, tokens, segment_len: int) -> float | None:
+    """assoc: the share of test examples (the first ``KEY_USE_EXAMPLES``) whose answer changes
+    when the query names another of their facts (``rmaat_model.data.assoc.every_query``): 0 for
+    a model that ignores the key, whatever it holds; near 1 for one that reads it. Reading the
+    key is not binding (an answer can follow the key without being that key's value): the
+    binding, test_acc - blind_acc, says whether it pays. None at K = 1 (no other fact to ask
+    about)."""
+    import torch
+
+    from rmaat_model.data.assoc import every_query
+    from rmaat_model.data.synthetic import RecallDataset
+    from rmaat_model.evaluate import predictions
+
+    asked, values, _ = every_query(tokens[:KEY_USE_EXAMPLES], segment_len)
+    n, K, L = asked.shape
+    if K == 1:
+        return None
+    flat = torch.from_numpy(asked.reshape(n * K, L))
+    answers = predictions(model, RecallDataset(flat, torch.from_numpy(values.reshape(n * K)))).view(n, K)
+    return round(float((answers != answers[:, :1]).any(dim=1).double().mean()), 4)
 
 
 def setting_name(task: str, T: int, K: int, steps: int, sizes: Sizes = DEFAULT_SIZES) -> str:

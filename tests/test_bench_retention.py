@@ -401,6 +401,35 @@ def test_the_answer_columns_of_known_answers(bench):
     assert top == {"pred_present": 1.0, "blind_acc": round(assoc.key_blind_accuracy(tokens)["best"], 4)}
 
 
+def test_key_use_of_known_answerers(bench):
+    """key_use asks each test example about each of its facts: an answerer that ignores the key
+    (the most frequent value present) changes its answer on no example, one that reads it (the
+    task's own answer) wherever the facts' values differ; at K = 1 there is nothing to ask."""
+    import numpy as np
+    import torch
+    from rmaat_model.data import assoc
+
+    class Answerer(torch.nn.Module):
+        def __init__(self, rule):
+            super().__init__()
+            self.rule = rule
+
+        def forward(self, tokens):
+            answers = [self.rule(row) for row in tokens.numpy()]
+            return torch.nn.functional.one_hot(torch.tensor(answers), assoc.N_VALUES).float()
+
+    def most_frequent(row):
+        return int(np.argmax(assoc.values_present(row[None, :])[0]))
+
+    tokens, _, _ = assoc.generate(300, 8 * 16, 16, 4, seed=2)
+    varied = np.mean([len(set(v)) > 1 for v in assoc.every_query(tokens, 16)[1]])
+    assert varied > 0.99                 # four equal values: 8 draws in 8 ** 4
+    assert bench.key_use(Answerer(most_frequent), tokens, 16) == 0.0
+    assert bench.key_use(Answerer(assoc.answer_from_tokens), tokens, 16) == round(float(varied), 4)
+    one, _, _ = assoc.generate(50, 4 * 16, 16, 1, seed=2)
+    assert bench.key_use(Answerer(assoc.answer_from_tokens), one, 16) is None
+
+
 def test_the_report_states_the_key_blind_ceiling_of_each_assoc_setting(bench, pieces):
     """Below the accuracy table: what the values present without their keys score on each
     setting's test split (41.1 % at T = 16, K = 4; 100 % with one fact), the share of answers
@@ -418,6 +447,9 @@ def test_the_report_states_the_key_blind_ceiling_of_each_assoc_setting(bench, pi
     assert "Binding:" not in report(rows)
     rows[0]["blind_acc"], rows[1]["blind_acc"] = 0.3, 0.33                # test 0.30 and 0.35
     assert "| ltp | 1.0 ± 1.4 (n=2) |" in report(rows).split("Binding:")[1]
+    assert "change when the query names" not in report(rows)
+    rows[0]["key_use"], rows[1]["key_use"] = 0.9, 0.5                     # K = 1 rows carry none
+    assert "| ltp | 70.0 ± 28.3 (n=2) |" in report(rows).split("change when the query names")[1]
     recall = [dict(r, task="recall") for r in _rows(16, 1, "ltp", [0.5])]
     assert report(recall) == pieces.table(recall, bench.known_models())
 

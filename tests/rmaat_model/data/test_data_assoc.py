@@ -76,6 +76,34 @@ def test_key_blind_accuracy_is_the_best_a_memory_of_the_values_alone_scores():
         assoc.key_blind_accuracy(np.full((2, 32), assoc.DISTRACTOR_OFFSET))
 
 
+@pytest.mark.parametrize("T,K", [(2, 1), (8, 4), (16, 4), (8, 16)])
+def test_every_query_asks_each_fact_of_an_example_once(T, K):
+    """every_query: K questions per example, one about each fact in the order written; each
+    question's label is what its tokens say (the task's definition) and its age that fact's;
+    one of the K is the example as generated. Examples without facts, or with different K, are
+    refused."""
+    n = 300
+    tokens, labels, ages = assoc.generate(n, T * 16, 16, K, seed=5)
+    asked, values, fact_ages = assoc.every_query(tokens, 16)
+    assert asked.shape == (n, K, T * 16) and values.shape == fact_ages.shape == (n, K)
+    for i in range(n):
+        for j in range(K):
+            assert assoc.answer_from_tokens(asked[i, j]) == values[i, j]
+            assert (asked[i, j, :-1] == tokens[i, :-1]).all()              # only the key differs
+    same = (asked == tokens[:, None, :]).all(axis=2)                         # (n, K)
+    assert (same.sum(axis=1) == 1).all()
+    j = same.argmax(axis=1)
+    assert (values[np.arange(n), j] == labels).all() and (fact_ages[np.arange(n), j] == ages).all()
+    assert fact_ages.min() >= 1 and fact_ages.max() <= T - 1
+    assert (np.diff(fact_ages, axis=1) <= 0).all()                           # oldest first
+    with pytest.raises(ValueError, match="same number of facts"):        # facts missing, or K mixed
+        assoc.every_query(np.full((2, T * 16), assoc.DISTRACTOR_OFFSET), 16)
+    if K > 1:
+        fewer = assoc.generate(1, T * 16, 16, K - 1, seed=6)[0]
+        with pytest.raises(ValueError, match="same number of facts"):
+            assoc.every_query(np.concatenate([tokens[:1], fewer]), 16)
+
+
 def test_splits_are_seeded_and_distinct():
     a = assoc.load_split(None, "train", 64, segment_len=16, pairs=4)[1]
     b = assoc.load_split(None, "train", 64, segment_len=16, pairs=4)[1]
