@@ -16,11 +16,14 @@ from pathlib import Path
 def write_results(path: Path, rows: list[dict], size_columns) -> None:
     """results.csv, atomically: one row per run, the sizes' columns (``size_columns``, in order)
     after the setting, then the accuracies, the share of predictions among the values present,
-    their key-blind score and the share of answers that change with the key (assoc), the accuracy at every age and a learned table's RF at every hand-off."""
+    their key-blind score and the share of answers that change with the key (assoc), the accuracy
+    at every age, a learned table's RF at every hand-off, and the accuracy over every fact of
+    each age (assoc, K > 1)."""
     ages = sorted({int(k[4:]) for r in rows for k in r if k.startswith("age_")})
     handoffs = sorted({int(k[3:]) for r in rows for k in r if k.startswith("rf_")})
+    every = sorted({int(k[10:]) for r in rows for k in r if k.startswith("every_age_")})
     cols = ["task", "T", "K", "model", "seed", "steps", *size_columns, "test_acc",
-            "best_val_acc", "pred_present", "blind_acc", "key_use", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs]
+            "best_val_acc", "pred_present", "blind_acc", "key_use", "train_wall_s", "trained_on"] + [f"age_{a}" for a in ages] + [f"rf_{t}" for t in handoffs] + [f"every_age_{a}" for a in every]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=cols, lineterminator="\n")

@@ -42,8 +42,9 @@ facts, and ``blind_acc``, what the same answers would score if they ignored the 
 mean over examples of (facts with the answered value) / K
 (``rmaat_model.data.assoc.key_blind_score``), which the accuracy equals in expectation when an
 answer depends on the example's values but not on the queried key, and exceeds only where the
-answers use the key, and ``key_use``, the share of examples whose answer changes when the
-query names another of their facts (``key_use``, over 1024 examples; blank at K = 1); accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, ``rf_t``, of the
+answers use the key, and for K > 1, over the first 1024 test examples asked about each of
+their facts, ``key_use``, the share of examples whose answer changes when the query names
+another of their facts, and ``every_age_a``, the accuracy over every fact of age a; accuracy at each age, and for a learned table the RF(t, T) at each hand-off t, ``rf_t``, of the
 checkpoint evaluated: the best on validation, as every accuracy of the row), ``table.md`` (mean ± sd per setting and model;
 on assoc also the key-blind ceiling of each setting, what a memory of the values present without
 their keys scores, ``rmaat_model.data.assoc.key_blind_accuracy``: 41.1 % at K = 4 and T = 16, so
@@ -241,7 +242,7 @@ def run_one(job: dict) -> dict:
                "trained_on": _run_reuse.trained_on(out)}
         if job["task"] == "assoc":   # the answers against the values present, and the key's use (module doc)
             row.update(answer_columns(test.tokens.numpy(), predicted.numpy()))
-            row["key_use"] = key_use(model, test.tokens.numpy(), SEGMENT_LEN)
+            row.update(every_query_columns(model, test.tokens.numpy(), SEGMENT_LEN))
         row.update({f"age_{a}": round(v["acc"], 4) for a, v in by_age.items()})
         if cfg.model.effective_retention == "learned":   # the evaluated table: RF(t, T) at hand-off t = 1 .. T-1
             rf = model.rf_table[job["T"] - 1, :job["T"] - 1].tolist()
@@ -259,31 +260,36 @@ def answer_columns(tokens, answers) -> dict:
     return {"pred_present": round(float((blind > 0).mean()), 4), "blind_acc": round(float(blind.mean()), 4)}
 
 
-#: test examples whose K questions ``key_use`` asks (a share over 1024 examples: standard error
-#: at most 1.6 points)
-KEY_USE_EXAMPLES = 1024
+#: test examples whose K questions ``every_query_columns`` asks (a share over 1024 examples:
+#: standard error at most 1.6 points)
+EVERY_QUERY_EXAMPLES = 1024
 
 
-def key_use(model, tokens, segment_len: int) -> float | None:
-    """assoc: the share of test examples (the first ``KEY_USE_EXAMPLES``) whose answer changes
-    when the query names another of their facts (``rmaat_model.data.assoc.every_query``): 0 for
-    a model that ignores the key, whatever it holds; near 1 for one that reads it. Reading the
-    key is not binding (an answer can follow the key without being that key's value): the
-    binding, test_acc - blind_acc, says whether it pays. None at K = 1 (no other fact to ask
-    about)."""
+def every_query_columns(model, tokens, segment_len: int) -> dict:
+    """assoc, K > 1: the first ``EVERY_QUERY_EXAMPLES`` test examples asked about each of their K
+    facts (``rmaat_model.data.assoc.every_query``). ``key_use``: the share of those examples
+    whose answer changes with the fact the query names: 0 for a model that ignores the key,
+    whatever it holds, near 1 for one that reads it. Reading the key is not binding (an answer
+    can follow the key without being that key's value): the binding, test_acc - blind_acc, says
+    whether it pays. ``every_age_a``: the accuracy over every fact of age a (K questions per
+    example instead of one: the forgetting curve without the draw of which fact is queried).
+    Empty at K = 1 (one fact: nothing else to ask)."""
     import torch
 
     from rmaat_model.data.assoc import every_query
     from rmaat_model.data.synthetic import RecallDataset
     from rmaat_model.evaluate import predictions
 
-    asked, values, _ = every_query(tokens[:KEY_USE_EXAMPLES], segment_len)
+    asked, values, ages = every_query(tokens[:EVERY_QUERY_EXAMPLES], segment_len)
     n, K, L = asked.shape
     if K == 1:
-        return None
+        return {}
     flat = torch.from_numpy(asked.reshape(n * K, L))
-    answers = predictions(model, RecallDataset(flat, torch.from_numpy(values.reshape(n * K)))).view(n, K)
-    return round(float((answers != answers[:, :1]).any(dim=1).double().mean()), 4)
+    answers = predictions(model, RecallDataset(flat, torch.from_numpy(values.reshape(n * K)))).view(n, K).numpy()
+    right = answers == values
+    out = {"key_use": round(float((answers != answers[:, :1]).any(axis=1).mean()), 4)}
+    out.update({f"every_age_{a}": round(float(right[ages == a].mean()), 4) for a in sorted(set(ages.ravel().tolist()))})
+    return out
 
 
 def setting_name(task: str, T: int, K: int, steps: int, sizes: Sizes = DEFAULT_SIZES) -> str:

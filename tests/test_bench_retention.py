@@ -401,10 +401,13 @@ def test_the_answer_columns_of_known_answers(bench):
     assert top == {"pred_present": 1.0, "blind_acc": round(assoc.key_blind_accuracy(tokens)["best"], 4)}
 
 
-def test_key_use_of_known_answerers(bench):
-    """key_use asks each test example about each of its facts: an answerer that ignores the key
-    (the most frequent value present) changes its answer on no example, one that reads it (the
-    task's own answer) wherever the facts' values differ; at K = 1 there is nothing to ask."""
+def test_every_query_columns_of_known_answerers(bench):
+    """Each test example asked about each of its facts: an answerer that ignores the key (the
+    most frequent value present) changes its answer on no example, one that reads it (the task's
+    own answer) wherever the facts' values differ, and scores 1 at every age; one that answers the
+    oldest fact's value, ignoring the key, scores near chance on facts written last and rises
+    with age to over 80 % on facts of the first segment (the shape a preference for early facts
+    gives a forgetting curve); at K = 1 there is nothing else to ask."""
     import numpy as np
     import torch
     from rmaat_model.data import assoc
@@ -421,13 +424,25 @@ def test_key_use_of_known_answerers(bench):
     def most_frequent(row):
         return int(np.argmax(assoc.values_present(row[None, :])[0]))
 
-    tokens, _, _ = assoc.generate(300, 8 * 16, 16, 4, seed=2)
-    varied = np.mean([len(set(v)) > 1 for v in assoc.every_query(tokens, 16)[1]])
-    assert varied > 0.99                 # four equal values: 8 draws in 8 ** 4
-    assert bench.key_use(Answerer(most_frequent), tokens, 16) == 0.0
-    assert bench.key_use(Answerer(assoc.answer_from_tokens), tokens, 16) == round(float(varied), 4)
+    def oldest(row):
+        return int((row[(row >= assoc.FACT_OFFSET) & (row < assoc.DISTRACTOR_OFFSET)][0] - assoc.FACT_OFFSET)
+                   % assoc.N_VALUES)
+
+    T = 8
+    tokens, _, _ = assoc.generate(1200, T * 16, 16, 4, seed=2)
+    _, values, _ = assoc.every_query(tokens[:bench.EVERY_QUERY_EXAMPLES], 16)
+    varied = np.mean([len(set(v)) > 1 for v in values])
+    assert varied > 0.99                                  # four equal values: 8 draws in 8 ** 4
+    blind = bench.every_query_columns(Answerer(most_frequent), tokens, 16)
+    truth = bench.every_query_columns(Answerer(assoc.answer_from_tokens), tokens, 16)
+    assert blind["key_use"] == 0.0 and truth["key_use"] == round(float(varied), 4)
+    assert [truth[f"every_age_{a}"] for a in range(1, T)] == [1.0] * (T - 1)
+    early = bench.every_query_columns(Answerer(oldest), tokens, 16)
+    curve = [early[f"every_age_{a}"] for a in range(1, T)]
+    assert early["key_use"] == 0.0 and curve[-1] > 0.8 and curve[0] < 0.2
+    assert all(b >= a for a, b in zip(curve, curve[1:]))
     one, _, _ = assoc.generate(50, 4 * 16, 16, 1, seed=2)
-    assert bench.key_use(Answerer(assoc.answer_from_tokens), one, 16) is None
+    assert bench.every_query_columns(Answerer(assoc.answer_from_tokens), one, 16) == {}
 
 
 def test_the_report_states_the_key_blind_ceiling_of_each_assoc_setting(bench, pieces):
