@@ -173,16 +173,20 @@ def plot(path: Path, rows: list[dict]) -> None:
         ax.legend(fontsize=7)
         for ax, (T, K) in zip(axes[0, 1:], settings):
             sub = [r for r in rows if r["T"] == T and r["K"] == K]
+            # over every fact where all the runs have it (assoc, K > 1): no draw of the queried fact
+            every = all("every_age_1" in r for r in sub)
+            prefix = "every_age_" if every else "age_"
             for i, m in enumerate(dict.fromkeys(r["model"] for r in sub)):
                 rs = [r for r in sub if r["model"] == m]
-                ages = sorted(int(k[4:]) for k in rs[0] if k.startswith("age_"))
-                mean = [statistics.fmean(r[f"age_{a}"] for r in rs) for a in ages]
+                ages = sorted(int(k[len(prefix):]) for k in rs[0] if k.startswith(prefix))
+                mean = [statistics.fmean(r[f"{prefix}{a}"] for r in rs) for a in ages]
                 ax.plot(ages, mean, marker="o", ms=3, ls=("-", "--", ":")[(i // 7) % 3], label=m)
             ax.axhline(1 / 8, color="grey", ls=":", lw=1)
             ax.set_ylim(0, 1.02)
             ax.set_xlabel("age of the fact (segments)")
             task = sub[0].get("task", "assoc")
-            ax.set_title(f"assoc T={T}, K={K}" if task == "assoc" else f"recall, 2..{T} segments")
+            ax.set_title((f"assoc T={T}, K={K}" + (", every fact" if every else "")) if task == "assoc"
+                         else f"recall, 2..{T} segments")
         axes[0, 1].set_ylabel("test accuracy")
         axes[0, -1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), frameon=False)
         fig.tight_layout()

@@ -50,7 +50,9 @@ on assoc also the key-blind ceiling of each setting, what a memory of the values
 their keys scores, ``rmaat_model.data.assoc.key_blind_accuracy``: 41.1 % at K = 4 and T = 16, so
 an accuracy above it needs keys bound to values, and the tables of ``pred_present``, of the
 binding, ``test_acc - blind_acc``, and of ``key_use``), ``forgetting.png``
-(accuracy against age per setting, beside the astrocyte LTP curve and the RF(t, T) it gives).
+(accuracy against age per setting, over every fact where every run of the setting has
+``every_age_a``, else by the one query of each example; beside the astrocyte LTP curve and the
+RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none), but
 only runs this tree would train as they are: the same config, the same code in astro_rmaat/
