@@ -51,14 +51,28 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
+#: scans of the process tree at the end: one that finds nothing left stops them sooner
+END_SCANS = 10
+
+
 def _end() -> None:
-    """End this process and every process below it (SIGKILL: no cleanup, as ``os._exit``)."""
-    for pid in descendants(os.getpid()):
-        try:
-            os.kill(pid, signal.SIGKILL)
-        except OSError:      # ended meanwhile
-            pass
-    os._exit(1)
+    """End this process and every process below it (SIGKILL: no cleanup, as ``os._exit``).
+    The tree is scanned again after each round of kills, for processes started meanwhile (a
+    compiler driver's next stage, the task's next binary); a process that had left the tree
+    before the first scan (its own parent ended first) is not found. This process ends whatever
+    the scans meet."""
+    try:
+        for _ in range(END_SCANS):
+            found = descendants(os.getpid())
+            if not found:
+                break
+            for pid in found:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:      # ended meanwhile
+                    pass
+    finally:
+        os._exit(1)
 
 
 def exit_with_parent(parent: int) -> None:

@@ -178,8 +178,8 @@ def plot(path: Path, rows: list[dict]) -> None:
             prefix = "every_age_" if every else "age_"
             for i, m in enumerate(dict.fromkeys(r["model"] for r in sub)):
                 rs = [r for r in sub if r["model"] == m]
-                ages = sorted(int(k[len(prefix):]) for k in rs[0] if k.startswith(prefix))
-                mean = [statistics.fmean(r[f"{prefix}{a}"] for r in rs) for a in ages]
+                ages = sorted({int(k[len(prefix):]) for r in rs for k in r if k.startswith(prefix)})
+                mean = [statistics.fmean(r[f"{prefix}{a}"] for r in rs if f"{prefix}{a}" in r) for a in ages]
                 ax.plot(ages, mean, marker="o", ms=3, ls=("-", "--", ":")[(i // 7) % 3], label=m)
             ax.axhline(1 / 8, color="grey", ls=":", lw=1)
             ax.set_ylim(0, 1.02)

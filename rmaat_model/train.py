@@ -85,10 +85,17 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
         return out
     except BaseException as exc:
         if env.distributed:
-            # the traceback's finished frames hold the trainer (``self``) and with it the DDP
-            # wrapper: their locals go now, so that the wrapper goes before the group below, as
-            # on the normal path (the error and where it happened are kept)
-            traceback.clear_frames(exc.__traceback__)
+            # the tracebacks' finished frames (of this error and of those it was raised from or
+            # while handling) hold the trainer (``self``) and with it the DDP wrapper: their
+            # locals go now, so that the wrapper goes before the group below, as on the normal
+            # path (the errors and where they happened are kept)
+            todo, seen = [exc], set()
+            while todo:
+                e = todo.pop()
+                if e is not None and id(e) not in seen:
+                    seen.add(id(e))
+                    traceback.clear_frames(e.__traceback__)
+                    todo += [e.__cause__, e.__context__]
         raise
     finally:
         torch.set_num_threads(threads_before)

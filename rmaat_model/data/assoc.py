@@ -156,6 +156,9 @@ def every_query(tokens: np.ndarray, segment_len: int) -> tuple[np.ndarray, np.nd
                          "and a query")
     K = int(counts[0])
     where = np.nonzero(is_fact)[1].reshape(n, K)                            # (n, K) positions, in order
+    if L % segment_len or where.max() >= L - segment_len:
+        raise ValueError(f"segment_len = {segment_len} does not fit these examples of {L} tokens: expected "
+                         "L = T * segment_len with every fact before the query's segment")
     facts = np.take_along_axis(tokens, where, axis=1) - FACT_OFFSET
     asked = np.repeat(tokens[:, None, :], K, axis=1)                        # (n, K, L)
     asked[:, :, -1] = KEY_OFFSET + facts // N_VALUES

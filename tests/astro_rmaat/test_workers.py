@@ -134,7 +134,10 @@ def test_descendants_lists_children_and_grandchildren():
         assert sorted(descendants(tree.pid)) == sorted(p.pid for p in below)
         assert descendants(below[1].pid) == []
     finally:
-        _kill([tree.pid, *(p.pid for p in psutil.Process(tree.pid).children(recursive=True))])
+        try:
+            _kill([tree.pid, *(p.pid for p in psutil.Process(tree.pid).children(recursive=True))])
+        except psutil.NoSuchProcess:
+            pass
         tree.wait()
 
 

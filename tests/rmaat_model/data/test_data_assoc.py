@@ -80,8 +80,8 @@ def test_key_blind_accuracy_is_the_best_a_memory_of_the_values_alone_scores():
 def test_every_query_asks_each_fact_of_an_example_once(T, K):
     """every_query: K questions per example, one about each fact in the order written; each
     question's label is what its tokens say (the task's definition) and its age that fact's;
-    one of the K is the example as generated. Examples without facts, or with different K, are
-    refused."""
+    one of the K is the example as generated. Examples without facts, with different K, or
+    with a segment length that puts a fact in the query's segment, are refused."""
     n = 300
     tokens, labels, ages = assoc.generate(n, T * 16, 16, K, seed=5)
     asked, values, fact_ages = assoc.every_query(tokens, 16)
@@ -96,6 +96,8 @@ def test_every_query_asks_each_fact_of_an_example_once(T, K):
     assert (values[np.arange(n), j] == labels).all() and (fact_ages[np.arange(n), j] == ages).all()
     assert fact_ages.min() >= 1 and fact_ages.max() <= T - 1
     assert (np.diff(fact_ages, axis=1) <= 0).all()                           # oldest first
+    with pytest.raises(ValueError, match="does not fit"):                 # ages need the layout's segments
+        assoc.every_query(tokens, 16 * T)
     with pytest.raises(ValueError, match="same number of facts"):        # facts missing, or K mixed
         assoc.every_query(np.full((2, T * 16), assoc.DISTRACTOR_OFFSET), 16)
     if K > 1:
