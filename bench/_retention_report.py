@@ -148,6 +148,20 @@ def report(rows: list[dict], order: list[str], segment_len: int) -> str:
     return text
 
 
+def forgetting_curves(sub: list[dict]) -> tuple[bool, dict[str, tuple[list[int], list[float]]]]:
+    """The curves of one setting's rows: ``(every, {model: (ages, mean accuracy over its runs)})``,
+    over every fact (``every_age_a``) where all the rows have it (assoc, K > 1: no draw of the
+    queried fact), else by each example's one query (``age_a``)."""
+    every = bool(sub) and all("every_age_1" in r for r in sub)
+    prefix = "every_age_" if every else "age_"
+    curves = {}
+    for m in dict.fromkeys(r["model"] for r in sub):
+        rs = [r for r in sub if r["model"] == m]
+        ages = sorted({int(k[len(prefix):]) for r in rs for k in r if k.startswith(prefix)})
+        curves[m] = (ages, [statistics.fmean(r[f"{prefix}{a}"] for r in rs if f"{prefix}{a}" in r) for a in ages])
+    return every, curves
+
+
 def plot(path: Path, rows: list[dict]) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -173,13 +187,8 @@ def plot(path: Path, rows: list[dict]) -> None:
         ax.legend(fontsize=7)
         for ax, (T, K) in zip(axes[0, 1:], settings):
             sub = [r for r in rows if r["T"] == T and r["K"] == K]
-            # over every fact where all the runs have it (assoc, K > 1): no draw of the queried fact
-            every = all("every_age_1" in r for r in sub)
-            prefix = "every_age_" if every else "age_"
-            for i, m in enumerate(dict.fromkeys(r["model"] for r in sub)):
-                rs = [r for r in sub if r["model"] == m]
-                ages = sorted({int(k[len(prefix):]) for r in rs for k in r if k.startswith(prefix)})
-                mean = [statistics.fmean(r[f"{prefix}{a}"] for r in rs if f"{prefix}{a}" in r) for a in ages]
+            every, curves = forgetting_curves(sub)
+            for i, (m, (ages, mean)) in enumerate(curves.items()):
                 ax.plot(ages, mean, marker="o", ms=3, ls=("-", "--", ":")[(i // 7) % 3], label=m)
             ax.axhline(1 / 8, color="grey", ls=":", lw=1)
             ax.set_ylim(0, 1.02)

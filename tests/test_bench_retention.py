@@ -445,6 +445,20 @@ def test_every_query_columns_of_known_answerers(bench):
     assert bench.every_query_columns(Answerer(assoc.answer_from_tokens), one, 16) == {}
 
 
+def test_the_forgetting_curves_are_over_every_fact_where_every_run_has_them(pieces):
+    """The figure's curves: a setting whose rows all carry every_age columns is drawn over every
+    fact, mean over a model's runs per age; one row without them sends the whole setting back
+    to each example's one query."""
+    rows = [dict(r, age_1=0.2, age_2=0.4, every_age_1=0.3, every_age_2=0.5 + 0.1 * r["seed"])
+            for r in _rows(3, 4, "ltp", [0.3, 0.4])] + \
+           [dict(r, age_1=0.1, age_2=0.1, every_age_1=0.1, every_age_2=0.1) for r in _rows(3, 4, "none", [0.1])]
+    every, curves = pieces.forgetting_curves(rows)
+    assert every and curves["ltp"] == ([1, 2], [0.3, pytest.approx(0.55)]) and curves["none"] == ([1, 2], [0.1, 0.1])
+    del rows[-1]["every_age_1"], rows[-1]["every_age_2"]
+    every, curves = pieces.forgetting_curves(rows)
+    assert not every and curves["ltp"] == ([1, 2], [0.2, 0.4])
+
+
 def test_the_report_states_the_key_blind_ceiling_of_each_assoc_setting(bench, pieces):
     """Below the accuracy table: what the values present without their keys score on each
     setting's test split (41.1 % at T = 16, K = 4; 100 % with one fact), the share of answers
