@@ -101,6 +101,8 @@ def main(argv=None) -> int:
             ap.error(f"{run}: task {cfg.task!r}; expected an assoc run")
         test = load_data(cfg, ("test",))[1]["test"]
         model = load_weights(run, device="cpu")
+        if not model.has_memory or cfg.model.arch == "elastic":
+            ap.error(f"{run}: arch {cfg.model.arch!r}; expected a model that hands memory tokens on (rmaat, rmt, rlt)")
         T = cfg.max_len // cfg.model.segment_len
         weights, steps = fact_weights(model, test.tokens[:args.examples].numpy(), cfg.model.segment_len)
         cells = [f"{lo}-{hi}: {100 * np.mean([weights[a] for a in range(lo, hi + 1) if a in weights]):.1f} %"
