@@ -46,9 +46,8 @@ def fact_weights(model, tokens: np.ndarray, segment_len: int) -> tuple[dict[int,
 
     from rmaat_model.data import assoc
 
-    _, _, ages = assoc.every_query(tokens, segment_len)                    # (n, K), in the order written
+    pos, ages = assoc.fact_slots(tokens, segment_len)                      # (n, K), in the order written
     n, K = ages.shape
-    pos = np.nonzero((tokens >= assoc.FACT_OFFSET) & (tokens < assoc.DISTRACTOR_OFFSET))[1].reshape(n, K)
     rng = np.random.default_rng(SEED)
     was_training = model.training
     model.eval()

@@ -139,14 +139,9 @@ def key_blind_score(tokens: np.ndarray, answers: np.ndarray) -> np.ndarray:
     return counts[np.arange(len(answers)), answers] / counts.sum(axis=1)
 
 
-def every_query(tokens: np.ndarray, segment_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each example asked about each of its K facts in turn: ``(tokens (n, K, L), labels (n, K),
-    ages (n, K))``, where ``tokens[i, j]`` is example i with its query's key token naming its
-    j-th fact (in the order written: j = 0 the oldest), ``labels[i, j]`` that fact's value and
-    ``ages[i, j]`` its age. One of the K is the example as generated.
-
-    A model's answers to the K questions of an example differ only through the key: a memory
-    that ignores the key gives one answer to all K (see ``key_blind_score``)."""
+def fact_slots(tokens: np.ndarray, segment_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each example's K facts sit: ``(positions (n, K), ages (n, K))``, in the order written
+    (j = 0 the oldest), ages in segments between the fact and the query."""
     tokens = np.asarray(tokens)
     n, L = tokens.shape
     is_fact = (tokens >= FACT_OFFSET) & (tokens < DISTRACTOR_OFFSET)
@@ -154,15 +149,27 @@ def every_query(tokens: np.ndarray, segment_len: int) -> tuple[np.ndarray, np.nd
     if not n or counts.min() == 0 or (counts != counts[0]).any() or (tokens[:, -2] != QUERY_ID).any():
         raise ValueError("not assoc examples of one K: every example needs the same number of facts, "
                          "and a query")
-    K = int(counts[0])
-    where = np.nonzero(is_fact)[1].reshape(n, K)                            # (n, K) positions, in order
+    where = np.nonzero(is_fact)[1].reshape(n, int(counts[0]))               # (n, K) positions, in order
     if L % segment_len or where.max() >= L - segment_len:
         raise ValueError(f"segment_len = {segment_len} does not fit these examples of {L} tokens: expected "
                          "L = T * segment_len with every fact before the query's segment")
+    return where, (L // segment_len - 1 - where // segment_len).astype(np.int64)
+
+
+def every_query(tokens: np.ndarray, segment_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each example asked about each of its K facts in turn: ``(tokens (n, K, L), labels (n, K),
+    ages (n, K))``, where ``tokens[i, j]`` is example i with its query's key token naming its
+    j-th fact (in the order written: j = 0 the oldest, ``fact_slots``), ``labels[i, j]`` that
+    fact's value and ``ages[i, j]`` its age. One of the K is the example as generated.
+
+    A model's answers to the K questions of an example differ only through the key: a memory
+    that ignores the key gives one answer to all K (see ``key_blind_score``)."""
+    tokens = np.asarray(tokens)
+    where, ages = fact_slots(tokens, segment_len)
     facts = np.take_along_axis(tokens, where, axis=1) - FACT_OFFSET
-    asked = np.repeat(tokens[:, None, :], K, axis=1)                        # (n, K, L)
+    asked = np.repeat(tokens[:, None, :], where.shape[1], axis=1)           # (n, K, L)
     asked[:, :, -1] = KEY_OFFSET + facts // N_VALUES
-    return asked, facts % N_VALUES, (L // segment_len - 1 - where // segment_len).astype(np.int64)
+    return asked, facts % N_VALUES, ages
 
 
 def key_blind_accuracy(tokens: np.ndarray) -> dict[str, float]:
