@@ -32,6 +32,12 @@ def pieces(bench):
     return sys.modules["_retention_report"]
 
 
+@pytest.fixture(scope="module")
+def answers(bench):
+    """bench/_assoc_answers.py, the answer columns the benchmark imports."""
+    return sys.modules["_assoc_answers"]
+
+
 def _rows(T, K, model, accs):
     return [{"task": "assoc", "T": T, "K": K, "model": model, "seed": s, "test_acc": a}
             for s, a in enumerate(accs)]
@@ -382,7 +388,7 @@ def test_the_benchmark_stamps_its_runs_and_stops_retrains_or_reuses_stale_ones(b
     assert reuse.read_stamp(run) == code and reuse.why_stale(run, to_dict(bench.job_config(job)), code) is None
 
 
-def test_the_answer_columns_of_known_answers(bench):
+def test_the_answer_columns_of_known_answers(answers):
     """pred_present and blind_acc on four facts: the true answers are all among the values
     present, and worth the mean share of their value without the key; an answer that is no
     fact's value scores 0 on both; the most frequent value present scores the ceiling."""
@@ -391,17 +397,17 @@ def test_the_answer_columns_of_known_answers(bench):
 
     tokens, labels, _ = assoc.generate(2000, 4 * 16, 16, 4, seed=4)
     counts = assoc.values_present(tokens)
-    truth = bench.answer_columns(tokens, labels)
+    truth = answers.answer_columns(tokens, labels)
     assert truth["pred_present"] == 1.0
     assert truth["blind_acc"] == round(float(np.mean(counts[np.arange(2000), labels] / 4)), 4) < 0.6
     absent = np.argmin(counts, axis=1)                      # four facts, eight values: one is absent
     assert (counts[np.arange(2000), absent] == 0).all()
-    assert bench.answer_columns(tokens, absent) == {"pred_present": 0.0, "blind_acc": 0.0}
-    top = bench.answer_columns(tokens, np.argmax(counts, axis=1))
+    assert answers.answer_columns(tokens, absent) == {"pred_present": 0.0, "blind_acc": 0.0}
+    top = answers.answer_columns(tokens, np.argmax(counts, axis=1))
     assert top == {"pred_present": 1.0, "blind_acc": round(assoc.key_blind_accuracy(tokens)["best"], 4)}
 
 
-def test_every_query_columns_of_known_answerers(bench):
+def test_every_query_columns_of_known_answerers(answers):
     """Each test example asked about each of its facts: an answerer that ignores the key (the
     most frequent value present) changes its answer on no example, one that reads it (the task's
     own answer) wherever the facts' values differ, and scores 1 at every age; one that answers the
@@ -430,19 +436,19 @@ def test_every_query_columns_of_known_answerers(bench):
 
     T = 8
     tokens, _, _ = assoc.generate(1200, T * 16, 16, 4, seed=2)
-    _, values, _ = assoc.every_query(tokens[:bench.EVERY_QUERY_EXAMPLES], 16)
+    _, values, _ = assoc.every_query(tokens[:answers.EVERY_QUERY_EXAMPLES], 16)
     varied = np.mean([len(set(v)) > 1 for v in values])
     assert varied > 0.99                                  # four equal values: 8 draws in 8 ** 4
-    blind = bench.every_query_columns(Answerer(most_frequent), tokens, 16)
-    truth = bench.every_query_columns(Answerer(assoc.answer_from_tokens), tokens, 16)
+    blind = answers.every_query_columns(Answerer(most_frequent), tokens, 16)
+    truth = answers.every_query_columns(Answerer(assoc.answer_from_tokens), tokens, 16)
     assert blind["key_use"] == 0.0 and truth["key_use"] == round(float(varied), 4)
     assert [truth[f"every_age_{a}"] for a in range(1, T)] == [1.0] * (T - 1)
-    early = bench.every_query_columns(Answerer(oldest), tokens, 16)
+    early = answers.every_query_columns(Answerer(oldest), tokens, 16)
     curve = [early[f"every_age_{a}"] for a in range(1, T)]
     assert early["key_use"] == 0.0 and curve[-1] > 0.8 and curve[0] < 0.2
     assert all(b >= a for a, b in zip(curve, curve[1:]))
     one, _, _ = assoc.generate(50, 4 * 16, 16, 1, seed=2)
-    assert bench.every_query_columns(Answerer(assoc.answer_from_tokens), one, 16) == {}
+    assert answers.every_query_columns(Answerer(assoc.answer_from_tokens), one, 16) == {}
 
 
 def test_the_forgetting_curves_are_over_every_fact_where_every_run_has_them(pieces):
