@@ -141,7 +141,11 @@ def key_blind_score(tokens: np.ndarray, answers: np.ndarray) -> np.ndarray:
 
 def fact_slots(tokens: np.ndarray, segment_len: int) -> tuple[np.ndarray, np.ndarray]:
     """Where each example's K facts sit: ``(positions (n, K), ages (n, K))``, in the order written
-    (j = 0 the oldest), ages in segments between the fact and the query."""
+    (j = 0 the oldest), ages in segments between the fact and the query. A ``segment_len`` other
+    than the examples' is refused where some fact falls outside the fact window of the segments
+    it implies (a longer one does on any but the smallest sets of examples); a shorter one that
+    divides the true one and is at least ``FACT_WINDOW`` leaves every fact in a window, and the
+    tokens cannot tell it."""
     tokens = np.asarray(tokens)
     n, L = tokens.shape
     is_fact = (tokens >= FACT_OFFSET) & (tokens < DISTRACTOR_OFFSET)
@@ -150,9 +154,11 @@ def fact_slots(tokens: np.ndarray, segment_len: int) -> tuple[np.ndarray, np.nda
         raise ValueError("not assoc examples of one K: every example needs the same number of facts, "
                          "and a query")
     where = np.nonzero(is_fact)[1].reshape(n, int(counts[0]))               # (n, K) positions, in order
-    if L % segment_len or where.max() >= L - segment_len:
+    if (L % segment_len or where.max() >= L - segment_len
+            or (where % segment_len).max() >= min(FACT_WINDOW, segment_len)):
         raise ValueError(f"segment_len = {segment_len} does not fit these examples of {L} tokens: expected "
-                         "L = T * segment_len with every fact before the query's segment")
+                         f"L = T * segment_len with every fact before the query's segment, among the first "
+                         f"{FACT_WINDOW} positions of its own")
     return where, (L // segment_len - 1 - where // segment_len).astype(np.int64)
 
 

@@ -98,6 +98,9 @@ def test_every_query_asks_each_fact_of_an_example_once(T, K):
     assert (np.diff(fact_ages, axis=1) <= 0).all()                           # oldest first
     with pytest.raises(ValueError, match="does not fit"):                 # ages need the layout's segments
         assoc.every_query(tokens, 16 * T)
+    if T >= 4:   # longer segments that still fit the length put some fact outside the fact window
+        with pytest.raises(ValueError, match="among the first 8 positions"):
+            assoc.every_query(tokens, 32)
     with pytest.raises(ValueError, match="same number of facts"):        # facts missing, or K mixed
         assoc.every_query(np.full((2, T * 16), assoc.DISTRACTOR_OFFSET), 16)
     if K > 1:
