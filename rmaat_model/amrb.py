@@ -213,7 +213,8 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats):
 #: at least this many multiply-adds of the matrix products. Reading it there costs a classifier
 #: forward and backward: about 0.3-0.45 ms on one CPU thread, where a no-grad segment forward runs
 #: at about 26 million multiply-adds per ms (both measured on the demo's configs, AMD EPYC, one
-#: thread). The threshold asks for twice the break-even. Calibrated on a CPU only.
+#: thread). The threshold asks for twice the break-even. Calibrated on a CPU only; on an Intel Xeon
+#: it picks the same reads (bench/ragged_reads.py: ListOps 1.049x, recall none; docs/benchmarks.md).
 EARLY_READ_MIN_MACS = 2e7
 
 
