@@ -24,7 +24,9 @@ over the (example, fact) pairs written before segment t:
 Under the integrating reading ``d_{t+1} = (1 - RF) d_t + RF dx_t``, so the growth along ``d_t``
 is ``1 - RF + RF gain cos``, above 1 wherever ``gain cos > 1``; unscaled (``none``, RMT, RLT)
 ``d_{t+1} = dx_t`` and the growth is the gain; under the literal reading ``d_{t+1} = RF dx_t``.
-The model's best checkpoint is evaluated, in eval mode. A benchmark, not a test.
+The model's best checkpoint is evaluated, in eval mode. Where several runs share a folder (a
+model's seeds in the retention benchmark's layout), a last line per folder gives their means, and
+the mean over them of the product of the growths. A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -149,6 +151,10 @@ def bands(T: int) -> list[tuple[int, int]]:
     return [(int(lo), int(hi) - 1) for lo, hi in zip(edges[:-1], edges[1:])]
 
 
+def _band(lo: int, hi: int) -> str:
+    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+
+
 def main(argv=None) -> int:
     ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="finished assoc run directories")
@@ -163,6 +169,7 @@ def main(argv=None) -> int:
     from rmaat_model.train_config import TrainConfig, load_data
 
     torch.set_num_threads(1)
+    groups: dict[tuple, list[dict]] = {}
     for run in args.runs:
         cfg_file = run / "config.json"
         if not cfg_file.is_file() or not (run / "best.safetensors").is_file():
@@ -177,7 +184,7 @@ def main(argv=None) -> int:
         T = cfg.max_len // cfg.model.segment_len
         out = fact_sensitivity(model, test.tokens[:args.examples].numpy(), cfg.model.segment_len)
         weights, steps, hand = out["weights"], out["steps"], out["handoffs"]
-        cells = [f"{lo}-{hi}: {100 * np.mean([weights[a] for a in range(lo, hi + 1) if a in weights]):.1f} %"
+        cells = [f"{_band(lo, hi)}: {100 * np.mean([weights[a] for a in range(lo, hi + 1) if a in weights]):.1f} %"
                  for lo, hi in bands(T)]
         print(f"{run}: the memory's change when one fact's value changes, by the fact's age: {'; '.join(cells)}. "
               f"Hand-off update sizes, t = 0 .. {T - 2}: {' '.join(f'{s:.2f}' for s in steps)}")
@@ -185,7 +192,30 @@ def main(argv=None) -> int:
             cols = [" ".join(f"{hand[t][i]:.2f}" for t in sorted(hand)) for i in range(4)]
             print(f"{run}: an earlier fact's trace through hand-off t = {min(hand)} .. {max(hand)} "
                   f"({_reading(model)}): gain {cols[0]}; cos {cols[1]}; growth {cols[2]}; memory size {cols[3]}")
+        groups.setdefault((str(run.resolve().parent), T, _reading(model)), []).append(
+            {"bands": [np.mean([weights[a] for a in range(lo, hi + 1) if a in weights]) for lo, hi in bands(T)],
+             "hand": hand})
+    for (folder, T, reading), members in groups.items():
+        if len(members) > 1:
+            print(summary(folder, T, reading, members))
     return 0
+
+
+def summary(folder: str, T: int, reading: str, members: list[dict]) -> str:
+    """One line: the means over the runs of one folder (a model's seeds) of their fact weights by
+    band and of their hand-off medians, and the mean over the runs of each run's product of the
+    growths, what the hand-offs make of a fact written in the first segment."""
+    n = len(members)
+    cells = [f"{_band(lo, hi)}: {100 * np.mean([m['bands'][i] for m in members]):.1f} %"
+             for i, (lo, hi) in enumerate(bands(T))]
+    line = f"{folder} (mean over {n} runs): fact weight by age {'; '.join(cells)}"
+    ts = sorted(set.intersection(*(set(m["hand"]) for m in members)))
+    if ts:
+        cols = [" ".join(f"{np.mean([m['hand'][t][i] for m in members]):.2f}" for t in ts) for i in range(4)]
+        product = np.mean([np.prod([m["hand"][t][2] for t in ts]) for m in members])
+        line += (f". Hand-off t = {ts[0]} .. {ts[-1]} ({reading}): gain {cols[0]}; cos {cols[1]}; growth {cols[2]} "
+                 f"({product:.2f}x over them); memory size {cols[3]}")
+    return line
 
 
 if __name__ == "__main__":

@@ -101,6 +101,19 @@ def test_a_hand_off_grows_a_trace_by_what_its_blocks_write_back(sens):
         assert abs(growth - (1 - rf)) <= rf * (gain + 1e-6) and -1 <= cos <= 1
 
 
+def test_a_folder_of_runs_is_summed_up_by_its_means(sens):
+    """The last line per folder: each band's weight and each hand-off's medians averaged over
+    the runs, and the mean of the runs' products of growths (not the product of the means)."""
+    members = [{"bands": [0.1, 0.2, 0.3, 0.4, 0.5], "hand": {1: (2.0, 0.9, 1.5, 1.0), 2: (3.0, 0.8, 3.0, 2.0)}},
+               {"bands": [0.3, 0.4, 0.5, 0.6, 0.7], "hand": {1: (4.0, 0.7, 0.5, 3.0), 2: (1.0, 0.6, 1.0, 4.0)}}]
+    line = sens.summary("runs/ltp", 16, "integrating", members)
+    assert line.startswith("runs/ltp (mean over 2 runs): fact weight by age 1-3: 20.0 %; 4-6: 30.0 %;")
+    assert "13-15: 60.0 %" in line and "t = 1 .. 2 (integrating)" in line
+    # products 4.5 and 0.5: their mean 2.5, where the product of the mean growths is 2.0
+    assert "gain 3.00 2.00; cos 0.80 0.70; growth 1.00 2.00 (2.50x over them); memory size 2.00 3.00" in line
+    assert sens.bands(4) == [(1, 1), (2, 2), (3, 3)] and sens._band(2, 2) == "2"
+
+
 def test_bad_input_is_one_line(tmp_path):
     for argv, needle in (([str(tmp_path)], "expected a finished run directory"),
                          ([str(tmp_path), "--examples", "0"], "expected a positive count")):
