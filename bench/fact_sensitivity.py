@@ -137,12 +137,6 @@ def fact_sensitivity(model, tokens: np.ndarray, segment_len: int) -> dict:
             "handoffs": handoffs}
 
 
-def fact_weights(model, tokens: np.ndarray, segment_len: int) -> tuple[dict[int, float], list[float]]:
-    """(``weights``, ``steps``) of ``fact_sensitivity``."""
-    out = fact_sensitivity(model, tokens, segment_len)
-    return out["weights"], out["steps"]
-
-
 def bands(T: int) -> list[tuple[int, int]]:
     """The ages 1 .. T-1, one by one up to seven, else in five bands of about equal width."""
     if T - 1 <= 7:
@@ -151,8 +145,9 @@ def bands(T: int) -> list[tuple[int, int]]:
     return [(int(lo), int(hi) - 1) for lo, hi in zip(edges[:-1], edges[1:])]
 
 
-def _band(lo: int, hi: int) -> str:
-    return f"{lo}" if lo == hi else f"{lo}-{hi}"
+def _band_cells(T: int, means: list[float]) -> str:
+    """The weights of ``bands(T)`` (one mean per band) as the output prints them."""
+    return "; ".join(f"{lo if lo == hi else f'{lo}-{hi}'}: {100 * w:.1f} %" for (lo, hi), w in zip(bands(T), means))
 
 
 def main(argv=None) -> int:
@@ -184,17 +179,14 @@ def main(argv=None) -> int:
         T = cfg.max_len // cfg.model.segment_len
         out = fact_sensitivity(model, test.tokens[:args.examples].numpy(), cfg.model.segment_len)
         weights, steps, hand = out["weights"], out["steps"], out["handoffs"]
-        cells = [f"{_band(lo, hi)}: {100 * np.mean([weights[a] for a in range(lo, hi + 1) if a in weights]):.1f} %"
-                 for lo, hi in bands(T)]
-        print(f"{run}: the memory's change when one fact's value changes, by the fact's age: {'; '.join(cells)}. "
+        band_means = [np.mean([weights[a] for a in range(lo, hi + 1) if a in weights]) for lo, hi in bands(T)]
+        print(f"{run}: the memory's change when one fact's value changes, by the fact's age: {_band_cells(T, band_means)}. "
               f"Hand-off update sizes, t = 0 .. {T - 2}: {' '.join(f'{s:.2f}' for s in steps)}")
         if hand:
             cols = [" ".join(f"{hand[t][i]:.2f}" for t in sorted(hand)) for i in range(4)]
             print(f"{run}: an earlier fact's trace through hand-off t = {min(hand)} .. {max(hand)} "
                   f"({_reading(model)}): gain {cols[0]}; cos {cols[1]}; growth {cols[2]}; memory size {cols[3]}")
-        groups.setdefault((str(run.resolve().parent), T, _reading(model)), []).append(
-            {"bands": [np.mean([weights[a] for a in range(lo, hi + 1) if a in weights]) for lo, hi in bands(T)],
-             "hand": hand})
+        groups.setdefault((str(run.resolve().parent), T, _reading(model)), []).append({"bands": band_means, "hand": hand})
     for (folder, T, reading), members in groups.items():
         if len(members) > 1:
             print(summary(folder, T, reading, members))
@@ -206,9 +198,8 @@ def summary(folder: str, T: int, reading: str, members: list[dict]) -> str:
     band and of their hand-off medians, and the mean over the runs of each run's product of the
     growths, what the hand-offs make of a fact written in the first segment."""
     n = len(members)
-    cells = [f"{_band(lo, hi)}: {100 * np.mean([m['bands'][i] for m in members]):.1f} %"
-             for i, (lo, hi) in enumerate(bands(T))]
-    line = f"{folder} (mean over {n} runs): fact weight by age {'; '.join(cells)}"
+    means = [np.mean([m["bands"][i] for m in members]) for i in range(len(bands(T)))]
+    line = f"{folder} (mean over {n} runs): fact weight by age {_band_cells(T, means)}"
     ts = sorted(set.intersection(*(set(m["hand"]) for m in members)))
     if ts:
         cols = [" ".join(f"{np.mean([m['hand'][t][i] for m in members]):.2f}" for t in ts) for i in range(4)]

@@ -45,12 +45,13 @@ def test_a_memory_blind_to_the_tokens_holds_no_fact_and_a_seeing_one_holds_every
 
     tokens = assoc.generate(64, 8 * 16, 16, 4, seed=1)[0]
     model = _model("ltp")
-    weights, steps = sens.fact_weights(model, tokens, 16)
+    out = sens.fact_sensitivity(model, tokens, 16)
+    weights, steps = out["weights"], out["steps"]
     assert sorted(weights) == list(range(1, 8)) and len(steps) == 7
     assert all(w > 0 for w in weights.values())
     with torch.no_grad():
         model.tok_emb.weight.copy_(model.tok_emb.weight[:1].expand_as(model.tok_emb.weight))
-    blind, _ = sens.fact_weights(model, tokens, 16)
+    blind = sens.fact_sensitivity(model, tokens, 16)["weights"]
     assert all(w == 0.0 for w in blind.values())
 
 
@@ -111,7 +112,7 @@ def test_a_folder_of_runs_is_summed_up_by_its_means(sens):
     assert "13-15: 60.0 %" in line and "t = 1 .. 2 (integrating)" in line
     # products 4.5 and 0.5: their mean 2.5, where the product of the mean growths is 2.0
     assert "gain 3.00 2.00; cos 0.80 0.70; growth 1.00 2.00 (2.50x over them); memory size 2.00 3.00" in line
-    assert sens.bands(4) == [(1, 1), (2, 2), (3, 3)] and sens._band(2, 2) == "2"
+    assert sens.bands(4) == [(1, 1), (2, 2), (3, 3)] and sens._band_cells(4, [0.1, 0.2, 0.3]) == "1: 10.0 %; 2: 20.0 %; 3: 30.0 %"
 
 
 def test_bad_input_is_one_line(tmp_path):
