@@ -372,7 +372,15 @@ class RMAAT(nn.Module):
     def compile_blocks(self, **options) -> "RMAAT":
         """Run the block stack through ``torch.compile`` (``options`` go to it). Dropout masks are
         drawn outside the compiled graph, so AMRB's replay redraws them from the saved RNG state
-        exactly as in eager mode. The weights and the state_dict are the module's own. Returns self."""
+        exactly as in eager mode. The weights and the state_dict are the module's own. Returns self.
+
+        ``dynamic=True`` is refused here, before anything compiles: under torch 2.13 dynamo stops
+        inside the block's autograd Function at the first forward (pytorch/pytorch#111031; docs/model.md).
+        Left unset, torch.compile turns to dynamic shapes by itself once a second shape is seen."""
+        if options.get("dynamic") is True:
+            raise ConfigError("compile_blocks(dynamic=True): dynamo cannot trace the fused block's autograd "
+                              "Function with every size symbolic (pytorch/pytorch#111031); leave dynamic unset "
+                              "(dynamic shapes follow after a second shape) or pass dynamic=False")
         self._compiled_window = torch.compile(self._encode_window, **options)
         return self
 

@@ -204,6 +204,17 @@ def test_compiled_blocks_keep_amrb_exact_and_match_eager(tmp_path):
     torch.testing.assert_close(l_a, l_b, rtol=RTOL_F32, atol=0)
 
 
+def test_compile_blocks_refuses_dynamic_true_before_compiling(tmp_path):
+    """dynamic=True fails deep in dynamo at the first forward under torch 2.13 (docs/model.md);
+    compile_blocks refuses it at the call, in one line, and leaves the model eager."""
+    rfile = str(write_retention(tmp_path / "r.json"))
+    model = build_model(ModelConfig(arch="rmaat", retention="ltp", retention_file=rfile, **SMALL))
+    with pytest.raises(ConfigError, match=r"compile_blocks\(dynamic=True\).*111031") as err:
+        model.compile_blocks(dynamic=True)
+    assert "\n" not in str(err.value)
+    assert model._compiled_window is None
+
+
 def test_compiled_amrb_first_on_padded_data(tmp_path, monkeypatch):
     """A compiled model whose very first step is AMRB on padded segments: the kernels' cached
     constants must not be created inside the compiled graph during the inference-mode first
