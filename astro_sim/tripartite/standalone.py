@@ -12,7 +12,9 @@ a signature once.
 
 The build runs in a child Python process (``set_device('cpp_standalone',
 build_on_run=False)``, ``device.build(run=False)``), so the caller's Brian2 device state is
-never touched and a process can mix runtime and standalone runs. Running needs neither
+never touched and a process can mix runtime and standalone runs. The child ends, with its
+compiler, when the process that started it is gone (``astro_rmaat.workers.exit_with_parent``):
+a killed sweep leaves no build running on into a directory the next invocation rebuilds. Running needs neither
 Brian2 nor a compiler: :meth:`StandaloneProject.run` starts the binary with a private
 results directory and reads the monitor files listed in the build's ``manifest.json``.
 Parallel workers each run from their own copy of the binary and its static arrays
@@ -226,7 +228,7 @@ def build(cfg, directory: Path) -> None:
     pkg_root = str(Path(__file__).resolve().parents[2])
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([pkg_root, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    proc = subprocess.run([sys.executable, "-m", "astro_sim.tripartite.standalone", str(directory)],
+    proc = subprocess.run([sys.executable, "-m", "astro_sim.tripartite.standalone", str(directory), str(os.getpid())],
                           input=cfg_json, env=env, capture_output=True, text=True)
     BUILD_COUNT += 1
     if proc.returncode != 0 or not (directory / MANIFEST).is_file():
@@ -307,5 +309,8 @@ def standalone_point(build_dir: Path, key: str, worker_dir: Path) -> Iterator[No
             os.environ[WORKER_CACHE_ENV] = old_env
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":   # argv: the build directory, the pid of the process that asked for it
+    from astro_rmaat.workers import exit_with_parent
+
+    exit_with_parent(int(sys.argv[2]))
     _build_here(json.loads(sys.stdin.read()), Path(sys.argv[1]))

@@ -132,3 +132,58 @@ def test_release_increasing_gliotransmission_potentiates_more(standalone_sweep, 
     up, down = final_rho(0.9), final_rho(0.0)
     assert sa.BUILD_COUNT == before
     assert np.all(up - down > 0.01), (up, down)
+
+
+def test_a_build_ends_with_the_process_that_asked_for_it(tmp_path):
+    """A sweep killed while its cpp_standalone build compiles leaves no build running on (into a
+    directory the next invocation removes and builds again): the build's child process and its
+    compiler end within a few seconds of the kill."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from astro_rmaat.workers import descendants
+
+    repo = Path(__file__).resolve().parents[2]
+    code = ("import json, sys; from pathlib import Path; from astro_rmaat.config import from_dict; "
+            "from astro_sim.tripartite import standalone as sa; "
+            "from astro_sim.tripartite.model import TripartiteSimConfig; "
+            "sa.build(from_dict(TripartiteSimConfig, {**json.loads(sys.argv[2]), 'target': 'cpp_standalone'}), "
+            "Path(sys.argv[1]))")
+    asker = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "build"), json.dumps(BASE)],
+                             env=dict(os.environ, PYTHONPATH=str(repo)), stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        builder = []
+        while not builder and time.monotonic() < deadline and asker.poll() is None:
+            time.sleep(0.2)
+            builder = descendants(asker.pid)
+        assert builder, "the build's child process never started"
+        time.sleep(1.0)                                   # under way: Brian2 generating or compiling
+        tree = descendants(asker.pid)
+        os.kill(asker.pid, signal.SIGKILL)
+        asker.wait()
+        deadline = time.monotonic() + 10
+        alive = tree
+        while alive and time.monotonic() < deadline:
+            time.sleep(0.2)
+            alive = [p for p in tree if os.path.exists(f"/proc/{p}") and not _zombie(p)]
+        assert not alive, f"still running after the kill: {alive}"
+        assert not (tmp_path / "build" / sa.MANIFEST).is_file()
+    finally:
+        if asker.poll() is None:
+            asker.kill()
+
+
+def _zombie(pid: int) -> bool:
+    """Ended but not yet reaped (or gone): state Z in /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"Z"
