@@ -10,15 +10,23 @@ what it was running is left as an interrupted run, which the next invocation res
 processes the worker started (a sweep point's compiled Brian2 binary, a build's compiler) end
 with it.
 
+A program a worker runs with ``subprocess`` (a sweep point's Brian2 binary) can be tied to the
+thread that started it instead (``die_with_parent``): the kernel kills it when that thread ends,
+however it ends. That holds where the worker is ended by someone else before its own watch
+runs: a Dask worker leaves with ``os._exit`` the moment its cluster's owner is gone.
+
 Ctrl-C in a terminal reaches the whole process group, workers included, and needs none of this.
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 import threading
 import time
+from typing import Callable
 
 #: seconds between two looks at the parent
 POLL_S = 0.5
@@ -95,3 +103,30 @@ def exit_with_parent(parent: int) -> None:
         _end()
 
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+#: prctl option: the signal a process gets when the thread that started it ends (Linux)
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` for ``subprocess``: the program started gets SIGKILL when the thread that
+    started it ends, also when its process is killed or leaves by ``os._exit`` (Linux
+    ``prctl(PR_SET_PDEATHSIG)``); None where that is not available, and the program then
+    outlives a killed parent as before. Call it in the process that starts the program, per
+    start. Between fork and exec the function only calls prctl through a libc handle looked up
+    here, and checks that its parent is still the one that forked it (a parent that died in
+    between would send no signal)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent, sig = os.getpid(), int(signal.SIGKILL)
+
+    def arm() -> None:
+        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+    return arm

@@ -44,6 +44,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from astro_rmaat import runs
+from astro_rmaat.workers import die_with_parent
 from astro_rmaat.config import from_dict, to_dict
 from astro_rmaat.errors import ConfigError
 from astro_sim.param_table import si_factor
@@ -175,8 +176,11 @@ class StandaloneProject:
         try:
             args = self.run_args(cfg, stim, run_dir)
             t0 = time.perf_counter()
+            # the binary ends with the thread that runs it, also when a Dask worker is ended
+            # under it (astro_rmaat.workers.die_with_parent)
             proc = subprocess.run(["./main", "--results_dir", f"{run_dir}/", *args],
-                                  cwd=self.directory, capture_output=True, text=True)
+                                  cwd=self.directory, capture_output=True, text=True,
+                                  preexec_fn=die_with_parent())
             binary_wall_s = time.perf_counter() - t0
             if proc.returncode != 0:
                 raise RuntimeError(f"cpp_standalone binary in {self.directory} failed "

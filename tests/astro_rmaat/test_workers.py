@@ -159,3 +159,44 @@ def test_an_owner_that_is_not_the_parent_ends_the_worker_at_once():
     or it is a zombie not yet reaped, or the pool started the worker through a fork server):
     the initializer cannot watch it, and ends the process (status 1)."""
     assert _initialized("os.getpid()", "print('still here')") == (1, "")
+
+
+# A process that starts ``sleep 60`` from a thread other than its main one (as a Dask worker runs
+# a task), with die_with_parent's preexec_fn (argv[1] == "tied") or without, prints the sleep's
+# pid and leaves by os._exit while it runs (as a Dask worker leaves when its cluster's owner dies).
+STARTER = r"""
+import os, subprocess, sys, threading, time
+from astro_rmaat.workers import die_with_parent
+def task():
+    arm = die_with_parent() if sys.argv[1] == "tied" else None
+    proc = subprocess.Popen(["sleep", "60"], preexec_fn=arm)
+    print(proc.pid, flush=True)
+    proc.wait()
+threading.Thread(target=task, daemon=True).start()
+time.sleep(float(sys.argv[2]))
+os._exit(1)
+"""
+
+
+def _program_after_starter_exits(mode: str, wait_s: float) -> bool:
+    """Whether the starter's ``sleep 60`` was gone within ``wait_s`` seconds of the starter's exit."""
+    starter = subprocess.Popen([sys.executable, "-c", STARTER, mode, "2"], stdout=subprocess.PIPE, text=True,
+                               env=ENV)
+    program = int(starter.stdout.readline())
+    assert not _gone(program)
+    starter.wait(timeout=30)
+    deadline = time.monotonic() + wait_s
+    while not _gone(program) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    gone = _gone(program)
+    _kill([program])
+    starter.stdout.close()
+    return gone
+
+
+def test_a_program_tied_by_die_with_parent_ends_when_its_starter_leaves_by_os_exit():
+    """The thread that started the program ends with its process (os._exit: no handler, no watch
+    runs): the tied program gets SIGKILL from the kernel; untied (the control) it runs on."""
+    assert _program_after_starter_exits("tied", wait_s=5), "the tied program outlived its starter"
+    assert not _program_after_starter_exits("plain", wait_s=1), \
+        "the control's program ended by itself: the test would not see a missing preexec_fn"

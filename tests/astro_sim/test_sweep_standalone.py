@@ -187,3 +187,27 @@ def _zombie(pid: int) -> bool:
     except OSError:
         return True
     return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"Z"
+
+
+def test_the_binary_is_tied_to_the_thread_that_runs_it(standalone_sweep, cache, monkeypatch):
+    """Each run of the compiled binary is started with ``die_with_parent``'s preexec_fn, so a
+    Dask worker ended under it (os._exit when the sweep is killed) takes the binary with it
+    (the mechanism: tests/astro_rmaat/test_workers.py)."""
+    armed = []
+
+    def spy():
+        def arm():
+            pass
+        armed.append(arm)
+        return arm
+    monkeypatch.setattr(sa, "die_with_parent", spy)
+    started = []
+    real_run = sa.subprocess.run
+
+    def run_spy(argv, **kw):
+        started.append(kw.get("preexec_fn"))
+        return real_run(argv, **kw)
+    monkeypatch.setattr(sa.subprocess, "run", run_spy)
+    cfg = from_dict(TripartiteSimConfig, {**BASE, "target": "cpp_standalone", "standalone_dir": str(cache)})
+    run(cfg)
+    assert len(armed) == 1 and started == armed
