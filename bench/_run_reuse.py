@@ -8,7 +8,11 @@ project's packages training reads (``CODE_DIRS``: what a retention mode means, a
 data generators), or it was trained under other versions of the installed packages it computes
 with (``PACKAGES``: the same seed gives other numbers under another torch). Code is compared
 file by file in its code form: a Python file's syntax tree without docstrings, so an edit of a
-comment or a docstring changes nothing (hidden files, and files git ignores, are not code). The
+comment or a docstring changes nothing (hidden files, and files git ignores, are not code). Of
+the Python files, only those a run on its task can execute count (``read_by``: the modules
+that train and evaluate it, its task's data module, and what they import, every import
+statement counted); a change in another module (the command line, a process pool's watch)
+leaves the stored runs current. Every other file of ``CODE_DIRS`` (data a run reads) counts. The
 benchmark stamps each run it starts with the digest of every file, ``<run folder>.code`` beside
 the folder, with the Python version (whose syntax trees it compares) and the packages' versions.
 A finished run trained before stamps existed is judged by the git revision and the versions its
@@ -76,6 +80,68 @@ def _code_files(root: Path) -> list[str]:
     return sorted(n for n in names if (root / n).is_file() and _is_code_name(n))
 
 
+#: the modules that train a benchmark run and evaluate it (``_retention_runs.run_one``), whose
+#: import closure, with the task's data module (``rmaat_model.data.base.TASKS``, imported by
+#: name), is the Python code a run can execute
+RUN_MODULES = ("rmaat_model.train", "rmaat_model.evaluate", "rmaat_model.checkpoint",
+               "rmaat_model.train_config", "astro_rmaat.runs")
+
+
+def _module_name(name: str) -> str:
+    parts = name[:-3].split("/")
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imported(module: str, name: str, source: bytes, known: set[str]) -> set[str]:
+    """The modules of ``known`` that ``module`` (file ``name``) imports, anywhere in it, with
+    the packages whose ``__init__`` each import runs."""
+    package = module if name.endswith("__init__.py") else module.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                up = package.split(".")[:len(package.split(".")) - node.level + 1]
+                base = ".".join([*up, *([base] if base else [])])
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for t in targets:
+            parts = t.split(".")
+            found |= {".".join(parts[:i]) for i in range(1, len(parts) + 1)} & known
+    return found
+
+
+def read_by(task: str | None, root: Path = ROOT) -> frozenset[str] | None:
+    """The Python files of ``CODE_DIRS`` under ``root`` that a run on ``task`` can execute: the
+    import closure of ``RUN_MODULES`` and the task's data module (every data module for a task
+    ``TASKS`` does not name). None, every file counting, for a tree without those modules.
+
+    Taken from the tree as it is now: a module a run read before and reads no more was imported by
+    a file that changed since, which the comparison sees."""
+    files = {_module_name(n): n for n in _code_files(root) if n.endswith(".py")}
+    if not any(m in files for m in RUN_MODULES):
+        return None
+    from rmaat_model.data.base import TASKS
+    todo = [m for m in (*RUN_MODULES, *([TASKS[task]] if task in TASKS else TASKS.values())) if m in files]
+    seen: set[str] = set()
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            parts = module.split(".")                      # importing a.b.c runs a and a.b first
+            todo += [p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in files]
+            todo += _imported(module, files[module], (root / files[module]).read_bytes(), set(files)) - seen
+    return frozenset(files[m] for m in seen)
+
+
+def _counts(name: str, reads: frozenset[str] | None) -> bool:
+    """Whether a change of file ``name`` can change a run that executes ``reads`` (``read_by``)."""
+    return reads is None or not name.endswith(".py") or name in reads
+
+
 def fingerprint(root: Path = ROOT) -> dict:
     """{"python": "3.11", "packages": {"torch": ..., "numpy": ...}, "files": {name: sha256 of its
     code form}} for the code under ``root`` and the installed packages training computes with."""
@@ -135,10 +201,11 @@ def _first_and_more(names) -> str:
     return names[0] + (f" and {len(names) - 1} more" if len(names) > 1 else "")
 
 
-def _first_change(old: dict, new: dict) -> str | None:
+def _first_change(old: dict, new: dict, reads: frozenset[str] | None = None) -> str | None:
     """The first file (in name order) added, removed or changed between two ``files`` tables,
-    and how many more; None when they are the same."""
-    changed = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n))
+    and how many more, of those that count for a run that executes ``reads`` (``read_by``; None:
+    every file); None when they are the same."""
+    changed = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n) and _counts(n, reads))
     return _first_and_more(changed) if changed else None
 
 
@@ -188,7 +255,8 @@ def why_stale(run_dir: str | Path, config: dict, code: dict, root: Path = ROOT,
     """None when the run in ``run_dir`` (finished, or interrupted and to be resumed) is what this
     tree would train from ``config`` (``config_mismatch``) with the code and package versions of
     ``code`` (a ``fingerprint``, ``code_mismatch``); else why not, in a few words."""
-    return config_mismatch(run_dir, config) or code_mismatch(run_dir, code, root, changes)
+    return config_mismatch(run_dir, config) or code_mismatch(run_dir, code, root, changes,
+                                                             read_by(config.get("task"), root))
 
 
 def _read_meta(run_dir: Path) -> dict:
@@ -205,9 +273,11 @@ def _read_meta(run_dir: Path) -> dict:
     return meta
 
 
-def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: dict | None = None) -> str | None:
+def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: dict | None = None,
+                  reads: frozenset[str] | None = None) -> str | None:
     """None when the run in ``run_dir`` was trained by the code and under the package versions of
-    ``code`` (a ``fingerprint``); else why not. A stamped run is judged by its stamp, the
+    ``code`` (a ``fingerprint``), as far as a run that executes ``reads`` (``read_by``; None:
+    every file) reads it; else why not. A stamped run is judged by its stamp, the
     versions of one stamped before stamps named them by its meta.json (an interrupted one, which
     has none, by its code alone); an unstamped finished run by the versions and revision its
     meta.json records, through git; an unstamped interrupted run passes (its config decides).
@@ -223,7 +293,7 @@ def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: d
         if mark.get("python") != code["python"]:
             return (f"it was stamped under Python {mark.get('python')}, this is {code['python']} "
                     f"(code is compared by syntax tree within one version)")
-        change = _first_change(mark.get("files", {}), code["files"])
+        change = _first_change(mark.get("files", {}), code["files"], reads)
         if change is not None:
             return f"it was trained by other code: {change} differ(s)"
         if "packages" in mark:
@@ -247,9 +317,9 @@ def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: d
     changes = {} if changes is None else changes
     if rev not in changes:
         changes[rev] = _changed_since(rev, root)
-    changed = changes[rev]
-    if changed is None:
+    if changes[rev] is None:
         return f"it was trained on {rev[:7]}, which git cannot compare with this checkout"
+    changed = [n for n in changes[rev] if _counts(n, reads)]
     if changed:
         return f"it was trained on {rev[:7]}, and {_first_and_more(changed)} changed since"
     return None
@@ -278,11 +348,14 @@ def stale_runs(runs: list[tuple[str, dict]], code: dict,
     refuses it); and the finished current runs without a stamp (judged by git)."""
     from astro_rmaat.runs import CONFIG_FILE, is_finished
 
-    stale, unstamped, changes = [], [], {}
+    stale, unstamped, changes, reads = [], [], {}, {}
     for run, config in runs:
         if (Path(run) / CONFIG_FILE).is_file():
             differs = config_mismatch(run, config)
-            why = differs or code_mismatch(run, code, root, changes)
+            task = config.get("task")
+            if task not in reads:
+                reads[task] = read_by(task, root)
+            why = differs or code_mismatch(run, code, root, changes, reads[task])
             finished = is_finished(run)
             if why is not None:
                 stale.append((run, why, finished or differs is None))

@@ -56,7 +56,8 @@ RF(t, T) it gives).
 Finished runs are reused, so an interrupted benchmark resumes (a reused run's ``train_wall_s`` is
 the elapsed time at its last evaluation, from its meta.json; empty where it recorded none), but
 only runs this tree would train as they are: the same config, the same code in astro_rmaat/
-and rmaat_model/ and the same torch and numpy (``_run_reuse``: each run started here is stamped
+and rmaat_model/ as far as a run on its task can execute it (the import closure of training,
+evaluation and the task's data module) and the same torch and numpy (``_run_reuse``: each run started here is stamped
 with its code, file by file, and those versions; docstrings and comments do not count; a
 finished run whose stamp, or lack of one, does not name the versions is judged by those its
 meta.json records; an interrupted run started before stamps existed is judged by its config

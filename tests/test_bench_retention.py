@@ -349,6 +349,71 @@ def test_an_unstamped_run_is_judged_by_its_revisions_code_not_its_comments(bench
     assert "git cannot compare" in reuse.why_stale(run, cfg, before, root=repo)
 
 
+def test_only_the_code_a_run_can_execute_makes_it_stale(bench, tmp_path):
+    """Of the Python files, those outside the import closure of the modules that train and
+    evaluate a run (and its task's data module) do not count: a changed command-line module
+    leaves the run current, a changed module the training imports (also through a package's
+    relative import, or inside a function) does not; an import added to a training module
+    counts through that module's change; a data file always counts. In the git fallback too."""
+    import json
+    import subprocess
+    from astro_rmaat.config import to_dict
+
+    reuse = bench._run_reuse
+    repo = tmp_path / "repo"
+    files = {
+        "rmaat_model/__init__.py": "",
+        "rmaat_model/train.py": "from . import kernel\n\ndef run():\n    import rmaat_model.later as later\n    return later\n",
+        "rmaat_model/kernel.py": "def f(x):\n    return x + 1\n",
+        "rmaat_model/later.py": "y = 1\n",
+        "rmaat_model/cli.py": "from rmaat_model import train\n",
+        "rmaat_model/data/__init__.py": "",
+        "rmaat_model/data/assoc.py": "z = 1\n",
+        "rmaat_model/data/listops.py": "w = 1\n",
+        "astro_rmaat/workers.py": "POLL = 0.5\n",
+        "astro_rmaat/table.json": "[1, 2]\n",
+    }
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    assert reuse.read_by("assoc", repo) == {"rmaat_model/__init__.py", "rmaat_model/train.py", "rmaat_model/kernel.py",
+                                            "rmaat_model/later.py", "rmaat_model/data/__init__.py",
+                                            "rmaat_model/data/assoc.py"}
+    assert "rmaat_model/data/listops.py" in reuse.read_by("listops", repo)
+    assert "rmaat_model/data/listops.py" in reuse.read_by("no such task", repo)   # every data module
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first"],
+                   cwd=repo, check=True)
+    rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    cfg = to_dict(bench.base_config(3, 1, "ltp", 0, 2, "assoc"))
+    stamped, unstamped = tmp_path / "stamped", tmp_path / "unstamped"
+    for run in (stamped, unstamped):
+        run.mkdir()
+        (run / "config.json").write_text(json.dumps(cfg))
+        (run / "meta.json").write_text(json.dumps({"git_revision": rev, "versions": {}}))
+    reuse.stamp(stamped, reuse.fingerprint(repo))
+
+    def why(run):
+        return reuse.why_stale(run, cfg, reuse.fingerprint(repo), root=repo)
+    assert why(stamped) is None and why(unstamped) is None
+    (repo / "rmaat_model/cli.py").write_text("from rmaat_model import train, kernel\n")
+    (repo / "astro_rmaat/workers.py").write_text("POLL = 0.25\n")
+    (repo / "rmaat_model/data/listops.py").write_text("w = 2\n")
+    assert why(stamped) is None and why(unstamped) is None      # not code an assoc run executes
+    for name, text in (("rmaat_model/later.py", "y = 2\n"), ("rmaat_model/kernel.py", "def f(x):\n    return x\n"),
+                       ("astro_rmaat/table.json", "[1, 3]\n")):
+        before = (repo / name).read_text()
+        (repo / name).write_text(text)
+        assert name in why(stamped) and name in why(unstamped), name
+        (repo / name).write_text(before)
+    assert why(stamped) is None
+    (repo / "astro_rmaat/workers.py").write_text(files["astro_rmaat/workers.py"])
+    (repo / "rmaat_model/train.py").write_text(files["rmaat_model/train.py"] + "from astro_rmaat import workers\n")
+    assert "rmaat_model/train.py" in why(stamped) and "rmaat_model/train.py" in why(unstamped)
+    assert "astro_rmaat/workers.py" in reuse.read_by("assoc", repo)
+
+
 @pytest.mark.slow
 def test_the_benchmark_stamps_its_runs_and_stops_retrains_or_reuses_stale_ones(bench, tmp_path, capsys):
     """A fresh benchmark trains and stamps its runs (a stamp left beside a deleted folder is
