@@ -105,8 +105,33 @@ def exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
-#: prctl option: the signal a process gets when the thread that started it ends (Linux)
-PR_SET_PDEATHSIG = 1
+#: prctl options (Linux): the signal a process gets when the thread that started it ends; its
+#: current value; and whether this process adopts its descendants' orphans
+PR_SET_PDEATHSIG, PR_GET_PDEATHSIG, PR_SET_CHILD_SUBREAPER = 1, 2, 36
+
+
+def _prctl():
+    """libc's prctl, its arguments declared; None where there is none (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+def adopt_orphans() -> bool:
+    """Make this process the one its descendants' orphans are handed to (Linux
+    ``PR_SET_CHILD_SUBREAPER``), so that ``exit_with_parent``'s end still finds the processes a
+    killed descendant had started (a parallel ``make``'s compilers, when ``make`` dies first)
+    instead of losing them to init. For a short-lived process whose children are many and
+    nested (a build); an orphan adopted is not reaped before this process ends. False where
+    not available."""
+    prctl = _prctl()
+    return prctl is not None and prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
 
 
 def die_with_parent() -> Callable[[], None] | None:
@@ -117,16 +142,15 @@ def die_with_parent() -> Callable[[], None] | None:
     start. Between fork and exec the function only calls prctl through a libc handle looked up
     here, and checks that its parent is still the one that forked it (a parent that died in
     between would send no signal)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
+    prctl = _prctl()
+    current = ctypes.c_int(0)
+    if prctl is None or prctl(PR_GET_PDEATHSIG, ctypes.addressof(current), 0, 0, 0) != 0:
+        return None      # prctl refused here (a sandbox): the program runs untied
     parent, sig = os.getpid(), int(signal.SIGKILL)
 
     def arm() -> None:
-        prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        if prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
         if os.getppid() != parent:
             os._exit(1)
     return arm

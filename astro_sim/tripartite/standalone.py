@@ -314,7 +314,8 @@ def standalone_point(build_dir: Path, key: str, worker_dir: Path) -> Iterator[No
 
 
 if __name__ == "__main__":   # argv: the build directory, the pid of the process that asked for it
-    from astro_rmaat.workers import exit_with_parent
+    from astro_rmaat.workers import adopt_orphans, exit_with_parent
 
+    adopt_orphans()      # a compiler whose make was killed first stays in this tree, to be ended
     exit_with_parent(int(sys.argv[2]))
     _build_here(json.loads(sys.stdin.read()), Path(sys.argv[1]))

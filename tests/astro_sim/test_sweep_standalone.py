@@ -136,8 +136,9 @@ def test_release_increasing_gliotransmission_potentiates_more(standalone_sweep, 
 
 def test_a_build_ends_with_the_process_that_asked_for_it(tmp_path):
     """A sweep killed while its cpp_standalone build compiles leaves no build running on (into a
-    directory the next invocation removes and builds again): the build's child process and its
-    compiler end within a few seconds of the kill."""
+    directory the next invocation removes and builds again): killed once the compiler runs, no
+    process working in the build directory (the build's child, make, the compilers, also those
+    make started after the kill or whose make died first) is left a few seconds later."""
     import os
     import signal
     import subprocess
@@ -148,35 +149,59 @@ def test_a_build_ends_with_the_process_that_asked_for_it(tmp_path):
     from astro_rmaat.workers import descendants
 
     repo = Path(__file__).resolve().parents[2]
+    build = tmp_path / "build"
     code = ("import json, sys; from pathlib import Path; from astro_rmaat.config import from_dict; "
             "from astro_sim.tripartite import standalone as sa; "
             "from astro_sim.tripartite.model import TripartiteSimConfig; "
             "sa.build(from_dict(TripartiteSimConfig, {**json.loads(sys.argv[2]), 'target': 'cpp_standalone'}), "
             "Path(sys.argv[1]))")
-    asker = subprocess.Popen([sys.executable, "-c", code, str(tmp_path / "build"), json.dumps(BASE)],
+    asker = subprocess.Popen([sys.executable, "-c", code, str(build), json.dumps(BASE)],
                              env=dict(os.environ, PYTHONPATH=str(repo)), stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 120
-        builder = []
-        while not builder and time.monotonic() < deadline and asker.poll() is None:
-            time.sleep(0.2)
-            builder = descendants(asker.pid)
-        assert builder, "the build's child process never started"
-        time.sleep(1.0)                                   # under way: Brian2 generating or compiling
-        tree = descendants(asker.pid)
+        deadline = time.monotonic() + 180
+        while not any(_name(p) in ("make", "g++", "cc1plus", "c++") for p in descendants(asker.pid)):
+            assert asker.poll() is None and time.monotonic() < deadline, "the build never reached its compiler"
+            time.sleep(0.1)
         os.kill(asker.pid, signal.SIGKILL)
         asker.wait()
-        deadline = time.monotonic() + 10
-        alive = tree
-        while alive and time.monotonic() < deadline:
+        deadline = time.monotonic() + 3      # the watch looks every 0.5 s; a compile left running lasts longer
+        while _working_in(build) and time.monotonic() < deadline:
             time.sleep(0.2)
-            alive = [p for p in tree if os.path.exists(f"/proc/{p}") and not _zombie(p)]
-        assert not alive, f"still running after the kill: {alive}"
-        assert not (tmp_path / "build" / sa.MANIFEST).is_file()
+        left = _working_in(build)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"still working in the build directory after the kill: {left}"
+        assert not (build / sa.MANIFEST).is_file()
     finally:
         if asker.poll() is None:
             asker.kill()
+
+
+def _name(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _working_in(folder) -> list[int]:
+    """Live processes (not zombies) whose working directory or command line lies in ``folder``."""
+    import os
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or _zombie(int(name)):
+            continue
+        try:
+            cwd = os.readlink(f"/proc/{name}/cwd")
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                cmd = f.read().decode(errors="replace")
+        except OSError:
+            continue
+        if cwd.startswith(str(folder)) or str(folder) in cmd:
+            found.append(int(name))
+    return found
 
 
 def _zombie(pid: int) -> bool:
@@ -209,5 +234,7 @@ def test_the_binary_is_tied_to_the_thread_that_runs_it(standalone_sweep, cache, 
         return real_run(argv, **kw)
     monkeypatch.setattr(sa.subprocess, "run", run_spy)
     cfg = from_dict(TripartiteSimConfig, {**BASE, "target": "cpp_standalone", "standalone_dir": str(cache)})
+    builds = sa.BUILD_COUNT
     run(cfg)
+    assert sa.BUILD_COUNT == builds, "the sweep's build did not fit: the spy saw the build's own start"
     assert len(armed) == 1 and started == armed
