@@ -117,10 +117,13 @@ def _imported(module: str, name: str, source: bytes, known: set[str]) -> set[str
 def read_by(task: str | None, root: Path = ROOT) -> frozenset[str] | None:
     """The Python files of ``CODE_DIRS`` under ``root`` that a run on ``task`` can execute: the
     import closure of ``RUN_MODULES`` and the task's data module (every data module for a task
-    ``TASKS`` does not name). None, every file counting, for a tree without those modules.
+    ``TASKS`` does not name). None, every file counting, for a tree without those modules or with
+    a file there that does not parse. ``TASKS`` is this interpreter's (``ROOT``'s), the only
+    import by name on the way.
 
     Taken from the tree as it is now: a module a run read before and reads no more was imported by
-    a file that changed since, which the comparison sees."""
+    a file that changed since, which the comparison sees; a file removed since counts whatever it
+    was (``_first_change``)."""
     files = {_module_name(n): n for n in _code_files(root) if n.endswith(".py")}
     if not any(m in files for m in RUN_MODULES):
         return None
@@ -133,7 +136,10 @@ def read_by(task: str | None, root: Path = ROOT) -> frozenset[str] | None:
             seen.add(module)
             parts = module.split(".")                      # importing a.b.c runs a and a.b first
             todo += [p for p in (".".join(parts[:i]) for i in range(1, len(parts))) if p in files]
-            todo += _imported(module, files[module], (root / files[module]).read_bytes(), set(files)) - seen
+            try:
+                todo += _imported(module, files[module], (root / files[module]).read_bytes(), set(files)) - seen
+            except SyntaxError:     # not code this interpreter runs as it is: compare every file
+                return None
     return frozenset(files[m] for m in seen)
 
 
@@ -204,8 +210,8 @@ def _first_and_more(names) -> str:
 def _first_change(old: dict, new: dict, reads: frozenset[str] | None = None) -> str | None:
     """The first file (in name order) added, removed or changed between two ``files`` tables,
     and how many more, of those that count for a run that executes ``reads`` (``read_by``; None:
-    every file); None when they are the same."""
-    changed = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n) and _counts(n, reads))
+    every file; a file removed counts whatever it held); None when they are the same."""
+    changed = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n) and (n not in new or _counts(n, reads)))
     return _first_and_more(changed) if changed else None
 
 
@@ -319,7 +325,7 @@ def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: d
         changes[rev] = _changed_since(rev, root)
     if changes[rev] is None:
         return f"it was trained on {rev[:7]}, which git cannot compare with this checkout"
-    changed = [n for n in changes[rev] if _counts(n, reads)]
+    changed = [n for n in changes[rev] if _counts(n, reads) or not (root / n).is_file()]   # removed: counts
     if changed:
         return f"it was trained on {rev[:7]}, and {_first_and_more(changed)} changed since"
     return None

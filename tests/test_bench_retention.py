@@ -408,6 +408,13 @@ def test_only_the_code_a_run_can_execute_makes_it_stale(bench, tmp_path):
         assert name in why(stamped) and name in why(unstamped), name
         (repo / name).write_text(before)
     assert why(stamped) is None
+    (repo / "rmaat_model/cli.py").unlink()                      # a removed file counts, whatever it was
+    assert "rmaat_model/cli.py" in why(stamped) and "rmaat_model/cli.py" in why(unstamped)
+    (repo / "rmaat_model/cli.py").write_text(files["rmaat_model/cli.py"])
+    (repo / "rmaat_model/later.py").write_text("y = (\n")          # does not parse: every file counts
+    assert reuse.read_by("assoc", repo) is None    # every file counts: workers.py, listops.py, later.py
+    assert why(stamped) == "it was trained by other code: astro_rmaat/workers.py and 2 more differ(s)"
+    (repo / "rmaat_model/later.py").write_text(files["rmaat_model/later.py"])
     (repo / "astro_rmaat/workers.py").write_text(files["astro_rmaat/workers.py"])
     (repo / "rmaat_model/train.py").write_text(files["rmaat_model/train.py"] + "from astro_rmaat import workers\n")
     assert "rmaat_model/train.py" in why(stamped) and "rmaat_model/train.py" in why(unstamped)
