@@ -377,8 +377,8 @@ class RMAAT(nn.Module):
         ``dynamic=True`` is refused here, before anything compiles: under torch 2.13 dynamo stops
         inside the block's autograd Function at the first forward (pytorch/pytorch#111031; docs/model.md).
         Left unset, torch.compile turns to dynamic shapes by itself once a second shape is seen."""
-        if options.get("dynamic") is True:
-            raise ConfigError("compile_blocks(dynamic=True): dynamo cannot trace the fused block's autograd "
+        if options.get("dynamic"):
+            raise ConfigError(f"compile_blocks(dynamic={options['dynamic']!r}): dynamo cannot trace the fused block's autograd "
                               "Function with every size symbolic (pytorch/pytorch#111031); leave dynamic unset "
                               "(dynamic shapes follow after a second shape) or pass dynamic=False")
         self._compiled_window = torch.compile(self._encode_window, **options)

@@ -212,6 +212,8 @@ def test_compile_blocks_refuses_dynamic_true_before_compiling(tmp_path):
     with pytest.raises(ConfigError, match=r"compile_blocks\(dynamic=True\).*111031") as err:
         model.compile_blocks(dynamic=True)
     assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"compile_blocks\(dynamic=1\)"):
+        model.compile_blocks(dynamic=1)
     assert model._compiled_window is None
 
 
