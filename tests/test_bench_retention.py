@@ -361,26 +361,27 @@ def test_only_the_code_a_run_can_execute_makes_it_stale(bench, tmp_path):
 
     reuse = bench._run_reuse
     repo = tmp_path / "repo"
+    M, A = "rmaat_model", "astro_rmaat"   # the scratch tree's packages
     files = {
-        "rmaat_model/__init__.py": "",
-        "rmaat_model/train.py": "from . import kernel\n\ndef run():\n    import rmaat_model.later as later\n    return later\n",
-        "rmaat_model/kernel.py": "def f(x):\n    return x + 1\n",
-        "rmaat_model/later.py": "y = 1\n",
-        "rmaat_model/cli.py": "from rmaat_model import train\n",
-        "rmaat_model/data/__init__.py": "",
-        "rmaat_model/data/assoc.py": "z = 1\n",
-        "rmaat_model/data/listops.py": "w = 1\n",
-        "astro_rmaat/workers.py": "POLL = 0.5\n",
-        "astro_rmaat/table.json": "[1, 2]\n",
+        f"{M}/__init__.py": "",
+        f"{M}/train.py": "from . import kernel\n\ndef run():\n    import rmaat_model.later as later\n    return later\n",
+        f"{M}/kernel.py": "def f(x):\n    return x + 1\n",
+        f"{M}/later.py": "y = 1\n",
+        f"{M}/cli.py": "from rmaat_model import train\n",
+        f"{M}/data/__init__.py": "",
+        f"{M}/data/assoc.py": "z = 1\n",
+        f"{M}/data/listops.py": "w = 1\n",
+        f"{A}/workers.py": "POLL = 0.5\n",
+        f"{A}/table.json": "[1, 2]\n",
     }
     for name, text in files.items():
         (repo / name).parent.mkdir(parents=True, exist_ok=True)
         (repo / name).write_text(text)
-    assert reuse.read_by("assoc", repo) == {"rmaat_model/__init__.py", "rmaat_model/train.py", "rmaat_model/kernel.py",
-                                            "rmaat_model/later.py", "rmaat_model/data/__init__.py",
-                                            "rmaat_model/data/assoc.py"}
-    assert "rmaat_model/data/listops.py" in reuse.read_by("listops", repo)
-    assert "rmaat_model/data/listops.py" in reuse.read_by("no such task", repo)   # every data module
+    assert reuse.read_by("assoc", repo) == {f"{M}/__init__.py", f"{M}/train.py", f"{M}/kernel.py",
+                                            f"{M}/later.py", f"{M}/data/__init__.py",
+                                            f"{M}/data/assoc.py"}
+    assert f"{M}/data/listops.py" in reuse.read_by("listops", repo)
+    assert f"{M}/data/listops.py" in reuse.read_by("no such task", repo)   # every data module
     subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     subprocess.run(["git", "add", "-A"], cwd=repo, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "first"],
@@ -397,28 +398,28 @@ def test_only_the_code_a_run_can_execute_makes_it_stale(bench, tmp_path):
     def why(run):
         return reuse.why_stale(run, cfg, reuse.fingerprint(repo), root=repo)
     assert why(stamped) is None and why(unstamped) is None
-    (repo / "rmaat_model/cli.py").write_text("from rmaat_model import train, kernel\n")
-    (repo / "astro_rmaat/workers.py").write_text("POLL = 0.25\n")
-    (repo / "rmaat_model/data/listops.py").write_text("w = 2\n")
+    (repo / f"{M}/cli.py").write_text("from rmaat_model import train, kernel\n")
+    (repo / f"{A}/workers.py").write_text("POLL = 0.25\n")
+    (repo / f"{M}/data/listops.py").write_text("w = 2\n")
     assert why(stamped) is None and why(unstamped) is None      # not code an assoc run executes
-    for name, text in (("rmaat_model/later.py", "y = 2\n"), ("rmaat_model/kernel.py", "def f(x):\n    return x\n"),
-                       ("astro_rmaat/table.json", "[1, 3]\n")):
+    for name, text in ((f"{M}/later.py", "y = 2\n"), (f"{M}/kernel.py", "def f(x):\n    return x\n"),
+                       (f"{A}/table.json", "[1, 3]\n")):
         before = (repo / name).read_text()
         (repo / name).write_text(text)
         assert name in why(stamped) and name in why(unstamped), name
         (repo / name).write_text(before)
     assert why(stamped) is None
-    (repo / "rmaat_model/cli.py").unlink()                      # a removed file counts, whatever it was
-    assert "rmaat_model/cli.py" in why(stamped) and "rmaat_model/cli.py" in why(unstamped)
-    (repo / "rmaat_model/cli.py").write_text(files["rmaat_model/cli.py"])
-    (repo / "rmaat_model/later.py").write_text("y = (\n")          # does not parse: every file counts
+    (repo / f"{M}/cli.py").unlink()                      # a removed file counts, whatever it was
+    assert f"{M}/cli.py" in why(stamped) and f"{M}/cli.py" in why(unstamped)
+    (repo / f"{M}/cli.py").write_text(files[f"{M}/cli.py"])
+    (repo / f"{M}/later.py").write_text("y = (\n")          # does not parse: every file counts
     assert reuse.read_by("assoc", repo) is None    # every file counts: workers.py, listops.py, later.py
     assert why(stamped) == "it was trained by other code: astro_rmaat/workers.py and 2 more differ(s)"
-    (repo / "rmaat_model/later.py").write_text(files["rmaat_model/later.py"])
-    (repo / "astro_rmaat/workers.py").write_text(files["astro_rmaat/workers.py"])
-    (repo / "rmaat_model/train.py").write_text(files["rmaat_model/train.py"] + "from astro_rmaat import workers\n")
-    assert "rmaat_model/train.py" in why(stamped) and "rmaat_model/train.py" in why(unstamped)
-    assert "astro_rmaat/workers.py" in reuse.read_by("assoc", repo)
+    (repo / f"{M}/later.py").write_text(files[f"{M}/later.py"])
+    (repo / f"{A}/workers.py").write_text(files[f"{A}/workers.py"])
+    (repo / f"{M}/train.py").write_text(files[f"{M}/train.py"] + "from astro_rmaat import workers\n")
+    assert f"{M}/train.py" in why(stamped) and f"{M}/train.py" in why(unstamped)
+    assert f"{A}/workers.py" in reuse.read_by("assoc", repo)
 
 
 @pytest.mark.slow
