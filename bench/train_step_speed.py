@@ -1,7 +1,7 @@
 """Training steps per second of the demo's ListOps model: this tree against an older revision.
 
     PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1] [--profile] [--malloc]
-                                                     [--norm pre|post]
+                                                     [--norm pre|post] [--ablate]
 
 The config is the pipeline's ListOps model (d_model 64, 4 heads, 2 blocks, d_ff 128, dropout
 0.1, segments of 128 with 8 memory tokens, batch 32, AMRB, AdamW), on seeded random batches
@@ -17,6 +17,10 @@ revision without it having pre-LN blocks only), and with ``--threads 0`` (the de
 ``--malloc`` also times this tree, in the same rounds, with glibc's mmap and trim thresholds as
 the ``rmaat`` command sets them (``rmaat_model.allocator``); the reference and the plain
 figures of this tree keep glibc's defaults. Each run also counts its page faults per step.
+
+``--ablate`` also times this tree, in the same rounds, without dropout, with BPTT instead of
+AMRB, and with both: what the replay and the dropout draws cost a step, beside the step time
+the 3x goal asks for (a third of the reference's).
 
 ``--profile`` then runs ``--steps`` steps of each tree under ``torch.profiler`` and prints how
 much of a step the matrix products (mm, bmm, addmm, baddbmm) take, their GFLOP per step and
@@ -36,6 +40,9 @@ import tempfile
 from pathlib import Path
 
 from astro_rmaat.cli_args import ArgumentParser
+
+#: ``--ablate``: (method, dropout) of this tree's other variants
+ABLATIONS = (("amrb", 0.0), ("bptt", 0.1), ("bptt", 0.0))
 
 CHILD = r"""
 import dataclasses, json, sys, time
@@ -58,6 +65,7 @@ else:
 from rmaat_model.model import ModelConfig, build_model
 from rmaat_model.amrb import forward_backward
 steps, arch, norm = int(sys.argv[2]), sys.argv[3], sys.argv[6]
+method, dropout = sys.argv[7], float(sys.argv[8])   # the reference: amrb, 0.1
 layout = {}
 if norm != "default":
     if "norm" in {f.name for f in dataclasses.fields(ModelConfig)}:
@@ -65,7 +73,7 @@ if norm != "default":
     elif norm != "pre":
         sys.exit(f"--norm {norm}: this revision has pre-LN blocks only")
 cfg = ModelConfig(arch=arch, vocab_size=18, n_classes=10, max_len=512, d_model=64, n_heads=4, n_layers=2,
-                  d_ff=128, dropout=0.1, segment_len=128, n_mem=8, retention="none", **layout)
+                  d_ff=128, dropout=dropout, segment_len=128, n_mem=8, retention="none", **layout)
 torch.manual_seed(0)
 model = build_model(cfg)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -77,7 +85,7 @@ def batch():
     return x, torch.randint(0, 10, (32,), generator=g)
 def step():
     x, y = batch()
-    forward_backward(model, x, y, method="amrb")
+    forward_backward(model, x, y, method=method)
     opt.step(); opt.zero_grad(set_to_none=True)
 step(); step()
 if len(sys.argv) > 4 and sys.argv[4] == "profile":   # where a step's time goes (torch.profiler)
@@ -110,19 +118,19 @@ print(json.dumps({"steps_per_s": steps / (t1 - t0), "faults_per_step": (f1 - f0)
 
 
 def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time", malloc: str = "default",
-          norm: str = "default") -> dict:
+          norm: str = "default", method: str = "amrb", dropout: float = 0.1) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
-    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode, malloc, norm], cwd=tree,
-                         env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode, malloc, norm,
+                          method, repr(dropout)], cwd=tree, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run(tree: Path, threads: int, steps: int, arch: str, malloc: str = "default",
-        norm: str = "default") -> tuple[float, float]:
+        norm: str = "default", method: str = "amrb", dropout: float = 0.1) -> tuple[float, float]:
     """(steps/s, page faults per step)."""
-    r = child(tree, threads, steps, arch, malloc=malloc, norm=norm)
+    r = child(tree, threads, steps, arch, malloc=malloc, norm=norm, method=method, dropout=dropout)
     return r["steps_per_s"], r["faults_per_step"]
 
 
@@ -140,6 +148,8 @@ def main(argv=None) -> int:
                     help="then profile --steps steps of each tree: matrix products against the rest")
     ap.add_argument("--malloc", action="store_true",
                     help="also time this tree with glibc's thresholds as `rmaat` sets them (rmaat_model.allocator)")
+    ap.add_argument("--ablate", action="store_true",
+                    help="also time this tree without dropout, with BPTT, and with both (what each costs a step)")
     args = ap.parse_args(argv)
     norm = args.norm or "default"
     here = Path(__file__).resolve().parents[1]
@@ -148,14 +158,16 @@ def main(argv=None) -> int:
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(ref), args.ref], check=True)
         try:
             old, new, tuned, faults = [], [], [], {"ref": [], "this": [], "tuned": []}
+            ablated = {v: [] for v in ABLATIONS} if args.ablate else {}
             for i in range(args.repeats):
-                runs = (("ref", ref, "default", old), ("this", here, "default", new), ("tuned", here, "tuned", tuned))
-                for name, tree, malloc, into in (runs if i % 2 == 0 else runs[::-1]):   # drift cancels
-                    if name == "tuned" and not args.malloc:
-                        continue
-                    sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm)
+                runs = [("ref", ref, "default", old, "amrb", 0.1), ("this", here, "default", new, "amrb", 0.1)]
+                if args.malloc:
+                    runs.append(("tuned", here, "tuned", tuned, "amrb", 0.1))
+                runs += [(v, here, "default", ablated[v], *v) for v in ablated]
+                for name, tree, malloc, into, method, p in (runs if i % 2 == 0 else runs[::-1]):   # drift cancels
+                    sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm, method, p)
                     into.append(sps)
-                    faults[name].append(pf)
+                    faults.setdefault(name, []).append(pf)
                 print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s"
                       + (f", with rmaat's malloc thresholds {tuned[-1]:.2f}" if tuned else ""), flush=True)
             prof = {name: child(tree, args.threads, args.steps, args.arch, "profile", norm=norm)
@@ -175,6 +187,11 @@ def main(argv=None) -> int:
         print(f"this tree with rmaat's malloc thresholds (rmaat_model.allocator.tune_malloc): {mt:.2f} steps/s, "
               f"{mt / mo:.2f}x {args.ref}; {pairs:.2f}x glibc's defaults (median of the repeats' pairs); "
               f"{statistics.median(faults['tuned']):.0f} page faults per step")
+    if ablated:   # this tree, glibc's defaults, each variant's median step
+        print(f"this tree's step, ms (median): AMRB with dropout {1e3 / mn:.1f}; "
+              + "; ".join(f"{m.upper()} {'without dropout' if p == 0 else 'with dropout'} "
+                          f"{1e3 / statistics.median(ablated[(m, p)]):.1f}" for m, p in ABLATIONS)
+              + f"; 3x {args.ref} asks for {1e3 / mo / 3:.1f}")
     if prof:
         print(f"Where a step goes: median step time above; matrix products (mm, bmm, addmm, baddbmm) "
               f"from torch.profiler over {args.steps} steps of each")
