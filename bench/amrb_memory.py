@@ -54,7 +54,7 @@ from rmaat_model.model_config import ModelConfig
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _schedule import retention_file  # noqa: E402
 
-#: ``--fresh``: one method's steps in a process of their own (argv: the json of ``fresh_args``)
+#: ``--fresh``: one method's steps in a process of their own (argv: the JSON ``fresh_round`` passes)
 FRESH = r'''
 import json, sys
 a = json.loads(sys.argv[1])

@@ -14,9 +14,10 @@ The build runs in a child Python process (``set_device('cpp_standalone',
 build_on_run=False)``, ``device.build(run=False)``), so the caller's Brian2 device state is
 never touched and a process can mix runtime and standalone runs. The child ends, with its
 compiler, when the process that started it is gone (``astro_rmaat.workers.exit_with_parent``):
-a killed sweep leaves no build running on into a directory the next invocation rebuilds. Running needs neither
-Brian2 nor a compiler: :meth:`StandaloneProject.run` starts the binary with a private
-results directory and reads the monitor files listed in the build's ``manifest.json``.
+a killed sweep leaves no build running on into a directory the next invocation rebuilds.
+Running needs neither Brian2 nor a compiler: :meth:`StandaloneProject.run` starts the binary
+with a private results directory and reads the monitor files listed in the build's
+``manifest.json``.
 Parallel workers each run from their own copy of the binary and its static arrays
 (:meth:`StandaloneProject.copy_to`).
 
@@ -44,9 +45,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from astro_rmaat import runs
-from astro_rmaat.workers import die_with_parent
 from astro_rmaat.config import from_dict, to_dict
 from astro_rmaat.errors import ConfigError
+from astro_rmaat.workers import die_with_parent
 from astro_sim.param_table import si_factor
 from astro_sim.tripartite.model import (POSTSYN_PARAMS, SYN_PARAMS, UNIT_PARAMS,
                                         TripartiteSimConfig, brian_name, build_network,
