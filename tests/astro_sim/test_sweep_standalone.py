@@ -238,3 +238,46 @@ def test_the_binary_is_tied_to_the_thread_that_runs_it(standalone_sweep, cache, 
     run(cfg)
     assert sa.BUILD_COUNT == builds, "the sweep's build did not fit: the spy saw the build's own start"
     assert len(armed) == 1 and started == armed
+
+
+def test_a_killed_dask_sweep_leaves_no_binary_running(tmp_path):
+    """``rmaat sweep --executor dask --standalone`` killed (SIGKILL) while its workers run the
+    compiled binary: Dask's workers leave at once, and their binaries with them (before
+    die_with_parent they ran on to the end of their point)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from astro_rmaat.workers import descendants
+
+    repo = Path(__file__).resolve().parents[2]
+    base = tmp_path / "base.json"   # each point's binary runs for seconds: 2 units, 3000 s of model time
+    base.write_text(json.dumps({"model": "tripartite", "n_units": 2, "record_dt_ms": 50.0, "record": ["rho"],
+                                "protocol": {"kind": "explicit", "pre_times_s": [0.05, 0.1],
+                                             "explicit_duration_s": 3000.0}}))
+    out = tmp_path / "sw"
+    sweep_proc = subprocess.Popen(
+        [sys.executable, "-m", "rmaat_app", "sweep", "--config", str(base), "--grid",
+         "params.U_0_star=0.1,0.2,0.3,0.4,0.5,0.6", "--executor", "dask", "--workers", "2", "--standalone",
+         "--quiet", "--out", str(out)],
+        env=dict(os.environ, PYTHONPATH=str(repo)), cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not [p for p in descendants(sweep_proc.pid) if _name(p) == "main"]:
+            assert sweep_proc.poll() is None and time.monotonic() < deadline, "no point's binary started"
+            time.sleep(0.2)
+        os.kill(sweep_proc.pid, signal.SIGKILL)
+        sweep_proc.wait()
+        deadline = time.monotonic() + 3
+        while _working_in(out) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        left = _working_in(out)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        assert not left, f"still running after the sweep was killed: {left}"
+    finally:
+        if sweep_proc.poll() is None:
+            sweep_proc.kill()
