@@ -140,7 +140,6 @@ def test_a_build_ends_with_the_process_that_asked_for_it(tmp_path):
     process working in the build directory (the build's child, make, the compilers, also those
     make started after the kill or whose make died first) is left a few seconds later."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -163,19 +162,29 @@ def test_a_build_ends_with_the_process_that_asked_for_it(tmp_path):
         while not any(_name(p) in ("make", "g++", "cc1plus", "c++") for p in descendants(asker.pid)):
             assert asker.poll() is None and time.monotonic() < deadline, "the build never reached its compiler"
             time.sleep(0.1)
-        os.kill(asker.pid, signal.SIGKILL)
-        asker.wait()
-        deadline = time.monotonic() + 3      # the watch looks every 0.5 s; a compile left running lasts longer
-        while _working_in(build) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = _working_in(build)
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
+        left = _kill_then_left(asker, build)   # the watch looks every 0.5 s; a compile left running lasts longer
         assert not left, f"still working in the build directory after the kill: {left}"
         assert not (build / sa.MANIFEST).is_file()
     finally:
         if asker.poll() is None:
             asker.kill()
+
+
+def _kill_then_left(proc, folder, wait_s: float = 3.0) -> list[int]:
+    """SIGKILL ``proc`` alone, then give what it started ``wait_s`` seconds to end: the processes
+    still working in ``folder`` after that (``_working_in``), which are then killed here."""
+    import os
+    import signal
+    import time
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + wait_s
+    while _working_in(folder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    left = _working_in(folder)
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    return left
 
 
 def _name(pid: int) -> str:
@@ -245,7 +254,6 @@ def test_a_killed_dask_sweep_leaves_no_binary_running(tmp_path):
     compiled binary: Dask's workers leave at once, and their binaries with them (before
     die_with_parent they ran on to the end of their point)."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -269,14 +277,7 @@ def test_a_killed_dask_sweep_leaves_no_binary_running(tmp_path):
         while not [p for p in descendants(sweep_proc.pid) if _name(p) == "main"]:
             assert sweep_proc.poll() is None and time.monotonic() < deadline, "no point's binary started"
             time.sleep(0.2)
-        os.kill(sweep_proc.pid, signal.SIGKILL)
-        sweep_proc.wait()
-        deadline = time.monotonic() + 3
-        while _working_in(out) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        left = _working_in(out)
-        for pid in left:
-            os.kill(pid, signal.SIGKILL)
+        left = _kill_then_left(sweep_proc, out)
         assert not left, f"still running after the sweep was killed: {left}"
     finally:
         if sweep_proc.poll() is None:
