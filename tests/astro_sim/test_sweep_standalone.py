@@ -7,13 +7,21 @@ sweep fixture builds it, every later test must find it (BUILD_COUNT does not mov
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from astro_rmaat.config import from_dict
 from astro_rmaat.traces import read_traces
+from astro_rmaat.workers import descendants
 from astro_sim.sweep import SweepConfig, sweep
 from astro_sim.tripartite import standalone as sa
 from astro_sim.tripartite.model import TripartiteSimConfig
@@ -139,14 +147,6 @@ def test_a_build_ends_with_the_process_that_asked_for_it(tmp_path):
     directory the next invocation removes and builds again): killed once the compiler runs, no
     process working in the build directory (the build's child, make, the compilers, also those
     make started after the kill or whose make died first) is left a few seconds later."""
-    import os
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    from astro_rmaat.workers import descendants
-
     repo = Path(__file__).resolve().parents[2]
     build = tmp_path / "build"
     code = ("import json, sys; from pathlib import Path; from astro_rmaat.config import from_dict; "
@@ -173,9 +173,6 @@ def test_a_build_ends_with_the_process_that_asked_for_it(tmp_path):
 def _kill_then_left(proc, folder, wait_s: float = 3.0) -> list[int]:
     """SIGKILL ``proc`` alone, then give what it started ``wait_s`` seconds to end: the processes
     still working in ``folder`` after that (``_working_in``), which are then killed here."""
-    import os
-    import signal
-    import time
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + wait_s
@@ -189,38 +186,20 @@ def _kill_then_left(proc, folder, wait_s: float = 3.0) -> list[int]:
 
 def _name(pid: int) -> str:
     try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
+        return psutil.Process(pid).name()
+    except psutil.Error:      # ended meanwhile
         return ""
 
 
 def _working_in(folder) -> list[int]:
     """Live processes (not zombies) whose working directory or command line lies in ``folder``."""
-    import os
     found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or _zombie(int(name)):
+    for p in psutil.process_iter(["cwd", "cmdline", "status"]):   # None where a field is refused
+        if p.info["status"] == psutil.STATUS_ZOMBIE:
             continue
-        try:
-            cwd = os.readlink(f"/proc/{name}/cwd")
-            with open(f"/proc/{name}/cmdline", "rb") as f:
-                cmd = f.read().decode(errors="replace")
-        except OSError:
-            continue
-        if cwd.startswith(str(folder)) or str(folder) in cmd:
-            found.append(int(name))
+        if (p.info["cwd"] or "").startswith(str(folder)) or str(folder) in " ".join(p.info["cmdline"] or ()):
+            found.append(p.pid)
     return found
-
-
-def _zombie(pid: int) -> bool:
-    """Ended but not yet reaped (or gone): state Z in /proc/<pid>/stat."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return True
-    return stat[stat.rindex(b")") + 2:stat.rindex(b")") + 3] == b"Z"
 
 
 def test_the_binary_is_tied_to_the_thread_that_runs_it(standalone_sweep, cache, monkeypatch):
@@ -253,14 +232,6 @@ def test_a_killed_dask_sweep_leaves_no_binary_running(tmp_path):
     """``rmaat sweep --executor dask --standalone`` killed (SIGKILL) while its workers run the
     compiled binary: Dask's workers leave at once, and their binaries with them (before
     die_with_parent they ran on to the end of their point)."""
-    import os
-    import subprocess
-    import sys
-    import time
-    from pathlib import Path
-
-    from astro_rmaat.workers import descendants
-
     repo = Path(__file__).resolve().parents[2]
     base = tmp_path / "base.json"   # each point's binary runs for seconds: 2 units, 3000 s of model time
     base.write_text(json.dumps({"model": "tripartite", "n_units": 2, "record_dt_ms": 50.0, "record": ["rho"],
