@@ -41,7 +41,8 @@ from pathlib import Path
 
 from astro_rmaat.cli_args import ArgumentParser
 
-#: ``--ablate``: (method, dropout) of this tree's other variants
+#: (method, dropout) of the demo's step, which both trees time; and ``--ablate``'s other variants of it
+DEMO = ("amrb", 0.1)
 ABLATIONS = (("amrb", 0.0), ("bptt", 0.1), ("bptt", 0.0))
 
 CHILD = r"""
@@ -65,7 +66,7 @@ else:
 from rmaat_model.model import ModelConfig, build_model
 from rmaat_model.amrb import forward_backward
 steps, arch, norm = int(sys.argv[2]), sys.argv[3], sys.argv[6]
-method, dropout = sys.argv[7], float(sys.argv[8])   # the reference: amrb, 0.1
+method, dropout = sys.argv[7], float(sys.argv[8])   # DEMO, or one of ABLATIONS
 layout = {}
 if norm != "default":
     if "norm" in {f.name for f in dataclasses.fields(ModelConfig)}:
@@ -118,19 +119,20 @@ print(json.dumps({"steps_per_s": steps / (t1 - t0), "faults_per_step": (f1 - f0)
 
 
 def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time", malloc: str = "default",
-          norm: str = "default", method: str = "amrb", dropout: float = 0.1) -> dict:
+          norm: str = "default", variant: tuple[str, float] = DEMO) -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
+    method, dropout = variant
     out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode, malloc, norm,
                           method, repr(dropout)], cwd=tree, env=env, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run(tree: Path, threads: int, steps: int, arch: str, malloc: str = "default",
-        norm: str = "default", method: str = "amrb", dropout: float = 0.1) -> tuple[float, float]:
+        norm: str = "default", variant: tuple[str, float] = DEMO) -> tuple[float, float]:
     """(steps/s, page faults per step)."""
-    r = child(tree, threads, steps, arch, malloc=malloc, norm=norm, method=method, dropout=dropout)
+    r = child(tree, threads, steps, arch, malloc=malloc, norm=norm, variant=variant)
     return r["steps_per_s"], r["faults_per_step"]
 
 
@@ -157,15 +159,15 @@ def main(argv=None) -> int:
         ref = Path(tmp) / "ref"
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(ref), args.ref], check=True)
         try:
-            old, new, tuned, faults = [], [], [], {"ref": [], "this": [], "tuned": []}
+            old, new, tuned, faults = [], [], [], {}
             ablated = {v: [] for v in ABLATIONS} if args.ablate else {}
             for i in range(args.repeats):
-                runs = [("ref", ref, "default", old, "amrb", 0.1), ("this", here, "default", new, "amrb", 0.1)]
+                runs = [("ref", ref, "default", old, DEMO), ("this", here, "default", new, DEMO)]
                 if args.malloc:
-                    runs.append(("tuned", here, "tuned", tuned, "amrb", 0.1))
-                runs += [(v, here, "default", ablated[v], *v) for v in ablated]
-                for name, tree, malloc, into, method, p in (runs if i % 2 == 0 else runs[::-1]):   # drift cancels
-                    sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm, method, p)
+                    runs.append(("tuned", here, "tuned", tuned, DEMO))
+                runs += [(v, here, "default", ablated[v], v) for v in ablated]
+                for name, tree, malloc, into, variant in (runs if i % 2 == 0 else runs[::-1]):   # drift cancels
+                    sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm, variant)
                     into.append(sps)
                     faults.setdefault(name, []).append(pf)
                 print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s"
