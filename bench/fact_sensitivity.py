@@ -150,6 +150,11 @@ def _band_cells(T: int, means: list[float]) -> str:
     return "; ".join(f"{lo if lo == hi else f'{lo}-{hi}'}: {100 * w:.1f} %" for (lo, hi), w in zip(bands(T), means))
 
 
+def _hand_cells(hand: dict) -> list[str]:
+    """A hand-off table ({t: (gain, cos, growth, memory size)}) as four columns of t's values."""
+    return [" ".join(f"{hand[t][i]:.2f}" for t in sorted(hand)) for i in range(4)]
+
+
 def main(argv=None) -> int:
     ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="finished assoc run directories")
@@ -183,7 +188,7 @@ def main(argv=None) -> int:
         print(f"{run}: the memory's change when one fact's value changes, by the fact's age: {_band_cells(T, band_means)}. "
               f"Hand-off update sizes, t = 0 .. {T - 2}: {' '.join(f'{s:.2f}' for s in steps)}")
         if hand:
-            cols = [" ".join(f"{hand[t][i]:.2f}" for t in sorted(hand)) for i in range(4)]
+            cols = _hand_cells(hand)
             print(f"{run}: an earlier fact's trace through hand-off t = {min(hand)} .. {max(hand)} "
                   f"({_reading(model)}): gain {cols[0]}; cos {cols[1]}; growth {cols[2]}; memory size {cols[3]}")
         groups.setdefault((str(run.resolve().parent), T, _reading(model)), []).append({"bands": band_means, "hand": hand})
@@ -202,7 +207,7 @@ def summary(folder: str, T: int, reading: str, members: list[dict]) -> str:
     line = f"{folder} (mean over {n} runs): fact weight by age {_band_cells(T, means)}"
     ts = sorted(set.intersection(*(set(m["hand"]) for m in members)))
     if ts:
-        cols = [" ".join(f"{np.mean([m['hand'][t][i] for m in members]):.2f}" for t in ts) for i in range(4)]
+        cols = _hand_cells({t: [np.mean([m["hand"][t][i] for m in members]) for i in range(4)] for t in ts})
         product = np.mean([np.prod([m["hand"][t][2] for t in ts]) for m in members])
         line += (f". Hand-off t = {ts[0]} .. {ts[-1]} ({reading}): gain {cols[0]}; cos {cols[1]}; growth {cols[2]} "
                  f"({product:.2f}x over them); memory size {cols[3]}")
