@@ -179,7 +179,8 @@ def read_json_file(path: str | os.PathLike, what: str = "config",
     ``error`` naming the file."""
     p = Path(path)
     if not p.is_file():
-        raise error(f"{what} file {str(p)!r} does not exist")
+        raise error(f"{what} file {str(p)!r} " + ("is not a regular file; expected a JSON file" if p.exists()
+                                                else "does not exist"))
     try:
         data = json.loads(p.read_text())
     except json.JSONDecodeError as exc:

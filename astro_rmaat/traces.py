@@ -93,7 +93,8 @@ def read_traces(path: str | os.PathLike) -> pd.DataFrame:
 
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"traces file {str(p)!r} does not exist")
+        raise DataError(f"traces file {str(p)!r} " + ("is not a regular file; expected a Parquet file" if p.exists()
+                                                     else "does not exist"))
     try:
         table = pq.read_table(p)
     except Exception as exc:  # pyarrow raises several types for a corrupt file

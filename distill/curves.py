@@ -85,6 +85,9 @@ def resolve_traces_path(path: str | os.PathLike) -> Path:
                         "(nor design.parquet of a sweep); expected a simulation run directory")
     if not p.exists():
         raise DataError(f"traces path {str(p)!r} does not exist")
+    if not p.is_file():
+        raise DataError(f"traces path {str(p)!r} is neither a directory nor a regular file; "
+                        "expected a Parquet file or a simulation run directory")
     return p
 
 

@@ -116,6 +116,13 @@ def test_traces_reject_bad_tables(tmp_path, mutate, needle):
     assert not (tmp_path / "x.parquet").exists()
 
 
+def test_traces_reader_names_a_missing_path_and_a_path_that_is_not_a_file(tmp_path):
+    with pytest.raises(DataError, match="'.*missing.parquet' does not exist"):
+        traces.read_traces(tmp_path / "missing.parquet")
+    with pytest.raises(DataError, match="is not a regular file; expected a Parquet file"):
+        traces.read_traces(tmp_path)
+
+
 def retention_doc(tau=3.0, tau_cycle=1.0, K=64):
     k = np.arange(K + 1)
     p = 1 - np.exp(-k * tau_cycle / tau)
