@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import random
 import sys
 import time
@@ -55,7 +56,8 @@ from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE, TIMING_FILE
 from rmaat_model.data.base import batch_to, collate
 from rmaat_model.evaluate import evaluate_dataset, majority_baseline
 from rmaat_model.metrics import METRICS_FILE, write_metrics
-from rmaat_model.model import build_model
+from rmaat_model.model import build_model, footprint
+from rmaat_model.model_config import ModelConfig
 from rmaat_model.optim import make_optimizer
 from rmaat_model.train_config import TrainConfig, load_data, model_config_for, stored_config
 
@@ -107,6 +109,42 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
         D.teardown(env)
 
 
+#: float32 copies of every parameter a training step holds: the weights, their gradients and
+#: AdamW's two moments
+PARAMETER_COPIES = 4
+
+
+def device_memory_bytes(device: torch.device) -> int | None:
+    """The memory of ``device``: a GPU's own, else the machine's physical memory; None when the
+    system does not say."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):   # no sysconf, or not these names (Windows)
+        return None
+
+
+def check_fits_memory(mcfg: ModelConfig, device: torch.device) -> None:
+    """Refuse a model whose weights, gradients, AdamW state and buffers alone (float32) exceed
+    ``device``'s memory, naming its sizes, before anything is allocated or written: built,
+    it would end in an allocation error or in the kernel's out-of-memory kill. Activations
+    come on top, so passing is no promise that a step fits."""
+    have = device_memory_bytes(device)
+    if have is None:
+        return
+    fp = footprint(mcfg)
+    need = (PARAMETER_COPIES * fp.parameters + fp.buffers) * 4
+    if need > have:
+        sizes = ", ".join(f"{k} = {getattr(mcfg, k)}" for k in ("d_model", "d_ff", "n_layers", "n_mem",
+                                                                   "vocab_size", "max_len"))
+        name, shape = fp.largest
+        raise ConfigError(f"model ({sizes}): {fp.parameters:,} parameters and {fp.buffers:,} buffer values "
+                          f"need {need / 2**30:,.1f} GiB as float32 weights, gradients and AdamW state, "
+                          f"more than the {have / 2**30:.1f} GiB of memory on {device.type}; "
+                          f"the largest tensor is {name} {tuple(shape)}")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -155,6 +193,7 @@ class Trainer:
         D.raise_together(env, runs.check_out_dir, self.out)   # finished, not a directory, or not writable
         self.spec, self.data = load_data(cfg)
         self.mcfg = model_config_for(cfg, self.spec)
+        D.raise_together(env, check_fits_memory, self.mcfg, env.device)   # before a size is tried
         seed_everything(cfg.seed)                 # identical initial weights on every rank
         self.model = build_model(self.mcfg).to(env.device)
         if cfg.compile:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -57,6 +58,8 @@ CASES = [
     ("train", ["--task", "listops", "--data", "{listops}", "--set", "max_len=8"], "would be cut"),
     ("train", ["--task", "recall", "--set", "ckpt_minutes=0"], "ckpt_minutes = 0"),
     ("train", ["--task", "recall", "--set", "model.arch=\"nope\""], "arch = 'nope'"),
+    ("train", ["--task", "recall", "--set", "model.d_model=1000000"],
+     "the largest tensor is blocks.0.attn.qkv.weight (3000000, 1000000)"),
     ("pipeline", ["--models", "rmaat,foo"], "unknown model 'foo'"),
     ("pipeline", ["--set", "n_train=0"], "n_train = 0"),
     # click's own parse errors, which it would print as a usage block, a hint and the message
@@ -123,7 +126,8 @@ def run_case(verb, args, inputs, tmp_path, capsys) -> tuple[int, str]:
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1, err
     assert not (tmp_path / "out").exists(), f"{verb} {args} left {tmp_path / 'out'} behind"
-    return exc.value.code, err[0].replace(str(tmp_path), "<tmp>").replace(str(listops), "<listops>")
+    line = err[0].replace(str(tmp_path), "<tmp>").replace(str(listops), "<listops>")
+    return exc.value.code, re.sub(r"the [\d.,]+ GiB of memory", "the <M> GiB of memory", line)
 
 
 @pytest.mark.parametrize("env, verb, args, needle", ALL_CASES,
@@ -142,7 +146,8 @@ def render(rows: list[tuple[str, list[str], int, str]]) -> str:
            "Every row is a case of `tests/test_bad_inputs.py` (unwritable, full and busy output",
            "locations are in `tests/test_faults.py`). Each gives one line on stderr and exit",
            "status 2, and writes nothing. `<tmp>` stands for a scratch folder, `<listops>` for a",
-           "tiny generated ListOps; each command also has `--out <tmp>/out`. Regenerate with",
+           "tiny generated ListOps, `<M>` for the machine's memory; each command also has",
+           "`--out <tmp>/out`. Regenerate with",
            "`RMAAT_WRITE_DOCS=1 python -m pytest tests/test_bad_inputs.py`.",
            "",
            "| command | exit | message |",

@@ -17,8 +17,11 @@ from rmaat_model.evaluate import evaluate
 from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE, load_ckpt, load_weights, save_ckpt
 from rmaat_model.metrics import METRICS_FILE, read_metrics
 from rmaat_model.optim import WarmupCosine, make_optimizer, param_groups
+from rmaat_model import train as train_module
+from rmaat_model.model import build_model, footprint
+from rmaat_model.model_config import ModelConfig
 from rmaat_model.train import RESULTS_FILE, train
-from rmaat_model.train_config import TrainConfig
+from rmaat_model.train_config import TrainConfig, load_data, model_config_for
 
 
 def tiny(**overrides) -> TrainConfig:
@@ -87,6 +90,37 @@ def test_wall_clock_budget_stops_early_and_still_finishes(tmp_path):
 def test_unknown_task_is_a_config_error():
     with pytest.raises(ConfigError, match="'sudoku'.*expected one of"):
         tiny(task="sudoku")
+
+
+@pytest.mark.parametrize("arch", ["rmaat", "rmt", "elastic", "transformer"])
+def test_footprint_counts_what_the_built_model_holds(arch):
+    """Counted on the meta device, without allocating: the built model's own counts."""
+    mcfg = ModelConfig(arch=arch, retention="learned" if arch == "rmaat" else "none", d_model=32, n_mem=4)
+    fp = footprint(mcfg)
+    model = build_model(mcfg)
+    assert fp.parameters == sum(p.numel() for p in model.parameters())
+    assert fp.buffers == sum(b.numel() for b in model.buffers())
+    name, shape = fp.largest
+    tensors = dict(model.named_parameters()) | dict(model.named_buffers())
+    assert tuple(tensors[name].shape) == shape
+    assert tensors[name].numel() == max(t.numel() for t in tensors.values())
+
+
+def test_a_model_larger_than_memory_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """Weights, gradients and AdamW's two moments (4 float32 copies) plus buffers against the
+    device's memory: one byte short refuses, naming the sizes and the largest tensor; exactly
+    enough passes (and trains)."""
+    cfg = tiny()
+    fp = footprint(model_config_for(cfg, load_data(cfg, splits=("train",))[0]))
+    need = (4 * fp.parameters + fp.buffers) * 4
+    monkeypatch.setattr(train_module, "device_memory_bytes", lambda device: need - 1)
+    with pytest.raises(ConfigError, match=rf"n_mem = 2.*{fp.parameters:,} parameters.*"
+                                          rf"largest tensor is {fp.largest[0]}"):
+        train(cfg, tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setattr(train_module, "device_memory_bytes", lambda device: need)
+    train(cfg, tmp_path / "run", progress=False)
+    assert (tmp_path / "run" / RESULTS_FILE).is_file()
 
 
 def test_data_dir_without_files_writes_nothing(tmp_path):
