@@ -157,6 +157,27 @@ def make_meta(*, stage: str, seed: int | None, wall_time_s: float,
     return meta
 
 
+# --------------------------------------------------------------------------- machine resources
+def physical_memory_bytes() -> int | None:
+    """The machine's physical memory; None where the system does not say (no ``sysconf``)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def free_bytes(path: str | os.PathLike) -> tuple[Path, int] | None:
+    """(the nearest existing folder of ``path``, the bytes free on its file system), or None
+    when it cannot be read: what a run there may write at most."""
+    for p in (Path(path).absolute(), *Path(path).absolute().parents):
+        if p.is_dir():
+            try:
+                return p, shutil.disk_usage(p).free
+            except OSError:
+                return None
+    return None
+
+
 # --------------------------------------------------------------------------- run directories
 LOCK_FILE = ".lock"   # flock'd by the process that runs in the directory; holds its pid
 #: run directory (resolved) -> its FileLock, for the directories this process holds

@@ -17,6 +17,7 @@ or a finished pipeline is refused; nothing is half-overwritten.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,10 @@ from typing import Literal
 from astro_rmaat import config as cfgmod
 from astro_rmaat import runs
 from astro_rmaat.errors import ConfigError
+
+
+#: PipelineConfig fields that size the generated ListOps data (task listops only)
+LISTOPS_FIELDS = ("n_train", "n_eval", "min_len", "max_len")
 
 
 @dataclass(frozen=True)
@@ -37,8 +42,9 @@ class PipelineConfig:
     #                                            the RMAAT model, the rest are compared with it at equal steps and sizes
     steps: int = 300                           # optimiser steps per model (quick: 40)
     budget_minutes: float | None = None        # optional wall-clock cap per model, minutes (None: steps decide)
-    n_train: int = 4000                        # generated training examples (ListOps: official algorithm)
-    n_eval: int = 500                          # generated validation and test examples each
+    n_train: int = 4000                        # task listops only (recall makes its own data): generated
+    #                                            training examples (official algorithm)
+    n_eval: int = 500                          # task listops only: generated validation and test examples each
     min_len: int = 100                         # ListOps length bounds, tokens; the official range is 500 < len < 2000,
     max_len: int = 500                         # shortened by default so that minutes of CPU train more than a few steps
     seed: int = 0                              # one seed for every stage
@@ -60,6 +66,13 @@ class PipelineConfig:
             raise ConfigError("models is empty: expected at least one model to train, e.g. rmaat")
         if not 0 < self.min_len < self.max_len:
             raise ConfigError(f"min_len = {self.min_len!r}, max_len = {self.max_len!r}: expected 0 < min_len < max_len")
+        if self.task != "listops":   # the recall task makes its own data: these would do nothing
+            defaults = {f.name: f.default for f in dataclasses.fields(PipelineConfig)}
+            for name in LISTOPS_FIELDS:
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(f"{name} = {getattr(self, name)!r}: {', '.join(LISTOPS_FIELDS)} size the "
+                                      f"generated ListOps data; task {self.task!r} makes its own; expected "
+                                      "them unset, or task listops")
 
 
 #: model name -> ModelConfig fields; every name trains at the same sizes and steps
@@ -208,13 +221,20 @@ def _stage_train(cfg: PipelineConfig, arch: str, data_dir: Path, retention_file:
     return train(train_config(cfg, arch, data_dir, retention_file), out, progress=True)
 
 
-def check_stages(cfg: PipelineConfig) -> None:
+def check_stages(cfg: PipelineConfig, out: Path | None = None) -> None:
     """Build every stage's config (simulation, fit, one training run per model) before any
-    stage runs: a bad model name or override stops the pipeline before it writes a file."""
+    stage runs: a bad model name or override stops the pipeline before it writes a file;
+    with ``out``, ListOps sizes whose files would not fit there stop it too."""
     from astro_sim.simulate import validate
 
     validate(sim_config(cfg))
     fit_config(cfg)
+    if cfg.task == "listops" and out is not None:
+        from rmaat_model.data.generate.listops import ListOpsSettings, check_room
+
+        sizes = data_sizes(cfg)
+        check_room(out, sizes["n_train"], sizes["n_eval"], sizes["n_eval"],
+                   ListOpsSettings(min_length=sizes["min_len"], max_length=sizes["max_len"]))
     for arch in cfg.models:
         try:
             train_config(cfg, arch, Path("data"), Path("retention.json"))
@@ -233,7 +253,7 @@ def pipeline(cfg: PipelineConfig, out_dir: str | os.PathLike) -> Path:
         from astro_rmaat.errors import RunExistsError
         raise RunExistsError(f"{str(out)!r} already holds a finished pipeline; its report is "
                              f"{str(out / 'report.md')!r} (choose a new --out to run again)")
-    check_stages(cfg)
+    check_stages(cfg, out)
     runs.prepare_run_dir(out, cfgmod.to_dict(cfg))
     walls: dict[str, float] = {}
     n = 4 + len(cfg.models)
@@ -289,7 +309,7 @@ def _pipeline_cli():
     @click.option("--config", "config_path", type=click.Path(dir_okay=False), default=None,
                   help="PipelineConfig JSON file.")
     @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                  help="Override one PipelineConfig value, e.g. --set n_train=8000.")
+                  help="Override one PipelineConfig value, e.g. --set steps=600.")
     @click.option("--show-defaults", is_flag=True, help="Print the resulting config as JSON and exit.")
     def pipeline_command(out_dir, family, task, budget_minutes, models, quick, config_path,
                          overrides, show_defaults):

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import random
 import sys
 import time
@@ -119,10 +118,7 @@ def device_memory_bytes(device: torch.device) -> int | None:
     system does not say."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):   # no sysconf, or not these names (Windows)
-        return None
+    return runs.physical_memory_bytes()
 
 
 def check_fits_memory(mcfg: ModelConfig, device: torch.device) -> None:

@@ -58,10 +58,14 @@ CASES = [
     ("train", ["--task", "listops", "--data", "{listops}", "--set", "max_len=8"], "would be cut"),
     ("train", ["--task", "recall", "--set", "ckpt_minutes=0"], "ckpt_minutes = 0"),
     ("train", ["--task", "recall", "--set", "model.arch=\"nope\""], "arch = 'nope'"),
+    ("train", ["--task", "assoc", "--set", "max_len=100000000"], "take 8,392.3 GiB as int64"),
     ("train", ["--task", "recall", "--set", "model.d_model=1000000"],
      "the largest tensor is blocks.0.attn.qkv.weight (3000000, 1000000)"),
     ("pipeline", ["--models", "rmaat,foo"], "unknown model 'foo'"),
     ("pipeline", ["--set", "n_train=0"], "n_train = 0"),
+    ("pipeline", ["--set", "n_train=8000"], "task 'recall' makes its own"),
+    ("pipeline", ["--task", "listops", "--set", "n_train=1000000000000"], "GB free at '<tmp>'"),
+    ("generate listops", ["--n-train", "100000000000"], "100,000,004,000 trees of more than 500 tokens"),
     # click's own parse errors, which it would print as a usage block, a hint and the message
     ("train", ["--task", "recall", "--steps", "abc"], "rmaat train: Invalid value for '--steps': 'abc' is not a valid integer"),
     ("train", ["--task", "recall", "--nope"], "rmaat train: No such option '--nope'"),
@@ -127,7 +131,8 @@ def run_case(verb, args, inputs, tmp_path, capsys) -> tuple[int, str]:
     assert len(err) == 1, err
     assert not (tmp_path / "out").exists(), f"{verb} {args} left {tmp_path / 'out'} behind"
     line = err[0].replace(str(tmp_path), "<tmp>").replace(str(listops), "<listops>")
-    return exc.value.code, re.sub(r"the [\d.,]+ GiB of memory", "the <M> GiB of memory", line)
+    line = re.sub(r"the [\d.,]+ GiB of memory", "the <M> GiB of memory", line)
+    return exc.value.code, re.sub(r"the [\d.,]+ GB free", "the <F> GB free", line)
 
 
 @pytest.mark.parametrize("env, verb, args, needle", ALL_CASES,
@@ -146,7 +151,8 @@ def render(rows: list[tuple[str, list[str], int, str]]) -> str:
            "Every row is a case of `tests/test_bad_inputs.py` (unwritable, full and busy output",
            "locations are in `tests/test_faults.py`). Each gives one line on stderr and exit",
            "status 2, and writes nothing. `<tmp>` stands for a scratch folder, `<listops>` for a",
-           "tiny generated ListOps, `<M>` for the machine's memory; each command also has",
+           "tiny generated ListOps, `<M>` for the machine's memory and `<F>` for the disk's free",
+           "space; each command also has",
            "`--out <tmp>/out`. Regenerate with",
            "`RMAAT_WRITE_DOCS=1 python -m pytest tests/test_bad_inputs.py`.",
            "",

@@ -207,11 +207,12 @@ def load_split(data_dir, split: str, max_len: int | None = None, *,
     """(TaskSpec, AssocDataset) of ``split``; ``data_dir`` is ignored (nothing to read)."""
     import torch
 
-    from rmaat_model.data.base import check_max_len, check_split
+    from rmaat_model.data.base import check_fits_memory, check_max_len, check_split
     from rmaat_model.data.synthetic import RecallDataset
 
     check_split(split)
     L = check_max_len(max_len, DEFAULT_MAX_LEN)
+    check_fits_memory(NAME, sum(SPLIT_SIZES.values()), L)
     tokens, labels, ages = generate(SPLIT_SIZES[split], L, segment_len, pairs, SPLIT_SEEDS[split])
     dataset = RecallDataset(torch.from_numpy(tokens), torch.from_numpy(labels))
     dataset.ages = torch.from_numpy(ages)      # (n,) segments between fact and query

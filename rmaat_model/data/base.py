@@ -72,6 +72,20 @@ def check_max_len(max_len: int | None, default: int) -> int:
     return max_len
 
 
+def check_fits_memory(task: str, n_examples: int, max_len: int) -> None:
+    """Refuse a synthetic task whose ``n_examples`` sequences of ``max_len`` int64 tokens (all
+    its splits: a run holds them together) exceed the machine's physical memory, before they
+    are generated. A lower bound: generation and training need more."""
+    from astro_rmaat.runs import physical_memory_bytes
+
+    have = physical_memory_bytes()
+    need = n_examples * max_len * 8
+    if have is not None and need > have:
+        raise ConfigError(f"max_len = {max_len}: the {task} task's {n_examples:,} sequences of {max_len:,} tokens "
+                          f"take {need / 2**30:,.1f} GiB as int64, more than the {have / 2**30:.1f} GiB of "
+                          "memory; expected a shorter max_len")
+
+
 def load_split(task: str, data_dir: str | Path, split: Split,
                max_len: int | None = None, **options) -> tuple[TaskSpec, torch.utils.data.Dataset]:
     """The spec and dataset of one split of ``task``, read from ``data_dir``.

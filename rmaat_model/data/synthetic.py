@@ -35,7 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from astro_rmaat.errors import ConfigError
-from rmaat_model.data.base import PAD_ID, TaskSpec, check_max_len, check_split
+from rmaat_model.data.base import PAD_ID, TaskSpec, check_fits_memory, check_max_len, check_split
 
 NAME = "recall"
 QUERY_ID = 1
@@ -119,6 +119,7 @@ def load_split(data_dir, split: str, max_len: int | None = None, *, segment_len:
     """
     check_split(split)
     L = check_max_len(max_len, DEFAULT_MAX_LEN)
+    check_fits_memory(NAME, sum(SPLIT_SIZES.values()), L)
     tokens, labels, ages = generate_varying(SPLIT_SIZES[split], L, SPLIT_SEEDS[split], segment_len, min_segments)
     dataset = RecallDataset(torch.from_numpy(tokens), torch.from_numpy(labels))
     dataset.ages = torch.from_numpy(ages)      # (n,) segments between the answer and the query

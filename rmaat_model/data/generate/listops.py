@@ -157,6 +157,23 @@ def generate(n: int, seed: int = 0, settings: ListOpsSettings = ListOpsSettings(
 
 
 
+def check_room(out_dir: str | Path, n_train: int, n_val: int, n_test: int,
+               settings: ListOpsSettings = ListOpsSettings()) -> None:
+    """Refuse sizes whose files cannot fit on ``out_dir``'s file system, before anything is
+    written or generated. A lower bound: every kept tree has more than ``min_length`` tokens,
+    each at least one character and a separator, and its row a tab, a label and a newline."""
+    from astro_rmaat import runs
+
+    total = n_train + n_val + n_test
+    need = total * (2 * (settings.min_length + 1) + 2)
+    room = runs.free_bytes(out_dir)
+    if room is not None and need > room[1]:
+        where, free = room
+        raise ConfigError(f"n_train = {n_train}, n_val = {n_val}, n_test = {n_test}: {total:,} trees of more than "
+                          f"{settings.min_length} tokens take at least {need / 1e9:,.1f} GB, more than the "
+                          f"{free / 1e9:,.1f} GB free at {str(where)!r}; expected fewer samples")
+
+
 def generate_files(out_dir: str | Path, *, n_train: int = 96_000, n_val: int = 2_000,
                    n_test: int = 2_000, seed: int = 0,
                    settings: ListOpsSettings = ListOpsSettings(), workers: int = 1,
@@ -176,6 +193,7 @@ def generate_files(out_dir: str | Path, *, n_train: int = 96_000, n_val: int = 2
                           "one sample (e.g. --n-train 2000 --n-val 200 --n-test 200)")
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers = {workers!r}: expected a positive number of processes")
+    check_room(out_dir, n_train, n_val, n_test, settings)
     config = {"task": "listops", "n_train": n_train, "n_val": n_val, "n_test": n_test,
               "seed": seed, **dataclasses.asdict(settings)}
     out = runs.prepare_run_dir(out_dir, config)

@@ -167,6 +167,25 @@ def test_generated_files_load_through_the_registry(tmp_path):
         listops_gen.generate_files(tmp_path, n_train=30, n_val=6, n_test=4, seed=2)
 
 
+def test_room_check_is_a_lower_bound_of_the_files_and_refuses_before_writing(tmp_path, monkeypatch):
+    """check_room's bytes never exceed what generate_files writes (header rows aside), and one
+    byte less free than that bound refuses before the folder exists."""
+    from astro_rmaat import runs
+
+    sizes = dict(n_train=12, n_val=3, n_test=3)
+    settings = listops_gen.ListOpsSettings(min_length=100, max_length=400)
+    bound = 18 * (2 * (settings.min_length + 1) + 2)
+    out = tmp_path / "gen"
+    monkeypatch.setattr(runs, "free_bytes", lambda path: (tmp_path, bound - 1))
+    with pytest.raises(ConfigError, match=rf"18 trees of more than 100 tokens take at least .* GB, more than"):
+        listops_gen.generate_files(out, seed=1, settings=settings, **sizes)
+    assert not out.exists()
+    monkeypatch.setattr(runs, "free_bytes", lambda path: (tmp_path, bound))
+    paths = listops_gen.generate_files(out, seed=1, settings=settings, **sizes)
+    written = sum(p.stat().st_size - len("Source\tTarget\n") for p in paths.values())
+    assert written >= bound
+
+
 def test_official_format_written_elsewhere_loads(tmp_path):
     # as another generator writes it: csv-free, CRLF-free, plain text lines
     rows = ["( ( ( ( [MAX 3 ) ( ( ( [MIN 4 ) 7 ) ] ) ) 0 ) ] )\t4",

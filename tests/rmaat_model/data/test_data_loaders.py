@@ -159,3 +159,22 @@ def test_image_bad_files(tmp_path):
         base.load_split("image", tmp_path, "test")
     with pytest.raises(ConfigError, match="1024"):
         base.load_split("image", tmp_path, "test", max_len=2048)
+
+
+@pytest.mark.parametrize("task", base.SYNTHETIC_TASKS)
+def test_synthetic_task_larger_than_memory_is_refused_before_it_is_generated(task, monkeypatch):
+    """All splits' int64 tokens against the machine's memory: one byte short refuses, naming
+    max_len; exactly enough generates (and holds that many tokens)."""
+    import importlib
+
+    from astro_rmaat import runs
+
+    module = importlib.import_module(base.TASKS[task])
+    L = 64
+    n = sum(module.SPLIT_SIZES.values())
+    monkeypatch.setattr(runs, "physical_memory_bytes", lambda: n * L * 8 - 1)
+    with pytest.raises(ConfigError, match=rf"max_len = {L}: the {task} task's {n:,} sequences"):
+        base.load_split(task, None, "val", max_len=L)
+    monkeypatch.setattr(runs, "physical_memory_bytes", lambda: n * L * 8)
+    held = sum(base.load_split(task, None, split, max_len=L)[1].tokens.numel() for split in base.SPLITS)
+    assert held * 8 == n * L * 8
