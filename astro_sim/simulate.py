@@ -92,6 +92,27 @@ def load_sim_config(path: str | os.PathLike | None = None, overrides: Iterable[s
     return cfgmod.load_config(cls, path, overrides)
 
 
+#: bytes a recorded value holds at least until traces.parquet is written: the monitor's float64
+#: and the long table's time and element columns
+TRACE_BYTES_PER_VALUE = 24
+
+
+def check_memory(need_bytes: int, what: str, instead: str) -> None:
+    """Refuse, before the run, a simulation whose arrays need more than the machine's physical
+    memory: ``what`` names the values and counts (``...: N things``), ``instead`` what to change."""
+    have = runs.physical_memory_bytes()
+    if have is not None and need_bytes > have:
+        raise ConfigError(f"{what} take at least {need_bytes / 2**30:,.1f} GiB, more than the "
+                          f"{have / 2**30:.1f} GiB of memory; expected {instead}")
+
+
+def check_trace_memory(n_samples: int, per_sample: int, what: str) -> None:
+    """``check_memory`` for the recorded traces: ``n_samples`` times of ``per_sample`` values."""
+    check_memory(n_samples * per_sample * TRACE_BYTES_PER_VALUE,
+                 f"{what}: {n_samples:,} samples of {per_sample:,} recorded values",
+                 "a longer recording interval, fewer recorded variables or a shorter run")
+
+
 def validate(cfg) -> None:
     """The family's checks of what only the protocol arrays reveal (spike times inside the
     run, capacity), run before any directory is made."""

@@ -34,6 +34,8 @@ CASES = [
     ("simulate", ["--config", "{tmp}/missing.json"], "does not exist"),
     ("simulate", ["--config", "/dev/null"], "'/dev/null' is not a regular file; expected a JSON file"),
     ("simulate", ["--out", "{tmp}/falling.parquet/run"], "is not a directory"),
+    ("simulate", ["--set", "geometry.n_pre=1000000"], "3,000,000 synapses coupled in 8,999,997,000,000 pairs"),
+    ("simulate", ["--model", "tripartite", "--set", "n_units=100000000"], "spike tables of 819,400,000,000 times"),
     ("simulate", ["--model", "tripartite", "--set", "protocol.kind=\"explicit\"",
                   "--set", "protocol.pre_times_s=[0.5, 5.0]", "--set", "protocol.explicit_duration_s=1.0"],
      "is outside the run"),

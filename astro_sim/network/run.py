@@ -37,6 +37,22 @@ def _final_state(built: BuiltNetwork, var: str) -> np.ndarray:
     return np.asarray(getattr(group, var)[:], dtype=float)
 
 
+def validate(cfg: NetworkSimConfig) -> None:
+    """Sizes that cannot fit in memory, refused before Brian2 builds anything: every pair of
+    synapses is coupled (two int64 indices a pair while connecting), and the traces."""
+    from astro_sim.simulate import check_memory, check_trace_memory
+
+    g = cfg.geometry
+    n_syn = g.n_synapses
+    pairs = n_syn * (n_syn - 1)
+    check_memory(16 * pairs, f"geometry.n_pre = {g.n_pre}, geometry.n_post = {g.n_post}: {n_syn:,} synapses "
+                             f"coupled in {pairs:,} pairs, whose indices", "fewer neurons")
+    per_sample = sum(g.n_neurons if VARIABLES[v][0] == "neurons" else n_syn for v in cfg.record)
+    n_samples = int(cfg.protocol.duration_s / (cfg.record_interval_ms * 1e-3) + 1e-9) + 1
+    check_trace_memory(n_samples, per_sample, f"record_interval_ms = {cfg.record_interval_ms} over "
+                                              f"{cfg.protocol.duration_s:g} s")
+
+
 #: Brian2 ``report`` of the run ("stderr" prints progress over simulated time; set by simulate)
 REPORT: str | None = None
 

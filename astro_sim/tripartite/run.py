@@ -32,8 +32,17 @@ standalone_point = sa.standalone_point
 
 
 def validate(cfg: TripartiteSimConfig) -> None:
-    """Check what only the protocol arrays reveal (spike times inside the run, capacity)."""
-    make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed, cfg.max_spikes)
+    """Check what only the protocol arrays reveal (spike times inside the run, capacity), and
+    traces that cannot fit in memory."""
+    from astro_sim.simulate import check_memory, check_trace_memory
+
+    times = 2 * (cfg.max_spikes + 1) * cfg.n_units   # the pre and post spike tables, float64
+    check_memory(8 * times, f"n_units = {cfg.n_units}, max_spikes = {cfg.max_spikes}: spike tables of "
+                            f"{times:,} times", "fewer units or a smaller max_spikes")
+    stim = make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed, cfg.max_spikes)
+    n_samples = int(stim.duration_s / (cfg.record_dt_ms * 1e-3) + 1e-9) + 1
+    check_trace_memory(n_samples, cfg.n_units * len(cfg.record),
+                       f"record_dt_ms = {cfg.record_dt_ms}, n_units = {cfg.n_units} over {stim.duration_s:g} s")
 
 
 def warm_imports(standalone: bool) -> None:

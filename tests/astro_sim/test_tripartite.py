@@ -184,6 +184,7 @@ def test_graupner_brunel_pairing_table():
                               record=("rho",))
     out = run(cfg)
     s = out.samples
+    assert len(out.traces) == 61 * 8   # samples x units x recorded variables: what validate's memory check counts
     assert out.attrs["tau_cycle_s"] == 1.0 and out.attrs["slow_variable"] == "rho"
     assert s.t_s.max() == 60.0
     for k, dt_pair in enumerate(delays):
