@@ -80,6 +80,24 @@ class FitConfig:
 
 
 # --------------------------------------------------------------------------- the stage entry
+def check_memory(cfg: FitConfig) -> None:
+    """Refuse sizes whose arrays cannot fit in the machine's memory, before anything is read or
+    written (lower bounds): the band evaluates ``band_samples`` curves at the boundaries
+    0..n_cycles, and the figure's schedule for T has T factors (float64 each)."""
+    have = runs.physical_memory_bytes()
+    if have is None:
+        return
+    for need, what, instead in (
+            (8 * cfg.band_samples * (cfg.n_cycles + 1),
+             f"band_samples = {cfg.band_samples}, n_cycles = {cfg.n_cycles}: the band's {cfg.band_samples:,} "
+             f"curves of {cfg.n_cycles + 1:,} boundaries", "fewer band_samples or cycles"),
+            (8 * max(cfg.plot_T, default=0), f"plot_T = {list(cfg.plot_T)}: {max(cfg.plot_T, default=0):,} "
+             "retention factors", "fewer segments in plot_T")):
+        if need > have:
+            raise ConfigError(f"{what} take at least {need / 2**30:,.1f} GiB, more than the {have / 2**30:.1f} GiB "
+                              f"of memory; expected {instead}")
+
+
 def fit(cfg: FitConfig, traces_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:
     """Fit ``cfg.models`` to the trace and write ``fit.json``, ``retention.json``, ``fit.png``.
 
@@ -90,6 +108,7 @@ def fit(cfg: FitConfig, traces_path: str | os.PathLike, out_dir: str | os.PathLi
     if not isinstance(cfg, FitConfig):
         raise ConfigError(f"fit() needs a FitConfig, got {type(cfg).__name__}")
     runs.check_out_dir(out_dir)           # finished, or not writable: before reading anything
+    check_memory(cfg)
     if is_sweep_dir(traces_path):
         return fit_sweep(cfg, traces_path, out_dir)
     curve = load_curve(traces_path, **cfg.curve_selection())
@@ -166,6 +185,7 @@ def fit_sweep(cfg: FitConfig, sweep_dir: str | os.PathLike, out_dir: str | os.Pa
     from distill import plots
     from distill.retention import build_document
 
+    check_memory(cfg)
     sweep = load_sweep(sweep_dir, **cfg.curve_selection())
     if cfg.group_by is not None and cfg.group_by not in sweep.keys:
         raise ConfigError(f"group_by = {cfg.group_by!r}: not a swept key of {str(sweep.path)!r}; "

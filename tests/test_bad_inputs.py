@@ -48,6 +48,7 @@ CASES = [
     ("fit", ["{tmp}/string_element.parquet"], "column 'element' has dtype"),
     ("fit", [SAMPLES, "--models", "exp,nope"], "nope"),
     ("fit", [SAMPLES, "--set", "n_starts=0"], "n_starts"),
+    ("fit", [SAMPLES, "--set", "band_samples=1000000000000"], "the band's 1,000,000,000,000 curves of 1,025"),
     ("sensitivity", ["{tmp}"], "sweep"),
     ("generate listops", ["--workers", "0"], "workers = 0"),
     ("generate listops", ["--n-train", "0", "--n-val", "0", "--n-test", "0"], "nothing to generate"),

@@ -49,6 +49,27 @@ def test_fit_writes_a_finished_self_describing_run(tmp_path):
     assert doc2["model"]["params"] == doc["model"]["params"] and doc2["band"]["p_lo"] == doc["band"]["p_lo"]
 
 
+def test_sizes_beyond_memory_are_refused_before_reading_or_writing(tmp_path, monkeypatch):
+    """The band's curves (band_samples x (n_cycles + 1) float64) and the figure's factors
+    (max plot_T) against the machine's memory: one byte short refuses with no directory made,
+    for a curve and for a sweep; exactly enough fits."""
+    from astro_rmaat.errors import ConfigError
+
+    path = synthetic.write_samples(tmp_path / "s.parquet", "exp", EXP, noise=0.01)
+    band = 8 * FAST.band_samples * (FAST.n_cycles + 1)
+    monkeypatch.setattr(fitting.runs, "physical_memory_bytes", lambda: band - 1)
+    with pytest.raises(ConfigError, match=r"band_samples = 300, n_cycles = 1024: the band's 300 curves of 1,025"):
+        fitting.fit(FAST, path, tmp_path / "a")
+    with pytest.raises(ConfigError, match="the band's 300 curves"):
+        fitting.fit_sweep(FAST, tmp_path / "no-sweep-read", tmp_path / "a")
+    big_T = fitting.FitConfig(n_starts=2, band_samples=300, plot_T=(4, band // 8 + 1))
+    monkeypatch.setattr(fitting.runs, "physical_memory_bytes", lambda: band)
+    with pytest.raises(ConfigError, match=rf"plot_T = \[4, {band // 8 + 1}\]"):
+        fitting.fit(big_T, path, tmp_path / "a")
+    assert not (tmp_path / "a").exists()
+    fitting.check_memory(FAST)
+
+
 def test_fit_one_element_and_missing_things(tmp_path):
     path = synthetic.write_samples(tmp_path / "s.parquet", "exp", EXP, noise=0.01, n_elements=2)
     out = fitting.fit(fitting.FitConfig(n_starts=1, element=1, models=("exp",)), path, tmp_path / "a")
