@@ -166,15 +166,22 @@ def physical_memory_bytes() -> int | None:
         return None
 
 
-def free_bytes(path: str | os.PathLike) -> tuple[Path, int] | None:
-    """(the nearest existing folder of ``path``, the bytes free on its file system), or None
-    when it cannot be read: what a run there may write at most."""
+def free_space(path: str | os.PathLike) -> tuple[Path, int, int | None] | None:
+    """(the nearest existing folder of ``path``, the bytes and the file entries (inodes; None
+    where the file system does not count them) free on its file system), or None when it cannot
+    be read: what a run there may write at most."""
     for p in (Path(path).absolute(), *Path(path).absolute().parents):
         if p.is_dir():
             try:
-                return p, shutil.disk_usage(p).free
+                free = shutil.disk_usage(p).free
             except OSError:
                 return None
+            try:
+                st = os.statvfs(p)
+                inodes = st.f_favail if st.f_files > 0 else None   # 0 files in all: not counted (btrfs, some FUSE)
+            except (AttributeError, OSError):   # no statvfs (Windows)
+                inodes = None
+            return p, free, inodes
     return None
 
 

@@ -53,6 +53,7 @@ CASES = [
     ("generate listops", ["--workers", "0"], "workers = 0"),
     ("generate listops", ["--n-train", "0", "--n-val", "0", "--n-test", "0"], "nothing to generate"),
     ("generate pathfinder", ["--n", "0"], "n = 0"),
+    ("generate pathfinder", ["--n", "100000000000"], "100,000,000,000 PNG images take at least 5,700.0 GB"),
     ("train", ["--task", "text"], "data_dir, which is not set"),
     ("train", ["--task", "recall", "--set", "batch_size=0"], "batch_size = 0"),
     ("train", ["--task", "listops", "--data", "{tmp}/nowhere"], "nowhere"),

@@ -166,9 +166,9 @@ def check_room(out_dir: str | Path, n_train: int, n_val: int, n_test: int,
 
     total = n_train + n_val + n_test
     need = total * (2 * (settings.min_length + 1) + 2)
-    room = runs.free_bytes(out_dir)
+    room = runs.free_space(out_dir)
     if room is not None and need > room[1]:
-        where, free = room
+        where, free, _ = room
         raise ConfigError(f"n_train = {n_train}, n_val = {n_val}, n_test = {n_test}: {total:,} trees of more than "
                           f"{settings.min_length} tokens take at least {need / 1e9:,.1f} GB, more than the "
                           f"{free / 1e9:,.1f} GB free at {str(where)!r}; expected fewer samples")

@@ -379,6 +379,29 @@ def _write_batch(args: tuple[str, PathfinderSettings, int, int, int, int]) -> in
     return count
 
 
+#: bytes of the smallest PNG file: signature (8), IHDR (25), one IDAT chunk (12 + data), IEND (12)
+PNG_MIN_BYTES = 57
+
+
+def check_room(run_dir: str | Path, n: int) -> None:
+    """Refuse ``n`` images whose files cannot fit on ``run_dir``'s file system, before anything
+    is written. Lower bounds: every image is a PNG file of at least ``PNG_MIN_BYTES``, and each
+    file and batch folder takes a file entry (inode), with a metadata file per batch."""
+    from astro_rmaat import runs
+
+    room = runs.free_space(run_dir)
+    if room is None:
+        return
+    where, free, inodes = room
+    files = n + 2 * math.ceil(n / BATCH_SIZE)
+    if n * PNG_MIN_BYTES > free:
+        raise ConfigError(f"n = {n}: {n:,} PNG images take at least {n * PNG_MIN_BYTES / 1e9:,.1f} GB, more than "
+                          f"the {free / 1e9:,.1f} GB free at {str(where)!r}; expected fewer images")
+    if inodes is not None and files > inodes:
+        raise ConfigError(f"n = {n}: {n:,} images and their batch folders need {files:,} file entries, more than "
+                          f"the {inodes:,} free at {str(where)!r}; expected fewer images")
+
+
 def generate_files(out_dir: str | Path, *, resolution: int = 32, n: int = 200_000,
                    seed: int = 0, workers: int = 1, progress: bool = False,
                    settings: PathfinderSettings | None = None) -> Path:
@@ -399,6 +422,7 @@ def generate_files(out_dir: str | Path, *, resolution: int = 32, n: int = 200_00
     if workers < 1:
         raise ConfigError(f"workers = {workers!r}: expected a positive number of processes")
     run_dir = Path(out_dir) / f"pathfinder{settings.resolution}"
+    check_room(run_dir, n)
     config = {"task": "pathfinder", "n": n, "seed": seed, **dataclasses.asdict(settings)}
     runs.prepare_run_dir(run_dir, config)
     root = dataset_dir(out_dir, settings.resolution)
