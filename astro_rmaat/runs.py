@@ -158,12 +158,48 @@ def make_meta(*, stage: str, seed: int | None, wall_time_s: float,
 
 
 # --------------------------------------------------------------------------- machine resources
-def physical_memory_bytes() -> int | None:
-    """The machine's physical memory; None where the system does not say (no ``sysconf``)."""
+def memory_limit_bytes() -> int | None:
+    """The memory this process may use: the machine's physical memory, or its control group's
+    limit where that is lower (a container's); None where the system says neither."""
+    limits = cgroup_memory_limits()
     try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (AttributeError, ValueError, OSError):
-        return None
+        limits.append(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):   # no sysconf, or not these names
+        pass
+    return min(limits) if limits else None
+
+
+def cgroup_memory_limits(proc: str | os.PathLike = "/proc/self/cgroup",
+                         root: str | os.PathLike = "/sys/fs/cgroup") -> list[int]:
+    """The memory limits (bytes) of this process's Linux control groups: cgroup v2's
+    ``memory.max`` and v1's ``memory.limit_in_bytes``, in its own group's folder or, where the
+    group's folder is the mount's root (a container's namespace), there. Empty where there is
+    none ("max", or no cgroup file system)."""
+    try:
+        lines = Path(proc).read_text().splitlines()
+    except OSError:
+        return []
+    found = []
+    for line in lines:
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        hierarchy, controllers, group = parts
+        if hierarchy == "0" and controllers == "":
+            base, name = Path(root), "memory.max"
+        elif "memory" in controllers.split(","):
+            base, name = Path(root) / "memory", "memory.limit_in_bytes"
+        else:
+            continue
+        for folder in (base / group.lstrip("/"), base):
+            try:
+                text = (folder / name).read_text().strip()
+            except OSError:
+                continue
+            if text.isdigit():
+                found.append(int(text))
+            break
+    return found
 
 
 def free_space(path: str | os.PathLike) -> tuple[Path, int, int | None] | None:

@@ -100,7 +100,7 @@ TRACE_BYTES_PER_VALUE = 24
 def check_memory(need_bytes: int, what: str, instead: str) -> None:
     """Refuse, before the run, a simulation whose arrays need more than the machine's physical
     memory: ``what`` names the values and counts (``...: N things``), ``instead`` what to change."""
-    have = runs.physical_memory_bytes()
+    have = runs.memory_limit_bytes()
     if have is not None and need_bytes > have:
         raise ConfigError(f"{what} take at least {need_bytes / 2**30:,.1f} GiB, more than the "
                           f"{have / 2**30:.1f} GiB of memory; expected {instead}")

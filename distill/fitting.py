@@ -84,7 +84,7 @@ def check_memory(cfg: FitConfig) -> None:
     """Refuse sizes whose arrays cannot fit in the machine's memory, before anything is read or
     written (lower bounds): the band evaluates ``band_samples`` curves at the boundaries
     0..n_cycles, and the figure's schedule for T has T factors (float64 each)."""
-    have = runs.physical_memory_bytes()
+    have = runs.memory_limit_bytes()
     if have is None:
         return
     for need, what, instead in (

@@ -114,11 +114,11 @@ PARAMETER_COPIES = 4
 
 
 def device_memory_bytes(device: torch.device) -> int | None:
-    """The memory of ``device``: a GPU's own, else the machine's physical memory; None when the
-    system does not say."""
+    """The memory of ``device``: a GPU's own, else what this process may use
+    (``runs.memory_limit_bytes``); None when the system does not say."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    return runs.physical_memory_bytes()
+    return runs.memory_limit_bytes()
 
 
 def check_fits_memory(mcfg: ModelConfig, device: torch.device) -> None:

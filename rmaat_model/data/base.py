@@ -74,11 +74,12 @@ def check_max_len(max_len: int | None, default: int) -> int:
 
 def check_fits_memory(task: str, n_examples: int, max_len: int) -> None:
     """Refuse a synthetic task whose ``n_examples`` sequences of ``max_len`` int64 tokens (all
-    its splits: a run holds them together) exceed the machine's physical memory, before they
-    are generated. A lower bound: generation and training need more."""
-    from astro_rmaat.runs import physical_memory_bytes
+    its splits: a run holds them together) exceed the memory this process may use
+    (``runs.memory_limit_bytes``), before they are generated. A lower bound: generation and
+    training need more."""
+    from astro_rmaat.runs import memory_limit_bytes
 
-    have = physical_memory_bytes()
+    have = memory_limit_bytes()
     need = n_examples * max_len * 8
     if have is not None and need > have:
         raise ConfigError(f"max_len = {max_len}: the {task} task's {n_examples:,} sequences of {max_len:,} tokens "

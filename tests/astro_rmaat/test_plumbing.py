@@ -223,3 +223,25 @@ def test_rmaat_usage_error_from_the_command_line_is_one_line(run_cli, tmp_path):
         proc = run_cli(*args)
         assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_memory_limit_reads_cgroup_v2_and_v1_limits(tmp_path, monkeypatch):
+    """A container's limit (cgroup v2 memory.max, v1 memory.limit_in_bytes, in the group's own
+    folder or at the mount's root) caps the machine's memory; "max" is no limit."""
+    proc = tmp_path / "cgroup"
+    root = tmp_path / "fs"
+    (root / "job").mkdir(parents=True)
+    (root / "job" / "memory.max").write_text("1073741824\n")
+    proc.write_text("0::/job\n")
+    assert runs.cgroup_memory_limits(proc, root) == [2**30]
+    (root / "job" / "memory.max").write_text("max\n")
+    assert runs.cgroup_memory_limits(proc, root) == []
+    (root / "memory").mkdir()
+    (root / "memory" / "memory.limit_in_bytes").write_text("536870912\n")   # v1, namespaced: at the root
+    proc.write_text("4:memory:/docker/abc\n1:cpu:/\n")
+    assert runs.cgroup_memory_limits(proc, root) == [2**29]
+    assert runs.cgroup_memory_limits(tmp_path / "none", root) == []
+    monkeypatch.setattr(runs, "cgroup_memory_limits", lambda: [2**20])
+    assert runs.memory_limit_bytes() == 2**20
+    monkeypatch.setattr(runs, "cgroup_memory_limits", lambda: [2**62])
+    assert runs.memory_limit_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

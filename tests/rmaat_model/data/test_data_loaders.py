@@ -172,9 +172,9 @@ def test_synthetic_task_larger_than_memory_is_refused_before_it_is_generated(tas
     module = importlib.import_module(base.TASKS[task])
     L = 64
     n = sum(module.SPLIT_SIZES.values())
-    monkeypatch.setattr(runs, "physical_memory_bytes", lambda: n * L * 8 - 1)
+    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: n * L * 8 - 1)
     with pytest.raises(ConfigError, match=rf"max_len = {L}: the {task} task's {n:,} sequences"):
         base.load_split(task, None, "val", max_len=L)
-    monkeypatch.setattr(runs, "physical_memory_bytes", lambda: n * L * 8)
+    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: n * L * 8)
     held = sum(base.load_split(task, None, split, max_len=L)[1].tokens.numel() for split in base.SPLITS)
     assert held * 8 == n * L * 8
