@@ -217,6 +217,17 @@ def deep_merge(base: dict[str, Any], new: dict[str, Any], where: str) -> dict[st
     return out
 
 
+#: the largest seed: NumPy's legacy seeding (Brian2's ``seed``) takes 32-bit values, so every
+#: verb takes the same range
+SEED_MAX = 2**32 - 1
+
+
+def require_seed(where: str, value: Any) -> None:
+    """Range check of a seed: an integer from 0 to ``SEED_MAX``, the same for every verb."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= SEED_MAX:
+        raise ConfigError(f"{where} = {value!r}: expected an integer from 0 to {SEED_MAX} (2^32 - 1)")
+
+
 def require_positive(where: str, value: float, unit: str = "") -> None:
     """Range check for ``__post_init__``: time constants, lengths, counts."""
     if not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):

@@ -64,6 +64,7 @@ class SweepConfig:
     standalone: bool = False                              # run points on cpp_standalone: one build, run_args per point
 
     def __post_init__(self) -> None:
+        cfgmod.require_seed("seed", self.seed)
         if not isinstance(self.base, dict):
             raise ConfigError(f"base = {self.base!r}: expected a table of simulation settings")
 

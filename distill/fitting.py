@@ -58,6 +58,7 @@ class FitConfig:
             get_model(name)
         if len(set(self.models)) != len(self.models):
             raise ConfigError(f"models = {list(self.models)!r}: each candidate may appear once")
+        cfgmod.require_seed("seed", self.seed)
         cfgmod.require_positive("n_starts", self.n_starts)
         cfgmod.require_positive("max_nfev", self.max_nfev)
         cfgmod.require_positive("band_samples", self.band_samples)

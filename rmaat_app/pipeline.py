@@ -51,6 +51,7 @@ class PipelineConfig:
     quick: bool = False                        # tiny sizes for tests and notebooks (seconds, not minutes)
 
     def __post_init__(self) -> None:
+        cfgmod.require_seed("seed", self.seed)
         if self.budget_minutes is not None:
             cfgmod.require_positive("budget_minutes", self.budget_minutes, "min")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from astro_rmaat.config import from_dict, require_positive, to_dict
+from astro_rmaat.config import from_dict, require_positive, require_seed, to_dict
 from astro_rmaat.errors import ConfigError, DataError
 from rmaat_model.amrb import Method
 from rmaat_model.data.base import TASKS, TaskSpec, load_split
@@ -130,6 +130,7 @@ class TrainConfig:
             raise ConfigError(f"ckpt_every = {self.ckpt_every!r}: expected a positive integer or null")
 
     def _check_runtime(self) -> None:
+        require_seed("seed", self.seed)
         if self.num_workers < 0:
             raise ConfigError(f"num_workers = {self.num_workers!r}: expected >= 0")
         if self.threads is not None and not _is_positive_int(self.threads):

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from astro_rmaat.config import require_positive
+from astro_rmaat.config import require_positive, require_seed
 from astro_rmaat.errors import ConfigError
 from astro_sim.network.params import (Geometry, NetworkParams, namespace, neuron_positions_um,
                                       synapse_pairs)
@@ -50,8 +50,7 @@ class NetworkSimConfig:
     geometry: Geometry = Geometry()                           # neuron placement
 
     def __post_init__(self) -> None:
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ConfigError(f"seed = {self.seed!r}: expected an integer >= 0")
+        require_seed("seed", self.seed)
         require_positive("dt_ms", self.dt_ms, "ms")
         require_positive("record_interval_ms", self.record_interval_ms, "ms")
         unknown = [v for v in self.record if v not in VARIABLES]

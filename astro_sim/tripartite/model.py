@@ -45,7 +45,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from astro_rmaat.config import require_positive
+from astro_rmaat.config import require_positive, require_seed
 from astro_rmaat.errors import ConfigError
 from astro_sim.param_table import base_unit, declaration, quantity, si_factor
 from astro_sim.tripartite import param_sets as ps
@@ -76,6 +76,7 @@ class TripartiteSimConfig:
     standalone_dir: str = ""                       # cpp_standalone build cache ("" = per-user cache)
 
     def __post_init__(self) -> None:
+        require_seed("seed", self.seed)
         require_positive("dt_ms", self.dt_ms, "ms")
         require_positive("record_dt_ms", self.record_dt_ms, "ms")
         if self.n_units < 1:

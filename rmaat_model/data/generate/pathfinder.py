@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from astro_rmaat.config import require_seed
 from astro_rmaat.errors import ConfigError
 from rmaat_model.data.generate import worker_pool
 
@@ -417,6 +418,7 @@ def generate_files(out_dir: str | Path, *, resolution: int = 32, n: int = 200_00
             raise ConfigError(f"resolution = {resolution!r}: expected one of "
                               f"{', '.join(map(str, SETTINGS))} px")
         settings = SETTINGS[resolution]
+    require_seed("seed", seed)
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         raise ConfigError(f"n = {n!r}: expected a positive number of images")
     if workers < 1:
