@@ -59,6 +59,7 @@ CASES = [
     ("generate pathfinder", ["--n", "100000000000"], "100,000,000,000 PNG images take at least 5,700.0 GB"),
     ("train", ["--task", "text"], "data_dir, which is not set"),
     ("train", ["--task", "recall", "--set", "batch_size=0"], "batch_size = 0"),
+    ("train", ["--task", "recall", "--set", "num_workers=100000"], "num_workers = 100000: more than 4 DataLoader"),
     ("train", ["--task", "recall", "--set", "seed=99999999999999999999"],
      "seed = 99999999999999999999: expected an integer from 0"),
     ("train", ["--task", "listops", "--data", "{tmp}/nowhere"], "nowhere"),
@@ -141,6 +142,8 @@ def run_case(verb, args, inputs, tmp_path, capsys) -> tuple[int, str]:
     assert not (tmp_path / "out").exists(), f"{verb} {args} left {tmp_path / 'out'} behind"
     line = err[0].replace(str(tmp_path), "<tmp>").replace(str(listops), "<listops>")
     line = re.sub(r"the [\d.,]+ GiB of memory", "the <M> GiB of memory", line)
+    line = re.sub(r"the \d+ this process may run on \(torch suggests at most \d+\); expected at most \d+",
+                  "the <C> this process may run on (torch suggests at most <C>); expected at most 4 <C>", line)
     return exc.value.code, re.sub(r"the [\d.,]+ GB free", "the <F> GB free", line)
 
 
@@ -160,8 +163,8 @@ def render(rows: list[tuple[str, list[str], int, str]]) -> str:
            "Every row is a case of `tests/test_bad_inputs.py` (unwritable, full and busy output",
            "locations are in `tests/test_faults.py`). Each gives one line on stderr and exit",
            "status 2, and writes nothing. `<tmp>` stands for a scratch folder, `<listops>` for a",
-           "tiny generated ListOps, `<M>` for the machine's memory and `<F>` for the disk's free",
-           "space; each command also has",
+           "tiny generated ListOps, `<M>` for the machine's memory, `<F>` for the disk's free",
+           "space and `<C>` for the cores; each command also has",
            "`--out <tmp>/out`. Regenerate with",
            "`RMAAT_WRITE_DOCS=1 python -m pytest tests/test_bad_inputs.py`.",
            "",
