@@ -30,6 +30,28 @@ from typing import Callable
 
 #: seconds between two looks at the parent
 POLL_S = 0.5
+#: worker processes per core this process may run on, at most, for any pool on this machine
+#: (a sweep's, a data generator's, a training run's DataLoader): more only queue for the same
+#: cores, and thousands of them would exhaust the process table and memory
+WORKERS_PER_CORE = 4
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system says, else all)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def check_local_workers(name: str, workers: int, what: str = "worker processes") -> None:
+    """Refuse more local ``what`` than ``WORKERS_PER_CORE`` per usable core (ConfigError naming
+    ``name``); before any is started."""
+    from astro_rmaat.errors import ConfigError
+
+    cores = usable_cores()
+    if workers > WORKERS_PER_CORE * cores:
+        raise ConfigError(f"{name} = {workers}: more than {WORKERS_PER_CORE} {what} per core of the {cores} this "
+                          f"process may run on; expected at most {WORKERS_PER_CORE * cores}")
 
 
 def descendants(pid: int) -> list[int]:

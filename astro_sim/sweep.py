@@ -48,6 +48,7 @@ import pandas as pd
 from astro_rmaat import config as cfgmod
 from astro_rmaat import runs
 from astro_rmaat.errors import ConfigError, DataError
+from astro_rmaat.workers import check_local_workers
 from astro_sim.sweep_worker import pool_worker, run_point, run_points, warm_worker
 
 DESIGN_FILE = "design.parquet"
@@ -247,6 +248,8 @@ def sweep(cfg: SweepConfig, out_dir: str | os.PathLike, *, executor: str = "seri
         raise ConfigError(f"scheduler = {scheduler!r} needs executor 'dask' (got {executor!r})")
     if workers < 1:
         raise ConfigError(f"workers = {workers!r}: expected >= 1")
+    if executor == "processes" or (executor == "dask" and not scheduler):   # started here, on this machine
+        check_local_workers("workers", workers)
     if points_per_task is not None and points_per_task < 1:
         raise ConfigError(f"points_per_task = {points_per_task!r}: expected >= 1 (or None: automatic)")
     out = Path(out_dir)

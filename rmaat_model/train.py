@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import functools
 import math
-import os
 import random
 import sys
 import time
@@ -49,6 +48,7 @@ from torch.utils.data import DataLoader
 from astro_rmaat import runs
 from astro_rmaat.config import to_dict
 from astro_rmaat.errors import ConfigError
+from astro_rmaat.workers import check_local_workers
 from rmaat_model import checkpoint
 from rmaat_model import distributed as D
 from rmaat_model.amrb import forward_backward
@@ -142,21 +142,6 @@ def check_fits_memory(mcfg: ModelConfig, device: torch.device) -> None:
                           f"the largest tensor is {name} {tuple(shape)}")
 
 
-#: DataLoader worker processes per core this process may run on, at most: torch warns above one
-#: per core that a loader may run slowly or freeze; beyond this many a run is refused, before
-#: thousands of processes are forked
-WORKERS_PER_CORE = 4
-
-
-def check_workers(num_workers: int) -> None:
-    """Refuse more DataLoader workers than ``WORKERS_PER_CORE`` per usable core."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    if num_workers > WORKERS_PER_CORE * cores:
-        raise ConfigError(f"num_workers = {num_workers}: more than {WORKERS_PER_CORE} DataLoader processes per core "
-                          f"of the {cores} this process may run on (torch suggests at most {cores}); "
-                          f"expected at most {WORKERS_PER_CORE * cores}")
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -203,7 +188,7 @@ class Trainer:
         """Inputs first: nothing is written for an unknown task or a missing file."""
         cfg, env = self.cfg, self.env
         D.raise_together(env, runs.check_out_dir, self.out)   # finished, not a directory, or not writable
-        check_workers(cfg.num_workers)
+        check_local_workers("num_workers", cfg.num_workers, "DataLoader processes")
         self.spec, self.data = load_data(cfg)
         self.mcfg = model_config_for(cfg, self.spec)
         D.raise_together(env, check_fits_memory, self.mcfg, env.device)   # before a size is tried

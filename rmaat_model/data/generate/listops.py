@@ -39,6 +39,7 @@ import numpy as np
 from astro_rmaat.config import require_seed
 from astro_rmaat.errors import ConfigError, DataError
 from astro_rmaat.runs import atomic_path
+from astro_rmaat.workers import check_local_workers
 from rmaat_model.data.generate import worker_pool
 
 OPERATORS = ("[MIN", "[MAX", "[MED", "[SM")
@@ -195,6 +196,7 @@ def generate_files(out_dir: str | Path, *, n_train: int = 96_000, n_val: int = 2
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers = {workers!r}: expected a positive number of processes")
     require_seed("seed", seed)
+    check_local_workers("workers", workers)
     check_room(out_dir, n_train, n_val, n_test, settings)
     config = {"task": "listops", "n_train": n_train, "n_val": n_val, "n_test": n_test,
               "seed": seed, **dataclasses.asdict(settings)}

@@ -46,6 +46,7 @@ import numpy as np
 
 from astro_rmaat.config import require_seed
 from astro_rmaat.errors import ConfigError
+from astro_rmaat.workers import check_local_workers
 from rmaat_model.data.generate import worker_pool
 
 SUBDIR = "curv_contour_length_14"
@@ -423,6 +424,7 @@ def generate_files(out_dir: str | Path, *, resolution: int = 32, n: int = 200_00
         raise ConfigError(f"n = {n!r}: expected a positive number of images")
     if workers < 1:
         raise ConfigError(f"workers = {workers!r}: expected a positive number of processes")
+    check_local_workers("workers", workers)
     run_dir = Path(out_dir) / f"pathfinder{settings.resolution}"
     check_room(run_dir, n)
     config = {"task": "pathfinder", "n": n, "seed": seed, **dataclasses.asdict(settings)}
