@@ -106,6 +106,16 @@ def check_memory(need_bytes: int, what: str, instead: str) -> None:
                           f"{have / 2**30:.1f} GiB of memory; expected {instead}")
 
 
+def check_complete(n_samples: int, expected: int, t_last: float, duration_s: float) -> None:
+    """Raise where a run returned fewer samples than its config asks for (a Brian2 run stopped
+    early): its output is never written as a finished run. The families run with Brian2's
+    ``core.stop_on_keyboard_interrupt`` off, so Ctrl-C raises KeyboardInterrupt instead of
+    ending the run early."""
+    if n_samples != expected:
+        raise RuntimeError(f"the simulation stopped early: its last sample is at t = {t_last:g} s of a "
+                           f"{duration_s:g} s run ({n_samples} of {expected} samples); nothing is written")
+
+
 def check_trace_memory(n_samples: int, per_sample: int, what: str) -> None:
     """``check_memory`` for the recorded traces: ``n_samples`` times of ``per_sample`` values."""
     check_memory(n_samples * per_sample * TRACE_BYTES_PER_VALUE,

@@ -18,6 +18,7 @@ from astro_rmaat.errors import ConfigError
 from astro_sim.network.model import VARIABLES, BuiltNetwork, NetworkSimConfig, build_network
 from astro_sim.network.params import PARAM_SET_ID
 from astro_sim.output import SimOutput
+from astro_sim.simulate import check_complete
 
 
 def _long(t_s: np.ndarray, values: np.ndarray, variable: str, unit: str) -> pd.DataFrame:
@@ -74,6 +75,7 @@ def run(cfg: NetworkSimConfig) -> SimOutput:
             set_device("cpp_standalone", directory=tmp.name, build_on_run=True, with_output=False)
         else:
             prefs.codegen.target = cfg.target
+        prefs.core.stop_on_keyboard_interrupt = False   # Ctrl-C raises, never a short run (check_complete)
         built = build_network(cfg)
         built.net.run(duration * second, namespace={}, report=REPORT, report_period=10 * second)
         traces, samples = _collect(cfg, built)
@@ -111,6 +113,9 @@ def _collect(cfg: NetworkSimConfig, built: BuiltNetwork) -> tuple[pd.DataFrame, 
     for var, mon in built.monitors.items():
         t_s = np.asarray(mon.t[:] / _second(), dtype=float)
         vals = np.asarray(getattr(mon, var)[:], dtype=float)
+        # every recording time before the end: fewer means the run stopped early
+        check_complete(t_s.size, int(np.ceil(duration / rec_dt - 1e-9)), float(t_s[-1]) if t_s.size else 0.0,
+                       duration)
         # the state at the end of the run, when it lies on the recording grid
         n_end = duration / rec_dt
         if abs(n_end - round(n_end)) < 1e-9 and (t_s.size == 0 or t_s[-1] < duration - rec_dt / 2):
@@ -124,6 +129,8 @@ def _collect(cfg: NetworkSimConfig, built: BuiltNetwork) -> tuple[pd.DataFrame, 
     # the start of step k tau_cycle/dt, i.e. the state at that time), the last is the final state.
     bmon = built.boundary_monitor
     b_vals = np.asarray(bmon.p_l[:], dtype=float)[:, : cfg.protocol.n_cycles]
+    check_complete(b_vals.shape[1], cfg.protocol.n_cycles, float(bmon.t[-1] / _second()) if len(bmon.t) else 0.0,
+                   duration)
     b_vals = np.concatenate([b_vals, _final_state(built, "p_l")[:, None]], axis=1)
     samples = _long(cfg.protocol.boundaries_s(), b_vals, "p_l", VARIABLES["p_l"][1])
     return traces, samples

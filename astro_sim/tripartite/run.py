@@ -21,6 +21,7 @@ import pandas as pd
 from astro_rmaat.errors import ConfigError
 from astro_sim.output import SimOutput
 from astro_sim.param_table import si_factor
+from astro_sim.simulate import check_complete
 from astro_sim.tripartite import standalone as sa
 from astro_sim.tripartite.model import TARGETS, TripartiteSimConfig, build_network
 from astro_sim.tripartite.params import VARIABLES
@@ -60,6 +61,8 @@ def assemble_output(cfg: TripartiteSimConfig, stim: Stimulus, t_s: np.ndarray,
                     arrays: dict[str, np.ndarray]) -> SimOutput:
     """Monitor arrays ``{var: (n_t, n_units) SI}`` -> SimOutput (long-format traces, samples)."""
     n_t = t_s.size
+    rec_dt = cfg.record_dt_ms * 1e-3
+    check_complete(n_t, int(round(stim.duration_s / rec_dt)) + 1, float(t_s[-1]) if n_t else 0.0, stim.duration_s)
     frames = []
     for var in cfg.record:
         vals = _to_trace_unit(var, np.asarray(arrays[var], dtype=np.float64).reshape(n_t, cfg.n_units))
@@ -68,7 +71,6 @@ def assemble_output(cfg: TripartiteSimConfig, stim: Stimulus, t_s: np.ndarray,
             "element": np.tile(np.arange(cfg.n_units, dtype=np.int64), n_t),
             "value": vals.ravel(), "unit": VARIABLES[var].unit}))
     traces = pd.concat(frames, ignore_index=True)
-    rec_dt = cfg.record_dt_ms * 1e-3
     idx = np.rint(stim.boundaries_s / rec_dt).astype(np.int64)
     rho = np.asarray(arrays["rho"], dtype=np.float64).reshape(n_t, cfg.n_units)[idx]
     samples = pd.DataFrame({
@@ -89,6 +91,7 @@ def _run_runtime(cfg: TripartiteSimConfig, stim: Stimulus):
     import brian2 as b2
 
     b2.prefs.codegen.target = cfg.target
+    b2.prefs.core.stop_on_keyboard_interrupt = False   # Ctrl-C raises, never a short run (check_complete)
     h = build_network(cfg, stim)
     h.net.run(h.duration, namespace={})
     mons = [m for m in (h.unit_mon, h.syn_mon) if m is not None]

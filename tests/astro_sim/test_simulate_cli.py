@@ -71,6 +71,22 @@ def test_sizes_beyond_memory_are_refused_before_the_run(tmp_path, monkeypatch):
     assert len(read_traces(out / "traces.parquet")) == n_samples * per_sample
 
 
+def test_a_run_that_stops_early_is_never_written_as_finished(tmp_path, monkeypatch):
+    """A Brian2 run that returns before its end (as Brian2's Ctrl-C handler makes it, had the run
+    not switched that handler off) raises; the directory holds no finished run."""
+    import brian2
+
+    from astro_rmaat import runs
+
+    cfg = load_sim_config(overrides=["protocol.n_cycles=2", "record_interval_ms=100"])
+    run = brian2.Network.run
+    monkeypatch.setattr(brian2.Network, "run", lambda self, duration, **kw: run(self, duration / 2, **kw))
+    with pytest.raises(RuntimeError, match=r"last sample is at t = 0.9 s of a 2 s run \(10 of 20 samples\)"):
+        simulate(cfg, tmp_path / "a")
+    assert not runs.is_finished(tmp_path / "a")
+    assert brian2.prefs.core.stop_on_keyboard_interrupt is False   # Ctrl-C raises KeyboardInterrupt
+
+
 def test_tripartite_sizes_beyond_memory_are_refused(monkeypatch):
     from astro_rmaat import runs
     from astro_sim import simulate as sim
