@@ -35,7 +35,9 @@ from __future__ import annotations
 import functools
 import math
 import random
+import signal
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -140,6 +142,45 @@ def check_fits_memory(mcfg: ModelConfig, device: torch.device) -> None:
                           f"need {need / 2**30:,.1f} GiB as float32 weights, gradients and AdamW state, "
                           f"more than the {have / 2**30:.1f} GiB of memory on {device.type}; "
                           f"the largest tensor is {name} {tuple(shape)}")
+
+
+class StopRequests:
+    """SIGINT and SIGTERM, while in the ``with`` block, recorded instead of acted on, so that a
+    training loop can stop at a step boundary: ``signal`` is the first one received (None while
+    none is), after which the previous handlers are back. Inactive (``enabled`` False) off the
+    main thread, where Python cannot install handlers, and in a distributed run, whose ranks
+    must stop at the same step."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.signal: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "StopRequests":
+        if self.enabled:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def _note(self, signum: int, frame) -> None:
+        self.signal = signum
+        self._restore()
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def __exit__(self, *exc) -> None:
+        self._restore()
+
+    @property
+    def name(self) -> str:
+        return "interrupted (Ctrl-C)" if self.signal == signal.SIGINT else "stopped by SIGTERM"
+
+    def exception(self) -> BaseException:
+        """What the process leaves with: KeyboardInterrupt for SIGINT, else SystemExit(128 + signal)."""
+        return KeyboardInterrupt() if self.signal == signal.SIGINT else SystemExit(128 + self.signal)
 
 
 def seed_everything(seed: int) -> None:
@@ -252,22 +293,35 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def run(self, stop_after: int | None) -> bool:
         """Step until the last step, the time budget, or ``stop_after`` steps of this session;
-        returns True when the run is left interrupted (``stop_after``)."""
+        returns True when the run is left interrupted (``stop_after``).
+
+        In one process, Ctrl-C (SIGINT) or SIGTERM (a scheduler's notice) stops the run at the
+        end of the step under way with a checkpoint written, then raises KeyboardInterrupt or
+        SystemExit(143): the same command resumes it, losing no step. A second signal acts at
+        once (the handlers are restored after the first)."""
         cfg = self.cfg
         session_steps, interrupted = 0, False
         self.ddp.train()
-        for batch in self.loader:
-            loss, logits, labels = self._optimizer_step(batch)
-            session_steps += 1
-            self._record(loss, logits, labels)
-            out_of_time = self._evaluate_or_checkpoint()
-            if out_of_time:
-                break
-            if stop_after is not None and session_steps >= stop_after and self.step < cfg.steps:
-                if self.step % cfg.eval_every:
-                    self.save_checkpoint()   # mid-window: the window sums travel in the checkpoint
-                interrupted = True
-                break
+        with StopRequests(enabled=not self.env.distributed) as stop:
+            for batch in self.loader:
+                loss, logits, labels = self._optimizer_step(batch)
+                session_steps += 1
+                self._record(loss, logits, labels)
+                out_of_time = self._evaluate_or_checkpoint()
+                if out_of_time:
+                    break
+                if stop.signal is not None and self.step < cfg.steps:
+                    self.save_checkpoint()
+                    if self.bar is not None:
+                        self.bar.close()
+                    print(f"{stop.name} at step {self.step} of {cfg.steps}: checkpoint written to "
+                          f"{str(self.out)!r}; the same command resumes the run", file=sys.stderr, flush=True)
+                    raise stop.exception()
+                if stop_after is not None and session_steps >= stop_after and self.step < cfg.steps:
+                    if self.step % cfg.eval_every:
+                        self.save_checkpoint()   # mid-window: the window sums travel in the checkpoint
+                    interrupted = True
+                    break
         if self.bar is not None:
             self.bar.close()
         return interrupted

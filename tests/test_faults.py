@@ -11,6 +11,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -107,6 +108,34 @@ def test_kill9_train_mid_run_then_resume_gives_the_uninterrupted_weights(tmp_pat
     for name in ("model.safetensors", "best.safetensors", "ckpt.pt", "metrics.csv", "results.json"):
         assert sha(run / name) == sha(tmp_path / "ref" / name), f"{name} differs after kill -9"
     assert not (run / ".lock").exists() and not (run / "timing.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_checkpoints_the_step_under_way_and_resume_gives_the_uninterrupted_weights(
+        sig, status, tmp_path):
+    """A checkpoint every 20 steps: the first one shows the loop under way; the signal then
+    writes one at the step it reports (whatever the cadence), and the resumed run ends with the
+    uninterrupted run's bytes."""
+    cmd = [*TRAIN[:-2], "--set", "ckpt_every=20", "--set", "eval_every=1000", "--steps", "300"]
+    assert TRAIN[-1] == "ckpt_every=1"
+    ref = rmaat(*cmd, "--out", tmp_path / "ref")
+    assert ref.returncode == 0, ref.stderr
+    run = tmp_path / "run"
+    proc = spawn(*cmd, "--out", run)
+    wait_for(lambda: (run / "ckpt.pt").is_file(), proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == status, err
+    said = re.search(r"at step (\d+) of 300: checkpoint written", err)
+    assert said, err
+    assert not (run / "meta.json").exists() and (run / "ckpt.pt").is_file()
+    import torch
+    assert torch.load(run / "ckpt.pt", weights_only=False)["step"] == int(said.group(1))
+    res = rmaat(*cmd, "--out", run)
+    assert res.returncode == 0, res.stderr
+    for name in ("model.safetensors", "best.safetensors", "ckpt.pt", "metrics.csv", "results.json"):
+        assert sha(run / name) == sha(tmp_path / "ref" / name), f"{name} differs after the signal"
 
 
 @pytest.mark.slow
