@@ -22,6 +22,28 @@ def usage_message(prog: str, message: str) -> str:
     return f"{prog}: {' '.join(message.split())} ('{prog} --help' lists what it takes)"
 
 
+def positive_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 1 (else the parser's one-line error names the value)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
+    return value
+
+
+def count_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
+    return value
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """``argparse.ArgumentParser`` with a one-line ``error`` (module doc)."""
 

@@ -43,7 +43,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, positive_int
 from astro_rmaat.config import to_dict
 from rmaat_model.amrb import forward_backward
 from rmaat_model.activation_profile import peak_rss, saved_bytes
@@ -120,23 +120,21 @@ def fresh_round(cfg, args, T: int, method: str) -> dict:
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--T", type=int, nargs="+", default=[4, 8, 16, 32, 64])
-    ap.add_argument("--batch", type=int, default=2)
-    ap.add_argument("--segment-len", type=int, default=128)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--T", type=positive_int, nargs="+", default=[4, 8, 16, 32, 64])
+    ap.add_argument("--batch", type=positive_int, default=2)
+    ap.add_argument("--segment-len", type=positive_int, default=128)
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--threads", type=positive_int, default=2)
     ap.add_argument("--no-rss", action="store_true", help="skip the fresh-process RSS probes")
     ap.add_argument("--retention", default=None)
     ap.add_argument("--arch", default="rmaat", choices=("rmaat", "rmt", "rlt", "elastic"))
     ap.add_argument("--fresh", action="store_true",
                     help="time each method in a fresh process per round (as a training run meets it), not both in this one")
-    ap.add_argument("--fresh-steps", type=int, default=3, help="with --fresh: timed steps per process (median)")
+    ap.add_argument("--fresh-steps", type=positive_int, default=3, help="with --fresh: timed steps per process (median)")
     ap.add_argument("--malloc", action="store_true",
                     help="glibc's thresholds as the rmaat command sets them (rmaat_model.allocator), for both methods "
                          "in this process (the RSS probes' fresh processes keep the defaults)")
     args = ap.parse_args()
-    if args.repeats < 1 or args.fresh_steps < 1:
-        ap.error(f"--repeats {args.repeats} --fresh-steps {args.fresh_steps}: expected positive counts")
     if args.malloc and not tune_malloc():
         sys.exit("--malloc: glibc's malloc only")
     torch.set_num_threads(args.threads)

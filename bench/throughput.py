@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, positive_int
 from rmaat_model.amrb import forward_backward
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
@@ -134,9 +134,9 @@ def op_count_table(specs: dict, rfile: str, L: int = 8192, N: int = 512, B: int 
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--lengths", type=int, nargs="+", default=[1024, 2048, 4096, 8192, 16384, 32768])
+    ap.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--lengths", type=positive_int, nargs="+", default=[1024, 2048, 4096, 8192, 16384, 32768])
     ap.add_argument("--compile", action="store_true", help="add the torch.compile variants")
     ap.add_argument("--quick", action="store_true", help="1 thread, 3 repeats, 2K tokens, lengths 1K-4K")
     ap.add_argument("--retention", default=None)

@@ -39,7 +39,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, count_int, positive_int
 
 #: (method, dropout) of the demo's step, which both trees time; and ``--ablate``'s other variants of it
 DEMO = ("amrb", 0.1)
@@ -139,9 +139,9 @@ def run(tree: Path, threads: int, steps: int, arch: str, malloc: str = "default"
 def main(argv=None) -> int:
     ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--ref", default="c18666a", help="revision to compare with (default: before this round)")
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--steps", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=0,
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--steps", type=positive_int, default=8)
+    ap.add_argument("--threads", type=count_int, default=0,
                     help="intra-op threads for both trees; 0 (default): each tree's own training default")
     ap.add_argument("--arch", default="rmaat", help="rmaat | rmt | rlt (same config otherwise)")
     ap.add_argument("--norm", choices=("pre", "post"), default=None,
@@ -155,6 +155,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     norm = args.norm or "default"
     here = Path(__file__).resolve().parents[1]
+    if subprocess.run(["git", "-C", str(here), "rev-parse", "--verify", "--quiet", f"{args.ref}^{{commit}}"],
+                      capture_output=True).returncode != 0:
+        ap.error(f"--ref {args.ref}: not a commit of this repository")
     with tempfile.TemporaryDirectory() as tmp:
         ref = Path(tmp) / "ref"
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(ref), args.ref], check=True)
