@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import NoReturn
+from pathlib import Path
+from typing import Callable, NoReturn
 
 
 def usage_message(prog: str, message: str) -> str:
@@ -42,6 +43,20 @@ def count_int(text: str) -> int:
     if value < 0:
         raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
     return value
+
+
+def run_main(main: Callable[[], int | None]) -> NoReturn:
+    """A bench's or script's entry: exit with ``main()``'s status, and a project error a user
+    can fix (``RmaatError``: a bad value the parser let through) as one line,
+    ``error: <prog>: <message>``, exit status 2, as the ``rmaat`` command reports it."""
+    from astro_rmaat.errors import RmaatError
+
+    try:
+        status = main()
+    except RmaatError as exc:
+        sys.stderr.write(f"error: {Path(sys.argv[0]).name}: {exc}\n")
+        sys.exit(2)
+    sys.exit(status or 0)
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -43,7 +43,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from astro_rmaat.cli_args import ArgumentParser, positive_int
+from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
 from astro_rmaat.config import to_dict
 from rmaat_model.amrb import forward_backward
 from rmaat_model.activation_profile import peak_rss, saved_bytes
@@ -218,4 +218,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, run_main
 
 
 def classify(t: np.ndarray, C: np.ndarray) -> tuple[str, float, float, float]:
@@ -71,4 +71,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

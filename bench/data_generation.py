@@ -12,7 +12,7 @@ import statistics
 import tempfile
 import time
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, count_int, positive_int, run_main
 from rmaat_model.data.generate import listops, pathfinder
 
 
@@ -49,11 +49,11 @@ def marker_distance_auc(resolution: int, n: int, seed: int = 123) -> tuple[float
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--listops", type=int, default=2000, help="trees per timing")
-    ap.add_argument("--pathfinder", type=int, default=200, help="images per timing (32 px)")
-    ap.add_argument("--workers", type=int, default=2, help="processes of the parallel run")
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--cue", type=int, default=0,
+    ap.add_argument("--listops", type=positive_int, default=2000, help="trees per timing")
+    ap.add_argument("--pathfinder", type=positive_int, default=200, help="images per timing (32 px)")
+    ap.add_argument("--workers", type=positive_int, default=2, help="processes of the parallel run")
+    ap.add_argument("--repeats", type=positive_int, default=3)
+    ap.add_argument("--cue", type=count_int, default=0,
                     help="also check the marker-distance shortcut on this many scenes")
     args = ap.parse_args()
     if args.cue:
@@ -94,4 +94,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

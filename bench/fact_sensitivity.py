@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
 
 #: seed of the replacement values
 SEED = 0
@@ -158,7 +158,7 @@ def _hand_cells(hand: dict) -> list[str]:
 def main(argv=None) -> int:
     ap = ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("runs", nargs="+", type=Path, help="finished assoc run directories")
-    ap.add_argument("--examples", type=int, default=512, help="test examples (default 512)")
+    ap.add_argument("--examples", type=positive_int, default=512, help="test examples (default 512)")
     args = ap.parse_args(argv)
     if args.examples < 1:
         ap.error(f"--examples {args.examples}: expected a positive count")
@@ -215,4 +215,4 @@ def summary(folder: str, T: int, reading: str, members: list[dict]) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

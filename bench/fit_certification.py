@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
 from distill import engine, models
 from distill.synthetic import CERTIFIED_PARAMS
 
@@ -51,8 +51,8 @@ def confusion(seeds, noise, names=("exp", "hill", "double_exp", "power")):
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, default=400)
-    ap.add_argument("--confusion-seeds", type=int, default=50)
+    ap.add_argument("--seeds", type=positive_int, default=400)
+    ap.add_argument("--confusion-seeds", type=positive_int, default=50)
     ap.add_argument("--noise", type=float, nargs="+", default=[0.005, 0.01, 0.03])
     args = ap.parse_args()
     t0 = time.perf_counter()
@@ -74,4 +74,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
 from distill import engine, fitting, models
 
 
@@ -61,8 +61,8 @@ def scipy_fit(name, t, y):
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeats", type=int, default=7)
-    ap.add_argument("--curves", type=int, default=100)
+    ap.add_argument("--repeats", type=positive_int, default=7)
+    ap.add_argument("--curves", type=positive_int, default=100)
     args = ap.parse_args()
     cfg = fitting.FitConfig()
     curves = synthetic_curves(max(args.curves, 4))
@@ -99,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import curve_fit
 
+from astro_rmaat.cli_args import run_main
+
 REFERENCE = {-20: (0.436, 21.0, 0.411, 0.468), 0: (0.502, 13.5, 0.496, 0.508),
              10: (0.555, 14.3, 0.546, 0.562), 20: (0.543, 17.1, 0.527, 0.557)}
 
@@ -67,4 +69,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

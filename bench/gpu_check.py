@@ -25,7 +25,7 @@ import time
 
 import torch
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, run_main
 from rmaat_model.amrb import forward_backward
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
@@ -104,4 +104,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
 from rmaat_model.elastic import ElasticMemory
 from rmaat_model.hippo import DISCRETISATIONS, legs_recurrence, reconstruct, step_matrices
 
@@ -88,14 +88,14 @@ def speed(batch: int, N: int, d_mem: int, n_coef: int, repeats: int) -> None:
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--n-coef", type=int, default=8)
-    ap.add_argument("--L", type=int, nargs="+", default=[16, 64, 256, 1024])
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--segment-len", type=int, default=128)
-    ap.add_argument("--d-mem", type=int, default=64)
-    ap.add_argument("--speed-n-coef", type=int, default=32)
-    ap.add_argument("--repeats", type=int, default=20)
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--n-coef", type=positive_int, default=8)
+    ap.add_argument("--L", type=positive_int, nargs="+", default=[16, 64, 256, 1024])
+    ap.add_argument("--batch", type=positive_int, default=8)
+    ap.add_argument("--segment-len", type=positive_int, default=128)
+    ap.add_argument("--d-mem", type=positive_int, default=64)
+    ap.add_argument("--speed-n-coef", type=positive_int, default=32)
+    ap.add_argument("--repeats", type=positive_int, default=20)
+    ap.add_argument("--threads", type=positive_int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     accuracy(args.n_coef, args.L)
@@ -103,4 +103,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, count_int, positive_int, run_main
 from astro_rmaat.config import from_dict, to_dict
 from rmaat_model.data.generate import listops
 from rmaat_model.train import RESULTS_FILE, train
@@ -96,25 +96,25 @@ def main(argv=None) -> int:
     ap.add_argument("--data", type=Path, default=Path("runs/listops"))
     ap.add_argument("--out", type=Path, default=Path("runs/bench_listops"))
     ap.add_argument("--models", default="rmaat,rmt,transformer")
-    ap.add_argument("--n-train", type=int, default=20_000)
-    ap.add_argument("--n-val", type=int, default=1_000)
-    ap.add_argument("--n-test", type=int, default=1_000)
-    ap.add_argument("--gen-workers", type=int, default=2)
-    ap.add_argument("--max-len", type=int, default=2000)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--d-model", type=int, default=64)
-    ap.add_argument("--n-heads", type=int, default=4)
-    ap.add_argument("--n-layers", type=int, default=2)
-    ap.add_argument("--segment-len", type=int, default=250)
-    ap.add_argument("--n-mem", type=int, default=8)
+    ap.add_argument("--n-train", type=positive_int, default=20_000)
+    ap.add_argument("--n-val", type=positive_int, default=1_000)
+    ap.add_argument("--n-test", type=positive_int, default=1_000)
+    ap.add_argument("--gen-workers", type=positive_int, default=2)
+    ap.add_argument("--max-len", type=positive_int, default=2000)
+    ap.add_argument("--batch-size", type=positive_int, default=16)
+    ap.add_argument("--d-model", type=positive_int, default=64)
+    ap.add_argument("--n-heads", type=positive_int, default=4)
+    ap.add_argument("--n-layers", type=positive_int, default=2)
+    ap.add_argument("--segment-len", type=positive_int, default=250)
+    ap.add_argument("--n-mem", type=positive_int, default=8)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--retention", default=None,
                     help="retention.json for RMAAT (default: the shipped astro_rmaat/data/retention/default.json)")
     ap.add_argument("--retention-mode", default="ltp", choices=["ltp", "stream", "learned", "none"])
-    ap.add_argument("--evals", type=int, default=8, help="evaluations per run")
-    ap.add_argument("--eval-batches", type=int, default=16)
-    ap.add_argument("--probe-steps", type=int, default=4)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--evals", type=positive_int, default=8, help="evaluations per run")
+    ap.add_argument("--eval-batches", type=positive_int, default=16)
+    ap.add_argument("--probe-steps", type=positive_int, default=4)
+    ap.add_argument("--seed", type=count_int, default=0)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
 
@@ -153,4 +153,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, run_main
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "astro_sim" / "fixtures" / "nest"
 TOLERANCE = {"rel": "rel 1e-6", "digits": "6 printed digits"}
@@ -65,4 +65,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run_main(main)

@@ -26,7 +26,7 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
 from rmaat_model import amrb
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
@@ -57,8 +57,8 @@ def early_reads_per_step(model, data) -> float:
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--batches", type=int, default=40, help="timed batches per config (each run every way)")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--batches", type=positive_int, default=40, help="timed batches per config (each run every way)")
+    ap.add_argument("--threads", type=positive_int, default=1)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
     args = ap.parse_args()
@@ -106,4 +106,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

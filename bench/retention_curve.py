@@ -98,7 +98,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, count_int, positive_int, run_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _retention_report import comparisons, plot, read_results, report, write_results  # noqa: E402  (results.csv, tables, rank tests, figure)
@@ -129,19 +129,19 @@ def parse_args(argv) -> argparse.Namespace | int:
                     help="T=4, K=1 (recall: 4 segments), 4 models, 1 seed; assoc 1000 steps, recall 150 "
                          "(under a minute on 2 cores)")
     ap.add_argument("--out", type=Path, default=None, help="default bench/out/retention[-quick]")
-    ap.add_argument("--workers", type=int, default=2, help="processes, one torch thread each")
-    ap.add_argument("--steps", type=int, default=None, help="optimiser steps per run (default: assoc 1000, recall 300; quick: assoc 1000, recall 150)")
+    ap.add_argument("--workers", type=positive_int, default=2, help="processes, one torch thread each")
+    ap.add_argument("--steps", type=positive_int, default=None, help="optimiser steps per run (default: assoc 1000, recall 300; quick: assoc 1000, recall 150)")
     ap.add_argument("--models", default=None, help="comma-separated subset of: " + ", ".join(MODELS))
-    ap.add_argument("--layers", type=int, default=DEFAULT_SIZES.layers,
+    ap.add_argument("--layers", type=positive_int, default=DEFAULT_SIZES.layers,
                     help=f"blocks of every model (default {DEFAULT_SIZES.layers})")
-    ap.add_argument("--n-mem", type=int, default=N_MEM, help=f"memory tokens of every memory model (default {N_MEM})")
-    ap.add_argument("--d-model", type=int, default=DEFAULT_SIZES.d_model,
+    ap.add_argument("--n-mem", type=positive_int, default=N_MEM, help=f"memory tokens of every memory model (default {N_MEM})")
+    ap.add_argument("--d-model", type=positive_int, default=DEFAULT_SIZES.d_model,
                     help=f"residual width of every model, 2 heads, d_ff twice it (default {DEFAULT_SIZES.d_model})")
     ap.add_argument("--retention-lr", type=float, default=RETENTION_LR,
                     help=f"learning rate of a learned retention table (default {RETENTION_LR:g})")
     ap.add_argument("--lr", type=float, default=DEFAULT_SIZES.lr,
                     help=f"peak learning rate of every model (default {DEFAULT_SIZES.lr:g})")
-    ap.add_argument("--warmup", type=int, default=DEFAULT_SIZES.warmup,
+    ap.add_argument("--warmup", type=count_int, default=DEFAULT_SIZES.warmup,
                     help=f"optimiser steps of linear warm-up to the peak rate (default {DEFAULT_SIZES.warmup})")
     ap.add_argument("--grid", default=None, help="settings as TxK,... e.g. 4x1,8x4 (default: the full grid)")
     ap.add_argument("--compare", default=None,
@@ -297,4 +297,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

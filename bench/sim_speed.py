@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
 
 
 def timed(fn, repeats):
@@ -36,9 +36,9 @@ def timed(fn, repeats):
 
 def main() -> None:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--numpy-repeats", type=int, default=3)
-    ap.add_argument("--cycles", type=int, default=None, help="override protocol.n_cycles")
+    ap.add_argument("--repeats", type=positive_int, default=5)
+    ap.add_argument("--numpy-repeats", type=positive_int, default=3)
+    ap.add_argument("--cycles", type=positive_int, default=None, help="override protocol.n_cycles")
     args = ap.parse_args()
 
     from brian2 import device, second, set_device
@@ -101,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
 
 
 def base_config(cache: str) -> dict:
@@ -119,9 +119,9 @@ class Phase:
 
 def main(argv=None) -> int:
     ap = ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--points", type=int, default=100)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--cython-points", type=int, default=5)
+    ap.add_argument("--points", type=positive_int, default=100)
+    ap.add_argument("--workers", type=positive_int, default=2)
+    ap.add_argument("--cython-points", type=positive_int, default=5)
     ap.add_argument("--keep", action="store_true", help="keep the temporary sweep directories")
     args = ap.parse_args(argv)
 
@@ -222,4 +222,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

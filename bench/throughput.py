@@ -31,7 +31,7 @@ import time
 
 import torch
 
-from astro_rmaat.cli_args import ArgumentParser, positive_int
+from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
 from rmaat_model.amrb import forward_backward
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
@@ -176,4 +176,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

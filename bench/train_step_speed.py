@@ -39,7 +39,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from astro_rmaat.cli_args import ArgumentParser, count_int, positive_int
+from astro_rmaat.cli_args import ArgumentParser, count_int, positive_int, run_main
 
 #: (method, dropout) of the demo's step, which both trees time; and ``--ablate``'s other variants of it
 DEMO = ("amrb", 0.1)
@@ -215,4 +215,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

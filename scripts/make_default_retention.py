@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from astro_rmaat.cli_args import ArgumentParser
+from astro_rmaat.cli_args import ArgumentParser, run_main
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLES_NAME = "default_samples.parquet"
@@ -101,4 +101,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

@@ -22,7 +22,7 @@ COMMAND = "python scripts/make_param_tables.py"
 if str(REPO) not in sys.path:      # run from anywhere: this checkout's packages
     sys.path.insert(0, str(REPO))
 
-from astro_rmaat.cli_args import ArgumentParser  # noqa: E402
+from astro_rmaat.cli_args import ArgumentParser, run_main  # noqa: E402
 
 
 def _cell(text: str) -> str:
@@ -109,4 +109,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
