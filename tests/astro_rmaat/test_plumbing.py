@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 from typing import Literal
@@ -197,6 +198,36 @@ def test_argument_parser_error_is_one_line_exit_2(capsys):
     assert ap.parse_args(["--steps", "3"]).steps == 3
 
 
+def test_counts_and_project_errors_of_a_script_are_one_line(capsys, monkeypatch):
+    """positive_int / count_int name a zero or negative count; run_main turns a project error
+    the parser let through into one line and exit status 2, and passes main's own status on."""
+    from astro_rmaat.cli_args import ArgumentParser, count_int, positive_int, run_main
+    from astro_rmaat.errors import ConfigError
+
+    ap = ArgumentParser(prog="bench.py")
+    ap.add_argument("--repeats", type=positive_int, default=1)
+    ap.add_argument("--seed", type=count_int, default=0)
+    for argv, needle in ((["--repeats", "0"], "argument --repeats: '0': expected a positive integer"),
+                         (["--seed", "-1"], "argument --seed: '-1': expected an integer >= 0")):
+        with pytest.raises(SystemExit) as exc:
+            ap.parse_args(argv)
+        err = capsys.readouterr().err
+        assert exc.value.code == 2 and err.count("\n") == 1 and needle in err, err
+    assert ap.parse_args(["--seed", "0"]).seed == 0
+    monkeypatch.setattr(sys, "argv", ["/somewhere/bench.py"])
+
+    def bad():
+        raise ConfigError("model d_model = 63 is not divisible by n_heads = 4")
+    with pytest.raises(SystemExit) as exc:
+        run_main(bad)
+    assert exc.value.code == 2
+    assert capsys.readouterr().err == "error: bench.py: model d_model = 63 is not divisible by n_heads = 4\n"
+    for status in (None, 0, 3):
+        with pytest.raises(SystemExit) as exc:
+            run_main(lambda: status)
+        assert exc.value.code == (status or 0)
+
+
 def test_every_bench_and_script_parser_reports_one_line(repo_root):
     """Each bench and script parses its command line with the one-line parser; one of them,
     run as a user runs it, answers a bad value with one line and exit status 2."""
@@ -207,6 +238,10 @@ def test_every_bench_and_script_parser_reports_one_line(repo_root):
         text = f.read_text()
         assert "argparse.ArgumentParser(" not in text, f"{f.name}: argparse's own parser (errors of several lines)"
         assert "from astro_rmaat.cli_args import ArgumentParser" in text, f.name
+        assert not re.search(r"add_argument\([^)]*type=int\b", text), f"{f.name}: a count without a range (cli_args.positive_int / count_int)"
+    for f in files:
+        if 'if __name__ == "__main__":' in f.read_text():
+            assert 'if __name__ == "__main__":\n    run_main(main)\n' in f.read_text(), f"{f.name}: not run_main"
     env = {**os.environ, "PYTHONPATH": str(repo_root)}
     proc = subprocess.run([sys.executable, str(repo_root / "bench" / "chi_window.py"), "--duration", "abc"],
                           capture_output=True, text=True, env=env, timeout=120)
