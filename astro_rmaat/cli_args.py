@@ -23,26 +23,22 @@ def usage_message(prog: str, message: str) -> str:
     return f"{prog}: {' '.join(message.split())} ('{prog} --help' lists what it takes)"
 
 
-def positive_int(text: str) -> int:
-    """An argparse ``type``: an integer >= 1 (else the parser's one-line error names the value)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a positive integer")
-    return value
+def _int_from(low: int, expected: str) -> Callable[[str], int]:
+    """An argparse ``type``: an integer >= ``low``; anything else is the parser's one-line error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low:
+            raise argparse.ArgumentTypeError(f"{text!r}: expected {expected}")
+        return value
+    return parse
 
 
-def count_int(text: str) -> int:
-    """An argparse ``type``: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 0")
-    return value
+#: argparse ``type`` of a count that must be at least 1, and of one that may be 0
+positive_int = _int_from(1, "a positive integer")
+count_int = _int_from(0, "an integer >= 0")
 
 
 def run_main(main: Callable[[], int | None]) -> NoReturn:
