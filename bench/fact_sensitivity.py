@@ -160,8 +160,6 @@ def main(argv=None) -> int:
     ap.add_argument("runs", nargs="+", type=Path, help="finished assoc run directories")
     ap.add_argument("--examples", type=positive_int, default=512, help="test examples (default 512)")
     args = ap.parse_args(argv)
-    if args.examples < 1:
-        ap.error(f"--examples {args.examples}: expected a positive count")
     import torch
 
     from astro_rmaat.config import from_dict

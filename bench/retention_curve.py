@@ -161,21 +161,12 @@ def parse_args(argv) -> argparse.Namespace | int:
         print(f"error: {msg}", file=sys.stderr)
         return 2
 
-    if args.workers < 1:
-        return bad(f"--workers {args.workers}: expected at least 1")
-    if args.layers < 1:
-        return bad(f"--layers {args.layers}: expected a positive number of blocks")
-    if args.n_mem < 1:
-        return bad(f"--n-mem {args.n_mem}: expected a positive number of memory tokens")
+    # the counts are positive (or, --warmup, >= 0) by their argparse types
     if args.d_model < 2 or args.d_model % 2:
         return bad(f"--d-model {args.d_model}: expected an even width of at least 2 (2 heads)")
     for flag, rate in (("--retention-lr", args.retention_lr), ("--lr", args.lr)):
         if not (math.isfinite(rate) and rate > 0):
             return bad(f"{flag} {rate:g}: expected a finite positive learning rate")
-    if args.steps is not None and args.steps < 1:
-        return bad(f"--steps {args.steps}: expected a positive number of optimiser steps")
-    if args.warmup < 0:
-        return bad(f"--warmup {args.warmup}: expected a number of warm-up steps, 0 or more")
     args.sizes = Sizes(**{name: getattr(args, name) for name in SIZE_FIELDS})
     models = (tuple(m for m in MODELS if m not in NAMED_ONLY) if args.models is None
               else tuple(m.strip() for m in args.models.split(",")))

@@ -117,7 +117,7 @@ def test_a_folder_of_runs_is_summed_up_by_its_means(sens):
 
 def test_bad_input_is_one_line(tmp_path):
     for argv, needle in (([str(tmp_path)], "expected a finished run directory"),
-                         ([str(tmp_path), "--examples", "0"], "expected a positive count")):
+                         ([str(tmp_path), "--examples", "0"], "argument --examples: '0': expected a positive integer")):
         proc = subprocess.run([sys.executable, str(ROOT / "bench" / "fact_sensitivity.py"), *argv],
                               capture_output=True, text=True, cwd=ROOT,
                               env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
