@@ -147,12 +147,14 @@ def check_fits_memory(mcfg: ModelConfig, device: torch.device) -> None:
 class StopRequests:
     """SIGINT and SIGTERM, while in the ``with`` block, recorded instead of acted on, so that a
     training loop can stop at a step boundary: ``signal`` is the first one received (None while
-    none is), after which the previous handlers are back. Inactive (``enabled`` False) off the
-    main thread, where Python cannot install handlers, and in a distributed run, whose ranks
-    must stop at the same step."""
+    none is). After it the previous handlers are back, so a second signal acts at once, unless
+    ``keep``: then later signals are recorded too (a ``torchrun`` worker gets Ctrl-C twice, from
+    the terminal and from its agent, and its ranks must reach the same step). Inactive off the
+    main thread, where Python cannot install handlers."""
 
-    def __init__(self, enabled: bool = True) -> None:
-        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+    def __init__(self, keep: bool = False) -> None:
+        self.enabled = threading.current_thread() is threading.main_thread()
+        self.keep = keep
         self.signal: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -163,8 +165,10 @@ class StopRequests:
         return self
 
     def _note(self, signum: int, frame) -> None:
-        self.signal = signum
-        self._restore()
+        if self.signal is None:
+            self.signal = signum
+        if not self.keep:
+            self._restore()
 
     def _restore(self) -> None:
         for sig, handler in self._previous.items():
@@ -176,11 +180,16 @@ class StopRequests:
 
     @property
     def name(self) -> str:
+        if self.signal is None:
+            return "stopped (another rank was signalled)"
         return "interrupted (Ctrl-C)" if self.signal == signal.SIGINT else "stopped by SIGTERM"
 
     def exception(self) -> BaseException:
-        """What the process leaves with: KeyboardInterrupt for SIGINT, else SystemExit(128 + signal)."""
-        return KeyboardInterrupt() if self.signal == signal.SIGINT else SystemExit(128 + self.signal)
+        """What the process leaves with: KeyboardInterrupt for SIGINT, else SystemExit(128 +
+        the signal; SIGTERM's where this process got none, its peers did)."""
+        if self.signal == signal.SIGINT:
+            return KeyboardInterrupt()
+        return SystemExit(128 + (self.signal or signal.SIGTERM))
 
 
 def seed_everything(seed: int) -> None:
@@ -295,14 +304,16 @@ class Trainer:
         """Step until the last step, the time budget, or ``stop_after`` steps of this session;
         returns True when the run is left interrupted (``stop_after``).
 
-        In one process, Ctrl-C (SIGINT) or SIGTERM (a scheduler's notice) stops the run at the
-        end of the step under way with a checkpoint written, then raises KeyboardInterrupt or
-        SystemExit(143): the same command resumes it, losing no step. A second signal acts at
-        once (the handlers are restored after the first)."""
+        Ctrl-C (SIGINT) or SIGTERM (a scheduler's notice) stops the run at the end of the step
+        under way with a checkpoint written, then raises KeyboardInterrupt or SystemExit(143):
+        the same command resumes it, losing no step. In one process a second signal acts at
+        once; under ``torchrun`` the ranks agree on the step (one all-reduce of the request per
+        step) and later signals wait for it."""
         cfg = self.cfg
         session_steps, interrupted = 0, False
         self.ddp.train()
-        with StopRequests(enabled=not self.env.distributed) as stop:
+        env = self.env
+        with StopRequests(keep=env.distributed) as stop:
             for batch in self.loader:
                 loss, logits, labels = self._optimizer_step(batch)
                 session_steps += 1
@@ -310,12 +321,16 @@ class Trainer:
                 out_of_time = self._evaluate_or_checkpoint()
                 if out_of_time:
                     break
-                if stop.signal is not None and self.step < cfg.steps:
+                stopping = stop.signal is not None
+                if env.distributed:   # every rank stops at the step where any of them was told to
+                    stopping = D.all_reduce_sum([float(stopping)], env)[0] > 0
+                if stopping and self.step < cfg.steps:
                     self.save_checkpoint()
                     if self.bar is not None:
                         self.bar.close()
-                    print(f"{stop.name} at step {self.step} of {cfg.steps}: checkpoint written to "
-                          f"{str(self.out)!r}; the same command resumes the run", file=sys.stderr, flush=True)
+                    if env.is_main:
+                        print(f"{stop.name} at step {self.step} of {cfg.steps}: checkpoint written to "
+                              f"{str(self.out)!r}; the same command resumes the run", file=sys.stderr, flush=True)
                     raise stop.exception()
                 if stop_after is not None and session_steps >= stop_after and self.step < cfg.steps:
                     if self.step % cfg.eval_every:

@@ -152,3 +152,50 @@ def test_the_process_group_is_destroyed_after_the_model_that_uses_it(ending, tmp
         if ending == "fails":
             expected["error"] = "the run fails at its end"
         assert report == expected, (rank, report)
+
+
+@pytest.mark.slow
+def test_ctrl_c_under_torchrun_stops_every_rank_at_one_step_and_resume_gives_the_uninterrupted_bytes(
+        tmp_path, repo_root):
+    """Ctrl-C reaches torchrun and both workers (a terminal's process group), and the agent
+    passes it on to the workers again: the ranks agree on one step, rank 0's checkpoint is at
+    the step it names, and the same command then ends with the bytes of an uninterrupted
+    two-process run."""
+    import hashlib
+    import re
+    import signal
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(repo_root), OMP_NUM_THREADS="1")
+    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+
+    def command(out):
+        return [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                "-m", "rmaat_app", "train", "--task", "recall", "--quiet", "--out", str(out),
+                *[a for s in ("steps=300", "batch_size=16", "ckpt_every=20", "eval_every=1000",
+                              "max_len=64", "model.d_model=16", "model.n_heads=2", "model.n_layers=1",
+                              "model.d_ff=32", "model.segment_len=16", "model.n_mem=2")
+                  for a in ("--set", s)]]
+
+    ref = subprocess.run(command(tmp_path / "ref"), env=env, cwd=repo_root, capture_output=True, text=True,
+                         timeout=300)
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    run = tmp_path / "run"
+    proc = subprocess.Popen(command(run), env=env, cwd=repo_root, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    t0 = time.monotonic()
+    while not (run / "ckpt.pt").is_file():   # the first cadence checkpoint: the loop is under way
+        assert proc.poll() is None and time.monotonic() - t0 < 240, proc.stderr.read()[-3000:]
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    said = re.findall(r"interrupted \(Ctrl-C\) at step (\d+) of 300: checkpoint written", err)
+    assert len(said) == 1, err[-3000:]                      # rank 0 alone reports
+    assert not (run / "meta.json").exists()
+    assert torch.load(run / "ckpt.pt", weights_only=False)["step"] == int(said[0]) < 300
+    res = subprocess.run(command(run), env=env, cwd=repo_root, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    for name in ("model.safetensors", "best.safetensors", "ckpt.pt", "metrics.csv", "results.json"):
+        digest = [hashlib.sha256((d / name).read_bytes()).hexdigest() for d in (run, tmp_path / "ref")]
+        assert digest[0] == digest[1], f"{name} differs after Ctrl-C and resume"
