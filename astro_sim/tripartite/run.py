@@ -32,6 +32,12 @@ standalone_build = sa.standalone_build
 standalone_point = sa.standalone_point
 
 
+def recorded_samples(duration_s: float, record_dt_s: float) -> int:
+    """Times a complete run records: the network runs one recording step past ``duration_s``
+    (``model.build_network``), so every grid time up to the first at or past the end."""
+    return int(np.ceil(duration_s / record_dt_s - 1e-9)) + 1
+
+
 def validate(cfg: TripartiteSimConfig) -> None:
     """Check what only the protocol arrays reveal (spike times inside the run, capacity), and
     traces that cannot fit in memory."""
@@ -41,7 +47,7 @@ def validate(cfg: TripartiteSimConfig) -> None:
     check_memory(8 * times, f"n_units = {cfg.n_units}, max_spikes = {cfg.max_spikes}: spike tables of "
                             f"{times:,} times", "fewer units or a smaller max_spikes")
     stim = make_stimulus(cfg.protocol, cfg.n_units, cfg.dt_ms * 1e-3, cfg.seed, cfg.max_spikes)
-    n_samples = int(stim.duration_s / (cfg.record_dt_ms * 1e-3) + 1e-9) + 1
+    n_samples = recorded_samples(stim.duration_s, cfg.record_dt_ms * 1e-3)
     check_trace_memory(n_samples, cfg.n_units * len(cfg.record),
                        f"record_dt_ms = {cfg.record_dt_ms}, n_units = {cfg.n_units} over {stim.duration_s:g} s")
 
@@ -62,7 +68,7 @@ def assemble_output(cfg: TripartiteSimConfig, stim: Stimulus, t_s: np.ndarray,
     """Monitor arrays ``{var: (n_t, n_units) SI}`` -> SimOutput (long-format traces, samples)."""
     n_t = t_s.size
     rec_dt = cfg.record_dt_ms * 1e-3
-    check_complete(n_t, int(round(stim.duration_s / rec_dt)) + 1, float(t_s[-1]) if n_t else 0.0, stim.duration_s)
+    check_complete(n_t, recorded_samples(stim.duration_s, rec_dt), float(t_s[-1]) if n_t else 0.0, stim.duration_s)
     frames = []
     for var in cfg.record:
         vals = _to_trace_unit(var, np.asarray(arrays[var], dtype=np.float64).reshape(n_t, cfg.n_units))

@@ -87,6 +87,19 @@ def test_a_run_that_stops_early_is_never_written_as_finished(tmp_path, monkeypat
     assert brian2.prefs.core.stop_on_keyboard_interrupt is False   # Ctrl-C raises KeyboardInterrupt
 
 
+def test_a_tripartite_run_whose_end_is_off_the_recording_grid_is_complete():
+    """The network runs one recording step past the end: with a tail of 13 ms the run of
+    313 ms records 0, 50, ..., 350 ms, 8 times, and that is a complete run."""
+    from astro_sim.simulate import run
+    from astro_sim.tripartite.run import recorded_samples
+
+    cfg = load_sim_config(None, ["target=\"numpy\"", "record_dt_ms=50", "protocol.kind=\"explicit\"",
+                                 "protocol.pre_times_s=[0.05, 0.1]", "protocol.explicit_duration_s=0.3",
+                                 "protocol.tail_s=0.013"], model="tripartite")
+    out = run(cfg)
+    assert out.traces["t_s"].nunique() == recorded_samples(0.313, 0.05) == 8
+
+
 def test_tripartite_sizes_beyond_memory_are_refused(monkeypatch):
     from astro_rmaat import runs
     from astro_sim import simulate as sim
