@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from astro_rmaat import config as cfgmod
-from astro_rmaat import runs
+from astro_rmaat import resources, runs
 from astro_rmaat.errors import ConfigError
 from astro_rmaat.traces import write_traces
 from astro_sim.output import SimOutput
@@ -97,15 +97,6 @@ def load_sim_config(path: str | os.PathLike | None = None, overrides: Iterable[s
 TRACE_BYTES_PER_VALUE = 24
 
 
-def check_memory(need_bytes: int, what: str, instead: str) -> None:
-    """Refuse, before the run, a simulation whose arrays need more than the machine's physical
-    memory: ``what`` names the values and counts (``...: N things``), ``instead`` what to change."""
-    have = runs.memory_limit_bytes()
-    if have is not None and need_bytes > have:
-        raise ConfigError(f"{what} take at least {need_bytes / 2**30:,.1f} GiB, more than the "
-                          f"{have / 2**30:.1f} GiB of memory; expected {instead}")
-
-
 def check_complete(n_samples: int, expected: int, t_last: float, duration_s: float) -> None:
     """Raise where a run returned fewer samples than its config asks for (a Brian2 run stopped
     early): its output is never written as a finished run. The families run with Brian2's
@@ -117,8 +108,8 @@ def check_complete(n_samples: int, expected: int, t_last: float, duration_s: flo
 
 
 def check_trace_memory(n_samples: int, per_sample: int, what: str) -> None:
-    """``check_memory`` for the recorded traces: ``n_samples`` times of ``per_sample`` values."""
-    check_memory(n_samples * per_sample * TRACE_BYTES_PER_VALUE,
+    """``resources.check_memory`` for the recorded traces: ``n_samples`` times of ``per_sample`` values."""
+    resources.check_memory(n_samples * per_sample * TRACE_BYTES_PER_VALUE,
                  f"{what}: {n_samples:,} samples of {per_sample:,} recorded values",
                  "a longer recording interval, fewer recorded variables or a shorter run")
 

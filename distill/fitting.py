@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from astro_rmaat import config as cfgmod
-from astro_rmaat import runs
+from astro_rmaat import resources, runs
 from astro_rmaat.errors import ConfigError, DataError
 from distill import engine
 from distill.curves import Curve, load_curve
@@ -85,18 +85,13 @@ def check_memory(cfg: FitConfig) -> None:
     """Refuse sizes whose arrays cannot fit in the machine's memory, before anything is read or
     written (lower bounds): the band evaluates ``band_samples`` curves at the boundaries
     0..n_cycles, and the figure's schedule for T has T factors (float64 each)."""
-    have = runs.memory_limit_bytes()
-    if have is None:
-        return
     for need, what, instead in (
             (8 * cfg.band_samples * (cfg.n_cycles + 1),
              f"band_samples = {cfg.band_samples}, n_cycles = {cfg.n_cycles}: the band's {cfg.band_samples:,} "
              f"curves of {cfg.n_cycles + 1:,} boundaries", "fewer band_samples or cycles"),
             (8 * max(cfg.plot_T, default=0), f"plot_T = {list(cfg.plot_T)}: {max(cfg.plot_T, default=0):,} "
              "retention factors", "fewer segments in plot_T")):
-        if need > have:
-            raise ConfigError(f"{what} take at least {need / 2**30:,.1f} GiB, more than the {have / 2**30:.1f} GiB "
-                              f"of memory; expected {instead}")
+        resources.check_memory(need, what, instead)
 
 
 def fit(cfg: FitConfig, traces_path: str | os.PathLike, out_dir: str | os.PathLike) -> Path:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from astro_rmaat import runs
+from astro_rmaat import resources, runs
 from astro_rmaat.config import to_dict
 from astro_rmaat.errors import ConfigError
 from astro_rmaat.workers import check_local_workers
@@ -118,10 +118,10 @@ PARAMETER_COPIES = 4
 
 def device_memory_bytes(device: torch.device) -> int | None:
     """The memory of ``device``: a GPU's own, else what this process may use
-    (``runs.memory_limit_bytes``); None when the system does not say."""
+    (``resources.memory_limit_bytes``); None when the system does not say."""
     if device.type == "cuda":
         return torch.cuda.get_device_properties(device).total_memory
-    return runs.memory_limit_bytes()
+    return resources.memory_limit_bytes()
 
 
 def check_fits_memory(mcfg: ModelConfig, device: torch.device) -> None:

@@ -41,7 +41,8 @@ def _final_state(built: BuiltNetwork, var: str) -> np.ndarray:
 def validate(cfg: NetworkSimConfig) -> None:
     """Sizes that cannot fit in memory, refused before Brian2 builds anything: every pair of
     synapses is coupled (two int64 indices a pair while connecting), and the traces."""
-    from astro_sim.simulate import check_memory, check_trace_memory
+    from astro_rmaat.resources import check_memory
+    from astro_sim.simulate import check_trace_memory
 
     g = cfg.geometry
     n_syn = g.n_synapses

@@ -41,7 +41,8 @@ def recorded_samples(duration_s: float, record_dt_s: float) -> int:
 def validate(cfg: TripartiteSimConfig) -> None:
     """Check what only the protocol arrays reveal (spike times inside the run, capacity), and
     traces that cannot fit in memory."""
-    from astro_sim.simulate import check_memory, check_trace_memory
+    from astro_rmaat.resources import check_memory
+    from astro_sim.simulate import check_trace_memory
 
     times = 2 * (cfg.max_spikes + 1) * cfg.n_units   # the pre and post spike tables, float64
     check_memory(8 * times, f"n_units = {cfg.n_units}, max_spikes = {cfg.max_spikes}: spike tables of "

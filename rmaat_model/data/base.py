@@ -75,9 +75,9 @@ def check_max_len(max_len: int | None, default: int) -> int:
 def check_fits_memory(task: str, n_examples: int, max_len: int) -> None:
     """Refuse a synthetic task whose ``n_examples`` sequences of ``max_len`` int64 tokens (all
     its splits: a run holds them together) exceed the memory this process may use
-    (``runs.memory_limit_bytes``), before they are generated. A lower bound: generation and
+    (``resources.memory_limit_bytes``), before they are generated. A lower bound: generation and
     training need more."""
-    from astro_rmaat.runs import memory_limit_bytes
+    from astro_rmaat.resources import memory_limit_bytes
 
     have = memory_limit_bytes()
     need = n_examples * max_len * 8

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from astro_rmaat import config as cfgmod
-from astro_rmaat import retention, runs, traces
+from astro_rmaat import resources, retention, runs, traces
 from astro_rmaat.errors import ConfigError, DataError, RunExistsError
 
 
@@ -268,15 +268,15 @@ def test_memory_limit_reads_cgroup_v2_and_v1_limits(tmp_path, monkeypatch):
     (root / "job").mkdir(parents=True)
     (root / "job" / "memory.max").write_text("1073741824\n")
     proc.write_text("0::/job\n")
-    assert runs.cgroup_memory_limits(proc, root) == [2**30]
+    assert resources.cgroup_memory_limits(proc, root) == [2**30]
     (root / "job" / "memory.max").write_text("max\n")
-    assert runs.cgroup_memory_limits(proc, root) == []
+    assert resources.cgroup_memory_limits(proc, root) == []
     (root / "memory").mkdir()
     (root / "memory" / "memory.limit_in_bytes").write_text("536870912\n")   # v1, namespaced: at the root
     proc.write_text("4:memory:/docker/abc\n1:cpu:/\n")
-    assert runs.cgroup_memory_limits(proc, root) == [2**29]
-    assert runs.cgroup_memory_limits(tmp_path / "none", root) == []
-    monkeypatch.setattr(runs, "cgroup_memory_limits", lambda: [2**20])
-    assert runs.memory_limit_bytes() == 2**20
-    monkeypatch.setattr(runs, "cgroup_memory_limits", lambda: [2**62])
-    assert runs.memory_limit_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    assert resources.cgroup_memory_limits(proc, root) == [2**29]
+    assert resources.cgroup_memory_limits(tmp_path / "none", root) == []
+    monkeypatch.setattr(resources, "cgroup_memory_limits", lambda: [2**20])
+    assert resources.memory_limit_bytes() == 2**20
+    monkeypatch.setattr(resources, "cgroup_memory_limits", lambda: [2**62])
+    assert resources.memory_limit_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

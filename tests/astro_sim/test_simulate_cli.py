@@ -50,7 +50,7 @@ def test_sizes_beyond_memory_are_refused_before_the_run(tmp_path, monkeypatch):
     """The counts behind the memory checks are the run's own (a short run writes exactly
     samples x recorded values trace rows), and one byte short of either bound refuses with no
     directory made; exactly enough passes."""
-    from astro_rmaat import runs
+    from astro_rmaat import resources
     from astro_sim import simulate as sim
 
     cfg = load_sim_config(overrides=["protocol.n_cycles=2", "record_interval_ms=100"])
@@ -59,14 +59,14 @@ def test_sizes_beyond_memory_are_refused_before_the_run(tmp_path, monkeypatch):
     n_samples, per_sample = 21, cfg.geometry.n_neurons + 3 * n_syn   # x of 6 neurons; s, p_s, p_l of 9 synapses
     traces = n_samples * per_sample * sim.TRACE_BYTES_PER_VALUE
     assert traces > coupling
-    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: coupling - 1)
+    monkeypatch.setattr(resources, "memory_limit_bytes", lambda: coupling - 1)
     with pytest.raises(ConfigError, match=r"geometry.n_pre = 3, geometry.n_post = 3: 9 synapses coupled in 72 pairs"):
         simulate(cfg, tmp_path / "a")
-    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: traces - 1)
+    monkeypatch.setattr(resources, "memory_limit_bytes", lambda: traces - 1)
     with pytest.raises(ConfigError, match=r"record_interval_ms = 100.0 over 2 s: 21 samples of 33 recorded values"):
         simulate(cfg, tmp_path / "a")
     assert not (tmp_path / "a").exists()
-    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: traces)
+    monkeypatch.setattr(resources, "memory_limit_bytes", lambda: traces)
     out = simulate(cfg, tmp_path / "a")
     assert len(read_traces(out / "traces.parquet")) == n_samples * per_sample
 
@@ -101,19 +101,19 @@ def test_a_tripartite_run_whose_end_is_off_the_recording_grid_is_complete():
 
 
 def test_tripartite_sizes_beyond_memory_are_refused(monkeypatch):
-    from astro_rmaat import runs
+    from astro_rmaat import resources
     from astro_sim import simulate as sim
     from astro_sim.tripartite.model import TripartiteSimConfig
 
     cfg = TripartiteSimConfig(n_units=4, max_spikes=99)
     tables = 8 * 2 * 100 * 4
-    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: tables - 1)
+    monkeypatch.setattr(resources, "memory_limit_bytes", lambda: tables - 1)
     with pytest.raises(ConfigError, match="n_units = 4, max_spikes = 99: spike tables of 800 times"):
         sim.validate(cfg)
-    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: 10**15)
+    monkeypatch.setattr(resources, "memory_limit_bytes", lambda: 10**15)
     sim.validate(cfg)
     small = TripartiteSimConfig(n_units=4, max_spikes=99, record_dt_ms=1.0)
-    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: tables)   # enough for the tables, not the traces
+    monkeypatch.setattr(resources, "memory_limit_bytes", lambda: tables)   # enough for the tables, not the traces
     with pytest.raises(ConfigError, match=r"record_dt_ms = 1.0, n_units = 4 over .* s: .* samples of "
                                           rf"{4 * len(small.record)} recorded values"):
         sim.validate(small)

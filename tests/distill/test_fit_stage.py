@@ -57,13 +57,13 @@ def test_sizes_beyond_memory_are_refused_before_reading_or_writing(tmp_path, mon
 
     path = synthetic.write_samples(tmp_path / "s.parquet", "exp", EXP, noise=0.01)
     band = 8 * FAST.band_samples * (FAST.n_cycles + 1)
-    monkeypatch.setattr(fitting.runs, "memory_limit_bytes", lambda: band - 1)
+    monkeypatch.setattr(fitting.resources, "memory_limit_bytes", lambda: band - 1)
     with pytest.raises(ConfigError, match=r"band_samples = 300, n_cycles = 1024: the band's 300 curves of 1,025"):
         fitting.fit(FAST, path, tmp_path / "a")
     with pytest.raises(ConfigError, match="the band's 300 curves"):
         fitting.fit_sweep(FAST, tmp_path / "no-sweep-read", tmp_path / "a")
     big_T = fitting.FitConfig(n_starts=2, band_samples=300, plot_T=(4, band // 8 + 1))
-    monkeypatch.setattr(fitting.runs, "memory_limit_bytes", lambda: band)
+    monkeypatch.setattr(fitting.resources, "memory_limit_bytes", lambda: band)
     with pytest.raises(ConfigError, match=rf"plot_T = \[4, {band // 8 + 1}\]"):
         fitting.fit(big_T, path, tmp_path / "a")
     assert not (tmp_path / "a").exists()

@@ -164,11 +164,11 @@ def check_room(out_dir: str | Path, n_train: int, n_val: int, n_test: int,
     """Refuse sizes whose files cannot fit on ``out_dir``'s file system, before anything is
     written or generated. A lower bound: every kept tree has more than ``min_length`` tokens,
     each at least one character and a separator, and its row a tab, a label and a newline."""
-    from astro_rmaat import runs
+    from astro_rmaat import resources
 
     total = n_train + n_val + n_test
     need = total * (2 * (settings.min_length + 1) + 2)
-    room = runs.free_space(out_dir)
+    room = resources.free_space(out_dir)
     if room is not None and need > room[1]:
         where, free, _ = room
         raise ConfigError(f"n_train = {n_train}, n_val = {n_val}, n_test = {n_test}: {total:,} trees of more than "

@@ -389,9 +389,9 @@ def check_room(run_dir: str | Path, n: int) -> None:
     """Refuse ``n`` images whose files cannot fit on ``run_dir``'s file system, before anything
     is written. Lower bounds: every image is a PNG file of at least ``PNG_MIN_BYTES``, and each
     file and batch folder takes a file entry (inode), with a metadata file per batch."""
-    from astro_rmaat import runs
+    from astro_rmaat import resources
 
-    room = runs.free_space(run_dir)
+    room = resources.free_space(run_dir)
     if room is None:
         return
     where, free, inodes = room

@@ -170,17 +170,17 @@ def test_generated_files_load_through_the_registry(tmp_path):
 def test_room_check_is_a_lower_bound_of_the_files_and_refuses_before_writing(tmp_path, monkeypatch):
     """check_room's bytes never exceed what generate_files writes (header rows aside), and one
     byte less free than that bound refuses before the folder exists."""
-    from astro_rmaat import runs
+    from astro_rmaat import resources
 
     sizes = dict(n_train=12, n_val=3, n_test=3)
     settings = listops_gen.ListOpsSettings(min_length=100, max_length=400)
     bound = 18 * (2 * (settings.min_length + 1) + 2)
     out = tmp_path / "gen"
-    monkeypatch.setattr(runs, "free_space", lambda path: (tmp_path, bound - 1, None))
+    monkeypatch.setattr(resources, "free_space", lambda path: (tmp_path, bound - 1, None))
     with pytest.raises(ConfigError, match=rf"18 trees of more than 100 tokens take at least .* GB, more than"):
         listops_gen.generate_files(out, seed=1, settings=settings, **sizes)
     assert not out.exists()
-    monkeypatch.setattr(runs, "free_space", lambda path: (tmp_path, bound, None))
+    monkeypatch.setattr(resources, "free_space", lambda path: (tmp_path, bound, None))
     paths = listops_gen.generate_files(out, seed=1, settings=settings, **sizes)
     written = sum(p.stat().st_size - len("Source\tTarget\n") for p in paths.values())
     assert written >= bound

@@ -167,14 +167,14 @@ def test_synthetic_task_larger_than_memory_is_refused_before_it_is_generated(tas
     max_len; exactly enough generates (and holds that many tokens)."""
     import importlib
 
-    from astro_rmaat import runs
+    from astro_rmaat import resources
 
     module = importlib.import_module(base.TASKS[task])
     L = 64
     n = sum(module.SPLIT_SIZES.values())
-    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: n * L * 8 - 1)
+    monkeypatch.setattr(resources, "memory_limit_bytes", lambda: n * L * 8 - 1)
     with pytest.raises(ConfigError, match=rf"max_len = {L}: the {task} task's {n:,} sequences"):
         base.load_split(task, None, "val", max_len=L)
-    monkeypatch.setattr(runs, "memory_limit_bytes", lambda: n * L * 8)
+    monkeypatch.setattr(resources, "memory_limit_bytes", lambda: n * L * 8)
     held = sum(base.load_split(task, None, split, max_len=L)[1].tokens.numel() for split in base.SPLITS)
     assert held * 8 == n * L * 8

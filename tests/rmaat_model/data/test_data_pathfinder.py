@@ -173,18 +173,18 @@ def test_room_check_is_a_lower_bound_of_the_files_and_refuses_before_writing(tmp
     """check_room's bytes (PNG_MIN_BYTES an image) and file entries (an image each, a folder and
     a metadata file a batch) never exceed what generate_files makes; one short refuses before the
     run folder exists, exactly enough generates."""
-    from astro_rmaat import runs
+    from astro_rmaat import resources
 
     n = 12
     files, least = n + 2, n * pf_gen.PNG_MIN_BYTES
-    monkeypatch.setattr(runs, "free_space", lambda path: (tmp_path, least - 1, None))
+    monkeypatch.setattr(resources, "free_space", lambda path: (tmp_path, least - 1, None))
     with pytest.raises(ConfigError, match=r"n = 12: 12 PNG images take at least"):
         pf_gen.generate_files(tmp_path / "a", n=n, seed=1)
-    monkeypatch.setattr(runs, "free_space", lambda path: (tmp_path, least, files - 1))
+    monkeypatch.setattr(resources, "free_space", lambda path: (tmp_path, least, files - 1))
     with pytest.raises(ConfigError, match=r"need 14 file entries, more than the 13 free"):
         pf_gen.generate_files(tmp_path / "a", n=n, seed=1)
     assert not (tmp_path / "a").exists()
-    monkeypatch.setattr(runs, "free_space", lambda path: (tmp_path, least, files))
+    monkeypatch.setattr(resources, "free_space", lambda path: (tmp_path, least, files))
     pf_gen.generate_files(tmp_path / "a", n=n, seed=1)
     made = [p for p in (tmp_path / "a").rglob("*") if p.name not in ("config.json", "meta.json", ".lock")]
     pngs = [p for p in made if p.suffix == ".png"]
