@@ -28,6 +28,8 @@ import threading
 import time
 from typing import Callable
 
+from astro_rmaat.errors import ConfigError
+
 #: seconds between two looks at the parent
 POLL_S = 0.5
 #: worker processes per core this process may run on, at most, for any pool on this machine
@@ -46,8 +48,6 @@ def usable_cores() -> int:
 def check_local_workers(name: str, workers: int, what: str = "worker processes") -> None:
     """Refuse more local ``what`` than ``WORKERS_PER_CORE`` per usable core (ConfigError naming
     ``name``); before any is started."""
-    from astro_rmaat.errors import ConfigError
-
     cores = usable_cores()
     if workers > WORKERS_PER_CORE * cores:
         raise ConfigError(f"{name} = {workers}: more than {WORKERS_PER_CORE} {what} per core of the {cores} this "
