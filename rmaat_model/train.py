@@ -307,8 +307,8 @@ class Trainer:
         Ctrl-C (SIGINT) or SIGTERM (a scheduler's notice) stops the run at the end of the step
         under way with a checkpoint written, then raises KeyboardInterrupt or SystemExit(143):
         the same command resumes it, losing no step. In one process a second signal acts at
-        once; under ``torchrun`` the ranks agree on the step (one all-reduce of the request per
-        step) and later signals wait for it."""
+        once; under ``torchrun`` the ranks agree on the step (the request travels in the step's
+        one all-reduce of decisions) and later signals wait for it."""
         cfg = self.cfg
         session_steps, interrupted = 0, False
         self.ddp.train()
@@ -318,12 +318,10 @@ class Trainer:
                 loss, logits, labels = self._optimizer_step(batch)
                 session_steps += 1
                 self._record(loss, logits, labels)
-                out_of_time = self._evaluate_or_checkpoint()
+                # every rank stops at the step where any of them was told to
+                out_of_time, stopping = self._evaluate_or_checkpoint(stop.signal is not None)
                 if out_of_time:
                     break
-                stopping = stop.signal is not None
-                if env.distributed:   # every rank stops at the step where any of them was told to
-                    stopping = D.all_reduce_sum([float(stopping)], env)[0] > 0
                 if stopping and self.step < cfg.steps:
                     self.save_checkpoint()
                     if self.bar is not None:
@@ -368,13 +366,15 @@ class Trainer:
             self.bar.set_postfix(loss=f"{float(loss):.3f}", best=f"{max(self.best['val_acc'], 0):.3f}",
                                  refresh=False)
 
-    def _evaluate_or_checkpoint(self) -> bool:
+    def _evaluate_or_checkpoint(self, stop_requested: bool) -> tuple[bool, bool]:
         """Evaluate (and checkpoint) at the evaluation cadence, the last step or when the time
-        budget is spent; else checkpoint when a checkpoint cadence is due. Returns out-of-time."""
+        budget is spent; else checkpoint when a checkpoint cadence is due. Returns (out of time,
+        stop): the step's decisions, taken together by every rank in one all-reduce, the time
+        budget and the checkpoint clock rank 0's, a stop where any rank was asked to."""
         cfg, env = self.cfg, self.env
-        out_of_time, ckpt_due = D.broadcast_object(
-            (self.elapsed() > self.budget_s, time.perf_counter() - self.last_ckpt > self.ckpt_s)
-            if env.is_main else None, env)
+        mine = [float(self.elapsed() > self.budget_s), float(time.perf_counter() - self.last_ckpt > self.ckpt_s)]
+        out_of_time, ckpt_due, stop = (v > 0 for v in D.all_reduce_sum(
+            [*(mine if env.is_main else [0.0, 0.0]), float(stop_requested)], env))
         ckpt_due = ckpt_due or (cfg.ckpt_every is not None and self.step % cfg.ckpt_every == 0)
         if self.step % cfg.eval_every == 0 or self.step == cfg.steps or out_of_time:
             # gather this window's train loss/acc from all ranks before logging
@@ -385,7 +385,7 @@ class Trainer:
             self.save_checkpoint()
         elif ckpt_due:
             self.save_checkpoint()   # mid-window: the window sums travel in the checkpoint
-        return out_of_time
+        return out_of_time, stop
 
     # -- evaluation and checkpoints --------------------------------------------------------
     def evaluate(self) -> None:
