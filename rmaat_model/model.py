@@ -448,11 +448,8 @@ class Footprint:
 def footprint(cfg: ModelConfig) -> Footprint:
     """``build_model(cfg)``'s tensors, counted on the meta device: nothing is allocated, so a
     size that would not fit in memory can be refused before it is tried (``rmaat_model.train``)."""
-    if not isinstance(cfg, ModelConfig):
-        raise ConfigError(f"footprint expects a ModelConfig; got {type(cfg).__name__}")
-    rf_table = retention_table(cfg)
     with torch.device("meta"):
-        model = RMAAT(cfg, rf_table)
+        model = build_model(cfg)
     named = list(model.named_parameters()) + list(model.named_buffers())
     name, biggest = max(named, key=lambda nt: nt[1].numel())
     return Footprint(sum(p.numel() for p in model.parameters()), sum(b.numel() for b in model.buffers()),
