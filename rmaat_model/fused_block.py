@@ -17,6 +17,12 @@ context: 4 % of that pass at the amrb_memory bench's sizes.
 tests/rmaat_model/test_fused_block.py checks values and every gradient against the module
 path, with and without dropout masks and padding, for full windows and memory-row queries.
 
+``csrc/fused_block.cpp`` is this block in C++, operator for operator, with its autograd node:
+``fused_block`` runs it wherever ``rmaat_model.native`` has it built and the tensors are of one
+full-precision dtype, and this Python block otherwise (mixed precision, torch.compile, no
+compiler). The two give the same bits (tests/rmaat_model/test_native.py): a change here is a
+change there.
+
 Third-party imports: torch only.
 """
 
@@ -28,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from rmaat_model import native
 from rmaat_model.kernels import (astro_backward, astro_forward, autocast_dtype, key_mask_t, project_split_t,
                                  project_t, unproject_t)
 
@@ -137,6 +144,12 @@ def fused_block(block, x: torch.Tensor, mask: torch.Tensor | None, phi_rT: torch
     at, lin1, lin2 = block.attn, block.ffn[0], block.ffn[2]
     m1, m2 = (None, None) if masks is None else masks
     low = autocast_dtype(x)
+    if low is None and native.usable(x, at.qkv.weight, phi_rT, m1) and (ext := native.extension()) is not None:
+        # the same block in C++, bitwise the same values and gradients (rmaat_model.native)
+        return ext.block(x, at.qkv.weight, at.qkv.bias, at.proj.weight, at.proj.bias, block.ln1.weight,
+                         block.ln1.bias, lin1.weight, lin1.bias, lin2.weight, lin2.bias, block.ln2.weight,
+                         block.ln2.bias, key_mask_t(mask, x.dtype), phi_rT, m1, m2, float(alpha), at.nh, n_query,
+                         block.ln1.eps)
     linear = (at.qkv.weight, at.qkv.bias, at.proj.weight, at.proj.bias)
     ffn = (lin1.weight, lin1.bias, lin2.weight, lin2.bias)
     if low is not None:

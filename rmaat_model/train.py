@@ -53,6 +53,7 @@ from astro_rmaat.errors import ConfigError
 from astro_rmaat.workers import check_local_workers
 from rmaat_model import checkpoint
 from rmaat_model import distributed as D
+from rmaat_model import native
 from rmaat_model.amrb import forward_backward
 from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE, TIMING_FILE
 from rmaat_model.data.base import batch_to, collate
@@ -246,6 +247,8 @@ class Trainer:
         self.model = build_model(self.mcfg).to(env.device)
         if cfg.compile:
             self.model.compile_blocks()
+        elif any(getattr(block, "fused", False) for block in getattr(self.model, "blocks", ())):
+            native.extension()   # built (or loaded) here, by every rank, not inside the first step
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg)
         self._writer_class = _summary_writer_class() if cfg.tensorboard else None
 

@@ -23,7 +23,8 @@ def run(block: Block, fused: bool, x, key_mask, all_real, n_query, masks, w):
     block.zero_grad(set_to_none=True)
     x = x.detach().clone().requires_grad_()
     y = block(x, key_mask, all_real, n_query, masks)
-    assert (type(y.grad_fn).__name__ == "FusedBlockBackward") == fused    # one node, or the modules' graph
+    # one node (Python's FusedBlockBackward or C++'s CppNode<rmaat::FusedBlock>), or the modules' graph
+    assert ("FusedBlock" in y.grad_fn.name()) == fused
     (y * w).sum().backward()
     return y.detach(), x.grad, {n: p.grad.clone() for n, p in block.named_parameters()}
 
@@ -74,7 +75,7 @@ def test_the_no_graph_path_gives_the_graph_path_bits(mode):
     key_mask[0, 11:] = False
     masks = dropout_masks((4, 4), 3, 16, 0.1, x, True)
     with_graph = block(x, key_mask, False, 4, masks)
-    assert type(with_graph.grad_fn).__name__ == "FusedBlockBackward"
+    assert "FusedBlock" in with_graph.grad_fn.name()
     with getattr(torch, mode)():
         without = block(x, key_mask, False, 4, masks)
     assert without.grad_fn is None
@@ -125,7 +126,7 @@ def test_a_second_derivative_through_the_block_is_refused():
     block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[0]
     x = torch.randn(3, 20, 16, requires_grad=True)
     y = block(x, None, True, None, None)
-    assert type(y.grad_fn).__name__ == "FusedBlockBackward"
+    assert "FusedBlock" in y.grad_fn.name()
     (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
     with pytest.raises(RuntimeError, match="once_differentiable"):
         g.square().sum().backward()

@@ -1,0 +1,260 @@
+// The fused post-LN block of rmaat_model/fused_block.py (block_forward and FusedBlock.backward,
+// with kernels.astro_forward / astro_backward inside them), in C++: the same ATen operators in
+// the same order with the same operands, so every value and gradient is bitwise the Python
+// path's (tests/rmaat_model/test_native.py). What it saves is the interpreter between the
+// operators: a block forward issues about forty of them, its backward about sixty, and each
+// costs about a microsecond of Python around its dispatch.
+//
+// Full-precision dtypes only (float32, float64, every tensor one dtype); mixed precision and
+// torch.compile take the Python path (rmaat_model/native.py decides).
+
+#include <torch/csrc/autograd/functions/basic_ops.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/extension.h>
+
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+using at::Tensor;
+using OptTensor = std::optional<Tensor>;
+
+namespace rmaat {
+
+constexpr double kLog2e = 1.4426950408889634;  // math.log2(math.e), as kernels.LOG2E
+
+// kernels.scalar: a cached 0-dim tensor, created outside inference mode. The Python path
+// multiplies by such tensors, not by numbers; the same operands here give the same kernels.
+const Tensor& scalar(double value, at::ScalarType dtype) {
+  thread_local std::map<std::pair<double, int>, Tensor> cache;
+  auto key = std::make_pair(value, static_cast<int>(dtype));
+  auto it = cache.find(key);
+  if (it == cache.end()) {
+    c10::InferenceMode off(false);
+    it = cache.emplace(key, at::scalar_tensor(value, at::TensorOptions().dtype(dtype))).first;
+  }
+  return it->second;
+}
+
+// kernels.phi_kernel: exp(min(x, 0)) + max(x, 0), the exponential as exp2 of x log2(e)
+Tensor phi_kernel(const Tensor& x) {
+  Tensor y = at::clamp_max(x, 0.0).mul_(scalar(kLog2e, x.scalar_type())).exp2_();
+  return y.add_(at::clamp_min(x, 0.0));
+}
+
+// kernels.project_t: x (B, W, D_in) -> (B, D_out, W)
+Tensor project_t(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  return at::baddbmm(bias.view({-1, 1}), weight.expand({x.size(0), -1, -1}), x.transpose(1, 2));
+}
+
+// kernels.unproject_t: yT (B, D_in, W) -> (B, W, D_out)
+Tensor unproject_t(const Tensor& yT, const Tensor& weight, const Tensor& bias) {
+  return at::bmm(yT.transpose(1, 2), weight.transpose(0, 1).expand({yT.size(0), -1, -1})).add_(bias);
+}
+
+// kernels.astro_forward: yT (B, D, Wq) and the ten tensors its backward reads
+std::pair<Tensor, std::vector<Tensor>> astro_forward(const Tensor& qT, const Tensor& kvT, const OptTensor& mask,
+                                                     const OptTensor& phi_rT, double alpha, int64_t nh) {
+  const int64_t B = qT.size(0), D = qT.size(1), Wq = qT.size(2), W = kvT.size(-1);
+  const int64_t m = D / nh, BH = B * nh;
+  const auto dt = qT.scalar_type();
+  Tensor fqT = phi_kernel(qT).view({BH, m, Wq});
+  Tensor fkT = phi_kernel(kvT.slice(1, 0, D));
+  if (mask) fkT.mul_(*mask);
+  fkT = fkT.view({BH, m, W});
+  Tensor vT = (kvT.slice(1, D) * (mask ? *mask : scalar(1.0, dt))).view({BH, m, W});
+  Tensor s = fkT.sum(-1, true);
+  Tensor g = s.pow(scalar(alpha, s.scalar_type()));
+  Tensor aT = phi_rT ? fkT + *phi_rT : fkT;
+  Tensor H = at::cat(std::vector<Tensor>{at::bmm(aT, vT.transpose(1, 2)), g * scalar(static_cast<double>(m), g.scalar_type())}, 2);
+  Tensor YT = at::bmm(H.transpose(1, 2), fqT);
+  Tensor C = YT.slice(1, m);
+  Tensor yT = YT.slice(1, 0, m) / C;
+  // saved: fqT, fkT, aT, vT, s, g, H, yT, C (the mask travels apart: it may be None)
+  return {yT.view({B, D, Wq}), {fqT, fkT, aT, vT, s, g, H, yT, C}};
+}
+
+// kernels.astro_backward (its direct path): (dqT, dpT), dpT [Q | K | V] with q_rows, else [K | V]
+std::pair<Tensor, Tensor> astro_backward(const std::vector<Tensor>& sv, size_t at0, const OptTensor& mask,
+                                         const Tensor& dout, double alpha, bool q_rows) {
+  const Tensor &fqT = sv[at0], &fkT = sv[at0 + 1], &aT = sv[at0 + 2], &vT = sv[at0 + 3], &s = sv[at0 + 4],
+               &g = sv[at0 + 5], &H = sv[at0 + 6], &yT = sv[at0 + 7], &C = sv[at0 + 8];
+  const int64_t BH = fqT.size(0), m = fqT.size(1), Wq = fqT.size(2), W = fkT.size(-1);
+  const int64_t B = dout.size(0), nh = BH / B, D = dout.size(1);
+  Tensor dYT = at::empty({B, nh, m + 1, Wq},
+                         dout.options().dtype(at::promote_types(dout.scalar_type(), C.scalar_type())));
+  Tensor dnum = dYT.slice(2, 0, m), dC = dYT.slice(2, m);
+  at::div_out(dnum, dout.view({B, nh, m, Wq}), C.view({B, nh, 1, Wq}));
+  at::sum_out(dC, dnum * yT.view({B, nh, m, Wq}), {2}, true).neg_();
+  dYT = dYT.view({BH, m + 1, Wq});
+  Tensor dfqT = at::bmm(H, dYT);
+  Tensor dH = at::bmm(fqT, dYT.transpose(1, 2));
+  Tensor dHn = dH.slice(2, 0, m), dg = dH.slice(2, m);
+  Tensor dfkT = at::bmm(dHn, vT).add_(dg * scalar(static_cast<double>(m) * alpha, dg.scalar_type()) * g / s);
+  Tensor dvT = at::bmm(dHn.transpose(1, 2), aT).view({B, D, W});
+  const Tensor& one = scalar(1.0, fqT.scalar_type());
+  Tensor dphi_q = at::clamp_max(fqT, one).view({B, D, Wq});
+  Tensor dphi_k = at::clamp_max(fkT, one).view({B, D, W});
+  Tensor dq = dfqT.view({B, D, Wq}), dk = dfkT.view({B, D, W});
+  Tensor out = fkT.new_empty({B, (q_rows ? 3 : 2) * D, W});
+  if (q_rows) {
+    Tensor dst = out.slice(1, 0, D).slice(2, 0, Wq);
+    dq = at::mul_out(dst, dq, dphi_q);
+    if (Wq < W) out.slice(1, 0, D).slice(2, Wq).zero_();
+  } else {
+    dq = dq.mul_(dphi_q);
+  }
+  const int64_t k0 = q_rows ? D : 0;
+  Tensor dk_dst = out.slice(1, k0, k0 + D);
+  at::mul_out(dk_dst, dk, dphi_k);
+  Tensor dv_dst = out.slice(1, k0 + D);
+  if (mask) at::mul_out(dv_dst, dvT, *mask); else dv_dst.copy_(dvT);
+  return {dq, out};
+}
+
+// fused_block.block_forward with every tensor in one dtype. Returns y and the saved tensors,
+// laid out [xc, w_qkv, w_o, g1, c1, w1, w2, g2, c2, h1, mu1, rs1, x1c, u, gu, h2, mu2, rs2, yT,
+// fqT, fkT, aT, vT, s, g, H, yT_heads, C]; m1, m2 and the mask (each may be None) are the
+// caller's to keep.
+std::vector<Tensor> block_forward(const Tensor& x, const Tensor& w_qkv, const Tensor& b_qkv, const Tensor& w_o,
+                                  const Tensor& b_o, const Tensor& g1, const Tensor& c1, const Tensor& w1,
+                                  const Tensor& bf1, const Tensor& w2, const Tensor& bf2, const Tensor& g2,
+                                  const Tensor& c2, const OptTensor& mask, const OptTensor& phi_rT,
+                                  const OptTensor& m1, const OptTensor& m2, double alpha, int64_t n_heads,
+                                  int64_t n_query, double eps) {
+  const int64_t B = x.size(0), W = x.size(1), D = x.size(2), Wq = n_query;
+  Tensor xr = Wq == W ? x : x.slice(1, 0, Wq);
+  Tensor qT, kvT;
+  if (Wq == W) {
+    Tensor qkvT = project_t(x, w_qkv, b_qkv);
+    qT = qkvT.slice(1, 0, D);
+    kvT = qkvT.slice(1, D);
+  } else {
+    qT = project_t(x.slice(1, 0, Wq), w_qkv.slice(0, 0, D), b_qkv.slice(0, 0, D));
+    kvT = project_t(x, w_qkv.slice(0, D), b_qkv.slice(0, D));
+  }
+  auto [yT, saved] = astro_forward(qT, kvT, mask, phi_rT, alpha, n_heads);
+  Tensor a = unproject_t(yT, w_o, b_o);
+  if (m1) a.mul_(*m1);
+  Tensor h1 = a.add_(xr);
+  auto [x1, mu1, rs1] = at::native_layer_norm(h1, {D}, g1, c1, eps);
+  Tensor x1f = x1.view({-1, D});
+  Tensor u = at::addmm(bf1, x1f, w1.t());
+  Tensor gu = at::gelu(u);
+  Tensor f = at::addmm(bf2, gu, w2.t());
+  if (m2) f.mul_(m2->view({-1, D}));
+  Tensor h2 = f.add_(x1f).view({B, Wq, D});
+  auto [y, mu2, rs2] = at::native_layer_norm(h2, {D}, g2, c2, eps);
+  std::vector<Tensor> out{y, x, w_qkv, w_o, g1, c1, w1, w2, g2, c2, h1, mu1, rs1, x1f, u, gu, h2, mu2, rs2, yT};
+  out.insert(out.end(), saved.begin(), saved.end());
+  return out;
+}
+
+// FusedBlock.backward with every tensor in one dtype: sv is block_forward's saved list (its
+// output without y). Returns the gradients of x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2,
+// bf2, g2, c2.
+std::vector<Tensor> block_backward(const Tensor& dy_in, const std::vector<Tensor>& sv, const OptTensor& mask,
+                                   const OptTensor& m1, const OptTensor& m2, double alpha) {
+  const Tensor &xc = sv[0], &w_qkv = sv[1], &w_o = sv[2], &g1 = sv[3], &c1 = sv[4], &w1 = sv[5], &w2 = sv[6],
+               &g2 = sv[7], &c2 = sv[8], &h1 = sv[9], &mu1 = sv[10], &rs1 = sv[11], &x1c = sv[12], &u = sv[13],
+               &gu = sv[14], &h2 = sv[15], &mu2 = sv[16], &rs2 = sv[17], &yT = sv[18];
+  const int64_t B = xc.size(0), W = xc.size(1), D = xc.size(2), Wq = h1.size(1);
+  const std::array<bool, 3> all{true, true, true};
+  auto [dh2, dg2, dc2] = at::native_layer_norm_backward(dy_in.contiguous(), h2, {D}, mu2, rs2, g2, c2, all);
+  Tensor dh2f = dh2.view({-1, D});
+  Tensor df = m2 ? dh2f * m2->view({-1, D}) : dh2f;
+  Tensor dbf2 = df.sum(0);
+  Tensor dw2 = at::mm(df.t(), gu);
+  Tensor du = at::gelu_backward(at::mm(df, w2), u);
+  Tensor dw1 = at::mm(du.t(), x1c), dbf1 = du.sum(0);
+  Tensor dx1 = at::addmm(dh2f, du, w1).view({B, Wq, D});
+  auto [dh1, dg1, dc1] = at::native_layer_norm_backward(dx1, h1, {D}, mu1, rs1, g1, c1, all);
+  Tensor da = m1 ? dh1 * *m1 : dh1;
+  Tensor db_o = da.sum({0, 1});
+  Tensor dw_o = at::bmm(da.transpose(1, 2), yT.transpose(1, 2)).sum(0);
+  Tensor dyT = at::mm(da.view({-1, D}), w_o).view({B, Wq, D}).transpose(1, 2);
+  auto [dqT, dpT] = astro_backward(sv, 19, mask, dyT, alpha, Wq == W);
+  Tensor dw_qkv, db_qkv, dx;
+  if (Wq == W) {
+    dw_qkv = at::bmm(dpT, xc).sum(0);
+    db_qkv = dpT.sum({0, 2});
+    dx = at::bmm(dpT.transpose(1, 2), w_qkv.expand({B, -1, -1}));
+    dx.add_(dh1);
+  } else {
+    Tensor xq = xc.slice(1, 0, Wq);
+    dw_qkv = at::cat(std::vector<Tensor>{at::bmm(dqT, xq).sum(0), at::bmm(dpT, xc).sum(0)});
+    db_qkv = at::cat(std::vector<Tensor>{dqT.sum({0, 2}), dpT.sum({0, 2})});
+    dx = at::bmm(dpT.transpose(1, 2), w_qkv.slice(0, D).expand({B, -1, -1}));
+    Tensor dxq = at::bmm(dqT.transpose(1, 2), w_qkv.slice(0, 0, D).expand({B, -1, -1}));
+    dx.slice(1, 0, Wq).add_(dxq.add_(dh1));
+  }
+  return {dx, dw_qkv, db_qkv, dw_o, db_o, dg1, dc1, dw1, dbf1, dw2, dbf2, dg2, dc2};
+}
+
+// FusedBlock as a C++ autograd node: its forward and backward above, with no Python between
+// them (the Function's context, the saving and unpacking of some thirty tensors).
+struct FusedBlock : public torch::autograd::Function<FusedBlock> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& w_qkv,
+                        const Tensor& b_qkv, const Tensor& w_o, const Tensor& b_o, const Tensor& g1, const Tensor& c1,
+                        const Tensor& w1, const Tensor& bf1, const Tensor& w2, const Tensor& bf2, const Tensor& g2,
+                        const Tensor& c2, const OptTensor& mask, const OptTensor& phi_rT, const OptTensor& m1,
+                        const OptTensor& m2, double alpha, int64_t n_heads, int64_t n_query, double eps) {
+    std::vector<Tensor> out = block_forward(x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2, bf2, g2, c2, mask,
+                                            phi_rT, m1, m2, alpha, n_heads, n_query, eps);
+    Tensor y = out[0];
+    // saved: [mask, m1, m2, block_forward's saved list]; an absent one is an undefined tensor
+    out[0] = mask ? *mask : Tensor();
+    out.insert(out.begin() + 1, {m1 ? *m1 : Tensor(), m2 ? *m2 : Tensor()});
+    ctx->save_for_backward(out);
+    ctx->saved_data["alpha"] = alpha;
+    return y;
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    std::vector<Tensor> sv = ctx->get_saved_variables();
+    auto opt = [](const Tensor& t) { return t.defined() ? OptTensor(t) : OptTensor(); };
+    OptTensor mask = opt(sv[0]), m1 = opt(sv[1]), m2 = opt(sv[2]);
+    sv.erase(sv.begin(), sv.begin() + 3);
+    std::vector<Tensor> g;
+    {
+      at::NoGradGuard no_grad;
+      g = block_backward(grads[0], sv, mask, m1, m2, ctx->saved_data["alpha"].toDouble());
+    }
+    if (torch::autograd::GradMode::is_enabled() && grads[0].requires_grad()) {
+      // A graph of the gradients is asked for (create_graph): as Python's once_differentiable,
+      // they get a node that refuses to be differentiated, where differentiating the written-out
+      // backward's operators would give a wrong second derivative.
+      torch::autograd::variable_list leaves;
+      for (const Tensor& t : g) leaves.push_back(t.detach().requires_grad_(true));
+      auto refuse = c10::make_intrusive<torch::autograd::Error>(
+          "trying to differentiate twice a function that was marked with @once_differentiable",
+          torch::autograd::collect_next_edges(leaves));
+      for (const Tensor& t : g) torch::autograd::set_history(t, refuse);
+    }
+    g.resize(g.size() + 8);   // mask, phi_rT, m1, m2 and the four numbers: no gradient
+    return g;
+  }
+};
+
+// The block on x: a graph node when grad mode is on, else the value alone (AMRB's no-grad
+// pass, evaluation), as fused_block.fused_block does it.
+Tensor block(const Tensor& x, const Tensor& w_qkv, const Tensor& b_qkv, const Tensor& w_o, const Tensor& b_o,
+             const Tensor& g1, const Tensor& c1, const Tensor& w1, const Tensor& bf1, const Tensor& w2,
+             const Tensor& bf2, const Tensor& g2, const Tensor& c2, const OptTensor& mask, const OptTensor& phi_rT,
+             const OptTensor& m1, const OptTensor& m2, double alpha, int64_t n_heads, int64_t n_query, double eps) {
+  if (torch::autograd::GradMode::is_enabled())
+    return FusedBlock::apply(x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2, bf2, g2, c2, mask, phi_rT, m1, m2,
+                               alpha, n_heads, n_query, eps);
+  return block_forward(x, w_qkv, b_qkv, w_o, b_o, g1, c1, w1, bf1, w2, bf2, g2, c2, mask, phi_rT, m1, m2, alpha,
+                       n_heads, n_query, eps)[0];
+}
+
+}  // namespace rmaat
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
+  mod.def("block", &rmaat::block, "fused_block.fused_block's node, every tensor in one full-precision dtype");
+  mod.def("block_forward", &rmaat::block_forward, "fused_block.block_forward, one dtype: y and the saved tensors");
+  mod.def("block_backward", &rmaat::block_backward, "FusedBlock.backward, one dtype");
+}

@@ -1,0 +1,200 @@
+"""The fused block in C++ (rmaat_model.native, csrc/fused_block.cpp) is the Python block to
+the bit: values and every gradient, in a block and through whole AMRB and BPTT steps, so a
+run's numbers do not depend on whether the extension was built. How it is chosen
+(``RMAAT_NATIVE``), what happens when it cannot be built, and that a build lock left by a
+killed build does not hang the next one."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from astro_rmaat.errors import ConfigError
+from rmaat_model import native
+from rmaat_model.amrb import forward_backward
+from rmaat_model.kernels import dropout_masks
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
+
+from model_fixtures import one_thread  # noqa: F401  (autouse)
+
+REPO = Path(__file__).resolve().parents[2]
+CFG = dict(vocab_size=20, n_classes=3, max_len=128, d_model=16, n_heads=2, n_layers=2, d_ff=24,
+           segment_len=16, n_mem=4, dropout=0.2, retention="ltp")
+
+
+@pytest.fixture
+def fresh_state(monkeypatch):
+    """native's state forgotten before and restored after (RMAAT_NATIVE read again)."""
+    saved = dict(native._state)
+    native._state.clear()
+    monkeypatch.delenv(native.ENV, raising=False)
+    yield
+    native._state.clear()
+    native._state.update(saved)
+
+
+def test_the_cpp_block_builds_and_is_the_one_that_runs():
+    ext = native.extension()
+    assert ext is not None, native.status()
+    assert native.status().startswith("C++ block")
+    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[0]
+    y = block(torch.randn(2, 20, 16, requires_grad=True), None, True)
+    assert y.grad_fn.name().endswith("CppNode<rmaat::FusedBlock>")
+    with native.disabled():
+        y = block(torch.randn(2, 20, 16, requires_grad=True), None, True)
+    assert y.grad_fn.name() == "FusedBlockBackward"
+    assert native.status().startswith("C++ block")   # restored
+
+
+def block_run(block, x, key_mask, all_real, n_query, masks, w):
+    block.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    y = block(x, key_mask, all_real, n_query, masks)
+    (y * w).sum().backward()
+    with torch.inference_mode():
+        y_nograd = block(x.detach(), key_mask, all_real, n_query, masks)
+    return [y.detach(), y_nograd, x.grad] + [p.grad for p in block.parameters()]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("arch", ["rmaat", "rlt"])
+@pytest.mark.parametrize("n_query", [None, 4], ids=["all-rows", "memory-rows"])
+@pytest.mark.parametrize("padded", [False, True], ids=["all-real", "padded"])
+@pytest.mark.parametrize("dropout", [False, True], ids=["no-dropout", "dropout"])
+def test_the_cpp_block_is_the_python_block_to_the_bit(dtype, arch, n_query, padded, dropout):
+    assert native.extension() is not None, native.status()
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(arch=arch, **CFG)).to(dtype).blocks[1]
+    for p in block.parameters():
+        p.data.add_(torch.randn_like(p) * 0.1)
+    g = torch.Generator().manual_seed(1)
+    B, W, D = 3, 20, 16
+    x = torch.randn(B, W, D, generator=g).to(dtype)
+    key_mask = torch.ones(B, W, dtype=torch.bool)
+    if padded:
+        key_mask[1, 13:] = False
+    Wq = W if n_query is None else n_query
+    masks = dropout_masks((Wq, Wq), B, D, 0.2, x, True) if dropout else None
+    w = torch.randn(B, Wq, D, generator=g).to(dtype)
+    out = block_run(block, x, key_mask, not padded, n_query, masks, w)
+    with native.disabled():
+        ref = block_run(block, x, key_mask, not padded, n_query, masks, w)
+    names = ["y", "y without graph", "dx"] + [n for n, _ in block.named_parameters()]
+    for name, a, b in zip(names, out, ref, strict=True):
+        assert a.dtype == dtype and torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("method", ["amrb", "bptt"])
+@pytest.mark.parametrize("reading", ["literal", "integrating"])
+def test_a_training_step_is_the_same_to_the_bit(method, reading):
+    """A ragged batch with dropout (AMRB's replays redraw the masks; its no-grad pass runs the
+    C++ block without a graph): loss, logits and every parameter's gradient."""
+    assert native.extension() is not None, native.status()
+    g = torch.Generator().manual_seed(5)
+    x = torch.randint(1, 20, (4, 128), generator=g)
+    for b, n in enumerate((40, 128, 10, 70)):
+        x[b, n:] = 0
+    y = torch.randint(0, 3, (4,), generator=g)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rmaat", retention_reading=reading, **CFG)).train()
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        torch.manual_seed(7)
+        loss, logits = forward_backward(model, x, y, method=method)
+        return [loss, logits] + [p.grad for p in model.parameters()]
+
+    out = step()
+    with native.disabled():
+        ref = step()
+    names = ["loss", "logits"] + [n for n, _ in model.named_parameters()]
+    for name, a, b in zip(names, out, ref, strict=True):
+        assert (a is None and b is None) or torch.equal(a, b), name
+
+
+@pytest.mark.parametrize("path", ["cpp", "python"])
+def test_a_second_derivative_is_refused_on_both_paths(path):
+    """Both backwards are written out and once differentiable: a gradient penalty through the
+    block raises instead of differentiating a wrong graph."""
+    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[0]
+    x = torch.randn(3, 20, 16, requires_grad=True)
+    with native.disabled() if path == "python" else contextlib.nullcontext():
+        y = block(x, None, True, None, None)
+        (g,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    assert g.requires_grad
+    with pytest.raises(RuntimeError, match="once_differentiable"):
+        g.square().sum().backward()
+
+
+def test_mixed_precision_and_narrow_dtypes_take_the_python_block():
+    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[0]
+    x = torch.randn(2, 20, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert block(x.requires_grad_(), None, True).grad_fn.name() == "FusedBlockBackward"
+    block16 = build_model(ModelConfig(arch="rmaat", **CFG)).to(torch.bfloat16).blocks[0]
+    y = block16(x.detach().to(torch.bfloat16).requires_grad_(), None, True)
+    assert y.grad_fn.name() == "FusedBlockBackward"
+
+
+def test_rmaat_native_0_keeps_to_the_python_block(fresh_state, monkeypatch):
+    monkeypatch.setenv(native.ENV, "0")
+    assert native.extension() is None
+    assert native.status() == "Python block (RMAAT_NATIVE=0)"
+
+
+def test_a_bad_rmaat_native_value_is_refused_naming_it(fresh_state, monkeypatch):
+    monkeypatch.setenv(native.ENV, "yes")
+    with pytest.raises(ConfigError, match=r"RMAAT_NATIVE='yes': expected 0 .* 1 .* or unset"):
+        native.extension()
+
+
+def test_a_failed_build_falls_back_with_one_warning_or_is_an_error_when_required(fresh_state, monkeypatch):
+    def no_compiler():
+        raise RuntimeError("Error building extension: c++: not found")
+
+    monkeypatch.setattr(native, "_build", no_compiler)
+    with pytest.warns(RuntimeWarning, match="could not be built .*c\\+\\+: not found.*Python block runs"):
+        assert native.extension() is None
+    assert "c++: not found" in native.status()
+    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[0]
+    assert block(torch.randn(2, 20, 16, requires_grad=True), None, True).grad_fn.name() == "FusedBlockBackward"
+    native._state.clear()
+    monkeypatch.setenv(native.ENV, "1")
+    with pytest.raises(ConfigError, match="RMAAT_NATIVE=1 and the C\\+\\+ block could not be built: .*c\\+\\+: not found"):
+        native.extension()
+
+
+def test_rmaat_train_refuses_a_bad_rmaat_native_before_writing(run_cli, tmp_path, monkeypatch):
+    monkeypatch.setenv(native.ENV, "fast")
+    out = tmp_path / "run"
+    proc = run_cli("train", "--task", "recall", "--out", out, "--set", "steps=2")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: RMAAT_NATIVE='fast'")
+    assert not out.exists()
+
+
+def test_a_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
+    """torch's build lock is a plain file: one left by a killed build made every later build
+    wait forever. Under native's own lock it is known to be stale and removed. (A copy of the
+    built extension in a cache of its own, so the real cache is not touched.)"""
+    assert native.extension() is not None, native.status()
+    name = native.extension_name()
+    built = next(p.parent for p in Path(native._build_root()).glob(f"**/{name}/{name}*.so"))
+    cache = tmp_path / "cache"
+    shutil.copytree(built, cache / name)
+    (cache / name / "lock").write_text("")
+    env = dict(os.environ, TORCH_EXTENSIONS_DIR=str(cache), RMAAT_NATIVE="1",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, "-m", "rmaat_model.native"], env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("C++ block"), proc.stdout
+    assert not (cache / name / "lock").exists()
