@@ -19,6 +19,14 @@ every segment's output. Three ways to get the gradients:
            segment and the no-grad pass computes fewer rows, which can round a product
            differently); peak activation memory is one segment's graph plus T memory
            tensors. The cost is T-1 extra segment forwards (fewer in a ragged batch, below).
+           With ``overlap`` the replays run on a second thread, one segment ahead: segment
+           t-1's replay needs only its stored memory and RNG state, so it runs while this
+           thread backpropagates segment t (the block's C++ node releases the interpreter lock
+           while it computes, and the backward runs in C++, so the two threads do overlap). The
+           intra-op threads are split between the two; the gradients are accumulated on this
+           thread in the serial order, so a run gives the same bits each time, and those of the
+           serial replay to float round-off (the thread counts differ, and with them how a
+           reduction is split). It keeps two segments' graphs alive instead of one.
 ``tbptt``  truncated BPTT(k): segments in chunks of k counted back from the last one; the
            memory entering a chunk is detached. With a loss on the last segment only, the
            earlier chunks run without a graph (their parameters get no gradient from them).
@@ -79,7 +87,8 @@ def _has_loss(i: int, T: int, loss_on: str) -> bool:
 def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss_fn: SegmentLoss, *,
                  method: Method = "amrb", k: int | None = None,
                  loss_on: Literal["last", "every"] = "last",
-                 stats: dict | None = None, nograd_step: Step | None = None) -> tuple[torch.Tensor, Any]:
+                 stats: dict | None = None, nograd_step: Step | None = None,
+                 overlap: bool = False) -> tuple[torch.Tensor, Any]:
     """Forward and backward through the recurrence; populates ``.grad``.
 
     ``loss_fn(output, i)`` is the loss of segment i (a scalar), or None for a segment without
@@ -88,10 +97,14 @@ def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss
     ``nograd_step``, when given, replaces ``step`` in AMRB's no-grad pass: a step whose memory
     output must be ``step``'s wherever a later segment reads it, and that draws from the RNG
     exactly as ``step`` does, but may skip what only this segment's loss would read.
+    ``overlap`` (amrb only): each replay runs on a second thread while this one backpropagates
+    the segment after it (module doc); torch's intra-op threads, at least 2, are split between
+    the two for the replays and restored after.
     ``stats``, when given, receives ``stored_memory_bytes`` (AMRB's kept memories) and the wall
     seconds of each phase: ``forward_s`` and ``backward_s`` (bptt), ``nograd_s`` (amrb's first
     pass), ``forward_s`` and ``backward_s`` (its segments with their graphs) and ``other_s`` (its
-    RNG and memory bookkeeping). tbptt records none.
+    RNG and memory bookkeeping); with ``overlap``, ``forward_s`` is the replay thread's and
+    ``wait_s`` the time the backward waited for it. tbptt records none.
     """
     segments = list(segments)
     T = len(segments)
@@ -99,6 +112,8 @@ def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss
         raise ConfigError("run_segments: expected at least one segment")
     if loss_on not in ("last", "every"):
         raise ConfigError(f"loss_on = {loss_on!r}: expected 'last' or 'every'")
+    if overlap and method != "amrb":
+        raise ConfigError(f"overlapping replays are AMRB's; method = {method!r} has none")
     if method == "bptt":
         return _bptt(step, segments, memory, loss_fn, loss_on, stats)
     if method == "tbptt":
@@ -106,7 +121,7 @@ def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss
             raise ConfigError(f"truncated BPTT needs k = segments to backpropagate through, an integer >= 1; got {k!r}")
         return _tbptt(step, segments, memory, loss_fn, loss_on, k)
     if method == "amrb":
-        return _amrb(step, nograd_step or step, segments, memory, loss_fn, loss_on, stats)
+        return _amrb(step, nograd_step or step, segments, memory, loss_fn, loss_on, stats, overlap)
     raise ConfigError(f"method = {method!r}: expected one of {', '.join(map(repr, METHODS))}")
 
 
@@ -151,13 +166,12 @@ def _tbptt(step, segments, memory, loss_fn, loss_on, k):
     return torch.as_tensor(total).detach(), _detach_out(out)
 
 
-def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats):
+def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats, overlap=False):
     T = len(segments)
     devices = _cuda_devices()
     kept: list[torch.Tensor] = []           # memory entering segment i
     rng: list[tuple] = []                   # RNG state before segment i (i < T-1)
     t_start = time.perf_counter()
-    forward_s = backward_s = 0.0
     # inference mode: no graph, and no version counters or view tracking either (a few % of a
     # segment's forward at small sizes); its tensors are cloned back before a graph reads them
     with torch.inference_mode():
@@ -170,41 +184,103 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats):
     nograd_s = time.perf_counter() - t_start
     if stats is not None:
         stats["stored_memory_bytes"] = sum(x.numel() * x.element_size() for x in kept[1:])
-    grad_m: torch.Tensor | None = None
-    total, last_out = None, None
-    for i in range(T - 1, -1, -1):
-        # The last segment runs once, with its graph, straight after the no-grad forward
-        # (the RNG is where it must be); the others replay inside fork_rng.
-        replay = torch.random.fork_rng(devices=devices) if i < T - 1 else contextlib.nullcontext()
-        with replay:
+    times = {"forward_s": 0.0, "backward_s": 0.0, "wait_s": 0.0}
+
+    def forward(i: int):
+        """Segment i with its graph: (memory in, output, memory out, loss or None). The last
+        segment runs straight after the no-grad pass (the RNG is where it must be); the others
+        replay inside fork_rng from their recorded state."""
+        t0 = time.perf_counter()
+        with torch.random.fork_rng(devices=devices) if i < T - 1 else contextlib.nullcontext():
             if i < T - 1:
                 _set_rng_state(rng[i], devices)
             with torch.enable_grad():
                 m_in = memory if i == 0 else kept[i].clone().requires_grad_(True)
-                t0 = time.perf_counter()
                 out, m_out = step(segments[i], m_in)
-                tensors, grads = [], []
                 li = loss_fn(out, i) if _has_loss(i, T, loss_on) else None
-                if li is not None:
-                    tensors.append(li); grads.append(None)
-                    total = li.detach() if total is None else total + li.detach()
-                if grad_m is not None and m_out.requires_grad:
-                    tensors.append(m_out); grads.append(grad_m)
-                t1 = time.perf_counter()
-                if tensors:
-                    torch.autograd.backward(tensors, grads)
-                t2 = time.perf_counter()
-                forward_s, backward_s = forward_s + t1 - t0, backward_s + t2 - t1
-        if i == T - 1:
-            last_out = _detach_out(out)
-        if i > 0:
-            grad_m = m_in.grad if m_in.grad is not None else torch.zeros_like(m_in)
         kept[i] = None  # type: ignore[call-overload]  (free as we go)
-        del out, m_out
+        times["forward_s"] += time.perf_counter() - t0
+        return m_in, out, m_out, li
+
+    def backward(i: int, m_in, m_out, li, grad_m):
+        """Backpropagate segment i's loss and the gradient of its memory output; returns the
+        gradient of its memory input (None for segment 0)."""
+        t0 = time.perf_counter()
+        tensors, grads = [], []
+        if li is not None:
+            tensors.append(li); grads.append(None)
+        if grad_m is not None and m_out.requires_grad:
+            tensors.append(m_out); grads.append(grad_m)
+        if tensors:
+            torch.autograd.backward(tensors, grads)
+        times["backward_s"] += time.perf_counter() - t0
+        if i == 0:
+            return None
+        return m_in.grad if m_in.grad is not None else torch.zeros_like(m_in)
+
+    total, last_out, grad_m = None, None, None
+    if overlap and T > 1:
+        # Segment i - 1's replay needs only its stored memory and RNG state, so it runs on a
+        # second thread while this one backpropagates segment i. Each thread takes half the
+        # intra-op threads; the replays draw from the RNG only inside fork_rng, and the
+        # backward, which accumulates the gradients, stays on this thread in segment order.
+        threads = torch.get_num_threads()
+        if threads < 2:
+            raise ConfigError(f"AMRB with overlapping replays needs at least 2 intra-op threads, one for "
+                              f"the replays and one for the backward; torch has {threads}")
+        per = threads // 2
+
+        def replay(i: int):
+            torch.set_num_threads(per)   # this thread's own count (and torch's, already set to it)
+            return forward(i)
+
+        torch.set_num_threads(per)
+        try:
+            fwd = forward(T - 1)
+            for i in range(T - 1, -1, -1):
+                m_in, out, m_out, li = fwd
+                pending = _replayer().submit(replay, i - 1) if i > 0 else None
+                if li is not None:
+                    total = li.detach() if total is None else total + li.detach()
+                if i == T - 1:
+                    last_out = _detach_out(out)
+                del out
+                grad_m = backward(i, m_in, m_out, li, grad_m)
+                del m_in, m_out, li
+                if pending is not None:
+                    t0 = time.perf_counter()
+                    fwd = pending.result()
+                    times["wait_s"] += time.perf_counter() - t0
+        finally:
+            torch.set_num_threads(threads)
+    else:
+        for i in range(T - 1, -1, -1):
+            m_in, out, m_out, li = forward(i)
+            if li is not None:
+                total = li.detach() if total is None else total + li.detach()
+            if i == T - 1:
+                last_out = _detach_out(out)
+            del out
+            grad_m = backward(i, m_in, m_out, li, grad_m)
+            del m_in, m_out, li
     if stats is not None:
-        stats.update(nograd_s=nograd_s, forward_s=forward_s, backward_s=backward_s,
-                     other_s=time.perf_counter() - t_start - nograd_s - forward_s - backward_s)
+        busy = times["backward_s"] + times["wait_s"] if overlap and T > 1 else times["forward_s"] + times["backward_s"]
+        stats.update(nograd_s=nograd_s, forward_s=times["forward_s"], backward_s=times["backward_s"],
+                     other_s=time.perf_counter() - t_start - nograd_s - busy)
+        if overlap and T > 1:
+            stats["wait_s"] = times["wait_s"]
     return total, last_out
+
+
+_REPLAYER: list = []
+
+
+def _replayer():
+    """The one worker thread that runs AMRB's overlapped replays (created on first use)."""
+    if not _REPLAYER:
+        from concurrent.futures import ThreadPoolExecutor
+        _REPLAYER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="amrb-replay"))
+    return _REPLAYER[0]
 
 
 # --------------------------------------------------------------------------- the models
@@ -246,11 +322,12 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
                      method: Method = "amrb", k: int | None = None,
                      tokens2: torch.Tensor | None = None,
                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-                     stats: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                     stats: dict | None = None, overlap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward AND backward of one batch (``.grad`` populated, accumulated like ``backward``).
 
     ``loss_fn(logits, labels)`` reduces to a scalar (cross-entropy's batch mean by default; with
-    that default, AMRB may read a ragged batch's loss by segment, module doc).
+    that default, AMRB may read a ragged batch's loss by segment, module doc). ``overlap``: AMRB's
+    replays on a second thread (``run_segments``).
     Returns (loss detached, logits (B, K) detached). A ``DistributedDataParallel`` wrapper
     is unwrapped (``.module``): all-reduce the gradients yourself afterwards.
     """
@@ -307,9 +384,10 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
             return F.cross_entropy(logits, labels.index_select(0, idx), reduction="sum") / count
 
         loss, _ = run_segments(step, range(T), model.initial_memory(plan), loss_read,
-                               method=method, loss_on="every", stats=stats, nograd_step=nograd_step)
+                               method=method, loss_on="every", stats=stats, nograd_step=nograd_step,
+                               overlap=overlap)
         return loss, captured["logits"]
 
     loss, _ = run_segments(step, range(plan.n_segments), model.initial_memory(plan), loss_last,
-                           method=method, k=k, loss_on="last", stats=stats)
+                           method=method, k=k, loss_on="last", stats=stats, overlap=overlap)
     return loss, captured["logits"]

@@ -240,6 +240,9 @@ class Trainer:
         cfg, env = self.cfg, self.env
         D.raise_together(env, runs.check_out_dir, self.out)   # finished, not a directory, or not writable
         check_local_workers("num_workers", cfg.num_workers, "DataLoader processes")
+        if cfg.amrb_overlap and env.device.type != "cpu":
+            raise ConfigError(f"amrb_overlap = true splits CPU threads; the device is {env.device.type} "
+                              "(set amrb_overlap = false)")
         self.spec, self.data = load_data(cfg)
         self.mcfg = model_config_for(cfg, self.spec)
         D.raise_together(env, check_fits_memory, self.mcfg, env.device)   # before a size is tried
@@ -349,7 +352,7 @@ class Trainer:
                                                   enabled=cfg.precision == "bf16"):
             loss, logits = forward_backward(self.raw, tokens, labels, method=cfg.method,
                                             k=cfg.tbptt_k if cfg.method == "tbptt" else None,
-                                            tokens2=tokens2)
+                                            tokens2=tokens2, overlap=cfg.amrb_overlap)
         D.average_gradients(self.raw.parameters(), self.env)
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.optim.grad_clip)

@@ -90,6 +90,9 @@ class TrainConfig:
     threads: int | None = None        # CPU intra-op threads per process; None: 1 (this project's models
                                       # are small: 2 threads on a busy 2-core machine ran the demo's
                                       # ListOps step 15x slower than 1, bench/train_step_speed.py)
+    amrb_overlap: bool = False        # AMRB: each replay on a second thread while this one backpropagates
+                                      # the segment after it; needs threads >= 2 (split between the two),
+                                      # CPU; keeps two segments' graphs (rmaat_model.amrb)
     compile: bool = False             # run the block stack through torch.compile (RMAAT.compile_blocks):
                                       # a one-off compile of 20-40 s, then fewer, fused operations
                                       # (bench/throughput.py --compile measures it); same numbers to round-off
@@ -137,6 +140,14 @@ class TrainConfig:
             raise ConfigError(f"threads = {self.threads!r}: expected a positive integer or null (1)")
         if not isinstance(self.compile, bool):
             raise ConfigError(f"compile = {self.compile!r}: expected true or false")
+        if not isinstance(self.amrb_overlap, bool):
+            raise ConfigError(f"amrb_overlap = {self.amrb_overlap!r}: expected true or false")
+        if self.amrb_overlap and self.method != "amrb":
+            raise ConfigError(f"amrb_overlap = true overlaps AMRB's replays; method = {self.method!r} has none "
+                              "(set method = 'amrb' or amrb_overlap = false)")
+        if self.amrb_overlap and (self.threads or 1) < 2:
+            raise ConfigError(f"amrb_overlap = true needs threads >= 2 (the replays' thread and the backward's "
+                              f"share them); threads = {self.threads!r}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"precision = {self.precision!r}: expected 'fp32' or 'bf16'")
 

@@ -254,7 +254,8 @@ Tensor block(const Tensor& x, const Tensor& w_qkv, const Tensor& b_qkv, const Te
 }  // namespace rmaat
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
-  mod.def("block", &rmaat::block, "fused_block.fused_block's node, every tensor in one full-precision dtype");
+  mod.def("block", &rmaat::block, "fused_block.fused_block's node, every tensor in one full-precision dtype",
+          py::call_guard<py::gil_scoped_release>());
   mod.def("block_forward", &rmaat::block_forward, "fused_block.block_forward, one dtype: y and the saved tensors");
   mod.def("block_backward", &rmaat::block_backward, "FusedBlock.backward, one dtype");
 }

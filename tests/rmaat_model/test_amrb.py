@@ -415,3 +415,79 @@ def test_generic_amrb_runs_its_nograd_step_in_the_first_pass_and_skips_segments_
     assert calls == {"step": 6 + 6, "nograd": 5}                # bptt 6; amrb: 5 no-grad, 6 with graphs
     torch.testing.assert_close(out["amrb"][0], out["bptt"][0], rtol=1e-12, atol=0)
     assert_same_grads(out["bptt"][1], out["amrb"][1], RTOL_F64)
+
+
+# --------------------------------------------------------------------------- overlapped replays
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("which", ["every group", "none (default)"])
+@pytest.mark.parametrize("arch, retention, dtype", [
+    ("rmaat", "ltp", torch.float32), ("rmaat", "learned", torch.float32), ("rmt", "none", torch.float32),
+    ("rmaat", "ltp", torch.float64), ("elastic", "none", torch.float32)])
+def test_overlapped_replays_give_bptts_gradients_and_the_same_bits_each_time(tmp_path, monkeypatch, two_threads,
+                                                                             arch, retention, dtype, which):
+    """Replays on a second thread, one segment ahead of the backward, on a ragged batch with
+    dropout (losses read early or at the end): BPTT's gradients, loss, logits and RNG state;
+    the same bits on a second run; torch's thread count as it was."""
+    rfile = str(write_retention(tmp_path / "r.json"))
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch=arch, retention=retention, retention_file=rfile, **SMALL)).to(dtype)
+    early_reads(monkeypatch, model, which)
+    x, y = ragged_batch()
+    rtol = RTOL_F32 if dtype == torch.float32 else RTOL_F64
+    l_b, z_b, g_b = grads(model, x, y, "bptt")
+    l_o, z_o, g_o = grads(model, x, y, "amrb", overlap=True)
+    assert torch.get_num_threads() == 2
+    assert_same_grads(g_b, g_o, rtol)
+    assert len(g_o) == len(list(model.parameters()))
+    torch.testing.assert_close(l_o, l_b, rtol=rtol, atol=0)
+    torch.testing.assert_close(z_o, z_b, rtol=rtol, atol=rtol)
+    again = grads(model, x, y, "amrb", overlap=True)
+    assert torch.equal(again[0], l_o) and torch.equal(again[1], z_o)
+    assert all(torch.equal(again[2][n], g_o[n]) for n in g_o)
+    torch.manual_seed(7); forward_backward(model, x, y, method="bptt"); after_b = torch.rand(1)
+    torch.manual_seed(7); forward_backward(model, x, y, method="amrb", overlap=True); after_o = torch.rand(1)
+    assert after_o == after_b
+
+
+def test_overlapped_replays_run_on_their_own_thread_with_half_the_threads(monkeypatch, two_threads):
+    """The last segment runs on the caller's thread straight after the no-grad pass; every
+    replay on the replay thread, with one intra-op thread of the two, while the caller's
+    backward runs with one as well; both counts are restored after."""
+    import threading
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rmaat", retention="none", **SMALL))
+    x, y = batch(pad_row=False)
+    seen = []
+    real_step = model.step
+
+    def step(plan, t, state, **kw):
+        seen.append((t, torch.is_grad_enabled(), threading.current_thread().name.split("_")[0],
+                     torch.get_num_threads()))
+        return real_step(plan, t, state, **kw)
+
+    monkeypatch.setattr(model, "step", step)
+    forward_backward(model, x, y, method="amrb", overlap=True)
+    T = model.plan(x).n_segments
+    main = threading.current_thread().name
+    assert seen[:T - 1] == [(t, False, main, 2) for t in range(T - 1)]        # the no-grad pass
+    assert seen[T - 1] == (T - 1, True, main, 1)                                 # the last segment
+    assert seen[T:] == [(t, True, "amrb-replay", 1) for t in range(T - 2, -1, -1)]
+    assert torch.get_num_threads() == 2
+
+
+def test_overlapped_replays_need_two_threads_and_amrb():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rmaat", retention="none", **SMALL))
+    x, y = batch()
+    assert torch.get_num_threads() == 1
+    with pytest.raises(ConfigError, match="at least 2 intra-op threads.*torch has 1"):
+        forward_backward(model, x, y, method="amrb", overlap=True)
+    with pytest.raises(ConfigError, match="overlapping replays are AMRB's; method = 'bptt'"):
+        forward_backward(model, x, y, method="bptt", overlap=True)
