@@ -6,7 +6,11 @@
 Equal width and depth for every model (the ModelConfig defaults: d_model 64, 4 heads,
 2 layers, d_ff 128, M = 8 memory tokens, dropout 0.1), no padding. Each model is trained the
 way the paper trains it: RMAAT with AMRB, RMT with BPTT; RMAAT with BPTT is listed too, to
-separate the attention kernel from the training method. ``--compile`` adds RMAAT + AMRB and
+separate the attention kernel from the training method, and "RMAAT+AMRB Python", the same
+model with the Python block instead of the C++ one (rmaat_model.native; the same numbers), to
+show what the C++ block gives; and at two threads and more "RMAAT+AMRB overlap", AMRB with its
+replays on a second thread (``forward_backward(..., overlap=True)``, TrainConfig.amrb_overlap;
+the intra-op threads split between the two). ``--compile`` adds RMAAT + AMRB and
 RMT + BPTT with their block stacks through torch.compile (RMAAT.compile_blocks; the compile
 time is reported, not counted).
 
@@ -24,6 +28,7 @@ The machine's state is printed (cores, threads, load average). Nothing is assert
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -32,6 +37,7 @@ import time
 import torch
 
 from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
+from rmaat_model import native
 from rmaat_model.amrb import forward_backward
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
@@ -39,15 +45,22 @@ from rmaat_model.model_config import ModelConfig
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from _schedule import retention_file  # noqa: E402
 
-MODELS = {  # name -> (arch, retention, method, compiled)
-    "RMAAT+AMRB": ("rmaat", "ltp", "amrb", False),
-    "RMAAT+BPTT": ("rmaat", "ltp", "bptt", False),
-    "RMT+BPTT": ("rmt", "none", "bptt", False),
+MODELS = {  # name -> (arch, retention, method, compiled, C++ block where it is built, overlapped replays)
+    "RMAAT+AMRB": ("rmaat", "ltp", "amrb", False, True, False),
+    "RMAAT+AMRB overlap": ("rmaat", "ltp", "amrb", False, True, True),   # at 2 threads and more
+    "RMAAT+AMRB Python": ("rmaat", "ltp", "amrb", False, False, False),
+    "RMAAT+BPTT": ("rmaat", "ltp", "bptt", False, True, False),
+    "RMT+BPTT": ("rmt", "none", "bptt", False, True, False),
 }
-COMPILED = {
-    "RMAAT+AMRB compiled": ("rmaat", "ltp", "amrb", True),
-    "RMT+BPTT compiled": ("rmt", "none", "bptt", True),
+COMPILED = {   # compiled blocks run the Python block's operations (rmaat_model.native)
+    "RMAAT+AMRB compiled": ("rmaat", "ltp", "amrb", True, False, False),
+    "RMT+BPTT compiled": ("rmt", "none", "bptt", True, False, False),
 }
+
+
+def for_threads(specs: dict, threads: int) -> dict:
+    """The models that run at ``threads``: overlapped replays need two threads or more."""
+    return {n: spec for n, spec in specs.items() if threads >= 2 or not spec[5]}
 LAYOUTS = [(8192, 512, 4), (8192, 512, 1), (8192, 2048, 1)]   # (tokens, N, batch)
 
 
@@ -57,24 +70,30 @@ def machine() -> str:
 
 
 def build(spec, L, N, rfile):
-    arch, retention, method, compiled = spec
+    """(model, method, C++ block or not, overlapped replays or not) of a MODELS / COMPILED entry."""
+    arch, retention, method, compiled, cpp, overlap = spec
     torch.manual_seed(0)
     model = build_model(ModelConfig(arch=arch, retention=retention, retention_file=rfile, max_len=L,
                                     segment_len=N))
-    return (model.compile_blocks() if compiled else model), method
+    return (model.compile_blocks() if compiled else model), method, cpp, overlap
+
+
+def train_step(model, method, cpp, overlap, x, y) -> None:
+    with contextlib.nullcontext() if cpp else native.disabled():
+        forward_backward(model, x, y, method=method, overlap=overlap)
 
 
 def timed_rounds(runs: dict, repeats: int) -> dict:
-    """Median step wall (s) per run, ``runs``: key -> (model, method, x, y). A warm-up step
+    """Median step wall (s) per run, ``runs``: key -> (model, method, cpp, overlap, x, y). A warm-up step
     each, then ``repeats`` rounds in which every run's step is timed once (interleaved)."""
-    for model, method, x, y in runs.values():
-        forward_backward(model, x, y, method=method)
+    for model, *rest in runs.values():
+        train_step(model, *rest)
         model.zero_grad(set_to_none=True)
     walls: dict = {key: [] for key in runs}
     for _ in range(repeats):
-        for key, (model, method, x, y) in runs.items():
+        for key, (model, *rest) in runs.items():
             t0 = time.perf_counter()
-            forward_backward(model, x, y, method=method)
+            train_step(model, *rest)
             walls[key].append(time.perf_counter() - t0)
             model.zero_grad(set_to_none=True)
     return {key: statistics.median(w) for key, w in walls.items()}
@@ -92,7 +111,7 @@ def layout_table(specs: dict, rfile: str, repeats: int, layouts) -> None:
             t0 = time.perf_counter()
             models[n] = build(spec, L, N, rfile)
             if spec[3]:   # compile on the first call: not counted
-                forward_backward(*models[n][:1], x, y, method=models[n][1])
+                train_step(*models[n], x, y)
                 print(f"  ({n}: compiled in {time.perf_counter() - t0:.0f} s)", flush=True)
         med = timed_rounds({n: (*models[n], x, y) for n in names}, repeats)
         ref = med["RMT+BPTT"]
@@ -120,11 +139,11 @@ def op_count_table(specs: dict, rfile: str, L: int = 8192, N: int = 512, B: int 
     x, y = torch.randint(1, 32, (B, L), generator=g), torch.randint(0, 10, (B,), generator=g)
     counts = {}
     for n, spec in specs.items():
-        model, method = build(spec, L, N, rfile)
-        forward_backward(model, x, y, method=method)
+        model, *how = build(spec, L, N, rfile)
+        train_step(model, *how, x, y)
         model.zero_grad(set_to_none=True)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
-            forward_backward(model, x, y, method=method)
+            train_step(model, *how, x, y)
         events = prof.events()
         counts[n] = (sum(e.name.startswith("aten::") for e in events), len(events))
     ref = counts["RMT+BPTT"][0]
@@ -164,12 +183,13 @@ def main() -> None:
     print(f"d_model={cfg.d_model} heads={cfg.n_heads} layers={cfg.n_layers} d_ff={cfg.d_ff} M={cfg.n_mem} "
           f"dropout={cfg.dropout}; median of {args.repeats} interleaved rounds; retention: {rdesc}; "
           f"torch {torch.__version__}; {machine()}")
+    print(f"block: {native.status()}; \"Python\": the same model with the Python block")
     torch.set_num_threads(1)
-    op_count_table(specs, rfile, *((2048, 512, 1) if args.quick else (8192, 512, 1)))
+    op_count_table(for_threads(specs, 1), rfile, *((2048, 512, 1) if args.quick else (8192, 512, 1)))
     for threads in args.threads:
         torch.set_num_threads(threads)
         print(f"\n== {threads} thread{'s' if threads > 1 else ''}: steps/s and x RMT+BPTT")
-        layout_table(specs, rfile, args.repeats, layouts)
+        layout_table(for_threads(specs, threads), rfile, args.repeats, layouts)
         if not args.layouts:
             per_token_table(rfile, args.repeats, args.lengths)
     print(f"\n{machine()}")

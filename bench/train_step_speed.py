@@ -1,7 +1,7 @@
 """Training steps per second of the demo's ListOps model: this tree against an older revision.
 
     PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1] [--profile] [--malloc]
-                                                     [--norm pre|post] [--ablate]
+                                                     [--norm pre|post] [--ablate] [--python] [--overlap]
 
 The config is the pipeline's ListOps model (d_model 64, 4 heads, 2 blocks, d_ff 128, dropout
 0.1, segments of 128 with 8 memory tokens, batch 32, AMRB, AdamW), on seeded random batches
@@ -17,6 +17,13 @@ revision without it having pre-LN blocks only), and with ``--threads 0`` (the de
 ``--malloc`` also times this tree, in the same rounds, with glibc's mmap and trim thresholds as
 the ``rmaat`` command sets them (``rmaat_model.allocator``); the reference and the plain
 figures of this tree keep glibc's defaults. Each run also counts its page faults per step.
+
+``--python`` also times this tree, in the same rounds, with the Python block instead of the C++
+one (``RMAAT_NATIVE=0``; rmaat_model.native): the same numbers, the interpreter between the
+block's operators. The plain figures of this tree use the C++ block where it builds.
+
+``--overlap`` also times this tree, in the same rounds, with AMRB's replays on a second thread
+(``forward_backward(..., overlap=True)``; needs ``--threads`` 2 or more, split between the two).
 
 ``--ablate`` also times this tree, in the same rounds, without dropout, with BPTT instead of
 AMRB, and with both: what the replay and the dropout draws cost a step, beside the step time
@@ -67,6 +74,7 @@ from rmaat_model.model import ModelConfig, build_model
 from rmaat_model.amrb import forward_backward
 steps, arch, norm = int(sys.argv[2]), sys.argv[3], sys.argv[6]
 method, dropout = sys.argv[7], float(sys.argv[8])   # DEMO, or one of ABLATIONS
+options = {"overlap": True} if sys.argv[9] == "overlap" else {}   # this tree only
 layout = {}
 if norm != "default":
     if "norm" in {f.name for f in dataclasses.fields(ModelConfig)}:
@@ -86,7 +94,7 @@ def batch():
     return x, torch.randint(0, 10, (32,), generator=g)
 def step():
     x, y = batch()
-    forward_backward(model, x, y, method=method)
+    forward_backward(model, x, y, method=method, **options)
     opt.step(); opt.zero_grad(set_to_none=True)
 step(); step()
 if len(sys.argv) > 4 and sys.argv[4] == "profile":   # where a step's time goes (torch.profiler)
@@ -119,20 +127,27 @@ print(json.dumps({"steps_per_s": steps / (t1 - t0), "faults_per_step": (f1 - f0)
 
 
 def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time", malloc: str = "default",
-          norm: str = "default", variant: tuple[str, float] = DEMO) -> dict:
+          norm: str = "default", variant: tuple[str, float] = DEMO, native: str = "auto",
+          replays: str = "serial") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
+    env.pop("RMAAT_NATIVE", None)
+    if native != "auto":
+        env["RMAAT_NATIVE"] = native
     if threads:
         env["OMP_NUM_THREADS"] = str(threads)
     method, dropout = variant
     out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode, malloc, norm,
-                          method, repr(dropout)], cwd=tree, env=env, capture_output=True, text=True, check=True)
+                          method, repr(dropout), replays], cwd=tree, env=env, capture_output=True, text=True,
+                         check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run(tree: Path, threads: int, steps: int, arch: str, malloc: str = "default",
-        norm: str = "default", variant: tuple[str, float] = DEMO) -> tuple[float, float]:
+        norm: str = "default", variant: tuple[str, float] = DEMO, native: str = "auto",
+        replays: str = "serial") -> tuple[float, float]:
     """(steps/s, page faults per step)."""
-    r = child(tree, threads, steps, arch, malloc=malloc, norm=norm, variant=variant)
+    r = child(tree, threads, steps, arch, malloc=malloc, norm=norm, variant=variant, native=native,
+              replays=replays)
     return r["steps_per_s"], r["faults_per_step"]
 
 
@@ -150,10 +165,16 @@ def main(argv=None) -> int:
                     help="then profile --steps steps of each tree: matrix products against the rest")
     ap.add_argument("--malloc", action="store_true",
                     help="also time this tree with glibc's thresholds as `rmaat` sets them (rmaat_model.allocator)")
+    ap.add_argument("--python", action="store_true",
+                    help="also time this tree with the Python block (RMAAT_NATIVE=0) instead of the C++ one")
+    ap.add_argument("--overlap", action="store_true",
+                    help="also time this tree with AMRB's replays on a second thread (needs --threads >= 2)")
     ap.add_argument("--ablate", action="store_true",
                     help="also time this tree without dropout, with BPTT, and with both (what each costs a step)")
     args = ap.parse_args(argv)
     norm = args.norm or "default"
+    if args.overlap and args.threads < 2:
+        ap.error(f"--overlap: needs --threads 2 or more (the replays' thread and the backward's); got {args.threads}")
     here = Path(__file__).resolve().parents[1]
     if subprocess.run(["git", "-C", str(here), "rev-parse", "--verify", "--quiet", f"{args.ref}^{{commit}}"],
                       capture_output=True).returncode != 0:
@@ -162,19 +183,27 @@ def main(argv=None) -> int:
         ref = Path(tmp) / "ref"
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(ref), args.ref], check=True)
         try:
-            old, new, tuned, faults = [], [], [], {}
+            old, new, tuned, python, overlapped, faults = [], [], [], [], [], {}
             ablated = {v: [] for v in ABLATIONS} if args.ablate else {}
             for i in range(args.repeats):
-                runs = [("ref", ref, "default", old, DEMO), ("this", here, "default", new, DEMO)]
+                runs = [("ref", ref, "default", old, DEMO, "auto"), ("this", here, "default", new, DEMO, "auto")]
                 if args.malloc:
-                    runs.append(("tuned", here, "tuned", tuned, DEMO))
-                runs += [(v, here, "default", ablated[v], v) for v in ablated]
-                for name, tree, malloc, into, variant in (runs if i % 2 == 0 else runs[::-1]):   # drift cancels
-                    sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm, variant)
+                    runs.append(("tuned", here, "tuned", tuned, DEMO, "auto"))
+                if args.python:
+                    runs.append(("python", here, "default", python, DEMO, "0"))
+                runs = [(*r, "serial") for r in runs]
+                if args.overlap:
+                    runs.append(("overlap", here, "default", overlapped, DEMO, "auto", "overlap"))
+                runs += [(v, here, "default", ablated[v], v, "auto", "serial") for v in ablated]
+                for name, tree, malloc, into, variant, native, replays in (runs if i % 2 == 0 else runs[::-1]):
+                    sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm, variant, native,
+                                  replays)   # interleaved, the order reversed every other repeat: drift cancels
                     into.append(sps)
                     faults.setdefault(name, []).append(pf)
                 print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s"
-                      + (f", with rmaat's malloc thresholds {tuned[-1]:.2f}" if tuned else ""), flush=True)
+                      + (f", with rmaat's malloc thresholds {tuned[-1]:.2f}" if tuned else "")
+                      + (f", with the Python block {python[-1]:.2f}" if python else "")
+                      + (f", with overlapped replays {overlapped[-1]:.2f}" if overlapped else ""), flush=True)
             prof = {name: child(tree, args.threads, args.steps, args.arch, "profile", norm=norm)
                     for name, tree in ((args.ref, ref), ("this tree", here))} if args.profile else {}
         finally:
@@ -192,6 +221,14 @@ def main(argv=None) -> int:
         print(f"this tree with rmaat's malloc thresholds (rmaat_model.allocator.tune_malloc): {mt:.2f} steps/s, "
               f"{mt / mo:.2f}x {args.ref}; {pairs:.2f}x glibc's defaults (median of the repeats' pairs); "
               f"{statistics.median(faults['tuned']):.0f} page faults per step")
+    if python:
+        mp = statistics.median(python)
+        print(f"this tree with the Python block (RMAAT_NATIVE=0): {mp:.2f} steps/s, {mp / mo:.2f}x {args.ref}; "
+              f"the C++ block {mn / mp:.2f}x it")
+    if overlapped:
+        mv = statistics.median(overlapped)
+        print(f"this tree with overlapped replays: {mv:.2f} steps/s, {mv / mo:.2f}x {args.ref}; "
+              f"{mv / mn:.2f}x the serial replays")
     if ablated:   # this tree, glibc's defaults, each variant's median step
         print(f"this tree's step, ms (median): AMRB with dropout {1e3 / mn:.1f}; "
               + "; ".join(f"{m.upper()} {'without dropout' if p == 0 else 'with dropout'} "

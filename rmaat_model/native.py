@@ -13,7 +13,7 @@ The extension is compiled by ``torch.utils.cpp_extension`` the first time a proc
 that. One process builds while the others wait (a ``filelock`` beside the cache, released if
 its holder dies). Where it cannot be built, the block runs the Python path, with one warning
 naming why. ``RMAAT_NATIVE=0`` keeps to the Python path; ``RMAAT_NATIVE=1`` makes a failed build
-an error.
+an error (read when a process first needs the block).
 
 Used for full-precision tensors (float32, float64) outside ``torch.compile``; mixed precision
 and compiled blocks take the Python path.

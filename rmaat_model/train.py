@@ -251,6 +251,7 @@ class Trainer:
         if cfg.compile:
             self.model.compile_blocks()
         elif any(getattr(block, "fused", False) for block in getattr(self.model, "blocks", ())):
+            native.mode()        # RMAAT_NATIVE checked, also where an earlier run loaded the block
             native.extension()   # built (or loaded) here, by every rank, not inside the first step
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg)
         self._writer_class = _summary_writer_class() if cfg.tensorboard else None

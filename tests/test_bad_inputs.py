@@ -74,6 +74,7 @@ CASES = [
     ("train", ["--task", "assoc", "--set", "max_len=100000000"], "take 8,392.3 GiB as int64"),
     ("train", ["--task", "recall", "--set", "model.d_model=1000000"],
      "the largest tensor is blocks.0.attn.qkv.weight (3000000, 1000000)"),
+    ("train", ["--task", "recall", "--set", "amrb_overlap=true"], "amrb_overlap = true needs threads >= 2"),
     ("pipeline", ["--models", "rmaat,foo"], "unknown model 'foo'"),
     ("pipeline", ["--set", "n_train=0"], "n_train = 0"),
     ("pipeline", ["--set", "n_train=8000"], "task 'recall' makes its own"),
@@ -94,6 +95,7 @@ CASES = [
 #: the same, with an environment variable set: (variables, verb, arguments, expected piece)
 ENV_CASES = [
     ({"RMAAT_MALLOC_TUNING": "yes"}, "train", ["--task", "recall"], "RMAAT_MALLOC_TUNING = 'yes'"),
+    ({"RMAAT_NATIVE": "fast"}, "train", ["--task", "recall"], "RMAAT_NATIVE='fast': expected 0"),
 ]
 #: every case as (variables, verb, arguments, expected piece)
 ALL_CASES = [({}, *c) for c in CASES] + ENV_CASES

@@ -172,15 +172,6 @@ def test_a_failed_build_falls_back_with_one_warning_or_is_an_error_when_required
         native.extension()
 
 
-def test_rmaat_train_refuses_a_bad_rmaat_native_before_writing(run_cli, tmp_path, monkeypatch):
-    monkeypatch.setenv(native.ENV, "fast")
-    out = tmp_path / "run"
-    proc = run_cli("train", "--task", "recall", "--out", out, "--set", "steps=2")
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: RMAAT_NATIVE='fast'")
-    assert not out.exists()
-
-
 def test_a_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
     """torch's build lock is a plain file: one left by a killed build made every later build
     wait forever. Under native's own lock it is known to be stale and removed. (A copy of the
