@@ -23,6 +23,7 @@ import time
 import torch
 
 from astro_rmaat.cli_args import ArgumentParser, positive_int, run_main
+from astro_rmaat.resources import check_memory
 from rmaat_model.elastic import ElasticMemory
 from rmaat_model.hippo import DISCRETISATIONS, legs_recurrence, reconstruct, step_matrices
 
@@ -86,6 +87,18 @@ def speed(batch: int, N: int, d_mem: int, n_coef: int, repeats: int) -> None:
           f"token loop {tl * 1e3:.2f} ms, loop/block {tl / tb:.1f}x (states agree to {diff:.1e})")
 
 
+def check_sizes(args) -> None:
+    """Refuse, before any work, sizes whose float64 matrices cannot fit (lower bounds): part 1
+    builds the (n_coef, n_coef) LegS matrix and a product of that size beside it; part 2 keeps
+    one (speed_n_coef, speed_n_coef) step matrix per token of the segment, and its block
+    matrices beside them."""
+    check_memory(2 * args.n_coef ** 2 * 8, f"--n-coef {args.n_coef}: two {args.n_coef} x {args.n_coef} float64 "
+                 "matrices", "a smaller --n-coef")
+    k, N = args.speed_n_coef, args.segment_len
+    check_memory((N + 4) * k * k * 8, f"--speed-n-coef {k}, --segment-len {N}: {N + 4} float64 matrices of "
+                 f"{k} x {k}", "a smaller --speed-n-coef or --segment-len")
+
+
 def main() -> None:
     ap = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-coef", type=positive_int, default=8)
@@ -97,6 +110,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=positive_int, default=20)
     ap.add_argument("--threads", type=positive_int, default=1)
     args = ap.parse_args()
+    check_sizes(args)
     torch.set_num_threads(args.threads)
     accuracy(args.n_coef, args.L)
     speed(args.batch, args.segment_len, args.d_mem, args.speed_n_coef, args.repeats)

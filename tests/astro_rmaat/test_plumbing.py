@@ -280,3 +280,15 @@ def test_memory_limit_reads_cgroup_v2_and_v1_limits(tmp_path, monkeypatch):
     assert resources.memory_limit_bytes() == 2**20
     monkeypatch.setattr(resources, "cgroup_memory_limits", lambda: [2**62])
     assert resources.memory_limit_bytes() == os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def test_the_hippo_bench_refuses_sizes_that_cannot_fit_before_any_work(repo_root):
+    env = {**os.environ, "PYTHONPATH": str(repo_root)}
+    for argv, needle in ((["--n-coef", "10000000"], "--n-coef 10000000: two 10000000 x 10000000 float64 matrices "
+                                                    "take at least 1,490,116.1 GiB"),
+                         (["--speed-n-coef", "10000000"], "--speed-n-coef 10000000, --segment-len 128: 132 float64 "
+                                                          "matrices of 10000000 x 10000000 take at least")):
+        proc = subprocess.run([sys.executable, str(repo_root / "bench" / "hippo_discretisation.py"), *argv],
+                              capture_output=True, text=True, env=env, timeout=120)
+        assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and needle in proc.stderr, proc.stderr
+        assert proc.stdout == ""
