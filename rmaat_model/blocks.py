@@ -72,6 +72,12 @@ class Attention(nn.Module):
         return (phi_rT if phi_rT.dtype == dtype else phi_rT.to(dtype)), self.alpha
 
 
+def runs_fused(cfg: ModelConfig) -> bool:
+    """Whether ``cfg``'s blocks run as one autograd node (rmaat_model.fused_block): post-LN with
+    a linear kernel."""
+    return cfg.norm == "post" and cfg.kernel != "softmax"
+
+
 class Block(nn.Module):
     """Encoder block. post (default): Y = LN(X + Attn X), LN(Y + FFN Y), the layout of the
     astromorphic-transformer papers; pre: X + Attn(LN X), then X + FFN(LN X) (nanoGPT)."""
@@ -80,7 +86,7 @@ class Block(nn.Module):
         super().__init__()
         self.post = cfg.norm == "post"
         # post-LN with a linear kernel runs as one autograd node (rmaat_model.fused_block), same values
-        self.fused = self.post and cfg.kernel != "softmax"
+        self.fused = runs_fused(cfg)
         self.ln1 = nn.LayerNorm(cfg.d_model)
         self.attn = Attention(cfg, w_cap)
         self.ln2 = nn.LayerNorm(cfg.d_model)

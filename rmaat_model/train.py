@@ -55,6 +55,7 @@ from rmaat_model import checkpoint
 from rmaat_model import distributed as D
 from rmaat_model import native
 from rmaat_model.amrb import forward_backward
+from rmaat_model.blocks import runs_fused
 from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE, TIMING_FILE
 from rmaat_model.data.base import batch_to, collate
 from rmaat_model.evaluate import evaluate_dataset, majority_baseline
@@ -76,6 +77,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
     and for the resume tests. Returns ``out_dir``.
     """
     out = Path(out_dir)
+    if runs_fused(cfg.model) and not cfg.compile:
+        # the C++ block, built (or loaded) by every rank before the run's clock starts, not inside
+        # its first step; RMAAT_NATIVE checked also where an earlier run in this process loaded it
+        native.mode()
+        native.extension()
     env = D.setup(cfg.device)
     threads_before = torch.get_num_threads()
     if env.device.type == "cpu":
@@ -250,9 +256,6 @@ class Trainer:
         self.model = build_model(self.mcfg).to(env.device)
         if cfg.compile:
             self.model.compile_blocks()
-        elif any(getattr(block, "fused", False) for block in getattr(self.model, "blocks", ())):
-            native.mode()        # RMAAT_NATIVE checked, also where an earlier run loaded the block
-            native.extension()   # built (or loaded) here, by every rank, not inside the first step
         self.optimizer, self.scheduler = make_optimizer(self.model, cfg)
         self._writer_class = _summary_writer_class() if cfg.tensorboard else None
 
