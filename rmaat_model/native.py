@@ -24,6 +24,7 @@ Third-party imports: torch, filelock.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import sys
@@ -44,10 +45,12 @@ _guard = threading.Lock()
 
 
 def extension_name() -> str:
-    """The extension's name, with torch's version in it: a binary built against one torch is
-    never loaded into another."""
+    """The extension's name, with torch's version and the source's hash in it: a binary built
+    against one torch, or from another version of the source (another checkout on the same
+    machine), is never loaded, nor rebuilt in place while another process has it loaded."""
     tag = "".join(c if c.isalnum() else "_" for c in torch.__version__)
-    return f"rmaat_native_torch{tag}"
+    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    return f"rmaat_native_torch{tag}_{digest}"
 
 
 def mode() -> str:
@@ -93,7 +96,7 @@ def _build() -> ModuleType:
         for stale in root.glob(f"**/{name}*/lock"):
             stale.unlink(missing_ok=True)
         if not any(root.glob(f"**/{name}*/{name}*.so")):
-            print(f"rmaat: compiling the C++ block into {root} (once for this torch, about 25 s on 2 cores)",
+            print(f"rmaat: compiling the C++ block into {root} (once for this torch and this source, about 25 s on 2 cores)",
                   file=sys.stderr, flush=True)
         return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O2"], verbose=False)
 
