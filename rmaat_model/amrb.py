@@ -219,55 +219,49 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats, overlap=
         return m_in.grad if m_in.grad is not None else torch.zeros_like(m_in)
 
     total, last_out, grad_m = None, None, None
-    if overlap and T > 1:
+    overlapped = overlap and T > 1
+    threads = per = torch.get_num_threads()
+    if overlapped:
         # Segment i - 1's replay needs only its stored memory and RNG state, so it runs on a
         # second thread while this one backpropagates segment i. Each thread takes half the
         # intra-op threads; the replays draw from the RNG only inside fork_rng, and the
         # backward, which accumulates the gradients, stays on this thread in segment order.
-        threads = torch.get_num_threads()
         if threads < 2:
             raise ConfigError(f"AMRB with overlapping replays needs at least 2 intra-op threads, one for "
                               f"the replays and one for the backward; torch has {threads}")
         per = threads // 2
-
-        def replay(i: int):
-            torch.set_num_threads(per)   # this thread's own count (and torch's, already set to it)
-            return forward(i)
-
         torch.set_num_threads(per)
-        try:
-            fwd = forward(T - 1)
-            for i in range(T - 1, -1, -1):
-                m_in, out, m_out, li = fwd
-                pending = _replayer().submit(replay, i - 1) if i > 0 else None
-                if li is not None:
-                    total = li.detach() if total is None else total + li.detach()
-                if i == T - 1:
-                    last_out = _detach_out(out)
-                del out
-                grad_m = backward(i, m_in, m_out, li, grad_m)
-                del m_in, m_out, li
-                if pending is not None:
-                    t0 = time.perf_counter()
-                    fwd = pending.result()
-                    times["wait_s"] += time.perf_counter() - t0
-        finally:
-            torch.set_num_threads(threads)
-    else:
+
+    def replay(i: int):
+        torch.set_num_threads(per)   # this thread's own count (and torch's, already set to it)
+        return forward(i)
+
+    try:
+        fwd = forward(T - 1)
         for i in range(T - 1, -1, -1):
-            m_in, out, m_out, li = forward(i)
+            m_in, out, m_out, li = fwd
+            pending = _replayer().submit(replay, i - 1) if overlapped and i > 0 else None
             if li is not None:
                 total = li.detach() if total is None else total + li.detach()
             if i == T - 1:
                 last_out = _detach_out(out)
-            del out
+            del out, fwd
             grad_m = backward(i, m_in, m_out, li, grad_m)
             del m_in, m_out, li
+            if pending is not None:
+                t0 = time.perf_counter()
+                fwd = pending.result()
+                times["wait_s"] += time.perf_counter() - t0
+            elif i > 0:
+                fwd = forward(i - 1)
+    finally:
+        if overlapped:
+            torch.set_num_threads(threads)
     if stats is not None:
-        busy = times["backward_s"] + times["wait_s"] if overlap and T > 1 else times["forward_s"] + times["backward_s"]
+        busy = times["backward_s"] + times["wait_s"] if overlapped else times["forward_s"] + times["backward_s"]
         stats.update(nograd_s=nograd_s, forward_s=times["forward_s"], backward_s=times["backward_s"],
                      other_s=time.perf_counter() - t_start - nograd_s - busy)
-        if overlap and T > 1:
+        if overlapped:
             stats["wait_s"] = times["wait_s"]
     return total, last_out
 
