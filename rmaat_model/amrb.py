@@ -53,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import time
 import typing
+from concurrent import futures
 from typing import Any, Callable, Iterable, Literal, Sequence
 
 import torch
@@ -99,12 +100,14 @@ def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss
     exactly as ``step`` does, but may skip what only this segment's loss would read.
     ``overlap`` (amrb only): each replay runs on a second thread while this one backpropagates
     the segment after it (module doc); torch's intra-op threads, at least 2, are split between
-    the two for the replays and restored after.
+    the two for the replays and restored after. CPU only, and not under torch.autocast (per
+    thread, as saved-tensor hooks and the profiler are: they do not reach the replays).
     ``stats``, when given, receives ``stored_memory_bytes`` (AMRB's kept memories) and the wall
     seconds of each phase: ``forward_s`` and ``backward_s`` (bptt), ``nograd_s`` (amrb's first
     pass), ``forward_s`` and ``backward_s`` (its segments with their graphs) and ``other_s`` (its
-    RNG and memory bookkeeping); with ``overlap``, ``forward_s`` is the replay thread's and
-    ``wait_s`` the time the backward waited for it. tbptt records none.
+    RNG and memory bookkeeping); with ``overlap``, ``forward_s`` counts the replays on the replay
+    thread beside the last segment's forward on this one, and ``wait_s`` is the time this thread
+    waited for a replay. tbptt records none.
     """
     segments = list(segments)
     T = len(segments)
@@ -112,8 +115,8 @@ def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss
         raise ConfigError("run_segments: expected at least one segment")
     if loss_on not in ("last", "every"):
         raise ConfigError(f"loss_on = {loss_on!r}: expected 'last' or 'every'")
-    if overlap and method != "amrb":
-        raise ConfigError(f"overlapping replays are AMRB's; method = {method!r} has none")
+    if overlap:
+        _check_overlap(method, memory)
     if method == "bptt":
         return _bptt(step, segments, memory, loss_fn, loss_on, stats)
     if method == "tbptt":
@@ -123,6 +126,23 @@ def run_segments(step: Step, segments: Iterable[Any], memory: torch.Tensor, loss
     if method == "amrb":
         return _amrb(step, nograd_step or step, segments, memory, loss_fn, loss_on, stats, overlap)
     raise ConfigError(f"method = {method!r}: expected one of {', '.join(map(repr, METHODS))}")
+
+
+def _check_overlap(method: str, memory: torch.Tensor) -> None:
+    """Overlapped replays, refused before any work where they cannot run as the serial ones."""
+    if method != "amrb":
+        raise ConfigError(f"overlapping replays are AMRB's; method = {method!r} has none")
+    if memory.device.type != "cpu":
+        raise ConfigError(f"overlapping replays split CPU threads; the memory is on {memory.device.type}")
+    threads = torch.get_num_threads()
+    if threads < 2:
+        raise ConfigError(f"AMRB with overlapping replays needs at least 2 intra-op threads, one for "
+                          f"the replays and one for the backward; torch has {threads}")
+    if torch.is_autocast_enabled("cpu"):
+        # autocast, like saved-tensor hooks and the profiler, is per thread: the replays would
+        # run outside it
+        raise ConfigError("overlapping replays do not run under torch.autocast (the replay thread would "
+                          "run without it); use one or the other")
 
 
 def _detach_out(out: Any) -> Any:
@@ -218,17 +238,15 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats, overlap=
             return None
         return m_in.grad if m_in.grad is not None else torch.zeros_like(m_in)
 
-    total, last_out, grad_m = None, None, None
+    total, last_out, grad_m, pending = None, None, None, None
     overlapped = overlap and T > 1
     threads = per = torch.get_num_threads()
     if overlapped:
         # Segment i - 1's replay needs only its stored memory and RNG state, so it runs on a
         # second thread while this one backpropagates segment i. Each thread takes half the
-        # intra-op threads; the replays draw from the RNG only inside fork_rng, and the
-        # backward, which accumulates the gradients, stays on this thread in segment order.
-        if threads < 2:
-            raise ConfigError(f"AMRB with overlapping replays needs at least 2 intra-op threads, one for "
-                              f"the replays and one for the backward; torch has {threads}")
+        # intra-op threads (run_segments checked there are two); the replays draw from the RNG
+        # only inside fork_rng, and the backward, which accumulates the gradients, stays on this
+        # thread in segment order.
         per = threads // 2
         torch.set_num_threads(per)
 
@@ -237,7 +255,9 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats, overlap=
         return forward(i)
 
     try:
+        t0 = time.perf_counter()
         fwd = forward(T - 1)
+        times["last_s"] = time.perf_counter() - t0   # on this thread, also when overlapped
         for i in range(T - 1, -1, -1):
             m_in, out, m_out, li = fwd
             pending = _replayer().submit(replay, i - 1) if overlapped and i > 0 else None
@@ -255,10 +275,15 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats, overlap=
             elif i > 0:
                 fwd = forward(i - 1)
     finally:
+        if pending is not None and not pending.done():
+            # a backward that raised: the replay under way finishes (and its fork_rng gives the
+            # RNG back) before the caller goes on
+            futures.wait([pending])
         if overlapped:
             torch.set_num_threads(threads)
     if stats is not None:
-        busy = times["backward_s"] + times["wait_s"] if overlapped else times["forward_s"] + times["backward_s"]
+        busy = (times["last_s"] + times["backward_s"] + times["wait_s"] if overlapped
+                else times["forward_s"] + times["backward_s"])
         stats.update(nograd_s=nograd_s, forward_s=times["forward_s"], backward_s=times["backward_s"],
                      other_s=time.perf_counter() - t_start - nograd_s - busy)
         if overlapped:
@@ -272,8 +297,7 @@ _REPLAYER: list = []
 def _replayer():
     """The one worker thread that runs AMRB's overlapped replays (created on first use)."""
     if not _REPLAYER:
-        from concurrent.futures import ThreadPoolExecutor
-        _REPLAYER.append(ThreadPoolExecutor(max_workers=1, thread_name_prefix="amrb-replay"))
+        _REPLAYER.append(futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="amrb-replay"))
     return _REPLAYER[0]
 
 

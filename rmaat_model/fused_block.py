@@ -144,7 +144,7 @@ def fused_block(block, x: torch.Tensor, mask: torch.Tensor | None, phi_rT: torch
     at, lin1, lin2 = block.attn, block.ffn[0], block.ffn[2]
     m1, m2 = (None, None) if masks is None else masks
     low = autocast_dtype(x)
-    if low is None and native.usable(x, at.qkv.weight, phi_rT, m1) and (ext := native.extension()) is not None:
+    if low is None and native.usable(x, at.qkv.weight, phi_rT, m1, m2) and (ext := native.extension()) is not None:
         # the same block in C++, bitwise the same values and gradients (rmaat_model.native)
         return ext.block(x, at.qkv.weight, at.qkv.bias, at.proj.weight, at.proj.bias, block.ln1.weight,
                          block.ln1.bias, lin1.weight, lin1.bias, lin2.weight, lin2.bias, block.ln2.weight,

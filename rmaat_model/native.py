@@ -39,6 +39,7 @@ import torch
 from astro_rmaat.errors import ConfigError
 
 SOURCE = Path(__file__).with_name("csrc") / "fused_block.cpp"
+CFLAGS = ("-O2",)
 ENV = "RMAAT_NATIVE"
 _state: dict = {}            # "module": the loaded extension or None; "reason": why not; "build_s"
 _guard = threading.Lock()
@@ -49,7 +50,7 @@ def extension_name() -> str:
     against one torch, or from another version of the source (another checkout on the same
     machine), is never loaded, nor rebuilt in place while another process has it loaded."""
     tag = "".join(c if c.isalnum() else "_" for c in torch.__version__)
-    digest = hashlib.sha256(SOURCE.read_bytes()).hexdigest()[:12]
+    digest = hashlib.sha256(SOURCE.read_bytes() + " ".join(CFLAGS).encode()).hexdigest()[:12]
     return f"rmaat_native_torch{tag}_{digest}"
 
 
@@ -98,7 +99,7 @@ def _build() -> ModuleType:
         if not any(root.glob(f"**/{name}*/{name}*.so")):
             print(f"rmaat: compiling the C++ block into {root} (once for this torch and this source, about 25 s on 2 cores)",
                   file=sys.stderr, flush=True)
-        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=["-O2"], verbose=False)
+        return cpp_extension.load(name=name, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), verbose=False)
 
 
 def extension() -> ModuleType | None:
@@ -116,7 +117,7 @@ def extension() -> ModuleType | None:
         try:
             module = _build()
         except Exception as exc:   # no compiler, no ninja, a failed compile: the Python path runs
-            reason = " ".join(str(exc).split())[:300] or type(exc).__name__
+            reason = _why(exc)
             if mode() == "1":
                 raise ConfigError(f"{ENV}=1 and the C++ block could not be built: {reason}") from None
             _state.update(module=None, reason=reason)
@@ -125,6 +126,15 @@ def extension() -> ModuleType | None:
             return None
         _state.update(module=module, reason=None, build_s=time.perf_counter() - t0)
         return module
+
+
+def _why(exc: Exception) -> str:
+    """The part of a failed build's message that says why: the compiler's error lines where
+    there are any (torch's message puts the ninja command line before them), else its end."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line]   # a compiler's diagnostics
+    text = " | ".join(errors[:3]) if errors else " ".join(lines)[-300:]
+    return text[:300] or type(exc).__name__
 
 
 def status() -> str:

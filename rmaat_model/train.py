@@ -77,7 +77,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
     and for the resume tests. Returns ``out_dir``.
     """
     out = Path(out_dir)
-    if runs_fused(cfg.model) and not cfg.compile:
+    if runs_fused(cfg.model) and not cfg.compile and cfg.precision == "fp32":   # else the Python block runs
         # the C++ block, built (or loaded) by every rank before the run's clock starts, not inside
         # its first step; RMAAT_NATIVE checked also where an earlier run in this process loaded it
         native.mode()

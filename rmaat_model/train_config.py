@@ -145,6 +145,9 @@ class TrainConfig:
         if self.amrb_overlap and self.method != "amrb":
             raise ConfigError(f"amrb_overlap = true overlaps AMRB's replays; method = {self.method!r} has none "
                               "(set method = 'amrb' or amrb_overlap = false)")
+        if self.amrb_overlap and self.precision == "bf16":
+            raise ConfigError("amrb_overlap = true runs replays on a thread that torch.autocast does not "
+                              "reach; precision = 'bf16' needs it (set one of them back)")
         if self.amrb_overlap and (self.threads or 1) < 2:
             raise ConfigError(f"amrb_overlap = true needs threads >= 2 (the replays' thread and the backward's "
                               f"share them); threads = {self.threads!r}")

@@ -491,3 +491,72 @@ def test_overlapped_replays_need_two_threads_and_amrb():
         forward_backward(model, x, y, method="amrb", overlap=True)
     with pytest.raises(ConfigError, match="overlapping replays are AMRB's; method = 'bptt'"):
         forward_backward(model, x, y, method="bptt", overlap=True)
+
+
+def test_overlapped_replays_are_refused_where_they_cannot_run_as_the_serial_ones(two_threads):
+    """Off the CPU, and under torch.autocast, which (like saved-tensor hooks) is per thread and
+    would not reach the replay thread; refused before the no-grad pass, whatever T."""
+    cell = Cell().double()
+    xs = [torch.randn(4, 6, dtype=torch.float64) for _ in range(3)]
+    loss = lambda o, i: (o ** 2).mean()   # noqa: E731
+    with pytest.raises(ConfigError, match="split CPU threads; the memory is on meta"):
+        run_segments(cell, xs, torch.zeros(4, 6, device="meta"), loss, overlap=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with pytest.raises(ConfigError, match="do not run under torch.autocast"):
+            run_segments(cell, xs, torch.zeros(4, 6, dtype=torch.float64), loss, overlap=True)
+    torch.set_num_threads(1)
+    with pytest.raises(ConfigError, match="at least 2 intra-op threads"):
+        run_segments(cell, xs[:1], torch.zeros(4, 6, dtype=torch.float64), loss, overlap=True)
+
+
+class FailAt(torch.autograd.Function):
+    """Identity whose backward raises for one segment."""
+
+    @staticmethod
+    def forward(ctx, x, fail):
+        ctx.fail = fail
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.fail:
+            raise RuntimeError("backward failed on purpose")
+        return g, None
+
+
+@pytest.mark.parametrize("overlap", [False, True], ids=["serial", "overlapped"])
+def test_a_backward_that_raises_leaves_the_rng_and_threads_as_the_serial_replays_do(two_threads, overlap):
+    """The replay under way finishes before the error reaches the caller, so its fork_rng gives
+    the generator back: the next draw is the one after the last segment's forward, and the
+    thread count is the caller's."""
+    cell = Cell().double()
+    xs = [torch.randn(4, 6, dtype=torch.float64) for _ in range(6)]
+
+    def step(i, m):
+        out, m = cell(xs[i], m)
+        return out, FailAt.apply(m, i == 3)
+
+    torch.manual_seed(11)
+    with pytest.raises(RuntimeError, match="failed on purpose"):
+        run_segments(step, range(6), torch.zeros(4, 6, dtype=torch.float64), lambda o, i: (o ** 2).mean(),
+                     overlap=overlap)
+    after = torch.rand(3)
+    torch.manual_seed(11)                                  # the draws of the no-grad pass and the last segment
+    for i in range(6):
+        torch.nn.functional.dropout(xs[i], 0.3)
+    assert torch.equal(after, torch.rand(3))
+    assert torch.get_num_threads() == 2
+
+
+def test_overlapped_stats_count_each_phase_once(tmp_path, two_threads):
+    """With overlap the replays' forwards run beside the backward: the caller's time is the
+    no-grad pass, the last segment's forward, the backward, the waits and the bookkeeping."""
+    model = build_model(ModelConfig(arch="rmaat", retention="none", **SMALL))
+    x, y = batch(pad_row=False)
+    st: dict = {}
+    t0 = time.perf_counter()
+    forward_backward(model, x, y, method="amrb", stats=st, overlap=True)
+    wall = time.perf_counter() - t0
+    assert set(st) == {"stored_memory_bytes", "nograd_s", "forward_s", "backward_s", "other_s", "wait_s"}
+    assert min(st[k] for k in ("nograd_s", "forward_s", "backward_s", "wait_s", "other_s")) >= 0
+    assert st["nograd_s"] + st["backward_s"] + st["wait_s"] + st["other_s"] <= wall

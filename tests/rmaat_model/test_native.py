@@ -172,6 +172,17 @@ def test_a_failed_build_falls_back_with_one_warning_or_is_an_error_when_required
         native.extension()
 
 
+def test_a_failed_compile_is_named_by_the_compilers_error_not_the_command_line():
+    message = ("Error building extension 'x': [1/2] c++ -MMD -MF fused_block.o.d -isystem /torch/include -fPIC "
+               "-std=c++20 -O2 -c /src/fused_block.cpp -o fused_block.o\nFAILED: fused_block.o\n"
+               "c++ -MMD -MF fused_block.o.d -c /src/fused_block.cpp -o fused_block.o\n"
+               "/src/fused_block.cpp:175:68: error: 'W' was not declared in this scope\n"
+               "ninja: build stopped: subcommand failed.")
+    assert native._why(RuntimeError(message)) == "/src/fused_block.cpp:175:68: error: 'W' was not declared in this scope"
+    assert native._why(RuntimeError("Ninja is required to load C++ extensions")) == \
+        "Ninja is required to load C++ extensions"
+
+
 def test_a_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
     """torch's build lock is a plain file: one left by a killed build made every later build
     wait forever. Under native's own lock it is known to be stale and removed. (A copy of the

@@ -371,14 +371,25 @@ def test_training_uses_the_configured_cpu_threads_and_restores_them(threads, exp
     assert seen == [expected] and torch.get_num_threads() == 3
 
 
-def test_amrb_overlap_is_checked_and_trains_to_the_same_bytes_twice(tmp_path):
+def test_amrb_overlap_is_checked_and_trains_to_the_same_bytes_twice(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="amrb_overlap = true needs threads >= 2.*threads = None"):
         tiny(amrb_overlap=True)
+    with pytest.raises(ConfigError, match="amrb_overlap = true runs replays on a thread that torch.autocast"):
+        tiny(amrb_overlap=True, threads=2, precision="bf16")
     with pytest.raises(ConfigError, match="amrb_overlap = true overlaps AMRB's replays; method = 'bptt'"):
         tiny(amrb_overlap=True, threads=2, method="bptt")
     with pytest.raises(ConfigError, match="amrb_overlap = 'yes': expected true or false"):
         tiny(amrb_overlap="yes")
     cfg = tiny(amrb_overlap=True, threads=2)
+    asked = []
+    real = train_module.forward_backward
+
+    def spy(*args, **kwargs):
+        asked.append((kwargs["overlap"], torch.get_num_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "forward_backward", spy)
     runs = [train(cfg, tmp_path / name, progress=False) for name in ("a", "b")]
+    assert asked == [(True, 2)] * 2 * cfg.steps
     for name in (MODEL_FILE, METRICS_FILE, RESULTS_FILE):
         assert (runs[0] / name).read_bytes() == (runs[1] / name).read_bytes(), name
