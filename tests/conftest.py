@@ -61,3 +61,14 @@ def _fresh_run_registry():
     runs._CREATED.clear()
     yield
     runs._CREATED.clear()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cpp_block_built():
+    """The C++ block (rmaat_model/native.py) built, or loaded, once per test process before the
+    first test: no test's output or timing then holds the one-off compile of a clean machine
+    (it prints a line, and takes about 25 s)."""
+    if os.environ.get("RMAAT_NATIVE", "auto").strip() != "0":
+        from rmaat_model import native
+        native.extension()
+    yield
