@@ -161,12 +161,6 @@ def disabled():
             _state.update(saved)
 
 
-def reset() -> None:
-    """Forget the loaded state (tests: ``RMAAT_NATIVE`` read again on next use)."""
-    with _guard:
-        _state.clear()
-
-
 def usable(x: torch.Tensor, *tensors: torch.Tensor | None) -> bool:
     """Whether the C++ block can run on x and the block's other tensors: every one the same
     full-precision dtype, outside torch.compile's tracing."""
