@@ -104,9 +104,9 @@ def fit(cfg: FitConfig, traces_path: str | os.PathLike, out_dir: str | os.PathLi
     if not isinstance(cfg, FitConfig):
         raise ConfigError(f"fit() needs a FitConfig, got {type(cfg).__name__}")
     runs.check_out_dir(out_dir)           # finished, or not writable: before reading anything
-    check_memory(cfg)
-    if is_sweep_dir(traces_path):
+    if is_sweep_dir(traces_path):         # (a file's presence only)
         return fit_sweep(cfg, traces_path, out_dir)
+    check_memory(cfg)                     # fit_sweep's own check serves the sweep above
     curve = load_curve(traces_path, **cfg.curve_selection())
     out = runs.prepare_run_dir(out_dir, cfgmod.to_dict(cfg))
     with runs.Stopwatch() as sw:
