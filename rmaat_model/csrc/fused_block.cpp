@@ -7,11 +7,27 @@
 //
 // Full-precision dtypes only (float32, float64, every tensor one dtype); mixed precision and
 // torch.compile take the Python path (rmaat_model/native.py decides).
+//
+// Where a chain of elementwise operators made one pass over memory each (phi's five, the
+// dropout mask's four, a mask times a gradient after a clamp), a loop below makes one pass for
+// the chain on the CPU. Each is exact: the same IEEE operations (min, max, *, +, a comparison)
+// in the operators' order, every result rounded to the dtype as theirs is, with no multiply-add
+// contracted into one rounding (native.py compiles with -ffp-contract=off) and the operators'
+// choice of operand where min or max meet a signed zero or a NaN; so the bits are still the
+// Python path's (a NaN's sign and payload bits aside, which ATen's own vector and scalar loops
+// already set differently). Transcendentals (exp2, GELU), reductions and products stay ATen's: their
+// rounding depends on the vector code and summation order ATen picks. Off the CPU, or for a
+// layout a loop does not take, the operators run as in Python.
 
 #include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/extension.h>
 
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <cstdint>
 #include <map>
 #include <optional>
 #include <utility>
@@ -37,10 +53,144 @@ const Tensor& scalar(double value, at::ScalarType dtype) {
   return it->second;
 }
 
-// kernels.phi_kernel: exp(min(x, 0)) + max(x, 0), the exponential as exp2 of x log2(e)
-Tensor phi_kernel(const Tensor& x) {
-  Tensor y = at::clamp_max(x, 0.0).mul_(scalar(kLog2e, x.scalar_type())).exp2_();
-  return y.add_(at::clamp_min(x, 0.0));
+// ---------------------------------------------------------------- exact fused loops (CPU)
+
+// min and max as ATen's clamp_max / clamp_min kernels take them: x itself where x is a NaN or
+// where x and the bound compare equal (a signed zero keeps its sign)
+template <typename T>
+inline T min_keep(T x, T bound) { return x > bound ? bound : x; }
+template <typename T>
+inline T max_keep(T x, T bound) { return x < bound ? bound : x; }
+
+// Whether a loop below takes t: on the CPU, three dimensions, the last one contiguous.
+bool rows_ok(const Tensor& t) { return t.is_cpu() && t.dim() == 3 && (t.stride(2) == 1 || t.size(2) == 1); }
+
+// f(b, r) for every row of a (B, R, C) shape, rows split among ATen's intra-op threads.
+template <typename F>
+void each_row(int64_t B, int64_t R, int64_t C, const F& f) {
+  const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / std::max<int64_t>(C, 1));
+  at::parallel_for(0, B * R, grain, [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) f(i / R, i % R);
+  });
+}
+
+// Row r of batch b of a tensor that rows_ok takes.
+template <typename T>
+struct Rows {
+  T* p;
+  int64_t s0, s1;
+  explicit Rows(const Tensor& t) : p(t.data_ptr<T>()), s0(t.stride(0)), s1(t.stride(1)) {}
+  T* operator()(int64_t b, int64_t r) const { return p + b * s0 + r * s1; }
+};
+
+// kernels.phi_kernel: exp(min(x, 0)) + max(x, 0), the exponential as exp2 of x log2(e); with
+// mask (B, 1, W) given, times the mask (astro_forward's fkT.mul_(mask)). Two loops around
+// ATen's exp2_: min(x, 0) * log2(e) into a fresh contiguous tensor, then that + max(x, 0)
+// (times the mask) in place.
+Tensor phi_kernel(const Tensor& x, const OptTensor& mask = std::nullopt) {
+  const bool fused = rows_ok(x) && (!mask || (rows_ok(*mask) && mask->size(0) == x.size(0) && mask->size(1) == 1 &&
+                                               mask->size(2) == x.size(2)));
+  if (!fused) {
+    Tensor y = at::clamp_max(x, 0.0).mul_(scalar(kLog2e, x.scalar_type())).exp2_();
+    y.add_(at::clamp_min(x, 0.0));
+    return mask ? y.mul_(*mask) : y;
+  }
+  const int64_t B = x.size(0), R = x.size(1), C = x.size(2);
+  Tensor y = at::empty({B, R, C}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "phi_exponent", [&] {
+    const scalar_t log2e = static_cast<scalar_t>(kLog2e), zero = 0;
+    Rows<scalar_t> xs(x), ys(y);
+    each_row(B, R, C, [&](int64_t b, int64_t r) {
+      const scalar_t* __restrict__ xi = xs(b, r);
+      scalar_t* __restrict__ yi = ys(b, r);
+      for (int64_t c = 0; c < C; ++c) yi[c] = min_keep(xi[c], zero) * log2e;
+    });
+  });
+  y.exp2_();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "phi_finish", [&] {
+    const scalar_t zero = 0;
+    Rows<scalar_t> xs(x), ys(y);
+    if (mask) {
+      Rows<scalar_t> ms(*mask);
+      each_row(B, R, C, [&](int64_t b, int64_t r) {
+        const scalar_t* __restrict__ xi = xs(b, r);
+        const scalar_t* __restrict__ mi = ms(b, 0);
+        scalar_t* __restrict__ yi = ys(b, r);
+        for (int64_t c = 0; c < C; ++c) {
+          const scalar_t e = yi[c] + max_keep(xi[c], zero);   // rounded, then times the mask
+          yi[c] = e * mi[c];
+        }
+      });
+    } else {
+      each_row(B, R, C, [&](int64_t b, int64_t r) {
+        const scalar_t* __restrict__ xi = xs(b, r);
+        scalar_t* __restrict__ yi = ys(b, r);
+        for (int64_t c = 0; c < C; ++c) yi[c] = yi[c] + max_keep(xi[c], zero);
+      });
+    }
+  });
+  return y;
+}
+
+// dst = d * min(f, 1), dst possibly d itself (astro_backward's put of dq, dk: the gradient
+// times phi'(x) = min(phi(x), 1), where Python clamps into a fresh tensor and multiplies)
+void mul_dphi_out(Tensor dst, const Tensor& d, const Tensor& f) {
+  if (!(rows_ok(dst) && rows_ok(d) && rows_ok(f) && dst.sizes() == d.sizes() && dst.sizes() == f.sizes())) {
+    Tensor dphi = at::clamp_max(f, scalar(1.0, f.scalar_type()));
+    at::mul_out(dst, d, dphi);
+    return;
+  }
+  const int64_t B = dst.size(0), R = dst.size(1), C = dst.size(2);
+  AT_DISPATCH_FLOATING_TYPES(dst.scalar_type(), "mul_dphi", [&] {
+    const scalar_t one = 1;
+    Rows<scalar_t> os(dst), ds(d), fs(f);
+    each_row(B, R, C, [&](int64_t b, int64_t r) {
+      const scalar_t* di = ds(b, r);   // may be dst's own row: no __restrict__
+      const scalar_t* __restrict__ fi = fs(b, r);
+      scalar_t* oi = os(b, r);
+      for (int64_t c = 0; c < C; ++c) oi[c] = di[c] * min_keep(fi[c], one);
+    });
+  });
+}
+
+// a = a * m + r in place (a dropout mask, then the residual: a.mul_(m).add_(r)), each result
+// rounded; a, m, r (B, R, C) with m or r possibly strided views
+Tensor mul_add_(Tensor& a, const Tensor& m, const Tensor& r) {
+  if (!(rows_ok(a) && rows_ok(m) && rows_ok(r) && a.sizes() == m.sizes() && a.sizes() == r.sizes()))
+    return a.mul_(m).add_(r);
+  const int64_t B = a.size(0), R = a.size(1), C = a.size(2);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mul_add", [&] {
+    Rows<scalar_t> as(a), ms(m), rs(r);
+    each_row(B, R, C, [&](int64_t b, int64_t i) {
+      scalar_t* __restrict__ ai = as(b, i);
+      const scalar_t* __restrict__ mi = ms(b, i);
+      const scalar_t* __restrict__ ri = rs(b, i);
+      for (int64_t c = 0; c < C; ++c) {
+        const scalar_t dropped = ai[c] * mi[c];
+        ai[c] = dropped + ri[c];
+      }
+    });
+  });
+  return a;
+}
+
+// kernels.dropout_masks' keep values from its draw, full-precision dtypes: the n 16-bit pieces
+// of ``bits`` (int64) as {0, scale}, a piece kept where it is >= threshold. Python forms the
+// same values with four operators ((piece - (q - 32769)) * scale, clamped to [0, scale]).
+Tensor dropout_keep(const Tensor& bits, int64_t n, int64_t threshold, double scale, at::ScalarType dtype) {
+  TORCH_CHECK(bits.is_cpu() && bits.is_contiguous() && bits.scalar_type() == at::kLong && 4 * bits.numel() >= n,
+              "dropout_keep: bits must be a contiguous CPU int64 tensor of at least n / 4 values");
+  Tensor out = at::empty({n}, bits.options().dtype(dtype));
+  const int16_t* piece = reinterpret_cast<const int16_t*>(bits.data_ptr<int64_t>());
+  const int t = static_cast<int>(threshold);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "dropout_keep", [&] {
+    const scalar_t kept = static_cast<scalar_t>(scale), zero = 0;
+    scalar_t* __restrict__ o = out.data_ptr<scalar_t>();
+    at::parallel_for(0, n, at::internal::GRAIN_SIZE, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) o[i] = static_cast<int>(piece[i]) >= t ? kept : zero;
+    });
+  });
+  return out;
 }
 
 // kernels.project_t: x (B, W, D_in) -> (B, D_out, W)
@@ -60,9 +210,7 @@ std::pair<Tensor, std::vector<Tensor>> astro_forward(const Tensor& qT, const Ten
   const int64_t m = D / nh, BH = B * nh;
   const auto dt = qT.scalar_type();
   Tensor fqT = phi_kernel(qT).view({BH, m, Wq});
-  Tensor fkT = phi_kernel(kvT.slice(1, 0, D));
-  if (mask) fkT.mul_(*mask);
-  fkT = fkT.view({BH, m, W});
+  Tensor fkT = phi_kernel(kvT.slice(1, 0, D), mask).view({BH, m, W});   // padding -> 0 in every sum
   Tensor vT = (kvT.slice(1, D) * (mask ? *mask : scalar(1.0, dt))).view({BH, m, W});
   Tensor s = fkT.sum(-1, true);
   Tensor g = s.pow(scalar(alpha, s.scalar_type()));
@@ -93,21 +241,20 @@ std::pair<Tensor, Tensor> astro_backward(const std::vector<Tensor>& sv, size_t a
   Tensor dHn = dH.slice(2, 0, m), dg = dH.slice(2, m);
   Tensor dfkT = at::bmm(dHn, vT).add_(dg * scalar(static_cast<double>(m) * alpha, dg.scalar_type()) * g / s);
   Tensor dvT = at::bmm(dHn.transpose(1, 2), aT).view({B, D, W});
-  const Tensor& one = scalar(1.0, fqT.scalar_type());
-  Tensor dphi_q = at::clamp_max(fqT, one).view({B, D, Wq});
-  Tensor dphi_k = at::clamp_max(fkT, one).view({B, D, W});
+  // phi'(x) = min(phi(x), 1) (0 where masked) times the gradients, as the projection lays them out
+  Tensor dphi_q = fqT.view({B, D, Wq}), dphi_k = fkT.view({B, D, W});
   Tensor dq = dfqT.view({B, D, Wq}), dk = dfkT.view({B, D, W});
   Tensor out = fkT.new_empty({B, (q_rows ? 3 : 2) * D, W});
   if (q_rows) {
     Tensor dst = out.slice(1, 0, D).slice(2, 0, Wq);
-    dq = at::mul_out(dst, dq, dphi_q);
+    mul_dphi_out(dst, dq, dphi_q);
+    dq = dst;
     if (Wq < W) out.slice(1, 0, D).slice(2, Wq).zero_();
   } else {
-    dq = dq.mul_(dphi_q);
+    mul_dphi_out(dq, dq, dphi_q);
   }
   const int64_t k0 = q_rows ? D : 0;
-  Tensor dk_dst = out.slice(1, k0, k0 + D);
-  at::mul_out(dk_dst, dk, dphi_k);
+  mul_dphi_out(out.slice(1, k0, k0 + D), dk, dphi_k);
   Tensor dv_dst = out.slice(1, k0 + D);
   if (mask) at::mul_out(dv_dst, dvT, *mask); else dv_dst.copy_(dvT);
   return {dq, out};
@@ -136,15 +283,13 @@ std::vector<Tensor> block_forward(const Tensor& x, const Tensor& w_qkv, const Te
   }
   auto [yT, saved] = astro_forward(qT, kvT, mask, phi_rT, alpha, n_heads);
   Tensor a = unproject_t(yT, w_o, b_o);
-  if (m1) a.mul_(*m1);
-  Tensor h1 = a.add_(xr);
+  Tensor h1 = m1 ? mul_add_(a, *m1, xr) : a.add_(xr);
   auto [x1, mu1, rs1] = at::native_layer_norm(h1, {D}, g1, c1, eps);
   Tensor x1f = x1.view({-1, D});
   Tensor u = at::addmm(bf1, x1f, w1.t());
   Tensor gu = at::gelu(u);
-  Tensor f = at::addmm(bf2, gu, w2.t());
-  if (m2) f.mul_(m2->view({-1, D}));
-  Tensor h2 = f.add_(x1f).view({B, Wq, D});
+  Tensor f = at::addmm(bf2, gu, w2.t()).view({B, Wq, D});
+  Tensor h2 = m2 ? mul_add_(f, *m2, x1) : f.add_(x1);
   auto [y, mu2, rs2] = at::native_layer_norm(h2, {D}, g2, c2, eps);
   std::vector<Tensor> out{y, x, w_qkv, w_o, g1, c1, w1, w2, g2, c2, h1, mu1, rs1, x1f, u, gu, h2, mu2, rs2, yT};
   out.insert(out.end(), saved.begin(), saved.end());
@@ -258,4 +403,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           py::call_guard<py::gil_scoped_release>());
   mod.def("block_forward", &rmaat::block_forward, "fused_block.block_forward, one dtype: y and the saved tensors");
   mod.def("block_backward", &rmaat::block_backward, "FusedBlock.backward, one dtype");
+  mod.def("phi", [](const Tensor& x, const OptTensor& mask) { return rmaat::phi_kernel(x, mask); },
+          "kernels.phi_kernel(x), times mask (B, 1, W) when given (the fused loops' path on the CPU)");
+  mod.def("mul_dphi_out", &rmaat::mul_dphi_out, "out = d * min(f, 1) (the fused loop's path on the CPU)");
+  mod.def("dropout_keep", &rmaat::dropout_keep,
+          "kernels.dropout_masks' {0, scale} values from its int64 draw, full-precision dtypes",
+          py::call_guard<py::gil_scoped_release>());
 }

@@ -19,7 +19,7 @@ import torch
 from astro_rmaat.errors import ConfigError
 from rmaat_model import native
 from rmaat_model.amrb import forward_backward
-from rmaat_model.kernels import dropout_masks
+from rmaat_model.kernels import dropout_masks, phi_kernel
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
 
@@ -200,3 +200,90 @@ def test_a_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("C++ block"), proc.stdout
     assert not (cache / name / "lock").exists()
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal to the bit, signed zeros and infinities included; a NaN matches a NaN whatever its
+    sign and payload bits (ATen's own vector and scalar loops give NaNs different bits)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    ints = {torch.float32: torch.int32, torch.float64: torch.int64}[a.dtype]
+    nan = a.isnan()
+    return torch.equal(nan, b.isnan()) and torch.equal(a.contiguous().view(ints)[~nan], b.contiguous().view(ints)[~nan])
+
+
+def special_values(shape, dtype, g):
+    """Random values with signed zeros, NaN, infinities, values whose exponential underflows
+    and subnormals mixed in: where a fused min / max / select could pick another operand."""
+    x = torch.randn(shape, generator=g, dtype=torch.float64) * 3
+    flat = x.view(-1)
+    idx = torch.randperm(flat.numel(), generator=g)
+    specials = [0.0, -0.0, float("nan"), float("inf"), -float("inf"), -200.0, -1e-42, 1e-42, 1.0, -1.0, 700.0]
+    for i, v in enumerate(specials):
+        flat[idx[i::len(specials) * 4]] = v
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_the_fused_loops_give_the_operators_bits_special_values_included(dtype):
+    """csrc/fused_block.cpp replaces chains of elementwise operators with one loop each on the
+    CPU; they must round and choose operands as the operators do (rows of odd length, so the
+    vector loops' scalar tails run too; a strided input, as the projection's row slices are)."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    g = torch.Generator().manual_seed(3)
+    B, D, W = 3, 8, 37
+    qkv = special_values((B, 3 * D, W), dtype, g)
+    x = qkv[:, D:2 * D]                                              # rows of a bigger tensor
+    mask = (torch.rand(B, 1, W, generator=g) > 0.3).to(dtype)
+    assert same_bits(ext.phi(x, None), phi_kernel(x))
+    assert same_bits(ext.phi(x, mask), phi_kernel(x).mul_(mask))
+    d, f = special_values((B, D, W), dtype, g), special_values((B, D, W), dtype, g)
+    out = torch.empty(B, 3 * D, W, dtype=dtype)
+    ext.mul_dphi_out(out[:, D:2 * D], d, f)
+    assert same_bits(out[:, D:2 * D], d * torch.clamp_max(f, torch.tensor(1.0, dtype=dtype)))
+    inplace = d.clone()
+    ext.mul_dphi_out(inplace, inplace, f)                            # astro_backward's dq.mul_(dphi_q)
+    assert same_bits(inplace, d * torch.clamp_max(f, torch.tensor(1.0, dtype=dtype)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("p", [0.1, 0.5, 1 / 65536, 0.999])
+def test_a_dropout_draw_is_the_same_on_both_paths(dtype, p):
+    """dropout_masks forms its {0, scale} values in one C++ loop where the extension is built:
+    the same values from the same draw, and the same RNG state after it."""
+    like = torch.empty(0, dtype=dtype)
+    rows = (9, 5, 5, 3, 3)                                           # an odd count of values: a partial last draw
+    torch.manual_seed(11)
+    fused = dropout_masks(rows, 3, 7, p, like, True)
+    after = torch.rand(1)
+    torch.manual_seed(11)
+    with native.disabled():
+        ref = dropout_masks(rows, 3, 7, p, like, True)
+    assert torch.equal(torch.rand(1), after)
+    for a, b in zip(fused, ref, strict=True):
+        assert a.dtype == dtype and same_bits(a, b)
+    kept = torch.cat([m.reshape(-1) for m in fused])
+    scale = 65536 / (65536 - round(p * 65536))
+    assert set(kept.unique().tolist()) <= {0.0, torch.tensor(scale, dtype=dtype).item()}
+
+
+def test_the_cpp_block_is_the_python_block_to_the_bit_at_the_demos_width():
+    """The grid above at the demo's sizes (d_model 64, 4 heads, 136-wide windows, one padded
+    row): full vectors in every fused loop, not only their tails."""
+    assert native.extension() is not None, native.status()
+    cfg = dict(CFG, d_model=64, n_heads=4, d_ff=128, max_len=512, segment_len=128, n_mem=8, dropout=0.1)
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(arch="rmaat", **cfg)).blocks[0]
+    g = torch.Generator().manual_seed(2)
+    B, W, D = 2, 136, 64
+    x = torch.randn(B, W, D, generator=g)
+    key_mask = torch.ones(B, W, dtype=torch.bool)
+    key_mask[1, 90:] = False
+    masks = dropout_masks((W, W), B, D, 0.1, x, True)
+    w = torch.randn(B, W, D, generator=g)
+    out = block_run(block, x, key_mask, False, None, masks, w)
+    with native.disabled():
+        ref = block_run(block, x, key_mask, False, None, masks, w)
+    for a, b in zip(out, ref, strict=True):
+        assert same_bits(a, b)
