@@ -84,19 +84,27 @@ struct Rows {
 };
 
 // kernels.phi_kernel: exp(min(x, 0)) + max(x, 0), the exponential as exp2 of x log2(e); with
-// mask (B, 1, W) given, times the mask (astro_forward's fkT.mul_(mask)). Two loops around
-// ATen's exp2_: min(x, 0) * log2(e) into a fresh contiguous tensor, then that + max(x, 0)
-// (times the mask) in place.
-Tensor phi_kernel(const Tensor& x, const OptTensor& mask = std::nullopt) {
+// mask (B, 1, W) given, times the mask (astro_forward's fkT.mul_(mask)); with phi_rT (m, W)
+// given too, also that plus phi(R) (astro_forward's aT = fkT + phi_rT, row r of x taking row
+// r mod m), returned second. Two loops around ATen's exp2_: min(x, 0) * log2(e) into a fresh
+// contiguous tensor, then that + max(x, 0) (times the mask; and plus phi(R) into aT) in place.
+std::pair<Tensor, Tensor> phi_kernel_a(const Tensor& x, const OptTensor& mask, const OptTensor& phi_rT) {
   const bool fused = rows_ok(x) && (!mask || (rows_ok(*mask) && mask->size(0) == x.size(0) && mask->size(1) == 1 &&
-                                               mask->size(2) == x.size(2)));
+                                               mask->size(2) == x.size(2))) &&
+                     (!phi_rT || (phi_rT->is_cpu() && phi_rT->dim() == 2 && phi_rT->stride(1) == 1 &&
+                                  phi_rT->size(1) == x.size(2) && x.size(1) % phi_rT->size(0) == 0));
   if (!fused) {
     Tensor y = at::clamp_max(x, 0.0).mul_(scalar(kLog2e, x.scalar_type())).exp2_();
     y.add_(at::clamp_min(x, 0.0));
-    return mask ? y.mul_(*mask) : y;
+    if (mask) y.mul_(*mask);
+    if (!phi_rT) return {y, Tensor()};
+    const int64_t m = phi_rT->size(0);
+    Tensor a = (y.view({-1, m, x.size(2)}) + *phi_rT).view(y.sizes());
+    return {y, a};
   }
   const int64_t B = x.size(0), R = x.size(1), C = x.size(2);
   Tensor y = at::empty({B, R, C}, x.options());
+  Tensor a = phi_rT ? at::empty({B, R, C}, x.options()) : Tensor();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "phi_exponent", [&] {
     const scalar_t log2e = static_cast<scalar_t>(kLog2e), zero = 0;
     Rows<scalar_t> xs(x), ys(y);
@@ -110,7 +118,39 @@ Tensor phi_kernel(const Tensor& x, const OptTensor& mask = std::nullopt) {
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "phi_finish", [&] {
     const scalar_t zero = 0;
     Rows<scalar_t> xs(x), ys(y);
-    if (mask) {
+    if (phi_rT) {
+      Rows<scalar_t> as(a);
+      const scalar_t* pr = phi_rT->data_ptr<scalar_t>();
+      const int64_t m = phi_rT->size(0), ps = phi_rT->stride(0);
+      if (mask) {
+        Rows<scalar_t> ms(*mask);
+        each_row(B, R, C, [&](int64_t b, int64_t r) {
+          const scalar_t* __restrict__ xi = xs(b, r);
+          const scalar_t* __restrict__ mi = ms(b, 0);
+          const scalar_t* __restrict__ pi = pr + (r % m) * ps;
+          scalar_t* __restrict__ yi = ys(b, r);
+          scalar_t* __restrict__ ai = as(b, r);
+          for (int64_t c = 0; c < C; ++c) {
+            const scalar_t e = yi[c] + max_keep(xi[c], zero);
+            const scalar_t k = e * mi[c];
+            yi[c] = k;
+            ai[c] = k + pi[c];
+          }
+        });
+      } else {
+        each_row(B, R, C, [&](int64_t b, int64_t r) {
+          const scalar_t* __restrict__ xi = xs(b, r);
+          const scalar_t* __restrict__ pi = pr + (r % m) * ps;
+          scalar_t* __restrict__ yi = ys(b, r);
+          scalar_t* __restrict__ ai = as(b, r);
+          for (int64_t c = 0; c < C; ++c) {
+            const scalar_t k = yi[c] + max_keep(xi[c], zero);
+            yi[c] = k;
+            ai[c] = k + pi[c];
+          }
+        });
+      }
+    } else if (mask) {
       Rows<scalar_t> ms(*mask);
       each_row(B, R, C, [&](int64_t b, int64_t r) {
         const scalar_t* __restrict__ xi = xs(b, r);
@@ -129,7 +169,11 @@ Tensor phi_kernel(const Tensor& x, const OptTensor& mask = std::nullopt) {
       });
     }
   });
-  return y;
+  return {y, a};
+}
+
+Tensor phi_kernel(const Tensor& x, const OptTensor& mask = std::nullopt) {
+  return phi_kernel_a(x, mask, std::nullopt).first;
 }
 
 // dst = d * min(f, 1), dst possibly d itself (astro_backward's put of dq, dk: the gradient
@@ -210,11 +254,13 @@ std::pair<Tensor, std::vector<Tensor>> astro_forward(const Tensor& qT, const Ten
   const int64_t m = D / nh, BH = B * nh;
   const auto dt = qT.scalar_type();
   Tensor fqT = phi_kernel(qT).view({BH, m, Wq});
-  Tensor fkT = phi_kernel(kvT.slice(1, 0, D), mask).view({BH, m, W});   // padding -> 0 in every sum
+  // phi(K), 0 at padding (in every sum), and aT = phi(K) + phi(R) (B nh, hs, W)
+  auto [fk, ak] = phi_kernel_a(kvT.slice(1, 0, D), mask, phi_rT);
+  Tensor fkT = fk.view({BH, m, W});
   Tensor vT = (kvT.slice(1, D) * (mask ? *mask : scalar(1.0, dt))).view({BH, m, W});
   Tensor s = fkT.sum(-1, true);
   Tensor g = s.pow(scalar(alpha, s.scalar_type()));
-  Tensor aT = phi_rT ? fkT + *phi_rT : fkT;
+  Tensor aT = phi_rT ? ak.view({BH, m, W}) : fkT;
   Tensor H = at::cat(std::vector<Tensor>{at::bmm(aT, vT.transpose(1, 2)), g * scalar(static_cast<double>(m), g.scalar_type())}, 2);
   Tensor YT = at::bmm(H.transpose(1, 2), fqT);
   Tensor C = YT.slice(1, m);
@@ -405,6 +451,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("block_backward", &rmaat::block_backward, "FusedBlock.backward, one dtype");
   mod.def("phi", [](const Tensor& x, const OptTensor& mask) { return rmaat::phi_kernel(x, mask); },
           "kernels.phi_kernel(x), times mask (B, 1, W) when given (the fused loops' path on the CPU)");
+  mod.def("phi_and_a", &rmaat::phi_kernel_a,
+          "phi_kernel(x) times mask, and that plus phi_rT (m, W) broadcast over heads (astro_forward's fkT, aT)");
   mod.def("mul_dphi_out", &rmaat::mul_dphi_out, "out = d * min(f, 1) (the fused loop's path on the CPU)");
   mod.def("dropout_keep", &rmaat::dropout_keep,
           "kernels.dropout_masks' {0, scale} values from its int64 draw, full-precision dtypes",

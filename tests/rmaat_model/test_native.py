@@ -238,6 +238,12 @@ def test_the_fused_loops_give_the_operators_bits_special_values_included(dtype):
     mask = (torch.rand(B, 1, W, generator=g) > 0.3).to(dtype)
     assert same_bits(ext.phi(x, None), phi_kernel(x))
     assert same_bits(ext.phi(x, mask), phi_kernel(x).mul_(mask))
+    phi_rT = special_values((4, W), dtype, g)                        # phi(R), head size 4: rows r mod 4
+    for m in (mask, None):
+        fk, a = ext.phi_and_a(x, m, phi_rT)
+        ref = phi_kernel(x) if m is None else phi_kernel(x).mul_(m)
+        assert same_bits(fk, ref)
+        assert same_bits(a, (ref.view(-1, 4, W) + phi_rT).view(B, D, W))
     d, f = special_values((B, D, W), dtype, g), special_values((B, D, W), dtype, g)
     out = torch.empty(B, 3 * D, W, dtype=dtype)
     ext.mul_dphi_out(out[:, D:2 * D], d, f)
