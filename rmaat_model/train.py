@@ -202,10 +202,12 @@ class Trainer:
         self.model = build_model(self.mcfg).to(env.device)
         if cfg.compile:
             self.model.compile_blocks()
-        elif runs_fused(self.mcfg) and cfg.precision == "fp32":   # else the Python block runs
-            # the C++ block, built (or loaded) by every rank once the inputs are checked and before
-            # anything is written, not inside the first step; a first build's time is kept off
-            # the run's clock. RMAAT_NATIVE is checked also where an earlier run loaded the block.
+        elif cfg.precision == "fp32" and (runs_fused(self.mcfg) or (self.mcfg.dropout > 0 and env.device.type == "cpu")):
+            # the C++ block (else the Python block runs), and the dropout draw's loop on the CPU
+            # (kernels.dropout_masks, every arch): built (or loaded) by every rank once the inputs
+            # are checked and before anything is written, not inside the first step; a first
+            # build's time is kept off the run's clock. RMAAT_NATIVE is checked also where an
+            # earlier run loaded the block.
             native.mode()
             t0 = time.perf_counter()
             native.extension()

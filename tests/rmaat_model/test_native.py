@@ -293,3 +293,31 @@ def test_the_cpp_block_is_the_python_block_to_the_bit_at_the_demos_width():
         ref = block_run(block, x, key_mask, False, None, masks, w)
     for a, b in zip(out, ref, strict=True):
         assert same_bits(a, b)
+
+
+@pytest.mark.parametrize("arch,dropout,built", [("rmt", 0.1, True), ("rmt", 0.0, False), ("rmaat", 0.0, True)])
+def test_train_loads_the_extension_before_its_first_step_wherever_a_step_uses_it(tmp_path, monkeypatch, arch,
+                                                                                 dropout, built):
+    """A softmax arch has no C++ block, but its dropout draws use the extension's loop on the
+    CPU: ``rmaat train`` loads it with the block's, before anything is written, so a first
+    build is neither inside a step nor on the run's clock; with nothing to use it, not at all."""
+    from astro_rmaat.config import from_dict, to_dict
+    from rmaat_model.train import train
+    from rmaat_model.train_config import TrainConfig
+
+    callers = []
+    real = native.extension
+
+    def recorded():
+        callers.append(sys._getframe(1).f_code.co_name)
+        return real()
+
+    monkeypatch.setattr(native, "extension", recorded)
+    data = to_dict(TrainConfig())
+    data.update(task="recall", max_len=32, batch_size=4, steps=1, eval_every=1, seed=3, device="cpu")
+    data["model"].update(arch=arch, d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=dropout,
+                         segment_len=8, n_mem=2, retention="none")
+    train(from_dict(TrainConfig, data), tmp_path / "run", progress=False)
+    assert (callers[:1] == ["_build"]) == built, callers[:3]
+    if not built:
+        assert "_build" not in callers
