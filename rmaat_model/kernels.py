@@ -303,8 +303,9 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
     One draw per segment (or per whole-sequence pass) keeps the RNG calls that AMRB's replay
     must repeat to one, and only rows that are used are drawn (the last block of a memory arch
     computes M rows). The draw is 64 random bits per four mask elements: each 16-bit piece is
-    kept when it is at or above a threshold, so p is rounded to a multiple of 2^-16 (0.1 ->
-    0.100006) and the kept values are scaled by 1 / (1 - that p): the expectation is exact.
+    kept when it is at or above a threshold, so p is rounded to a multiple of 2^-16, at most
+    1 - 2^-16 (0.1 -> 0.100006), and the kept values are scaled by 1 / (1 - that p): the
+    expectation is exact.
     (bernoulli_ costs one generator call per element, three times the time of this draw.)
 
     In a dtype narrower than float32 (bfloat16, float16) the mask is formed in float32, where
@@ -342,7 +343,7 @@ def _drop_grid(p: float, dtype: torch.dtype) -> tuple[int, float]:
     """(q, scale) of ``dropout_masks``: q of the 65536 16-bit values are dropped, the rest kept
     at ``scale``. In a narrow dtype, scale is 1 / (1 - p) as the dtype holds it and q the
     count that keeps (1 - q / 65536) * scale = 1."""
-    q = round(p * 65536)
+    q = min(round(p * 65536), 65535)   # p within 2^-17 of 1 would drop every value: the largest q below
     scale = 65536 / (65536 - q)
     if dtype in FULL_PRECISION:
         return q, scale

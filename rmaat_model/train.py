@@ -202,12 +202,13 @@ class Trainer:
         self.model = build_model(self.mcfg).to(env.device)
         if cfg.compile:
             self.model.compile_blocks()
-        elif cfg.precision == "fp32" and (runs_fused(self.mcfg) or (self.mcfg.dropout > 0 and env.device.type == "cpu")):
-            # the C++ block (else the Python block runs), and the dropout draw's loop on the CPU
-            # (kernels.dropout_masks, every arch): built (or loaded) by every rank once the inputs
-            # are checked and before anything is written, not inside the first step; a first
-            # build's time is kept off the run's clock. RMAAT_NATIVE is checked also where an
-            # earlier run loaded the block.
+        block = not cfg.compile and cfg.precision == "fp32" and runs_fused(self.mcfg)   # else the Python block
+        draws = self.mcfg.dropout > 0 and env.device.type == "cpu"   # kernels.dropout_masks: every arch, any precision
+        if block or draws:
+            # the C++ extension (the block, the dropout draw's loop), built (or loaded) by every
+            # rank once the inputs are checked and before anything is written, not inside the
+            # first step; a first build's time is kept off the run's clock. RMAAT_NATIVE is
+            # checked also where an earlier run loaded it.
             native.mode()
             t0 = time.perf_counter()
             native.extension()

@@ -24,6 +24,7 @@
 #include <torch/extension.h>
 
 #include <ATen/Dispatch.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -62,8 +63,29 @@ inline T min_keep(T x, T bound) { return x > bound ? bound : x; }
 template <typename T>
 inline T max_keep(T x, T bound) { return x < bound ? bound : x; }
 
-// Whether a loop below takes t: on the CPU, three dimensions, the last one contiguous.
-bool rows_ok(const Tensor& t) { return t.is_cpu() && t.dim() == 3 && (t.stride(2) == 1 || t.size(2) == 1); }
+// Whether a loop below takes t: on the CPU, three dimensions, the last one contiguous, of
+// dtype dt.
+bool rows_ok(const Tensor& t, at::ScalarType dt) {
+  return t.is_cpu() && t.dim() == 3 && (t.stride(2) == 1 || t.size(2) == 1) && t.scalar_type() == dt;
+}
+
+// Whether t's elements lie in row-major order (dims of size 1 aside, no stride 0): then ATen
+// gives an operator's fresh output on t the contiguous layout the loops write, and an
+// operator whose bits depend on an element's place in memory (exp2_'s vector body and scalar
+// tail differ in the last bit) sees every element where it saw it before.
+bool row_major(const Tensor& t) {
+  int64_t inner = 1;   // the span of the dims after this one
+  for (int64_t d = t.dim() - 1; d >= 0; --d) {
+    if (t.size(d) == 1) continue;
+    if (t.stride(d) < inner) return false;
+    inner = t.stride(d) * t.size(d);
+  }
+  return true;
+}
+
+// Whether dst can be written by the loops' threads without two of them writing one element
+// (ATen's out= operators refuse such a dst).
+bool writable(const Tensor& dst) { return at::has_internal_overlap(dst) == at::MemOverlap::No; }
 
 // f(b, r) for every row of a (B, R, C) shape, rows split among ATen's intra-op threads.
 template <typename F>
@@ -88,18 +110,24 @@ struct Rows {
 // given too, also that plus phi(R) (astro_forward's aT = fkT + phi_rT, row r of x taking row
 // r mod m), returned second. Two loops around ATen's exp2_: min(x, 0) * log2(e) into a fresh
 // contiguous tensor, then that + max(x, 0) (times the mask; and plus phi(R) into aT) in place.
-std::pair<Tensor, Tensor> phi_kernel_a(const Tensor& x, const OptTensor& mask, const OptTensor& phi_rT) {
-  const bool fused = rows_ok(x) && (!mask || (rows_ok(*mask) && mask->size(0) == x.size(0) && mask->size(1) == 1 &&
-                                               mask->size(2) == x.size(2))) &&
-                     (!phi_rT || (phi_rT->is_cpu() && phi_rT->dim() == 2 && phi_rT->stride(1) == 1 &&
-                                  phi_rT->size(1) == x.size(2) && x.size(1) % phi_rT->size(0) == 0));
+// m: the head size, phi_rT's row count (read with phi_rT only).
+std::pair<Tensor, Tensor> phi_kernel_a(const Tensor& x, const OptTensor& mask, const OptTensor& phi_rT,
+                                       int64_t m = 1) {
+  TORCH_CHECK(!phi_rT || m > 0, "phi_kernel_a: the head size m must be positive, got ", m);
+  const auto dt = x.scalar_type();
+  const bool fused = rows_ok(x, dt) && row_major(x) &&
+                     (!mask || (rows_ok(*mask, dt) && mask->size(0) == x.size(0) && mask->size(1) == 1 &&
+                                mask->size(2) == x.size(2))) &&
+                     (!phi_rT || (phi_rT->is_cpu() && phi_rT->scalar_type() == dt && phi_rT->dim() == 2 &&
+                                  phi_rT->stride(1) == 1 && m > 0 && phi_rT->size(0) == m &&
+                                  phi_rT->size(1) == x.size(2) && x.size(1) % m == 0));
   if (!fused) {
-    Tensor y = at::clamp_max(x, 0.0).mul_(scalar(kLog2e, x.scalar_type())).exp2_();
+    Tensor y = at::clamp_max(x, 0.0).mul_(scalar(kLog2e, dt)).exp2_();
     y.add_(at::clamp_min(x, 0.0));
     if (mask) y.mul_(*mask);
     if (!phi_rT) return {y, Tensor()};
-    const int64_t m = phi_rT->size(0);
-    Tensor a = (y.view({-1, m, x.size(2)}) + *phi_rT).view(y.sizes());
+    // as astro_forward: (B nh, m, W) + phi_rT (m, W)
+    Tensor a = (y.view({x.size(0) * (x.size(1) / m), m, x.size(2)}) + *phi_rT).view(y.sizes());
     return {y, a};
   }
   const int64_t B = x.size(0), R = x.size(1), C = x.size(2);
@@ -179,7 +207,9 @@ Tensor phi_kernel(const Tensor& x, const OptTensor& mask = std::nullopt) {
 // dst = d * min(f, 1), dst possibly d itself (astro_backward's put of dq, dk: the gradient
 // times phi'(x) = min(phi(x), 1), where Python clamps into a fresh tensor and multiplies)
 void mul_dphi_out(Tensor dst, const Tensor& d, const Tensor& f) {
-  if (!(rows_ok(dst) && rows_ok(d) && rows_ok(f) && dst.sizes() == d.sizes() && dst.sizes() == f.sizes())) {
+  const auto dt = dst.scalar_type();
+  if (!(rows_ok(dst, dt) && rows_ok(d, dt) && rows_ok(f, dt) && writable(dst) && dst.sizes() == d.sizes() &&
+        dst.sizes() == f.sizes())) {
     Tensor dphi = at::clamp_max(f, scalar(1.0, f.scalar_type()));
     at::mul_out(dst, d, dphi);
     return;
@@ -200,7 +230,9 @@ void mul_dphi_out(Tensor dst, const Tensor& d, const Tensor& f) {
 // a = a * m + r in place (a dropout mask, then the residual: a.mul_(m).add_(r)), each result
 // rounded; a, m, r (B, R, C) with m or r possibly strided views
 Tensor mul_add_(Tensor& a, const Tensor& m, const Tensor& r) {
-  if (!(rows_ok(a) && rows_ok(m) && rows_ok(r) && a.sizes() == m.sizes() && a.sizes() == r.sizes()))
+  const auto dt = a.scalar_type();
+  if (!(rows_ok(a, dt) && rows_ok(m, dt) && rows_ok(r, dt) && writable(a) && a.sizes() == m.sizes() &&
+        a.sizes() == r.sizes()))
     return a.mul_(m).add_(r);
   const int64_t B = a.size(0), R = a.size(1), C = a.size(2);
   AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "mul_add", [&] {
@@ -223,7 +255,7 @@ Tensor mul_add_(Tensor& a, const Tensor& m, const Tensor& r) {
 // same values with four operators ((piece - (q - 32769)) * scale, clamped to [0, scale]).
 Tensor dropout_keep(const Tensor& bits, int64_t n, int64_t threshold, double scale, at::ScalarType dtype) {
   TORCH_CHECK(bits.is_cpu() && bits.is_contiguous() && bits.scalar_type() == at::kLong && 4 * bits.numel() >= n,
-              "dropout_keep: bits must be a contiguous CPU int64 tensor of at least n / 4 values");
+              "dropout_keep: bits must be a contiguous CPU int64 tensor of at least ceil(n / 4) values");
   Tensor out = at::empty({n}, bits.options().dtype(dtype));
   const int16_t* piece = reinterpret_cast<const int16_t*>(bits.data_ptr<int64_t>());
   const int t = static_cast<int>(threshold);
@@ -255,7 +287,7 @@ std::pair<Tensor, std::vector<Tensor>> astro_forward(const Tensor& qT, const Ten
   const auto dt = qT.scalar_type();
   Tensor fqT = phi_kernel(qT).view({BH, m, Wq});
   // phi(K), 0 at padding (in every sum), and aT = phi(K) + phi(R) (B nh, hs, W)
-  auto [fk, ak] = phi_kernel_a(kvT.slice(1, 0, D), mask, phi_rT);
+  auto [fk, ak] = phi_kernel_a(kvT.slice(1, 0, D), mask, phi_rT, m);
   Tensor fkT = fk.view({BH, m, W});
   Tensor vT = (kvT.slice(1, D) * (mask ? *mask : scalar(1.0, dt))).view({BH, m, W});
   Tensor s = fkT.sum(-1, true);
@@ -452,7 +484,8 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("phi", [](const Tensor& x, const OptTensor& mask) { return rmaat::phi_kernel(x, mask); },
           "kernels.phi_kernel(x), times mask (B, 1, W) when given (the fused loops' path on the CPU)");
   mod.def("phi_and_a", &rmaat::phi_kernel_a,
-          "phi_kernel(x) times mask, and that plus phi_rT (m, W) broadcast over heads (astro_forward's fkT, aT)");
+          "phi_kernel(x) times mask, and that plus phi_rT (m, W) broadcast over heads of size m "
+          "(astro_forward's fkT, aT)");
   mod.def("mul_dphi_out", &rmaat::mul_dphi_out, "out = d * min(f, 1) (the fused loop's path on the CPU)");
   mod.def("dropout_keep", &rmaat::dropout_keep,
           "kernels.dropout_masks' {0, scale} values from its int64 draw, full-precision dtypes",

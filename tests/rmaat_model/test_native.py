@@ -240,10 +240,18 @@ def test_the_fused_loops_give_the_operators_bits_special_values_included(dtype):
     assert same_bits(ext.phi(x, mask), phi_kernel(x).mul_(mask))
     phi_rT = special_values((4, W), dtype, g)                        # phi(R), head size 4: rows r mod 4
     for m in (mask, None):
-        fk, a = ext.phi_and_a(x, m, phi_rT)
+        fk, a = ext.phi_and_a(x, m, phi_rT, 4)
         ref = phi_kernel(x) if m is None else phi_kernel(x).mul_(m)
         assert same_bits(fk, ref)
         assert same_bits(a, (ref.view(-1, 4, W) + phi_rT).view(B, D, W))
+    # a layout not in row-major order: exp2_'s last bit depends on where a value lies in memory
+    # (its vector body and scalar tail differ), so the operators run, as in Python
+    swapped = special_values((D, B, W), dtype, g).transpose(0, 1)
+    assert same_bits(ext.phi(swapped, None), phi_kernel(swapped))
+    with pytest.raises(RuntimeError):                               # phi(R) of the wrong head size, as Python
+        ext.phi_and_a(x, mask, special_values((3, W), dtype, g), 4)
+    with pytest.raises(RuntimeError, match="head size"):
+        ext.phi_and_a(x, mask, phi_rT, 0)
     d, f = special_values((B, D, W), dtype, g), special_values((B, D, W), dtype, g)
     out = torch.empty(B, 3 * D, W, dtype=dtype)
     ext.mul_dphi_out(out[:, D:2 * D], d, f)
@@ -251,17 +259,68 @@ def test_the_fused_loops_give_the_operators_bits_special_values_included(dtype):
     inplace = d.clone()
     ext.mul_dphi_out(inplace, inplace, f)                            # astro_backward's dq.mul_(dphi_q)
     assert same_bits(inplace, d * torch.clamp_max(f, torch.tensor(1.0, dtype=dtype)))
+    with pytest.raises(RuntimeError, match="more than one element"):   # as ATen's out= refuses it
+        ext.mul_dphi_out(torch.empty(B, 1, W, dtype=dtype).expand(B, D, W), d, f)
+
+
+def test_the_fused_loops_split_among_threads_give_the_same_bits():
+    """At two intra-op threads the loops split their rows between them (sizes above ATen's
+    grain of 32768 values); a block at that size is the Python block to the bit."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        g = torch.Generator().manual_seed(4)
+        B, D, W = 4, 64, 301
+        x = special_values((B, 3 * D, W), torch.float32, g)[:, D:2 * D]
+        mask = (torch.rand(B, 1, W, generator=g) > 0.3).float()
+        assert same_bits(ext.phi(x, mask), phi_kernel(x).mul_(mask))
+        d, f = torch.randn(B, D, W, generator=g), torch.rand(B, D, W, generator=g) * 2
+        out = torch.empty(B, D, W)
+        ext.mul_dphi_out(out, d, f)
+        assert same_bits(out, d * torch.clamp_max(f, torch.tensor(1.0)))
+        torch.manual_seed(0)
+        block = build_model(ModelConfig(arch="rmaat", **dict(CFG, d_model=64, n_heads=4, max_len=512,
+                                                                 segment_len=296, n_mem=5))).blocks[0]
+        xb = torch.randn(B, W, D, generator=g)
+        key_mask = torch.ones(B, W, dtype=torch.bool)
+        key_mask[2, 200:] = False
+        masks = dropout_masks((W, W), B, D, 0.2, xb, True)
+        w = torch.randn(B, W, D, generator=g)
+        out = block_run(block, xb, key_mask, False, None, masks, w)
+        with native.disabled():
+            ref = block_run(block, xb, key_mask, False, None, masks, w)
+        for a, b in zip(out, ref, strict=True):
+            assert same_bits(a, b)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
-@pytest.mark.parametrize("p", [0.1, 0.5, 1 / 65536, 0.999])
+@pytest.mark.parametrize("p", [0.1, 0.5, 1 / 65536, 0.999, 1 - 2 ** -18])   # the last: p rounded to 1 - 2^-16
 def test_a_dropout_draw_is_the_same_on_both_paths(dtype, p):
     """dropout_masks forms its {0, scale} values in one C++ loop where the extension is built:
     the same values from the same draw, and the same RNG state after it."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    calls = []
+
+    class Spy:   # the extension, its dropout_keep counted
+        def __getattr__(self, name):
+            return getattr(ext, name)
+
+        def dropout_keep(self, *args):
+            calls.append(args[1:])
+            return ext.dropout_keep(*args)
+
     like = torch.empty(0, dtype=dtype)
     rows = (9, 5, 5, 3, 3)                                           # an odd count of values: a partial last draw
     torch.manual_seed(11)
-    fused = dropout_masks(rows, 3, 7, p, like, True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(native, "extension", lambda: Spy())
+        fused = dropout_masks(rows, 3, 7, p, like, True)
+    assert len(calls) == 1 and calls[0][0] == 3 * 7 * sum(rows)
     after = torch.rand(1)
     torch.manual_seed(11)
     with native.disabled():
@@ -270,7 +329,7 @@ def test_a_dropout_draw_is_the_same_on_both_paths(dtype, p):
     for a, b in zip(fused, ref, strict=True):
         assert a.dtype == dtype and same_bits(a, b)
     kept = torch.cat([m.reshape(-1) for m in fused])
-    scale = 65536 / (65536 - round(p * 65536))
+    scale = 65536 / (65536 - min(round(p * 65536), 65535))
     assert set(kept.unique().tolist()) <= {0.0, torch.tensor(scale, dtype=dtype).item()}
 
 
@@ -295,9 +354,11 @@ def test_the_cpp_block_is_the_python_block_to_the_bit_at_the_demos_width():
         assert same_bits(a, b)
 
 
-@pytest.mark.parametrize("arch,dropout,built", [("rmt", 0.1, True), ("rmt", 0.0, False), ("rmaat", 0.0, True)])
+@pytest.mark.parametrize("arch,dropout,precision,built", [("rmt", 0.1, "fp32", True), ("rmt", 0.1, "bf16", True),
+                                                           ("rmaat", 0.1, "bf16", True), ("rmt", 0.0, "fp32", False),
+                                                           ("rmaat", 0.0, "fp32", True), ("rmaat", 0.0, "bf16", False)])
 def test_train_loads_the_extension_before_its_first_step_wherever_a_step_uses_it(tmp_path, monkeypatch, arch,
-                                                                                 dropout, built):
+                                                                                 dropout, precision, built):
     """A softmax arch has no C++ block, but its dropout draws use the extension's loop on the
     CPU: ``rmaat train`` loads it with the block's, before anything is written, so a first
     build is neither inside a step nor on the run's clock; with nothing to use it, not at all."""
@@ -314,7 +375,8 @@ def test_train_loads_the_extension_before_its_first_step_wherever_a_step_uses_it
 
     monkeypatch.setattr(native, "extension", recorded)
     data = to_dict(TrainConfig())
-    data.update(task="recall", max_len=32, batch_size=4, steps=1, eval_every=1, seed=3, device="cpu")
+    data.update(task="recall", max_len=32, batch_size=4, steps=1, eval_every=1, seed=3, device="cpu",
+                precision=precision)
     data["model"].update(arch=arch, d_model=16, n_heads=2, n_layers=1, d_ff=32, dropout=dropout,
                          segment_len=8, n_mem=2, retention="none")
     train(from_dict(TrainConfig, data), tmp_path / "run", progress=False)
