@@ -280,19 +280,8 @@ def test_the_fused_loops_split_among_threads_give_the_same_bits():
         out = torch.empty(B, D, W)
         ext.mul_dphi_out(out, d, f)
         assert same_bits(out, d * torch.clamp_max(f, torch.tensor(1.0)))
-        torch.manual_seed(0)
-        block = build_model(ModelConfig(arch="rmaat", **dict(CFG, d_model=64, n_heads=4, max_len=512,
-                                                                 segment_len=296, n_mem=5))).blocks[0]
-        xb = torch.randn(B, W, D, generator=g)
-        key_mask = torch.ones(B, W, dtype=torch.bool)
-        key_mask[2, 200:] = False
-        masks = dropout_masks((W, W), B, D, 0.2, xb, True)
-        w = torch.randn(B, W, D, generator=g)
-        out = block_run(block, xb, key_mask, False, None, masks, w)
-        with native.disabled():
-            ref = block_run(block, xb, key_mask, False, None, masks, w)
-        for a, b in zip(out, ref, strict=True):
-            assert same_bits(a, b)
+        cfg = dict(CFG, d_model=64, n_heads=4, max_len=512, segment_len=296, n_mem=5)
+        assert_padded_block_is_the_python_blocks(cfg, B, 2, 200, g)
     finally:
         torch.set_num_threads(threads)
 
@@ -338,14 +327,19 @@ def test_the_cpp_block_is_the_python_block_to_the_bit_at_the_demos_width():
     row): full vectors in every fused loop, not only their tails."""
     assert native.extension() is not None, native.status()
     cfg = dict(CFG, d_model=64, n_heads=4, d_ff=128, max_len=512, segment_len=128, n_mem=8, dropout=0.1)
+    assert_padded_block_is_the_python_blocks(cfg, 2, 1, 90, torch.Generator().manual_seed(2))
+
+
+def assert_padded_block_is_the_python_blocks(cfg: dict, B: int, row: int, end: int, g: torch.Generator) -> None:
+    """An rmaat block of ``cfg`` on a window of B sequences, ``row`` padded from ``end`` on, with
+    dropout: values and every gradient of the C++ block are the Python block's to the bit."""
     torch.manual_seed(0)
     block = build_model(ModelConfig(arch="rmaat", **cfg)).blocks[0]
-    g = torch.Generator().manual_seed(2)
-    B, W, D = 2, 136, 64
+    W, D = cfg["segment_len"] + cfg["n_mem"], cfg["d_model"]
     x = torch.randn(B, W, D, generator=g)
     key_mask = torch.ones(B, W, dtype=torch.bool)
-    key_mask[1, 90:] = False
-    masks = dropout_masks((W, W), B, D, 0.1, x, True)
+    key_mask[row, end:] = False
+    masks = dropout_masks((W, W), B, D, cfg["dropout"], x, True)
     w = torch.randn(B, W, D, generator=g)
     out = block_run(block, x, key_mask, False, None, masks, w)
     with native.disabled():
