@@ -4,15 +4,17 @@ An eager training step of a memory arch is mostly small operators, and about a m
 Python runs around each: the fused block's forward and backward (``rmaat_model.fused_block``)
 issue about a hundred of them per layer and segment. ``csrc/fused_block.cpp`` is the same block
 -- the same ATen operators in the same order on the same operands, and its autograd node -- with
-no interpreter between the operators. Its values and gradients are bitwise the Python path's
+no interpreter between the operators, and on the CPU with chains of cheap elementwise operators
+made one exact loop each. The extension also forms the dropout draw's {0, scale} values
+(``kernels.dropout_masks``, every arch). Its values and gradients are bitwise the Python path's
 (tests/rmaat_model/test_native.py), so a run's numbers do not depend on which path ran.
 
 The extension is compiled by ``torch.utils.cpp_extension`` the first time a process needs it
 (about 25 s on 2 cores; it needs a C++ compiler and ninja) into torch's extension cache
 (``TORCH_EXTENSIONS_DIR``, else ``~/.cache/torch_extensions``), and loaded from there after
 that. One process builds while the others wait (a ``filelock`` beside the cache, released if
-its holder dies). Where it cannot be built, the block runs the Python path, with one warning
-naming why. ``RMAAT_NATIVE=0`` keeps to the Python path; ``RMAAT_NATIVE=1`` makes a failed build
+its holder dies). Where it cannot be built, the block and the draw run their Python code, with
+one warning naming why. ``RMAAT_NATIVE=0`` keeps to the Python path; ``RMAAT_NATIVE=1`` makes a failed build
 an error (read when a process first needs the block).
 
 Used for full-precision tensors (float32, float64) outside ``torch.compile``; mixed precision
@@ -122,10 +124,12 @@ def extension() -> ModuleType | None:
         except Exception as exc:   # no compiler, no ninja, a failed compile: the Python path runs
             reason = _why(exc)
             if mode() == "1":
-                raise ConfigError(f"{ENV}=1 and the C++ block could not be built: {reason}") from None
+                raise ConfigError(f"{ENV}=1 and the C++ extension (the fused block, the dropout draw's loop) "
+                                  f"could not be built: {reason}") from None
             _state.update(module=None, reason=reason)
-            warnings.warn(f"rmaat: the C++ block could not be built ({reason}); the Python block runs "
-                          "instead (the same numbers, slower)", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"rmaat: the C++ extension (the fused block, the dropout draw's loop) could not be "
+                          f"built ({reason}); the Python block and draw run instead (the same numbers, slower)",
+                          RuntimeWarning, stacklevel=2)
             return None
         _state.update(module=module, reason=None, build_s=time.perf_counter() - t0)
         return module

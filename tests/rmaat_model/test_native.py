@@ -161,14 +161,16 @@ def test_a_failed_build_falls_back_with_one_warning_or_is_an_error_when_required
         raise RuntimeError("Error building extension: c++: not found")
 
     monkeypatch.setattr(native, "_build", no_compiler)
-    with pytest.warns(RuntimeWarning, match="could not be built .*c\\+\\+: not found.*Python block runs"):
+    with pytest.warns(RuntimeWarning,
+                      match="C\\+\\+ extension .*could not be built .*c\\+\\+: not found.*Python block and draw run"):
         assert native.extension() is None
     assert "c++: not found" in native.status()
     block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[0]
     assert block(torch.randn(2, 20, 16, requires_grad=True), None, True).grad_fn.name() == "FusedBlockBackward"
     native._state.clear()
     monkeypatch.setenv(native.ENV, "1")
-    with pytest.raises(ConfigError, match="RMAAT_NATIVE=1 and the C\\+\\+ block could not be built: .*c\\+\\+: not found"):
+    with pytest.raises(ConfigError,
+                       match="RMAAT_NATIVE=1 and the C\\+\\+ extension .*could not be built: .*c\\+\\+: not found"):
         native.extension()
 
 
