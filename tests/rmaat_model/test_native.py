@@ -379,3 +379,20 @@ def test_train_loads_the_extension_before_its_first_step_wherever_a_step_uses_it
     assert (callers[:1] == ["_build"]) == built, callers[:3]
     if not built:
         assert "_build" not in callers
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_the_draws_loop_keeps_exactly_the_pieces_the_formula_keeps_for_every_piece(dtype):
+    """Every one of the 65 536 16-bit pieces, at thresholds from none dropped to all but one
+    dropped: the loop's {0, scale} is the Python formula's, bit for bit."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    pieces = torch.arange(-32768, 32768, dtype=torch.int32).to(torch.int16)
+    bits = pieces.view(torch.int64)                                  # 16 384 draws holding every piece once
+    for q in (0, 1, 6554, 32767, 32768, 65534, 65535):
+        scale = 65536 / (65536 - q)
+        fused = ext.dropout_keep(bits, 65536, q - 32768, scale, dtype)
+        ref = pieces.to(dtype).sub_(torch.tensor(q - 32769, dtype=dtype)).mul_(torch.tensor(scale, dtype=dtype))
+        ref = ref.clamp_(0.0, scale)
+        assert same_bits(fused, ref), q
+        assert int((fused == 0).sum()) == q                           # exactly q of the 65 536 dropped
