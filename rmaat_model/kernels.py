@@ -323,7 +323,7 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
     # kept where the piece is >= q - 32768: (piece - (q - 32769)) * scale is >= scale there and
     # <= 0 elsewhere, so the clamp gives exactly {0, scale} (no bool tensor to convert); the C++
     # extension forms the same values in one pass (a third of a draw's time at the demo's sizes)
-    ext = None if narrow or like.device.type != "cpu" or torch.compiler.is_compiling() else native.extension()
+    ext = native.extension() if like.device.type == "cpu" and native.usable(like) else None
     if ext is not None:
         keep = ext.dropout_keep(bits, n, q - 32768, scale, dtype)
     else:
