@@ -61,6 +61,8 @@ COMPILED = {   # compiled blocks run the Python block's operations (rmaat_model.
 def for_threads(specs: dict, threads: int) -> dict:
     """The models that run at ``threads``: overlapped replays need two threads or more."""
     return {n: spec for n, spec in specs.items() if threads >= 2 or not spec[5]}
+
+
 LAYOUTS = [(8192, 512, 4), (8192, 512, 1), (8192, 2048, 1)]   # (tokens, N, batch)
 
 
