@@ -84,8 +84,12 @@ bool row_major(const Tensor& t) {
 }
 
 // Whether dst can be written by the loops' threads without two of them writing one element
-// (ATen's out= operators refuse such a dst).
-bool writable(const Tensor& dst) { return at::has_internal_overlap(dst) == at::MemOverlap::No; }
+// (ATen's out= operators refuse such a dst). ATen answers "too hard to tell" for any layout
+// with gaps, such as the rows of the gradient's Q, K or V part that astro_backward writes; a
+// layout in row-major order has no two elements in one place.
+bool writable(const Tensor& dst) {
+  return at::has_internal_overlap(dst) == at::MemOverlap::No || row_major(dst);
+}
 
 // f(b, r) for every row of a (B, R, C) shape, rows split among ATen's intra-op threads.
 template <typename F>

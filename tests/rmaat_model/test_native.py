@@ -332,6 +332,32 @@ def test_the_cpp_block_is_the_python_block_to_the_bit_at_the_demos_width():
     assert_padded_block_is_the_python_blocks(cfg, 2, 1, 90, torch.Generator().manual_seed(2))
 
 
+@pytest.mark.parametrize("method", ["amrb", "bptt"])
+def test_every_fused_loop_runs_in_a_training_step_none_falls_back_to_the_operators(method):
+    """The loops take only the layouts they can write (rows_ok, row_major, writable); any other
+    goes back to the operators, with the same bits. That fallback must not be what the model's
+    own layouts get: through a whole step at the demo's width (padding, dropout, the last
+    block's memory rows) no clamp runs, the first operator of phi's chain and of the phi'
+    product's, each of which a loop replaces (the phi' product's once fell back wherever it
+    wrote into the rows of the Q, K, V gradient)."""
+    from torch.profiler import ProfilerActivity, profile
+    assert native.extension() is not None, native.status()
+    cfg = dict(CFG, d_model=64, n_heads=4, d_ff=128, max_len=512, segment_len=128, n_mem=8, dropout=0.1)
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(arch="rmaat", **cfg))
+    g = torch.Generator().manual_seed(5)
+    tokens = torch.randint(1, cfg["vocab_size"], (3, 300), generator=g)
+    tokens[1, 170:] = 0                                               # ragged: two segments against three
+    labels = torch.randint(0, cfg["n_classes"], (3,), generator=g)
+    forward_backward(model, tokens, labels, method=method)           # warm: nothing first-call in the profile
+    model.zero_grad(set_to_none=True)
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        forward_backward(model, tokens, labels, method=method)
+    calls = {e.key: e.count for e in prof.key_averages()}
+    assert calls.get("torch::autograd::CppNode<rmaat::FusedBlock>", 0) > 0   # the C++ block ran
+    assert "aten::clamp_max" not in calls and "aten::clamp_min" not in calls, calls
+
+
 def assert_padded_block_is_the_python_blocks(cfg: dict, B: int, row: int, end: int, g: torch.Generator) -> None:
     """An rmaat block of ``cfg`` on a window of B sequences, ``row`` padded from ``end`` on, with
     dropout: values and every gradient of the C++ block are the Python block's to the bit."""
