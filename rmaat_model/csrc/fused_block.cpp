@@ -23,13 +23,18 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/extension.h>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Dispatch.h>
+#include <ATen/core/MT19937RNGEngine.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <cstdint>
+#include <cstring>
+#include <limits>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -273,6 +278,106 @@ Tensor dropout_keep(const Tensor& bits, int64_t n, int64_t threshold, double sca
   return out;
 }
 
+// ---------------------------------------------------------------- the dropout draw (CPU)
+//
+// kernels.dropout_masks draws ceil(n / 4) int64 values with random_ over the full 64-bit range
+// from the default CPU generator, then forms the keep values from their 16-bit pieces. ATen
+// makes each value from two 32-bit outputs of the generator's MT19937 (the first the high
+// half), one value at a time through a call into the library. dropout_draw takes the same
+// outputs from the generator's own state, in blocks, and leaves the state where random_ would:
+// the same pieces, so the same masks, and the same next draw for whatever comes after.
+
+inline uint32_t mt_twist(uint32_t u, uint32_t v) {
+  return (((u & at::UMASK) | (v & at::LMASK)) >> 1) ^ ((v & 1) ? at::MATRIX_A : 0);
+}
+
+// the generator's next_state: the 624 words of state replaced by the next 624
+void mt_regenerate(uint32_t* s) {
+  constexpr int N = at::MERSENNE_STATE_N, M = at::MERSENNE_STATE_M;
+  for (int i = 0; i < N - M; ++i) s[i] = s[i + M] ^ mt_twist(s[i], s[i + 1]);
+  for (int i = N - M; i < N - 1; ++i) s[i] = s[i + M - N] ^ mt_twist(s[i], s[i + 1]);
+  s[N - 1] = s[M - 1] ^ mt_twist(s[N - 1], s[0]);
+}
+
+inline uint32_t mt_temper(uint32_t y) {
+  y ^= (y >> 11);
+  y ^= (y << 7) & 0x9d2c5680;
+  y ^= (y << 15) & 0xefc60000;
+  y ^= (y >> 18);
+  return y;
+}
+
+// Whether d is a state the generator's own operator() reads within its 624 words.
+bool mt_readable(const at::mt19937_data_pod& d) {
+  return d.seeded_ && d.left_ >= 1 && d.left_ <= at::MERSENNE_STATE_N &&
+         static_cast<int64_t>(d.next_) + d.left_ - 1 <= at::MERSENNE_STATE_N;
+}
+
+// count outputs of the generator in state d, as its operator() gives them one by one
+void mt_fill(at::mt19937_data_pod& d, uint32_t* out, int64_t count) {
+  uint32_t* s = d.state_.data();
+  while (count > 0) {
+    if (d.left_ == 1) {   // operator(): --left_ reaches 0, next_state, then word 0
+      mt_regenerate(s);
+      d.left_ = at::MERSENNE_STATE_N;
+      d.next_ = 0;
+      *out++ = mt_temper(s[d.next_++]);
+      --count;
+      continue;
+    }
+    const int64_t k = std::min<int64_t>(d.left_ - 1, count);
+    const uint32_t* src = s + d.next_;
+    for (int64_t i = 0; i < k; ++i) out[i] = mt_temper(src[i]);
+    d.next_ += static_cast<uint32_t>(k);
+    d.left_ -= static_cast<int>(k);
+    out += k;
+    count -= k;
+  }
+}
+
+// kernels.dropout_masks' draw and keep values in one: n values {0, scale} of dtype, from the
+// default CPU generator, bitwise those of random_ followed by dropout_keep.
+Tensor dropout_draw(int64_t n, int64_t threshold, double scale, at::ScalarType dtype) {
+  TORCH_CHECK(n >= 0, "dropout_draw: n must be >= 0, got ", n);
+  auto* gen = at::check_generator<at::CPUGeneratorImpl>(at::detail::getDefaultCPUGenerator());
+  const int64_t values = (n + 3) / 4;   // the int64 values random_ would draw
+  Tensor out = at::empty({n}, at::TensorOptions().dtype(dtype));
+  std::unique_lock<std::mutex> lock(gen->mutex_);
+  at::mt19937 engine = gen->engine();
+  at::mt19937_data_pod d = engine.data();
+  if (!mt_readable(d)) {   // a state operator() itself would read oddly: let random_ draw it
+    lock.unlock();
+    Tensor bits = at::empty({values}, at::TensorOptions().dtype(at::kLong));
+    bits.random_(std::numeric_limits<int64_t>::min(), std::optional<int64_t>());
+    return dropout_keep(bits, n, threshold, scale, dtype);
+  }
+  const int t = static_cast<int>(threshold);
+  AT_DISPATCH_FLOATING_TYPES(dtype, "dropout_draw", [&] {
+    const scalar_t kept = static_cast<scalar_t>(scale), zero = 0;
+    scalar_t* __restrict__ o = out.data_ptr<scalar_t>();
+    constexpr int64_t kBlock = 512;          // int64 values per block
+    alignas(64) uint32_t w[2 * kBlock];
+    alignas(64) int16_t piece[4 * kBlock];
+    for (int64_t v0 = 0; v0 < values; v0 += kBlock) {
+      const int64_t k = std::min(kBlock, values - v0);
+      mt_fill(d, w, 2 * k);
+      // random64 makes the first output the high half: on a little-endian machine the pair
+      // swapped is the int64 value's bytes as random_ stores them, so its 16-bit pieces (as
+      // Python's view reads them) are piece[0..4k)
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__)
+      for (int64_t j = 0; j < k; ++j) std::swap(w[2 * j], w[2 * j + 1]);
+#endif
+      std::memcpy(piece, w, static_cast<size_t>(8 * k));
+      const int64_t lo = 4 * v0, hi = std::min(n, lo + 4 * k);
+      scalar_t* __restrict__ oi = o + lo;
+      for (int64_t i = 0; i < hi - lo; ++i) oi[i] = static_cast<int>(piece[i]) >= t ? kept : zero;
+    }
+  });
+  engine.set_data(d);
+  gen->set_engine(engine);
+  return out;
+}
+
 // kernels.project_t: x (B, W, D_in) -> (B, D_out, W)
 Tensor project_t(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return at::baddbmm(bias.view({-1, 1}), weight.expand({x.size(0), -1, -1}), x.transpose(1, 2));
@@ -491,6 +596,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           "phi_kernel(x) times mask, and that plus phi_rT (m, W) broadcast over heads of size m "
           "(astro_forward's fkT, aT)");
   mod.def("mul_dphi_out", &rmaat::mul_dphi_out, "out = d * min(f, 1) (the fused loop's path on the CPU)");
+  mod.def("dropout_draw", &rmaat::dropout_draw,
+          "kernels.dropout_masks' draw and {0, scale} values in one, from the default CPU generator "
+          "(bitwise random_ then dropout_keep)", py::call_guard<py::gil_scoped_release>());
   mod.def("dropout_keep", &rmaat::dropout_keep,
           "kernels.dropout_masks' {0, scale} values from its int64 draw, full-precision dtypes",
           py::call_guard<py::gil_scoped_release>());

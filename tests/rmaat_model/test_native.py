@@ -291,19 +291,19 @@ def test_the_fused_loops_split_among_threads_give_the_same_bits():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("p", [0.1, 0.5, 1 / 65536, 0.999, 1 - 2 ** -18])   # the last: p rounded to 1 - 2^-16
 def test_a_dropout_draw_is_the_same_on_both_paths(dtype, p):
-    """dropout_masks forms its {0, scale} values in one C++ loop where the extension is built:
-    the same values from the same draw, and the same RNG state after it."""
+    """dropout_masks draws and forms its {0, scale} values in C++ where the extension is built:
+    the same values as random_ and the operators give, and the same RNG state after them."""
     ext = native.extension()
     assert ext is not None, native.status()
     calls = []
 
-    class Spy:   # the extension, its dropout_keep counted
+    class Spy:   # the extension, its dropout_draw counted
         def __getattr__(self, name):
             return getattr(ext, name)
 
-        def dropout_keep(self, *args):
-            calls.append(args[1:])
-            return ext.dropout_keep(*args)
+        def dropout_draw(self, *args):
+            calls.append(args)
+            return ext.dropout_draw(*args)
 
     like = torch.empty(0, dtype=dtype)
     rows = (9, 5, 5, 3, 3)                                           # an odd count of values: a partial last draw
@@ -322,6 +322,32 @@ def test_a_dropout_draw_is_the_same_on_both_paths(dtype, p):
     kept = torch.cat([m.reshape(-1) for m in fused])
     scale = 65536 / (65536 - min(round(p * 65536), 65535))
     assert set(kept.unique().tolist()) <= {0.0, torch.tensor(scale, dtype=dtype).item()}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+def test_the_draw_takes_random_s_values_and_leaves_the_generator_where_random_does(dtype):
+    """dropout_draw reads the default generator's MT19937 state itself, in blocks: its values
+    must be those of random_'s int64 draw followed by dropout_keep, and the generator's whole
+    state after it torch's own, at every place in the generator's 624-word cycle a draw can
+    start (fresh from a seed, after an odd count of words) and for sizes that end inside a
+    value, exactly on a regeneration, and past several."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    q = 6554                                                          # p = 0.1
+    sizes = (0, 1, 3, 4, 5, 1247, 1248, 1249, 2496, 4 * 512 + 3, 50_001, 400_000)
+    for seed in (0, 1, 2 ** 40 + 5):
+        torch.manual_seed(seed)
+        for n in sizes:
+            before = torch.get_rng_state()
+            fused = ext.dropout_draw(n, q - 32768, 65536 / (65536 - q), dtype)
+            after = torch.get_rng_state()
+            torch.set_rng_state(before)
+            bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None)
+            assert torch.equal(torch.get_rng_state(), after), (seed, n)
+            assert same_bits(fused, ext.dropout_keep(bits, n, q - 32768, 65536 / (65536 - q), dtype)), (seed, n)
+            torch.randint(0, 2 ** 31, (n % 5 + 1,), dtype=torch.int32)   # one 32-bit word each: an odd offset
+    with pytest.raises(RuntimeError, match="n must be >= 0"):
+        ext.dropout_draw(-1, 0, 1.0, dtype)
 
 
 def test_the_cpp_block_is_the_python_block_to_the_bit_at_the_demos_width():
