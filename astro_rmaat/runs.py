@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Collection, Iterable, Iterator
 
 from astro_rmaat.errors import OutputError, RmaatError, RunBusyError, RunExistsError
 
@@ -289,7 +289,8 @@ def discard_new_unfinished() -> list[Path]:
 
 
 def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
-                    resume: bool = True, stored: Callable[[dict], dict] | None = None) -> Path:
+                    resume: bool = True, stored: Callable[[dict], dict] | None = None,
+                    free: Collection[str] = ()) -> Path:
     """Create ``out_dir`` for a new run of ``config``, or reopen an interrupted one.
 
     Refuses (``RunExistsError``) when the directory holds a finished run, or an
@@ -301,7 +302,9 @@ def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
     ``stored`` reads an interrupted run's ``config.json`` as today's code would write it
     (fields added since then filled with the values the run was made with), so a run
     interrupted under an earlier version resumes under the same command; a stored config it
-    cannot read (``RmaatError``) counts as different.
+    cannot read (``RmaatError``) counts as different. ``free`` names top-level fields that a
+    resumed run may change, because they change no number it writes (``config.json`` then
+    records the new value).
     """
     out = check_out_dir(out_dir)
     missing = _first_missing(out.absolute())
@@ -313,7 +316,7 @@ def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
         _CREATED[out.resolve()] = missing
     lock_run_dir(out)
     try:
-        _check_config(out, config, resume, stored)
+        _check_config(out, config, resume, stored, free)
         atomic_write_json(out / CONFIG_FILE, config)
     except RmaatError:
         release_run_dir(out)
@@ -322,7 +325,7 @@ def prepare_run_dir(out_dir: str | os.PathLike, config: dict[str, Any], *,
 
 
 def _check_config(out: Path, config: dict[str, Any], resume: bool,
-                  stored: Callable[[dict], dict] | None) -> None:
+                  stored: Callable[[dict], dict] | None, free: Collection[str] = ()) -> None:
     if is_finished(out):   # finished before we got the lock
         raise RunExistsError(f"{str(out)!r} already holds a finished run ({META_FILE} present); "
                              "choose a new --out directory or delete that one yourself")
@@ -335,7 +338,7 @@ def _check_config(out: Path, config: dict[str, Any], resume: bool,
         upgraded = read_stored(old, stored)
         if upgraded is not old:   # as today's code writes it (tuples as lists)
             old = json.loads(to_json(upgraded))
-        new = json.loads(to_json(config))
+        old, new = without(old, free), without(json.loads(to_json(config)), free)
         if old != new:
             raise RunExistsError(
                 f"{str(out)!r} holds an interrupted run with a different config "
@@ -343,6 +346,12 @@ def _check_config(out: Path, config: dict[str, Any], resume: bool,
                 f"the stored value(s) to resume it")
         if not resume:
             raise RunExistsError(f"{str(out)!r} already holds a run; resuming is disabled")
+
+
+def without(config: Any, free: Collection[str]) -> Any:
+    """A config table less its top-level fields ``free`` (what a resume compares); as it is
+    when it is not a table."""
+    return {k: v for k, v in config.items() if k not in free} if isinstance(config, dict) else config
 
 
 def read_stored(old: Any, stored: Callable[[dict], dict] | None) -> Any:

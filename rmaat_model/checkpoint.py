@@ -33,7 +33,7 @@ import os
 import random
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 import numpy as np
 import torch
@@ -186,13 +186,14 @@ def load_ckpt(path: Path) -> dict[str, Any]:
 
 
 def check_resumable(state: dict[str, Any], path: Path, config: dict[str, Any], world_size: int,
-                    stored: Callable[[dict], dict] | None = None) -> None:
-    """A checkpoint resumes only the config that wrote it, with as many processes. ``stored``
-    reads a config written by an earlier version as today's (``runs.read_stored``)."""
-    old = runs.read_stored(state["config"], stored)
-    if old != config:
+                    stored: Callable[[dict], dict] | None = None, free: Collection[str] = ()) -> None:
+    """A checkpoint resumes only the config that wrote it (its top-level fields ``free`` aside:
+    ``runs.prepare_run_dir``), with as many processes. ``stored`` reads a config written by an
+    earlier version as today's (``runs.read_stored``)."""
+    old, new = runs.without(runs.read_stored(state["config"], stored), free), runs.without(config, free)
+    if old != new:
         raise RunExistsError(f"{str(path)!r} was written by a different config "
-                             f"({runs.config_difference(old, config)}); use a new --out directory")
+                             f"({runs.config_difference(old, new)}); use a new --out directory")
     if state["world_size"] != world_size:
         raise ConfigError(f"{str(path)!r} was written by {state['world_size']} "
                           f"process(es); resume it with the same number (now {world_size})")

@@ -62,7 +62,7 @@ from rmaat_model.metrics import METRICS_FILE, write_metrics
 from rmaat_model.model import build_model, footprint
 from rmaat_model.model_config import ModelConfig
 from rmaat_model.optim import make_optimizer
-from rmaat_model.train_config import TrainConfig, load_data, model_config_for, stored_config
+from rmaat_model.train_config import RESUME_FREE, TrainConfig, load_data, model_config_for, stored_config
 
 RESULTS_FILE = "results.json"
 
@@ -219,7 +219,8 @@ class Trainer:
     def _open_run_dir(self) -> None:
         """The run directory (rank 0), refused or resumed; a new run seeds its dropout streams."""
         cfg, env = self.cfg, self.env
-        D.raise_together(env, runs.prepare_run_dir, self.out, to_dict(cfg), stored=stored_config)
+        D.raise_together(env, runs.prepare_run_dir, self.out, to_dict(cfg), stored=stored_config,
+                         free=RESUME_FREE)
         ckpt_path = self.out / CKPT_FILE
         resume = D.broadcast_object(ckpt_path.is_file() if env.is_main else None, env)
         self.step, self.elapsed_before, self.rows = 0, 0.0, []
@@ -235,7 +236,7 @@ class Trainer:
     def _resume(self, ckpt_path: Path, timing: dict[str, Any]) -> None:
         state = checkpoint.load_ckpt(ckpt_path)
         checkpoint.check_resumable(state, ckpt_path, to_dict(self.cfg), self.env.world_size,
-                                   stored=stored_config)
+                                   stored=stored_config, free=RESUME_FREE)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -167,6 +167,12 @@ class TrainConfig:
             check_varying(self.max_len, self.model.segment_len, self.recall_min_segments)
 
 
+#: TrainConfig fields an interrupted run may be resumed with changed: they change no number the
+#: run writes. The DataLoader's workers only read the items the sampler (in the main process)
+#: picks, and every dataset's item is a function of its index alone.
+RESUME_FREE: tuple[str, ...] = ("num_workers",)
+
+
 def stored_config(data: dict[str, Any]) -> dict[str, Any]:
     """A run's stored config (config.json, a checkpoint's) as this version writes it: a field
     added since it was written takes the value the run was made with -- the field's default

@@ -38,6 +38,19 @@ def test_lock_is_held_until_finish_and_reentrant_in_one_process(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == [runs.CONFIG_FILE, runs.META_FILE]
 
 
+def test_a_free_field_may_change_on_resume_and_is_left_out_of_the_refusal(tmp_path):
+    """Fields named ``free`` change no number a run writes: a resume may change them (and
+    config.json records the new value), and a refusal names the field that does differ."""
+    out = tmp_path / "run"
+    runs.prepare_run_dir(out, {"a": 1, "workers": 0})
+    runs.prepare_run_dir(out, {"a": 1, "workers": 2}, free=("workers",))
+    assert json.loads((out / runs.CONFIG_FILE).read_text()) == {"a": 1, "workers": 2}
+    with pytest.raises(RunExistsError, match=r"different config \(a: stored 1, given 2\)"):
+        runs.prepare_run_dir(out, {"a": 2, "workers": 3}, free=("workers",))
+    with pytest.raises(RunExistsError, match=r"different config \(workers: stored 2, given 3\)"):
+        runs.prepare_run_dir(out, {"a": 1, "workers": 3})    # not free unless named
+
+
 def test_refused_config_releases_the_lock(tmp_path):
     out = tmp_path / "run"
     runs.prepare_run_dir(out, {"a": 1})

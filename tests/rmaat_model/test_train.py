@@ -175,6 +175,25 @@ def test_a_run_interrupted_under_an_older_version_resumes(tmp_path):
     assert sha(run / MODEL_FILE) == sha(whole / MODEL_FILE)
 
 
+def test_a_run_resumes_with_another_count_of_dataloader_workers_to_the_same_bytes(tmp_path):
+    """num_workers changes no number (train_config.RESUME_FREE): a run interrupted with none
+    resumes with one, ends bit-identical to an uninterrupted run, and its config.json records
+    the new count; another field changed beside it is still refused, and named."""
+    whole = train(tiny(), tmp_path / "whole", progress=False)
+    run = train(tiny(), tmp_path / "run", stop_after=2, progress=False)
+    ckpt = sha(run / CKPT_FILE)
+    with pytest.raises(RunExistsError, match=r"optim\.lr: stored 0\.003, given 0\.01"):
+        train(tiny(num_workers=1, optim__lr=1e-2), run, progress=False)
+    assert sha(run / CKPT_FILE) == ckpt
+    train(tiny(num_workers=1), run, progress=False)
+    for name in (MODEL_FILE, BEST_FILE, RESULTS_FILE):
+        assert sha(run / name) == sha(whole / name), name
+    timing = {"elapsed_s"}
+    assert ([{k: v for k, v in r.items() if k not in timing} for r in read_metrics(run)]
+            == [{k: v for k, v in r.items() if k not in timing} for r in read_metrics(whole)])
+    assert json.loads((run / "config.json").read_text())["num_workers"] == 1
+
+
 def test_an_older_run_of_another_block_layout_is_refused_by_name(tmp_path):
     """A run stored before ``norm`` existed trained pre-LN blocks: today's default (post) is
     another model, and the refusal names the field with both values."""
