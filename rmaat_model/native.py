@@ -5,8 +5,10 @@ Python runs around each: the fused block's forward and backward (``rmaat_model.f
 issue about a hundred of them per layer and segment. ``csrc/fused_block.cpp`` is the same block
 -- the same ATen operators in the same order on the same operands, and its autograd node -- with
 no interpreter between the operators, and on the CPU with chains of cheap elementwise operators
-made one exact loop each. The extension also forms the dropout draw's {0, scale} values
-(``kernels.dropout_masks``, every arch). Its values and gradients are bitwise the Python path's
+made one exact loop each. The extension also makes the dropout draw (``kernels.dropout_masks``,
+every arch): ``random_``'s values, read from the default generator's MT19937 state in blocks,
+and their {0, scale} values, the generator left where ``random_`` leaves it. Its values,
+gradients and generator states are bitwise the Python path's
 (tests/rmaat_model/test_native.py), so a run's numbers do not depend on which path ran.
 
 The extension is compiled by ``torch.utils.cpp_extension`` the first time a process needs it
@@ -124,10 +126,10 @@ def extension() -> ModuleType | None:
         except Exception as exc:   # no compiler, no ninja, a failed compile: the Python path runs
             reason = _why(exc)
             if mode() == "1":
-                raise ConfigError(f"{ENV}=1 and the C++ extension (the fused block, the dropout draw's loop) "
+                raise ConfigError(f"{ENV}=1 and the C++ extension (the fused block, the dropout draw) "
                                   f"could not be built: {reason}") from None
             _state.update(module=None, reason=reason)
-            warnings.warn(f"rmaat: the C++ extension (the fused block, the dropout draw's loop) could not be "
+            warnings.warn(f"rmaat: the C++ extension (the fused block, the dropout draw) could not be "
                           f"built ({reason}); the Python block and draw run instead (the same numbers, slower)",
                           RuntimeWarning, stacklevel=2)
             return None

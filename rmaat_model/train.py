@@ -205,7 +205,7 @@ class Trainer:
         block = not cfg.compile and cfg.precision == "fp32" and runs_fused(self.mcfg)   # else the Python block
         draws = self.mcfg.dropout > 0 and env.device.type == "cpu"   # kernels.dropout_masks: every arch, any precision
         if block or draws:
-            # the C++ extension (the block, the dropout draw's loop), built (or loaded) by every
+            # the C++ extension (the block, the dropout draw), built (or loaded) by every
             # rank once the inputs are checked and before anything is written, not inside the
             # first step; a first build's time is kept off the run's clock. RMAAT_NATIVE is
             # checked also where an earlier run loaded it.
