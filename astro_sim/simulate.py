@@ -92,9 +92,14 @@ def load_sim_config(path: str | os.PathLike | None = None, overrides: Iterable[s
     return cfgmod.load_config(cls, path, overrides)
 
 
-#: bytes a recorded value holds at least until traces.parquet is written: the monitor's float64
-#: and the long table's time and element columns
-TRACE_BYTES_PER_VALUE = 24
+#: bytes a recorded value takes at a run's peak, as a lower bound (resources.check_memory): the
+#: peak rises by 158-159 bytes a value (both families, up to 1.3 M values) and 186 (tripartite,
+#: 20 units, 16.8 M values) between two recordings of one run (bench/trace_memory.py): Brian2's
+#: monitor, the long tables (five columns, two of them Python strings, built, joined and copied
+#: into the written schema), the Arrow table and the Parquet writer. This counts below every
+#: figure measured, so a size it refuses did not fit there. (It counted 24 before, the float64
+#: value and two columns alone: a recording 6.6-7.7 times the memory passed the check.)
+TRACE_BYTES_PER_VALUE = 144
 
 
 def check_complete(n_samples: int, expected: int, t_last: float, duration_s: float) -> None:
