@@ -92,7 +92,7 @@ class TrainConfig:
                                       # ListOps step 15x slower than 1, bench/train_step_speed.py)
     amrb_overlap: bool = False        # AMRB: each replay on a second thread while this one backpropagates
                                       # the segment after it; needs threads >= 2 (split between the two),
-                                      # CPU; keeps two segments' graphs (rmaat_model.amrb)
+                                      # CPU and a memory arch; keeps two segments' graphs (rmaat_model.amrb)
     compile: bool = False             # run the block stack through torch.compile (RMAAT.compile_blocks):
                                       # a one-off compile of 20-40 s, then fewer, fused operations
                                       # (bench/throughput.py --compile measures it); same numbers to round-off
@@ -145,6 +145,9 @@ class TrainConfig:
         if self.amrb_overlap and self.method != "amrb":
             raise ConfigError(f"amrb_overlap = true overlaps AMRB's replays; method = {self.method!r} has none "
                               "(set method = 'amrb' or amrb_overlap = false)")
+        if self.amrb_overlap and isinstance(self.model, ModelConfig) and not self.model.has_memory:
+            raise ConfigError(f"amrb_overlap = true overlaps AMRB's replays; model.arch = {self.model.arch!r} "
+                              "runs each sequence in one pass and has none (set amrb_overlap = false)")
         if self.amrb_overlap and self.precision == "bf16":
             raise ConfigError("amrb_overlap = true runs replays on a thread that torch.autocast does not "
                               "reach; precision = 'bf16' needs it (set one of them back)")

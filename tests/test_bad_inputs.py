@@ -75,6 +75,8 @@ CASES = [
     ("train", ["--task", "recall", "--set", "model.d_model=1000000"],
      "the largest tensor is blocks.0.attn.qkv.weight (3000000, 1000000)"),
     ("train", ["--task", "recall", "--set", "amrb_overlap=true"], "amrb_overlap = true needs threads >= 2"),
+    ("train", ["--task", "recall", "--set", "amrb_overlap=true", "--set", "threads=2", "--set",
+               "model.arch=\"transformer\""], "model.arch = 'transformer' runs each sequence in one pass"),
     ("pipeline", ["--models", "rmaat,foo"], "unknown model 'foo'"),
     ("pipeline", ["--set", "n_train=0"], "n_train = 0"),
     ("pipeline", ["--set", "n_train=8000"], "task 'recall' makes its own"),

@@ -399,6 +399,9 @@ def test_amrb_overlap_is_checked_and_trains_to_the_same_bytes_twice(tmp_path, mo
         tiny(amrb_overlap=True, threads=2, method="bptt")
     with pytest.raises(ConfigError, match="amrb_overlap = 'yes': expected true or false"):
         tiny(amrb_overlap="yes")
+    for arch, scope in (("transformer", "sequence"), ("at", "sequence"), ("at", "segment")):   # no replay to overlap
+        with pytest.raises(ConfigError, match=f"model.arch = '{arch}' runs each sequence in one pass"):
+            tiny(amrb_overlap=True, threads=2, model__arch=arch, model__at_scope=scope)
     cfg = tiny(amrb_overlap=True, threads=2)
     asked = []
     real = train_module.forward_backward
