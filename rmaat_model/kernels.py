@@ -322,8 +322,8 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
     # kept where the piece is >= q - 32768: (piece - (q - 32769)) * scale is >= scale there and
     # <= 0 elsewhere, so the clamp gives exactly {0, scale} (no bool tensor to convert); on the
     # CPU the C++ extension takes the same 64-bit values from the generator and forms the same
-    # values from them in one pass, leaving the generator where random_ does (0.51 ms against
-    # 1.25 for random_ and the extension's keep loop, the demo's largest draw, one thread)
+    # values from them in one pass, leaving the generator where random_ does (no call into the
+    # library per value, as random_ makes)
     ext = native.extension() if like.device.type == "cpu" and native.usable(like) else None
     if ext is not None:
         keep = ext.dropout_draw(n, q - 32768, scale, dtype)
