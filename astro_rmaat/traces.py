@@ -47,12 +47,20 @@ def _canonical(df: pd.DataFrame) -> pd.DataFrame:
                             f"(see the {SCHEMA} table in astro_rmaat/traces.py)")
     out = pd.DataFrame({
         "t_s": df["t_s"].to_numpy(dtype=np.float64),
-        "variable": df["variable"].astype(str).to_numpy(dtype=object),
+        "variable": _names(df["variable"]),
         "element": df["element"].to_numpy(dtype=np.int64),
         "value": df["value"].to_numpy(dtype=np.float64),
-        "unit": df["unit"].astype(str).to_numpy(dtype=object),
+        "unit": _names(df["unit"]),
     })
     return out
+
+
+def _names(col: pd.Series) -> np.ndarray:
+    """``col`` as strings in an object array, the values of ``astype(str).to_numpy(dtype=object)``
+    with one str object for each distinct value: a column of a few names (variable, unit) costs
+    a pointer a row, where a str object for every row cost about 60 bytes."""
+    codes, uniques = pd.factorize(col.astype(str), use_na_sentinel=False)
+    return np.asarray(uniques, dtype=object)[codes]
 
 
 def _is_real(col: pd.Series) -> bool:
@@ -61,13 +69,18 @@ def _is_real(col: pd.Series) -> bool:
 
 
 def write_traces(df: pd.DataFrame, path: str | os.PathLike, attrs: dict[str, Any]) -> str:
-    """Validate and write ``df`` atomically to ``path``; return the file's sha256."""
+    """Validate and write ``df`` atomically to ``path``; return the file's sha256.
+
+    ``df`` is let go of once its canonical copy is made: a caller that hands over its only
+    reference (``astro_sim.simulate`` does) has the frame freed before the Arrow table and the
+    Parquet writer take their memory."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     if "model" not in attrs:
         raise DataError("trace attrs must name the 'model' that produced them")
     table_df = _canonical(df)
+    del df
     meta = {"schema": SCHEMA, **attrs}
     validate(table_df, where=str(path))
     # nthreads=1: the default starts a thread pool per call (~3 ms, more than the

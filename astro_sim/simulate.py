@@ -93,13 +93,13 @@ def load_sim_config(path: str | os.PathLike | None = None, overrides: Iterable[s
 
 
 #: bytes a recorded value takes at a run's peak, as a lower bound (resources.check_memory): the
-#: peak rises by 158-159 bytes a value (both families, up to 1.3 M values) and 186 (tripartite,
-#: 20 units, 16.8 M values) between two recordings of one run (bench/trace_memory.py): Brian2's
-#: monitor, the long tables (five columns, two of them Python strings, built, joined and copied
-#: into the written schema), the Arrow table and the Parquet writer. This counts below every
-#: figure measured, so a size it refuses did not fit there. (It counted 24 before, the float64
-#: value and two columns alone: a recording 6.6-7.7 times the memory passed the check.)
-TRACE_BYTES_PER_VALUE = 144
+#: peak rises by 120-131 bytes a value (rmaat_network, tripartite; up to 1.3 M values) and 138
+#: (tripartite, 20 units, 16.8 M values) between two recordings of one run
+#: (bench/trace_memory.py): Brian2's monitors and the family's long table while the run ends,
+#: then the table's canonical copy, the Arrow table and the Parquet writer (simulate hands the
+#: family's table to write_traces, which frees it once copied). This counts below every figure
+#: measured, so a size it refuses did not fit there.
+TRACE_BYTES_PER_VALUE = 112
 
 
 def check_complete(n_samples: int, expected: int, t_last: float, duration_s: float) -> None:
@@ -125,6 +125,13 @@ def validate(cfg) -> None:
     family = family_module(cfg.model)
     if hasattr(family, "validate"):
         family.validate(cfg)
+
+
+def _hand_over(result: SimOutput, name: str):
+    """``result``'s table ``name``, no longer held by ``result``."""
+    table = getattr(result, name)
+    setattr(result, name, None)
+    return table
 
 
 def run(cfg) -> SimOutput:
@@ -163,9 +170,11 @@ def simulate(cfg, out_dir: str | os.PathLike, *, progress: bool = False,
     timings = {k: result.attrs[k] for k in VOLATILE_ATTRS if k in result.attrs}
     attrs = {"config": config, **{k: v for k, v in result.attrs.items() if k not in timings}}
     attrs.setdefault("model", cfg.model)
-    traces_sha = write_traces(result.traces, out / "traces.parquet", {**attrs, "sampling": "continuous"})
+    # each table handed over (no reference kept here): write_traces frees it once copied
+    traces_sha = write_traces(_hand_over(result, "traces"), out / "traces.parquet",
+                              {**attrs, "sampling": "continuous"})
     samples_attrs = {**attrs, "sampling": attrs.get("samples_sampling", "cycle_boundaries")}
-    samples_sha = write_traces(result.samples, out / "samples.parquet", samples_attrs)
+    samples_sha = write_traces(_hand_over(result, "samples"), out / "samples.parquet", samples_attrs)
     meta = runs.make_meta(
         stage="simulate", seed=getattr(cfg, "seed", None), wall_time_s=sw.elapsed,
         packages=META_PACKAGES, context=context, model=cfg.model,

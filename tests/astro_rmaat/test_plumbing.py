@@ -106,6 +106,51 @@ def test_traces_round_trip_and_select(tmp_path):
         traces.select_curve(df, "q")
 
 
+def test_trace_names_take_one_string_object_each_and_the_written_bytes_do_not_change(tmp_path):
+    """The name columns are made as astype(str).to_numpy(dtype=object) makes them (missing
+    values and categories included) but with one str object for each distinct name, not one a
+    row, and the table writes the same Parquet bytes as one built that way; write_traces lets go
+    of the frame handed to it before the Arrow table is built (the trace memory check's figure
+    counts on both: bench/trace_memory.py)."""
+    import gc
+    import weakref
+
+    odd = pd.DataFrame({"t_s": [0.0, 1.0, 2.0, 3.0], "variable": pd.Categorical(["x", "y", "x", "x"]),
+                        "element": [0, 0, 0, 1], "value": [1.0, 2.0, 3.0, 4.0],
+                        "unit": pd.Series(["mV", None, "mV", np.nan], dtype=object)})
+    for df in (_trace_df(), odd):
+        for col in ("variable", "unit"):
+            old = df[col].astype(str).to_numpy(dtype=object)
+            new = traces._names(df[col])
+            assert new.dtype == object and [type(v) for v in new] == [type(v) for v in old]
+            assert all(a == b or (a != a and b != b) for a, b in zip(new, old, strict=True))
+            assert len({id(v) for v in new}) == len(set(map(str, old)))   # one object a distinct name
+    df = _trace_df(400)
+    by_formula = df.assign(variable=df["variable"].astype(str).to_numpy(dtype=object),
+                           unit=df["unit"].astype(str).to_numpy(dtype=object))
+    a = traces.write_traces(df, tmp_path / "a.parquet", {"model": "toy"})
+    b = traces.write_traces(by_formula, tmp_path / "b.parquet", {"model": "toy"})
+    assert a == b
+    seen = []
+
+    def handed():
+        frame = _trace_df()
+        seen.append(weakref.ref(frame))
+        return frame
+
+    real = traces.validate
+
+    def validate(table, where="traces"):   # runs after the copy, before the Arrow table
+        gc.collect()
+        seen.append(seen[0]() is None)
+        real(table, where)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(traces, "validate", validate)
+        traces.write_traces(handed(), tmp_path / "c.parquet", {"model": "toy"})
+    assert seen[1] is True
+
+
 @pytest.mark.parametrize("mutate, needle", [
     (lambda d: d.assign(value=np.nan), "non-finite"),
     (lambda d: d.iloc[::-1], "not increasing"),

@@ -71,6 +71,35 @@ def test_sizes_beyond_memory_are_refused_before_the_run(tmp_path, monkeypatch):
     assert len(read_traces(out / "traces.parquet")) == n_samples * per_sample
 
 
+def test_simulate_lets_go_of_each_table_before_it_is_converted_for_writing(tmp_path, monkeypatch):
+    """simulate hands each long table to write_traces and keeps no reference of its own, so the
+    family's frame is freed once its canonical copy exists, before the Arrow table and the
+    Parquet writer take their memory (what TRACE_BYTES_PER_VALUE counts at the peak)."""
+    import gc
+    import weakref
+
+    from astro_rmaat import traces
+    from astro_sim import simulate as sim
+
+    frames, alive = [], []
+    real_run, real_validate = sim.run, traces.validate
+
+    def run(cfg):
+        out = real_run(cfg)
+        frames.extend([weakref.ref(out.traces), weakref.ref(out.samples)])
+        return out
+
+    def validate(table, where="traces"):   # write_traces: after the copy, before the Arrow table
+        gc.collect()
+        alive.append([ref() is not None for ref in frames])
+        real_validate(table, where)
+
+    monkeypatch.setattr(sim, "run", run)
+    monkeypatch.setattr(traces, "validate", validate)
+    simulate(load_sim_config(overrides=SHORT), tmp_path / "run")
+    assert alive == [[False, True], [False, False]]   # traces freed before its write, samples before its own
+
+
 def test_a_run_that_stops_early_is_never_written_as_finished(tmp_path, monkeypatch):
     """A Brian2 run that returns before its end (as Brian2's Ctrl-C handler makes it, had the run
     not switched that handler off) raises; the directory holds no finished run."""
