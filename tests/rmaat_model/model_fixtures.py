@@ -1,4 +1,5 @@
-"""Shared helpers of the rmaat_model model tests: an exponential retention.json fixture."""
+"""Shared helpers of the rmaat_model model tests: an exponential retention.json fixture, and
+metrics rows without their wall times."""
 
 from __future__ import annotations
 
@@ -13,6 +14,12 @@ import torch
 from astro_rmaat import retention
 
 TAU_CYCLES = 3.0  # fixture curve p(t) = 1 - exp(-t / tau), t in cycles
+TIMING = {"elapsed_s"}   # the metrics column that differs between identical runs
+
+
+def untimed(rows: list[dict]) -> list[dict]:
+    """metrics.csv rows without their wall times: what two runs of one config share."""
+    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def retention_doc(tau: float = TAU_CYCLES, K: int = 64) -> dict:

@@ -8,14 +8,11 @@ import pytest
 from safetensors.torch import load_file
 
 from astro_rmaat.config import from_dict, to_dict
-from model_fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread)
+from model_fixtures import one_thread, untimed  # noqa: F401  (one_thread: autouse, one intra-op thread)
 from rmaat_model.checkpoint import BEST_FILE, MODEL_FILE, load_ckpt
 from rmaat_model.metrics import read_metrics
 from rmaat_model.train import RESULTS_FILE, train
 from rmaat_model.train_config import TrainConfig
-
-TIMING = {"elapsed_s"}
-
 
 def cfg(method: str = "amrb") -> TrainConfig:
     """Dropout on (the RNG state must travel in the checkpoint), 4 segments, 10 steps,
@@ -27,10 +24,6 @@ def cfg(method: str = "amrb") -> TrainConfig:
                          dropout=0.2, segment_len=8, n_mem=2, retention="none")
     data["optim"].update(lr=3e-3, warmup_steps=3)
     return from_dict(TrainConfig, data)
-
-
-def untimed(rows):
-    return [{k: v for k, v in r.items() if k not in TIMING} for r in rows]
 
 
 def assert_same_weights(a, b):
