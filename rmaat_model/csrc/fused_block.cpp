@@ -259,6 +259,14 @@ Tensor mul_add_(Tensor& a, const Tensor& m, const Tensor& r) {
   return a;
 }
 
+// o[i] = kept where piece[i] >= t, else 0, for i < count: the keep values of dropout_keep and
+// dropout_draw, one expression for both
+template <typename T>
+inline void keep_pieces(const int16_t* __restrict__ piece, T* __restrict__ o, int64_t count, int t, T kept) {
+  const T zero = 0;
+  for (int64_t i = 0; i < count; ++i) o[i] = static_cast<int>(piece[i]) >= t ? kept : zero;
+}
+
 // kernels.dropout_masks' keep values from its draw, full-precision dtypes: the n 16-bit pieces
 // of ``bits`` (int64) as {0, scale}, a piece kept where it is >= threshold. Python forms the
 // same values with four operators ((piece - (q - 32769)) * scale, clamped to [0, scale]).
@@ -269,10 +277,10 @@ Tensor dropout_keep(const Tensor& bits, int64_t n, int64_t threshold, double sca
   const int16_t* piece = reinterpret_cast<const int16_t*>(bits.data_ptr<int64_t>());
   const int t = static_cast<int>(threshold);
   AT_DISPATCH_FLOATING_TYPES(dtype, "dropout_keep", [&] {
-    const scalar_t kept = static_cast<scalar_t>(scale), zero = 0;
-    scalar_t* __restrict__ o = out.data_ptr<scalar_t>();
+    const scalar_t kept = static_cast<scalar_t>(scale);
+    scalar_t* o = out.data_ptr<scalar_t>();
     at::parallel_for(0, n, at::internal::GRAIN_SIZE, [&](int64_t lo, int64_t hi) {
-      for (int64_t i = lo; i < hi; ++i) o[i] = static_cast<int>(piece[i]) >= t ? kept : zero;
+      keep_pieces(piece + lo, o + lo, hi - lo, t, kept);
     });
   });
   return out;
@@ -353,8 +361,8 @@ Tensor dropout_draw(int64_t n, int64_t threshold, double scale, at::ScalarType d
   }
   const int t = static_cast<int>(threshold);
   AT_DISPATCH_FLOATING_TYPES(dtype, "dropout_draw", [&] {
-    const scalar_t kept = static_cast<scalar_t>(scale), zero = 0;
-    scalar_t* __restrict__ o = out.data_ptr<scalar_t>();
+    const scalar_t kept = static_cast<scalar_t>(scale);
+    scalar_t* o = out.data_ptr<scalar_t>();
     constexpr int64_t kBlock = 512;          // int64 values per block
     alignas(64) uint32_t w[2 * kBlock];
     alignas(64) int16_t piece[4 * kBlock];
@@ -368,9 +376,8 @@ Tensor dropout_draw(int64_t n, int64_t threshold, double scale, at::ScalarType d
       for (int64_t j = 0; j < k; ++j) std::swap(w[2 * j], w[2 * j + 1]);
 #endif
       std::memcpy(piece, w, static_cast<size_t>(8 * k));
-      const int64_t lo = 4 * v0, hi = std::min(n, lo + 4 * k);
-      scalar_t* __restrict__ oi = o + lo;
-      for (int64_t i = 0; i < hi - lo; ++i) oi[i] = static_cast<int>(piece[i]) >= t ? kept : zero;
+      const int64_t lo = 4 * v0;
+      keep_pieces(piece, o + lo, std::min(n, lo + 4 * k) - lo, t, kept);
     }
   });
   engine.set_data(d);
