@@ -338,20 +338,24 @@ def _check_config(out: Path, config: dict[str, Any], resume: bool,
         upgraded = read_stored(old, stored)
         if upgraded is not old:   # as today's code writes it (tuples as lists)
             old = json.loads(to_json(upgraded))
-        old, new = without(old, free), without(json.loads(to_json(config)), free)
-        if old != new:
+        difference = resume_difference(old, json.loads(to_json(config)), free)
+        if difference is not None:
             raise RunExistsError(
                 f"{str(out)!r} holds an interrupted run with a different config "
-                f"({config_difference(old, new)}); use a new --out directory, or rerun with "
+                f"({difference}); use a new --out directory, or rerun with "
                 f"the stored value(s) to resume it")
         if not resume:
             raise RunExistsError(f"{str(out)!r} already holds a run; resuming is disabled")
 
 
-def without(config: Any, free: Collection[str]) -> Any:
-    """A config table less its top-level fields ``free`` (what a resume compares); as it is
-    when it is not a table."""
-    return {k: v for k, v in config.items() if k not in free} if isinstance(config, dict) else config
+def resume_difference(stored: Any, given: Any, free: Collection[str] = ()) -> str | None:
+    """Where a stored config and the given one differ for a resume, as ``config_difference``
+    says it, their top-level fields ``free`` left out; None where they agree."""
+    def without(config: Any) -> Any:
+        return {k: v for k, v in config.items() if k not in free} if isinstance(config, dict) else config
+
+    stored, given = without(stored), without(given)
+    return None if stored == given else config_difference(stored, given)
 
 
 def read_stored(old: Any, stored: Callable[[dict], dict] | None) -> Any:

@@ -190,10 +190,10 @@ def check_resumable(state: dict[str, Any], path: Path, config: dict[str, Any], w
     """A checkpoint resumes only the config that wrote it (its top-level fields ``free`` aside:
     ``runs.prepare_run_dir``), with as many processes. ``stored`` reads a config written by an
     earlier version as today's (``runs.read_stored``)."""
-    old, new = runs.without(runs.read_stored(state["config"], stored), free), runs.without(config, free)
-    if old != new:
+    difference = runs.resume_difference(runs.read_stored(state["config"], stored), config, free)
+    if difference is not None:
         raise RunExistsError(f"{str(path)!r} was written by a different config "
-                             f"({runs.config_difference(old, new)}); use a new --out directory")
+                             f"({difference}); use a new --out directory")
     if state["world_size"] != world_size:
         raise ConfigError(f"{str(path)!r} was written by {state['world_size']} "
                           f"process(es); resume it with the same number (now {world_size})")
