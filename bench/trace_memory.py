@@ -40,7 +40,7 @@ print(json.dumps({"rows": pq.ParquetFile(f"{out}/traces.parquet").metadata.num_r
 
 
 def peak(overrides: list[str], out: Path) -> dict:
-    """(rows, peak resident bytes) of one simulation in a fresh process."""
+    """{"rows": traces rows, "peak_bytes": peak resident bytes} of one simulation in a fresh process."""
     here = Path(__file__).resolve().parents[1]
     done = subprocess.run([sys.executable, "-c", CHILD, str(out), *overrides], cwd=here,
                           capture_output=True, text=True)
