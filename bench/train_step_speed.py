@@ -2,6 +2,7 @@
 
     PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1] [--profile] [--malloc]
                                                      [--norm pre|post] [--ablate] [--python] [--overlap]
+                                                     [--shards N]
 
 The config is the pipeline's ListOps model (d_model 64, 4 heads, 2 blocks, d_ff 128, dropout
 0.1, segments of 128 with 8 memory tokens, batch 32, AMRB, AdamW), on seeded random batches
@@ -24,6 +25,11 @@ block's operators. The plain figures of this tree use the C++ block where it bui
 
 ``--overlap`` also times this tree, in the same rounds, with AMRB's replays on a second thread
 (``forward_backward(..., overlap=True)``; needs ``--threads`` 2 or more, split between the two).
+
+``--shards N`` also times this tree, in the same rounds, with each batch's rows in N shards, each
+through ``forward_backward`` on its own thread (``forward_backward(..., shards=N)``,
+rmaat_model.shards; ``--threads`` are split between them: at least N for all to run at once).
+Its numbers are not the unsharded step's (each shard draws its own dropout masks), its cost is.
 
 ``--ablate`` also times this tree, in the same rounds, without dropout, with BPTT instead of
 AMRB, and with both: what the replay and the dropout draws cost a step, beside the step time
@@ -74,7 +80,8 @@ from rmaat_model.model import ModelConfig, build_model
 from rmaat_model.amrb import forward_backward
 steps, arch, norm = int(sys.argv[2]), sys.argv[3], sys.argv[6]
 method, dropout = sys.argv[7], float(sys.argv[8])   # DEMO, or one of ABLATIONS
-options = {"overlap": True} if sys.argv[9] == "overlap" else {}   # this tree only
+options = ({"overlap": True} if sys.argv[9] == "overlap"         # this tree only
+           else {"shards": int(sys.argv[9][6:])} if sys.argv[9].startswith("shards") else {})
 layout = {}
 if norm != "default":
     if "norm" in {f.name for f in dataclasses.fields(ModelConfig)}:
@@ -169,6 +176,8 @@ def main(argv=None) -> int:
                     help="also time this tree with the Python block (RMAAT_NATIVE=0) instead of the C++ one")
     ap.add_argument("--overlap", action="store_true",
                     help="also time this tree with AMRB's replays on a second thread (needs --threads >= 2)")
+    ap.add_argument("--shards", type=positive_int, default=None,
+                    help="also time this tree with each batch in this many row shards on their own threads")
     ap.add_argument("--ablate", action="store_true",
                     help="also time this tree without dropout, with BPTT, and with both (what each costs a step)")
     args = ap.parse_args(argv)
@@ -183,7 +192,7 @@ def main(argv=None) -> int:
         ref = Path(tmp) / "ref"
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(ref), args.ref], check=True)
         try:
-            old, new, tuned, python, overlapped, faults = [], [], [], [], [], {}
+            old, new, tuned, python, overlapped, sharded, faults = [], [], [], [], [], [], {}
             ablated = {v: [] for v in ABLATIONS} if args.ablate else {}
             for i in range(args.repeats):
                 runs = [("ref", ref, "default", old, DEMO, "auto"), ("this", here, "default", new, DEMO, "auto")]
@@ -194,6 +203,9 @@ def main(argv=None) -> int:
                 runs = [(*r, "serial") for r in runs]
                 if args.overlap:
                     runs.append(("overlap", here, "default", overlapped, DEMO, "auto", "overlap"))
+                if args.shards:
+                    runs.append(("shards", here, "tuned" if args.malloc else "default", sharded, DEMO, "auto",
+                                 f"shards{args.shards}"))
                 runs += [(v, here, "default", ablated[v], v, "auto", "serial") for v in ablated]
                 for name, tree, malloc, into, variant, native, replays in (runs if i % 2 == 0 else runs[::-1]):
                     sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm, variant, native,
@@ -203,7 +215,8 @@ def main(argv=None) -> int:
                 print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s"
                       + (f", with rmaat's malloc thresholds {tuned[-1]:.2f}" if tuned else "")
                       + (f", with the Python block {python[-1]:.2f}" if python else "")
-                      + (f", with overlapped replays {overlapped[-1]:.2f}" if overlapped else ""), flush=True)
+                      + (f", with overlapped replays {overlapped[-1]:.2f}" if overlapped else "")
+                      + (f", in {args.shards} shards {sharded[-1]:.2f}" if sharded else ""), flush=True)
             prof = {name: child(tree, args.threads, args.steps, args.arch, "profile", norm=norm)
                     for name, tree in ((args.ref, ref), ("this tree", here))} if args.profile else {}
         finally:
@@ -229,6 +242,12 @@ def main(argv=None) -> int:
         mv = statistics.median(overlapped)
         print(f"this tree with overlapped replays: {mv:.2f} steps/s, {mv / mo:.2f}x {args.ref}; "
               f"{mv / mn:.2f}x the serial replays")
+    if sharded:
+        ms = statistics.median(sharded)
+        base, label = (statistics.median(tuned), "with the same thresholds") if tuned else (mn, "")
+        print(f"this tree in {args.shards} batch shards{' with the malloc thresholds' if tuned else ''}: "
+              f"{ms:.2f} steps/s, {ms / mo:.2f}x {args.ref}; {ms / base:.2f}x one shard{' ' + label if label else ''}; "
+              f"{statistics.median(faults['shards']):.0f} page faults per step")
     if ablated:   # this tree, glibc's defaults, each variant's median step
         print(f"this tree's step, ms (median): AMRB with dropout {1e3 / mn:.1f}; "
               + "; ".join(f"{m.upper()} {'without dropout' if p == 0 else 'with dropout'} "

@@ -140,8 +140,9 @@ def train_config(cfg: PipelineConfig, name: str, data_dir: Path, retention_file:
 
     recall: the learning test's sizes (d_model 32, 1 block, 4 memory tokens, segments of 16),
     lengths of 2..16 segments so the test split gives accuracy by age; listops: d_model 64,
-    2 blocks, segments of 128. Training runs a fixed number of steps (the same numbers on any
-    machine load), evaluating 20 times."""
+    2 blocks, segments of 128, each batch in two shards on threads of their own
+    (rmaat_model.shards; the same numbers on one core, in turn). Training runs a fixed number
+    of steps (the same numbers on any machine load), evaluating 20 times."""
     from rmaat_model.model_config import MEMORY_ARCHS, ModelConfig
     from rmaat_model.train_config import OptimConfig, TrainConfig
 
@@ -162,7 +163,7 @@ def train_config(cfg: PipelineConfig, name: str, data_dir: Path, retention_file:
                             n_mem=8, **common)
         optim = OptimConfig(lr=1e-3, warmup_steps=_quick_or(cfg, 2, 30))
         task = dict(max_len=data_sizes(cfg)["max_len"], data_dir=str(data_dir),
-                    batch_size=_quick_or(cfg, 8, 32), eval_batches=_quick_or(cfg, 2, None))
+                    batch_size=_quick_or(cfg, 8, 32), eval_batches=_quick_or(cfg, 2, None), shards=2)
     return TrainConfig(task=cfg.task, model=model,
                        method="amrb" if variant["arch"] in MEMORY_ARCHS else "bptt", optim=optim,
                        steps=steps, eval_every=max(1, steps // 20), seed=cfg.seed,

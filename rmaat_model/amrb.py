@@ -9,7 +9,8 @@ every segment's output. Three ways to get the gradients:
 ``amrb``   a no-grad forward (inference mode) keeps only the memory entering each segment and the RNG state
            (CPU, and every CUDA device when CUDA is present); the backward then replays the
            segments last to first, each inside ``torch.random.fork_rng`` with its recorded RNG
-           state (so dropout masks are the forward's), each with its own small graph, and
+           state (so dropout masks are the forward's; a batch shard's own dropout generator,
+           kernels.drawing_from, is recorded and restored the same way), each with its own small graph, and
            backpropagates the segment loss (if any) together with the incoming memory
            gradient, handing the gradient of its input memory to the segment before.
            (The last segment is not replayed: it runs once, with its graph, right after
@@ -60,6 +61,8 @@ import torch
 import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError
+from rmaat_model import shards as batch_shards
+from rmaat_model.kernels import drawing_from, dropout_generator
 
 Step = Callable[[Any, torch.Tensor], tuple[Any, torch.Tensor]]
 SegmentLoss = Callable[[Any, int], torch.Tensor]
@@ -72,13 +75,37 @@ def _cuda_devices() -> list[int]:
 
 
 def _rng_state(devices: Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The state the dropout draws read: this thread's dropout generator's when one is set
+    (kernels.drawing_from), else the CPU's and every CUDA device's."""
+    gen = dropout_generator()
+    if gen is not None:
+        return gen.get_state(), []
     return torch.get_rng_state(), [torch.cuda.get_rng_state(d) for d in devices]
 
 
 def _set_rng_state(state: tuple[torch.Tensor, list[torch.Tensor]], devices: Sequence[int]) -> None:
+    gen = dropout_generator()
+    if gen is not None:
+        gen.set_state(state[0])
+        return
     torch.set_rng_state(state[0])
     for d, s in zip(devices, state[1]):
         torch.cuda.set_rng_state(s, d)
+
+
+@contextlib.contextmanager
+def _forked_rng(devices: Sequence[int]):
+    """torch.random.fork_rng for the state ``_rng_state`` reads: what is drawn inside leaves it
+    where it was."""
+    if dropout_generator() is None:
+        with torch.random.fork_rng(devices=devices):
+            yield
+        return
+    saved = _rng_state(devices)
+    try:
+        yield
+    finally:
+        _set_rng_state(saved, devices)
 
 
 def _has_loss(i: int, T: int, loss_on: str) -> bool:
@@ -189,6 +216,7 @@ def _tbptt(step, segments, memory, loss_fn, loss_on, k):
 def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats, overlap=False):
     T = len(segments)
     devices = _cuda_devices()
+    generator = dropout_generator()
     kept: list[torch.Tensor] = []           # memory entering segment i
     rng: list[tuple] = []                   # RNG state before segment i (i < T-1)
     t_start = time.perf_counter()
@@ -211,7 +239,7 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats, overlap=
         segment runs straight after the no-grad pass (the RNG is where it must be); the others
         replay inside fork_rng from their recorded state."""
         t0 = time.perf_counter()
-        with torch.random.fork_rng(devices=devices) if i < T - 1 else contextlib.nullcontext():
+        with _forked_rng(devices) if i < T - 1 else contextlib.nullcontext():
             if i < T - 1:
                 _set_rng_state(rng[i], devices)
             with torch.enable_grad():
@@ -252,7 +280,8 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats, overlap=
 
     def replay(i: int):
         torch.set_num_threads(per)   # this thread's own count (and torch's, already set to it)
-        return forward(i)
+        with drawing_from(generator):   # this thread's dropout generator, if it has one
+            return forward(i)
 
     try:
         t0 = time.perf_counter()
@@ -340,17 +369,22 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
                      method: Method = "amrb", k: int | None = None,
                      tokens2: torch.Tensor | None = None,
                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
-                     stats: dict | None = None, overlap: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+                     stats: dict | None = None, overlap: bool = False,
+                     shards: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward AND backward of one batch (``.grad`` populated, accumulated like ``backward``).
 
     ``loss_fn(logits, labels)`` reduces to a scalar (cross-entropy's batch mean by default; with
     that default, AMRB may read a ragged batch's loss by segment, module doc). ``overlap``: AMRB's
-    replays on a second thread (``run_segments``).
+    replays on a second thread (``run_segments``). ``shards`` > 1: the batch's rows in that many
+    shards, each on its own CPU thread (rmaat_model.shards; default loss only).
     Returns (loss detached, logits (B, K) detached). A ``DistributedDataParallel`` wrapper
     is unwrapped (``.module``): all-reduce the gradients yourself afterwards.
     """
     if method not in METHODS:
         raise ConfigError(f"method = {method!r}: expected one of {', '.join(map(repr, METHODS))}")
+    if shards != 1:
+        return batch_shards.run(forward_backward, model, tokens, labels, shards=shards, method=method, k=k,
+                                tokens2=tokens2, loss_fn=loss_fn, stats=stats, overlap=overlap)
     model = getattr(model, "module", model)
     plan = model.plan(tokens, tokens2)
     if not model.has_memory:

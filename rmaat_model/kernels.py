@@ -29,7 +29,9 @@ torch.exp (70 000 float32 values: 11 against 46 us, one thread, AMD EPYC with AV
 
 Dropout (``dropout_masks``): every dropout site of one window (the embeddings, each block's
 attention and FFN outputs) takes its mask from ONE random draw, so AMRB's replay of a
-segment repeats one RNG call (rmaat_model.amrb).
+segment repeats one RNG call (rmaat_model.amrb). The draw is from the default generator, or
+from the one ``drawing_from`` sets for the calling thread (batch shards, rmaat_model.shards:
+one generator per shard, so that shards on their own threads draw in a fixed order).
 
 Third-party imports: torch only.
 """
@@ -39,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import threading
 
 import torch
 import torch.nn.functional as F
@@ -295,6 +298,27 @@ def softmax_attention(q, k, v, key_mask: torch.Tensor | None) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- dropout
+_THREAD = threading.local()
+
+
+@contextlib.contextmanager
+def drawing_from(generator: torch.Generator | None):
+    """Inside the block, ``dropout_masks`` on this thread draws from ``generator`` (None: the
+    default generator); AMRB records and replays that generator's state instead of the global
+    one (rmaat_model.amrb). Other threads keep theirs."""
+    before = getattr(_THREAD, "generator", None)
+    _THREAD.generator = generator
+    try:
+        yield
+    finally:
+        _THREAD.generator = before
+
+
+def dropout_generator() -> torch.Generator | None:
+    """The generator ``dropout_masks`` draws from on this thread (None: the default one)."""
+    return getattr(_THREAD, "generator", None)
+
+
 def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like: torch.Tensor,
                   active: bool) -> list[torch.Tensor] | None:
     """Inverted-dropout masks (batch, rows[i], width), one per dropout site, from ONE random
@@ -324,11 +348,13 @@ def dropout_masks(rows: tuple[int, ...], batch: int, width: int, p: float, like:
     # CPU the C++ extension takes the same 64-bit values from the generator and forms the same
     # values from them in one pass, leaving the generator where random_ does (no call into the
     # library per value, as random_ makes)
+    gen = dropout_generator()
     ext = native.extension() if like.device.type == "cpu" and native.usable(like) else None
     if ext is not None:
-        keep = ext.dropout_draw(n, q - 32768, scale, dtype)
+        keep = ext.dropout_draw(n, q - 32768, scale, dtype, gen)
     else:
-        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None)
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-2 ** 63, None,
+                                                                                        generator=gen)
         keep = (bits.view(torch.int16)[:n].to(dtype).sub_(scalar(q - 32769, dtype))
                 .mul_(scalar(scale, dtype)).clamp_(0.0, scale))   # (0-dim tensor bounds: 8x slower)
     if narrow:

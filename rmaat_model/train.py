@@ -52,6 +52,7 @@ from astro_rmaat.workers import check_local_workers
 from rmaat_model import checkpoint
 from rmaat_model import distributed as D
 from rmaat_model import native
+from rmaat_model import shards as batch_shards
 from rmaat_model.amrb import forward_backward
 from rmaat_model.blocks import runs_fused
 from rmaat_model.checkpoint import BEST_FILE, CKPT_FILE, MODEL_FILE, TIMING_FILE
@@ -79,7 +80,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
     env = D.setup(cfg.device)
     threads_before = torch.get_num_threads()
     if env.device.type == "cpu":
-        torch.set_num_threads(cfg.threads or 1)    # TrainConfig.threads; None: one per process
+        torch.set_num_threads(cfg.threads or cfg.shards)    # TrainConfig.threads; None: one per batch shard
     trainer = None
     try:
         trainer = Trainer(cfg, out, env, progress=progress)
@@ -195,6 +196,7 @@ class Trainer:
         if cfg.amrb_overlap and env.device.type != "cpu":
             raise ConfigError(f"amrb_overlap = true splits CPU threads; the device is {env.device.type} "
                               "(set amrb_overlap = false)")
+        batch_shards.check(cfg.shards, device=env.device)
         self.spec, self.data = load_data(cfg)
         self.mcfg = model_config_for(cfg, self.spec)
         D.raise_together(env, check_fits_memory, self.mcfg, env.device)   # before a size is tried
@@ -314,7 +316,7 @@ class Trainer:
                                                   enabled=cfg.precision == "bf16"):
             loss, logits = forward_backward(self.raw, tokens, labels, method=cfg.method,
                                             k=cfg.tbptt_k if cfg.method == "tbptt" else None,
-                                            tokens2=tokens2, overlap=cfg.amrb_overlap)
+                                            tokens2=tokens2, overlap=cfg.amrb_overlap, shards=cfg.shards)
         D.average_gradients(self.raw.parameters(), self.env)
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.optim.grad_clip)

@@ -87,9 +87,13 @@ class TrainConfig:
                                       # stops early (and still finishes) when it is spent
     num_workers: int = 0              # DataLoader worker processes per rank
     device: Literal["auto", "cpu", "cuda"] = "auto"  # 'auto' = CUDA when available
-    threads: int | None = None        # CPU intra-op threads per process; None: 1 (this project's models
-                                      # are small: 2 threads on a busy 2-core machine ran the demo's
-                                      # ListOps step 15x slower than 1, bench/train_step_speed.py)
+    threads: int | None = None        # CPU intra-op threads per process; None: one per batch shard (this
+                                      # project's models are small: 2 threads on a busy 2-core machine ran
+                                      # the demo's ListOps step 15x slower than 1, bench/train_step_speed.py)
+    shards: int = 1                   # each batch's rows in this many shards, each on its own CPU thread
+                                      # with its own dropout generator (rmaat_model.shards); the numbers
+                                      # follow it, not threads. 2 on 2 cores: the demo's ListOps step
+                                      # 1.2x 2 intra-op threads' (docs/benchmarks.md)
     amrb_overlap: bool = False        # AMRB: each replay on a second thread while this one backpropagates
                                       # the segment after it; needs threads >= 2 (split between the two),
                                       # CPU and a memory arch; keeps two segments' graphs (rmaat_model.amrb)
@@ -151,6 +155,17 @@ class TrainConfig:
         if self.amrb_overlap and self.precision == "bf16":
             raise ConfigError("amrb_overlap = true runs replays on a thread that torch.autocast does not "
                               "reach; precision = 'bf16' needs it (set one of them back)")
+        if not _is_positive_int(self.shards):
+            raise ConfigError(f"shards = {self.shards!r}: expected a positive integer (1: the whole batch at once)")
+        if self.shards > self.batch_size:
+            raise ConfigError(f"shards = {self.shards} is more than batch_size = {self.batch_size} "
+                              "(each shard needs at least one sequence)")
+        if self.shards > 1 and self.amrb_overlap:
+            raise ConfigError(f"shards = {self.shards} and amrb_overlap = true both take the second thread; "
+                              "set one of them back")
+        if self.shards > 1 and self.compile:
+            raise ConfigError(f"shards = {self.shards} needs the eager block stack: a compiled one is bound to "
+                              "the model's own weights (set compile = false or shards = 1)")
         if self.amrb_overlap and (self.threads or 1) < 2:
             raise ConfigError(f"amrb_overlap = true needs threads >= 2 (the replays' thread and the backward's "
                               f"share them); threads = {self.threads!r}")

@@ -343,11 +343,13 @@ void mt_fill(at::mt19937_data_pod& d, uint32_t* out, int64_t count) {
   }
 }
 
-// kernels.dropout_masks' draw and keep values in one: n values {0, scale} of dtype, from the
-// default CPU generator, bitwise those of random_ followed by dropout_keep.
-Tensor dropout_draw(int64_t n, int64_t threshold, double scale, at::ScalarType dtype) {
+// kernels.dropout_masks' draw and keep values in one: n values {0, scale} of dtype, from
+// `generator` (a CPU one; the default CPU generator when None), bitwise those of random_
+// followed by dropout_keep.
+Tensor dropout_draw(int64_t n, int64_t threshold, double scale, at::ScalarType dtype,
+                    const std::optional<at::Generator>& generator) {
   TORCH_CHECK(n >= 0, "dropout_draw: n must be >= 0, got ", n);
-  auto* gen = at::check_generator<at::CPUGeneratorImpl>(at::detail::getDefaultCPUGenerator());
+  auto* gen = at::get_generator_or_default<at::CPUGeneratorImpl>(generator, at::detail::getDefaultCPUGenerator());
   const int64_t values = (n + 3) / 4;   // the int64 values random_ would draw
   Tensor out = at::empty({n}, at::TensorOptions().dtype(dtype));
   std::unique_lock<std::mutex> lock(gen->mutex_);
@@ -356,7 +358,7 @@ Tensor dropout_draw(int64_t n, int64_t threshold, double scale, at::ScalarType d
   if (!mt_readable(d)) {   // a state operator() itself would read oddly: let random_ draw it
     lock.unlock();
     Tensor bits = at::empty({values}, at::TensorOptions().dtype(at::kLong));
-    bits.random_(std::numeric_limits<int64_t>::min(), std::optional<int64_t>());
+    bits.random_(std::numeric_limits<int64_t>::min(), std::optional<int64_t>(), generator);
     return dropout_keep(bits, n, threshold, scale, dtype);
   }
   const int t = static_cast<int>(threshold);
@@ -604,8 +606,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           "(astro_forward's fkT, aT)");
   mod.def("mul_dphi_out", &rmaat::mul_dphi_out, "out = d * min(f, 1) (the fused loop's path on the CPU)");
   mod.def("dropout_draw", &rmaat::dropout_draw,
-          "kernels.dropout_masks' draw and {0, scale} values in one, from the default CPU generator "
-          "(bitwise random_ then dropout_keep)", py::call_guard<py::gil_scoped_release>());
+          "kernels.dropout_masks' draw and {0, scale} values in one, from a CPU generator (None: the "
+          "default one; bitwise random_ then dropout_keep)", py::arg("n"), py::arg("threshold"), py::arg("scale"),
+          py::arg("dtype"), py::arg("generator") = py::none(), py::call_guard<py::gil_scoped_release>());
   mod.def("dropout_keep", &rmaat::dropout_keep,
           "kernels.dropout_masks' {0, scale} values from its int64 draw, full-precision dtypes",
           py::call_guard<py::gil_scoped_release>());

@@ -350,6 +350,25 @@ def test_the_draw_takes_random_s_values_and_leaves_the_generator_where_random_do
         ext.dropout_draw(-1, 0, 1.0, dtype)
 
 
+def test_the_draw_from_a_generator_of_its_own_is_random_s_from_it():
+    """A batch shard's generator (kernels.drawing_from): the draw takes random_'s values from it
+    and leaves it where random_ does, and leaves the default generator alone."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    q = 6554
+    torch.manual_seed(3)
+    default = torch.get_rng_state()
+    for n in (5, 1249, 50_001):
+        g, h = torch.Generator().manual_seed(2 ** 40 + n), torch.Generator().manual_seed(2 ** 40 + n)
+        torch.randint(0, 2 ** 31, (n % 7 + 1,), dtype=torch.int32, generator=g)   # an odd offset
+        torch.randint(0, 2 ** 31, (n % 7 + 1,), dtype=torch.int32, generator=h)
+        fused = ext.dropout_draw(n, q - 32768, 65536 / (65536 - q), torch.float32, g)
+        bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-2 ** 63, None, generator=h)
+        assert same_bits(fused, ext.dropout_keep(bits, n, q - 32768, 65536 / (65536 - q), torch.float32)), n
+        assert torch.equal(g.get_state(), h.get_state()), n
+    assert torch.equal(torch.get_rng_state(), default)
+
+
 def test_the_cpp_block_is_the_python_block_to_the_bit_at_the_demos_width():
     """The grid above at the demo's sizes (d_model 64, 4 heads, 136-wide windows, one padded
     row): full vectors in every fused loop, not only their tails."""

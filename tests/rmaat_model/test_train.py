@@ -170,7 +170,7 @@ def test_a_run_interrupted_under_an_older_version_resumes(tmp_path):
     command resumes it, to the bytes of an uninterrupted run."""
     whole = train(tiny(), tmp_path / "whole", progress=False)
     run = train(tiny(), tmp_path / "run", stop_after=2, progress=False)
-    _as_if_older(run, ["precision", "compile", "threads", "model.retention_range"])
+    _as_if_older(run, ["precision", "compile", "threads", "shards", "model.retention_range"])
     train(tiny(), run, progress=False)
     assert sha(run / MODEL_FILE) == sha(whole / MODEL_FILE)
 
@@ -363,10 +363,10 @@ def test_cli_train_evaluate_and_errors(tmp_path, run_cli, monkeypatch):
     assert again.returncode == 2 and "finished run" in again.stderr
 
 
-@pytest.mark.parametrize("threads, expected", [(None, 1), (2, 2)])
-def test_training_uses_the_configured_cpu_threads_and_restores_them(threads, expected, tmp_path,
+@pytest.mark.parametrize("threads, shards, expected", [(None, 1, 1), (2, 1, 2), (None, 2, 2), (1, 2, 1)])
+def test_training_uses_the_configured_cpu_threads_and_restores_them(threads, shards, expected, tmp_path,
                                                                      monkeypatch):
-    """TrainConfig.threads (None: one intra-op thread per process) holds while the run
+    """TrainConfig.threads (None: one intra-op thread per batch shard) holds while the run
     trains; the caller's setting comes back afterwards."""
     from rmaat_model import train as train_mod
 
@@ -384,8 +384,37 @@ def test_training_uses_the_configured_cpu_threads_and_restores_them(threads, exp
 
     monkeypatch.setattr(train_mod, "Trainer", Probe)
     torch.set_num_threads(3)
-    train(tiny(threads=threads, device="cpu"), tmp_path / "run", progress=False)
+    train(tiny(threads=threads, shards=shards, device="cpu"), tmp_path / "run", progress=False)
     assert seen == [expected] and torch.get_num_threads() == 3
+
+
+def test_batch_shards_are_checked_and_train_to_the_same_bytes_on_one_thread_or_two(tmp_path, monkeypatch):
+    """TrainConfig.shards reaches every step; the run's numbers follow the shards, not the
+    threads: two shards in turn on one thread and at once on two write the same bytes."""
+    for bad, match in ((dict(shards=0), r"shards = 0: expected a positive integer"),
+                       (dict(shards="2"), r"shards = '2': expected an integer"),
+                       (dict(shards=17), r"shards = 17 is more than batch_size = 16"),
+                       (dict(shards=2, threads=2, amrb_overlap=True), r"shards = 2 and amrb_overlap = true"),
+                       (dict(shards=2, compile=True), r"shards = 2 needs the eager block stack")):
+        with pytest.raises(ConfigError, match=match):
+            tiny(**bad)
+    asked = []
+    real = train_module.forward_backward
+
+    def spy(*args, **kwargs):
+        asked.append((kwargs["shards"], torch.get_num_threads()))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(train_module, "forward_backward", spy)
+    cfg = tiny(shards=2, threads=1)
+    runs = [train(cfg, tmp_path / "one", progress=False), train(tiny(shards=2, threads=2), tmp_path / "two",
+                                                                progress=False)]
+    assert asked == [(2, 1)] * cfg.steps + [(2, 2)] * cfg.steps
+    for name in (MODEL_FILE, BEST_FILE, RESULTS_FILE):
+        assert sha(runs[0] / name) == sha(runs[1] / name), name
+    assert untimed(read_metrics(runs[0])) == untimed(read_metrics(runs[1]))
+    whole = train(tiny(), tmp_path / "whole", progress=False)     # one shard: other dropout masks
+    assert sha(whole / MODEL_FILE) != sha(runs[0] / MODEL_FILE)
 
 
 def test_amrb_overlap_is_checked_and_trains_to_the_same_bytes_twice(tmp_path, monkeypatch):
