@@ -32,6 +32,7 @@ stack. Third-party imports: torch only.
 from __future__ import annotations
 
 import copy
+import threading
 import weakref
 from concurrent import futures
 from typing import Callable
@@ -44,7 +45,8 @@ from rmaat_model.kernels import drawing_from, dropout_generator
 
 #: the replicas made of a model so far: (replica, its parameters, its buffers) each
 _REPLICAS: "weakref.WeakKeyDictionary[torch.nn.Module, list[tuple]]" = weakref.WeakKeyDictionary()
-_POOL: list[futures.ThreadPoolExecutor] = []
+_POOL: list[tuple[int, futures.ThreadPoolExecutor]] = []   # (its thread count, the pool), when made
+_POOL_LOCK = threading.Lock()
 
 
 def check(shards: int, *, device: torch.device | str, compiled: bool = False, overlap: bool = False) -> None:
@@ -100,12 +102,14 @@ def replicas(model: torch.nn.Module, n: int) -> list[torch.nn.Module]:
 
 
 def _pool(workers: int) -> futures.ThreadPoolExecutor:
-    """The worker threads of the shards after the first (that one runs on the caller's thread)."""
-    if not _POOL or _POOL[0]._max_workers < workers:
-        if _POOL:
-            _POOL.pop().shutdown(wait=True)
-        _POOL.append(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rmaat-shard"))
-    return _POOL[0]
+    """The worker threads of the shards after the first (that one runs on the caller's thread):
+    one pool, grown when more are asked for (the smaller one's threads end once idle)."""
+    with _POOL_LOCK:
+        if not _POOL or _POOL[0][0] < workers:
+            if _POOL:
+                _POOL.pop()[1].shutdown(wait=False)
+            _POOL.append((workers, futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rmaat-shard")))
+        return _POOL[0][1]
 
 
 def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: torch.Tensor,
@@ -135,7 +139,7 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
     autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
     shard_stats = [None if stats is None else {} for _ in range(S)]
 
-    def run(j: int):
+    def one_shard(j: int):
         torch.set_num_threads(per)   # this thread's own count
         r = rows[j]
         with drawing_from(torch.Generator().manual_seed(seeds[j])), torch.set_grad_enabled(grad_mode), \
@@ -144,29 +148,22 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
                        tokens2=None if tokens2 is None else tokens2.index_select(0, r),
                        stats=shard_stats[j], **options)
 
-    def run_all(js: list[int]):
-        return [run(j) for j in js]
+    def shards_of(js: list[int]):
+        return [one_shard(j) for j in js]
 
-    plan = [list(range(w, S, workers)) for w in range(workers)]
+    plan = [list(range(w, S, workers)) for w in range(workers)]   # thread w: shards w, w + workers, ...
     results: list = [None] * S
+    pending: list[futures.Future] = []
     try:
-        pending = [_pool(workers - 1).submit(run_all, js) for js in plan[1:]] if workers > 1 else []
-        errors = []
-        try:
-            for j, res in zip(plan[0], run_all(plan[0])):
-                results[j] = res
-        except BaseException as exc:      # the other shards finish before this one's error goes on
-            errors.append(exc)
+        pending = [_pool(workers - 1).submit(shards_of, js) for js in plan[1:]] if workers > 1 else []
+        for j, res in zip(plan[0], shards_of(plan[0])):
+            results[j] = res
         for js, f in zip(plan[1:], pending):
-            try:
-                for j, res in zip(js, f.result()):
-                    results[j] = res
-            except BaseException as exc:
-                errors.append(exc)
-        if errors:
-            raise errors[0]
+            for j, res in zip(js, f.result()):
+                results[j] = res
     except BaseException:
-        for r in reps:
+        futures.wait(pending)   # every shard has stopped writing its replica's gradients ...
+        for r in reps:          # ... before they are dropped, and the first error goes on
             r.zero_grad(set_to_none=True)
         raise
     finally:

@@ -93,7 +93,7 @@ class TrainConfig:
     shards: int = 1                   # each batch's rows in this many shards, each on its own CPU thread
                                       # with its own dropout generator (rmaat_model.shards); the numbers
                                       # follow it, not threads. 2 on 2 cores: the demo's ListOps step
-                                      # 1.2x 2 intra-op threads' (docs/benchmarks.md)
+                                      # 1.2x as fast as with 2 intra-op threads (docs/training.md)
     amrb_overlap: bool = False        # AMRB: each replay on a second thread while this one backpropagates
                                       # the segment after it; needs threads >= 2 (split between the two),
                                       # CPU and a memory arch; keeps two segments' graphs (rmaat_model.amrb)

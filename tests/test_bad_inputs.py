@@ -77,6 +77,7 @@ CASES = [
     ("train", ["--task", "recall", "--set", "amrb_overlap=true"], "amrb_overlap = true needs threads >= 2"),
     ("train", ["--task", "recall", "--set", "amrb_overlap=true", "--set", "threads=2", "--set",
                "model.arch=\"transformer\""], "model.arch = 'transformer' runs each sequence in one pass"),
+    ("train", ["--task", "recall", "--set", "shards=64"], "shards = 64 is more than batch_size = 32"),
     ("pipeline", ["--models", "rmaat,foo"], "unknown model 'foo'"),
     ("pipeline", ["--set", "n_train=0"], "n_train = 0"),
     ("pipeline", ["--set", "n_train=8000"], "task 'recall' makes its own"),
