@@ -46,10 +46,10 @@ def test_average_gradients_is_a_noop_for_one_process():
     assert torch.equal(p.grad, torch.full((3,), 2.0))
 
 
-def config(method: str) -> TrainConfig:
+def config(method: str, shards: int = 1) -> TrainConfig:
     data = to_dict(TrainConfig())
     data.update(task="recall", max_len=32, batch_size=16, steps=2, eval_every=2, seed=11,
-                device="cpu", method=method, eval_batches=4)
+                device="cpu", method=method, eval_batches=4, shards=shards)
     data["model"].update(arch="rmaat", d_model=16, n_heads=2, n_layers=1, d_ff=32,
                          dropout=0.0, segment_len=8, n_mem=2, retention="none")
     # eps >> |gradient| makes AdamW's step linear in the gradient (lr * m / eps): its
@@ -60,10 +60,13 @@ def config(method: str) -> TrainConfig:
 
 
 @pytest.mark.slow
-def test_two_gloo_processes_equal_one(tmp_path, repo_root):
+@pytest.mark.parametrize("shards", [1, 2])
+def test_two_gloo_processes_equal_one(tmp_path, repo_root, shards):
     """torchrun, 2 processes x 8 sequences vs 1 process x 16, AMRB (many backward calls per
-    step), two optimiser steps: the weights agree to round-off, and they moved."""
-    cfg = config("amrb")
+    step), two optimiser steps: the weights agree to round-off, and they moved. With two batch
+    shards (dropout off: a sharded step is the whole batch's to round-off) in every process,
+    on two threads each, beside the all-reduce: the same."""
+    cfg = config("amrb", shards)
     cfg_file = tmp_path / "cfg.json"
     cfg_file.write_text(json.dumps(to_dict(cfg)))
     env = dict(os.environ, PYTHONPATH=str(repo_root), OMP_NUM_THREADS="1")
