@@ -187,8 +187,11 @@ class TrainConfig:
 
 #: TrainConfig fields an interrupted run may be resumed with changed: they change no number the
 #: run writes. The DataLoader's workers only read the items the sampler (in the main process)
-#: picks, and every dataset's item is a function of its index alone.
-RESUME_FREE: tuple[str, ...] = ("num_workers",)
+#: picks, and every dataset's item is a function of its index alone. A checkpoint carries the
+#: whole state, the evaluation window's sums included, so when one is written changes nothing
+#: (a kill at any moment resumes to the same bytes, tests/test_faults.py): a long run resumed
+#: under a scheduler's tighter limit may checkpoint more often.
+RESUME_FREE: tuple[str, ...] = ("num_workers", "ckpt_every", "ckpt_minutes")
 
 
 def stored_config(data: dict[str, Any]) -> dict[str, Any]:

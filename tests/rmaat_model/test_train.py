@@ -192,6 +192,29 @@ def test_a_run_resumes_with_another_count_of_dataloader_workers_to_the_same_byte
     assert json.loads((run / "config.json").read_text())["num_workers"] == 1
 
 
+def test_a_run_resumes_with_another_checkpoint_cadence_to_the_same_bytes(tmp_path, monkeypatch):
+    """When checkpoints are written changes no number (train_config.RESUME_FREE): a run
+    interrupted under the defaults resumes checkpointing every step, and by time off, and ends
+    bit-identical to an uninterrupted run; config.json records the new cadence."""
+    whole = train(tiny(), tmp_path / "whole", progress=False)
+    run = train(tiny(), tmp_path / "run", stop_after=2, progress=False)
+    written = []
+    real = train_module.Trainer.save_checkpoint
+
+    def spy(self, *args, **kwargs):
+        written.append(self.step)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(train_module.Trainer, "save_checkpoint", spy)
+    train(tiny(ckpt_every=1, ckpt_minutes=None), run, progress=False)
+    assert written[:3] == [3, 4, 5]
+    for name in (MODEL_FILE, BEST_FILE, RESULTS_FILE):
+        assert sha(run / name) == sha(whole / name), name
+    assert untimed(read_metrics(run)) == untimed(read_metrics(whole))
+    stored = json.loads((run / "config.json").read_text())
+    assert stored["ckpt_every"] == 1 and stored["ckpt_minutes"] is None
+
+
 def test_an_older_run_of_another_block_layout_is_refused_by_name(tmp_path):
     """A run stored before ``norm`` existed trained pre-LN blocks: today's default (post) is
     another model, and the refusal names the field with both values."""
