@@ -16,6 +16,7 @@ import pandas as pd
 class SimOutput:
     """What a model family's ``run`` returns (in memory; ``simulate`` writes it)."""
 
-    traces: pd.DataFrame            # long format: t_s, variable, element, value, unit
-    samples: pd.DataFrame           # same columns: the slow variable at protocol boundaries
+    # None once simulate() has handed the table to its writer (which frees it after copying)
+    traces: pd.DataFrame | None     # long format: t_s, variable, element, value, unit
+    samples: pd.DataFrame | None    # same columns: the slow variable at protocol boundaries
     attrs: dict[str, Any] = field(default_factory=dict)  # model, tau_cycle_s, dt_s, target, ...
