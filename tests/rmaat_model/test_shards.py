@@ -99,6 +99,21 @@ def test_without_dropout_shards_give_the_whole_batch_step(tmp_path, arch, retent
             assert err <= 1e-12, f"{S} shards, {n}: relative difference {err:.3g}"
 
 
+def test_pairs_are_sharded_with_both_documents(tmp_path):
+    """The matching head: each shard takes its rows of both documents, and the step is the
+    whole batch's to round-off (no dropout, float64)."""
+    model = model_of(tmp_path, "rmaat", "none", head="match", dropout=0.0).double()
+    x, y = ragged()
+    x2, _ = ragged(seed=4)
+    x2 = x2[:, :70]
+    x2[:, 0] = 1                                                     # no document of padding only
+    whole = step(model, x, y, tokens2=x2)
+    part = step(model, x, y, tokens2=x2, shards=2)
+    torch.testing.assert_close(part[1], whole[1], rtol=1e-12, atol=1e-12)
+    for n, g in whole[2].items():
+        assert (part[2][n] - g).abs().max() <= 1e-12 * g.abs().max(), n
+
+
 def test_sharded_amrb_gives_sharded_bptts_gradients_with_dropout(tmp_path):
     """AMRB records and replays each shard's own generator: its gradients are BPTT's with the
     same shards (to the float32 bound of tests/rmaat_model/test_amrb.py), its loss and logits too."""
