@@ -28,7 +28,7 @@ block's operators. The plain figures of this tree use the C++ block where it bui
 
 ``--shards N`` also times this tree, in the same rounds, with each batch's rows in N shards, each
 through ``forward_backward`` on its own thread (``forward_backward(..., shards=N)``,
-rmaat_model.shards; ``--threads`` are split between them: at least N for all to run at once).
+rmaat_model.shards; each shard takes an equal part of ``--threads``, at least one).
 Its numbers are not the unsharded step's (each shard draws its own dropout masks), its cost is.
 
 ``--ablate`` also times this tree, in the same rounds, without dropout, with BPTT instead of

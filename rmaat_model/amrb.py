@@ -370,21 +370,23 @@ def forward_backward(model, tokens: torch.Tensor, labels: torch.Tensor, *,
                      tokens2: torch.Tensor | None = None,
                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
                      stats: dict | None = None, overlap: bool = False,
-                     shards: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+                     shards: int = 1, shard_threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward AND backward of one batch (``.grad`` populated, accumulated like ``backward``).
 
     ``loss_fn(logits, labels)`` reduces to a scalar (cross-entropy's batch mean by default; with
     that default, AMRB may read a ragged batch's loss by segment, module doc). ``overlap``: AMRB's
     replays on a second thread (``run_segments``). ``shards`` > 1: the batch's rows in that many
-    shards, each on its own CPU thread (rmaat_model.shards; default loss only).
+    shards, on ``shard_threads`` CPU threads at once (None: one per shard; rmaat_model.shards;
+    default loss only).
     Returns (loss detached, logits (B, K) detached). A ``DistributedDataParallel`` wrapper
     is unwrapped (``.module``): all-reduce the gradients yourself afterwards.
     """
     if method not in METHODS:
         raise ConfigError(f"method = {method!r}: expected one of {', '.join(map(repr, METHODS))}")
     if shards != 1:
-        return batch_shards.run(forward_backward, model, tokens, labels, shards=shards, method=method, k=k,
-                                tokens2=tokens2, loss_fn=loss_fn, stats=stats, overlap=overlap)
+        return batch_shards.run(forward_backward, model, tokens, labels, shards=shards, threads=shard_threads,
+                                method=method, k=k, tokens2=tokens2, loss_fn=loss_fn, stats=stats,
+                                overlap=overlap)
     model = getattr(model, "module", model)
     plan = model.plan(tokens, tokens2)
     if not model.has_memory:

@@ -113,16 +113,19 @@ def _pool(workers: int) -> futures.ThreadPoolExecutor:
 
 
 def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: torch.Tensor,
-        labels: torch.Tensor, *, shards: int, tokens2: torch.Tensor | None = None,
+        labels: torch.Tensor, *, shards: int, threads: int | None = None, tokens2: torch.Tensor | None = None,
         stats: dict | None = None, **options) -> tuple[torch.Tensor, torch.Tensor]:
     """``one`` (``rmaat_model.amrb.forward_backward``, which calls this for ``shards`` > 1) of
-    the batch in ``shards`` row shards (module doc), on up to torch's intra-op thread count of
-    threads, each with an equal part of those threads (at least one). ``options`` go to each
-    shard's call (method, k); the loss is cross-entropy's batch mean. Returns (loss detached,
-    logits (B, K) detached) in the batch's row order."""
+    the batch in ``shards`` row shards (module doc), on ``threads`` threads at once (None: one
+    per shard; 1: in turn on the caller's), the caller's among them, each with an equal part of
+    torch's intra-op threads (at least one). ``options`` go to each shard's call (method, k);
+    the loss is cross-entropy's batch mean. Returns (loss detached, logits (B, K) detached) in
+    the batch's row order."""
     model = getattr(model, "module", model)
     check(shards, device=tokens.device, compiled=getattr(model, "_compiled_window", None) is not None,
           overlap=options.get("overlap", False))
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads = {threads!r}: expected a positive integer or None (one per shard)")
     if options.get("loss_fn", F.cross_entropy) is not F.cross_entropy:
         raise ConfigError("batch shards weight each shard's loss by its share of the labels: they need the "
                           "default loss (cross-entropy's batch mean)")
@@ -132,9 +135,9 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
     weights = [labels.index_select(0, r).ne(-100).sum().item() / count if count else 1.0 / S for r in rows]
     seeds = torch.randint(0, 2 ** 62, (S,), generator=dropout_generator()).tolist()
     reps = replicas(model, S)
-    threads = torch.get_num_threads()
-    workers = min(S, threads)
-    per = max(1, threads // workers)
+    intra = torch.get_num_threads()
+    workers = S if threads is None else min(S, threads)
+    per = max(1, intra // workers)
     grad_mode = torch.is_grad_enabled()
     autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
     shard_stats = [None if stats is None else {} for _ in range(S)]
@@ -167,7 +170,7 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
             r.zero_grad(set_to_none=True)
         raise
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(intra)
 
     loss = sum(w * res[0] for w, res in zip(weights, results))
     logits = results[0][1].new_empty((tokens.shape[0], results[0][1].shape[1]))

@@ -80,7 +80,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, stop_after: int | None = Non
     env = D.setup(cfg.device)
     threads_before = torch.get_num_threads()
     if env.device.type == "cpu":
-        torch.set_num_threads(cfg.threads or cfg.shards)    # TrainConfig.threads; None: one per batch shard
+        torch.set_num_threads(cfg.threads or 1)    # TrainConfig.threads; None: one per process
     trainer = None
     try:
         trainer = Trainer(cfg, out, env, progress=progress)
@@ -316,7 +316,8 @@ class Trainer:
                                                   enabled=cfg.precision == "bf16"):
             loss, logits = forward_backward(self.raw, tokens, labels, method=cfg.method,
                                             k=cfg.tbptt_k if cfg.method == "tbptt" else None,
-                                            tokens2=tokens2, overlap=cfg.amrb_overlap, shards=cfg.shards)
+                                            tokens2=tokens2, overlap=cfg.amrb_overlap, shards=cfg.shards,
+                                            shard_threads=cfg.threads)   # None: a thread per shard
         D.average_gradients(self.raw.parameters(), self.env)
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.optim.grad_clip)

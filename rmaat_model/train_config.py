@@ -87,9 +87,11 @@ class TrainConfig:
                                       # stops early (and still finishes) when it is spent
     num_workers: int = 0              # DataLoader worker processes per rank
     device: Literal["auto", "cpu", "cuda"] = "auto"  # 'auto' = CUDA when available
-    threads: int | None = None        # CPU intra-op threads per process; None: one per batch shard (this
-                                      # project's models are small: 2 threads on a busy 2-core machine ran
-                                      # the demo's ListOps step 15x slower than 1, bench/train_step_speed.py)
+    threads: int | None = None        # CPU intra-op threads per process; None: 1 (this project's models
+                                      # are small: 2 threads on a busy 2-core machine ran the demo's
+                                      # ListOps step 15x slower than 1, bench/train_step_speed.py). With
+                                      # shards > 1 also how many shards run at once (None: all of them,
+                                      # each with one intra-op thread)
     shards: int = 1                   # each batch's rows in this many shards, each on its own CPU thread
                                       # with its own dropout generator (rmaat_model.shards); the numbers
                                       # follow it, not threads. 2 on 2 cores: the demo's ListOps step

@@ -143,10 +143,10 @@ def test_the_numbers_follow_the_shards_not_the_threads(tmp_path, monkeypatch):
         return real(gen)
 
     monkeypatch.setattr(shards, "drawing_from", spy)
-    one = step(model, x, y, shards=2)
+    one = step(model, x, y, shards=2, shard_threads=1)
     torch.set_num_threads(2)
     try:
-        two = step(model, x, y, shards=2)
+        two = step(model, x, y, shards=2)                       # a thread each, one intra-op thread each
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(1)
@@ -192,17 +192,13 @@ def test_replicas_share_the_weights_and_follow_them(tmp_path):
 def test_a_failing_shard_leaves_the_gradients_as_they_were(tmp_path):
     """A token outside the vocabulary in one shard's rows: its error goes on after the other
     shard has finished; no gradient reaches the model, and the replicas keep none."""
-    torch.set_num_threads(2)
-    try:
-        model = model_of(tmp_path)
-        x, y = ragged()
-        x[5, 3] = 99
-        with pytest.raises(DataError, match="token id 99"):
-            forward_backward(model, x, y, shards=2)
-        assert all(p.grad is None for p in model.parameters())
-        assert all(q.grad is None for r in shards.replicas(model, 2) for q in r.parameters())
-    finally:
-        torch.set_num_threads(1)
+    model = model_of(tmp_path)
+    x, y = ragged()
+    x[5, 3] = 99
+    with pytest.raises(DataError, match="token id 99"):
+        forward_backward(model, x, y, shards=2)
+    assert all(p.grad is None for p in model.parameters())
+    assert all(q.grad is None for r in shards.replicas(model, 2) for q in r.parameters())
 
 
 def test_rows_are_dealt_by_length_in_turn():
@@ -244,6 +240,7 @@ def test_drawing_from_sets_this_threads_generator_only():
 @pytest.mark.parametrize("bad, match", [
     (dict(shards=0), r"shards = 0: expected a positive integer"),
     (dict(shards=2, overlap=True), r"shards = 2 and overlapped AMRB replays"),
+    (dict(shards=2, shard_threads=0), r"threads = 0: expected a positive integer or None"),
     (dict(shards=2, loss_fn=lambda z, y: z.sum()), r"batch shards .* need the default loss"),
 ])
 def test_shards_are_refused_where_they_cannot_run(tmp_path, bad, match):
@@ -268,12 +265,8 @@ def test_a_shard_on_another_thread_runs_under_the_callers_autocast(tmp_path):
     model = model_of(tmp_path, "rmt", "none")
     x, y = ragged()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        one = step(model, x, y, shards=2)
-        torch.set_num_threads(2)
-        try:
-            two = step(model, x, y, shards=2)
-        finally:
-            torch.set_num_threads(1)
+        one = step(model, x, y, shards=2, shard_threads=1)
+        two = step(model, x, y, shards=2)
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=False):
         plain = step(model, x, y, shards=2)
     assert torch.equal(one[1], two[1]) and all(torch.equal(one[2][n], two[2][n]) for n in one[2])

@@ -386,11 +386,12 @@ def test_cli_train_evaluate_and_errors(tmp_path, run_cli, monkeypatch):
     assert again.returncode == 2 and "finished run" in again.stderr
 
 
-@pytest.mark.parametrize("threads, shards, expected", [(None, 1, 1), (2, 1, 2), (None, 2, 2), (1, 2, 1)])
+@pytest.mark.parametrize("threads, shards, expected", [(None, 1, 1), (2, 1, 2), (None, 2, 1), (2, 2, 2)])
 def test_training_uses_the_configured_cpu_threads_and_restores_them(threads, shards, expected, tmp_path,
                                                                      monkeypatch):
-    """TrainConfig.threads (None: one intra-op thread per batch shard) holds while the run
-    trains; the caller's setting comes back afterwards."""
+    """TrainConfig.threads (None: one intra-op thread per process, also with batch shards,
+    which run on threads of their own) holds while the run trains; the caller's setting comes
+    back afterwards."""
     from rmaat_model import train as train_mod
 
     seen = []
@@ -413,7 +414,8 @@ def test_training_uses_the_configured_cpu_threads_and_restores_them(threads, sha
 
 def test_batch_shards_are_checked_and_train_to_the_same_bytes_on_one_thread_or_two(tmp_path, monkeypatch):
     """TrainConfig.shards reaches every step; the run's numbers follow the shards, not the
-    threads: two shards in turn on one thread and at once on two write the same bytes."""
+    threads: two shards in turn on one thread (threads = 1) and at once on two (threads unset:
+    a thread per shard) write the same bytes."""
     for bad, match in ((dict(shards=0), r"shards = 0: expected a positive integer"),
                        (dict(shards="2"), r"shards = '2': expected an integer"),
                        (dict(shards=17), r"shards = 17 is more than batch_size = 16"),
@@ -425,14 +427,14 @@ def test_batch_shards_are_checked_and_train_to_the_same_bytes_on_one_thread_or_t
     real = train_module.forward_backward
 
     def spy(*args, **kwargs):
-        asked.append((kwargs["shards"], torch.get_num_threads()))
+        asked.append((kwargs["shards"], kwargs["shard_threads"], torch.get_num_threads()))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_module, "forward_backward", spy)
     cfg = tiny(shards=2, threads=1)
-    runs = [train(cfg, tmp_path / "one", progress=False), train(tiny(shards=2, threads=2), tmp_path / "two",
+    runs = [train(cfg, tmp_path / "one", progress=False), train(tiny(shards=2), tmp_path / "two",
                                                                 progress=False)]
-    assert asked == [(2, 1)] * cfg.steps + [(2, 2)] * cfg.steps
+    assert asked == [(2, 1, 1)] * cfg.steps + [(2, None, 1)] * cfg.steps   # in turn; a thread each
     for name in (MODEL_FILE, BEST_FILE, RESULTS_FILE):
         assert sha(runs[0] / name) == sha(runs[1] / name), name
     assert untimed(read_metrics(runs[0])) == untimed(read_metrics(runs[1]))
