@@ -28,7 +28,7 @@ block's operators. The plain figures of this tree use the C++ block where it bui
 
 ``--shards N`` also times this tree, in the same rounds, with each batch's rows in N shards, each
 through ``forward_backward`` on its own thread (``forward_backward(..., shards=N)``,
-rmaat_model.shards; each shard takes an equal part of ``--threads``, at least one).
+rmaat_model.shards; as many at once as ``--threads`` allows, each with an equal part of them).
 Its numbers are not the unsharded step's (each shard draws its own dropout masks), its cost is.
 
 ``--ablate`` also times this tree, in the same rounds, without dropout, with BPTT instead of
@@ -81,7 +81,8 @@ from rmaat_model.amrb import forward_backward
 steps, arch, norm = int(sys.argv[2]), sys.argv[3], sys.argv[6]
 method, dropout = sys.argv[7], float(sys.argv[8])   # DEMO, or one of ABLATIONS
 options = ({"overlap": True} if sys.argv[9] == "overlap"         # this tree only
-           else {"shards": int(sys.argv[9][6:])} if sys.argv[9].startswith("shards") else {})
+           else {"shards": int(sys.argv[9][6:]), "shard_threads": threads or None}   # --threads in all
+           if sys.argv[9].startswith("shards") else {})
 layout = {}
 if norm != "default":
     if "norm" in {f.name for f in dataclasses.fields(ModelConfig)}:
