@@ -10,7 +10,9 @@ and measures loss and accuracy on one split. Nothing in the run directory is wri
 
 from __future__ import annotations
 
+import collections
 import functools
+from concurrent import futures
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,16 +28,20 @@ from rmaat_model import distributed as D
 from rmaat_model.checkpoint import BEST_FILE, MODEL_FILE, load_weights
 from rmaat_model.data.base import batch_to, check_split, collate, load_split
 from rmaat_model.metrics import read_metrics
-from rmaat_model.train_config import TrainConfig
+from rmaat_model.train_config import TrainConfig, parallel_threads
 
 
 @torch.inference_mode()
 def evaluate_dataset(model: torch.nn.Module, dataset, *, batch_size: int, pad_id: int,
                      env: D.DistEnv | None = None, max_batches: int | None = None,
-                     num_workers: int = 0, progress: bool = False) -> dict[str, float]:
+                     num_workers: int = 0, progress: bool = False, threads: int = 1) -> dict[str, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``dataset`` (sharded over ranks).
 
     With ``max_batches`` only the first ``max_batches * batch_size`` examples count.
+    ``threads`` > 1: that many batches at once, each on a thread of its own with an equal part of
+    torch's intra-op threads (at least one); each batch is computed as it is alone and the sums
+    are taken in batch order, so the result is the one thread's with that many intra-op threads
+    (a training run with batch shards evaluates this way, rmaat_model.shards).
     """
     env = env or D.DistEnv()
     n = len(dataset)
@@ -52,17 +58,51 @@ def evaluate_dataset(model: torch.nn.Module, dataset, *, batch_size: int, pad_id
     if progress and env.is_main:
         from tqdm import tqdm
         it = tqdm(loader, desc="eval", leave=False, mininterval=1.0)
-    for batch in it:
+    def one(batch) -> tuple[float, float, int]:
         tokens, labels, tokens2 = batch_to(batch, env.device)
         logits = model(tokens) if tokens2 is None else model(tokens, tokens2)
-        loss_sum += float(F.cross_entropy(logits.float(), labels, reduction="sum"))
-        correct += float((logits.argmax(-1) == labels).sum())
-        count += labels.numel()
-    model.train(was_training)
+        return (float(F.cross_entropy(logits.float(), labels, reduction="sum")),
+                float((logits.argmax(-1) == labels).sum()), labels.numel())
+
+    try:
+        for loss, right, n_batch in _in_order(one, it, threads):
+            loss_sum += loss
+            correct += right
+            count += n_batch
+    finally:
+        model.train(was_training)
     loss_sum, correct, count = D.all_reduce_sum([loss_sum, correct, count], env)
     if count == 0:
         raise DataError("evaluation set is empty")
     return {"loss": loss_sum / count, "acc": correct / count, "n": int(count)}
+
+
+def _in_order(fn, items, threads: int):
+    """fn(item) for each item, yielded in order; with threads > 1 up to that many at once on
+    worker threads, each in inference mode with torch's intra-op threads split between them."""
+    if threads <= 1:
+        yield from map(fn, items)
+        return
+    per = max(1, torch.get_num_threads() // threads)
+
+    def run(item):
+        torch.set_num_threads(per)   # this thread's own count
+        with torch.inference_mode():
+            return fn(item)
+
+    pending: collections.deque = collections.deque()
+    with futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="rmaat-eval") as pool:
+        try:
+            for item in items:
+                if len(pending) == threads:
+                    yield pending.popleft().result()
+                pending.append(pool.submit(run, item))
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for f in pending:   # an error (or a consumer that stopped): none left running
+                f.cancel()
+            futures.wait(pending)
 
 
 def dataset_labels(dataset) -> np.ndarray:
@@ -113,7 +153,8 @@ def evaluate(run_dir: str | Path, split: str = "test", *, weights: Literal["best
                         f"{spec.vocab_size} / {spec.n_classes}")
     bs = batch_size or cfg.eval_batch_size or cfg.batch_size
     res = evaluate_dataset(model, dataset, batch_size=bs, pad_id=spec.pad_id,
-                           env=D.DistEnv(device=dev), progress=progress)
+                           env=D.DistEnv(device=dev), progress=progress,
+                           threads=parallel_threads(cfg) if dev.type == "cpu" else 1)
     return {"run": str(run), "split": split, "weights": wpath.name, "task": cfg.task,
             "arch": mcfg.arch, **res}
 

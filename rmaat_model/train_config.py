@@ -90,8 +90,8 @@ class TrainConfig:
     threads: int | None = None        # CPU intra-op threads per process; None: 1 (this project's models
                                       # are small: 2 threads on a busy 2-core machine ran the demo's
                                       # ListOps step 15x slower than 1, bench/train_step_speed.py). With
-                                      # shards > 1 also how many shards run at once (None: all of them,
-                                      # each with one intra-op thread)
+                                      # shards > 1 also how many shards (and evaluation batches) run at
+                                      # once (None: as many as shards; parallel_threads)
     shards: int = 1                   # each batch's rows in this many shards, each on its own CPU thread
                                       # with its own dropout generator (rmaat_model.shards); the numbers
                                       # follow it, not threads. 2 on 2 cores: the demo's ListOps step
@@ -185,6 +185,12 @@ class TrainConfig:
                                   f"'recall' only (task is {self.task!r}); leave it null")
             from rmaat_model.data.synthetic import check_varying
             check_varying(self.max_len, self.model.segment_len, self.recall_min_segments)
+
+
+def parallel_threads(cfg: TrainConfig) -> int:
+    """How many batch shards run at once, and evaluation batches with them: ``shards``, capped
+    by ``threads`` where set (1 without shards)."""
+    return cfg.shards if cfg.threads is None else min(cfg.shards, cfg.threads)
 
 
 #: TrainConfig fields an interrupted run may be resumed with changed: they change no number the

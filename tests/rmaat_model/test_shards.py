@@ -271,3 +271,35 @@ def test_a_shard_on_another_thread_runs_under_the_callers_autocast(tmp_path):
         plain = step(model, x, y, shards=2)
     assert torch.equal(one[1], two[1]) and all(torch.equal(one[2][n], two[2][n]) for n in one[2])
     assert not torch.equal(one[1], plain[1])                     # autocast did change the numbers
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Items as the data modules give them: token ids and a label."""
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        n = int((self.x[i] != 0).sum())
+        return {"tokens": self.x[i, :n], "label": int(self.y[i])}
+
+
+def test_evaluation_on_two_threads_gives_the_one_threads_numbers(tmp_path):
+    """evaluate_dataset(threads=2): two batches at once, each computed as it is alone and summed
+    in batch order: the same loss and accuracy bits as one thread; an error in a batch goes on
+    once the batch beside it has finished."""
+    from rmaat_model.evaluate import evaluate_dataset
+    model = model_of(tmp_path)
+    x, y = ragged(B=23, seed=8)
+    y[2] = 1
+    data = _Rows(x, y)
+    one = evaluate_dataset(model, data, batch_size=4, pad_id=0)
+    two = evaluate_dataset(model, data, batch_size=4, pad_id=0, threads=2)
+    assert one == two and one["n"] == 23 and model.training
+    x[21, 3] = 99                                                    # in the last batch
+    with pytest.raises(DataError, match="token id 99"):
+        evaluate_dataset(model, _Rows(x, y), batch_size=4, pad_id=0, threads=2)
+    assert model.training

@@ -434,7 +434,7 @@ def test_batch_shards_are_checked_and_train_to_the_same_bytes_on_one_thread_or_t
     cfg = tiny(shards=2, threads=1)
     runs = [train(cfg, tmp_path / "one", progress=False), train(tiny(shards=2), tmp_path / "two",
                                                                 progress=False)]
-    assert asked == [(2, 1, 1)] * cfg.steps + [(2, None, 1)] * cfg.steps   # in turn; a thread each
+    assert asked == [(2, 1, 1)] * cfg.steps + [(2, 2, 1)] * cfg.steps   # in turn; a thread each
     for name in (MODEL_FILE, BEST_FILE, RESULTS_FILE):
         assert sha(runs[0] / name) == sha(runs[1] / name), name
     assert untimed(read_metrics(runs[0])) == untimed(read_metrics(runs[1]))
