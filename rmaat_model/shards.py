@@ -1,10 +1,11 @@
 """Batch shards: one training step's batch split by rows, each shard on its own CPU thread.
 
 At the sizes of the demo's models (d_model 64, batches of 32) a step is thousands of small
-operators, and a second intra-op thread gains little on them (bench/train_step_speed.py
---threads 2). Two halves of the batch, each through ``forward_backward`` on its own thread with
-one intra-op thread, keep both cores busy instead: the block's C++ node and the backward
-release the interpreter lock while they compute.
+operators, which a second intra-op thread splits at a cost each. Two halves of the batch, each
+through ``forward_backward`` on its own thread with one intra-op thread, keep both cores busy
+instead (the block's C++ node and the backward release the interpreter lock while they
+compute): the demo's ListOps step ran 1.20-1.25x as fast as with two intra-op threads
+(bench/train_step_speed.py --threads 2 --shards 2, docs/benchmarks.md).
 
 What a shard is:
 
