@@ -187,27 +187,17 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
 
 def _sum_grads(model: torch.nn.Module, reps: list[torch.nn.Module], weights: list[float]) -> None:
     """p.grad += the sum over shards j, in shard order, of weights[j] times replica j's gradient
-    (a shard that gave a parameter none adds nothing); the replicas' gradients are released.
-    Parameters every shard gave a gradient go through torch's list ops (one call per shard, the
-    same products and sums as one call per tensor)."""
-    params = list(model.parameters())
+    (a shard that gave a parameter none adds nothing); the replicas' gradients are released."""
     grads = [[q.grad for q in r.parameters()] for r in reps]
     for r in reps:
         r.zero_grad(set_to_none=True)
-    every = [i for i in range(len(params)) if all(g[i] is not None for g in grads)]
-    totals: dict[int, torch.Tensor] = {}
-    if every:
-        first = [grads[0][i] for i in every]
-        torch._foreach_mul_(first, weights[0])
-        for g, w in zip(grads[1:], weights[1:]):
-            torch._foreach_add_(first, [g[i] for i in every], alpha=w)
-        totals.update(zip(every, first))
-    for i in set(range(len(params))) - set(every):
+    for i, p in enumerate(model.parameters()):
+        total = None
         for g, w in zip(grads, weights):
             if g[i] is not None:
-                totals[i] = g[i].mul_(w) if i not in totals else totals[i].add_(g[i], alpha=w)
-    for i, total in sorted(totals.items()):
-        p = params[i]
+                total = g[i].mul_(w) if total is None else total.add_(g[i], alpha=w)
+        if total is None:
+            continue
         if p.grad is None:
             p.grad = total
         else:
