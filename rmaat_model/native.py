@@ -6,9 +6,9 @@ issue about a hundred of them per layer and segment. ``csrc/fused_block.cpp`` is
 -- the same ATen operators in the same order on the same operands, and its autograd node -- with
 no interpreter between the operators, and on the CPU with chains of cheap elementwise operators
 made one exact loop each. The extension also makes the dropout draw (``kernels.dropout_masks``,
-every arch): ``random_``'s values, read from the default generator's MT19937 state in blocks,
-and their {0, scale} values, the generator left where ``random_`` leaves it. Its values,
-gradients and generator states are bitwise the Python path's
+every arch): ``random_``'s values, read from the generator's MT19937 state in blocks (the
+default one, or a batch shard's own), and their {0, scale} values, the generator left where
+``random_`` leaves it. Its values, gradients and generator states are bitwise the Python path's
 (tests/rmaat_model/test_native.py), so a run's numbers do not depend on which path ran.
 
 The extension is compiled by ``torch.utils.cpp_extension`` the first time a process needs it

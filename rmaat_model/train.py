@@ -262,7 +262,7 @@ class Trainer:
                                  collate_fn=functools.partial(collate, pad_id=self.spec.pad_id),
                                  generator=torch.Generator(), pin_memory=env.device.type == "cuda")
         self.eval_bs = cfg.eval_batch_size or cfg.batch_size
-        self.eval_threads = parallel_threads(cfg) if env.device.type == "cpu" else 1
+        self.threads = parallel_threads(cfg)   # shards and evaluation batches at once (1 off the CPU: _build)
         self.budget_s = cfg.max_minutes * 60.0 if cfg.max_minutes is not None else math.inf
         self.last_ckpt = time.perf_counter()
         self.ckpt_s = cfg.ckpt_minutes * 60.0 if cfg.ckpt_minutes is not None else math.inf
@@ -319,7 +319,7 @@ class Trainer:
             loss, logits = forward_backward(self.raw, tokens, labels, method=cfg.method,
                                             k=cfg.tbptt_k if cfg.method == "tbptt" else None,
                                             tokens2=tokens2, overlap=cfg.amrb_overlap, shards=cfg.shards,
-                                            shard_threads=parallel_threads(cfg))
+                                            shard_threads=self.threads)
         D.average_gradients(self.raw.parameters(), self.env)
         if cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.optim.grad_clip)
@@ -366,7 +366,7 @@ class Trainer:
         env, step, window = self.env, self.step, self.window
         res = evaluate_dataset(self.raw, self.data["val"], batch_size=self.eval_bs, pad_id=self.spec.pad_id,
                                env=env, max_batches=self.cfg.eval_batches, num_workers=self.cfg.num_workers,
-                               threads=self.eval_threads)
+                               threads=self.threads)
         if res["acc"] > self.best["val_acc"]:
             self.best.update(val_acc=res["acc"], step=step)
             if env.is_main:
@@ -438,7 +438,7 @@ class Trainer:
                                "checkpoint": BEST_FILE}
         for split in ("val", "test"):
             r = evaluate_dataset(model, data[split], batch_size=self.eval_bs, pad_id=self.spec.pad_id,
-                                 env=env, num_workers=cfg.num_workers, threads=self.eval_threads)
+                                 env=env, num_workers=cfg.num_workers, threads=self.threads)
             res[f"{split}_acc"], res[f"{split}_loss"], res[f"n_{split}"] = r["acc"], r["loss"], r["n"]
         res["majority"] = majority_baseline(data["train"], {"val": data["val"], "test": data["test"]})
         return res
