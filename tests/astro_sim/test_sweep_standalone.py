@@ -162,7 +162,10 @@ def test_a_build_ends_with_the_process_that_asked_for_it(tmp_path):
         while not any(_name(p) in ("make", "g++", "cc1plus", "c++") for p in descendants(asker.pid)):
             assert asker.poll() is None and time.monotonic() < deadline, "the build never reached its compiler"
             time.sleep(0.1)
-        left = _kill_then_left(asker, build)   # the watch looks every 0.5 s; a compile left running lasts longer
+        # the watch looks every 0.5 s. The window leaves room for a stalled machine (3 s once ran out
+        # in a full clean-clone run, with nothing ended) and stays well inside the ~11 s that make
+        # compiles for here (2 cores, idle); a build run to its end writes the manifest checked below
+        left = _kill_then_left(asker, build, wait_s=6.0)
         assert not left, f"still working in the build directory after the kill: {left}"
         assert not (build / sa.MANIFEST).is_file()
     finally:
