@@ -16,6 +16,7 @@ import numpy as np
 
 from astro_rmaat.config import from_dict, require_positive, require_seed, to_dict
 from astro_rmaat.errors import ConfigError, DataError
+from rmaat_model import shards as batch_shards
 from rmaat_model.amrb import Method
 from rmaat_model.data.base import TASKS, TaskSpec, load_split
 from rmaat_model.model_config import ModelConfig, with_legacy_layout
@@ -157,17 +158,14 @@ class TrainConfig:
         if self.amrb_overlap and self.precision == "bf16":
             raise ConfigError("amrb_overlap = true runs replays on a thread that torch.autocast does not "
                               "reach; precision = 'bf16' needs it (set one of them back)")
-        if not _is_positive_int(self.shards):
-            raise ConfigError(f"shards = {self.shards!r}: expected a positive integer (1: the whole batch at once)")
+        # the count, and the eager block stack, as forward_backward checks them (the device: Trainer._build)
+        batch_shards.check(self.shards, device="cpu", compiled=self.compile)
         if self.shards > self.batch_size:
             raise ConfigError(f"shards = {self.shards} is more than batch_size = {self.batch_size} "
                               "(each shard needs at least one sequence)")
         if self.shards > 1 and self.amrb_overlap:
             raise ConfigError(f"shards = {self.shards} and amrb_overlap = true both take the second thread; "
                               "set one of them back")
-        if self.shards > 1 and self.compile:
-            raise ConfigError(f"shards = {self.shards} needs the eager block stack: a compiled one is bound to "
-                              "the model's own weights (set compile = false or shards = 1)")
         if self.amrb_overlap and (self.threads or 1) < 2:
             raise ConfigError(f"amrb_overlap = true needs threads >= 2 (the replays' thread and the backward's "
                               f"share them); threads = {self.threads!r}")
