@@ -143,9 +143,10 @@ def read_by(task: str | None, root: Path = ROOT) -> frozenset[str] | None:
     return frozenset(files[m] for m in seen)
 
 
-def _counts(name: str, reads: frozenset[str] | None) -> bool:
-    """Whether a change of file ``name`` can change a run that executes ``reads`` (``read_by``)."""
-    return reads is None or not name.endswith(".py") or name in reads
+def _counts(name: str, reads: frozenset[str] | None, *, removed: bool = False) -> bool:
+    """Whether a change of file ``name`` can change a run that executes ``reads`` (``read_by``);
+    a file removed since counts whatever it held (the run may have read it)."""
+    return removed or reads is None or not name.endswith(".py") or name in reads
 
 
 def fingerprint(root: Path = ROOT) -> dict:
@@ -211,7 +212,8 @@ def _first_change(old: dict, new: dict, reads: frozenset[str] | None = None) -> 
     """The first file (in name order) added, removed or changed between two ``files`` tables,
     and how many more, of those that count for a run that executes ``reads`` (``read_by``; None:
     every file; a file removed counts whatever it held); None when they are the same."""
-    changed = sorted(n for n in set(old) | set(new) if old.get(n) != new.get(n) and (n not in new or _counts(n, reads)))
+    changed = sorted(n for n in set(old) | set(new)
+                     if old.get(n) != new.get(n) and _counts(n, reads, removed=n not in new))
     return _first_and_more(changed) if changed else None
 
 
@@ -325,7 +327,7 @@ def code_mismatch(run_dir: str | Path, code: dict, root: Path = ROOT, changes: d
         changes[rev] = _changed_since(rev, root)
     if changes[rev] is None:
         return f"it was trained on {rev[:7]}, which git cannot compare with this checkout"
-    changed = [n for n in changes[rev] if _counts(n, reads) or not (root / n).is_file()]   # removed: counts
+    changed = [n for n in changes[rev] if _counts(n, reads, removed=not (root / n).is_file())]
     if changed:
         return f"it was trained on {rev[:7]}, and {_first_and_more(changed)} changed since"
     return None
