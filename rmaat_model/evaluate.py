@@ -28,6 +28,7 @@ from rmaat_model import distributed as D
 from rmaat_model.checkpoint import BEST_FILE, MODEL_FILE, load_weights
 from rmaat_model.data.base import batch_to, check_split, collate, load_split
 from rmaat_model.metrics import read_metrics
+from rmaat_model.shards import threads_each
 from rmaat_model.train_config import TrainConfig, parallel_threads
 
 
@@ -83,7 +84,7 @@ def _in_order(fn, items, threads: int):
     if threads <= 1:
         yield from map(fn, items)
         return
-    per = max(1, torch.get_num_threads() // threads)
+    per = threads_each(threads)
 
     def run(item):
         torch.set_num_threads(per)   # this thread's own count

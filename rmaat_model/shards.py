@@ -67,6 +67,12 @@ def check(shards: int, *, device: torch.device | str, compiled: bool = False, ov
                           "model's own weights (set compile = false or shards = 1)")
 
 
+def threads_each(workers: int) -> int:
+    """torch's intra-op threads split equally between ``workers`` threads running at once (at
+    least one each): the count each sets for itself (``torch.set_num_threads`` is per thread)."""
+    return max(1, torch.get_num_threads() // workers)
+
+
 def deal(tokens: torch.Tensor, tokens2: torch.Tensor | None, pad_id: int, shards: int) -> list[torch.Tensor]:
     """Each shard's row indices (ascending): rows ordered by real length (both documents' for a
     pair), longest first and ties in batch order, dealt in turn."""
@@ -138,7 +144,7 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
     reps = replicas(model, S)
     intra = torch.get_num_threads()
     workers = S if threads is None else min(S, threads)
-    per = max(1, intra // workers)
+    per = threads_each(workers)
     grad_mode = torch.is_grad_enabled()
     autocast = torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")
     shard_stats = [None if stats is None else {} for _ in range(S)]
