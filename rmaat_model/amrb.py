@@ -275,7 +275,7 @@ def _amrb(step, nograd_step, segments, memory, loss_fn, loss_on, stats, overlap=
         # intra-op threads (run_segments checked there are two); the replays draw from the RNG
         # only inside fork_rng, and the backward, which accumulates the gradients, stays on this
         # thread in segment order.
-        per = threads // 2
+        per = batch_shards.threads_each(2)
         torch.set_num_threads(per)
 
     def replay(i: int):
