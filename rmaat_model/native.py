@@ -8,8 +8,10 @@ no interpreter between the operators, and on the CPU with chains of cheap elemen
 made one exact loop each. The extension also makes the dropout draw (``kernels.dropout_masks``,
 every arch): ``random_``'s values, read from the generator's MT19937 state in blocks (the
 default one, or a batch shard's own), and their {0, scale} values, the generator left where
-``random_`` leaves it. Its values, gradients and generator states are bitwise the Python path's
-(tests/rmaat_model/test_native.py), so a run's numbers do not depend on which path ran.
+``random_`` leaves it. Its values, gradients and generator states are bitwise the Python
+path's (tests/rmaat_model/test_native.py), so a run's numbers do not depend on which path ran.
+Two loops outside the model are the extension's too, AdamW's step (``optim.AdamW``) and the
+batch shards' gradient sums, bitwise torch's operators (tests/rmaat_model/test_native_optim.py).
 
 The extension is compiled by ``torch.utils.cpp_extension`` the first time a process needs it
 (about 25 s on 2 cores; it needs a C++ compiler and ninja) into torch's extension cache
@@ -126,11 +128,12 @@ def extension() -> ModuleType | None:
         except Exception as exc:   # no compiler, no ninja, a failed compile: the Python path runs
             reason = _why(exc)
             if mode() == "1":
-                raise ConfigError(f"{ENV}=1 and the C++ extension (the fused block, the dropout draw) "
+                raise ConfigError(f"{ENV}=1 and the C++ extension (the fused block, the dropout draw, AdamW's step) "
                                   f"could not be built: {reason}") from None
             _state.update(module=None, reason=reason)
-            warnings.warn(f"rmaat: the C++ extension (the fused block, the dropout draw) could not be "
-                          f"built ({reason}); the Python block and draw run instead (the same numbers, slower)",
+            warnings.warn(f"rmaat: the C++ extension (the fused block, the dropout draw, AdamW's step) could not "
+                          f"be built ({reason}); the Python block and draw and torch's step run instead (the "
+                          "same numbers, slower)",
                           RuntimeWarning, stacklevel=2)
             return None
         _state.update(module=module, reason=None, build_s=time.perf_counter() - t0)

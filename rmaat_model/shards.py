@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError
+from rmaat_model import native
 from rmaat_model.kernels import drawing_from, dropout_generator
 
 #: the replicas made of a model so far: (replica, its parameters, its buffers) each
@@ -193,18 +194,36 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
 
 def _sum_grads(model: torch.nn.Module, reps: list[torch.nn.Module], weights: list[float]) -> None:
     """p.grad += the sum over shards j, in shard order, of weights[j] times replica j's gradient
-    (a shard that gave a parameter none adds nothing); the replicas' gradients are released."""
+    (a shard that gave a parameter none adds nothing); the replicas' gradients are released.
+    The sums are one C++ loop per parameter where the extension is loaded and every gradient is
+    a dense float32 CPU tensor (``sum_scaled``: the same bits as the operators below)."""
     grads = [[q.grad for q in r.parameters()] for r in reps]
     for r in reps:
         r.zero_grad(set_to_none=True)
-    for i, p in enumerate(model.parameters()):
-        total = None
-        for g, w in zip(grads, weights):
-            if g[i] is not None:
-                total = g[i].mul_(w) if total is None else total.add_(g[i], alpha=w)
+    totals = _native_sums(grads, weights)
+    if totals is None:
+        totals = []
+        for i in range(len(grads[0])):
+            total = None
+            for g, w in zip(grads, weights):
+                if g[i] is not None:
+                    total = g[i].mul_(w) if total is None else total.add_(g[i], alpha=w)
+            totals.append(total)
+    for p, total in zip(model.parameters(), totals):
         if total is None:
             continue
         if p.grad is None:
             p.grad = total
         else:
             p.grad.add_(total)
+
+
+def _native_sums(grads: list[list[torch.Tensor | None]], weights: list[float]) -> list[torch.Tensor] | None:
+    """The weighted sums by the extension's loop, or None where it does not take them."""
+    def dense(g: torch.Tensor | None) -> bool:
+        return (g is not None and g.layout == torch.strided and g.dtype == torch.float32
+                and g.device.type == "cpu" and g.is_contiguous())
+
+    if not all(dense(g) for shard in grads for g in shard) or (ext := native.extension()) is None:
+        return None
+    return ext.sum_scaled(grads, [float(w) for w in weights])

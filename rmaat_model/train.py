@@ -206,12 +206,13 @@ class Trainer:
         if cfg.compile:
             self.model.compile_blocks()
         block = not cfg.compile and cfg.precision == "fp32" and runs_fused(self.mcfg)   # else the Python block
-        draws = self.mcfg.dropout > 0 and env.device.type == "cpu"   # kernels.dropout_masks: every arch, any precision
-        if block or draws:
-            # the C++ extension (the block, the dropout draw), built (or loaded) by every
-            # rank once the inputs are checked and before anything is written, not inside the
-            # first step; a first build's time is kept off the run's clock. RMAAT_NATIVE is
-            # checked also where an earlier run loaded it.
+        # on the CPU the dropout draw (kernels.dropout_masks, every arch and precision) and
+        # AdamW's step (optim.AdamW, float32 weights, which every precision keeps) use it too
+        if block or env.device.type == "cpu":
+            # the C++ extension, built (or loaded) by every rank once the inputs are checked
+            # and before anything is written, not inside the first step; a first build's time
+            # is kept off the run's clock. RMAAT_NATIVE is checked also where an earlier run
+            # loaded it.
             native.mode()
             t0 = time.perf_counter()
             native.extension()

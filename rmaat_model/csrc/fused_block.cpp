@@ -30,6 +30,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <limits>
@@ -387,6 +388,160 @@ Tensor dropout_draw(int64_t n, int64_t threshold, double scale, at::ScalarType d
   return out;
 }
 
+// ---------------------------------------------------------------- the optimiser's loops (CPU)
+
+// Two of ATen's elementwise operators are one multiply-add each on the CPU, in their vector body
+// (vec::fmadd) and in their scalar tail alike: lerp with a weight under 1/2 (start + w (end -
+// start)) and add / addcmul with a factor (self + alpha other; self + value t1 t2, the product
+// value t1 rounded first). The loops that stand for them call std::fma, which rounds once as
+// those do; these clones let the compiler issue the instruction where the CPU has it (the
+// default clone calls the C library's fmaf, the same value, slower).
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define RMAAT_FMA_CLONES __attribute__((target_clones("fma", "default")))
+#else
+#define RMAAT_FMA_CLONES
+#endif
+
+// Whether t is a float32 CPU tensor in row-major order, dense (the loops below index it flat).
+bool flat_float(const Tensor& t) {
+  return t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && !t.is_sparse();
+}
+
+// f(lo, hi) over [0, n) in ATen's intra-op threads: every element is independent of the others,
+// so the bits do not depend on the split.
+template <typename F>
+void each_span(int64_t n, const F& f) {
+  at::parallel_for(0, n, at::internal::GRAIN_SIZE, f);
+}
+
+RMAAT_FMA_CLONES
+void adamw_moments(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                   float* __restrict__ v, float* __restrict__ v_copy, int64_t lo, int64_t hi, bool decay,
+                   float keep, float w1, float beta2, float w2) {
+  for (int64_t i = lo; i < hi; ++i) {
+    const float gi = g[i];
+    if (decay) p[i] = p[i] * keep;                   // p.mul_(1 - lr wd)
+    m[i] = std::fma(w1, gi - m[i], m[i]);            // exp_avg.lerp_(g, 1 - beta1)
+    const float vi = v[i] * beta2;                   // exp_avg_sq.mul_(beta2)
+    v[i] = v_copy[i] = std::fma(w2 * gi, gi, vi);    // .addcmul_(g, g, value=1 - beta2)
+  }
+}
+
+void adamw_update(float* __restrict__ p, const float* __restrict__ m, const float* __restrict__ root, int64_t lo,
+                  int64_t hi, float bc2_root, float eps, float neg_step) {
+  for (int64_t i = lo; i < hi; ++i) {
+    const float denom = root[i] / bc2_root + eps;    // (exp_avg_sq.sqrt() / sqrt(bc2)).add_(eps)
+    const float delta = neg_step * m[i] / denom;     // addcdiv_'s value * t1 / t2
+    p[i] = p[i] + delta;
+  }
+}
+
+// torch.optim.AdamW.step over one parameter group, bitwise as torch's single-tensor path (the
+// CPU's default, whose foreach path gives the same bits) computes it, with decoupled weight
+// decay and none of amsgrad, maximize, capturable or differentiable: for each parameter,
+//   step += 1;  p *= 1 - lr wd (wd != 0);  m.lerp_(g, 1 - beta1);
+//   v.mul_(beta2).addcmul_(g, g, value=1 - beta2);
+//   p.addcdiv_(m, v.sqrt() / sqrt(1 - beta2^step) + eps, value=-lr / (1 - beta1^step)).
+// The scalars in double as Python forms them (its ** on floats is the C library's pow, as here),
+// each taken as float where the operator takes it. The square roots stay ATen's (its vector
+// code's are not always the correctly rounded ones): one sqrt_ over a copy of every v of the
+// group, laid end to end (ATen's sqrt gives an element the same bits wherever it lies). Every
+// tensor float32, CPU, dense; a step a float32 or float64 scalar on the CPU; 1 - beta1 under 1/2
+// (lerp's other formula is not written here). Python checks all that first (optim.AdamW).
+void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                const std::vector<Tensor>& steps, double lr, double beta1, double beta2, double weight_decay,
+                double eps) {
+  const size_t k = params.size();
+  TORCH_CHECK(grads.size() == k && exp_avgs.size() == k && exp_avg_sqs.size() == k && steps.size() == k,
+              "adamw_step: one gradient, exp_avg, exp_avg_sq and step per parameter");
+  TORCH_CHECK(std::abs(1 - beta1) < 0.5, "adamw_step: 1 - beta1 must be under 1/2, got ", 1 - beta1);
+  std::vector<int64_t> offset(k + 1, 0);
+  for (size_t j = 0; j < k; ++j) {
+    const int64_t n = params[j].numel();
+    TORCH_CHECK(flat_float(params[j]) && flat_float(grads[j]) && flat_float(exp_avgs[j]) &&
+                    flat_float(exp_avg_sqs[j]) && grads[j].numel() == n && exp_avgs[j].numel() == n &&
+                    exp_avg_sqs[j].numel() == n,
+                "adamw_step: parameters, gradients and moments must be dense float32 CPU tensors of one size each");
+    const auto st = steps[j].scalar_type();
+    TORCH_CHECK(steps[j].is_cpu() && steps[j].numel() == 1 && (st == at::kFloat || st == at::kDouble),
+                "adamw_step: each step must be a float32 or float64 CPU scalar");
+    offset[j + 1] = offset[j] + n;
+  }
+  const bool decay = weight_decay != 0;
+  const float keep = static_cast<float>(1 - lr * weight_decay), w1 = static_cast<float>(1 - beta1);
+  const float b2 = static_cast<float>(beta2), w2 = static_cast<float>(1 - beta2), e = static_cast<float>(eps);
+  Tensor roots = at::empty({offset[k]}, params.empty() ? at::TensorOptions(at::kFloat) : params[0].options());
+  float* r = roots.data_ptr<float>();
+  std::vector<double> count(k);
+  for (size_t j = 0; j < k; ++j) {
+    Tensor s = steps[j];
+    if (s.scalar_type() == at::kFloat) {   // step_t += 1 in the step's own dtype
+      float* c = s.data_ptr<float>();
+      *c = *c + 1.0f;
+      count[j] = *c;
+    } else {
+      double* c = s.data_ptr<double>();
+      *c = *c + 1.0;
+      count[j] = *c;
+    }
+    float* p = params[j].data_ptr<float>();
+    const float* g = grads[j].data_ptr<float>();
+    float* m = exp_avgs[j].data_ptr<float>();
+    float* v = exp_avg_sqs[j].data_ptr<float>();
+    float* vc = r + offset[j];
+    each_span(offset[j + 1] - offset[j], [&](int64_t lo, int64_t hi) {
+      adamw_moments(p, g, m, v, vc, lo, hi, decay, keep, w1, b2, w2);
+    });
+  }
+  roots.sqrt_();
+  for (size_t j = 0; j < k; ++j) {
+    const double bc1 = 1 - std::pow(beta1, count[j]), bc2 = 1 - std::pow(beta2, count[j]);
+    const float neg_step = static_cast<float>(-(lr / bc1)), bc2_root = static_cast<float>(std::pow(bc2, 0.5));
+    float* p = params[j].data_ptr<float>();
+    const float* m = exp_avgs[j].data_ptr<float>();
+    const float* root = r + offset[j];
+    each_span(offset[j + 1] - offset[j], [&](int64_t lo, int64_t hi) {
+      adamw_update(p, m, root, lo, hi, bc2_root, e, neg_step);
+    });
+  }
+}
+
+RMAAT_FMA_CLONES
+void add_scaled(float* __restrict__ total, const float* __restrict__ g, int64_t lo, int64_t hi, float w) {
+  for (int64_t i = lo; i < hi; ++i) total[i] = std::fma(g[i], w, total[i]);   // total.add_(g, alpha=w)
+}
+
+// shards._sum_grads' sums: for each parameter i, grads[0][i].mul_(w_0), then .add_(grads[j][i],
+// alpha=w_j) for j = 1, 2, ... in order, in place in the first shard's gradient (returned), as
+// the Python loop does it. Dense float32 CPU gradients, one size across shards.
+std::vector<Tensor> sum_scaled(const std::vector<std::vector<Tensor>>& grads, const std::vector<double>& weights) {
+  TORCH_CHECK(!grads.empty() && grads.size() == weights.size(), "sum_scaled: one weight per shard");
+  const size_t k = grads[0].size();
+  for (const auto& shard : grads) {
+    TORCH_CHECK(shard.size() == k, "sum_scaled: every shard must give one gradient per parameter");
+    for (size_t i = 0; i < k; ++i)
+      TORCH_CHECK(flat_float(shard[i]) && shard[i].numel() == grads[0][i].numel(),
+                  "sum_scaled: gradients must be dense float32 CPU tensors of one size across shards");
+  }
+  std::vector<Tensor> out;
+  out.reserve(k);
+  const float w0 = static_cast<float>(weights[0]);
+  for (size_t i = 0; i < k; ++i) {
+    float* t = grads[0][i].data_ptr<float>();
+    each_span(grads[0][i].numel(), [&](int64_t lo, int64_t hi) {
+      for (int64_t e = lo; e < hi; ++e) t[e] = t[e] * w0;   // mul_(w_0)
+    });
+    for (size_t j = 1; j < grads.size(); ++j) {
+      const float* g = grads[j][i].data_ptr<float>();
+      const float w = static_cast<float>(weights[j]);
+      each_span(grads[0][i].numel(), [&](int64_t lo, int64_t hi) { add_scaled(t, g, lo, hi, w); });
+    }
+    out.push_back(grads[0][i]);
+  }
+  return out;
+}
+
 // kernels.project_t: x (B, W, D_in) -> (B, D_out, W)
 Tensor project_t(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return at::baddbmm(bias.view({-1, 1}), weight.expand({x.size(0), -1, -1}), x.transpose(1, 2));
@@ -609,6 +764,12 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           "kernels.dropout_masks' draw and {0, scale} values in one, from a CPU generator (None: the "
           "default one; bitwise random_ then dropout_keep)", py::arg("n"), py::arg("threshold"), py::arg("scale"),
           py::arg("dtype"), py::arg("generator") = py::none(), py::call_guard<py::gil_scoped_release>());
+  mod.def("adamw_step", &rmaat::adamw_step,
+          "torch.optim.AdamW's step over one group of dense float32 CPU tensors, bitwise its single-tensor "
+          "path (optim.AdamW)", py::call_guard<py::gil_scoped_release>());
+  mod.def("sum_scaled", &rmaat::sum_scaled,
+          "shards._sum_grads' weighted sums of the shards' float32 gradients, in the first shard's tensors",
+          py::call_guard<py::gil_scoped_release>());
   mod.def("dropout_keep", &rmaat::dropout_keep,
           "kernels.dropout_masks' {0, scale} values from its int64 draw, full-precision dtypes",
           py::call_guard<py::gil_scoped_release>());

@@ -1,0 +1,227 @@
+"""The optimiser's loops in C++ (csrc/fused_block.cpp: ``adamw_step``, ``sum_scaled``) give
+torch's bits: ``rmaat_model.optim.AdamW`` steps a model exactly as ``torch.optim.AdamW``
+does (its parameters, moments and step counts, through a learning-rate schedule, skipped
+gradients and two threads), its state dict is torch's, and whatever the loop does not compute
+as torch does runs torch's own step. The batch shards' gradient sums are the Python loop's."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from rmaat_model import native, optim, shards
+from rmaat_model.model import build_model
+from rmaat_model.model_config import ModelConfig
+from rmaat_model.train_config import TrainConfig
+
+from model_fixtures import one_thread  # noqa: F401  (autouse)
+
+#: sizes with a vector body and a scalar tail, one element, and one above ATen's grain (32768),
+#: which two threads split
+SHAPES = [(64,), (192, 64), (31,), (1,), (7, 5), (40001,)]
+
+
+@pytest.fixture(scope="module")
+def ext():
+    module = native.extension()
+    assert module is not None, native.status()
+    return module
+
+
+def params(g: torch.Generator, dtype=torch.float32, transposed: bool = False) -> list[torch.nn.Parameter]:
+    """One parameter of each of SHAPES; ``transposed``: the 2-D ones a transposed view (not
+    contiguous; their moments, made alike, are not either)."""
+    def one(s):
+        if transposed and len(s) == 2:
+            return torch.randn(s[::-1], generator=g, dtype=dtype).t()
+        return torch.randn(s, generator=g, dtype=dtype)
+    return [torch.nn.Parameter(one(s)) for s in SHAPES]
+
+
+def groups(ps: list[torch.nn.Parameter]) -> list[dict]:
+    """Two groups as RMAAT.param_groups makes them: with weight decay, and without."""
+    return [{"params": ps[::2], "weight_decay": 0.05}, {"params": ps[1::2], "weight_decay": 0.0}]
+
+
+def grads(step: int, shapes, g: torch.Generator, dtype=torch.float32) -> list[torch.Tensor | None]:
+    """Gradients of every scale, zeros among them; every third step one parameter has none."""
+    out = []
+    for k, s in enumerate(shapes):
+        x = torch.randn(s, generator=g, dtype=dtype) * 10.0 ** (k % 5 - 3)
+        x[..., ::9] = 0
+        out.append(None if step % 3 == 1 and k == step % len(shapes) else x)
+    return out
+
+
+def run_both(ours_cls, kw: dict, steps: int, dtype=torch.float32, transposed: bool = False):
+    """The same parameters and gradients through torch's AdamW and ``ours_cls``, each under a
+    warm-up schedule: (torch's, ours), each (parameters, optimiser)."""
+    g = torch.Generator().manual_seed(11)
+    pa = params(g, dtype, transposed)
+    pb = copy.deepcopy(pa)
+    oa = torch.optim.AdamW(groups(pa), **kw)
+    ob = ours_cls(groups(pb), **kw)
+    sa, sb = (torch.optim.lr_scheduler.LambdaLR(o, lambda s: min(1.0, (s + 1) / 20)) for o in (oa, ob))
+    for step in range(steps):
+        for a, b, x in zip(pa, pb, grads(step, SHAPES, g, dtype)):
+            a.grad = None if x is None else x.clone().as_strided(a.shape, a.stride())
+            b.grad = None if x is None else x.clone().as_strided(b.shape, b.stride())
+        oa.step()
+        ob.step()
+        sa.step()
+        sb.step()
+    return (pa, oa), (pb, ob)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal to the bit (a NaN's payload and the sign of a zero included)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    ints = {torch.float32: torch.int32, torch.float64: torch.int64}
+    if a.dtype not in ints:
+        return torch.equal(a, b)
+    return torch.equal(a.reshape(-1).view(ints[a.dtype]), b.reshape(-1).view(ints[b.dtype]))
+
+
+def assert_same_state(oa: torch.optim.Optimizer, ob: torch.optim.Optimizer) -> None:
+    sa, sb = oa.state_dict(), ob.state_dict()
+    assert sa["param_groups"] == sb["param_groups"]
+    assert sa["state"].keys() == sb["state"].keys()
+    for k, state in sa["state"].items():
+        assert state.keys() == sb["state"][k].keys()
+        for name, value in state.items():
+            assert same_bits(value, sb["state"][k][name]), (k, name)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("betas", [(0.9, 0.98), (0.6, 0.999)])
+def test_adamw_is_torchs_adamw_to_the_bit(ext, threads, betas):
+    """200 steps, two groups, skipped gradients, a changing learning rate: every parameter,
+    moment and step count bitwise torch's, the C++ step having run (not torch's fallback)."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    calls = []
+    real = ext.adamw_step
+
+    class Counting:
+        def __getattr__(self, name):
+            return getattr(ext, name)
+
+        def adamw_step(self, *args):
+            calls.append(len(args[0]))
+            return real(*args)
+
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setattr(native, "extension", lambda: Counting())
+            (pa, oa), (pb, ob) = run_both(optim.AdamW, dict(lr=3e-3, betas=betas, eps=1e-8), 200)
+    finally:
+        torch.set_num_threads(saved)
+    assert len(calls) == 2 * 200 and sum(calls) > 0
+    for a, b in zip(pa, pb):
+        assert same_bits(a.detach(), b.detach())
+    assert_same_state(oa, ob)
+    start = params(torch.Generator().manual_seed(11))
+    unmoved = [s.shape for a, s in zip(pa, start) if torch.equal(a.detach(), s)]
+    assert unmoved == [(1,)]   # its gradient always 0 (every ninth value is), in the group without decay
+
+
+def test_a_state_dict_moves_between_torchs_adamw_and_ours_and_the_steps_go_on_alike():
+    """A checkpoint of either loads into the other (the same state layout): ten more steps from
+    it give the same bits in both directions."""
+    kw = dict(lr=1e-3, betas=(0.9, 0.98), eps=1e-8)
+    (pa, oa), (pb, ob) = run_both(optim.AdamW, kw, 30)
+    g = torch.Generator().manual_seed(2)
+    for src_p, src_o, dst_cls in ((pa, oa, optim.AdamW), (pb, ob, torch.optim.AdamW)):
+        p1, p2 = copy.deepcopy(src_p), copy.deepcopy(src_p)
+        o1 = type(src_o)(groups(p1), **kw)
+        o2 = dst_cls(groups(p2), **kw)
+        o1.load_state_dict(copy.deepcopy(src_o.state_dict()))   # (load_state_dict keeps the tensors given)
+        o2.load_state_dict(copy.deepcopy(src_o.state_dict()))
+        for step in range(10):
+            for a, b, x in zip(p1, p2, grads(step, SHAPES, g)):
+                a.grad = None if x is None else x.clone()
+                b.grad = None if x is None else x.clone()
+            o1.step()
+            o2.step()
+        for a, b in zip(p1, p2):
+            assert same_bits(a.detach(), b.detach())
+        assert_same_state(o1, o2)
+
+
+@pytest.mark.parametrize("case", ["float64", "amsgrad", "maximize", "beta1-under-half", "non-contiguous",
+                                  "no-extension"])
+def test_what_the_loop_does_not_compute_runs_torchs_step(case, monkeypatch):
+    """Each of these steps through torch's own code (the loop never called) and so gives torch's
+    bits."""
+    kw = dict(lr=1e-3, betas=(0.9, 0.98), eps=1e-8)
+    dtype = torch.float64 if case == "float64" else torch.float32
+    kw.update({"amsgrad": dict(amsgrad=True), "maximize": dict(maximize=True),
+               "beta1-under-half": dict(betas=(0.3, 0.98))}.get(case, {}))
+    ext = native.extension()
+
+    class Refusing:
+        def __getattr__(self, name):
+            return getattr(ext, name)
+
+        def adamw_step(self, *args):
+            raise AssertionError("the C++ step ran")
+
+    monkeypatch.setattr(native, "extension", (lambda: None) if case == "no-extension" else (lambda: Refusing()))
+    (pa, oa), (pb, ob) = run_both(optim.AdamW, kw, 12, dtype, transposed=case == "non-contiguous")
+    for a, b in zip(pa, pb):
+        assert same_bits(a.detach(), b.detach())
+    assert_same_state(oa, ob)
+
+
+def test_make_optimizer_gives_this_adamw_and_a_post_step_hook_runs_after_its_step():
+    """Training's optimiser is this class; hooks on its step (make_optimizer's projection of a
+    learned retention table) run after the C++ step, once per step."""
+    cfg = ModelConfig(arch="rmaat", vocab_size=12, n_classes=3, max_len=32, d_model=16, n_heads=2, n_layers=1,
+                      d_ff=16, segment_len=8, n_mem=2)
+    model = build_model(cfg)
+    opt, _ = optim.make_optimizer(model, TrainConfig(steps=5))
+    assert type(opt) is optim.AdamW
+    seen = []
+    opt.register_step_post_hook(lambda o, *_: seen.append(int(o.state[next(model.parameters())]["step"])))
+    for _ in range(3):
+        for p in model.parameters():
+            p.grad = torch.ones_like(p)
+        opt.step()
+    assert seen == [1, 2, 3]
+
+
+@pytest.mark.parametrize("weights", [[0.3, 0.7], [0.2, 0.5, 0.3], [0.5, 0.5]])
+def test_the_shards_gradient_sums_are_the_python_loops_to_the_bit(ext, weights):
+    g = torch.Generator().manual_seed(3)
+    shard_grads = [[torch.randn(s, generator=g) for s in SHAPES] for _ in weights]
+    ref = []
+    for i in range(len(SHAPES)):   # shards._sum_grads' operators
+        total = None
+        for sg, w in zip([[t.clone() for t in s] for s in shard_grads], weights):
+            total = sg[i].mul_(w) if total is None else total.add_(sg[i], alpha=w)
+        ref.append(total)
+    out = ext.sum_scaled([[t.clone() for t in s] for s in shard_grads], weights)
+    assert all(same_bits(a, b) for a, b in zip(ref, out))
+
+
+def test_sum_grads_with_a_missing_gradient_takes_the_python_loop_and_adds_to_existing_grads():
+    """A shard that gave a parameter no gradient adds nothing; the sums are added to gradients
+    the model already holds; the replicas' gradients are released."""
+    model = torch.nn.Linear(4, 3)
+    reps = [copy.deepcopy(model) for _ in range(2)]
+    g = torch.Generator().manual_seed(5)
+    for r in reps:
+        for p in r.parameters():
+            p.grad = torch.randn(p.shape, generator=g)
+    reps[1].bias.grad = None
+    before = [torch.randn(p.shape, generator=g) for p in model.parameters()]
+    model.weight.grad, model.bias.grad = before[0].clone(), before[1].clone()
+    w0, b0 = reps[0].weight.grad.clone(), reps[0].bias.grad.clone()
+    w1 = reps[1].weight.grad.clone()
+    shards._sum_grads(model, reps, [0.25, 0.75])
+    assert same_bits(model.weight.grad, before[0] + (w0 * 0.25).add_(w1, alpha=0.75))
+    assert same_bits(model.bias.grad, before[1] + b0 * 0.25)
+    assert all(p.grad is None for r in reps for p in r.parameters())
