@@ -6,7 +6,8 @@
 
 The config is the pipeline's ListOps model (d_model 64, 4 heads, 2 blocks, d_ff 128, dropout
 0.1, segments of 128 with 8 memory tokens, batch 32, AMRB, AdamW), on seeded random batches
-with the demo's lengths (100..500 tokens, ListOps vocabulary size). ``--ref`` is checked out
+with the demo's lengths (100..500 tokens, ListOps vocabulary size); each tree's own AdamW class
+(``rmaat_model.optim.AdamW`` where the tree has it, else torch's). ``--ref`` is checked out
 with ``git worktree`` into a temporary folder; each repeat runs both trees in fresh
 processes, interleaved (ref, this, ref, this, ...), each timing ``--steps`` optimiser steps
 after two warm-up steps. Prints the median steps/s of each and their ratio, with the
@@ -93,7 +94,11 @@ cfg = ModelConfig(arch=arch, vocab_size=18, n_classes=10, max_len=512, d_model=6
                   d_ff=128, dropout=dropout, segment_len=128, n_mem=8, retention="none", **layout)
 torch.manual_seed(0)
 model = build_model(cfg)
-opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+try:   # the tree's own AdamW, as its training makes it (this tree: rmaat_model.optim.AdamW)
+    from rmaat_model.optim import AdamW
+except ImportError:   # a revision without one: torch's
+    AdamW = torch.optim.AdamW
+opt = AdamW(model.parameters(), lr=1e-3)
 g = torch.Generator().manual_seed(1)
 def batch():
     lengths = torch.randint(100, 501, (32,), generator=g)
