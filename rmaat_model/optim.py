@@ -30,65 +30,68 @@ def param_groups(model: torch.nn.Module, optim: OptimConfig) -> list[dict[str, A
 
 class AdamW(torch.optim.AdamW):
     """torch.optim.AdamW whose step runs the extension's ``adamw_step`` where it gives torch's
-    bits: every group with decoupled weight decay, a float learning rate, 1 - beta1 under 1/2,
-    none of amsgrad, maximize, capturable, differentiable or fused; every parameter that has a
-    gradient, its gradient and its moments dense float32 CPU tensors. Otherwise (or where the
-    extension is not loaded) torch's own step runs."""
+    bits: every group with decoupled weight decay, numbers (not tensors) for its lr, betas,
+    weight decay and eps, 1 - beta1 under 1/2, and none of amsgrad, maximize, capturable,
+    differentiable or fused; every parameter that has a gradient, its gradient and its moments
+    dense float32 CPU tensors (the extension checks those, before it changes anything).
+    Otherwise, or where the extension is not loaded, torch's own step runs."""
 
     @torch.no_grad()
     def step(self, closure=None):
-        ext = native.extension() if self._plain() else None
+        ext = native.extension() if all(_plain(group) for group in self.param_groups) else None
         if ext is None:
-            return super().step(closure)
+            return self._torch_step(closure)
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        lists: list[list[list[torch.Tensor]]] = [[], [], [], [], []]
+        numbers: list[list[float]] = [[], [], [], [], []]
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            for p in params:
+            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
+            for p in group["params"]:
+                if (grad := p.grad) is None:
+                    continue
                 state = self.state[p]
                 if not state:   # as torch.optim.Adam._init_group makes it
                     state["step"] = torch.tensor(0.0, dtype=_scalar_dtype())
                     state["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                     state["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            states = [self.state[p] for p in params]
+                params.append(p)
+                grads.append(grad)
+                exp_avgs.append(state["exp_avg"])
+                exp_avg_sqs.append(state["exp_avg_sq"])
+                steps.append(state["step"])
+            for out, one in zip(lists, (params, grads, exp_avgs, exp_avg_sqs, steps)):
+                out.append(one)
             beta1, beta2 = group["betas"]
-            ext.adamw_step(params, [p.grad for p in params], [s["exp_avg"] for s in states],
-                           [s["exp_avg_sq"] for s in states], [s["step"] for s in states], float(group["lr"]),
-                           float(beta1), float(beta2), float(group["weight_decay"]), float(group["eps"]))
+            for out, x in zip(numbers, (group["lr"], beta1, beta2, group["weight_decay"], group["eps"])):
+                out.append(float(x))
+        if not ext.adamw_step(*lists, *numbers):
+            self._torch_step(None)   # a tensor the loop does not take: torch's step (the closure has run)
         return loss
 
-    def _plain(self) -> bool:
-        """Whether every group and tensor is one that ``adamw_step`` computes as torch does."""
-        for group in self.param_groups:
-            if (group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
-                    or group["fused"] or not group.get("decoupled_weight_decay", True)
-                    or not all(_number(group[key]) for key in ("lr", "weight_decay", "eps"))
-                    or not all(_number(b) for b in group["betas"]) or not abs(1 - group["betas"][0]) < 0.5):
-                return False
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                if not (_dense32(p) and _dense32(p.grad) and p.grad.shape == p.shape):
-                    return False
-                state = self.state.get(p)
-                if state and not (set(state) == {"step", "exp_avg", "exp_avg_sq"} and _dense32(state["exp_avg"])
-                                  and _dense32(state["exp_avg_sq"]) and state["step"].device.type == "cpu"
-                                  and state["step"].dtype in (torch.float32, torch.float64)
-                                  and state["step"].numel() == 1 and not state["step"].requires_grad):
-                    return False
-        return True
+    def _torch_step(self, closure):
+        """torch's step without its step hooks, which this class's step (wrapped by torch like
+        any optimiser's) runs already: where an instance of a parent class had torch wrap the
+        parent's step too, its unwrapped function."""
+        fn = super().step.__func__
+        if getattr(fn, "hooked", False):
+            fn = fn.__wrapped__
+        return fn(self, closure)
+
+
+def _plain(group: dict) -> bool:
+    """Whether a group's options are ones ``adamw_step`` computes as torch does."""
+    return not (group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
+                or group["fused"] or not group.get("decoupled_weight_decay", True)
+                or not all(_number(group[key]) for key in ("lr", "weight_decay", "eps"))
+                or not all(_number(b) for b in group["betas"]))
 
 
 def _number(x) -> bool:
     """A Python int or float (not a tensor, which torch's step treats otherwise)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _dense32(t: torch.Tensor) -> bool:
-    return (t.layout == torch.strided and t.dtype == torch.float32 and t.device.type == "cpu"
-            and t.is_contiguous())
 
 
 def _scalar_dtype() -> torch.dtype:

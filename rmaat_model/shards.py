@@ -45,7 +45,7 @@ from astro_rmaat.errors import ConfigError
 from rmaat_model import native
 from rmaat_model.kernels import drawing_from, dropout_generator
 
-#: the replicas made of a model so far: (replica, its parameters, its buffers) each
+#: the replicas made of a model so far: (replica, its parameters, its buffers, what it was made on) each
 _REPLICAS: "weakref.WeakKeyDictionary[torch.nn.Module, list[tuple]]" = weakref.WeakKeyDictionary()
 _POOL: list[tuple[int, futures.ThreadPoolExecutor]] = []   # (its thread count, the pool), when made
 _POOL_LOCK = threading.Lock()
@@ -87,26 +87,32 @@ def deal(tokens: torch.Tensor, tokens2: torch.Tensor | None, pad_id: int, shards
 
 def replicas(model: torch.nn.Module, n: int) -> list[torch.nn.Module]:
     """n replicas of ``model`` on its weights (module doc), kept while they still are."""
+    return [r for r, _ in _replicas(model, n)[1]]
+
+
+def _replicas(model: torch.nn.Module, n: int) -> tuple[list[torch.nn.Parameter], list[tuple]]:
+    """``replicas``, with the parameter lists: (the model's parameters, n (replica, its parameters))."""
     params, buffers = list(model.parameters()), list(model.buffers())
+    # what a replica was made on: the model's parameters' storage, shapes, dtypes and
+    # requires_grad (a replica's parameters keep them), and its buffers themselves
+    made_on = [(p.data_ptr(), p.shape, p.dtype, p.requires_grad) for p in params]
 
     def current(kept: tuple) -> bool:
-        _, rp, rb = kept
-        return (len(rp) == len(params) and len(rb) == len(buffers)
-                and all(a.data_ptr() == b.data_ptr() and a.shape == b.shape and a.dtype == b.dtype
-                        and a.requires_grad == b.requires_grad for a, b in zip(rp, params))
-                and all(a is b for a, b in zip(rb, buffers)))
+        _, _, rb, on = kept
+        return on == made_on and len(rb) == len(buffers) and all(a is b for a, b in zip(rb, buffers))
 
     kept = [k for k in _REPLICAS.get(model, []) if current(k)]
+    for r, *_ in kept:
+        if r.training != model.training:   # (only this function sets a replica's modules' modes)
+            r.train(model.training)
     while len(kept) < n:
         memo: dict = {id(b): b for b in buffers}
         for p in params:
             memo[id(p)] = torch.nn.Parameter(p.detach(), requires_grad=p.requires_grad)
-        r = copy.deepcopy(model, memo)
-        kept.append((r, list(r.parameters()), list(r.buffers())))
+        r = copy.deepcopy(model, memo).train(model.training)
+        kept.append((r, list(r.parameters()), list(r.buffers()), made_on))
     _REPLICAS[model] = kept
-    for r, _, _ in kept:
-        r.train(model.training)
-    return [r for r, _, _ in kept[:n]]
+    return params, [(r, rp) for r, rp, *_ in kept[:n]]
 
 
 def _pool(workers: int) -> futures.ThreadPoolExecutor:
@@ -142,7 +148,8 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
     count = labels.ne(-100).sum().item()                          # F.cross_entropy's ignore_index
     weights = [labels.index_select(0, r).ne(-100).sum().item() / count if count else 1.0 / S for r in rows]
     seeds = torch.randint(0, 2 ** 62, (S,), generator=dropout_generator()).tolist()
-    reps = replicas(model, S)
+    params, kept = _replicas(model, S)
+    reps = [r for r, _ in kept]
     intra = torch.get_num_threads()
     workers = S if threads is None else min(S, threads)
     per = threads_each(workers)
@@ -184,7 +191,7 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
     logits = results[0][1].new_empty((tokens.shape[0], results[0][1].shape[1]))
     for r, res in zip(rows, results):
         logits.index_copy_(0, r, res[1])
-    _sum_grads(model, reps, weights)
+    _sum_grads(params, [rp for _, rp in kept], weights)
     if stats is not None:
         for s in shard_stats:
             for key, value in s.items():
@@ -192,38 +199,28 @@ def run(one: Callable[..., tuple[torch.Tensor, torch.Tensor]], model, tokens: to
     return loss, logits
 
 
-def _sum_grads(model: torch.nn.Module, reps: list[torch.nn.Module], weights: list[float]) -> None:
+def _sum_grads(params: list[torch.nn.Parameter], rep_params: list[list[torch.nn.Parameter]],
+               weights: list[float]) -> None:
     """p.grad += the sum over shards j, in shard order, of weights[j] times replica j's gradient
-    (a shard that gave a parameter none adds nothing); the replicas' gradients are released.
-    The sums are one C++ loop per parameter where the extension is loaded and every gradient is
-    a dense float32 CPU tensor (``sum_scaled``: the same bits as the operators below)."""
-    grads = [[q.grad for q in r.parameters()] for r in reps]
-    for r in reps:
-        r.zero_grad(set_to_none=True)
-    totals = _native_sums(grads, weights)
-    if totals is None:
-        totals = []
-        for i in range(len(grads[0])):
-            total = None
-            for g, w in zip(grads, weights):
-                if g[i] is not None:
-                    total = g[i].mul_(w) if total is None else total.add_(g[i], alpha=w)
-            totals.append(total)
-    for p, total in zip(model.parameters(), totals):
+    of p (``rep_params[j]``, in ``params``' order; a shard that gave a parameter none adds
+    nothing); the replicas' gradients are released. One call to the extension's ``sum_grads``
+    where it is loaded and every replica's gradient is a dense float32 CPU tensor (the same
+    bits as the operators below, without the interpreter around each)."""
+    ext = native.extension()
+    if ext is not None and ext.sum_grads(params, rep_params, [float(w) for w in weights]):
+        return
+    grads = [[q.grad for q in rp] for rp in rep_params]
+    for rp in rep_params:
+        for q in rp:
+            q.grad = None
+    for i, p in enumerate(params):
+        total = None
+        for g, w in zip(grads, weights):
+            if g[i] is not None:
+                total = g[i].mul_(w) if total is None else total.add_(g[i], alpha=w)
         if total is None:
             continue
         if p.grad is None:
             p.grad = total
         else:
             p.grad.add_(total)
-
-
-def _native_sums(grads: list[list[torch.Tensor | None]], weights: list[float]) -> list[torch.Tensor] | None:
-    """The weighted sums by the extension's loop, or None where it does not take them."""
-    def dense(g: torch.Tensor | None) -> bool:
-        return (g is not None and g.layout == torch.strided and g.dtype == torch.float32
-                and g.device.type == "cpu" and g.is_contiguous())
-
-    if not all(dense(g) for shard in grads for g in shard) or (ext := native.extension()) is None:
-        return None
-    return ext.sum_scaled(grads, [float(w) for w in weights])

@@ -404,7 +404,8 @@ Tensor dropout_draw(int64_t n, int64_t threshold, double scale, at::ScalarType d
 
 // Whether t is a float32 CPU tensor in row-major order, dense (the loops below index it flat).
 bool flat_float(const Tensor& t) {
-  return t.is_cpu() && t.scalar_type() == at::kFloat && t.is_contiguous() && !t.is_sparse();
+  return t.defined() && t.layout() == at::kStrided && t.is_cpu() && t.scalar_type() == at::kFloat &&
+         t.is_contiguous();
 }
 
 // f(lo, hi) over [0, n) in ATen's intra-op threads: every element is independent of the others,
@@ -447,25 +448,25 @@ void adamw_update(float* __restrict__ p, const float* __restrict__ m, const floa
 // code's are not always the correctly rounded ones): one sqrt_ over a copy of every v of the
 // group, laid end to end (ATen's sqrt gives an element the same bits wherever it lies). Every
 // tensor float32, CPU, dense; a step a float32 or float64 scalar on the CPU; 1 - beta1 under 1/2
-// (lerp's other formula is not written here). Python checks all that first (optim.AdamW).
-void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
-                const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
-                const std::vector<Tensor>& steps, double lr, double beta1, double beta2, double weight_decay,
-                double eps) {
+// (lerp's other formula is not written here): adamw_step checks that first.
+void adamw_group(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                 const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                 const std::vector<Tensor>& steps, double lr, double beta1, double beta2, double weight_decay,
+                 double eps) {
   const size_t k = params.size();
   TORCH_CHECK(grads.size() == k && exp_avgs.size() == k && exp_avg_sqs.size() == k && steps.size() == k,
-              "adamw_step: one gradient, exp_avg, exp_avg_sq and step per parameter");
-  TORCH_CHECK(std::abs(1 - beta1) < 0.5, "adamw_step: 1 - beta1 must be under 1/2, got ", 1 - beta1);
+              "adamw_group: one gradient, exp_avg, exp_avg_sq and step per parameter");
+  TORCH_CHECK(std::abs(1 - beta1) < 0.5, "adamw_group: 1 - beta1 must be under 1/2, got ", 1 - beta1);
   std::vector<int64_t> offset(k + 1, 0);
   for (size_t j = 0; j < k; ++j) {
     const int64_t n = params[j].numel();
     TORCH_CHECK(flat_float(params[j]) && flat_float(grads[j]) && flat_float(exp_avgs[j]) &&
                     flat_float(exp_avg_sqs[j]) && grads[j].numel() == n && exp_avgs[j].numel() == n &&
                     exp_avg_sqs[j].numel() == n,
-                "adamw_step: parameters, gradients and moments must be dense float32 CPU tensors of one size each");
+                "adamw_group: parameters, gradients and moments must be dense float32 CPU tensors of one size each");
     const auto st = steps[j].scalar_type();
     TORCH_CHECK(steps[j].is_cpu() && steps[j].numel() == 1 && (st == at::kFloat || st == at::kDouble),
-                "adamw_step: each step must be a float32 or float64 CPU scalar");
+                "adamw_group: each step must be a float32 or float64 CPU scalar");
     offset[j + 1] = offset[j] + n;
   }
   const bool decay = weight_decay != 0;
@@ -507,39 +508,91 @@ void adamw_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gr
   }
 }
 
+// Whether adamw_group takes a group's tensors (one list each, one entry per parameter).
+bool adamw_takes(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+                 const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+                 const std::vector<Tensor>& steps, double beta1) {
+  const size_t k = params.size();
+  if (grads.size() != k || exp_avgs.size() != k || exp_avg_sqs.size() != k || steps.size() != k ||
+      !(std::abs(1 - beta1) < 0.5))
+    return false;
+  for (size_t j = 0; j < k; ++j) {
+    const int64_t n = params[j].numel();
+    if (!(flat_float(params[j]) && flat_float(grads[j]) && flat_float(exp_avgs[j]) && flat_float(exp_avg_sqs[j]) &&
+          grads[j].numel() == n && exp_avgs[j].numel() == n && exp_avg_sqs[j].numel() == n))
+      return false;
+    const Tensor& s = steps[j];
+    if (!(s.defined() && s.is_cpu() && s.numel() == 1 && !s.requires_grad() &&
+          (s.scalar_type() == at::kFloat || s.scalar_type() == at::kDouble)))
+      return false;
+  }
+  return true;
+}
+
+// optim.AdamW's step: adamw_group for each group (g: lists of lists, one per group; the numbers
+// one per group) where every group's tensors are ones it takes; otherwise false, with nothing
+// changed (torch's step then runs).
+bool adamw_step(const std::vector<std::vector<Tensor>>& params, const std::vector<std::vector<Tensor>>& grads,
+                const std::vector<std::vector<Tensor>>& exp_avgs, const std::vector<std::vector<Tensor>>& exp_avg_sqs,
+                const std::vector<std::vector<Tensor>>& steps, const std::vector<double>& lr,
+                const std::vector<double>& beta1, const std::vector<double>& beta2,
+                const std::vector<double>& weight_decay, const std::vector<double>& eps) {
+  const size_t G = params.size();
+  TORCH_CHECK(grads.size() == G && exp_avgs.size() == G && exp_avg_sqs.size() == G && steps.size() == G &&
+                  lr.size() == G && beta1.size() == G && beta2.size() == G && weight_decay.size() == G &&
+                  eps.size() == G,
+              "adamw_step: one list of each and one of each number per group");
+  for (size_t i = 0; i < G; ++i)
+    if (!adamw_takes(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], beta1[i])) return false;
+  for (size_t i = 0; i < G; ++i)
+    adamw_group(params[i], grads[i], exp_avgs[i], exp_avg_sqs[i], steps[i], lr[i], beta1[i], beta2[i],
+                weight_decay[i], eps[i]);
+  return true;
+}
+
 RMAAT_FMA_CLONES
 void add_scaled(float* __restrict__ total, const float* __restrict__ g, int64_t lo, int64_t hi, float w) {
   for (int64_t i = lo; i < hi; ++i) total[i] = std::fma(g[i], w, total[i]);   // total.add_(g, alpha=w)
 }
 
-// shards._sum_grads' sums: for each parameter i, grads[0][i].mul_(w_0), then .add_(grads[j][i],
-// alpha=w_j) for j = 1, 2, ... in order, in place in the first shard's gradient (returned), as
-// the Python loop does it. Dense float32 CPU gradients, one size across shards.
-std::vector<Tensor> sum_scaled(const std::vector<std::vector<Tensor>>& grads, const std::vector<double>& weights) {
-  TORCH_CHECK(!grads.empty() && grads.size() == weights.size(), "sum_scaled: one weight per shard");
-  const size_t k = grads[0].size();
-  for (const auto& shard : grads) {
-    TORCH_CHECK(shard.size() == k, "sum_scaled: every shard must give one gradient per parameter");
-    for (size_t i = 0; i < k; ++i)
-      TORCH_CHECK(flat_float(shard[i]) && shard[i].numel() == grads[0][i].numel(),
-                  "sum_scaled: gradients must be dense float32 CPU tensors of one size across shards");
+// shards._sum_grads over its parameter lists: for each parameter i, replica 0's gradient of it
+// .mul_(w_0), then .add_(replica j's, alpha=w_j) for j = 1, 2, ... in order, in place in replica
+// 0's gradient, which becomes the parameter's gradient (or is added to it: p.grad.add_(sum), as
+// Python does); every replica's gradient released. Taken only where every replica has a gradient
+// of every parameter, each a dense float32 CPU tensor of the parameter's size: otherwise false,
+// with nothing changed (the Python loop then runs).
+bool sum_grads(const std::vector<Tensor>& params, const std::vector<std::vector<Tensor>>& replicas,
+               const std::vector<double>& weights) {
+  TORCH_CHECK(!replicas.empty() && replicas.size() == weights.size(), "sum_grads: one weight per shard");
+  const size_t k = params.size();
+  for (const auto& rp : replicas) {
+    TORCH_CHECK(rp.size() == k, "sum_grads: every replica must list one parameter per parameter of the model");
+    for (size_t i = 0; i < k; ++i) {
+      const Tensor& g = rp[i].grad();
+      if (!g.defined() || !flat_float(g) || g.numel() != params[i].numel()) return false;
+    }
   }
-  std::vector<Tensor> out;
-  out.reserve(k);
   const float w0 = static_cast<float>(weights[0]);
   for (size_t i = 0; i < k; ++i) {
-    float* t = grads[0][i].data_ptr<float>();
-    each_span(grads[0][i].numel(), [&](int64_t lo, int64_t hi) {
+    Tensor total = replicas[0][i].grad();
+    float* t = total.data_ptr<float>();
+    const int64_t n = total.numel();
+    each_span(n, [&](int64_t lo, int64_t hi) {
       for (int64_t e = lo; e < hi; ++e) t[e] = t[e] * w0;   // mul_(w_0)
     });
-    for (size_t j = 1; j < grads.size(); ++j) {
-      const float* g = grads[j][i].data_ptr<float>();
+    for (size_t j = 1; j < replicas.size(); ++j) {
+      const float* g = replicas[j][i].grad().data_ptr<float>();
       const float w = static_cast<float>(weights[j]);
-      each_span(grads[0][i].numel(), [&](int64_t lo, int64_t hi) { add_scaled(t, g, lo, hi, w); });
+      each_span(n, [&](int64_t lo, int64_t hi) { add_scaled(t, g, lo, hi, w); });
     }
-    out.push_back(grads[0][i]);
+    for (const auto& rp : replicas) rp[i].mutable_grad().reset();
+    Tensor& grad = params[i].mutable_grad();
+    if (grad.defined())
+      grad.add_(total);
+    else
+      grad = total;
   }
-  return out;
+  return true;
 }
 
 // kernels.project_t: x (B, W, D_in) -> (B, D_out, W)
@@ -765,10 +818,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           "default one; bitwise random_ then dropout_keep)", py::arg("n"), py::arg("threshold"), py::arg("scale"),
           py::arg("dtype"), py::arg("generator") = py::none(), py::call_guard<py::gil_scoped_release>());
   mod.def("adamw_step", &rmaat::adamw_step,
-          "torch.optim.AdamW's step over one group of dense float32 CPU tensors, bitwise its single-tensor "
-          "path (optim.AdamW)", py::call_guard<py::gil_scoped_release>());
-  mod.def("sum_scaled", &rmaat::sum_scaled,
-          "shards._sum_grads' weighted sums of the shards' float32 gradients, in the first shard's tensors",
+          "optim.AdamW's step over its groups of dense float32 CPU tensors, bitwise torch.optim.AdamW's "
+          "single-tensor path (false: not taken, nothing changed)", py::call_guard<py::gil_scoped_release>());
+  mod.def("sum_grads", &rmaat::sum_grads,
+          "shards._sum_grads: the replicas' weighted float32 gradients summed into the model's (false: not taken)",
           py::call_guard<py::gil_scoped_release>());
   mod.def("dropout_keep", &rmaat::dropout_keep,
           "kernels.dropout_masks' {0, scale} values from its int64 draw, full-precision dtypes",

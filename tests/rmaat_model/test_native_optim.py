@@ -1,4 +1,4 @@
-"""The optimiser's loops in C++ (csrc/fused_block.cpp: ``adamw_step``, ``sum_scaled``) give
+"""The optimiser's loops in C++ (csrc/fused_block.cpp: ``adamw_step``, ``sum_grads``) give
 torch's bits: ``rmaat_model.optim.AdamW`` steps a model exactly as ``torch.optim.AdamW``
 does (its parameters, moments and step counts, through a learning-rate schedule, skipped
 gradients and two threads), its state dict is torch's, and whatever the loop does not compute
@@ -110,8 +110,9 @@ def test_adamw_is_torchs_adamw_to_the_bit(ext, threads, betas):
             return getattr(ext, name)
 
         def adamw_step(self, *args):
-            calls.append(len(args[0]))
-            return real(*args)
+            taken = real(*args)
+            calls.append((len(args[0]), taken))
+            return taken
 
     try:
         with pytest.MonkeyPatch.context() as mp:
@@ -119,7 +120,7 @@ def test_adamw_is_torchs_adamw_to_the_bit(ext, threads, betas):
             (pa, oa), (pb, ob) = run_both(optim.AdamW, dict(lr=3e-3, betas=betas, eps=1e-8), 200)
     finally:
         torch.set_num_threads(saved)
-    assert len(calls) == 2 * 200 and sum(calls) > 0
+    assert calls == [(2, True)] * 200   # one call a step for both groups, each taken
     for a, b in zip(pa, pb):
         assert same_bits(a.detach(), b.detach())
     assert_same_state(oa, ob)
@@ -151,77 +152,108 @@ def test_a_state_dict_moves_between_torchs_adamw_and_ours_and_the_steps_go_on_al
         assert_same_state(o1, o2)
 
 
-@pytest.mark.parametrize("case", ["float64", "amsgrad", "maximize", "beta1-under-half", "non-contiguous",
-                                  "no-extension"])
-def test_what_the_loop_does_not_compute_runs_torchs_step(case, monkeypatch):
-    """Each of these steps through torch's own code (the loop never called) and so gives torch's
-    bits."""
+@pytest.mark.parametrize("case,asked", [("amsgrad", False), ("maximize", False), ("no-extension", False),
+                                        ("float64", True), ("non-contiguous", True), ("beta1-under-half", True)])
+def test_what_the_loop_does_not_compute_runs_torchs_step(case, asked, monkeypatch):
+    """Each of these steps through torch's own code and so gives torch's bits: options the
+    loop does not have are not offered to it; tensors or a beta1 it does not take, it declines
+    (changing nothing) and torch's step runs."""
     kw = dict(lr=1e-3, betas=(0.9, 0.98), eps=1e-8)
     dtype = torch.float64 if case == "float64" else torch.float32
     kw.update({"amsgrad": dict(amsgrad=True), "maximize": dict(maximize=True),
                "beta1-under-half": dict(betas=(0.3, 0.98))}.get(case, {}))
     ext = native.extension()
+    answers = []
 
-    class Refusing:
+    class Recording:
         def __getattr__(self, name):
             return getattr(ext, name)
 
         def adamw_step(self, *args):
-            raise AssertionError("the C++ step ran")
+            answers.append(ext.adamw_step(*args))
+            return answers[-1]
 
-    monkeypatch.setattr(native, "extension", (lambda: None) if case == "no-extension" else (lambda: Refusing()))
+    monkeypatch.setattr(native, "extension", (lambda: None) if case == "no-extension" else (lambda: Recording()))
     (pa, oa), (pb, ob) = run_both(optim.AdamW, kw, 12, dtype, transposed=case == "non-contiguous")
+    assert answers == ([False] * 12 if asked else [])
     for a, b in zip(pa, pb):
         assert same_bits(a.detach(), b.detach())
     assert_same_state(oa, ob)
 
 
-def test_make_optimizer_gives_this_adamw_and_a_post_step_hook_runs_after_its_step():
+@pytest.mark.parametrize("path", ["cpp", "torch"])
+def test_make_optimizer_gives_this_adamw_and_a_step_hook_runs_once_per_step(path, monkeypatch):
     """Training's optimiser is this class; hooks on its step (make_optimizer's projection of a
-    learned retention table) run after the C++ step, once per step."""
+    learned retention table) run once per step, after the C++ step or torch's (also where a
+    torch AdamW made before had torch wrap the parent class's step in the same hooks)."""
+    torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+    if path == "torch":
+        monkeypatch.setattr(native, "extension", lambda: None)
     cfg = ModelConfig(arch="rmaat", vocab_size=12, n_classes=3, max_len=32, d_model=16, n_heads=2, n_layers=1,
                       d_ff=16, segment_len=8, n_mem=2)
     model = build_model(cfg)
     opt, _ = optim.make_optimizer(model, TrainConfig(steps=5))
     assert type(opt) is optim.AdamW
     seen = []
+    opt.register_step_pre_hook(lambda o, *_: seen.append("pre"))
     opt.register_step_post_hook(lambda o, *_: seen.append(int(o.state[next(model.parameters())]["step"])))
     for _ in range(3):
         for p in model.parameters():
             p.grad = torch.ones_like(p)
         opt.step()
-    assert seen == [1, 2, 3]
+    assert seen == ["pre", 1, "pre", 2, "pre", 3]
 
 
-@pytest.mark.parametrize("weights", [[0.3, 0.7], [0.2, 0.5, 0.3], [0.5, 0.5]])
-def test_the_shards_gradient_sums_are_the_python_loops_to_the_bit(ext, weights):
-    g = torch.Generator().manual_seed(3)
-    shard_grads = [[torch.randn(s, generator=g) for s in SHAPES] for _ in weights]
-    ref = []
-    for i in range(len(SHAPES)):   # shards._sum_grads' operators
+def shard_setup(weights, seed: int, missing: bool = False, held: bool = False):
+    """A model's parameters (SHAPES) and a replica's per shard, each replica's with gradients
+    (``missing``: the last shard gave the first parameter none; ``held``: the model holds
+    gradients already); and what ``_sum_grads``' operators make of them, computed apart."""
+    g = torch.Generator().manual_seed(seed)
+    model = params(g)
+    reps = [params(g) for _ in weights]
+    for rp in reps:
+        for q in rp:
+            q.grad = torch.randn(q.shape, generator=g)
+    if missing:
+        reps[-1][0].grad = None
+    for p in model:
+        p.grad = torch.randn(p.shape, generator=g) if held else None
+    want = []
+    for i, p in enumerate(model):
         total = None
-        for sg, w in zip([[t.clone() for t in s] for s in shard_grads], weights):
-            total = sg[i].mul_(w) if total is None else total.add_(sg[i], alpha=w)
-        ref.append(total)
-    out = ext.sum_scaled([[t.clone() for t in s] for s in shard_grads], weights)
-    assert all(same_bits(a, b) for a, b in zip(ref, out))
+        for rp, w in zip(reps, weights):
+            if rp[i].grad is not None:
+                x = rp[i].grad.clone()
+                total = x.mul_(w) if total is None else total.add_(x, alpha=w)
+        want.append(total if p.grad is None else p.grad.clone().add_(total))
+    return model, reps, want
 
 
-def test_sum_grads_with_a_missing_gradient_takes_the_python_loop_and_adds_to_existing_grads():
-    """A shard that gave a parameter no gradient adds nothing; the sums are added to gradients
-    the model already holds; the replicas' gradients are released."""
-    model = torch.nn.Linear(4, 3)
-    reps = [copy.deepcopy(model) for _ in range(2)]
-    g = torch.Generator().manual_seed(5)
-    for r in reps:
-        for p in r.parameters():
-            p.grad = torch.randn(p.shape, generator=g)
-    reps[1].bias.grad = None
-    before = [torch.randn(p.shape, generator=g) for p in model.parameters()]
-    model.weight.grad, model.bias.grad = before[0].clone(), before[1].clone()
-    w0, b0 = reps[0].weight.grad.clone(), reps[0].bias.grad.clone()
-    w1 = reps[1].weight.grad.clone()
-    shards._sum_grads(model, reps, [0.25, 0.75])
-    assert same_bits(model.weight.grad, before[0] + (w0 * 0.25).add_(w1, alpha=0.75))
-    assert same_bits(model.bias.grad, before[1] + b0 * 0.25)
-    assert all(p.grad is None for r in reps for p in r.parameters())
+@pytest.mark.parametrize("held", [False, True], ids=["fresh", "held"])
+@pytest.mark.parametrize("weights", [[0.3, 0.7], [0.2, 0.5, 0.3], [0.5, 0.5]])
+def test_the_shards_gradient_sums_are_the_python_operators_to_the_bit(ext, weights, held, monkeypatch):
+    """The extension's sums (taken: every replica gradient dense float32) give the operators'
+    bits, into gradients the model holds or into fresh ones; the replicas' are released."""
+    taken = []
+    monkeypatch.setattr(native, "extension", lambda: type("Ext", (), {
+        "sum_grads": staticmethod(lambda *a: taken.append(ext.sum_grads(*a)) or taken[-1])})())
+    model, reps, want = shard_setup(weights, 3, held=held)
+    shards._sum_grads(model, reps, weights)
+    assert taken == [True]
+    assert all(same_bits(p.grad, w) for p, w in zip(model, want))
+    assert all(q.grad is None for rp in reps for q in rp)
+
+
+@pytest.mark.parametrize("held", [False, True], ids=["fresh", "held"])
+def test_a_missing_replica_gradient_leaves_it_to_the_python_loop_which_adds_nothing_for_it(ext, held):
+    """A shard that gave a parameter no gradient: the extension declines, changing nothing, and
+    the Python loop adds nothing for that shard."""
+    weights = [0.25, 0.75]
+    model, reps, want = shard_setup(weights, 5, missing=True, held=held)
+    before = [None if p.grad is None else p.grad.clone() for p in model]
+    assert ext.sum_grads(model, reps, weights) is False
+    assert all((p.grad is None and b is None) or same_bits(p.grad, b) for p, b in zip(model, before))
+    assert reps[0][0].grad is not None
+    shards._sum_grads(model, reps, weights)
+    assert all(same_bits(p.grad, w) for p, w in zip(model, want))
+    assert all(q.grad is None for rp in reps for q in rp)
