@@ -448,27 +448,14 @@ void adamw_update(float* __restrict__ p, const float* __restrict__ m, const floa
 // code's are not always the correctly rounded ones): one sqrt_ over a copy of every v of the
 // group, laid end to end (ATen's sqrt gives an element the same bits wherever it lies). Every
 // tensor float32, CPU, dense; a step a float32 or float64 scalar on the CPU; 1 - beta1 under 1/2
-// (lerp's other formula is not written here): adamw_step checks that first.
+// (lerp's other formula is not written here): adamw_takes, which adamw_step asks first.
 void adamw_group(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
                  const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
                  const std::vector<Tensor>& steps, double lr, double beta1, double beta2, double weight_decay,
                  double eps) {
   const size_t k = params.size();
-  TORCH_CHECK(grads.size() == k && exp_avgs.size() == k && exp_avg_sqs.size() == k && steps.size() == k,
-              "adamw_group: one gradient, exp_avg, exp_avg_sq and step per parameter");
-  TORCH_CHECK(std::abs(1 - beta1) < 0.5, "adamw_group: 1 - beta1 must be under 1/2, got ", 1 - beta1);
   std::vector<int64_t> offset(k + 1, 0);
-  for (size_t j = 0; j < k; ++j) {
-    const int64_t n = params[j].numel();
-    TORCH_CHECK(flat_float(params[j]) && flat_float(grads[j]) && flat_float(exp_avgs[j]) &&
-                    flat_float(exp_avg_sqs[j]) && grads[j].numel() == n && exp_avgs[j].numel() == n &&
-                    exp_avg_sqs[j].numel() == n,
-                "adamw_group: parameters, gradients and moments must be dense float32 CPU tensors of one size each");
-    const auto st = steps[j].scalar_type();
-    TORCH_CHECK(steps[j].is_cpu() && steps[j].numel() == 1 && (st == at::kFloat || st == at::kDouble),
-                "adamw_group: each step must be a float32 or float64 CPU scalar");
-    offset[j + 1] = offset[j] + n;
-  }
+  for (size_t j = 0; j < k; ++j) offset[j + 1] = offset[j] + params[j].numel();
   const bool decay = weight_decay != 0;
   const float keep = static_cast<float>(1 - lr * weight_decay), w1 = static_cast<float>(1 - beta1);
   const float b2 = static_cast<float>(beta2), w2 = static_cast<float>(1 - beta2), e = static_cast<float>(eps);
@@ -529,8 +516,8 @@ bool adamw_takes(const std::vector<Tensor>& params, const std::vector<Tensor>& g
   return true;
 }
 
-// optim.AdamW's step: adamw_group for each group (g: lists of lists, one per group; the numbers
-// one per group) where every group's tensors are ones it takes; otherwise false, with nothing
+// optim.AdamW's step: adamw_group for each group (every argument holds one entry per group: a
+// list of tensors, or a number) where adamw_takes every group; otherwise false, with nothing
 // changed (torch's step then runs).
 bool adamw_step(const std::vector<std::vector<Tensor>>& params, const std::vector<std::vector<Tensor>>& grads,
                 const std::vector<std::vector<Tensor>>& exp_avgs, const std::vector<std::vector<Tensor>>& exp_avg_sqs,
