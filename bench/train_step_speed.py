@@ -2,7 +2,7 @@
 
     PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1] [--profile] [--malloc]
                                                      [--norm pre|post] [--ablate] [--python] [--overlap]
-                                                     [--shards N]
+                                                     [--shards N [--ref-shards]]
 
 The config is the pipeline's ListOps model (d_model 64, 4 heads, 2 blocks, d_ff 128, dropout
 0.1, segments of 128 with 8 memory tokens, batch 32, AMRB, AdamW), on seeded random batches
@@ -31,6 +31,11 @@ block's operators. The plain figures of this tree use the C++ block where it bui
 through ``forward_backward`` on its own thread (``forward_backward(..., shards=N)``,
 rmaat_model.shards; as many at once as ``--threads`` allows, each with an equal part of them).
 Its numbers are not the unsharded step's (each shard draws its own dropout masks), its cost is.
+Its line gives the ratio of the medians and, below it, the median and range of the repeats' own
+ratios (each repeat's sharded run against its reference run).
+
+``--ref-shards`` times the reference in the same shards too (and with ``--malloc``'s thresholds
+where given): for two revisions that both have them, their sharded steps side by side.
 
 ``--ablate`` also times this tree, in the same rounds, without dropout, with BPTT instead of
 AMRB, and with both: what the replay and the dropout draws cost a step, beside the step time
@@ -184,10 +189,15 @@ def main(argv=None) -> int:
                     help="also time this tree with AMRB's replays on a second thread (needs --threads >= 2)")
     ap.add_argument("--shards", type=positive_int, default=None,
                     help="also time this tree with each batch in this many row shards on their own threads")
+    ap.add_argument("--ref-shards", action="store_true",
+                    help="time the reference in --shards shards too, with --malloc's thresholds where given "
+                         "(a revision that has both): two revisions' sharded steps side by side")
     ap.add_argument("--ablate", action="store_true",
                     help="also time this tree without dropout, with BPTT, and with both (what each costs a step)")
     args = ap.parse_args(argv)
     norm = args.norm or "default"
+    if args.ref_shards and not args.shards:
+        ap.error("--ref-shards: needs --shards N (the shard count both trees use)")
     if args.overlap and args.threads < 2:
         ap.error(f"--overlap: needs --threads 2 or more (the replays' thread and the backward's); got {args.threads}")
     here = Path(__file__).resolve().parents[1]
@@ -201,17 +211,18 @@ def main(argv=None) -> int:
             old, new, tuned, python, overlapped, sharded, faults = [], [], [], [], [], [], {}
             ablated = {v: [] for v in ABLATIONS} if args.ablate else {}
             for i in range(args.repeats):
-                runs = [("ref", ref, "default", old, DEMO, "auto"), ("this", here, "default", new, DEMO, "auto")]
+                sharding = ("tuned" if args.malloc else "default", f"shards{args.shards}")
+                runs = [("this", here, "default", new, DEMO, "auto")]
                 if args.malloc:
                     runs.append(("tuned", here, "tuned", tuned, DEMO, "auto"))
                 if args.python:
                     runs.append(("python", here, "default", python, DEMO, "0"))
-                runs = [(*r, "serial") for r in runs]
+                runs = [("ref", ref, *(sharding[:1] if args.ref_shards else ("default",)), old, DEMO, "auto",
+                         sharding[1] if args.ref_shards else "serial")] + [(*r, "serial") for r in runs]
                 if args.overlap:
                     runs.append(("overlap", here, "default", overlapped, DEMO, "auto", "overlap"))
                 if args.shards:
-                    runs.append(("shards", here, "tuned" if args.malloc else "default", sharded, DEMO, "auto",
-                                 f"shards{args.shards}"))
+                    runs.append(("shards", here, sharding[0], sharded, DEMO, "auto", sharding[1]))
                 runs += [(v, here, "default", ablated[v], v, "auto", "serial") for v in ablated]
                 for name, tree, malloc, into, variant, native, replays in (runs if i % 2 == 0 else runs[::-1]):
                     sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm, variant, native,
@@ -229,8 +240,11 @@ def main(argv=None) -> int:
             subprocess.run(["git", "-C", str(here), "worktree", "remove", "--force", str(ref)], check=False)
     mo, mn = statistics.median(old), statistics.median(new)
     layout = f", {norm}-LN blocks" if args.norm else ""
+    ref_way = (f"; {args.ref} in {args.shards} batch shards{' with the malloc thresholds' if args.malloc else ''}"
+               if args.ref_shards else "")
     print(f"{args.arch} + AMRB, demo ListOps config{layout}, {args.threads or 'each tree own default'} thread(s), "
-          f"{args.repeats} interleaved repeats of {args.steps} steps; {os.cpu_count()} cores, load average {os.getloadavg()[0]:.2f}")
+          f"{args.repeats} interleaved repeats of {args.steps} steps{ref_way}; {os.cpu_count()} cores, "
+          f"load average {os.getloadavg()[0]:.2f}")
     print(f"median steps/s: {args.ref} {mo:.2f}, this tree {mn:.2f}; ratio {mn / mo:.2f}x "
           f"(page faults per step, median: {statistics.median(faults['ref']):.0f} and "
           f"{statistics.median(faults['this']):.0f})")
@@ -254,6 +268,9 @@ def main(argv=None) -> int:
         print(f"this tree in {args.shards} batch shards{' with the malloc thresholds' if tuned else ''}: "
               f"{ms:.2f} steps/s, {ms / mo:.2f}x {args.ref}; {ms / base:.2f}x one shard{' ' + label if label else ''}; "
               f"{statistics.median(faults['shards']):.0f} page faults per step")
+        print(f"the repeats' own ratios, this tree's shards against {args.ref}: median "
+              f"{statistics.median(a / b for a, b in zip(sharded, old)):.2f}x, "
+              f"range {min(a / b for a, b in zip(sharded, old)):.2f}-{max(a / b for a, b in zip(sharded, old)):.2f}x")
     if ablated:   # this tree, glibc's defaults, each variant's median step
         print(f"this tree's step, ms (median): AMRB with dropout {1e3 / mn:.1f}; "
               + "; ".join(f"{m.upper()} {'without dropout' if p == 0 else 'with dropout'} "
