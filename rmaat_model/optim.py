@@ -82,11 +82,13 @@ class AdamW(torch.optim.AdamW):
 
 
 def _plain(group: dict) -> bool:
-    """Whether a group's options are ones ``adamw_step`` computes as torch does."""
+    """Whether a group's options are ones ``adamw_step`` computes as torch does, its parameters
+    on the CPU (elsewhere the extension is not even loaded for it)."""
     return not (group["amsgrad"] or group["maximize"] or group["capturable"] or group["differentiable"]
                 or group["fused"] or not group.get("decoupled_weight_decay", True)
                 or not all(_number(group[key]) for key in ("lr", "weight_decay", "eps"))
-                or not all(_number(b) for b in group["betas"]))
+                or not all(_number(b) for b in group["betas"])
+                or not all(p.is_cpu for p in group["params"]))
 
 
 def _number(x) -> bool:

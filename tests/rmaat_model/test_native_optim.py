@@ -181,6 +181,18 @@ def test_what_the_loop_does_not_compute_runs_torchs_step(case, asked, monkeypatc
     assert_same_state(oa, ob)
 
 
+def test_parameters_off_the_cpu_do_not_even_load_the_extension(monkeypatch):
+    """A group whose parameters lie elsewhere (here the meta device, as a GPU's would) steps
+    through torch's code without asking for the extension, which a first use would build."""
+    asked = []
+    monkeypatch.setattr(native, "extension", lambda: asked.append(1))
+    p = torch.nn.Parameter(torch.zeros(3, device="meta"))
+    p.grad = torch.ones(3, device="meta")
+    opt = optim.AdamW([p])
+    opt.step()
+    assert asked == [] and int(opt.state[p]["step"]) == 1
+
+
 @pytest.mark.parametrize("path", ["cpp", "torch"])
 def test_make_optimizer_gives_this_adamw_and_a_step_hook_runs_once_per_step(path, monkeypatch):
     """Training's optimiser is this class; hooks on its step (make_optimizer's projection of a
