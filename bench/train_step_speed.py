@@ -210,15 +210,15 @@ def main(argv=None) -> int:
         try:
             old, new, tuned, python, overlapped, sharded, faults = [], [], [], [], [], [], {}
             ablated = {v: [] for v in ABLATIONS} if args.ablate else {}
+            sharding = ("tuned" if args.malloc else "default", f"shards{args.shards}")   # (malloc, replays)
+            ref_malloc, ref_replays = sharding if args.ref_shards else ("default", "serial")
             for i in range(args.repeats):
-                sharding = ("tuned" if args.malloc else "default", f"shards{args.shards}")
-                runs = [("this", here, "default", new, DEMO, "auto")]
+                runs = [("ref", ref, ref_malloc, old, DEMO, "auto", ref_replays),
+                        ("this", here, "default", new, DEMO, "auto", "serial")]
                 if args.malloc:
-                    runs.append(("tuned", here, "tuned", tuned, DEMO, "auto"))
+                    runs.append(("tuned", here, "tuned", tuned, DEMO, "auto", "serial"))
                 if args.python:
-                    runs.append(("python", here, "default", python, DEMO, "0"))
-                runs = [("ref", ref, *(sharding[:1] if args.ref_shards else ("default",)), old, DEMO, "auto",
-                         sharding[1] if args.ref_shards else "serial")] + [(*r, "serial") for r in runs]
+                    runs.append(("python", here, "default", python, DEMO, "0", "serial"))
                 if args.overlap:
                     runs.append(("overlap", here, "default", overlapped, DEMO, "auto", "overlap"))
                 if args.shards:
