@@ -1,5 +1,5 @@
-"""Shared helpers of the rmaat_model model tests: an exponential retention.json fixture, and
-metrics rows without their wall times."""
+"""Shared helpers of the rmaat_model model tests: an exponential retention.json fixture,
+metrics rows without their wall times, and equality to the bit."""
 
 from __future__ import annotations
 
@@ -56,3 +56,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Equal to the bit, signed zeros and infinities included; a NaN matches a NaN whatever its
+    sign and payload bits (ATen's own vector and scalar loops give NaNs different bits)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    ints = {torch.float32: torch.int32, torch.float64: torch.int64}[a.dtype]
+    nan = a.isnan()
+    return torch.equal(nan, b.isnan()) and torch.equal(a.contiguous().view(ints)[~nan], b.contiguous().view(ints)[~nan])

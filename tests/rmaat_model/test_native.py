@@ -23,7 +23,7 @@ from rmaat_model.kernels import dropout_masks, phi_kernel
 from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
 
-from model_fixtures import one_thread  # noqa: F401  (autouse)
+from model_fixtures import one_thread, same_bits  # noqa: F401  (one_thread: autouse)
 
 REPO = Path(__file__).resolve().parents[2]
 CFG = dict(vocab_size=20, n_classes=3, max_len=128, d_model=16, n_heads=2, n_layers=2, d_ff=24,
@@ -203,16 +203,6 @@ def test_a_lock_left_by_a_killed_build_does_not_hang_the_next(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("C++ block"), proc.stdout
     assert not (cache / name / "lock").exists()
-
-
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal to the bit, signed zeros and infinities included; a NaN matches a NaN whatever its
-    sign and payload bits (ATen's own vector and scalar loops give NaNs different bits)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    ints = {torch.float32: torch.int32, torch.float64: torch.int64}[a.dtype]
-    nan = a.isnan()
-    return torch.equal(nan, b.isnan()) and torch.equal(a.contiguous().view(ints)[~nan], b.contiguous().view(ints)[~nan])
 
 
 def special_values(shape, dtype, g):

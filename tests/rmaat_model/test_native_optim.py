@@ -16,7 +16,7 @@ from rmaat_model.model import build_model
 from rmaat_model.model_config import ModelConfig
 from rmaat_model.train_config import TrainConfig
 
-from model_fixtures import one_thread  # noqa: F401  (autouse)
+from model_fixtures import one_thread, same_bits  # noqa: F401  (one_thread: autouse)
 
 #: sizes with a vector body and a scalar tail, one element, and one above ATen's grain (32768),
 #: which two threads split
@@ -75,16 +75,6 @@ def run_both(ours_cls, kw: dict, steps: int, dtype=torch.float32, transposed: bo
     return (pa, oa), (pb, ob)
 
 
-def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
-    """Equal to the bit (a NaN's payload and the sign of a zero included)."""
-    if a.dtype != b.dtype or a.shape != b.shape:
-        return False
-    ints = {torch.float32: torch.int32, torch.float64: torch.int64}
-    if a.dtype not in ints:
-        return torch.equal(a, b)
-    return torch.equal(a.reshape(-1).view(ints[a.dtype]), b.reshape(-1).view(ints[b.dtype]))
-
-
 def assert_same_state(oa: torch.optim.Optimizer, ob: torch.optim.Optimizer) -> None:
     sa, sb = oa.state_dict(), ob.state_dict()
     assert sa["param_groups"] == sb["param_groups"]
@@ -95,6 +85,21 @@ def assert_same_state(oa: torch.optim.Optimizer, ob: torch.optim.Optimizer) -> N
             assert same_bits(value, sb["state"][k][name]), (k, name)
 
 
+class Recording:
+    """The extension, each call of its functions recorded in ``calls``: (name, arguments, answer)."""
+
+    def __init__(self, ext):
+        self.ext, self.calls = ext, []
+
+    def __getattr__(self, name):
+        fn = getattr(self.ext, name)
+
+        def call(*args):
+            self.calls.append((name, args, fn(*args)))
+            return self.calls[-1][2]
+        return call
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("betas", [(0.9, 0.98), (0.6, 0.999)])
 def test_adamw_is_torchs_adamw_to_the_bit(ext, threads, betas):
@@ -102,25 +107,15 @@ def test_adamw_is_torchs_adamw_to_the_bit(ext, threads, betas):
     moment and step count bitwise torch's, the C++ step having run (not torch's fallback)."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
-    calls = []
-    real = ext.adamw_step
-
-    class Counting:
-        def __getattr__(self, name):
-            return getattr(ext, name)
-
-        def adamw_step(self, *args):
-            taken = real(*args)
-            calls.append((len(args[0]), taken))
-            return taken
-
+    recording = Recording(ext)
     try:
         with pytest.MonkeyPatch.context() as mp:
-            mp.setattr(native, "extension", lambda: Counting())
+            mp.setattr(native, "extension", lambda: recording)
             (pa, oa), (pb, ob) = run_both(optim.AdamW, dict(lr=3e-3, betas=betas, eps=1e-8), 200)
     finally:
         torch.set_num_threads(saved)
-    assert calls == [(2, True)] * 200   # one call a step for both groups, each taken
+    # one call a step for both groups, each taken
+    assert [(name, len(args[0]), taken) for name, args, taken in recording.calls] == [("adamw_step", 2, True)] * 200
     for a, b in zip(pa, pb):
         assert same_bits(a.detach(), b.detach())
     assert_same_state(oa, ob)
@@ -162,20 +157,10 @@ def test_what_the_loop_does_not_compute_runs_torchs_step(case, asked, monkeypatc
     dtype = torch.float64 if case == "float64" else torch.float32
     kw.update({"amsgrad": dict(amsgrad=True), "maximize": dict(maximize=True),
                "beta1-under-half": dict(betas=(0.3, 0.98))}.get(case, {}))
-    ext = native.extension()
-    answers = []
-
-    class Recording:
-        def __getattr__(self, name):
-            return getattr(ext, name)
-
-        def adamw_step(self, *args):
-            answers.append(ext.adamw_step(*args))
-            return answers[-1]
-
-    monkeypatch.setattr(native, "extension", (lambda: None) if case == "no-extension" else (lambda: Recording()))
+    recording = Recording(native.extension())
+    monkeypatch.setattr(native, "extension", (lambda: None) if case == "no-extension" else (lambda: recording))
     (pa, oa), (pb, ob) = run_both(optim.AdamW, kw, 12, dtype, transposed=case == "non-contiguous")
-    assert answers == ([False] * 12 if asked else [])
+    assert [(name, taken) for name, _, taken in recording.calls] == ([("adamw_step", False)] * 12 if asked else [])
     for a, b in zip(pa, pb):
         assert same_bits(a.detach(), b.detach())
     assert_same_state(oa, ob)
@@ -246,12 +231,11 @@ def shard_setup(weights, seed: int, missing: bool = False, held: bool = False):
 def test_the_shards_gradient_sums_are_the_python_operators_to_the_bit(ext, weights, held, monkeypatch):
     """The extension's sums (taken: every replica gradient dense float32) give the operators'
     bits, into gradients the model holds or into fresh ones; the replicas' are released."""
-    taken = []
-    monkeypatch.setattr(native, "extension", lambda: type("Ext", (), {
-        "sum_grads": staticmethod(lambda *a: taken.append(ext.sum_grads(*a)) or taken[-1])})())
+    recording = Recording(ext)
+    monkeypatch.setattr(native, "extension", lambda: recording)
     model, reps, want = shard_setup(weights, 3, held=held)
     shards._sum_grads(model, reps, weights)
-    assert taken == [True]
+    assert [(name, taken) for name, _, taken in recording.calls] == [("sum_grads", True)]
     assert all(same_bits(p.grad, w) for p, w in zip(model, want))
     assert all(q.grad is None for rp in reps for q in rp)
 
