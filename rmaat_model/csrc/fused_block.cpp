@@ -437,6 +437,23 @@ void adamw_update(float* __restrict__ p, const float* __restrict__ m, const floa
   }
 }
 
+// The calling thread's intra-op thread count at one while it lives (at::set_num_threads is the
+// calling thread's, as torch.set_num_threads is), and as it was after.
+class OneThread {
+ public:
+  OneThread() : before_(at::get_num_threads()) {
+    if (before_ != 1) at::set_num_threads(1);
+  }
+  ~OneThread() {
+    if (before_ != 1) at::set_num_threads(before_);
+  }
+  OneThread(const OneThread&) = delete;
+  OneThread& operator=(const OneThread&) = delete;
+
+ private:
+  const int before_;
+};
+
 // torch.optim.AdamW.step over one parameter group, bitwise as torch's single-tensor path (the
 // CPU's default, whose foreach path gives the same bits) computes it, with decoupled weight
 // decay and none of amsgrad, maximize, capturable or differentiable: for each parameter,
@@ -446,7 +463,8 @@ void adamw_update(float* __restrict__ p, const float* __restrict__ m, const floa
 // The scalars in double as Python forms them (its ** on floats is the C library's pow, as here),
 // each taken as float where the operator takes it. The square roots stay ATen's (its vector
 // code's are not always the correctly rounded ones): one sqrt_ over a copy of every v of the
-// group, laid end to end (ATen's sqrt gives an element the same bits wherever it lies). Every
+// group, laid end to end (ATen's sqrt gives an element the same bits wherever it lies and
+// however many threads take it), on the calling thread alone. Every
 // tensor float32, CPU, dense; a step a float32 or float64 scalar on the CPU; 1 - beta1 under 1/2
 // (lerp's other formula is not written here): adamw_takes, which adamw_step asks first.
 void adamw_group(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
@@ -482,7 +500,14 @@ void adamw_group(const std::vector<Tensor>& params, const std::vector<Tensor>& g
       adamw_moments(p, g, m, v, vc, lo, hi, decay, keep, w1, b2, w2);
     });
   }
-  roots.sqrt_();
+  {
+    // in the calling thread only: ATen's sqrt calls MKL's vector sqrt, which starts its OpenMP
+    // team whatever the size (torch's own step: once per parameter), and the team's threads
+    // then spin for milliseconds after each call, on cores that a batch shard's thread
+    // (rmaat_model.shards) or the next operator wants; an element's bits are the same either way
+    const OneThread one;
+    roots.sqrt_();
+  }
   for (size_t j = 0; j < k; ++j) {
     const double bc1 = 1 - std::pow(beta1, count[j]), bc2 = 1 - std::pow(beta2, count[j]);
     const float neg_step = static_cast<float>(-(lr / bc1)), bc2_root = static_cast<float>(std::pow(bc2, 0.5));

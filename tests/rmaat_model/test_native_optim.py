@@ -112,6 +112,7 @@ def test_adamw_is_torchs_adamw_to_the_bit(ext, threads, betas):
         with pytest.MonkeyPatch.context() as mp:
             mp.setattr(native, "extension", lambda: recording)
             (pa, oa), (pb, ob) = run_both(optim.AdamW, dict(lr=3e-3, betas=betas, eps=1e-8), 200)
+        assert torch.get_num_threads() == threads   # the square roots' one-thread scope gave it back
     finally:
         torch.set_num_threads(saved)
     # one call a step for both groups, each taken
