@@ -268,9 +268,9 @@ def main(argv=None) -> int:
         print(f"this tree in {args.shards} batch shards{' with the malloc thresholds' if tuned else ''}: "
               f"{ms:.2f} steps/s, {ms / mo:.2f}x {args.ref}; {ms / base:.2f}x one shard{' ' + label if label else ''}; "
               f"{statistics.median(faults['shards']):.0f} page faults per step")
+        ratios = [a / b for a, b in zip(sharded, old)]
         print(f"the repeats' own ratios, this tree's shards against {args.ref}: median "
-              f"{statistics.median(a / b for a, b in zip(sharded, old)):.2f}x, "
-              f"range {min(a / b for a, b in zip(sharded, old)):.2f}-{max(a / b for a, b in zip(sharded, old)):.2f}x")
+              f"{statistics.median(ratios):.2f}x, range {min(ratios):.2f}-{max(ratios):.2f}x")
     if ablated:   # this tree, glibc's defaults, each variant's median step
         print(f"this tree's step, ms (median): AMRB with dropout {1e3 / mn:.1f}; "
               + "; ".join(f"{m.upper()} {'without dropout' if p == 0 else 'with dropout'} "
