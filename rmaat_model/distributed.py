@@ -96,6 +96,13 @@ def setup(device_pref: str = "auto") -> DistEnv:
         torch.cuda.set_device(device)
     owns = False
     if not dist.is_initialized():
+        # torch.distributed.nn.functional binds the default group into its functions' default
+        # arguments when it is first imported (DDP imports it, through torch._dynamo). Imported
+        # after the group exists, it keeps the group, and with it gloo's threads, alive past
+        # destroy_process_group until interpreter exit, where a gloo thread that drops a
+        # collective's tensor must take the GIL and aborts the process (findings.md). Imported
+        # first, those defaults are None.
+        import torch.distributed.nn.functional  # noqa: F401
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(minutes=30))

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -101,9 +102,19 @@ def test_two_gloo_processes_equal_one(tmp_path, repo_root, shards):
 
 
 # Run by torchrun: train() under a 2-process gloo group, reporting whether the DDP wrapper
-# (its reducer holds the group) is still alive when the group is destroyed.
+# (its reducer holds the group) is still alive when the group is destroyed, and how many of
+# gloo's threads run before and after it is.
 TEARDOWN_PROBE = r"""
 import json, os, sys, weakref
+def gloo_threads():
+    names = []
+    for task in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{task}/comm") as fh:
+                names.append(fh.read().strip())
+        except OSError:   # a thread that ended while listed
+            pass
+    return sum("gloo" in name for name in names)
 import rmaat_model.train as T
 from astro_rmaat.config import from_dict
 from rmaat_model.train_config import TrainConfig
@@ -116,7 +127,9 @@ def watched_wrap(model, env):
 def watched_teardown(env):
     report["wrappers_alive"] = sum(r() is not None for r in wrapped)
     report["wrappers"] = len(wrapped)
+    report["gloo_threads_before"] = gloo_threads() > 0
     teardown(env)
+    report["gloo_threads_after"] = gloo_threads()
 T.D.wrap, T.D.teardown = watched_wrap, watched_teardown
 if sys.argv[4] == "fails":   # the run ends in an error, raised where the trainer is ``self``
     def finish(self):
@@ -133,11 +146,14 @@ with open(os.path.join(sys.argv[3], "probe" + os.environ["RANK"] + ".json"), "w"
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="counts threads in /proc")
 @pytest.mark.parametrize("ending", ["finishes", "fails"])
 def test_the_process_group_is_destroyed_after_the_model_that_uses_it(ending, tmp_path, repo_root):
     """train() under torchrun lets go of the DDP wrapper before it destroys the process
-    group, so the group's threads are joined in the run, not at interpreter exit; also when
-    the run ends in an error, whose traceback holds the trainer."""
+    group, and nothing else keeps the group: gloo's threads run up to the teardown and none is
+    left after it, so none is still running at interpreter exit (where one dropping a
+    collective's tensor aborted the process); also when the run ends in an error, whose
+    traceback holds the trainer."""
     cfg_file, probe = tmp_path / "cfg.json", tmp_path / "probe.py"
     cfg_file.write_text(json.dumps(to_dict(config("bptt"))))
     probe.write_text(TEARDOWN_PROBE)
@@ -151,7 +167,7 @@ def test_the_process_group_is_destroyed_after_the_model_that_uses_it(ending, tmp
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     for rank in (0, 1):
         report = json.loads((tmp_path / f"probe{rank}.json").read_text())
-        expected = {"wrappers_alive": 0, "wrappers": 1}
+        expected = {"wrappers_alive": 0, "wrappers": 1, "gloo_threads_before": True, "gloo_threads_after": 0}
         if ending == "fails":
             expected["error"] = "the run fails at its end"
         assert report == expected, (rank, report)
