@@ -81,28 +81,41 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-#: scans of the process tree at the end: one that finds nothing left stops them sooner
-END_SCANS = 10
+#: scans of the process tree at the end, at most, for processes not yet stopped
+END_SCANS = 50
 
 
 def _end() -> None:
     """End this process and every process below it (SIGKILL: no cleanup, as ``os._exit``).
-    The tree is scanned again after each round of kills, for processes started meanwhile (a
-    compiler driver's next stage, the task's next binary); a process that had left the tree
-    before the first scan (its own parent ended first) is not found. This process ends whatever
-    the scans meet."""
+
+    First the tree is stopped (SIGSTOP), scan after scan, until a scan finds no process it had
+    not stopped: a stopped process starts no other (a parallel make, a compiler driver), so the
+    tree stops growing; and the main thread, if it waits on a child (``os.system`` running make,
+    ``subprocess.run``), goes on waiting instead of leaving the interpreter, which would take this
+    thread with it half done and hand the tree's processes to init. Then the stopped tree is
+    killed deepest first, this process's own children last. A process that had left the tree
+    before the first scan (its own parent ended first, and this process does not adopt orphans:
+    ``adopt_orphans``) is not found. This process ends whatever the scans meet."""
     try:
+        me, stopped = os.getpid(), set()
         for _ in range(END_SCANS):
-            found = descendants(os.getpid())
-            if not found:
+            new = [pid for pid in descendants(me) if pid not in stopped]
+            if not new:
                 break
-            for pid in found:
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except OSError:      # ended meanwhile
-                    pass
+            for pid in new:
+                _signal(pid, signal.SIGSTOP)
+            stopped.update(new)
+        for pid in reversed(descendants(me)):   # breadth first, reversed: the deepest first
+            _signal(pid, signal.SIGKILL)
     finally:
         os._exit(1)
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except OSError:      # ended meanwhile
+        pass
 
 
 def exit_with_parent(parent: int) -> None:

@@ -200,3 +200,54 @@ def test_a_program_tied_by_die_with_parent_ends_when_its_starter_leaves_by_os_ex
     assert _program_after_starter_exits("tied", wait_s=5), "the tied program outlived its starter"
     assert not _program_after_starter_exits("plain", wait_s=1), \
         "the control's program ended by itself: the test would not see a missing preexec_fn"
+
+
+# A build's process: it adopts its descendants' orphans, watches its parent (argv[1]) and, in its
+# folder (argv[2]), waits in os.system on a shell that starts 500 processes as fast as it can (for
+# a build, a parallel make's compilers). Its main thread leaves the interpreter as soon as that
+# shell dies, as a build's does when make is killed (Brian2 raises).
+BUILDER = r"""
+import os, sys
+from astro_rmaat.workers import adopt_orphans, exit_with_parent
+adopt_orphans()
+exit_with_parent(int(sys.argv[1]))
+os.chdir(sys.argv[2])
+os.system("for i in $(seq 500); do sleep 60 & done; wait")
+"""
+
+
+def _in_folder(folder: Path) -> list[int]:
+    """Live processes (not zombies) whose working directory is ``folder``."""
+    found = []
+    for p in psutil.process_iter(["cwd", "status"]):   # cwd None where refused
+        if p.info["status"] != psutil.STATUS_ZOMBIE and p.info["cwd"] == str(folder):
+            found.append(p.pid)
+    return found
+
+
+def test_a_growing_tree_ends_whole_although_the_main_thread_leaves_when_its_child_dies(tmp_path):
+    """The owner of a build-like process is killed while the tree below it grows. The end stops
+    the whole tree before it kills any of it, and kills the main thread's own child last.
+    Nothing may be left a few seconds later. (The earlier end killed what each scan found: the
+    shell died in the first round, the main thread left the interpreter and took the watch's
+    thread with it half done, and 52-223 of the 500 went on as init's orphans in four runs;
+    with a main thread that stays after os.system, none.)"""
+    asker = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; "
+                              "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), sys.argv[2]]); "
+                              "time.sleep(120)", BUILDER, str(tmp_path)], env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_in_folder(tmp_path)) < 20:   # the shell, and the sleeps it started so far
+            assert asker.poll() is None and time.monotonic() < deadline, "the tree never grew"
+            time.sleep(0.05)
+        asker.kill()
+        asker.wait()
+        deadline = time.monotonic() + 10 * POLL_S + 5
+        while _in_folder(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _in_folder(tmp_path)
+        assert not left, f"{len(left)} processes still running in the tree's folder after its end"
+    finally:
+        if asker.poll() is None:
+            asker.kill()
+        _kill(_in_folder(tmp_path))
