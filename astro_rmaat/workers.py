@@ -20,6 +20,7 @@ Ctrl-C in a terminal reaches the whole process group, workers included, and need
 
 from __future__ import annotations
 
+import atexit
 import ctypes
 import os
 import signal
@@ -56,8 +57,13 @@ def check_local_workers(name: str, workers: int, what: str = "worker processes")
 
 def descendants(pid: int) -> list[int]:
     """The pids of ``pid``'s children, their children and so on, read from ``/proc`` (Linux;
-    an empty list where there is none)."""
-    children: dict[int, list[int]] = {}
+    an empty list where there is none); each after its parent."""
+    return [child for child, _ in _tree(pid)]
+
+
+def _tree(pid: int) -> list[tuple[int, str]]:
+    """``descendants`` with each one's state letter (``R``, ``S``, ``T`` stopped, ``Z`` zombie, ...)."""
+    children: dict[int, list[tuple[int, str]]] = {}
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -65,56 +71,90 @@ def descendants(pid: int) -> list[int]:
     for name in names:
         if not name.isdigit():
             continue
-        try:
-            with open(f"/proc/{name}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:      # ended meanwhile
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
-        fields = stat[stat.rindex(b")") + 1:].split()
-        children.setdefault(int(fields[1]), []).append(int(name))
+        fields = _stat(name)
+        if fields is not None:
+            children.setdefault(int(fields[1]), []).append((int(name), fields[0].decode()))
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), ()):
             found.append(child)
-            todo.append(child)
+            todo.append(child[0])
     return found
 
 
-#: scans of the process tree at the end, at most, for processes not yet stopped
+def _stat(pid: int | str) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...); None where
+    the process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:      # ended meanwhile
+        return None
+    # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
+    return stat[stat.rindex(b")") + 1:].split() or None
+
+
+#: scans of the process tree at the end, at most, in each of its two rounds; and the seconds it
+#: waits, at most, for the processes it asked to stop to stop
 END_SCANS = 50
+STOP_WAIT_S = 2.0
+#: /proc states of a process that starts nothing more: stopped (by a signal, by a tracer), zombie, dead
+STOPPED = (b"T", b"t", b"Z", b"X")
+#: set once an end has begun in this process
+_ending = threading.Event()
 
 
 def _end() -> None:
     """End this process and every process below it (SIGKILL: no cleanup, as ``os._exit``).
 
-    First the tree is stopped (SIGSTOP), scan after scan, until a scan finds no process it had
-    not stopped: a stopped process starts no other (a parallel make, a compiler driver), so the
-    tree stops growing; and the main thread, if it waits on a child (``os.system`` running make,
-    ``subprocess.run``), goes on waiting instead of leaving the interpreter, which would take this
-    thread with it half done and hand the tree's processes to init. Then the stopped tree is
-    killed deepest first, this process's own children last. A process that had left the tree
-    before the first scan (its own parent ended first, and this process does not adopt orphans:
-    ``adopt_orphans``) is not found. This process ends whatever the scans meet."""
+    First the tree is stopped (SIGSTOP), scan after scan, each once the processes it asked have
+    stopped, until a scan finds no process it had not asked: a stopped process starts no other
+    (a parallel make, a compiler driver), so the tree stops growing; and the main thread, if it
+    waits on a child (``os.system`` running make, ``subprocess.run``), goes on waiting instead
+    of leaving the interpreter, which would take this thread with it half done and hand the
+    tree's processes to init. Then the tree is killed, each process before its parent and this
+    process's own children last, scan after scan until none is left alive; the killing also
+    runs when the stopping fails. A process that had left the tree before the first scan (its
+    own parent ended first, and this process does not adopt orphans: ``adopt_orphans``) is not
+    found. This process ends whatever the scans meet."""
+    _ending.set()
+    sys.setswitchinterval(1e-6)   # each /proc read gives up the GIL: win it back at once from a busy main thread
     try:
-        me, stopped = os.getpid(), set()
-        for _ in range(END_SCANS):
-            new = [pid for pid in descendants(me) if pid not in stopped]
-            if not new:
-                break
-            for pid in new:
-                _signal(pid, signal.SIGSTOP)
-            stopped.update(new)
-        for pid in reversed(descendants(me)):   # breadth first, reversed: the deepest first
-            _signal(pid, signal.SIGKILL)
+        me, asked = os.getpid(), set()
+        try:
+            for _ in range(END_SCANS):
+                new = [pid for pid, _ in _tree(me) if pid not in asked]
+                if not new:
+                    break
+                for pid in new:
+                    _signal(pid, signal.SIGSTOP)
+                asked.update(new)
+                _wait_stopped(new)   # a process in fork stops after it: its child is in the next scan
+        finally:
+            for _ in range(END_SCANS):
+                alive = [pid for pid, state in _tree(me) if state not in "ZX"]
+                if not alive:
+                    break
+                for pid in reversed(alive):   # each after its parent in the list: children first
+                    _signal(pid, signal.SIGKILL)
     finally:
         os._exit(1)
 
 
+def _wait_stopped(pids: list[int]) -> None:
+    """Wait, ``STOP_WAIT_S`` at most, until each of ``pids`` is stopped, a zombie or gone."""
+    deadline = time.monotonic() + STOP_WAIT_S
+    while pids and time.monotonic() < deadline:
+        pids = [pid for pid in pids if (fields := _stat(pid)) is not None and fields[0] not in STOPPED]
+        if pids:
+            time.sleep(0.001)
+
+
 def _signal(pid: int, sig: int) -> None:
+    """Send ``sig`` to ``pid``; nothing where it has ended meanwhile."""
     try:
         os.kill(pid, sig)
-    except OSError:      # ended meanwhile
+    except OSError:
         pass
 
 
@@ -128,7 +168,11 @@ def exit_with_parent(parent: int) -> None:
     started, with their own children (``descendants``), and this process, with exit status 1
     (``os._exit``: no cleanup handlers; files written through ``astro_rmaat.runs`` are replaced
     atomically, and the OS drops the run directory's lock). A parent that died before this ran
-    is caught at once: this process's parent is no longer ``parent``."""
+    is caught at once: this process's parent is no longer ``parent``. A main thread that leaves
+    the interpreter while an end is under way, or after the parent is gone, runs the end itself
+    (``atexit``), so that no process of the tree is left stopped, or running, by an end cut
+    short (a process leaving by ``os._exit``, as a ``fork`` pool's worker does, runs no
+    ``atexit``)."""
     if os.getppid() != parent:
         _end()
 
@@ -137,6 +181,11 @@ def exit_with_parent(parent: int) -> None:
             time.sleep(POLL_S)
         _end()
 
+    def at_exit() -> None:
+        if _ending.is_set() or os.getppid() != parent:
+            _end()
+
+    atexit.register(at_exit)
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 

@@ -27,11 +27,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from astro_rmaat.cli_args import ArgumentParser, count_int, positive_int, run_main
+from astro_rmaat.workers import die_with_parent
 
 ABORT = "terminate called without an active exception"
 WAYS = ("late", "setup")
@@ -71,6 +73,22 @@ def worker(way: str, ops: int) -> None:
     print(f"gloo threads left: {gloo_threads()}", flush=True)
 
 
+def launch(way: str, ops: int, env: dict[str, str]) -> tuple[int, str]:
+    """Run torchrun on this file's worker: (its exit status, its output). A launch that runs past
+    5 minutes is ended with its ranks (its own session) and counts as failed."""
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                             __file__, "--worker", way, "--ops", str(ops)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return -1, out
+    return proc.returncode, out
+
+
 def main(argv=None) -> int:
     ap = ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=positive_int, default=20, help="launches of each way (default 20)")
@@ -83,20 +101,20 @@ def main(argv=None) -> int:
         return 0
     if not Path("/proc/self/task").is_dir():
         ap.error("counts threads in Linux's /proc, which this system does not have")
+    root = str(Path(__file__).resolve().parents[1])
     env = dict(os.environ, OMP_NUM_THREADS="1",
-               PYTHONPATH=os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+               PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH", "")) if p))
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(args.busy)]
     tally = {way: {"failed": 0, "aborted": 0, "left": []} for way in WAYS}
+    spinners: list[subprocess.Popen] = []
     try:
+        for _ in range(args.busy):   # they end with this process however it ends (Linux's PDEATHSIG)
+            spinners.append(subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=die_with_parent()))
         for _ in range(args.runs):
             for way in WAYS:
-                res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                      "--nproc-per-node", "2", __file__, "--worker", way, "--ops", str(args.ops)],
-                                     env=env, capture_output=True, text=True, timeout=300)
-                out = res.stdout + res.stderr
-                tally[way]["failed"] += res.returncode != 0
+                code, out = launch(way, args.ops, env)
+                tally[way]["failed"] += code != 0
                 tally[way]["aborted"] += ABORT in out
                 tally[way]["left"] += [int(line.rsplit(":", 1)[1]) for line in out.splitlines()
                                        if line.startswith("gloo threads left:")]

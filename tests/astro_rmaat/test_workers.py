@@ -230,8 +230,8 @@ def test_a_growing_tree_ends_whole_although_the_main_thread_leaves_when_its_chil
     the whole tree before it kills any of it, and kills the main thread's own child last.
     Nothing may be left a few seconds later. (The earlier end killed what each scan found: the
     shell died in the first round, the main thread left the interpreter and took the watch's
-    thread with it half done, and 52-223 of the 500 went on as init's orphans in four runs;
-    with a main thread that stays after os.system, none.)"""
+    thread with it half done, and 52-258 of the 500 went on as init's orphans in six of seven
+    runs; with a main thread that stays after os.system, none.)"""
     asker = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; "
                               "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), sys.argv[2]]); "
                               "time.sleep(120)", BUILDER, str(tmp_path)], env=ENV)
@@ -248,6 +248,52 @@ def test_a_growing_tree_ends_whole_although_the_main_thread_leaves_when_its_chil
         left = _in_folder(tmp_path)
         assert not left, f"{len(left)} processes still running in the tree's folder after its end"
     finally:
-        if asker.poll() is None:
-            asker.kill()
-        _kill(_in_folder(tmp_path))
+        asker.kill()
+        asker.wait()
+        deadline = time.monotonic() + 30   # a shell still running may start more meanwhile
+        while (left := _in_folder(tmp_path)) and time.monotonic() < deadline:
+            _kill(left)
+            time.sleep(0.1)
+
+
+# A worker whose main thread, busy in Python (argv[3] seconds), then leaves the interpreter as a
+# script does, while 20 processes it started run in its folder (argv[2]); it watches argv[1].
+BUSY_WORKER = r"""
+import os, subprocess, sys, time
+from astro_rmaat.workers import exit_with_parent
+exit_with_parent(int(sys.argv[1]))
+os.chdir(sys.argv[2])
+kids = [subprocess.Popen(["sleep", "60"]) for _ in range(20)]
+t0 = time.monotonic()
+while time.monotonic() - t0 < float(sys.argv[3]):
+    pass
+"""
+
+
+def test_a_main_thread_that_leaves_during_the_end_leaves_nothing_stopped_or_running(tmp_path):
+    """The owner is killed while the worker's main thread is busy in Python; the main thread
+    then leaves the interpreter while the watch's end is under way (its /proc reads, each giving
+    up the GIL to the busy thread, had made it slow). The end is finished at exit: none of the
+    worker's processes is left, stopped or running. (Before, the end's first version left all
+    20 stopped for good.)"""
+    asker = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; "
+                              "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), sys.argv[2], '3']); "
+                              "time.sleep(120)", BUSY_WORKER, str(tmp_path)], env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_in_folder(tmp_path)) < 21:   # the worker and its 20 processes
+            assert asker.poll() is None and time.monotonic() < deadline, "the worker never started its processes"
+            time.sleep(0.05)
+        asker.kill()
+        asker.wait()
+        deadline = time.monotonic() + 10 * POLL_S + 10
+        while _in_folder(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = {pid: psutil.Process(pid).status() for pid in _in_folder(tmp_path)}
+        assert not left, f"left after the end: {left}"
+    finally:
+        asker.kill()
+        asker.wait()
+        for _ in range(3):
+            _kill(_in_folder(tmp_path))
+            time.sleep(0.1)
