@@ -113,22 +113,23 @@ def _end() -> None:
     waits on a child (``os.system`` running make, ``subprocess.run``), goes on waiting instead
     of leaving the interpreter, which would take this thread with it half done and hand the
     tree's processes to init. Then the tree is killed, each process before its parent and this
-    process's own children last, scan after scan until none is left alive; the killing also
-    runs when the stopping fails. A process that had left the tree before the first scan (its
-    own parent ended first, and this process does not adopt orphans: ``adopt_orphans``) is not
-    found. This process ends whatever the scans meet."""
+    process's own children last, scan after scan until none is left alive, and then every
+    process it had stopped that has left the tree since (its parent ended first, and init took
+    it); the killing also runs when the stopping fails. A process that had left the tree before
+    the first scan (its own parent ended first, and this process does not adopt orphans:
+    ``adopt_orphans``) is not found. This process ends whatever the scans meet."""
     _ending.set()
     sys.setswitchinterval(1e-6)   # each /proc read gives up the GIL: win it back at once from a busy main thread
     try:
-        me, asked = os.getpid(), set()
+        me, asked = os.getpid(), {}
         try:
             for _ in range(END_SCANS):
                 new = [pid for pid, _ in _tree(me) if pid not in asked]
                 if not new:
                     break
                 for pid in new:
+                    asked[pid] = _started(pid)
                     _signal(pid, signal.SIGSTOP)
-                asked.update(new)
                 _wait_stopped(new)   # a process in fork stops after it: its child is in the next scan
         finally:
             for _ in range(END_SCANS):
@@ -137,8 +138,20 @@ def _end() -> None:
                     break
                 for pid in reversed(alive):   # each after its parent in the list: children first
                     _signal(pid, signal.SIGKILL)
+            # one stopped whose parent then ended is no longer below this process (init took it):
+            # killed too, where its pid still names the process that was asked (its start time)
+            for pid, started in asked.items():
+                if started is not None and _started(pid) == started:
+                    _signal(pid, signal.SIGKILL)
     finally:
         os._exit(1)
+
+
+def _started(pid: int) -> bytes | None:
+    """When ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat``): with the pid, names
+    one process, whose pid may be reused after it ends; None where it is gone."""
+    fields = _stat(pid)
+    return fields[19] if fields is not None and len(fields) > 19 else None
 
 
 def _wait_stopped(pids: list[int]) -> None:
