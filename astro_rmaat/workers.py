@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import multiprocessing.util
 import os
 import signal
 import sys
@@ -58,12 +59,15 @@ def check_local_workers(name: str, workers: int, what: str = "worker processes")
 def descendants(pid: int) -> list[int]:
     """The pids of ``pid``'s children, their children and so on, read from ``/proc`` (Linux;
     an empty list where there is none); each after its parent."""
-    return [child for child, _ in _tree(pid)]
+    return [child for child, _, _ in _tree(pid)]
 
 
-def _tree(pid: int) -> list[tuple[int, str]]:
-    """``descendants`` with each one's state letter (``R``, ``S``, ``T`` stopped, ``Z`` zombie, ...)."""
-    children: dict[int, list[tuple[int, str]]] = {}
+def _tree(pid: int) -> list[tuple[int, str, bytes]]:
+    """``descendants`` as (pid, state letter, start time), each from one read of
+    ``/proc/<pid>/stat``: the state ``R``, ``S``, ``T`` stopped, ``Z`` zombie ...; the start
+    time, in clock ticks after boot, which with the pid names one process (a pid is reused
+    after its process ends)."""
+    children: dict[int, list[tuple[int, str, bytes]]] = {}
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -73,25 +77,28 @@ def _tree(pid: int) -> list[tuple[int, str]]:
             continue
         fields = _stat(name)
         if fields is not None:
-            children.setdefault(int(fields[1]), []).append((int(name), fields[0].decode()))
-    found, todo = [], [pid]
+            children.setdefault(int(fields[1]), []).append((int(name), fields[0].decode(), fields[19]))
+    found, todo, seen = [], [pid], {pid}
     while todo:
         for child in children.get(todo.pop(), ()):
-            found.append(child)
-            todo.append(child[0])
+            if child[0] not in seen:   # a pid reused while /proc was read could close a loop
+                seen.add(child[0])
+                found.append(child)
+                todo.append(child[0])
     return found
 
 
 def _stat(pid: int | str) -> list[bytes] | None:
-    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...); None where
-    the process is gone."""
+    """The fields of ``/proc/<pid>/stat`` after the command name (state, ppid, ...; the start
+    time is the 20th); None where the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:      # ended meanwhile
         return None
     # "pid (comm) state ppid ...": comm may hold spaces and parentheses, so split after the last ")"
-    return stat[stat.rindex(b")") + 1:].split() or None
+    fields = stat[stat.rindex(b")") + 1:].split() if b")" in stat else []
+    return fields if len(fields) > 19 else None
 
 
 #: scans of the process tree at the end, at most, in each of its two rounds; and the seconds it
@@ -100,8 +107,12 @@ END_SCANS = 50
 STOP_WAIT_S = 2.0
 #: /proc states of a process that starts nothing more: stopped (by a signal, by a tracer), zombie, dead
 STOPPED = (b"T", b"t", b"Z", b"X")
-#: set once an end has begun in this process
+#: signals whose default action ends a process or that a handler may take: ignored for the end
+END_QUIET = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1",
+                                                     "SIGUSR2", "SIGALRM", "SIGPIPE") if hasattr(signal, name))
+#: set once an end has begun in this process; held by the end, never released (a second waits)
 _ending = threading.Event()
+_end_lock = threading.Lock()
 
 
 def _end() -> None:
@@ -117,23 +128,29 @@ def _end() -> None:
     process it had stopped that has left the tree since (its parent ended first, and init took
     it); the killing also runs when the stopping fails. A process that had left the tree before
     the first scan (its own parent ended first, and this process does not adopt orphans:
-    ``adopt_orphans``) is not found. This process ends whatever the scans meet."""
+    ``adopt_orphans``) is not found. This process ends whatever the scans meet.
+
+    An end once begun is not cut short by a signal (Ctrl-C, SIGTERM, a closed pipe: ignored
+    from its start), nor by a second end (the main thread's at exit, while this thread's runs):
+    that one waits, and the first ends the process."""
     _ending.set()
-    sys.setswitchinterval(1e-6)   # each /proc read gives up the GIL: win it back at once from a busy main thread
+    _end_lock.acquire()   # never released: os._exit below
     try:
+        _quiet()
+        sys.setswitchinterval(1e-6)   # each /proc read gives up the GIL: win it back at once from a busy main thread
         me, asked = os.getpid(), {}
         try:
             for _ in range(END_SCANS):
-                new = [pid for pid, _ in _tree(me) if pid not in asked]
+                new = [(pid, started) for pid, _, started in _tree(me) if pid not in asked]
                 if not new:
                     break
-                for pid in new:
-                    asked[pid] = _started(pid)
+                for pid, started in new:
+                    asked[pid] = started
                     _signal(pid, signal.SIGSTOP)
-                _wait_stopped(new)   # a process in fork stops after it: its child is in the next scan
+                _wait_stopped([pid for pid, _ in new])   # one in fork stops after it: its child is in the next scan
         finally:
             for _ in range(END_SCANS):
-                alive = [pid for pid, state in _tree(me) if state not in "ZX"]
+                alive = [pid for pid, state, _ in _tree(me) if state not in "ZX"]
                 if not alive:
                     break
                 for pid in reversed(alive):   # each after its parent in the list: children first
@@ -141,17 +158,22 @@ def _end() -> None:
             # one stopped whose parent then ended is no longer below this process (init took it):
             # killed too, where its pid still names the process that was asked (its start time)
             for pid, started in asked.items():
-                if started is not None and _started(pid) == started:
+                if _started(pid) == started:
                     _signal(pid, signal.SIGKILL)
     finally:
         os._exit(1)
 
 
-def _started(pid: int) -> bytes | None:
-    """When ``pid`` started (clock ticks after boot, ``/proc/<pid>/stat``): with the pid, names
-    one process, whose pid may be reused after it ends; None where it is gone."""
-    fields = _stat(pid)
-    return fields[19] if fields is not None and len(fields) > 19 else None
+def _quiet() -> None:
+    """Ignore ``END_QUIET`` in the whole process, from whichever thread (libc's ``signal``:
+    Python's ``signal.signal`` works on the main thread only)."""
+    try:
+        libc_signal = ctypes.CDLL(None, use_errno=True).signal
+    except (OSError, AttributeError):      # not a Unix C library
+        return
+    libc_signal.argtypes, libc_signal.restype = [ctypes.c_int, ctypes.c_void_p], ctypes.c_void_p
+    for sig in END_QUIET:
+        libc_signal(int(sig), 1)   # SIG_IGN
 
 
 def _wait_stopped(pids: list[int]) -> None:
@@ -161,6 +183,12 @@ def _wait_stopped(pids: list[int]) -> None:
         pids = [pid for pid in pids if (fields := _stat(pid)) is not None and fields[0] not in STOPPED]
         if pids:
             time.sleep(0.001)
+
+
+def _started(pid: int) -> bytes | None:
+    """When ``pid`` started (``_tree``); None where it is gone."""
+    fields = _stat(pid)
+    return fields[19] if fields is not None else None
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -182,12 +210,14 @@ def exit_with_parent(parent: int) -> None:
     (``os._exit``: no cleanup handlers; files written through ``astro_rmaat.runs`` are replaced
     atomically, and the OS drops the run directory's lock). A parent that died before this ran
     is caught at once: this process's parent is no longer ``parent``. A main thread that leaves
-    the interpreter while an end is under way, or after the parent is gone, runs the end itself
-    (``atexit``), so that no process of the tree is left stopped, or running, by an end cut
-    short (a process leaving by ``os._exit``, as a ``fork`` pool's worker does, runs no
-    ``atexit``)."""
+    while an end is under way, or after the parent is gone, runs the end itself, so that no
+    process of the tree is left stopped, or running, by an end cut short: at the interpreter's
+    exit (``atexit``), and as a ``multiprocessing`` process leaves, which a ``fork`` pool's
+    worker does by ``os._exit`` (its exit finalizers). A process forked from this one later
+    (not through exec) is not watched and runs neither."""
     if os.getppid() != parent:
         _end()
+    me = os.getpid()
 
     def watch() -> None:
         while os.getppid() == parent:
@@ -195,10 +225,11 @@ def exit_with_parent(parent: int) -> None:
         _end()
 
     def at_exit() -> None:
-        if _ending.is_set() or os.getppid() != parent:
+        if os.getpid() == me and (_ending.is_set() or os.getppid() != parent):
             _end()
 
     atexit.register(at_exit)
+    multiprocessing.util.Finalize(None, at_exit, exitpriority=100)
     threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 

@@ -81,10 +81,10 @@ def _orphans_after_owner_killed(mode: str, wait_s: float, task: str = "sleep") -
         owner.stdout.close()
 
 
-def _kill(pids) -> None:
+def _kill(pids, sig: int = signal.SIGKILL) -> None:
     for pid in pids:
         try:
-            os.kill(pid, signal.SIGKILL)
+            os.kill(pid, sig)
         except ProcessLookupError:
             pass
 
@@ -291,6 +291,61 @@ def test_a_main_thread_that_leaves_during_the_end_leaves_nothing_stopped_or_runn
             time.sleep(0.1)
         left = {pid: psutil.Process(pid).status() for pid in _in_folder(tmp_path)}
         assert not left, f"left after the end: {left}"
+    finally:
+        asker.kill()
+        asker.wait()
+        for _ in range(3):
+            _kill(_in_folder(tmp_path))
+            time.sleep(0.1)
+
+
+# A worker watching argv[1] with 100 shells of three sleeps each below it, in its folder (argv[2]).
+WIDE_WORKER = r"""
+import os, subprocess, sys, time
+from astro_rmaat.workers import exit_with_parent
+exit_with_parent(int(sys.argv[1]))
+os.chdir(sys.argv[2])
+kids = [subprocess.Popen(["sh", "-c", "sleep 60 & sleep 60 & sleep 60 & wait"]) for _ in range(100)]
+time.sleep(120)
+"""
+
+
+def _states(folder: Path) -> list[str]:
+    out = []
+    for pid in _in_folder(folder):
+        try:
+            out.append(psutil.Process(pid).status())
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def test_a_signal_that_reaches_the_worker_during_its_end_does_not_cut_it_short(tmp_path):
+    """SIGTERM to the worker as soon as its end has stopped a first process of its tree (its
+    default action would end the worker there): the end ignores it and finishes, and none of
+    the 400 processes is left, stopped or running. (Before, all 400 were left stopped in one of
+    two runs; the other's end was done before the signal.)"""
+    asker = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; "
+                              "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), sys.argv[2]]); "
+                              "time.sleep(120)", WIDE_WORKER, str(tmp_path)], env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_in_folder(tmp_path)) < 401:   # the worker and the 400 below it
+            assert asker.poll() is None and time.monotonic() < deadline, "the worker never started its processes"
+            time.sleep(0.05)
+        worker = next(p.pid for p in psutil.Process(asker.pid).children())
+        asker.kill()
+        asker.wait()
+        deadline = time.monotonic() + 10 * POLL_S + 5
+        while psutil.STATUS_STOPPED not in _states(tmp_path) and _in_folder(tmp_path):
+            assert time.monotonic() < deadline, "the end never began"
+            time.sleep(0.001)
+        _kill([worker], signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _in_folder(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        left = _states(tmp_path)
+        assert not left, f"{len(left)} left after the end: {sorted(set(left))}"
     finally:
         asker.kill()
         asker.wait()
