@@ -225,6 +225,52 @@ def _in_folder(folder: Path) -> list[int]:
     return found
 
 
+# A process that starts argv[1] (Python code) with its own pid and the rest of its argv, then sleeps:
+# the owner that the tests below kill.
+ASKER = ("import os, subprocess, sys, time; "
+         "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), *sys.argv[2:]]); time.sleep(120)")
+
+
+def _left_after_owner_killed(worker: str, folder: Path, args: list[str], started: int, wait_s: float,
+                             during_end=None) -> list[str]:
+    """An owner (``ASKER``) starts ``worker`` with ``folder`` and ``args``; once ``started``
+    processes work in ``folder``, the owner is SIGKILLed, and ``during_end(worker's pid)`` runs,
+    where given. Returns the states of the processes still working in ``folder`` ``wait_s``
+    seconds later at most; they are then killed."""
+    asker = subprocess.Popen([sys.executable, "-c", ASKER, worker, str(folder), *args], env=ENV)
+    try:
+        deadline = time.monotonic() + 60
+        while len(_in_folder(folder)) < started:
+            assert asker.poll() is None and time.monotonic() < deadline, "the worker never started its processes"
+            time.sleep(0.05)
+        pid = psutil.Process(asker.pid).children()[0].pid
+        asker.kill()
+        asker.wait()
+        if during_end is not None:
+            during_end(pid)
+        deadline = time.monotonic() + wait_s
+        while _in_folder(folder) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return _states(folder)
+    finally:
+        asker.kill()
+        asker.wait()
+        deadline = time.monotonic() + 30   # a shell still running may start more meanwhile
+        while (left := _in_folder(folder)) and time.monotonic() < deadline:
+            _kill(left)
+            time.sleep(0.1)
+
+
+def _states(folder: Path) -> list[str]:
+    out = []
+    for pid in _in_folder(folder):
+        try:
+            out.append(psutil.Process(pid).status())
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
 def test_a_growing_tree_ends_whole_although_the_main_thread_leaves_when_its_child_dies(tmp_path):
     """The owner of a build-like process is killed while the tree below it grows. The end stops
     the whole tree before it kills any of it, and kills the main thread's own child last.
@@ -232,28 +278,8 @@ def test_a_growing_tree_ends_whole_although_the_main_thread_leaves_when_its_chil
     shell died in the first round, the main thread left the interpreter and took the watch's
     thread with it half done, and 52-258 of the 500 went on as init's orphans in six of seven
     runs; with a main thread that stays after os.system, none.)"""
-    asker = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; "
-                              "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), sys.argv[2]]); "
-                              "time.sleep(120)", BUILDER, str(tmp_path)], env=ENV)
-    try:
-        deadline = time.monotonic() + 60
-        while len(_in_folder(tmp_path)) < 20:   # the shell, and the sleeps it started so far
-            assert asker.poll() is None and time.monotonic() < deadline, "the tree never grew"
-            time.sleep(0.05)
-        asker.kill()
-        asker.wait()
-        deadline = time.monotonic() + 10 * POLL_S + 5
-        while _in_folder(tmp_path) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = _in_folder(tmp_path)
-        assert not left, f"{len(left)} processes still running in the tree's folder after its end"
-    finally:
-        asker.kill()
-        asker.wait()
-        deadline = time.monotonic() + 30   # a shell still running may start more meanwhile
-        while (left := _in_folder(tmp_path)) and time.monotonic() < deadline:
-            _kill(left)
-            time.sleep(0.1)
+    left = _left_after_owner_killed(BUILDER, tmp_path, [], started=20, wait_s=10 * POLL_S + 5)
+    assert not left, f"{len(left)} processes still in the tree's folder after its end: {sorted(set(left))}"
 
 
 # A worker whose main thread, busy in Python (argv[3] seconds), then leaves the interpreter as a
@@ -276,27 +302,8 @@ def test_a_main_thread_that_leaves_during_the_end_leaves_nothing_stopped_or_runn
     up the GIL to the busy thread, had made it slow). The end is finished at exit: none of the
     worker's processes is left, stopped or running. (Before, the end's first version left all
     20 stopped for good.)"""
-    asker = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; "
-                              "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), sys.argv[2], '3']); "
-                              "time.sleep(120)", BUSY_WORKER, str(tmp_path)], env=ENV)
-    try:
-        deadline = time.monotonic() + 60
-        while len(_in_folder(tmp_path)) < 21:   # the worker and its 20 processes
-            assert asker.poll() is None and time.monotonic() < deadline, "the worker never started its processes"
-            time.sleep(0.05)
-        asker.kill()
-        asker.wait()
-        deadline = time.monotonic() + 10 * POLL_S + 10
-        while _in_folder(tmp_path) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = {pid: psutil.Process(pid).status() for pid in _in_folder(tmp_path)}
-        assert not left, f"left after the end: {left}"
-    finally:
-        asker.kill()
-        asker.wait()
-        for _ in range(3):
-            _kill(_in_folder(tmp_path))
-            time.sleep(0.1)
+    left = _left_after_owner_killed(BUSY_WORKER, tmp_path, ["3"], started=21, wait_s=10 * POLL_S + 10)
+    assert not left, f"left after the end: {left}"
 
 
 # A worker watching argv[1] with 100 shells of three sleeps each below it, in its folder (argv[2]).
@@ -310,45 +317,18 @@ time.sleep(120)
 """
 
 
-def _states(folder: Path) -> list[str]:
-    out = []
-    for pid in _in_folder(folder):
-        try:
-            out.append(psutil.Process(pid).status())
-        except psutil.NoSuchProcess:
-            pass
-    return out
-
-
 def test_a_signal_that_reaches_the_worker_during_its_end_does_not_cut_it_short(tmp_path):
     """SIGTERM to the worker as soon as its end has stopped a first process of its tree (its
     default action would end the worker there): the end ignores it and finishes, and none of
     the 400 processes is left, stopped or running. (Before, all 400 were left stopped in one of
     two runs; the other's end was done before the signal.)"""
-    asker = subprocess.Popen([sys.executable, "-c", "import os, subprocess, sys, time; "
-                              "subprocess.Popen([sys.executable, '-c', sys.argv[1], str(os.getpid()), sys.argv[2]]); "
-                              "time.sleep(120)", WIDE_WORKER, str(tmp_path)], env=ENV)
-    try:
-        deadline = time.monotonic() + 60
-        while len(_in_folder(tmp_path)) < 401:   # the worker and the 400 below it
-            assert asker.poll() is None and time.monotonic() < deadline, "the worker never started its processes"
-            time.sleep(0.05)
-        worker = next(p.pid for p in psutil.Process(asker.pid).children())
-        asker.kill()
-        asker.wait()
+    def sigterm_once_stopping(worker: int) -> None:
         deadline = time.monotonic() + 10 * POLL_S + 5
         while psutil.STATUS_STOPPED not in _states(tmp_path) and _in_folder(tmp_path):
             assert time.monotonic() < deadline, "the end never began"
             time.sleep(0.001)
         _kill([worker], signal.SIGTERM)
-        deadline = time.monotonic() + 15
-        while _in_folder(tmp_path) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        left = _states(tmp_path)
-        assert not left, f"{len(left)} left after the end: {sorted(set(left))}"
-    finally:
-        asker.kill()
-        asker.wait()
-        for _ in range(3):
-            _kill(_in_folder(tmp_path))
-            time.sleep(0.1)
+
+    left = _left_after_owner_killed(WIDE_WORKER, tmp_path, [], started=401, wait_s=15,
+                                    during_end=sigterm_once_stopping)
+    assert not left, f"{len(left)} left after the end: {sorted(set(left))}"
