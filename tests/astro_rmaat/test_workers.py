@@ -12,6 +12,7 @@ from pathlib import Path
 import psutil
 
 from astro_rmaat.workers import POLL_S, descendants
+from process_probes import working_in
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -216,13 +217,6 @@ os.system("for i in $(seq 500); do sleep 60 & done; wait")
 """
 
 
-def _in_folder(folder: Path) -> list[int]:
-    """Live processes (not zombies) whose working directory is ``folder``."""
-    found = []
-    for p in psutil.process_iter(["cwd", "status"]):   # cwd None where refused
-        if p.info["status"] != psutil.STATUS_ZOMBIE and p.info["cwd"] == str(folder):
-            found.append(p.pid)
-    return found
 
 
 # A process that starts argv[1] (Python code) with its own pid and the rest of its argv, then sleeps:
@@ -234,13 +228,14 @@ ASKER = ("import os, subprocess, sys, time; "
 def _left_after_owner_killed(worker: str, folder: Path, args: list[str], started: int, wait_s: float,
                              during_end=None) -> list[str]:
     """An owner (``ASKER``) starts ``worker`` with ``folder`` and ``args``; once ``started``
-    processes work in ``folder``, the owner is SIGKILLed, and ``during_end(worker's pid)`` runs,
+    processes work in ``folder`` (``working_in``: the owner and the worker among them, whose
+    command lines name it), the owner is SIGKILLed, and ``during_end(worker's pid)`` runs,
     where given. Returns the states of the processes still working in ``folder`` ``wait_s``
     seconds later at most; they are then killed."""
     asker = subprocess.Popen([sys.executable, "-c", ASKER, worker, str(folder), *args], env=ENV)
     try:
         deadline = time.monotonic() + 60
-        while len(_in_folder(folder)) < started:
+        while len(working_in(folder)) < started:
             assert asker.poll() is None and time.monotonic() < deadline, "the worker never started its processes"
             time.sleep(0.05)
         pid = psutil.Process(asker.pid).children()[0].pid
@@ -249,21 +244,21 @@ def _left_after_owner_killed(worker: str, folder: Path, args: list[str], started
         if during_end is not None:
             during_end(pid)
         deadline = time.monotonic() + wait_s
-        while _in_folder(folder) and time.monotonic() < deadline:
+        while working_in(folder) and time.monotonic() < deadline:
             time.sleep(0.1)
         return _states(folder)
     finally:
         asker.kill()
         asker.wait()
         deadline = time.monotonic() + 30   # a shell still running may start more meanwhile
-        while (left := _in_folder(folder)) and time.monotonic() < deadline:
+        while (left := working_in(folder)) and time.monotonic() < deadline:
             _kill(left)
             time.sleep(0.1)
 
 
 def _states(folder: Path) -> list[str]:
     out = []
-    for pid in _in_folder(folder):
+    for pid in working_in(folder):
         try:
             out.append(psutil.Process(pid).status())
         except psutil.NoSuchProcess:
@@ -302,7 +297,7 @@ def test_a_main_thread_that_leaves_during_the_end_leaves_nothing_stopped_or_runn
     up the GIL to the busy thread, had made it slow). The end is finished at exit: none of the
     worker's processes is left, stopped or running. (Before, the end's first version left all
     20 stopped for good.)"""
-    left = _left_after_owner_killed(BUSY_WORKER, tmp_path, ["3"], started=21, wait_s=10 * POLL_S + 10)
+    left = _left_after_owner_killed(BUSY_WORKER, tmp_path, ["3"], started=22, wait_s=10 * POLL_S + 10)
     assert not left, f"left after the end: {left}"
 
 
@@ -324,11 +319,11 @@ def test_a_signal_that_reaches_the_worker_during_its_end_does_not_cut_it_short(t
     two runs; the other's end was done before the signal.)"""
     def sigterm_once_stopping(worker: int) -> None:
         deadline = time.monotonic() + 10 * POLL_S + 5
-        while psutil.STATUS_STOPPED not in _states(tmp_path) and _in_folder(tmp_path):
+        while psutil.STATUS_STOPPED not in _states(tmp_path) and working_in(tmp_path):
             assert time.monotonic() < deadline, "the end never began"
             time.sleep(0.001)
         _kill([worker], signal.SIGTERM)
 
-    left = _left_after_owner_killed(WIDE_WORKER, tmp_path, [], started=401, wait_s=15,
+    left = _left_after_owner_killed(WIDE_WORKER, tmp_path, [], started=402, wait_s=15,
                                     during_end=sigterm_once_stopping)
     assert not left, f"{len(left)} left after the end: {sorted(set(left))}"

@@ -26,6 +26,7 @@ from astro_sim.sweep import SweepConfig, sweep
 from astro_sim.tripartite import standalone as sa
 from astro_sim.tripartite.model import TripartiteSimConfig
 from astro_sim.tripartite.run import run
+from process_probes import working_in
 
 pytestmark = [pytest.mark.standalone, pytest.mark.slow]
 
@@ -175,13 +176,13 @@ def test_a_build_ends_with_the_process_that_asked_for_it(tmp_path):
 
 def _kill_then_left(proc, folder, wait_s: float = 3.0) -> list[int]:
     """SIGKILL ``proc`` alone, then give what it started ``wait_s`` seconds to end: the processes
-    still working in ``folder`` after that (``_working_in``), which are then killed here."""
+    still working in ``folder`` after that (``working_in``), which are then killed here."""
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     deadline = time.monotonic() + wait_s
-    while _working_in(folder) and time.monotonic() < deadline:
+    while working_in(folder) and time.monotonic() < deadline:
         time.sleep(0.2)
-    left = _working_in(folder)
+    left = working_in(folder)
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     return left
@@ -194,15 +195,6 @@ def _name(pid: int) -> str:
         return ""
 
 
-def _working_in(folder) -> list[int]:
-    """Live processes (not zombies) whose working directory or command line lies in ``folder``."""
-    found = []
-    for p in psutil.process_iter(["cwd", "cmdline", "status"]):   # None where a field is refused
-        if p.info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if (p.info["cwd"] or "").startswith(str(folder)) or str(folder) in " ".join(p.info["cmdline"] or ()):
-            found.append(p.pid)
-    return found
 
 
 def test_the_binary_is_tied_to_the_thread_that_runs_it(standalone_sweep, cache, monkeypatch):
