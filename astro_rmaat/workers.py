@@ -62,12 +62,12 @@ def descendants(pid: int) -> list[int]:
     return [child for child, _, _ in _tree(pid)]
 
 
-def _tree(pid: int) -> list[tuple[int, str, bytes]]:
+def _tree(pid: int) -> list[tuple[int, bytes, bytes]]:
     """``descendants`` as (pid, state letter, start time), each from one read of
     ``/proc/<pid>/stat``: the state ``R``, ``S``, ``T`` stopped, ``Z`` zombie ...; the start
     time, in clock ticks after boot, which with the pid names one process (a pid is reused
     after its process ends)."""
-    children: dict[int, list[tuple[int, str, bytes]]] = {}
+    children: dict[int, list[tuple[int, bytes, bytes]]] = {}
     try:
         names = os.listdir("/proc")
     except OSError:
@@ -77,7 +77,7 @@ def _tree(pid: int) -> list[tuple[int, str, bytes]]:
             continue
         fields = _stat(name)
         if fields is not None:
-            children.setdefault(int(fields[1]), []).append((int(name), fields[0].decode(), fields[19]))
+            children.setdefault(int(fields[1]), []).append((int(name), fields[0], fields[19]))
     found, todo, seen = [], [pid], {pid}
     while todo:
         for child in children.get(todo.pop(), ()):
@@ -105,8 +105,10 @@ def _stat(pid: int | str) -> list[bytes] | None:
 #: waits, at most, for the processes it asked to stop to stop
 END_SCANS = 50
 STOP_WAIT_S = 2.0
-#: /proc states of a process that starts nothing more: stopped (by a signal, by a tracer), zombie, dead
-STOPPED = (b"T", b"t", b"Z", b"X")
+#: /proc states of a process that has ended (zombie, dead), and of one that starts nothing more:
+#: those, or stopped (by a signal, by a tracer)
+ENDED = (b"Z", b"X")
+STOPPED = (b"T", b"t", *ENDED)
 #: signals whose default action ends a process or that a handler may take: ignored for the end
 END_QUIET = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1",
                                                      "SIGUSR2", "SIGALRM", "SIGPIPE") if hasattr(signal, name))
@@ -150,7 +152,7 @@ def _end() -> None:
                 _wait_stopped([pid for pid, _ in new])   # one in fork stops after it: its child is in the next scan
         finally:
             for _ in range(END_SCANS):
-                alive = [pid for pid, state, _ in _tree(me) if state not in "ZX"]
+                alive = [pid for pid, state, _ in _tree(me) if state not in ENDED]
                 if not alive:
                     break
                 for pid in reversed(alive):   # each after its parent in the list: children first
