@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import atexit
 import ctypes
-import multiprocessing.util
 import os
 import signal
 import sys
@@ -217,6 +216,8 @@ def exit_with_parent(parent: int) -> None:
     exit (``atexit``), and as a ``multiprocessing`` process leaves, which a ``fork`` pool's
     worker does by ``os._exit`` (its exit finalizers). A process forked from this one later
     (not through exec) is not watched and runs neither."""
+    import multiprocessing.util   # here, not at import: only a watched process needs it
+
     if os.getppid() != parent:
         _end()
     me = os.getpid()
