@@ -92,6 +92,62 @@ def test_the_cpp_block_is_the_python_block_to_the_bit(dtype, arch, n_query, padd
         assert a.dtype == dtype and torch.equal(a, b), name
 
 
+def cpu_vendor() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("vendor_id"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+@pytest.mark.parametrize("n_query", [None, 4], ids=["all-rows", "memory-rows"])
+@pytest.mark.parametrize("padded", [False, True], ids=["all-real", "padded"])
+def test_the_heads_loop_runs_only_for_shapes_whose_bits_it_has_matched(n_query, padded):
+    """The attention's products per head (csrc/fused_block.cpp) are made in the C++ block's own
+    loop, with the operators that follow them, only for a shape whose product it has been seen
+    to give at::bmm's bits on. With all rows (8 x 8 and 9 x 8 heads by 20 columns) ATen hands
+    every product to MKL, whose sums on Intel's CPUs run in the loop's order: four shapes, all
+    matched. With four query rows two products (9 x 8 x 4, 8 x 9 x 4) fall under ATen's 400-
+    element threshold, where ATen sums without multiply-adds: refused, on any CPU, and made by
+    at::bmm. Either way, and with the loop switched off, the block is the Python block's to the bit."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    enabled, avx512, _, _ = ext.heads_products(forget=True)
+    if not avx512:
+        pytest.skip("the heads' loop needs AVX-512")
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[1]
+    for p in block.parameters():
+        p.data.add_(torch.randn_like(p) * 0.1)
+    g = torch.Generator().manual_seed(3)
+    B, W, D = 3, 20, 16
+    x = torch.randn(B, W, D, generator=g)
+    key_mask = torch.ones(B, W, dtype=torch.bool)
+    if padded:
+        key_mask[2, 11:] = False
+    Wq = W if n_query is None else n_query
+    masks = dropout_masks((Wq, Wq), B, D, 0.2, x, True)
+    w = torch.randn(B, Wq, D, generator=g)
+    try:
+        out = block_run(block, x, key_mask, not padded, n_query, masks, w)
+        _, _, matched, refused = ext.heads_products()
+        ext.heads_products(False)
+        off = block_run(block, x, key_mask, not padded, n_query, masks, w)
+    finally:
+        ext.heads_products(enabled)
+    with native.disabled():
+        ref = block_run(block, x, key_mask, not padded, n_query, masks, w)
+    names = ["y", "y without graph", "dx"] + [n for n, _ in block.named_parameters()]
+    for name, a, b, c in zip(names, out, off, ref, strict=True):
+        assert torch.equal(a, c) and torch.equal(b, c), name
+    under_threshold = 0 if n_query is None else 2
+    assert refused >= under_threshold and matched + refused == 4
+    if cpu_vendor() == "GenuineIntel":
+        assert (matched, refused) == (4 - under_threshold, under_threshold)
+
+
 @pytest.mark.parametrize("method", ["amrb", "bptt"])
 @pytest.mark.parametrize("reading", ["literal", "integrating"])
 def test_a_training_step_is_the_same_to_the_bit(method, reading):
