@@ -1,7 +1,7 @@
 """Training steps per second of the demo's ListOps model: this tree against an older revision.
 
     PYTHONPATH=$PWD python bench/train_step_speed.py [--ref c18666a] [--repeats 5] [--threads 1] [--profile] [--malloc]
-                                                     [--norm pre|post] [--ablate] [--python] [--no-heads]
+                                                     [--norm pre|post] [--ablate] [--python] [--aten-products]
                                                      [--overlap]
                                                      [--shards N [--ref-shards]]
 
@@ -25,9 +25,10 @@ figures of this tree keep glibc's defaults. Each run also counts its page faults
 one (``RMAAT_NATIVE=0``; rmaat_model.native): the same numbers, the interpreter between the
 block's operators. The plain figures of this tree use the C++ block where it builds.
 
-``--no-heads`` also times this tree, in the same rounds, with the C++ block's loop for the
-attention's products per head switched off (the extension's ``heads_products(False)``): at::bmm and
-the operators after it, as before that loop; the same numbers.
+``--aten-products`` also times this tree, in the same rounds, with the C++ block's checked
+loops switched off (the extension's ``checked_products(False)``): the attention's products per
+head and the input projection by ATen's bmm and baddbmm, and the operators after them, as before
+those loops; the same numbers.
 
 ``--overlap`` also times this tree, in the same rounds, with AMRB's replays on a second thread
 (``forward_backward(..., overlap=True)``; needs ``--threads`` 2 or more, split between the two).
@@ -49,8 +50,8 @@ the 3x goal asks for (a third of the reference's).
 ``--profile`` then runs ``--steps`` steps of each tree under ``torch.profiler`` and prints how
 much of a step the matrix products (mm, bmm, addmm, baddbmm) take, their GFLOP per step and
 rate, and the speed-up over the reference that this tree's arithmetic would allow if
-everything else took no time (the C++ block's heads' products loop makes no ATen call: its
-products count in the rest); and the rate of a 1024^3 product at the same thread count, the
+everything else took no time (the C++ block's loop for the heads' products makes no ATen call:
+its products count in the rest); and the rate of a 1024^3 product at the same thread count, the
 BLAS's rate when shapes do not hold it back. A benchmark, not a test.
 """
 
@@ -90,9 +91,9 @@ else:
     torch.set_num_threads(threads)
 from rmaat_model.model import ModelConfig, build_model
 from rmaat_model.amrb import forward_backward
-if sys.argv[10] == "noheads":   # this tree only: the heads' products by at::bmm
+if sys.argv[10] == "aten":   # this tree only: every product by ATen (the checked loops off)
     from rmaat_model import native
-    native.extension().heads_products(False)
+    native.extension().checked_products(False)
 steps, arch, norm = int(sys.argv[2]), sys.argv[3], sys.argv[6]
 method, dropout = sys.argv[7], float(sys.argv[8])   # DEMO, or one of ABLATIONS
 options = ({"overlap": True} if sys.argv[9] == "overlap"         # this tree only
@@ -155,7 +156,7 @@ print(json.dumps({"steps_per_s": steps / (t1 - t0), "faults_per_step": (f1 - f0)
 
 def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time", malloc: str = "default",
           norm: str = "default", variant: tuple[str, float] = DEMO, native: str = "auto",
-          replays: str = "serial", heads: str = "heads") -> dict:
+          replays: str = "serial", products: str = "checked") -> dict:
     env = dict(os.environ, PYTHONPATH=str(tree))
     env.pop("RMAAT_NATIVE", None)
     if native != "auto":
@@ -164,17 +165,17 @@ def child(tree: Path, threads: int, steps: int, arch: str, mode: str = "time", m
         env["OMP_NUM_THREADS"] = str(threads)
     method, dropout = variant
     out = subprocess.run([sys.executable, "-c", CHILD, str(threads), str(steps), arch, mode, malloc, norm,
-                          method, repr(dropout), replays, heads], cwd=tree, env=env, capture_output=True, text=True,
+                          method, repr(dropout), replays, products], cwd=tree, env=env, capture_output=True, text=True,
                          check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run(tree: Path, threads: int, steps: int, arch: str, malloc: str = "default",
         norm: str = "default", variant: tuple[str, float] = DEMO, native: str = "auto",
-        replays: str = "serial", heads: str = "heads") -> tuple[float, float]:
+        replays: str = "serial", products: str = "checked") -> tuple[float, float]:
     """(steps/s, page faults per step)."""
     r = child(tree, threads, steps, arch, malloc=malloc, norm=norm, variant=variant, native=native,
-              replays=replays, heads=heads)
+              replays=replays, products=products)
     return r["steps_per_s"], r["faults_per_step"]
 
 
@@ -194,8 +195,8 @@ def main(argv=None) -> int:
                     help="also time this tree with glibc's thresholds as `rmaat` sets them (rmaat_model.allocator)")
     ap.add_argument("--python", action="store_true",
                     help="also time this tree with the Python block (RMAAT_NATIVE=0) instead of the C++ one")
-    ap.add_argument("--no-heads", action="store_true",
-                    help="also time this tree with the C++ block's heads' products loop switched off (at::bmm)")
+    ap.add_argument("--aten-products", action="store_true",
+                    help="also time this tree with the C++ block's checked product loops switched off (ATen's)")
     ap.add_argument("--overlap", action="store_true",
                     help="also time this tree with AMRB's replays on a second thread (needs --threads >= 2)")
     ap.add_argument("--shards", type=positive_int, default=None,
@@ -220,7 +221,7 @@ def main(argv=None) -> int:
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(ref), args.ref], check=True)
         try:
             old, new, tuned, python, overlapped, sharded, faults = [], [], [], [], [], [], {}
-            no_heads = []
+            aten = []
             ablated = {v: [] for v in ABLATIONS} if args.ablate else {}
             sharding = ("tuned" if args.malloc else "default", f"shards{args.shards}")   # (malloc, replays)
             ref_malloc, ref_replays = sharding if args.ref_shards else ("default", "serial")
@@ -231,8 +232,8 @@ def main(argv=None) -> int:
                     runs.append(("tuned", here, "tuned", tuned, DEMO, "auto", "serial"))
                 if args.python:
                     runs.append(("python", here, "default", python, DEMO, "0", "serial"))
-                if args.no_heads:
-                    runs.append(("noheads", here, "default", no_heads, DEMO, "auto", "serial"))
+                if args.aten_products:
+                    runs.append(("aten", here, "default", aten, DEMO, "auto", "serial"))
                 if args.overlap:
                     runs.append(("overlap", here, "default", overlapped, DEMO, "auto", "overlap"))
                 if args.shards:
@@ -240,13 +241,13 @@ def main(argv=None) -> int:
                 runs += [(v, here, "default", ablated[v], v, "auto", "serial") for v in ablated]
                 for name, tree, malloc, into, variant, native, replays in (runs if i % 2 == 0 else runs[::-1]):
                     sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm, variant, native,
-                                  replays, "noheads" if name == "noheads" else "heads")   # interleaved, the order reversed every other repeat: drift cancels
+                                  replays, "aten" if name == "aten" else "checked")   # interleaved, the order reversed every other repeat: drift cancels
                     into.append(sps)
                     faults.setdefault(name, []).append(pf)
                 print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s"
                       + (f", with rmaat's malloc thresholds {tuned[-1]:.2f}" if tuned else "")
                       + (f", with the Python block {python[-1]:.2f}" if python else "")
-                      + (f", without the heads' loop {no_heads[-1]:.2f}" if no_heads else "")
+                      + (f", with ATen's products {aten[-1]:.2f}" if aten else "")
                       + (f", with overlapped replays {overlapped[-1]:.2f}" if overlapped else "")
                       + (f", in {args.shards} shards {sharded[-1]:.2f}" if sharded else ""), flush=True)
             prof = {name: child(tree, args.threads, args.steps, args.arch, "profile", norm=norm)
@@ -273,11 +274,11 @@ def main(argv=None) -> int:
         mp = statistics.median(python)
         print(f"this tree with the Python block (RMAAT_NATIVE=0): {mp:.2f} steps/s, {mp / mo:.2f}x {args.ref}; "
               f"the C++ block {mn / mp:.2f}x it")
-    if no_heads:
-        mh = statistics.median(no_heads)
-        pairs = statistics.median(n / h for n, h in zip(new, no_heads))
-        print(f"this tree without the heads' products loop (at::bmm): {mh:.2f} steps/s, {mh / mo:.2f}x {args.ref}; "
-              f"the loop {mn / mh:.2f}x it ({pairs:.2f}x, median of the repeats' pairs)")
+    if aten:
+        ma = statistics.median(aten)
+        pairs = statistics.median(n / a for n, a in zip(new, aten))
+        print(f"this tree with ATen's products (the checked loops off): {ma:.2f} steps/s, {ma / mo:.2f}x {args.ref}; "
+              f"the loops {mn / ma:.2f}x it ({pairs:.2f}x, median of the repeats' pairs)")
     if overlapped:
         mv = statistics.median(overlapped)
         print(f"this tree with overlapped replays: {mv:.2f} steps/s, {mv / mo:.2f}x {args.ref}; "

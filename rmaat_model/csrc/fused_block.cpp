@@ -37,6 +37,7 @@
 #include <c10/core/impl/TorchDispatchModeTLS.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -129,9 +130,11 @@ struct Rows {
 // given too, also that plus phi(R) (astro_forward's aT = fkT + phi_rT, row r of x taking row
 // r mod m), returned second. Two loops around ATen's exp2_: min(x, 0) * log2(e) into a fresh
 // contiguous tensor, then that + max(x, 0) (times the mask; and plus phi(R) into aT) in place.
-// m: the head size, phi_rT's row count (read with phi_rT only).
+// m: the head size, phi_rT's row count (read with phi_rT only). With bias (R) given, x is
+// x + bias (row r of x plus bias[r], rounded, as ATen's add), the projection's bias that
+// block_forward leaves to this loop (checked products, below).
 std::pair<Tensor, Tensor> phi_kernel_a(const Tensor& x, const OptTensor& mask, const OptTensor& phi_rT,
-                                       int64_t m = 1) {
+                                       int64_t m = 1, const OptTensor& bias = std::nullopt) {
   TORCH_CHECK(!phi_rT || m > 0, "phi_kernel_a: the head size m must be positive, got ", m);
   const auto dt = x.scalar_type();
   const bool fused = rows_ok(x, dt) && row_major(x) &&
@@ -139,10 +142,13 @@ std::pair<Tensor, Tensor> phi_kernel_a(const Tensor& x, const OptTensor& mask, c
                                 mask->size(2) == x.size(2))) &&
                      (!phi_rT || (phi_rT->is_cpu() && phi_rT->scalar_type() == dt && phi_rT->dim() == 2 &&
                                   phi_rT->stride(1) == 1 && m > 0 && phi_rT->size(0) == m &&
-                                  phi_rT->size(1) == x.size(2) && x.size(1) % m == 0));
+                                  phi_rT->size(1) == x.size(2) && x.size(1) % m == 0)) &&
+                     (!bias || (bias->is_cpu() && bias->scalar_type() == dt && bias->dim() == 1 &&
+                                bias->size(0) == x.size(1)));
   if (!fused) {
-    Tensor y = at::clamp_max(x, 0.0).mul_(scalar(kLog2e, dt)).exp2_();
-    y.add_(at::clamp_min(x, 0.0));
+    const Tensor xb = bias ? x + bias->view({-1, 1}) : x;
+    Tensor y = at::clamp_max(xb, 0.0).mul_(scalar(kLog2e, dt)).exp2_();
+    y.add_(at::clamp_min(xb, 0.0));
     if (mask) y.mul_(*mask);
     if (!phi_rT) return {y, Tensor()};
     // as astro_forward: (B nh, m, W) + phi_rT (m, W)
@@ -152,75 +158,146 @@ std::pair<Tensor, Tensor> phi_kernel_a(const Tensor& x, const OptTensor& mask, c
   const int64_t B = x.size(0), R = x.size(1), C = x.size(2);
   Tensor y = at::empty({B, R, C}, x.options());
   Tensor a = phi_rT ? at::empty({B, R, C}, x.options()) : Tensor();
+  // the loops' bodies for x and for x + bias: kB (std::true_type / false_type) says which
+  auto biased = [&](const auto& body) {
+    if (bias) body(std::true_type{}); else body(std::false_type{});
+  };
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "phi_exponent", [&] {
     const scalar_t log2e = static_cast<scalar_t>(kLog2e), zero = 0;
     Rows<scalar_t> xs(x), ys(y);
-    each_row(B, R, C, [&](int64_t b, int64_t r) {
-      const scalar_t* __restrict__ xi = xs(b, r);
-      scalar_t* __restrict__ yi = ys(b, r);
-      for (int64_t c = 0; c < C; ++c) yi[c] = min_keep(xi[c], zero) * log2e;
+    const scalar_t* bp = bias ? bias->data_ptr<scalar_t>() : nullptr;
+    const int64_t bs = bias ? bias->stride(0) : 0;
+    biased([&](auto kB) {
+      each_row(B, R, C, [&](int64_t b, int64_t r) {
+        const scalar_t* __restrict__ xi = xs(b, r);
+        scalar_t* __restrict__ yi = ys(b, r);
+        if constexpr (decltype(kB)::value) {
+          const scalar_t br = bp[r * bs];
+          for (int64_t c = 0; c < C; ++c) {
+            const scalar_t xc = xi[c] + br;
+            yi[c] = min_keep(xc, zero) * log2e;
+          }
+        } else {
+          for (int64_t c = 0; c < C; ++c) yi[c] = min_keep(xi[c], zero) * log2e;
+        }
+      });
     });
   });
   y.exp2_();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "phi_finish", [&] {
     const scalar_t zero = 0;
     Rows<scalar_t> xs(x), ys(y);
-    if (phi_rT) {
-      Rows<scalar_t> as(a);
-      const scalar_t* pr = phi_rT->data_ptr<scalar_t>();
-      const int64_t m = phi_rT->size(0), ps = phi_rT->stride(0);
-      if (mask) {
+    const scalar_t* bp = bias ? bias->data_ptr<scalar_t>() : nullptr;
+    const int64_t bs = bias ? bias->stride(0) : 0;
+    biased([&](auto kB) {
+      // x at column c of row r: x itself, or x + bias[r] rounded
+      auto at_x = [&](const scalar_t* __restrict__ xi, scalar_t br, int64_t c) -> scalar_t {
+        if constexpr (decltype(kB)::value) return xi[c] + br; else return xi[c];
+      };
+      auto row_bias = [&](int64_t r) -> scalar_t { return decltype(kB)::value ? bp[r * bs] : zero; };
+      if (phi_rT) {
+        Rows<scalar_t> as(a);
+        const scalar_t* pr = phi_rT->data_ptr<scalar_t>();
+        const int64_t m = phi_rT->size(0), ps = phi_rT->stride(0);
+        if (mask) {
+          Rows<scalar_t> ms(*mask);
+          each_row(B, R, C, [&](int64_t b, int64_t r) {
+            const scalar_t* __restrict__ xi = xs(b, r);
+            const scalar_t* __restrict__ mi = ms(b, 0);
+            const scalar_t* __restrict__ pi = pr + (r % m) * ps;
+            scalar_t* __restrict__ yi = ys(b, r);
+            scalar_t* __restrict__ ai = as(b, r);
+            const scalar_t br = row_bias(r);
+            for (int64_t c = 0; c < C; ++c) {
+              const scalar_t e = yi[c] + max_keep(at_x(xi, br, c), zero);
+              const scalar_t k = e * mi[c];
+              yi[c] = k;
+              ai[c] = k + pi[c];
+            }
+          });
+        } else {
+          each_row(B, R, C, [&](int64_t b, int64_t r) {
+            const scalar_t* __restrict__ xi = xs(b, r);
+            const scalar_t* __restrict__ pi = pr + (r % m) * ps;
+            scalar_t* __restrict__ yi = ys(b, r);
+            scalar_t* __restrict__ ai = as(b, r);
+            const scalar_t br = row_bias(r);
+            for (int64_t c = 0; c < C; ++c) {
+              const scalar_t k = yi[c] + max_keep(at_x(xi, br, c), zero);
+              yi[c] = k;
+              ai[c] = k + pi[c];
+            }
+          });
+        }
+      } else if (mask) {
         Rows<scalar_t> ms(*mask);
         each_row(B, R, C, [&](int64_t b, int64_t r) {
           const scalar_t* __restrict__ xi = xs(b, r);
           const scalar_t* __restrict__ mi = ms(b, 0);
-          const scalar_t* __restrict__ pi = pr + (r % m) * ps;
           scalar_t* __restrict__ yi = ys(b, r);
-          scalar_t* __restrict__ ai = as(b, r);
+          const scalar_t br = row_bias(r);
           for (int64_t c = 0; c < C; ++c) {
-            const scalar_t e = yi[c] + max_keep(xi[c], zero);
-            const scalar_t k = e * mi[c];
-            yi[c] = k;
-            ai[c] = k + pi[c];
+            const scalar_t e = yi[c] + max_keep(at_x(xi, br, c), zero);   // rounded, then times the mask
+            yi[c] = e * mi[c];
           }
         });
       } else {
         each_row(B, R, C, [&](int64_t b, int64_t r) {
           const scalar_t* __restrict__ xi = xs(b, r);
-          const scalar_t* __restrict__ pi = pr + (r % m) * ps;
           scalar_t* __restrict__ yi = ys(b, r);
-          scalar_t* __restrict__ ai = as(b, r);
-          for (int64_t c = 0; c < C; ++c) {
-            const scalar_t k = yi[c] + max_keep(xi[c], zero);
-            yi[c] = k;
-            ai[c] = k + pi[c];
-          }
+          const scalar_t br = row_bias(r);
+          for (int64_t c = 0; c < C; ++c) yi[c] = yi[c] + max_keep(at_x(xi, br, c), zero);
         });
       }
-    } else if (mask) {
-      Rows<scalar_t> ms(*mask);
-      each_row(B, R, C, [&](int64_t b, int64_t r) {
-        const scalar_t* __restrict__ xi = xs(b, r);
-        const scalar_t* __restrict__ mi = ms(b, 0);
-        scalar_t* __restrict__ yi = ys(b, r);
-        for (int64_t c = 0; c < C; ++c) {
-          const scalar_t e = yi[c] + max_keep(xi[c], zero);   // rounded, then times the mask
-          yi[c] = e * mi[c];
-        }
-      });
-    } else {
-      each_row(B, R, C, [&](int64_t b, int64_t r) {
-        const scalar_t* __restrict__ xi = xs(b, r);
-        scalar_t* __restrict__ yi = ys(b, r);
-        for (int64_t c = 0; c < C; ++c) yi[c] = yi[c] + max_keep(xi[c], zero);
-      });
-    }
+    });
   });
   return {y, a};
 }
 
-Tensor phi_kernel(const Tensor& x, const OptTensor& mask = std::nullopt) {
-  return phi_kernel_a(x, mask, std::nullopt).first;
+Tensor phi_kernel(const Tensor& x, const OptTensor& mask = std::nullopt, const OptTensor& bias = std::nullopt) {
+  return phi_kernel_a(x, mask, std::nullopt, 1, bias).first;
+}
+
+// astro_forward's values: v times the mask (B, 1, W) (times 1 without one, as Python multiplies);
+// with bias (R) given, (v + bias) times it, row r of v plus bias[r] rounded first (the
+// projection's bias that block_forward leaves to this loop).
+Tensor values_t(const Tensor& v, const OptTensor& mask, const OptTensor& bias) {
+  const auto dt = v.scalar_type();
+  const Tensor& times = mask ? *mask : scalar(1.0, dt);
+  if (!bias) return v * times;
+  if (!(rows_ok(v, dt) && bias->is_cpu() && bias->scalar_type() == dt && bias->dim() == 1 &&
+        bias->size(0) == v.size(1) &&
+        (!mask || (rows_ok(*mask, dt) && mask->size(0) == v.size(0) && mask->size(1) == 1 &&
+                   mask->size(2) == v.size(2)))))
+    return (v + bias->view({-1, 1})) * times;
+  const int64_t B = v.size(0), R = v.size(1), C = v.size(2);
+  Tensor out = at::empty({B, R, C}, v.options());
+  AT_DISPATCH_FLOATING_TYPES(dt, "values", [&] {
+    Rows<scalar_t> vs(v), os(out);
+    const scalar_t* bp = bias->data_ptr<scalar_t>();
+    const int64_t bs = bias->stride(0);
+    if (mask) {
+      Rows<scalar_t> ms(*mask);
+      each_row(B, R, C, [&](int64_t b, int64_t r) {
+        const scalar_t* __restrict__ vi = vs(b, r);
+        const scalar_t* __restrict__ mi = ms(b, 0);
+        scalar_t* __restrict__ oi = os(b, r);
+        const scalar_t br = bp[r * bs];
+        for (int64_t c = 0; c < C; ++c) {
+          const scalar_t biased = vi[c] + br;
+          oi[c] = biased * mi[c];
+        }
+      });
+    } else {
+      each_row(B, R, C, [&](int64_t b, int64_t r) {
+        const scalar_t* __restrict__ vi = vs(b, r);
+        scalar_t* __restrict__ oi = os(b, r);
+        const scalar_t br = bp[r * bs];
+        for (int64_t c = 0; c < C; ++c) oi[c] = vi[c] + br;   // times 1: the same number
+      });
+    }
+  });
+  return out;
 }
 
 // dst = d * min(f, 1), dst possibly d itself (astro_backward's put of dq, dk: the gradient
@@ -265,6 +342,48 @@ Tensor mul_add_(Tensor& a, const Tensor& m, const Tensor& r) {
         ai[c] = dropped + ri[c];
       }
     });
+  });
+  return a;
+}
+
+// a = (a + bias) * m + r in place ((a + bias) + r without m), bias (C) along the last dim, each
+// result rounded: a linear map's bias left to this loop (unproject_t's add_; the FFN's addmm,
+// checked products), then the dropout mask and the residual; a, m, r (B, R, C)
+Tensor bias_mul_add_(Tensor& a, const Tensor& bias, const OptTensor& m, const Tensor& r) {
+  const auto dt = a.scalar_type();
+  if (!(rows_ok(a, dt) && (!m || (rows_ok(*m, dt) && a.sizes() == m->sizes())) && rows_ok(r, dt) && writable(a) &&
+        a.sizes() == r.sizes() && bias.is_cpu() && bias.scalar_type() == dt && bias.dim() == 1 &&
+        bias.size(0) == a.size(2))) {
+    a.add_(bias);
+    return m ? mul_add_(a, *m, r) : a.add_(r);
+  }
+  const int64_t B = a.size(0), R = a.size(1), C = a.size(2);
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "bias_mul_add", [&] {
+    Rows<scalar_t> as(a), rs(r);
+    const scalar_t* bp = bias.data_ptr<scalar_t>();
+    const int64_t bs = bias.stride(0);
+    if (m) {
+      Rows<scalar_t> ms(*m);
+      each_row(B, R, C, [&](int64_t b, int64_t i) {
+        scalar_t* __restrict__ ai = as(b, i);
+        const scalar_t* __restrict__ mi = ms(b, i);
+        const scalar_t* __restrict__ ri = rs(b, i);
+        for (int64_t c = 0; c < C; ++c) {
+          const scalar_t biased = ai[c] + bp[c * bs];
+          const scalar_t dropped = biased * mi[c];
+          ai[c] = dropped + ri[c];
+        }
+      });
+    } else {
+      each_row(B, R, C, [&](int64_t b, int64_t i) {
+        scalar_t* __restrict__ ai = as(b, i);
+        const scalar_t* __restrict__ ri = rs(b, i);
+        for (int64_t c = 0; c < C; ++c) {
+          const scalar_t biased = ai[c] + bp[c * bs];
+          ai[c] = biased + ri[c];
+        }
+      });
+    }
   });
   return a;
 }
@@ -616,24 +735,38 @@ bool sum_grads(const std::vector<Tensor>& params, const std::vector<std::vector<
   return true;
 }
 
-// ---------------------------------------------------------------- the heads' products (CPU, float32)
+// ---------------------------------------------------------------- checked products (CPU, float32)
 
-// astro_forward's YT = H^T phi(Q)^T and astro_backward's dfqT, dfkT and dvT multiply, for every
-// (sequence, head), a head-sized matrix (hs x hs or hs+1) by the head's hs or hs+1 rows of the
-// window's columns: the demo's batches make 128 products of 16 x 16 x 136 per call. ATen hands
-// them to the BLAS's batched gemm, which runs them at 20-60 GFLOP/s in a training step, and then
-// one more operator reads each result once or twice (the normaliser's division, phi' and the
-// bias, the mask). The loop below makes each product tile in registers and applies those
-// operators before it stores: one pass over the window per product.
+// Two places where the block leaves an ATen product for a loop of its own, each only for a shape
+// where it has been seen to give ATen's bits: the first product of each shape (sizes, strides,
+// thread count) in a process is made both ways on seeded random numbers, and a shape whose bits
+// differ anywhere keeps ATen's operators for the rest of the process (checked_products says how
+// many of each). Neither is switched on while a Python dispatch mode watches the operators (such
+// as FlopCounterMode, which counts only the products that reach it).
 //
-// Its sums are the BLAS's only where the BLAS adds the terms in the same order: every output
-// element one chain of multiply-adds over k = 0, 1, ..., each rounded once, from zero, as MKL's
-// sgemm kernels do on the CPUs measured (Intel Xeon, AVX-512). No BLAS promises that order, so
-// the loop runs only for a shape it has been seen to match: the first product of each shape
-// (sizes, strides, thread count) in a process is made both ways on seeded random numbers, and a
-// shape whose bits differ anywhere keeps at::bmm for the rest of the process (heads_status says
-// how many of each). The operators after the product are exact here as the loops above are: the
-// same IEEE operations in their order, each result rounded.
+// The heads' products. astro_forward's YT = H^T phi(Q)^T and astro_backward's dfqT, dfkT and dvT
+// multiply, for every (sequence, head), a head-sized matrix (hs x hs or hs+1) by the head's hs
+// or hs+1 rows of the window's columns: the demo's batches make 128 products of 16 x 16 x 136 per
+// call. ATen hands them to the BLAS's batched gemm, which runs them at 20-60 GFLOP/s in a
+// training step, and then one more operator reads each result once or twice (the normaliser's
+// division, phi' and the bias, the mask). The loop below makes each product tile in registers
+// and applies those operators before it stores: one pass over the window per product. Its sums
+// are the BLAS's where the BLAS adds the terms in the same order: every output element one chain
+// of multiply-adds over k = 0, 1, ..., each rounded once, from zero, as MKL's sgemm kernels do on
+// the CPU measured (Intel Xeon, AVX-512); ATen's own loop for products under 400 elements does
+// not (it rounds each product apart), and is refused.
+//
+// The linear maps' biases. kernels.project_t is baddbmm(bias, W, x^T), and the FFN's second map
+// addmm(bias, A, W^T): each copies the bias into every row or column of its output before the
+// product adds into it, one more pass over it. Where the product alone then ATen's add of the
+// bias gives the same bits (MKL adds C after the sum, one rounding, on that CPU), the block takes
+// the product alone, and the loop that reads it next adds the bias as it reads, as ATen's add
+// does (phi_kernel_a and values_t for the projection; bias_mul_add_, with the dropout mask and
+// the residual, for the FFN). The output projection's bias, which kernels.unproject_t adds after
+// its product anyway, goes into bias_mul_add_ with no check.
+//
+// The operators after a product are exact here as the loops above are: the same IEEE operations
+// in their order, each result rounded.
 #if defined(__x86_64__) && defined(__GNUC__)
 #define RMAAT_HEADS 1
 #define RMAAT_AVX512 __attribute__((target("avx512f")))
@@ -641,15 +774,50 @@ bool sum_grads(const std::vector<Tensor>& params, const std::vector<std::vector<
 #define RMAAT_HEADS 0
 #endif
 
-struct HeadsState {
+struct Checked {
   std::mutex lock;
-  std::map<std::vector<int64_t>, bool> shapes;   // shape key -> the loop's bits are at::bmm's
-  bool enabled = true;
+  std::map<std::vector<int64_t>, bool> shapes;   // (what, shape) -> the loop's bits are ATen's
+  std::atomic<bool> enabled{true};
 };
 
-HeadsState& heads_state() {
-  static HeadsState s;
+Checked& checked() {
+  static Checked s;
   return s;
+}
+
+// Whether the loops may stand in for ATen's operators now: switched on (checked_products) and no
+// Python dispatch mode on this thread.
+bool checks_open() {
+  return checked().enabled.load() && c10::impl::TorchDispatchModeTLS::stack_len() == 0;
+}
+
+// check() (both ways on random numbers: the same bits?) run once per process and key, its answer
+// kept; under the lock, so two threads do not both run it.
+template <class F>
+bool checked_once(std::vector<int64_t> key, const F& check) {
+  Checked& st = checked();
+  std::lock_guard<std::mutex> hold(st.lock);
+  auto it = st.shapes.find(key);
+  if (it != st.shapes.end()) return it->second;
+  const bool same = check();
+  st.shapes.emplace(std::move(key), same);
+  return same;
+}
+
+// t's storage span (every element a stride can reach) filled with seeded numbers in [-1, 1): a
+// private generator, so the run's own random state is not touched.
+void fill_uniform(Tensor& t, std::mt19937& draw) {
+  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+  float* p = t.data_ptr<float>();
+  int64_t span = 1;
+  for (int64_t d = 0; d < t.dim(); ++d) span += (t.size(d) - 1) * t.stride(d);
+  for (int64_t e = 0; e < span; ++e) p[e] = unit(draw);
+}
+
+// Whether two float32 tensors of one shape hold the same bits.
+bool same_bits(const Tensor& a, const Tensor& b) {
+  const Tensor x = a.contiguous(), y = b.contiguous();
+  return x.sizes() == y.sizes() && std::memcmp(x.data_ptr<float>(), y.data_ptr<float>(), sizeof(float) * x.numel()) == 0;
 }
 
 bool heads_cpu() {
@@ -797,35 +965,23 @@ RMAAT_AVX512 void heads_run(const float* a, int64_t sab, int64_t sar, int64_t sa
 #endif
 
 // Whether the loop's product A X is at::bmm's to the bit for A's and X's shape and strides (the
-// batch's size and stride aside) at this thread count: checked once per process and shape on
-// seeded random numbers (a private generator: the run's own random state is not touched).
+// batch's size and stride aside) at this thread count.
 bool heads_match(const Tensor& A, const Tensor& X) {
 #if RMAAT_HEADS
   const int64_t M = A.size(1), K = A.size(2), N = X.size(2);
-  std::vector<int64_t> key{M, K, N, A.stride(1), A.stride(2), X.stride(1), at::get_num_threads()};
-  HeadsState& st = heads_state();
-  std::lock_guard<std::mutex> hold(st.lock);
-  auto it = st.shapes.find(key);
-  if (it != st.shapes.end()) return it->second;
-  constexpr int64_t kItems = 3;
-  const int64_t a_span = (M - 1) * A.stride(1) + (K - 1) * A.stride(2) + 1;
-  const int64_t x_span = (K - 1) * X.stride(1) + N;
-  Tensor ta = at::empty_strided({kItems, M, K}, {a_span, A.stride(1), A.stride(2)}, A.options());
-  Tensor tx = at::empty_strided({kItems, K, N}, {x_span, X.stride(1), 1}, X.options());
-  std::mt19937 draw(20261206);
-  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
-  for (Tensor* t : {&ta, &tx}) {
-    float* p = t->data_ptr<float>();
-    for (int64_t e = 0; e < kItems * t->stride(0); ++e) p[e] = unit(draw);
-  }
-  Tensor ref = at::bmm(ta, tx);
-  Tensor got = at::empty({kItems, M, N}, X.options());
-  heads_run(ta.data_ptr<float>(), ta.stride(0), ta.stride(1), ta.stride(2), tx.data_ptr<float>(), tx.stride(0),
-            tx.stride(1), kItems, K, N, 0, M, StoreOut{Plane{got.data_ptr<float>(), 1, M * N, 0, N}});
-  const Tensor r = ref.contiguous();
-  const bool same = std::memcmp(r.data_ptr<float>(), got.data_ptr<float>(), sizeof(float) * kItems * M * N) == 0;
-  st.shapes.emplace(std::move(key), same);
-  return same;
+  return checked_once({0, M, K, N, A.stride(1), A.stride(2), X.stride(1), at::get_num_threads()}, [&] {
+    constexpr int64_t kItems = 3;
+    const int64_t a_span = (M - 1) * A.stride(1) + (K - 1) * A.stride(2) + 1;
+    Tensor ta = at::empty_strided({kItems, M, K}, {a_span, A.stride(1), A.stride(2)}, A.options());
+    Tensor tx = at::empty_strided({kItems, K, N}, {(K - 1) * X.stride(1) + N, X.stride(1), 1}, X.options());
+    std::mt19937 draw(20261206);
+    fill_uniform(ta, draw);
+    fill_uniform(tx, draw);
+    Tensor got = at::empty({kItems, M, N}, X.options());
+    heads_run(ta.data_ptr<float>(), ta.stride(0), ta.stride(1), ta.stride(2), tx.data_ptr<float>(), tx.stride(0),
+              tx.stride(1), kItems, K, N, 0, M, StoreOut{Plane{got.data_ptr<float>(), 1, M * N, 0, N}});
+    return same_bits(at::bmm(ta, tx), got);
+  });
 #else
   (void)A; (void)X;
   return false;
@@ -833,29 +989,78 @@ bool heads_match(const Tensor& A, const Tensor& X) {
 }
 
 // Whether the loop may make A X here: float32 CPU tensors, X's rows contiguous, an AVX-512 CPU,
-// not switched off (heads_products), no Python dispatch mode watching the operators (such as
-// FlopCounterMode, which counts only the products that reach it), and a shape whose bits it has
-// been seen to match.
+// checks_open, and a shape whose bits it has been seen to match.
 bool heads_take(const Tensor& A, const Tensor& X) {
-  if (!(heads_cpu() && heads_state().enabled && c10::impl::TorchDispatchModeTLS::stack_len() == 0 && A.is_cpu() && X.is_cpu() && A.scalar_type() == at::kFloat &&
+  if (!(heads_cpu() && checks_open() && A.is_cpu() && X.is_cpu() && A.scalar_type() == at::kFloat &&
         X.scalar_type() == at::kFloat && A.dim() == 3 && X.dim() == 3 && X.stride(2) == 1 &&
         A.size(0) == X.size(0) && A.size(2) == X.size(1) && A.size(1) > 0 && X.size(2) > 0 && A.size(2) > 0))
     return false;
   return heads_match(A, X);
 }
 
-// The extension's heads_products(enabled=None, forget=False): switch the loop on or off for the
-// process (None: leave it as it is), forget the shapes checked so far (each is checked again at
-// its next product), and say where it stands: (enabled, the CPU has AVX-512, shapes matched,
-// shapes refused).
-std::tuple<bool, bool, int64_t, int64_t> heads_products(std::optional<bool> enabled, bool forget) {
-  HeadsState& st = heads_state();
+// Whether bmm(W, x^T) then ATen's add of the bias gives baddbmm(bias, W, x^T)'s bits for x's and
+// W's shape and strides (the batch's size and stride aside) at this thread count: float32 CPU
+// tensors, W's rows and the bias contiguous, checks_open.
+bool bias_after(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (!(checks_open() && x.is_cpu() && weight.is_cpu() && bias.is_cpu() && x.scalar_type() == at::kFloat &&
+        weight.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat && x.dim() == 3 &&
+        weight.dim() == 2 && bias.dim() == 1 && weight.stride(1) == 1 && bias.stride(0) == 1 &&
+        weight.size(0) == bias.size(0) && weight.size(1) == x.size(2) && x.numel() > 0 && weight.numel() > 0))
+    return false;
+  const int64_t O = weight.size(0), I = weight.size(1), N = x.size(1);
+  return checked_once({1, O, I, N, x.stride(1), x.stride(2), weight.stride(0), at::get_num_threads()}, [&] {
+    constexpr int64_t kItems = 2;
+    Tensor tw = at::empty_strided({O, I}, {weight.stride(0), 1}, weight.options());
+    Tensor tb = at::empty({O}, bias.options());
+    const int64_t x_span = (N - 1) * x.stride(1) + (I - 1) * x.stride(2) + 1;
+    Tensor tx = at::empty_strided({kItems, N, I}, {x_span, x.stride(1), x.stride(2)}, x.options());
+    std::mt19937 draw(20261207);
+    fill_uniform(tw, draw);
+    fill_uniform(tb, draw);
+    fill_uniform(tx, draw);
+    Tensor w3 = tw.expand({kItems, -1, -1}), xT = tx.transpose(1, 2);
+    return same_bits(at::baddbmm(tb.view({-1, 1}), w3, xT), at::bmm(w3, xT).add_(tb.view({-1, 1})));
+  });
+}
+
+// Whether mm(A, Bm) then ATen's add of the bias gives addmm(bias, A, Bm)'s bits for A's and Bm's
+// shape and strides at this thread count (the FFN's second linear map, whose bias
+// bias_mul_add_ then adds): float32 CPU tensors, checks_open.
+bool addmm_bias_after(const Tensor& A, const Tensor& Bm, const Tensor& bias) {
+  if (!(checks_open() && A.is_cpu() && Bm.is_cpu() && bias.is_cpu() && A.scalar_type() == at::kFloat &&
+        Bm.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat && A.dim() == 2 && Bm.dim() == 2 &&
+        bias.dim() == 1 && A.size(1) == Bm.size(0) && bias.size(0) == Bm.size(1) && A.numel() > 0 &&
+        Bm.numel() > 0))
+    return false;
+  const int64_t M = A.size(0), K = A.size(1), N = Bm.size(1);
+  return checked_once({2, M, K, N, A.stride(0), A.stride(1), Bm.stride(0), Bm.stride(1), at::get_num_threads()},
+                      [&] {
+    auto like = [](const Tensor& t) {
+      int64_t span = 1;
+      for (int64_t d = 0; d < t.dim(); ++d) span += (t.size(d) - 1) * t.stride(d);
+      return at::empty({span}, t.options()).as_strided(t.sizes(), t.strides());
+    };
+    Tensor ta = like(A), tb = like(Bm), tc = at::empty({N}, bias.options());
+    std::mt19937 draw(20261208);
+    fill_uniform(ta, draw);
+    fill_uniform(tb, draw);
+    fill_uniform(tc, draw);
+    return same_bits(at::addmm(tc, ta, tb), at::mm(ta, tb).add_(tc));
+  });
+}
+
+// The extension's checked_products(enabled=None, forget=False): switch both loops on or off for
+// the process (None: leave them as they are), forget the shapes checked so far (each is checked
+// again at its next product), and say where they stand: (enabled, the CPU has AVX-512 (the
+// heads' loop needs it), shapes matched, shapes refused).
+std::tuple<bool, bool, int64_t, int64_t> checked_products(std::optional<bool> enabled, bool forget) {
+  Checked& st = checked();
   std::lock_guard<std::mutex> hold(st.lock);
-  if (enabled) st.enabled = *enabled;
+  if (enabled) st.enabled.store(*enabled);
   if (forget) st.shapes.clear();
   int64_t good = 0, bad = 0;
   for (const auto& kv : st.shapes) (kv.second ? good : bad) += 1;
-  return {st.enabled, heads_cpu(), good, bad};
+  return {st.enabled.load(), heads_cpu(), good, bad};
 }
 
 // kernels.project_t: x (B, W, D_in) -> (B, D_out, W)
@@ -863,22 +1068,30 @@ Tensor project_t(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   return at::baddbmm(bias.view({-1, 1}), weight.expand({x.size(0), -1, -1}), x.transpose(1, 2));
 }
 
-// kernels.unproject_t: yT (B, D_in, W) -> (B, W, D_out)
-Tensor unproject_t(const Tensor& yT, const Tensor& weight, const Tensor& bias) {
-  return at::bmm(yT.transpose(1, 2), weight.transpose(0, 1).expand({yT.size(0), -1, -1})).add_(bias);
+// project_t's product, and the bias still to add where bias_after lets the readers add it (else
+// none: the product has it)
+std::pair<Tensor, OptTensor> project_t_bias_after(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  if (bias_after(x, weight, bias))
+    return {at::bmm(weight.expand({x.size(0), -1, -1}), x.transpose(1, 2)), bias};
+  return {project_t(x, weight, bias), std::nullopt};
 }
 
 // kernels.astro_forward: yT (B, D, Wq) and the ten tensors its backward reads
+// q_bias (D) and kv_bias (2 D): the projection's bias still to add to qT's and kvT's rows (project_t_bias_after).
 std::pair<Tensor, std::vector<Tensor>> astro_forward(const Tensor& qT, const Tensor& kvT, const OptTensor& mask,
-                                                     const OptTensor& phi_rT, double alpha, int64_t nh) {
+                                                     const OptTensor& phi_rT, double alpha, int64_t nh,
+                                                     const OptTensor& q_bias = std::nullopt,
+                                                     const OptTensor& kv_bias = std::nullopt) {
   const int64_t B = qT.size(0), D = qT.size(1), Wq = qT.size(2), W = kvT.size(-1);
   const int64_t m = D / nh, BH = B * nh;
   const auto dt = qT.scalar_type();
-  Tensor fqT = phi_kernel(qT).view({BH, m, Wq});
+  Tensor fqT = phi_kernel(qT, std::nullopt, q_bias).view({BH, m, Wq});
   // phi(K), 0 at padding (in every sum), and aT = phi(K) + phi(R) (B nh, hs, W)
-  auto [fk, ak] = phi_kernel_a(kvT.slice(1, 0, D), mask, phi_rT, m);
+  const OptTensor k_bias = kv_bias ? OptTensor(kv_bias->slice(0, 0, D)) : std::nullopt;
+  const OptTensor v_bias = kv_bias ? OptTensor(kv_bias->slice(0, D)) : std::nullopt;
+  auto [fk, ak] = phi_kernel_a(kvT.slice(1, 0, D), mask, phi_rT, m, k_bias);
   Tensor fkT = fk.view({BH, m, W});
-  Tensor vT = (kvT.slice(1, D) * (mask ? *mask : scalar(1.0, dt))).view({BH, m, W});
+  Tensor vT = values_t(kvT.slice(1, D), mask, v_bias).view({BH, m, W});
   Tensor s = fkT.sum(-1, true);
   Tensor g = s.pow(scalar(alpha, s.scalar_type()));
   Tensor aT = phi_rT ? ak.view({BH, m, W}) : fkT;
@@ -988,23 +1201,35 @@ std::vector<Tensor> block_forward(const Tensor& x, const Tensor& w_qkv, const Te
   const int64_t B = x.size(0), W = x.size(1), D = x.size(2), Wq = n_query;
   Tensor xr = Wq == W ? x : x.slice(1, 0, Wq);
   Tensor qT, kvT;
+  OptTensor q_bias, kv_bias;   // the projection's bias, where its readers add it
   if (Wq == W) {
-    Tensor qkvT = project_t(x, w_qkv, b_qkv);
+    auto [qkvT, bias] = project_t_bias_after(x, w_qkv, b_qkv);
     qT = qkvT.slice(1, 0, D);
     kvT = qkvT.slice(1, D);
+    if (bias) {
+      q_bias = bias->slice(0, 0, D);
+      kv_bias = bias->slice(0, D);
+    }
   } else {
-    qT = project_t(x.slice(1, 0, Wq), w_qkv.slice(0, 0, D), b_qkv.slice(0, 0, D));
-    kvT = project_t(x, w_qkv.slice(0, D), b_qkv.slice(0, D));
+    std::tie(qT, q_bias) = project_t_bias_after(x.slice(1, 0, Wq), w_qkv.slice(0, 0, D), b_qkv.slice(0, 0, D));
+    std::tie(kvT, kv_bias) = project_t_bias_after(x, w_qkv.slice(0, D), b_qkv.slice(0, D));
   }
-  auto [yT, saved] = astro_forward(qT, kvT, mask, phi_rT, alpha, n_heads);
-  Tensor a = unproject_t(yT, w_o, b_o);
-  Tensor h1 = m1 ? mul_add_(a, *m1, xr) : a.add_(xr);
+  auto [yT, saved] = astro_forward(qT, kvT, mask, phi_rT, alpha, n_heads, q_bias, kv_bias);
+  // unproject_t's product; its bias, the dropout mask and the residual in one loop
+  Tensor a = at::bmm(yT.transpose(1, 2), w_o.transpose(0, 1).expand({yT.size(0), -1, -1}));
+  Tensor h1 = bias_mul_add_(a, b_o, m1, xr);
   auto [x1, mu1, rs1] = at::native_layer_norm(h1, {D}, g1, c1, eps);
   Tensor x1f = x1.view({-1, D});
   Tensor u = at::addmm(bf1, x1f, w1.t());
   Tensor gu = at::gelu(u);
-  Tensor f = at::addmm(bf2, gu, w2.t()).view({B, Wq, D});
-  Tensor h2 = m2 ? mul_add_(f, *m2, x1) : f.add_(x1);
+  Tensor h2;
+  if (addmm_bias_after(gu, w2.t(), bf2)) {   // its bias with the dropout mask and the residual
+    Tensor f = at::mm(gu, w2.t()).view({B, Wq, D});
+    h2 = bias_mul_add_(f, bf2, m2, x1);
+  } else {
+    Tensor f = at::addmm(bf2, gu, w2.t()).view({B, Wq, D});
+    h2 = m2 ? mul_add_(f, *m2, x1) : f.add_(x1);
+  }
   auto [y, mu2, rs2] = at::native_layer_norm(h2, {D}, g2, c2, eps);
   std::vector<Tensor> out{y, x, w_qkv, w_o, g1, c1, w1, w2, g2, c2, h1, mu1, rs1, x1f, u, gu, h2, mu2, rs2, yT};
   out.insert(out.end(), saved.begin(), saved.end());
@@ -1120,13 +1345,16 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("block_backward", &rmaat::block_backward, "FusedBlock.backward, one dtype");
   mod.def("phi", [](const Tensor& x, const OptTensor& mask) { return rmaat::phi_kernel(x, mask); },
           "kernels.phi_kernel(x), times mask (B, 1, W) when given (the fused loops' path on the CPU)");
-  mod.def("phi_and_a", &rmaat::phi_kernel_a,
+  mod.def("phi_and_a", &rmaat::phi_kernel_a, py::arg("x"), py::arg("mask"), py::arg("phi_rT"), py::arg("m") = 1,
+          py::arg("bias") = py::none(),
           "phi_kernel(x) times mask, and that plus phi_rT (m, W) broadcast over heads of size m "
-          "(astro_forward's fkT, aT)");
-  mod.def("heads_products", &rmaat::heads_products, py::arg("enabled") = py::none(), py::arg("forget") = false,
-          "the heads' products loop (astro_forward / astro_backward): switch it on or off for the process "
-          "(None: leave it), forget the shapes checked; returns (enabled, the CPU has AVX-512, shapes matched "
-          "to at::bmm, shapes refused)");
+          "(astro_forward's fkT, aT); with bias (R), of x + bias (row r plus bias[r])");
+  mod.def("values", &rmaat::values_t, py::arg("v"), py::arg("mask"), py::arg("bias") = py::none(),
+          "astro_forward's values: v times mask (B, 1, W) (or 1), with bias (R) (v + bias) times it");
+  mod.def("checked_products", &rmaat::checked_products, py::arg("enabled") = py::none(), py::arg("forget") = false,
+          "the block's loops for the heads' products and the projection's bias: switch them on or off for the "
+          "process (None: leave them), forget the shapes checked; returns (enabled, the CPU has AVX-512, shapes "
+          "matched to ATen's bits, shapes refused)");
   mod.def("mul_dphi_out", &rmaat::mul_dphi_out, "out = d * min(f, 1) (the fused loop's path on the CPU)");
   mod.def("dropout_draw", &rmaat::dropout_draw,
           "kernels.dropout_masks' draw and {0, scale} values in one, from a CPU generator (None: the "

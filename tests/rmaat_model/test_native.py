@@ -104,17 +104,20 @@ def cpu_vendor() -> str:
 
 @pytest.mark.parametrize("n_query", [None, 4], ids=["all-rows", "memory-rows"])
 @pytest.mark.parametrize("padded", [False, True], ids=["all-real", "padded"])
-def test_the_heads_loop_runs_only_for_shapes_whose_bits_it_has_matched(n_query, padded):
-    """The attention's products per head (csrc/fused_block.cpp) are made in the C++ block's own
-    loop, with the operators that follow them, only for a shape whose product it has been seen
-    to give at::bmm's bits on. With all rows (8 x 8 and 9 x 8 heads by 20 columns) ATen hands
-    every product to MKL, whose sums on Intel's CPUs run in the loop's order: four shapes, all
-    matched. With four query rows two products (9 x 8 x 4, 8 x 9 x 4) fall under ATen's 400-
-    element threshold, where ATen sums without multiply-adds: refused, on any CPU, and made by
-    at::bmm. Either way, and with the loop switched off, the block is the Python block's to the bit."""
+def test_the_checked_loops_run_only_for_shapes_whose_bits_they_have_matched(n_query, padded):
+    """The block leaves some of its ATen products to its own loops (csrc/fused_block.cpp, checked
+    products) only for a shape where they have been seen to give ATen's bits: the attention's
+    products per head, and the input projection and the FFN's second map without their biases
+    (which the loops that read them add). With all rows, four head products (8 x 8 and 9 x 8
+    heads by 20 columns), which ATen hands to MKL, whose sums on Intel's CPUs run in the loop's
+    order, one projection and one FFN map: six shapes, all matched. With four query rows, two
+    head products (9 x 8 x 4, 8 x 9 x 4) fall under ATen's 400-element threshold, where ATen
+    rounds each term apart: refused on any CPU, and made by at::bmm; and the projection is two
+    (the query rows', the keys' and values'). Either way, and with the loops switched off, the
+    block is the Python block's to the bit."""
     ext = native.extension()
     assert ext is not None, native.status()
-    enabled, avx512, _, _ = ext.heads_products(forget=True)
+    enabled, avx512, _, _ = ext.checked_products(forget=True)
     if not avx512:
         pytest.skip("the heads' loop needs AVX-512")
     torch.manual_seed(0)
@@ -132,20 +135,43 @@ def test_the_heads_loop_runs_only_for_shapes_whose_bits_it_has_matched(n_query, 
     w = torch.randn(B, Wq, D, generator=g)
     try:
         out = block_run(block, x, key_mask, not padded, n_query, masks, w)
-        _, _, matched, refused = ext.heads_products()
-        ext.heads_products(False)
+        _, _, matched, refused = ext.checked_products()
+        ext.checked_products(False)
         off = block_run(block, x, key_mask, not padded, n_query, masks, w)
     finally:
-        ext.heads_products(enabled)
+        ext.checked_products(enabled)
     with native.disabled():
         ref = block_run(block, x, key_mask, not padded, n_query, masks, w)
     names = ["y", "y without graph", "dx"] + [n for n, _ in block.named_parameters()]
     for name, a, b, c in zip(names, out, off, ref, strict=True):
         assert torch.equal(a, c) and torch.equal(b, c), name
-    under_threshold = 0 if n_query is None else 2
-    assert refused >= under_threshold and matched + refused == 4
+    under_threshold, biases = (0, 2) if n_query is None else (2, 3)
+    assert refused >= under_threshold and matched + refused == 4 + biases
     if cpu_vendor() == "GenuineIntel":
-        assert (matched, refused) == (4 - under_threshold, under_threshold)
+        assert (matched, refused) == (4 + biases - under_threshold, under_threshold)
+
+
+def test_the_bias_left_to_phi_and_the_values_is_added_as_atens_add():
+    """phi_and_a and values with the projection's bias: phi(x + bias) and (v + bias) times the
+    mask, the sum rounded first, as the Python block's operators on the projection with its bias
+    (special values included: signed zeros, infinities, NaN, and values where the sum rounds)."""
+    ext = native.extension()
+    g = torch.Generator().manual_seed(11)
+    B, D, W = 3, 8, 21
+    x = special_values((B, D, W), torch.float32, g)
+    bias = torch.randn(D, generator=g) * 2
+    bias[1], bias[5] = -0.0, 1e-42                   # a signed zero, a subnormal
+    mask = (torch.rand(B, 1, W, generator=g) > 0.3).float()
+    phi_rT = special_values((4, W), torch.float32, g)
+    xb = x + bias.view(-1, 1)
+    assert same_bits(ext.phi_and_a(x, None, None, 1, bias)[0], phi_kernel(xb))
+    fk, a = ext.phi_and_a(x, mask, phi_rT, 4, bias)
+    ref = phi_kernel(xb).mul_(mask)
+    assert same_bits(fk, ref)
+    assert same_bits(a, (ref.view(B * D // 4, 4, W) + phi_rT).view(B, D, W))
+    assert same_bits(ext.values(x, mask, bias), xb * mask)
+    assert same_bits(ext.values(x, None, bias), xb * 1.0)
+    assert same_bits(ext.values(x, mask), x * mask)
 
 
 @pytest.mark.parametrize("method", ["amrb", "bptt"])
