@@ -27,8 +27,9 @@ block's operators. The plain figures of this tree use the C++ block where it bui
 
 ``--aten-products`` also times this tree, in the same rounds, with the C++ block's checked
 loops switched off (the extension's ``checked_products(False)``): the attention's products per
-head and the input projection by ATen's bmm and baddbmm, and the operators after them, as before
-those loops; the same numbers.
+head and the linear maps' biases by ATen's bmm, baddbmm and addmm, and the operators after them,
+as before those loops; the same numbers. With ``--malloc`` it runs with the thresholds, and is
+compared with this tree's figures under them.
 
 ``--overlap`` also times this tree, in the same rounds, with AMRB's replays on a second thread
 (``forward_backward(..., overlap=True)``; needs ``--threads`` 2 or more, split between the two).
@@ -233,7 +234,7 @@ def main(argv=None) -> int:
                 if args.python:
                     runs.append(("python", here, "default", python, DEMO, "0", "serial"))
                 if args.aten_products:
-                    runs.append(("aten", here, "default", aten, DEMO, "auto", "serial"))
+                    runs.append(("aten", here, sharding[0], aten, DEMO, "auto", "serial"))
                 if args.overlap:
                     runs.append(("overlap", here, "default", overlapped, DEMO, "auto", "overlap"))
                 if args.shards:
@@ -276,9 +277,11 @@ def main(argv=None) -> int:
               f"the C++ block {mn / mp:.2f}x it")
     if aten:
         ma = statistics.median(aten)
-        pairs = statistics.median(n / a for n, a in zip(new, aten))
-        print(f"this tree with ATen's products (the checked loops off): {ma:.2f} steps/s, {ma / mo:.2f}x {args.ref}; "
-              f"the loops {mn / ma:.2f}x it ({pairs:.2f}x, median of the repeats' pairs)")
+        base, label = (tuned, " with the same thresholds") if tuned else (new, "")
+        pairs = statistics.median(n / a for n, a in zip(base, aten))
+        print(f"this tree with ATen's products (the checked loops off){label}: {ma:.2f} steps/s, {ma / mo:.2f}x "
+              f"{args.ref}; the loops {statistics.median(base) / ma:.2f}x it ({pairs:.2f}x, median of the repeats' "
+              "pairs)")
     if overlapped:
         mv = statistics.median(overlapped)
         print(f"this tree with overlapped replays: {mv:.2f} steps/s, {mv / mo:.2f}x {args.ref}; "

@@ -45,7 +45,6 @@
 #include <map>
 #include <mutex>
 #include <optional>
-#include <random>
 #include <tuple>
 #include <utility>
 #include <vector>
@@ -804,14 +803,22 @@ bool checked_once(std::vector<int64_t> key, const F& check) {
   return same;
 }
 
-// t's storage span (every element a stride can reach) filled with seeded numbers in [-1, 1): a
-// private generator, so the run's own random state is not touched.
-void fill_uniform(Tensor& t, std::mt19937& draw) {
-  std::uniform_real_distribution<float> unit(-1.0f, 1.0f);
+// t's storage span (every element a stride can reach) filled with seeded numbers in [-1, 1), 24
+// random bits each: a private generator (xorshift64), so the run's own random state is not
+// touched. Past the first kFresh elements the numbers repeat with that period (a product's
+// check then costs the product, not the drawing): every element still sees random operands.
+constexpr int64_t kFresh = 16411;   // a prime: the period falls across rows of any width
+void fill_uniform(Tensor& t, uint64_t& state) {
   float* p = t.data_ptr<float>();
   int64_t span = 1;
   for (int64_t d = 0; d < t.dim(); ++d) span += (t.size(d) - 1) * t.stride(d);
-  for (int64_t e = 0; e < span; ++e) p[e] = unit(draw);
+  for (int64_t e = 0; e < std::min(span, kFresh); ++e) {
+    state ^= state << 13;
+    state ^= state >> 7;
+    state ^= state << 17;
+    p[e] = static_cast<float>(state >> 40) * 0x1p-23f - 1.0f;
+  }
+  for (int64_t e = kFresh; e < span; e += kFresh) std::memcpy(p + e, p, sizeof(float) * std::min(kFresh, span - e));
 }
 
 // Whether two float32 tensors of one shape hold the same bits.
@@ -974,7 +981,7 @@ bool heads_match(const Tensor& A, const Tensor& X) {
     const int64_t a_span = (M - 1) * A.stride(1) + (K - 1) * A.stride(2) + 1;
     Tensor ta = at::empty_strided({kItems, M, K}, {a_span, A.stride(1), A.stride(2)}, A.options());
     Tensor tx = at::empty_strided({kItems, K, N}, {(K - 1) * X.stride(1) + N, X.stride(1), 1}, X.options());
-    std::mt19937 draw(20261206);
+    uint64_t draw = 20261206;
     fill_uniform(ta, draw);
     fill_uniform(tx, draw);
     Tensor got = at::empty({kItems, M, N}, X.options());
@@ -1014,7 +1021,7 @@ bool bias_after(const Tensor& x, const Tensor& weight, const Tensor& bias) {
     Tensor tb = at::empty({O}, bias.options());
     const int64_t x_span = (N - 1) * x.stride(1) + (I - 1) * x.stride(2) + 1;
     Tensor tx = at::empty_strided({kItems, N, I}, {x_span, x.stride(1), x.stride(2)}, x.options());
-    std::mt19937 draw(20261207);
+    uint64_t draw = 20261207;
     fill_uniform(tw, draw);
     fill_uniform(tb, draw);
     fill_uniform(tx, draw);
@@ -1041,7 +1048,7 @@ bool addmm_bias_after(const Tensor& A, const Tensor& Bm, const Tensor& bias) {
       return at::empty({span}, t.options()).as_strided(t.sizes(), t.strides());
     };
     Tensor ta = like(A), tb = like(Bm), tc = at::empty({N}, bias.options());
-    std::mt19937 draw(20261208);
+    uint64_t draw = 20261208;
     fill_uniform(ta, draw);
     fill_uniform(tb, draw);
     fill_uniform(tc, draw);
