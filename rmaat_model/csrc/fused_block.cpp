@@ -16,10 +16,11 @@
 // choice of operand where min or max meet a signed zero or a NaN; so the bits are still the
 // Python path's (a NaN's sign and payload bits aside, which ATen's own vector and scalar loops
 // already set differently). Transcendentals (exp2, GELU), reductions and products stay ATen's: their
-// rounding depends on the vector code and summation order ATen picks. The one exception is the
-// attention's products per head, made in a loop of ours where, for that shape, it has been seen
-// to give the BLAS's bits (the heads' products, below). Off the CPU, or for a layout a loop does
-// not take, the operators run as in Python.
+// rounding depends on the vector code and summation order ATen picks. The exceptions are the
+// attention's products per head, made in a loop of ours, and two linear maps' biases, added by
+// the loop that reads the product next, each only where, for that shape, it has been seen to give
+// ATen's bits (checked products, below). Off the CPU, or for a layout a loop does not take, the
+// operators run as in Python.
 
 #include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/functions/utils.h>
@@ -736,12 +737,12 @@ bool sum_grads(const std::vector<Tensor>& params, const std::vector<std::vector<
 
 // ---------------------------------------------------------------- checked products (CPU, float32)
 
-// Two places where the block leaves an ATen product for a loop of its own, each only for a shape
-// where it has been seen to give ATen's bits: the first product of each shape (sizes, strides,
+// Where the block leaves an ATen product, or its bias, to a loop of its own, it does so only for a
+// shape where the loop has been seen to give ATen's bits: the first product of each shape (sizes, strides,
 // thread count) in a process is made both ways on seeded random numbers, and a shape whose bits
 // differ anywhere keeps ATen's operators for the rest of the process (checked_products says how
-// many of each). Neither is switched on while a Python dispatch mode watches the operators (such
-// as FlopCounterMode, which counts only the products that reach it).
+// many of each). None is used while a Python dispatch mode watches the operators (such as
+// FlopCounterMode, which counts only the products that reach it).
 //
 // The heads' products. astro_forward's YT = H^T phi(Q)^T and astro_backward's dfqT, dfkT and dvT
 // multiply, for every (sequence, head), a head-sized matrix (hs x hs or hs+1) by the head's hs
