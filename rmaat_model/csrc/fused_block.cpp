@@ -195,59 +195,43 @@ std::pair<Tensor, Tensor> phi_kernel_a(const Tensor& x, const OptTensor& mask, c
         if constexpr (decltype(kB)::value) return xi[c] + br; else return xi[c];
       };
       auto row_bias = [&](int64_t r) -> scalar_t { return decltype(kB)::value ? bp[r * bs] : zero; };
+      const scalar_t* mp = mask ? mask->data_ptr<scalar_t>() : nullptr;   // the mask's row b at mp + b ms0
+      const int64_t ms0 = mask ? mask->stride(0) : 0;
       if (phi_rT) {
         Rows<scalar_t> as(a);
         const scalar_t* pr = phi_rT->data_ptr<scalar_t>();
         const int64_t m = phi_rT->size(0), ps = phi_rT->stride(0);
-        if (mask) {
-          Rows<scalar_t> ms(*mask);
+        auto with_a = [&](auto kM) {   // kM: times the mask
           each_row(B, R, C, [&](int64_t b, int64_t r) {
             const scalar_t* __restrict__ xi = xs(b, r);
-            const scalar_t* __restrict__ mi = ms(b, 0);
+            const scalar_t* __restrict__ mi = mp + b * ms0;
             const scalar_t* __restrict__ pi = pr + (r % m) * ps;
             scalar_t* __restrict__ yi = ys(b, r);
             scalar_t* __restrict__ ai = as(b, r);
             const scalar_t br = row_bias(r);
             for (int64_t c = 0; c < C; ++c) {
-              const scalar_t e = yi[c] + max_keep(at_x(xi, br, c), zero);
-              const scalar_t k = e * mi[c];
+              scalar_t k = yi[c] + max_keep(at_x(xi, br, c), zero);   // rounded, then times the mask
+              if constexpr (decltype(kM)::value) k = k * mi[c];
               yi[c] = k;
               ai[c] = k + pi[c];
             }
           });
-        } else {
-          each_row(B, R, C, [&](int64_t b, int64_t r) {
-            const scalar_t* __restrict__ xi = xs(b, r);
-            const scalar_t* __restrict__ pi = pr + (r % m) * ps;
-            scalar_t* __restrict__ yi = ys(b, r);
-            scalar_t* __restrict__ ai = as(b, r);
-            const scalar_t br = row_bias(r);
-            for (int64_t c = 0; c < C; ++c) {
-              const scalar_t k = yi[c] + max_keep(at_x(xi, br, c), zero);
-              yi[c] = k;
-              ai[c] = k + pi[c];
-            }
-          });
-        }
-      } else if (mask) {
-        Rows<scalar_t> ms(*mask);
-        each_row(B, R, C, [&](int64_t b, int64_t r) {
-          const scalar_t* __restrict__ xi = xs(b, r);
-          const scalar_t* __restrict__ mi = ms(b, 0);
-          scalar_t* __restrict__ yi = ys(b, r);
-          const scalar_t br = row_bias(r);
-          for (int64_t c = 0; c < C; ++c) {
-            const scalar_t e = yi[c] + max_keep(at_x(xi, br, c), zero);   // rounded, then times the mask
-            yi[c] = e * mi[c];
-          }
-        });
+        };
+        if (mask) with_a(std::true_type{}); else with_a(std::false_type{});
       } else {
-        each_row(B, R, C, [&](int64_t b, int64_t r) {
-          const scalar_t* __restrict__ xi = xs(b, r);
-          scalar_t* __restrict__ yi = ys(b, r);
-          const scalar_t br = row_bias(r);
-          for (int64_t c = 0; c < C; ++c) yi[c] = yi[c] + max_keep(at_x(xi, br, c), zero);
-        });
+        auto alone = [&](auto kM) {   // kM: times the mask
+          each_row(B, R, C, [&](int64_t b, int64_t r) {
+            const scalar_t* __restrict__ xi = xs(b, r);
+            const scalar_t* __restrict__ mi = mp + b * ms0;
+            scalar_t* __restrict__ yi = ys(b, r);
+            const scalar_t br = row_bias(r);
+            for (int64_t c = 0; c < C; ++c) {
+              const scalar_t e = yi[c] + max_keep(at_x(xi, br, c), zero);   // rounded, then times the mask
+              if constexpr (decltype(kM)::value) yi[c] = e * mi[c]; else yi[c] = e;
+            }
+          });
+        };
+        if (mask) alone(std::true_type{}); else alone(std::false_type{});
       }
     });
   });
