@@ -372,10 +372,20 @@ Tensor bias_mul_add_(Tensor& a, const Tensor& bias, const OptTensor& m, const Te
   return a;
 }
 
+// The dropout draw's loops are integer arithmetic and selects (the state's update, the
+// tempering, the pieces' comparison): the same bits at any vector width. These clones let the
+// compiler use the widest vectors the CPU has (the default build targets SSE2).
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define RMAAT_WIDE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define RMAAT_WIDE_CLONES
+#endif
+
 // o[i] = kept where piece[i] >= t, else 0, for i < count: the keep values of dropout_keep and
 // dropout_draw, one expression for both
 template <typename T>
-inline void keep_pieces(const int16_t* __restrict__ piece, T* __restrict__ o, int64_t count, int t, T kept) {
+RMAAT_WIDE_CLONES
+void keep_pieces(const int16_t* __restrict__ piece, T* __restrict__ o, int64_t count, int t, T kept) {
   const T zero = 0;
   for (int64_t i = 0; i < count; ++i) o[i] = static_cast<int>(piece[i]) >= t ? kept : zero;
 }
@@ -413,6 +423,7 @@ inline uint32_t mt_twist(uint32_t u, uint32_t v) {
 }
 
 // the generator's next_state: the 624 words of state replaced by the next 624
+RMAAT_WIDE_CLONES
 void mt_regenerate(uint32_t* s) {
   constexpr int N = at::MERSENNE_STATE_N, M = at::MERSENNE_STATE_M;
   for (int i = 0; i < N - M; ++i) s[i] = s[i + M] ^ mt_twist(s[i], s[i + 1]);
@@ -435,6 +446,7 @@ bool mt_readable(const at::mt19937_data_pod& d) {
 }
 
 // count outputs of the generator in state d, as its operator() gives them one by one
+RMAAT_WIDE_CLONES
 void mt_fill(at::mt19937_data_pod& d, uint32_t* out, int64_t count) {
   uint32_t* s = d.state_.data();
   while (count > 0) {
