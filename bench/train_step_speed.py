@@ -27,8 +27,9 @@ block's operators. The plain figures of this tree use the C++ block where it bui
 
 ``--aten-products`` also times this tree, in the same rounds, with the C++ block's checked
 loops switched off (the extension's ``checked_products(False)``): the attention's products per
-head and the linear maps' biases by ATen's bmm, baddbmm and addmm, and the operators after them,
-as before those loops; the same numbers. With ``--malloc`` it runs with the thresholds, and is
+head, and the input projection's and the FFN's biases, by ATen's bmm, baddbmm and addmm and the
+operators after them, as before those loops (the output projection's bias stays in the loop of
+the dropout mask and the residual); the same numbers. With ``--malloc`` it runs with the thresholds, and is
 compared with this tree's figures under them.
 
 ``--overlap`` also times this tree, in the same rounds, with AMRB's replays on a second thread

@@ -734,11 +734,12 @@ bool sum_grads(const std::vector<Tensor>& params, const std::vector<std::vector<
 // ---------------------------------------------------------------- checked products (CPU, float32)
 
 // Where the block leaves an ATen product, or its bias, to a loop of its own, it does so only for a
-// shape where the loop has been seen to give ATen's bits: the first product of each shape (sizes, strides,
-// thread count) in a process is made both ways on seeded random numbers, and a shape whose bits
-// differ anywhere keeps ATen's operators for the rest of the process (checked_products says how
-// many of each). None is used while a Python dispatch mode watches the operators (such as
-// FlopCounterMode, which counts only the products that reach it).
+// shape where the loop has been seen to give ATen's bits: the first product of each shape (sizes,
+// strides; with ATen's thread count and oneDNN's state, aten_state) in a process is made both
+// ways on seeded random numbers, and a shape whose bits differ anywhere keeps ATen's operators
+// for the rest of the process (checked_products says how many of each). None is used while a
+// Python dispatch mode watches the operators (such as FlopCounterMode, which counts only the
+// products that reach it), nor under a float32 matmul precision below full (checks_open).
 //
 // The heads' products. astro_forward's YT = H^T phi(Q)^T and astro_backward's dfqT, dfkT and dvT
 // multiply, for every (sequence, head), a head-sized matrix (hs x hs or hs+1) by the head's hs
@@ -781,16 +782,37 @@ Checked& checked() {
   return s;
 }
 
-// Whether the loops may stand in for ATen's operators now: switched on (checked_products) and no
-// Python dispatch mode on this thread.
-bool checks_open() {
-  return checked().enabled.load() && c10::impl::TorchDispatchModeTLS::stack_len() == 0;
+// oneDNN's float32 matmul precision (torch.backends.mkldnn.matmul.fp32_precision, which
+// torch.set_float32_matmul_precision also sets; read through the backend's own getter, as the
+// legacy one raises once both APIs were used): "none" or "ieee" keeps float32 products float32.
+at::Float32Precision onednn_matmul_precision() {
+  return at::globalContext().float32Precision(at::Float32Backend::MKLDNN, at::Float32Op::MATMUL);
 }
 
-// check() (both ways on random numbers: the same bits?) run once per process and key, its answer
-// kept; under the lock, so two threads do not both run it.
+// Whether the loops may stand in for ATen's operators now: switched on (checked_products), no
+// Python dispatch mode on this thread, and float32 products kept in float32. Under a lower
+// precision ATen may send a float32 product to bfloat16 or TF32 kernels depending on its whole
+// size (its batch too), which a check on a few items would not see; the loops stay off then.
+bool checks_open() {
+  const auto precision = onednn_matmul_precision();
+  return checked().enabled.load() && c10::impl::TorchDispatchModeTLS::stack_len() == 0 &&
+         (precision == at::Float32Precision::NONE || precision == at::Float32Precision::IEEE);
+}
+
+// ATen's state that picks a product's arithmetic beside its shape: the intra-op thread count,
+// oneDNN's float32 matmul precision and whether oneDNN is on. A change of any of them
+// mid-process makes new keys, checked again.
+std::vector<int64_t> aten_state() {
+  return {at::get_num_threads(), static_cast<int64_t>(onednn_matmul_precision()),
+          at::globalContext().userEnabledMkldnn() ? 1 : 0};
+}
+
+// check() (both ways on random numbers: the same bits?) run once per process and key (with
+// aten_state), its answer kept; under the lock, so two threads do not both run it.
 template <class F>
 bool checked_once(std::vector<int64_t> key, const F& check) {
+  const std::vector<int64_t> state = aten_state();
+  key.insert(key.end(), state.begin(), state.end());
   Checked& st = checked();
   std::lock_guard<std::mutex> hold(st.lock);
   auto it = st.shapes.find(key);
@@ -969,12 +991,12 @@ RMAAT_AVX512 void heads_run(const float* a, int64_t sab, int64_t sar, int64_t sa
 #endif
 
 // Whether the loop's product A X is at::bmm's to the bit for A's and X's shape and strides (the
-// batch's size and stride aside) at this thread count.
+// batch's stride aside, and its size but for a batch of one, which ATen makes with one gemm).
 bool heads_match(const Tensor& A, const Tensor& X) {
 #if RMAAT_HEADS
   const int64_t M = A.size(1), K = A.size(2), N = X.size(2);
-  return checked_once({0, M, K, N, A.stride(1), A.stride(2), X.stride(1), at::get_num_threads()}, [&] {
-    constexpr int64_t kItems = 3;
+  const int64_t kItems = A.size(0) == 1 ? 1 : 3;
+  return checked_once({0, M, K, N, A.stride(1), A.stride(2), X.stride(1), kItems}, [&] {
     const int64_t a_span = (M - 1) * A.stride(1) + (K - 1) * A.stride(2) + 1;
     Tensor ta = at::empty_strided({kItems, M, K}, {a_span, A.stride(1), A.stride(2)}, A.options());
     Tensor tx = at::empty_strided({kItems, K, N}, {(K - 1) * X.stride(1) + N, X.stride(1), 1}, X.options());
@@ -1003,8 +1025,8 @@ bool heads_take(const Tensor& A, const Tensor& X) {
 }
 
 // Whether bmm(W, x^T) then ATen's add of the bias gives baddbmm(bias, W, x^T)'s bits for x's and
-// W's shape and strides (the batch's size and stride aside) at this thread count: float32 CPU
-// tensors, W's rows and the bias contiguous, checks_open.
+// W's shape and strides (the batch's stride aside, and its size but for a batch of one): float32
+// CPU tensors, W's rows and the bias contiguous, checks_open.
 bool bias_after(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   if (!(checks_open() && x.is_cpu() && weight.is_cpu() && bias.is_cpu() && x.scalar_type() == at::kFloat &&
         weight.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat && x.dim() == 3 &&
@@ -1012,8 +1034,8 @@ bool bias_after(const Tensor& x, const Tensor& weight, const Tensor& bias) {
         weight.size(0) == bias.size(0) && weight.size(1) == x.size(2) && x.numel() > 0 && weight.numel() > 0))
     return false;
   const int64_t O = weight.size(0), I = weight.size(1), N = x.size(1);
-  return checked_once({1, O, I, N, x.stride(1), x.stride(2), weight.stride(0), at::get_num_threads()}, [&] {
-    constexpr int64_t kItems = 2;
+  const int64_t kItems = x.size(0) == 1 ? 1 : 2;
+  return checked_once({1, O, I, N, x.stride(1), x.stride(2), weight.stride(0), kItems}, [&] {
     Tensor tw = at::empty_strided({O, I}, {weight.stride(0), 1}, weight.options());
     Tensor tb = at::empty({O}, bias.options());
     const int64_t x_span = (N - 1) * x.stride(1) + (I - 1) * x.stride(2) + 1;
@@ -1028,8 +1050,8 @@ bool bias_after(const Tensor& x, const Tensor& weight, const Tensor& bias) {
 }
 
 // Whether mm(A, Bm) then ATen's add of the bias gives addmm(bias, A, Bm)'s bits for A's and Bm's
-// shape and strides at this thread count (the FFN's second linear map, whose bias
-// bias_mul_add_ then adds): float32 CPU tensors, checks_open.
+// shape and strides (the FFN's second linear map, whose bias bias_mul_add_ then adds): float32
+// CPU tensors, checks_open.
 bool addmm_bias_after(const Tensor& A, const Tensor& Bm, const Tensor& bias) {
   if (!(checks_open() && A.is_cpu() && Bm.is_cpu() && bias.is_cpu() && A.scalar_type() == at::kFloat &&
         Bm.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat && A.dim() == 2 && Bm.dim() == 2 &&
@@ -1037,8 +1059,7 @@ bool addmm_bias_after(const Tensor& A, const Tensor& Bm, const Tensor& bias) {
         Bm.numel() > 0))
     return false;
   const int64_t M = A.size(0), K = A.size(1), N = Bm.size(1);
-  return checked_once({2, M, K, N, A.stride(0), A.stride(1), Bm.stride(0), Bm.stride(1), at::get_num_threads()},
-                      [&] {
+  return checked_once({2, M, K, N, A.stride(0), A.stride(1), Bm.stride(0), Bm.stride(1)}, [&] {
     auto like = [](const Tensor& t) {
       int64_t span = 1;
       for (int64_t d = 0; d < t.dim(); ++d) span += (t.size(d) - 1) * t.stride(d);
@@ -1053,8 +1074,8 @@ bool addmm_bias_after(const Tensor& A, const Tensor& Bm, const Tensor& bias) {
   });
 }
 
-// The extension's checked_products(enabled=None, forget=False): switch both loops on or off for
-// the process (None: leave them as they are), forget the shapes checked so far (each is checked
+// The extension's checked_products(enabled=None, forget=False): switch the checked loops on or
+// off for the process (None: leave them as they are), forget the shapes checked so far (each is checked
 // again at its next product), and say where they stand: (enabled, the CPU has AVX-512 (the
 // heads' loop needs it), shapes matched, shapes refused).
 std::tuple<bool, bool, int64_t, int64_t> checked_products(std::optional<bool> enabled, bool forget) {
@@ -1144,7 +1165,7 @@ std::pair<Tensor, Tensor> astro_backward(const std::vector<Tensor>& sv, size_t a
   Tensor dHnT = dHn.transpose(1, 2);
   // phi'(x) = min(phi(x), 1) (0 where masked) times the gradients, as the projection lays them out
   Tensor dq;
-  if (heads_take(H, dYT)) {
+  if (fqT.stride(2) == 1 && heads_take(H, dYT)) {
 #if RMAAT_HEADS
     if (!q_rows) dq_dst = at::empty({B, D, Wq}, fqT.options());
     heads_run(H.data_ptr<float>(), H.stride(0), H.stride(1), H.stride(2), dYT.data_ptr<float>(), dYT.stride(0),
@@ -1166,7 +1187,7 @@ std::pair<Tensor, Tensor> astro_backward(const std::vector<Tensor>& sv, size_t a
   if (q_rows && Wq < W) out.slice(1, 0, D).slice(2, Wq).zero_();
   const bool mask_rows = !mask || (mask->scalar_type() == at::kFloat && mask->dim() == 3 && mask->size(0) == B &&
                                    mask->size(1) == 1 && mask->size(2) == W && (mask->stride(2) == 1 || W == 1));
-  if (heads_take(dHn, vT) && dk_bias.scalar_type() == at::kFloat && dk_bias.dim() == 3) {
+  if (fkT.stride(2) == 1 && dk_bias.scalar_type() == at::kFloat && dk_bias.dim() == 3 && heads_take(dHn, vT)) {
 #if RMAAT_HEADS
     heads_run(dHn.data_ptr<float>(), dHn.stride(0), dHn.stride(1), dHn.stride(2), vT.data_ptr<float>(), vT.stride(0),
               vT.stride(1), BH, m, W, 0, m,
@@ -1358,7 +1379,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("checked_products", &rmaat::checked_products, py::arg("enabled") = py::none(), py::arg("forget") = false,
           "the block's loops for the heads' products and the projection's bias: switch them on or off for the "
           "process (None: leave them), forget the shapes checked; returns (enabled, the CPU has AVX-512, shapes "
-          "matched to ATen's bits, shapes refused)");
+          "matched to ATen's bits, shapes refused)", py::call_guard<py::gil_scoped_release>());
   mod.def("mul_dphi_out", &rmaat::mul_dphi_out, "out = d * min(f, 1) (the fused loop's path on the CPU)");
   mod.def("dropout_draw", &rmaat::dropout_draw,
           "kernels.dropout_masks' draw and {0, scale} values in one, from a CPU generator (None: the "

@@ -193,11 +193,45 @@ def test_two_steps_at_the_demos_listops_size_are_the_same_to_the_bit_with_the_ch
         assert matched > 10 and refused == 0, (matched, refused)
 
 
+def test_a_float32_matmul_precision_below_full_keeps_the_loops_off():
+    """With "medium" set after the loops matched their shapes, ATen may make float32 products in
+    bfloat16 (oneDNN, on a CPU that has it) depending on a product's whole size, which a check
+    on a few items would not see: the loops stay off (no shape is checked), and the block is the
+    Python block's to the bit."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    torch.manual_seed(0)
+    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[1]
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(3, 20, 16, generator=g)
+    key_mask = torch.ones(3, 20, dtype=torch.bool)
+    w = torch.randn(3, 20, 16, generator=g)
+    ext.checked_products(forget=True)
+    block_run(block, x, key_mask, True, None, None, w)
+    before = ext.checked_products()[2:]
+    mkldnn = torch.backends.mkldnn.matmul.fp32_precision
+    try:
+        torch.set_float32_matmul_precision("medium")
+        out = block_run(block, x, key_mask, True, None, None, w)
+        with native.disabled():
+            ref = block_run(block, x, key_mask, True, None, None, w)
+        during = ext.checked_products()[2:]
+    finally:
+        torch.set_float32_matmul_precision("highest")
+        torch.backends.mkldnn.matmul.fp32_precision = mkldnn
+    for a, b in zip(out, ref, strict=True):
+        assert torch.equal(a, b)
+    # the keys hold the precision: had the loops been open under "medium", its shapes would
+    # have been checked anew
+    assert sum(before) > 0 and during == before
+
+
 def test_the_bias_left_to_phi_and_the_values_is_added_as_atens_add():
     """phi_and_a and values with the projection's bias: phi(x + bias) and (v + bias) times the
     mask, the sum rounded first, as the Python block's operators on the projection with its bias
     (special values included: signed zeros, infinities, NaN, and values where the sum rounds)."""
     ext = native.extension()
+    assert ext is not None, native.status()
     g = torch.Generator().manual_seed(11)
     B, D, W = 3, 8, 21
     x = special_values((B, D, W), torch.float32, g)
