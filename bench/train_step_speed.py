@@ -242,8 +242,9 @@ def main(argv=None) -> int:
                     runs.append(("shards", here, sharding[0], sharded, DEMO, "auto", sharding[1]))
                 runs += [(v, here, "default", ablated[v], v, "auto", "serial") for v in ablated]
                 for name, tree, malloc, into, variant, native, replays in (runs if i % 2 == 0 else runs[::-1]):
+                    # interleaved, the order reversed every other repeat: drift cancels
                     sps, pf = run(tree, args.threads, args.steps, args.arch, malloc, norm, variant, native,
-                                  replays, "aten" if name == "aten" else "checked")   # interleaved, the order reversed every other repeat: drift cancels
+                                  replays, "aten" if name == "aten" else "checked")
                     into.append(sps)
                     faults.setdefault(name, []).append(pf)
                 print(f"  repeat {i + 1}: {args.ref} {old[-1]:.2f} steps/s, this tree {new[-1]:.2f} steps/s"

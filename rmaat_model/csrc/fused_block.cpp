@@ -843,7 +843,8 @@ void fill_uniform(Tensor& t, uint64_t& state) {
 // Whether two float32 tensors of one shape hold the same bits.
 bool same_bits(const Tensor& a, const Tensor& b) {
   const Tensor x = a.contiguous(), y = b.contiguous();
-  return x.sizes() == y.sizes() && std::memcmp(x.data_ptr<float>(), y.data_ptr<float>(), sizeof(float) * x.numel()) == 0;
+  return x.sizes() == y.sizes() &&
+         std::memcmp(x.data_ptr<float>(), y.data_ptr<float>(), sizeof(float) * x.numel()) == 0;
 }
 
 bool heads_cpu() {

@@ -102,30 +102,32 @@ def cpu_vendor() -> str:
     return "unknown"
 
 
+@pytest.mark.parametrize("W", [20, 32], ids=["tail", "whole-vectors"])
 @pytest.mark.parametrize("n_query", [None, 4], ids=["all-rows", "memory-rows"])
 @pytest.mark.parametrize("padded", [False, True], ids=["all-real", "padded"])
-def test_the_checked_loops_run_only_for_shapes_whose_bits_they_have_matched(n_query, padded):
+def test_the_checked_loops_run_only_for_shapes_whose_bits_they_have_matched(n_query, padded, W):
     """The block leaves some of its ATen products to its own loops (csrc/fused_block.cpp, checked
     products) only for a shape where they have been seen to give ATen's bits: the attention's
     products per head, and the input projection and the FFN's second map without their biases
-    (which the loops that read them add). With all rows, four head products (8 x 8 and 9 x 8
-    heads by 20 columns), which ATen hands to MKL, whose sums on Intel's CPUs run in the loop's
-    order, one projection and one FFN map: six shapes, all matched. With four query rows, two
-    head products (9 x 8 x 4, 8 x 9 x 4) fall under ATen's 400-element threshold, where ATen
-    rounds each term apart: refused on any CPU, and made by at::bmm; and the projection is two
-    (the query rows', the keys' and values'). Either way, and with the loops switched off, the
-    block is the Python block's to the bit."""
+    (which the loops that read them add). With all rows: four head products (8 x 8 and 9 x 8
+    heads by 20 or 32 columns, windows with and without a vector tail), which ATen hands to
+    MKL, whose sums on Intel's CPUs run in the loop's order; one projection and one FFN map:
+    six shapes, all matched. With four query rows, two head products (9 x 8 x 4, 8 x 9 x 4)
+    fall under ATen's 400-element threshold, where ATen rounds each term apart: refused on any
+    CPU, and made by at::bmm; and the projection is two (the query rows', the keys' and
+    values'). Either way, and with the loops switched off, the block is the Python block's to
+    the bit."""
     ext = native.extension()
     assert ext is not None, native.status()
     enabled, avx512, _, _ = ext.checked_products(forget=True)
     if not avx512:
         pytest.skip("the heads' loop needs AVX-512")
     torch.manual_seed(0)
-    block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[1]
+    block = build_model(ModelConfig(arch="rmaat", **dict(CFG, segment_len=W - CFG["n_mem"]))).blocks[1]
     for p in block.parameters():
         p.data.add_(torch.randn_like(p) * 0.1)
     g = torch.Generator().manual_seed(3)
-    B, W, D = 3, 20, 16
+    B, D = 3, 16
     x = torch.randn(B, W, D, generator=g)
     key_mask = torch.ones(B, W, dtype=torch.bool)
     if padded:
