@@ -29,8 +29,8 @@ block's operators. The plain figures of this tree use the C++ block where it bui
 loops switched off (the extension's ``checked_products(False)``): the attention's products per
 head, and the input projection's and the FFN's biases, by ATen's bmm, baddbmm and addmm and the
 operators after them, as before those loops (the output projection's bias stays in the loop of
-the dropout mask and the residual); the same numbers. With ``--malloc`` it runs with the thresholds, and is
-compared with this tree's figures under them.
+the dropout mask and the residual); the same numbers. With ``--malloc`` it runs with the
+thresholds, and is compared with this tree's figures under them.
 
 ``--overlap`` also times this tree, in the same rounds, with AMRB's replays on a second thread
 (``forward_backward(..., overlap=True)``; needs ``--threads`` 2 or more, split between the two).
@@ -222,8 +222,7 @@ def main(argv=None) -> int:
         ref = Path(tmp) / "ref"
         subprocess.run(["git", "-C", str(here), "worktree", "add", "--detach", "-q", str(ref), args.ref], check=True)
         try:
-            old, new, tuned, python, overlapped, sharded, faults = [], [], [], [], [], [], {}
-            aten = []
+            old, new, tuned, python, aten, overlapped, sharded, faults = [], [], [], [], [], [], [], {}
             ablated = {v: [] for v in ABLATIONS} if args.ablate else {}
             sharding = ("tuned" if args.malloc else "default", f"shards{args.shards}")   # (malloc, replays)
             ref_malloc, ref_replays = sharding if args.ref_shards else ("default", "serial")

@@ -822,22 +822,26 @@ bool checked_once(std::vector<int64_t> key, const F& check) {
   return same;
 }
 
-// t's storage span (every element a stride can reach) filled with seeded numbers in [-1, 1), 24
-// random bits each: a private generator (xorshift64), so the run's own random state is not
-// touched. Past the first kFresh elements the numbers repeat with that period (a product's
-// check then costs the product, not the drawing): every element still sees random operands.
+// A float32 tensor of the given sizes and strides (a check's operand laid out as the real one),
+// every element of its storage a seeded number in [-1, 1) with 24 random bits: a private
+// generator (xorshift64), so the run's own random state is not touched. Past the first kFresh
+// elements the numbers repeat with that period (a product's check then costs the product, not
+// the drawing): every element still sees random operands.
 constexpr int64_t kFresh = 16411;   // a prime: the period falls across rows of any width
-void fill_uniform(Tensor& t, uint64_t& state) {
+Tensor random_strided(at::IntArrayRef sizes, at::IntArrayRef strides, uint64_t& state) {
+  int64_t span = 1;   // every element a stride can reach
+  for (size_t d = 0; d < sizes.size(); ++d) span += (sizes[d] - 1) * strides[d];
+  Tensor t = at::empty({span}, at::TensorOptions().dtype(at::kFloat));
   float* p = t.data_ptr<float>();
-  int64_t span = 1;
-  for (int64_t d = 0; d < t.dim(); ++d) span += (t.size(d) - 1) * t.stride(d);
   for (int64_t e = 0; e < std::min(span, kFresh); ++e) {
     state ^= state << 13;
     state ^= state >> 7;
     state ^= state << 17;
     p[e] = static_cast<float>(state >> 40) * 0x1p-23f - 1.0f;
   }
-  for (int64_t e = kFresh; e < span; e += kFresh) std::memcpy(p + e, p, sizeof(float) * std::min(kFresh, span - e));
+  for (int64_t e = kFresh; e < span; e += kFresh)
+    std::memcpy(p + e, p, sizeof(float) * std::min(kFresh, span - e));
+  return t.as_strided(sizes, strides);
 }
 
 // Whether two float32 tensors of one shape hold the same bits.
@@ -863,6 +867,18 @@ struct Plane {
   int64_t nh = 1, sb = 0, sh = 0, sr = 0;
   float* base(int64_t bh) const { return p + (bh / nh) * sb + (bh % nh) * sh; }
 };
+
+// The rows of t (BH, R, C), an item per (sequence, head).
+Plane item_rows(const Tensor& t) { return {t.data_ptr<float>(), 1, t.stride(0), 0, t.stride(1)}; }
+
+// The rows of t (B, nh m, C), as the projection lays a gradient out: head h's m rows of sequence b
+// are item b nh + h.
+Plane head_rows(const Tensor& t, int64_t nh, int64_t m) {
+  return {t.data_ptr<float>(), nh, t.stride(0), m * t.stride(1), t.stride(1)};
+}
+
+// The one row of t (B, 1, C) of each sequence, shared by its nh items.
+Plane sequence_row(const Tensor& t, int64_t nh) { return {t.data_ptr<float>(), nh, t.stride(0), 0, 0}; }
 
 // The operators after the product, each given the 16 lanes of output row i at column c of one
 // item (k: the lanes inside the window). at(bh) binds an item.
@@ -989,6 +1005,13 @@ RMAAT_AVX512 void heads_run(const float* a, int64_t sab, int64_t sar, int64_t sa
     }
   });
 }
+
+// heads_run on tensors: A (BH, M, K), X (BH, K, N) with rows contiguous.
+template <class Out>
+void heads_apply(const Tensor& A, const Tensor& X, int64_t r0, int64_t r1, const Out& out) {
+  heads_run(A.data_ptr<float>(), A.stride(0), A.stride(1), A.stride(2), X.data_ptr<float>(), X.stride(0),
+            X.stride(1), A.size(0), A.size(2), X.size(2), r0, r1, out);
+}
 #endif
 
 // Whether the loop's product A X is at::bmm's to the bit for A's and X's shape and strides (the
@@ -998,15 +1021,12 @@ bool heads_match(const Tensor& A, const Tensor& X) {
   const int64_t M = A.size(1), K = A.size(2), N = X.size(2);
   const int64_t kItems = A.size(0) == 1 ? 1 : 3;
   return checked_once({0, M, K, N, A.stride(1), A.stride(2), X.stride(1), kItems}, [&] {
-    const int64_t a_span = (M - 1) * A.stride(1) + (K - 1) * A.stride(2) + 1;
-    Tensor ta = at::empty_strided({kItems, M, K}, {a_span, A.stride(1), A.stride(2)}, A.options());
-    Tensor tx = at::empty_strided({kItems, K, N}, {(K - 1) * X.stride(1) + N, X.stride(1), 1}, X.options());
     uint64_t draw = 20261206;
-    fill_uniform(ta, draw);
-    fill_uniform(tx, draw);
+    const int64_t a_item = (M - 1) * A.stride(1) + (K - 1) * A.stride(2) + 1;
+    Tensor ta = random_strided({kItems, M, K}, {a_item, A.stride(1), A.stride(2)}, draw);
+    Tensor tx = random_strided({kItems, K, N}, {(K - 1) * X.stride(1) + N, X.stride(1), 1}, draw);
     Tensor got = at::empty({kItems, M, N}, X.options());
-    heads_run(ta.data_ptr<float>(), ta.stride(0), ta.stride(1), ta.stride(2), tx.data_ptr<float>(), tx.stride(0),
-              tx.stride(1), kItems, K, N, 0, M, StoreOut{Plane{got.data_ptr<float>(), 1, M * N, 0, N}});
+    heads_apply(ta, tx, 0, M, StoreOut{item_rows(got)});
     return same_bits(at::bmm(ta, tx), got);
   });
 #else
@@ -1037,14 +1057,11 @@ bool bias_after(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   const int64_t O = weight.size(0), I = weight.size(1), N = x.size(1);
   const int64_t kItems = x.size(0) == 1 ? 1 : 2;
   return checked_once({1, O, I, N, x.stride(1), x.stride(2), weight.stride(0), kItems}, [&] {
-    Tensor tw = at::empty_strided({O, I}, {weight.stride(0), 1}, weight.options());
-    Tensor tb = at::empty({O}, bias.options());
-    const int64_t x_span = (N - 1) * x.stride(1) + (I - 1) * x.stride(2) + 1;
-    Tensor tx = at::empty_strided({kItems, N, I}, {x_span, x.stride(1), x.stride(2)}, x.options());
     uint64_t draw = 20261207;
-    fill_uniform(tw, draw);
-    fill_uniform(tb, draw);
-    fill_uniform(tx, draw);
+    Tensor tw = random_strided({O, I}, {weight.stride(0), 1}, draw);
+    Tensor tb = random_strided({O}, {1}, draw);
+    const int64_t x_item = (N - 1) * x.stride(1) + (I - 1) * x.stride(2) + 1;
+    Tensor tx = random_strided({kItems, N, I}, {x_item, x.stride(1), x.stride(2)}, draw);
     Tensor w3 = tw.expand({kItems, -1, -1}), xT = tx.transpose(1, 2);
     return same_bits(at::baddbmm(tb.view({-1, 1}), w3, xT), at::bmm(w3, xT).add_(tb.view({-1, 1})));
   });
@@ -1061,24 +1078,17 @@ bool addmm_bias_after(const Tensor& A, const Tensor& Bm, const Tensor& bias) {
     return false;
   const int64_t M = A.size(0), K = A.size(1), N = Bm.size(1);
   return checked_once({2, M, K, N, A.stride(0), A.stride(1), Bm.stride(0), Bm.stride(1)}, [&] {
-    auto like = [](const Tensor& t) {
-      int64_t span = 1;
-      for (int64_t d = 0; d < t.dim(); ++d) span += (t.size(d) - 1) * t.stride(d);
-      return at::empty({span}, t.options()).as_strided(t.sizes(), t.strides());
-    };
-    Tensor ta = like(A), tb = like(Bm), tc = at::empty({N}, bias.options());
     uint64_t draw = 20261208;
-    fill_uniform(ta, draw);
-    fill_uniform(tb, draw);
-    fill_uniform(tc, draw);
+    Tensor ta = random_strided(A.sizes(), A.strides(), draw), tb = random_strided(Bm.sizes(), Bm.strides(), draw);
+    Tensor tc = random_strided({N}, {1}, draw);
     return same_bits(at::addmm(tc, ta, tb), at::mm(ta, tb).add_(tc));
   });
 }
 
 // The extension's checked_products(enabled=None, forget=False): switch the checked loops on or
-// off for the process (None: leave them as they are), forget the shapes checked so far (each is checked
-// again at its next product), and say where they stand: (enabled, the CPU has AVX-512 (the
-// heads' loop needs it), shapes matched, shapes refused).
+// off for the process (None: leave them as they are), forget the shapes checked so far (each is
+// checked again at its next product), and say where they stand: (enabled, the CPU has AVX-512
+// (the heads' loop needs it), shapes matched, shapes refused).
 std::tuple<bool, bool, int64_t, int64_t> checked_products(std::optional<bool> enabled, bool forget) {
   Checked& st = checked();
   std::lock_guard<std::mutex> hold(st.lock);
@@ -1102,15 +1112,14 @@ std::pair<Tensor, OptTensor> project_t_bias_after(const Tensor& x, const Tensor&
   return {project_t(x, weight, bias), std::nullopt};
 }
 
-// kernels.astro_forward: yT (B, D, Wq) and the ten tensors its backward reads
-// q_bias (D) and kv_bias (2 D): the projection's bias still to add to qT's and kvT's rows (project_t_bias_after).
+// kernels.astro_forward: yT (B, D, Wq) and the ten tensors its backward reads. q_bias (D) and
+// kv_bias (2 D): the projection's bias still to add to qT's and kvT's rows (project_t_bias_after).
 std::pair<Tensor, std::vector<Tensor>> astro_forward(const Tensor& qT, const Tensor& kvT, const OptTensor& mask,
                                                      const OptTensor& phi_rT, double alpha, int64_t nh,
                                                      const OptTensor& q_bias = std::nullopt,
                                                      const OptTensor& kv_bias = std::nullopt) {
   const int64_t B = qT.size(0), D = qT.size(1), Wq = qT.size(2), W = kvT.size(-1);
   const int64_t m = D / nh, BH = B * nh;
-  const auto dt = qT.scalar_type();
   Tensor fqT = phi_kernel(qT, std::nullopt, q_bias).view({BH, m, Wq});
   // phi(K), 0 at padding (in every sum), and aT = phi(K) + phi(R) (B nh, hs, W)
   const OptTensor k_bias = kv_bias ? OptTensor(kv_bias->slice(0, 0, D)) : std::nullopt;
@@ -1127,12 +1136,8 @@ std::pair<Tensor, std::vector<Tensor>> astro_forward(const Tensor& qT, const Ten
 #if RMAAT_HEADS
     C = at::empty({BH, 1, Wq}, fqT.options());
     yT = at::empty({BH, m, Wq}, fqT.options());
-    const Plane c_rows{C.data_ptr<float>(), 1, Wq, 0, Wq};
-    const float* hp = HT.data_ptr<float>();
-    heads_run(hp, HT.stride(0), HT.stride(1), HT.stride(2), fqT.data_ptr<float>(), fqT.stride(0), fqT.stride(1), BH,
-              m, Wq, m, m + 1, StoreOut{c_rows});
-    heads_run(hp, HT.stride(0), HT.stride(1), HT.stride(2), fqT.data_ptr<float>(), fqT.stride(0), fqT.stride(1), BH,
-              m, Wq, 0, m, DivideOut{Plane{yT.data_ptr<float>(), 1, m * Wq, 0, Wq}, c_rows});
+    heads_apply(HT, fqT, m, m + 1, StoreOut{item_rows(C)});
+    heads_apply(HT, fqT, 0, m, DivideOut{item_rows(yT), item_rows(C)});
 #endif
   } else {
     Tensor YT = at::bmm(HT, fqT);
@@ -1169,10 +1174,7 @@ std::pair<Tensor, Tensor> astro_backward(const std::vector<Tensor>& sv, size_t a
   if (fqT.stride(2) == 1 && heads_take(H, dYT)) {
 #if RMAAT_HEADS
     if (!q_rows) dq_dst = at::empty({B, D, Wq}, fqT.options());
-    heads_run(H.data_ptr<float>(), H.stride(0), H.stride(1), H.stride(2), dYT.data_ptr<float>(), dYT.stride(0),
-              dYT.stride(1), BH, m + 1, Wq, 0, m,
-              DphiOut{Plane{dq_dst.data_ptr<float>(), nh, dq_dst.stride(0), m * dq_dst.stride(1), dq_dst.stride(1)},
-                      Plane{fqT.data_ptr<float>(), 1, fqT.stride(0), 0, fqT.stride(1)}, Plane{}});
+    heads_apply(H, dYT, 0, m, DphiOut{head_rows(dq_dst, nh, m), item_rows(fqT), Plane{}});
     dq = dq_dst;
 #endif
   } else {
@@ -1190,11 +1192,7 @@ std::pair<Tensor, Tensor> astro_backward(const std::vector<Tensor>& sv, size_t a
                                    mask->size(1) == 1 && mask->size(2) == W && (mask->stride(2) == 1 || W == 1));
   if (fkT.stride(2) == 1 && dk_bias.scalar_type() == at::kFloat && dk_bias.dim() == 3 && heads_take(dHn, vT)) {
 #if RMAAT_HEADS
-    heads_run(dHn.data_ptr<float>(), dHn.stride(0), dHn.stride(1), dHn.stride(2), vT.data_ptr<float>(), vT.stride(0),
-              vT.stride(1), BH, m, W, 0, m,
-              DphiOut{Plane{dk_dst.data_ptr<float>(), nh, dk_dst.stride(0), m * dk_dst.stride(1), dk_dst.stride(1)},
-                      Plane{fkT.data_ptr<float>(), 1, fkT.stride(0), 0, fkT.stride(1)},
-                      Plane{dk_bias.data_ptr<float>(), 1, dk_bias.stride(0), 0, dk_bias.stride(1)}});
+    heads_apply(dHn, vT, 0, m, DphiOut{head_rows(dk_dst, nh, m), item_rows(fkT), item_rows(dk_bias)});
 #endif
   } else {
     Tensor dfkT = at::bmm(dHn, vT).add_(dk_bias);
@@ -1202,10 +1200,7 @@ std::pair<Tensor, Tensor> astro_backward(const std::vector<Tensor>& sv, size_t a
   }
   if (mask_rows && heads_take(dHnT, aT)) {
 #if RMAAT_HEADS
-    heads_run(dHnT.data_ptr<float>(), dHnT.stride(0), dHnT.stride(1), dHnT.stride(2), aT.data_ptr<float>(),
-              aT.stride(0), aT.stride(1), BH, m, W, 0, m,
-              MaskOut{Plane{dv_dst.data_ptr<float>(), nh, dv_dst.stride(0), m * dv_dst.stride(1), dv_dst.stride(1)},
-                      mask ? Plane{mask->data_ptr<float>(), nh, mask->stride(0), 0, 0} : Plane{}});
+    heads_apply(dHnT, aT, 0, m, MaskOut{head_rows(dv_dst, nh, m), mask ? sequence_row(*mask, nh) : Plane{}});
 #endif
   } else {
     Tensor dvT = at::bmm(dHnT, aT).view({B, D, W});
@@ -1378,9 +1373,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
   mod.def("values", &rmaat::values_t, py::arg("v"), py::arg("mask"), py::arg("bias") = py::none(),
           "astro_forward's values: v times mask (B, 1, W) (or 1), with bias (R) (v + bias) times it");
   mod.def("checked_products", &rmaat::checked_products, py::arg("enabled") = py::none(), py::arg("forget") = false,
-          "the block's loops for the heads' products and the projection's bias: switch them on or off for the "
-          "process (None: leave them), forget the shapes checked; returns (enabled, the CPU has AVX-512, shapes "
-          "matched to ATen's bits, shapes refused)", py::call_guard<py::gil_scoped_release>());
+          "the block's checked loops (the heads' products, the linear maps' biases): switch them on or off "
+          "for the process (None: leave them), forget the shapes checked; returns (enabled, the CPU has "
+          "AVX-512, shapes matched to ATen's bits, shapes refused)", py::call_guard<py::gil_scoped_release>());
   mod.def("mul_dphi_out", &rmaat::mul_dphi_out, "out = d * min(f, 1) (the fused loop's path on the CPU)");
   mod.def("dropout_draw", &rmaat::dropout_draw,
           "kernels.dropout_masks' draw and {0, scale} values in one, from a CPU generator (None: the "
