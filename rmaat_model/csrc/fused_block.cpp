@@ -47,6 +47,7 @@
 #include <mutex>
 #include <optional>
 #include <tuple>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -125,11 +126,30 @@ struct Rows {
   T* operator()(int64_t b, int64_t r) const { return p + b * s0 + r * s1; }
 };
 
+// One row of phi_kernel_a's float32 loops in one pass, the exponential as ATen's exp2_ gives it
+// where the row's first `body` elements fall in exp2_'s vector body; and whether that is exact
+// now for a fresh contiguous tensor of n elements (phi by rows, below).
+bool phi_rows_take(int64_t n);
+template <bool kB, bool kM, bool kA>
+void phi_row(const float* x, float br, const float* mk, const float* pr, float* y, float* a, int64_t C,
+             int64_t body);
+
+// phi_row for a dtype's rows: float32 only (phi_kernel_a takes it for float32 alone)
+template <bool kB, bool kM, bool kA, typename T>
+void phi_row_of(const T* x, T br, const T* mk, const T* pr, T* y, T* a, int64_t C, int64_t body) {
+  if constexpr (std::is_same_v<T, float>)
+    phi_row<kB, kM, kA>(x, br, mk, pr, y, a, C, body);
+  else
+    TORCH_CHECK(false, "phi_row: float32 only");
+}
+
 // kernels.phi_kernel: exp(min(x, 0)) + max(x, 0), the exponential as exp2 of x log2(e); with
 // mask (B, 1, W) given, times the mask (astro_forward's fkT.mul_(mask)); with phi_rT (m, W)
 // given too, also that plus phi(R) (astro_forward's aT = fkT + phi_rT, row r of x taking row
-// r mod m), returned second. Two loops around ATen's exp2_: min(x, 0) * log2(e) into a fresh
-// contiguous tensor, then that + max(x, 0) (times the mask; and plus phi(R) into aT) in place.
+// r mod m), returned second. Two loops around ATen's exponential: min(x, 0) * log2(e) into a
+// fresh contiguous tensor, then that + max(x, 0) (times the mask; and plus phi(R) into aT) in
+// place, with exp2_ over the tensor between them; or, for float32 where phi_rows_take says that
+// gives the same bits (phi by rows, below), the three in one pass over each row (phi_row).
 // m: the head size, phi_rT's row count (read with phi_rT only). With bias (R) given, x is
 // x + bias (row r of x plus bias[r], rounded, as ATen's add), the projection's bias that
 // block_forward leaves to this loop (checked products, below).
@@ -158,82 +178,75 @@ std::pair<Tensor, Tensor> phi_kernel_a(const Tensor& x, const OptTensor& mask, c
   const int64_t B = x.size(0), R = x.size(1), C = x.size(2);
   Tensor y = at::empty({B, R, C}, x.options());
   Tensor a = phi_rT ? at::empty({B, R, C}, x.options()) : Tensor();
-  // the loops' bodies for x and for x + bias: kB (std::true_type / false_type) says which
-  auto biased = [&](const auto& body) {
-    if (bias) body(std::true_type{}); else body(std::false_type{});
-  };
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "phi_exponent", [&] {
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "phi", [&] {
     const scalar_t log2e = static_cast<scalar_t>(kLog2e), zero = 0;
     Rows<scalar_t> xs(x), ys(y);
+    scalar_t* const ap = phi_rT ? a.data_ptr<scalar_t>() : nullptr;   // a's row (b, r) at ap + (b R + r) C
     const scalar_t* bp = bias ? bias->data_ptr<scalar_t>() : nullptr;
     const int64_t bs = bias ? bias->stride(0) : 0;
-    biased([&](auto kB) {
-      each_row(B, R, C, [&](int64_t b, int64_t r) {
-        const scalar_t* __restrict__ xi = xs(b, r);
-        scalar_t* __restrict__ yi = ys(b, r);
-        if constexpr (decltype(kB)::value) {
-          const scalar_t br = bp[r * bs];
-          for (int64_t c = 0; c < C; ++c) {
-            const scalar_t xc = xi[c] + br;
-            yi[c] = min_keep(xc, zero) * log2e;
-          }
-        } else {
-          for (int64_t c = 0; c < C; ++c) yi[c] = min_keep(xi[c], zero) * log2e;
-        }
-      });
-    });
-  });
-  y.exp2_();
-  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "phi_finish", [&] {
-    const scalar_t zero = 0;
-    Rows<scalar_t> xs(x), ys(y);
-    const scalar_t* bp = bias ? bias->data_ptr<scalar_t>() : nullptr;
-    const int64_t bs = bias ? bias->stride(0) : 0;
-    biased([&](auto kB) {
+    const scalar_t* mp = mask ? mask->data_ptr<scalar_t>() : nullptr;   // the mask's row b at mp + b ms0
+    const int64_t ms0 = mask ? mask->stride(0) : 0;
+    const scalar_t* pr = phi_rT ? phi_rT->data_ptr<scalar_t>() : nullptr;
+    const int64_t ps = phi_rT ? phi_rT->stride(0) : 0;
+    // a row at a time in one pass, where that gives exp2_'s bits on y (phi_rows_take)
+    const int64_t n = B * R * C;
+    const bool by_row = std::is_same_v<scalar_t, float> && phi_rows_take(n);
+    // kB: x plus the bias; kM: times the mask; kA: also a = phi + phi(R)
+    auto run = [&](auto kB, auto kM, auto kA) {
+      constexpr bool biased = decltype(kB)::value, masked = decltype(kM)::value, with_a = decltype(kA)::value;
       // x at column c of row r: x itself, or x + bias[r] rounded
       auto at_x = [&](const scalar_t* __restrict__ xi, scalar_t br, int64_t c) -> scalar_t {
-        if constexpr (decltype(kB)::value) return xi[c] + br; else return xi[c];
+        if constexpr (biased) return xi[c] + br; else return xi[c];
       };
-      auto row_bias = [&](int64_t r) -> scalar_t { return decltype(kB)::value ? bp[r * bs] : zero; };
-      const scalar_t* mp = mask ? mask->data_ptr<scalar_t>() : nullptr;   // the mask's row b at mp + b ms0
-      const int64_t ms0 = mask ? mask->stride(0) : 0;
-      if (phi_rT) {
-        Rows<scalar_t> as(a);
-        const scalar_t* pr = phi_rT->data_ptr<scalar_t>();
-        const int64_t m = phi_rT->size(0), ps = phi_rT->stride(0);
-        auto with_a = [&](auto kM) {   // kM: times the mask
-          each_row(B, R, C, [&](int64_t b, int64_t r) {
-            const scalar_t* __restrict__ xi = xs(b, r);
-            const scalar_t* __restrict__ mi = mp + b * ms0;
-            const scalar_t* __restrict__ pi = pr + (r % m) * ps;
-            scalar_t* __restrict__ yi = ys(b, r);
-            scalar_t* __restrict__ ai = as(b, r);
-            const scalar_t br = row_bias(r);
-            for (int64_t c = 0; c < C; ++c) {
-              scalar_t k = yi[c] + max_keep(at_x(xi, br, c), zero);   // rounded, then times the mask
-              if constexpr (decltype(kM)::value) k = k * mi[c];
-              yi[c] = k;
-              ai[c] = k + pi[c];
-            }
-          });
-        };
-        if (mask) with_a(std::true_type{}); else with_a(std::false_type{});
-      } else {
-        auto alone = [&](auto kM) {   // kM: times the mask
-          each_row(B, R, C, [&](int64_t b, int64_t r) {
-            const scalar_t* __restrict__ xi = xs(b, r);
-            const scalar_t* __restrict__ mi = mp + b * ms0;
-            scalar_t* __restrict__ yi = ys(b, r);
-            const scalar_t br = row_bias(r);
-            for (int64_t c = 0; c < C; ++c) {
-              const scalar_t e = yi[c] + max_keep(at_x(xi, br, c), zero);   // rounded, then times the mask
-              if constexpr (decltype(kM)::value) yi[c] = e * mi[c]; else yi[c] = e;
-            }
-          });
-        };
-        if (mask) alone(std::true_type{}); else alone(std::false_type{});
+      auto row_bias = [&](int64_t r) -> scalar_t { return biased ? bp[r * bs] : zero; };
+      auto exponent = [&](int64_t b, int64_t r) {   // min(x, 0) * log2(e) into y's row
+        const scalar_t* __restrict__ xi = xs(b, r);
+        scalar_t* __restrict__ yi = ys(b, r);
+        const scalar_t br = row_bias(r);
+        for (int64_t c = 0; c < C; ++c) yi[c] = min_keep(at_x(xi, br, c), zero) * log2e;
+      };
+      auto finish = [&](int64_t b, int64_t r) {   // y = exp2(...) + max(x, 0), rounded, then times the mask
+        const scalar_t* __restrict__ xi = xs(b, r);
+        const scalar_t* __restrict__ mi = mp + b * ms0;
+        scalar_t* __restrict__ yi = ys(b, r);
+        const scalar_t br = row_bias(r);
+        if constexpr (with_a) {
+          const scalar_t* __restrict__ pi = pr + (r % m) * ps;
+          scalar_t* __restrict__ ai = ap + (b * R + r) * C;
+          for (int64_t c = 0; c < C; ++c) {
+            scalar_t k = yi[c] + max_keep(at_x(xi, br, c), zero);
+            if constexpr (masked) k = k * mi[c];
+            yi[c] = k;
+            ai[c] = k + pi[c];
+          }
+        } else {
+          for (int64_t c = 0; c < C; ++c) {
+            const scalar_t e = yi[c] + max_keep(at_x(xi, br, c), zero);
+            if constexpr (masked) yi[c] = e * mi[c]; else yi[c] = e;
+          }
+        }
+      };
+      if (by_row) {
+        each_row(B, R, C, [&](int64_t b, int64_t r) {
+          const int64_t at = (b * R + r) * C;   // the row's place in y
+          phi_row_of<biased, masked, with_a>(xs(b, r), row_bias(r), mp + b * ms0,
+                                             with_a ? pr + (r % m) * ps : nullptr, ys(b, r),
+                                             with_a ? ap + at : nullptr, C,
+                                             std::clamp<int64_t>(n - n % 32 - at, 0, C));
+        });
+        return;
       }
-    });
+      each_row(B, R, C, exponent);
+      y.exp2_();
+      each_row(B, R, C, finish);
+    };
+    auto with_mask = [&](auto kB, auto kA) {
+      if (mask) run(kB, std::true_type{}, kA); else run(kB, std::false_type{}, kA);
+    };
+    auto with_bias = [&](auto kA) {
+      if (bias) with_mask(std::true_type{}, kA); else with_mask(std::false_type{}, kA);
+    };
+    if (phi_rT) with_bias(std::true_type{}); else with_bias(std::false_type{});
   });
   return {y, a};
 }
@@ -1083,6 +1096,100 @@ bool addmm_bias_after(const Tensor& A, const Tensor& Bm, const Tensor& bias) {
     Tensor tc = random_strided({N}, {1}, draw);
     return same_bits(at::addmm(tc, ta, tb), at::mm(ta, tb).add_(tc));
   });
+}
+
+// phi by rows. ATen's float32 exp2_ on a contiguous tensor, in one piece (one intra-op thread,
+// or fewer elements than its grain), gives every element Sleef's exp2f16_u10 (its AVX-512 vector
+// body, two vectors of 16 at a time) but the last n mod 32, which its scalar tail gives
+// std::exp2: the two differ in the last bit on about 6 % of phi's exponents. phi_row applies the
+// same two functions by the same positions (Sleef's is the one libtorch_cpu exports and ATen's
+// vector code calls; its lanes are independent, so a vector's place does not matter), so phi's
+// two loops and the exponential between them become one pass over a row, in AVX-512 vectors,
+// with the loops' operations in their order. It is taken only where a check, once per process
+// and ATen state, finds the operators' bits: on inputs whose exponents the two functions round
+// differently, in a tensor with a tail, by rows that cross the vector body's end.
+#if RMAAT_HEADS
+extern "C" __m512 Sleef_exp2f16_u10(__m512) __attribute__((weak));   // null where torch lacks it
+
+template <bool kB, bool kM, bool kA>
+RMAAT_AVX512 void phi_row_avx512(const float* __restrict__ x, float br, const float* __restrict__ mk,
+                                 const float* __restrict__ pr, float* __restrict__ y, float* __restrict__ a,
+                                 int64_t C, int64_t body) {
+  const __m512 zero = _mm512_setzero_ps(), log2e = _mm512_set1_ps(static_cast<float>(kLog2e)),
+               bias = _mm512_set1_ps(br);
+  for (int64_t c = 0; c < C; c += 16) {
+    const __mmask16 k = C - c >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (C - c)) - 1);
+    __m512 xv = _mm512_maskz_loadu_ps(k, x + c);
+    if constexpr (kB) xv = _mm512_add_ps(xv, bias);
+    // min(x, 0) * log2(e): x where x > 0 is false (a NaN and -0 kept), as min_keep
+    const __m512 e = _mm512_mul_ps(_mm512_mask_blend_ps(_mm512_cmp_ps_mask(xv, zero, _CMP_GT_OQ), xv, zero), log2e);
+    __m512 t = Sleef_exp2f16_u10(e);
+    if (c + 16 > body) {   // lanes in exp2_'s scalar tail
+      alignas(64) float ev[16], tv[16];
+      _mm512_store_ps(ev, e);
+      _mm512_store_ps(tv, t);
+      for (int64_t j = std::max<int64_t>(body - c, 0); j < 16; ++j) tv[j] = std::exp2(ev[j]);
+      t = _mm512_load_ps(tv);
+    }
+    // + max(x, 0): x where x < 0 is false, as max_keep; then times the mask
+    __m512 v = _mm512_add_ps(t, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(xv, zero, _CMP_LT_OQ), xv, zero));
+    if constexpr (kM) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, mk + c));
+    _mm512_mask_storeu_ps(y + c, k, v);
+    if constexpr (kA) _mm512_mask_storeu_ps(a + c, k, _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, pr + c)));
+  }
+}
+#endif
+
+template <bool kB, bool kM, bool kA>
+void phi_row(const float* x, float br, const float* mk, const float* pr, float* y, float* a, int64_t C,
+             int64_t body) {
+#if RMAAT_HEADS
+  phi_row_avx512<kB, kM, kA>(x, br, mk, pr, y, a, C, body);
+#else
+  (void)x; (void)br; (void)mk; (void)pr; (void)y; (void)a; (void)C; (void)body;
+  TORCH_CHECK(false, "phi_row: needs the AVX-512 build");
+#endif
+}
+
+bool phi_rows_match() {
+#if RMAAT_HEADS
+  if (Sleef_exp2f16_u10 == nullptr) return false;
+  return checked_once({3}, [] {
+    // inputs <= 0 whose exponents the vector and the scalar function round differently: a
+    // position given the wrong function then shows
+    const float log2e = static_cast<float>(kLog2e);
+    std::vector<float> odd;
+    uint64_t draw = 20261206;
+    for (int tries = 0; tries < (1 << 20) && odd.size() < 64; ++tries) {
+      draw ^= draw << 13;
+      draw ^= draw >> 7;
+      draw ^= draw << 17;
+      const float x = -static_cast<float>(draw >> 40) * 0x1p-20f;   // [-16, 0]
+      float vec = 0;
+      phi_row<false, false, false>(&x, 0.0f, nullptr, nullptr, &vec, nullptr, 1, 1);
+      const float sca = std::exp2(x * log2e);
+      if (std::memcmp(&vec, &sca, sizeof vec) != 0) odd.push_back(x);
+    }
+    if (odd.size() < 64) return false;
+    constexpr int64_t kN = 32 * 4 + 21, kRow = 10;   // a tail of 21; rows that cross the body's end
+    Tensor t = at::empty({kN}, at::TensorOptions().dtype(at::kFloat));
+    for (int64_t i = 0; i < kN; ++i) t.data_ptr<float>()[i] = odd[i % odd.size()];
+    Tensor ours = at::empty({kN}, t.options());
+    for (int64_t i = 0; i < kN; i += kRow)
+      phi_row<false, false, false>(t.data_ptr<float>() + i, 0.0f, nullptr, nullptr, ours.data_ptr<float>() + i,
+                                   nullptr, std::min(kRow, kN - i), std::clamp<int64_t>(kN - kN % 32 - i, 0, kRow));
+    Tensor theirs = at::clamp_max(t, 0.0).mul_(scalar(kLog2e, at::kFloat)).exp2_();
+    theirs.add_(at::clamp_min(t, 0.0));
+    return same_bits(theirs, ours);
+  });
+#else
+  return false;
+#endif
+}
+
+bool phi_rows_take(int64_t n) {
+  return heads_cpu() && checks_open() && (at::get_num_threads() == 1 || n < at::internal::GRAIN_SIZE) &&
+         phi_rows_match();
 }
 
 // The extension's checked_products(enabled=None, forget=False): switch the checked loops on or
