@@ -1124,11 +1124,11 @@ RMAAT_AVX512 void phi_row_avx512(const float* __restrict__ x, float br, const fl
     // min(x, 0) * log2(e): x where x > 0 is false (a NaN and -0 kept), as min_keep
     const __m512 e = _mm512_mul_ps(_mm512_mask_blend_ps(_mm512_cmp_ps_mask(xv, zero, _CMP_GT_OQ), xv, zero), log2e);
     __m512 t = Sleef_exp2f16_u10(e);
-    if (c + 16 > body) {   // lanes in exp2_'s scalar tail
+    if (body < std::min<int64_t>(c + 16, C)) {   // lanes of the row in exp2_'s scalar tail
       alignas(64) float ev[16], tv[16];
       _mm512_store_ps(ev, e);
       _mm512_store_ps(tv, t);
-      for (int64_t j = std::max<int64_t>(body - c, 0); j < 16; ++j) tv[j] = std::exp2(ev[j]);
+      for (int64_t j = std::max<int64_t>(body - c, 0); j < std::min<int64_t>(16, C - c); ++j) tv[j] = std::exp2(ev[j]);
       t = _mm512_load_ps(tv);
     }
     // + max(x, 0): x where x < 0 is false, as max_keep; then times the mask
