@@ -1192,6 +1192,159 @@ bool phi_rows_take(int64_t n) {
          phi_rows_match();
 }
 
+// The normaliser's gradient. astro_backward's dY = [dnum | dC]: dnum = dout / C, then
+// dC = -sum over the head's rows of dnum * yT, with ATen's div, mul, sum and neg_ (three passes
+// and a temporary, dout read in its transposed layout). ATen's float32 sum over those rows
+// (an outer reduction, each column's rows apart) adds them in one of two orders by column: the
+// columns in its blocks of 32 (of 4 in a window under 8 columns) in a cascade (rows added one by one from zero, each run of 16 rows'
+// total then carried into a second accumulator, every 16 such runs into a third, and so on; the
+// accumulators added last to first), the rest of the columns in four interleaved partial sums
+// (rows 4g + k into partial k, each a cascade over g; the rows past the last group of four into
+// partial 0; then the partials added in order). dyt_loop makes dnum, the products and their sum
+// in that order in one pass per item, 16 columns at a time, for a layout where one check per
+// process and ATen state (at one thread, or under ATen's grain: one serial reduction) finds
+// the operators' bits on random numbers.
+#if RMAAT_HEADS
+struct Cascade {   // one sum in the cascade's order, 16 lanes (a column each)
+  __m512 a0, a1, a2, a3;
+  int64_t n;
+};
+
+RMAAT_AVX512 inline Cascade cascade_start() {
+  const __m512 z = _mm512_setzero_ps();
+  return {z, z, z, z, 0};
+}
+
+RMAAT_AVX512 inline void cascade_add(Cascade& s, __m512 p) {
+  const __m512 z = _mm512_setzero_ps();
+  s.a0 = _mm512_add_ps(s.a0, p);
+  if (++s.n % 16 != 0) return;
+  s.a1 = _mm512_add_ps(s.a1, s.a0);
+  s.a0 = z;
+  if ((s.n & 0xF0) != 0) return;
+  s.a2 = _mm512_add_ps(s.a2, s.a1);
+  s.a1 = z;
+  if ((s.n & 0xF00) != 0) return;
+  s.a3 = _mm512_add_ps(s.a3, s.a2);
+  s.a2 = z;
+}
+
+RMAAT_AVX512 inline __m512 cascade_total(const Cascade& s) {
+  return _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(s.a0, s.a1), s.a2), s.a3);
+}
+
+// One item's dY: rows 0..m-1 of o = d / cb and row m = -sum_i dnum_i y_i (d's row i at d + i dr,
+// its columns ds apart; cb's, y's (rows yr apart) and o's (rows orr apart) columns contiguous).
+RMAAT_AVX512 void dyt_item(const float* d, int64_t dr, int64_t ds, const float* cb, const float* y, int64_t yr,
+                           float* o, int64_t orr, int64_t m, int64_t Wq) {
+  // the columns summed in the cascade (ATen's blocks of four 8-wide vectors, or of four columns
+  // where there are fewer than 8); the rest interleaved
+  const int64_t cascaded = Wq >= 8 ? 32 * (Wq / 32) : 4 * (Wq / 4);
+  const int64_t groups = m / 4;
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(static_cast<int>(ds)));
+  for (int64_t c = 0; c < Wq; c += 16) {
+    const __mmask16 k = Wq - c >= 16 ? static_cast<__mmask16>(0xFFFF) : static_cast<__mmask16>((1u << (Wq - c)) - 1);
+    const __m512 cv = _mm512_mask_loadu_ps(_mm512_set1_ps(1.0f), k, cb + c);
+    // the block's lanes summed in the cascade (those before `cascaded`) and interleaved (the rest)
+    const int64_t n_cascade = std::clamp<int64_t>(cascaded - c, 0, 16);
+    const bool cascade = n_cascade > 0, interleave = c + n_cascade < Wq;
+    Cascade whole = cascade_start(), part[4] = {cascade_start(), cascade_start(), cascade_start(), cascade_start()};
+    __m512 rest = _mm512_setzero_ps();   // interleaved: partial 0, then the rows past the groups
+    for (int64_t i = 0; i < m; ++i) {
+      const float* di = d + i * dr + c * ds;
+      const __m512 dv = ds == 1 ? _mm512_maskz_loadu_ps(k, di)
+                                : _mm512_mask_i32gather_ps(_mm512_setzero_ps(), k, lanes, di, 4);
+      const __m512 dn = _mm512_div_ps(dv, cv);
+      _mm512_mask_storeu_ps(o + i * orr + c, k, dn);
+      const __m512 p = _mm512_mul_ps(dn, _mm512_maskz_loadu_ps(k, y + i * yr + c));
+      if (cascade) cascade_add(whole, p);
+      if (interleave) {
+        if (i < 4 * groups) {
+          cascade_add(part[i % 4], p);
+        } else {
+          if (i == 4 * groups) rest = cascade_total(part[0]);
+          rest = _mm512_add_ps(rest, p);
+        }
+      }
+    }
+    __m512 sum = cascade ? cascade_total(whole) : _mm512_setzero_ps();
+    if (interleave) {
+      if (m == 4 * groups) rest = cascade_total(part[0]);
+      const __m512 inter = _mm512_add_ps(
+          _mm512_add_ps(_mm512_add_ps(rest, cascade_total(part[1])), cascade_total(part[2])), cascade_total(part[3]));
+      const __mmask16 from_cascade = static_cast<__mmask16>((1u << n_cascade) - 1);
+      sum = _mm512_mask_blend_ps(from_cascade, inter, sum);
+    }
+    const __m512 neg = _mm512_castsi512_ps(
+        _mm512_xor_si512(_mm512_castps_si512(sum), _mm512_set1_epi32(static_cast<int>(0x80000000u))));
+    _mm512_mask_storeu_ps(o + m * orr + c, k, neg);
+  }
+}
+
+// dyt_item for every item: dout's row i of item bh at dout.base(bh) + i dout.sr, its columns ds
+// apart; items split among ATen's intra-op threads.
+void dyt_loop(const Plane& dout, int64_t ds, const Plane& C, const Plane& yT, const Plane& out, int64_t BH,
+              int64_t m, int64_t Wq) {
+  at::parallel_for(0, BH, 1, [&](int64_t lo, int64_t hi) {
+    for (int64_t bh = lo; bh < hi; ++bh)
+      dyt_item(dout.base(bh), dout.sr, ds, C.base(bh), yT.base(bh), yT.sr, out.base(bh), out.sr, m, Wq);
+  });
+}
+#endif
+
+// dYT's rows by ATen's operators (astro_backward's Python path): dYT (B, nh, m + 1, Wq)
+void dyt_aten(Tensor& dYT, const Tensor& dout, const Tensor& C, const Tensor& yT, int64_t nh) {
+  const int64_t B = dYT.size(0), m = dYT.size(2) - 1, Wq = dYT.size(3);
+  Tensor dnum = dYT.slice(2, 0, m), dC = dYT.slice(2, m);
+  at::div_out(dnum, dout.view({B, nh, m, Wq}), C.view({B, nh, 1, Wq}));
+  at::sum_out(dC, dnum * yT.view({B, nh, m, Wq}), {2}, true).neg_();
+}
+
+#if RMAAT_HEADS
+// dyt_loop on astro_backward's tensors: dout (B, nh m, Wq), C (B nh, 1, Wq), yT (B nh, m, Wq)
+void dyt_apply(Tensor& dYT, const Tensor& dout, const Tensor& C, const Tensor& yT, int64_t nh) {
+  const int64_t B = dYT.size(0), m = dYT.size(2) - 1, Wq = dYT.size(3);
+  const Tensor o = dYT.view({B * nh, m + 1, Wq});
+  dyt_loop(head_rows(dout, nh, m), dout.stride(2), item_rows(C), item_rows(yT), item_rows(o), B * nh, m, Wq);
+}
+#endif
+
+// Whether dyt_loop gives dyt_aten's bits here: float32 CPU tensors, C's and yT's columns
+// contiguous, a fresh contiguous dYT, checks_open, one serial reduction, and a layout whose bits it
+// has been seen to match.
+bool dyt_take(const Tensor& dYT, const Tensor& dout, const Tensor& C, const Tensor& yT, int64_t nh) {
+#if RMAAT_HEADS
+  const int64_t B = dYT.size(0), m = dYT.size(2) - 1, Wq = dYT.size(3);
+  auto f32 = [](const Tensor& t) { return t.is_cpu() && t.scalar_type() == at::kFloat && t.dim() == 3; };
+  if (!(heads_cpu() && checks_open() && f32(dout) && f32(C) && f32(yT) && dYT.scalar_type() == at::kFloat &&
+        dYT.is_contiguous() && m > 0 && m <= 4096 && Wq > 0 && dout.size(0) == B && dout.size(1) == nh * m &&
+        dout.size(2) == Wq && C.size(0) == B * nh && C.size(1) == 1 && C.size(2) == Wq && C.stride(2) == 1 &&
+        yT.size(0) == B * nh && yT.size(1) == m && yT.size(2) == Wq && yT.stride(2) == 1 &&
+        std::abs(dout.stride(2)) * 16 < (int64_t{1} << 31) && dout.stride(2) > 0 &&
+        (at::get_num_threads() == 1 || B * nh * m * Wq < at::internal::GRAIN_SIZE)))
+    return false;
+  return checked_once({4, nh, m, Wq, dout.stride(1), dout.stride(2), yT.stride(1)}, [&] {
+    // gradients spread over powers of two from 2^-8 to 2^8 (so that most sums' bits depend on
+    // their order), a normaliser in [0.5, 1.5) as C's are positive
+    uint64_t draw = 20261206;
+    constexpr int64_t kB = 4;
+    const int64_t span = (nh * m - 1) * dout.stride(1) + (Wq - 1) * dout.stride(2) + 1;
+    Tensor td = random_strided({kB, nh * m, Wq}, {span, dout.stride(1), dout.stride(2)}, draw);
+    td.mul_(at::exp2(at::round(random_strided({kB, nh * m, Wq}, {nh * m * Wq, Wq, 1}, draw) * 8)));
+    Tensor tc = random_strided({kB * nh, 1, Wq}, {Wq, Wq, 1}, draw).abs_().add_(0.5);
+    Tensor ty = random_strided({kB * nh, m, Wq}, {(m - 1) * yT.stride(1) + Wq, yT.stride(1), 1}, draw);
+    Tensor theirs = at::empty({kB, nh, m + 1, Wq}, td.options()), ours = at::empty_like(theirs);
+    dyt_aten(theirs, td, tc, ty, nh);
+    dyt_apply(ours, td, tc, ty, nh);
+    return same_bits(theirs, ours);
+  });
+#else
+  (void)dYT; (void)dout; (void)C; (void)yT; (void)nh;
+  return false;
+#endif
+}
+
 // The extension's checked_products(enabled=None, forget=False): switch the checked loops on or
 // off for the process (None: leave them as they are), forget the shapes checked so far (each is
 // checked again at its next product), and say where they stand: (enabled, the CPU has AVX-512
@@ -1264,9 +1417,13 @@ std::pair<Tensor, Tensor> astro_backward(const std::vector<Tensor>& sv, size_t a
   const int64_t B = dout.size(0), nh = BH / B, D = dout.size(1);
   Tensor dYT = at::empty({B, nh, m + 1, Wq},
                          dout.options().dtype(at::promote_types(dout.scalar_type(), C.scalar_type())));
-  Tensor dnum = dYT.slice(2, 0, m), dC = dYT.slice(2, m);
-  at::div_out(dnum, dout.view({B, nh, m, Wq}), C.view({B, nh, 1, Wq}));
-  at::sum_out(dC, dnum * yT.view({B, nh, m, Wq}), {2}, true).neg_();
+  if (dyt_take(dYT, dout, C, yT, nh)) {
+#if RMAAT_HEADS
+    dyt_apply(dYT, dout, C, yT, nh);
+#endif
+  } else {
+    dyt_aten(dYT, dout, C, yT, nh);
+  }
   dYT = dYT.view({BH, m + 1, Wq});
   Tensor dH = at::bmm(fqT, dYT.transpose(1, 2));
   Tensor dHn = dH.slice(2, 0, m), dg = dH.slice(2, m);
@@ -1479,6 +1636,23 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           "(astro_forward's fkT, aT); with bias (R), of x + bias (row r plus bias[r])");
   mod.def("values", &rmaat::values_t, py::arg("v"), py::arg("mask"), py::arg("bias") = py::none(),
           "astro_forward's values: v times mask (B, 1, W) (or 1), with bias (R) (v + bias) times it");
+  mod.def("normaliser_grad",
+          [](const Tensor& dout, const Tensor& C, const Tensor& yT, int64_t nh) {
+            const int64_t B = dout.size(0), m = dout.size(1) / nh, Wq = dout.size(2);
+            Tensor dYT = at::empty({B, nh, m + 1, Wq}, dout.options());
+            if (rmaat::dyt_take(dYT, dout, C, yT, nh)) {
+#if RMAAT_HEADS
+              rmaat::dyt_apply(dYT, dout, C, yT, nh);
+#endif
+            } else {
+              rmaat::dyt_aten(dYT, dout, C, yT, nh);
+            }
+            return dYT;
+          },
+          py::arg("dout"), py::arg("C"), py::arg("yT"), py::arg("nh"),
+          "astro_backward's dY = [dout / C | -sum over each head's rows of (dout / C) yT], (B, nh, m + 1, Wq), "
+          "from dout (B, nh m, Wq), C (B nh, 1, Wq), yT (B nh, m, Wq): by the block's loop where its check "
+          "matched, else ATen's operators");
   mod.def("checked_products", &rmaat::checked_products, py::arg("enabled") = py::none(), py::arg("forget") = false,
           "the block's checked loops (the heads' products, the linear maps' biases): switch them on or off "
           "for the process (None: leave them), forget the shapes checked; returns (enabled, the CPU has "

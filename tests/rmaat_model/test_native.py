@@ -115,8 +115,8 @@ def test_the_checked_loops_run_only_for_shapes_whose_bits_they_have_matched(n_qu
     six shapes, all matched. With four query rows, two head products (9 x 8 x 4, 8 x 9 x 4)
     fall under ATen's 400-element threshold, where ATen rounds each term apart: refused on any
     CPU, and made by at::bmm; and the projection is two (the query rows', the keys' and
-    values'). One more check, of any shape, is phi's exponential by rows (ATen's exp2_ by
-    position). Either way, and with the loops switched off, the block is the Python block's to
+    values'). Two more checks: phi's exponential by rows (ATen's exp2_ by position, one for any
+    shape) and the normaliser's gradient (ATen's sum in its order, one per window). Either way, and with the loops switched off, the block is the Python block's to
     the bit."""
     ext = native.extension()
     assert ext is not None, native.status()
@@ -149,9 +149,9 @@ def test_the_checked_loops_run_only_for_shapes_whose_bits_they_have_matched(n_qu
     for name, a, b, c in zip(names, out, off, ref, strict=True):
         assert torch.equal(a, c) and torch.equal(b, c), name
     under_threshold, biases = (0, 2) if n_query is None else (2, 3)
-    assert refused >= under_threshold and matched + refused == 4 + biases + 1
+    assert refused >= under_threshold and matched + refused == 4 + biases + 2
     if cpu_vendor() == "GenuineIntel":
-        assert (matched, refused) == (5 + biases - under_threshold, under_threshold)
+        assert (matched, refused) == (6 + biases - under_threshold, under_threshold)
 
 
 def test_two_steps_at_the_demos_listops_size_are_the_same_to_the_bit_with_the_checked_loops():
@@ -461,6 +461,44 @@ def test_phi_by_rows_gives_exp2_s_bits_by_position(shape):
                 assert ext.checked_products()[2:] == (1, 0)   # phi by rows, checked once and matched
     finally:
         ext.checked_products(enabled)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "transposed"])
+def test_the_normaliser_gradient_sums_in_aten_s_order(layout):
+    """astro_backward's dY = [dout / C | -sum over the head's rows of (dout / C) yT]: the block
+    makes it in one loop whose sum adds the products in ATen's order for each column (a cascade
+    for the columns in ATen's vector blocks, four interleaved partial sums for the rest), where one
+    check per layout has seen ATen's bits. Head sizes across the cascade's runs of 16 rows and
+    the partials' groups of 4, windows under and over a vector, the transposed gradient the
+    block gets (dout's rows contiguous) and a contiguous one; values spread over powers of ten,
+    so that almost every sum's bits depend on its order: always the operators' bits, and on
+    Intel's CPUs the loop takes every window wider than one column (a one-column window is a
+    reduction over contiguous rows, which ATen sums in other orders: the check refuses it where
+    they differ)."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    _, avx512, _, _ = ext.checked_products(forget=True)
+    g = torch.Generator().manual_seed(13)
+    windows = [1, 2, 5, 8, 9, 20, 33, 136]
+    heads = [(2, 3), (4, 16), (2, 17), (1, 33)]
+    for nh, m in heads:
+        for Wq in windows:
+            B = 3
+            dout = torch.randn(B, nh * m, Wq, generator=g) * 10.0 ** torch.randint(-4, 5, (B, nh * m, Wq),
+                                                                                    generator=g)
+            if layout == "transposed":
+                dout = dout.transpose(1, 2).contiguous().transpose(1, 2)
+            C = torch.rand(B * nh, 1, Wq, generator=g) + 0.5
+            yT = torch.randn(B * nh, m, Wq, generator=g)
+            ref = torch.empty(B, nh, m + 1, Wq)
+            torch.div(dout.view(B, nh, m, Wq), C.view(B, nh, 1, Wq), out=ref[:, :, :m])
+            torch.sum(ref[:, :, :m] * yT.view(B, nh, m, Wq), dim=2, keepdim=True, out=ref[:, :, m:]).neg_()
+            before = ext.checked_products()[2:]
+            assert same_bits(ext.normaliser_grad(dout, C, yT, nh), ref), (nh, m, Wq)
+            after = ext.checked_products()[2:]
+            assert after[0] + after[1] == before[0] + before[1] + 1   # one check per layout
+            if avx512 and cpu_vendor() == "GenuineIntel" and Wq > 1:
+                assert after[0] == before[0] + 1, (nh, m, Wq)       # matched: the loop made it
 
 
 def test_the_fused_loops_split_among_threads_give_the_same_bits():
