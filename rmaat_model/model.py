@@ -75,7 +75,8 @@ import torch.nn.functional as F
 
 from astro_rmaat.errors import ConfigError, DataError
 from rmaat_model.blocks import Block
-from rmaat_model.kernels import dropout_masks, layer_masks, mask_rows
+from rmaat_model import native
+from rmaat_model.kernels import autocast_dtype, dropout_masks, layer_masks, mask_rows
 from rmaat_model.model_config import ModelConfig
 from rmaat_model.schedule import retention_table
 
@@ -342,8 +343,7 @@ class RMAAT(nn.Module):
                               D, cfg.dropout, state, self.training)
         if masks is not None and drawn is not None:
             masks = [m.index_select(0, drawn[1]) for m in masks]
-        emb = self.tok_emb(seg) + self.pos_emb                               # (b, N, D)
-        x = torch.cat([mem, emb if masks is None else emb * masks[0]], dim=1)   # (b, M+N, D)
+        x = self._window(mem, seg, None if masks is None else masks[0])      # (b, M+N, D)
         x = self.encode_window(x, key_mask, plan.seg_all_real[t], last_queries, masks)
         if elastic:       # the segment's tokens extend the compressed history (padding adds nothing)
             return self.elastic.write(state, x[:, M:], t, key_mask[:, M:])
@@ -355,6 +355,16 @@ class RMAAT(nn.Module):
             rf = pick(self._rf(plan, t + 1, x.dtype))                                  # (b, 1, 1)
             x = torch.where(pick(t == plan.n_seg - 1)[:, None, None], x, torch.lerp(run, x, rf))
         return x if rows is None else state.index_copy(0, rows, x)          # (B', M, D)
+
+    def _window(self, mem: torch.Tensor, seg: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        """A segment's window [mem | (tok_emb(seg) + pos_emb) * keep] (b, M+N, D): on the CPU in
+        full precision one pass of the C++ extension (rmaat_model.native), bitwise these operators."""
+        w = self.tok_emb.weight
+        if (mem.device.type == "cpu" and autocast_dtype(mem) is None and native.usable(mem, w, self.pos_emb, keep)
+                and (ext := native.extension()) is not None):
+            return ext.window(mem, seg, w, self.pos_emb, keep)
+        emb = self.tok_emb(seg) + self.pos_emb                               # (b, N, D)
+        return torch.cat([mem, emb if keep is None else emb * keep], dim=1)
 
     def encode_window(self, x: torch.Tensor, key_mask: torch.Tensor, all_real: bool, last_queries: int | None,
                       masks: list[torch.Tensor] | None) -> torch.Tensor:

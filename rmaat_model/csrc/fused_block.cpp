@@ -32,6 +32,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Dispatch.h>
+#include <ATen/ExpandUtils.h>
 #include <ATen/core/MT19937RNGEngine.h>
 #include <ATen/MemoryOverlap.h>
 #include <ATen/Parallel.h>
@@ -1564,6 +1565,18 @@ std::vector<Tensor> block_backward(const Tensor& dy_in, const std::vector<Tensor
 
 // FusedBlock as a C++ autograd node: its forward and backward above, with no Python between
 // them (the Function's context, the saving and unpacking of some thirty tensors).
+// Where a graph of the gradients is asked for (create_graph): as Python's once_differentiable,
+// the gradients get a node that refuses to be differentiated, where differentiating the
+// written-out backward's operators would give a wrong second derivative.
+void refuse_second_derivative(std::vector<Tensor>& g) {
+  torch::autograd::variable_list leaves;
+  for (const Tensor& t : g) leaves.push_back(t.detach().requires_grad_(true));
+  auto refuse = c10::make_intrusive<torch::autograd::Error>(
+      "trying to differentiate twice a function that was marked with @once_differentiable",
+      torch::autograd::collect_next_edges(leaves));
+  for (const Tensor& t : g) torch::autograd::set_history(t, refuse);
+}
+
 struct FusedBlock : public torch::autograd::Function<FusedBlock> {
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& w_qkv,
                         const Tensor& b_qkv, const Tensor& w_o, const Tensor& b_o, const Tensor& g1, const Tensor& c1,
@@ -1592,21 +1605,135 @@ struct FusedBlock : public torch::autograd::Function<FusedBlock> {
       at::NoGradGuard no_grad;
       g = block_backward(grads[0], sv, mask, m1, m2, ctx->saved_data["alpha"].toDouble());
     }
-    if (torch::autograd::GradMode::is_enabled() && grads[0].requires_grad()) {
-      // A graph of the gradients is asked for (create_graph): as Python's once_differentiable,
-      // they get a node that refuses to be differentiated, where differentiating the written-out
-      // backward's operators would give a wrong second derivative.
-      torch::autograd::variable_list leaves;
-      for (const Tensor& t : g) leaves.push_back(t.detach().requires_grad_(true));
-      auto refuse = c10::make_intrusive<torch::autograd::Error>(
-          "trying to differentiate twice a function that was marked with @once_differentiable",
-          torch::autograd::collect_next_edges(leaves));
-      for (const Tensor& t : g) torch::autograd::set_history(t, refuse);
-    }
+    if (torch::autograd::GradMode::is_enabled() && grads[0].requires_grad()) refuse_second_derivative(g);
     g.resize(g.size() + 8);   // mask, phi_rT, m1, m2 and the four numbers: no gradient
     return g;
   }
 };
+
+// ---------------------------------------------------------------- a segment's window (CPU)
+//
+// model.RMAAT.step's window x = [mem | (tok_emb(tokens) + pos_emb) * keep] (B, M + N, D): the
+// embedding's rows, the position's sum and the dropout mask in one pass per row, each result
+// rounded as the operators round it, and the memory rows copied in (Python: an embedding, an
+// add, a product and a cat, each a pass with its own output). Its backward is autograd's for
+// those operators: the memory's gradient is the window's first M rows (a view, as cat's
+// backward gives it); the embedding's is the rest times the mask (ATen's mul); the position's,
+// that summed over the batch (at::sum_to, as autograd reduces a broadcast operand's gradient);
+// the embedding table's, the rows added into a zeroed table in the tokens' order, one row's
+// gradient at a time, as ATen's dense embedding backward adds them (its own loop makes a call
+// per token).
+Tensor window_forward(const Tensor& mem, const Tensor& tokens, const Tensor& weight, const Tensor& pos,
+                      const OptTensor& keep) {
+  const auto dt = weight.scalar_type();
+  TORCH_CHECK(mem.is_cpu() && mem.dim() == 3 && mem.scalar_type() == dt && tokens.is_cpu() && tokens.dim() == 2 &&
+                  tokens.scalar_type() == at::kLong && tokens.size(0) == mem.size(0) && weight.is_cpu() &&
+                  weight.dim() == 2 && weight.size(1) == mem.size(2) && pos.is_cpu() && pos.scalar_type() == dt &&
+                  pos.dim() == 2 && pos.size(0) == tokens.size(1) && pos.size(1) == mem.size(2),
+              "window: expected mem (B, M, D), tokens (B, N) int64, weight (V, D) and pos (N, D), one dtype, on the CPU");
+  const int64_t B = mem.size(0), M = mem.size(1), N = tokens.size(1), D = mem.size(2), V = weight.size(0);
+  TORCH_CHECK(!keep || (keep->is_cpu() && keep->scalar_type() == dt && keep->dim() == 3 && keep->size(0) == B &&
+                        keep->size(1) == N && keep->size(2) == D),
+              "window: expected the dropout mask (B, N, D) in the window's dtype");
+  const Tensor tok = tokens.contiguous(), w = weight.contiguous(), ps = pos.contiguous();
+  const int64_t* tp = tok.data_ptr<int64_t>();
+  for (int64_t i = 0; i < B * N; ++i)
+    TORCH_CHECK(tp[i] >= 0 && tp[i] < V, "window: token id ", tp[i], " is outside the embedding's ", V, " rows");
+  Tensor x = at::empty({B, M + N, D}, mem.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES(dt, "window", [&] {
+    const scalar_t* mp = mem.data_ptr<scalar_t>();
+    const int64_t m0 = mem.stride(0), m1 = mem.stride(1), m2 = mem.stride(2);
+    const scalar_t* wp = w.data_ptr<scalar_t>();
+    const scalar_t* pp = ps.data_ptr<scalar_t>();
+    const scalar_t* kp = keep ? keep->data_ptr<scalar_t>() : nullptr;
+    const int64_t k0 = keep ? keep->stride(0) : 0, k1 = keep ? keep->stride(1) : 0, k2 = keep ? keep->stride(2) : 0;
+    scalar_t* xp = x.data_ptr<scalar_t>();
+    each_row(B, M + N, D, [&](int64_t b, int64_t r) {
+      scalar_t* __restrict__ xi = xp + (b * (M + N) + r) * D;
+      if (r < M) {
+        const scalar_t* mi = mp + b * m0 + r * m1;
+        for (int64_t d = 0; d < D; ++d) xi[d] = mi[d * m2];
+        return;
+      }
+      const int64_t n = r - M;
+      const scalar_t* __restrict__ wi = wp + tp[b * N + n] * D;
+      const scalar_t* __restrict__ pi = pp + n * D;
+      if (kp && k2 == 1) {
+        const scalar_t* __restrict__ ki = kp + b * k0 + n * k1;
+        for (int64_t d = 0; d < D; ++d) {
+          const scalar_t e = wi[d] + pi[d];
+          xi[d] = e * ki[d];
+        }
+      } else if (kp) {
+        const scalar_t* ki = kp + b * k0 + n * k1;
+        for (int64_t d = 0; d < D; ++d) {
+          const scalar_t e = wi[d] + pi[d];
+          xi[d] = e * ki[d * k2];
+        }
+      } else {
+        for (int64_t d = 0; d < D; ++d) xi[d] = wi[d] + pi[d];
+      }
+    });
+  });
+  return x;
+}
+
+// The embedding table's gradient: grad (B, N, D) rows added into zeros (V, D) in the tokens'
+// order, each sum rounded (ATen's embedding_dense_backward without padding_idx or scaling).
+Tensor embedding_grad(const Tensor& grad, const Tensor& tokens, int64_t V) {
+  const int64_t D = grad.size(-1), n = tokens.numel();
+  const Tensor g = grad.contiguous().view({n, D}), tok = tokens.contiguous();
+  Tensor out = at::zeros({V, D}, grad.options());
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "embedding_grad", [&] {
+    const scalar_t* gp = g.data_ptr<scalar_t>();
+    const int64_t* tp = tok.data_ptr<int64_t>();
+    scalar_t* op = out.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < n; ++i) {
+      scalar_t* __restrict__ row = op + tp[i] * D;
+      const scalar_t* __restrict__ gi = gp + i * D;
+      for (int64_t d = 0; d < D; ++d) row[d] = row[d] + gi[d];
+    }
+  });
+  return out;
+}
+
+struct Window : public torch::autograd::Function<Window> {
+  static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& mem, const Tensor& tokens,
+                        const Tensor& weight, const Tensor& pos, const OptTensor& keep) {
+    ctx->save_for_backward({tokens, keep ? *keep : Tensor()});
+    ctx->saved_data["M"] = mem.size(1);
+    ctx->saved_data["V"] = weight.size(0);
+    return window_forward(mem, tokens, weight, pos, keep);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    std::vector<Tensor> sv = ctx->get_saved_variables();
+    const Tensor &tokens = sv[0], &keep = sv[1];
+    const int64_t M = ctx->saved_data["M"].toInt(), V = ctx->saved_data["V"].toInt();
+    const Tensor& dx = grads[0];
+    Tensor dmem, de, dw, dpos;
+    {
+      at::NoGradGuard no_grad;
+      dmem = dx.slice(1, 0, M);
+      de = dx.slice(1, M);
+      if (keep.defined()) de = at::mul(de, keep);
+      const std::vector<int64_t> pos_shape{de.size(1), de.size(2)};
+      dpos = at::sum_to(de, at::IntArrayRef(pos_shape));
+      dw = embedding_grad(de, tokens, V);
+    }
+    std::vector<Tensor> g{dmem, dw, dpos};
+    if (torch::autograd::GradMode::is_enabled() && dx.requires_grad()) refuse_second_derivative(g);
+    return {g[0], Tensor(), g[1], g[2], Tensor()};
+  }
+};
+
+// model.RMAAT.step's window: a graph node when grad mode is on, else the value alone.
+Tensor window(const Tensor& mem, const Tensor& tokens, const Tensor& weight, const Tensor& pos,
+              const OptTensor& keep) {
+  if (torch::autograd::GradMode::is_enabled()) return Window::apply(mem, tokens, weight, pos, keep);
+  return window_forward(mem, tokens, weight, pos, keep);
+}
 
 // The block on x: a graph node when grad mode is on, else the value alone (AMRB's no-grad
 // pass, evaluation), as fused_block.fused_block does it.
@@ -1636,6 +1763,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           "(astro_forward's fkT, aT); with bias (R), of x + bias (row r plus bias[r])");
   mod.def("values", &rmaat::values_t, py::arg("v"), py::arg("mask"), py::arg("bias") = py::none(),
           "astro_forward's values: v times mask (B, 1, W) (or 1), with bias (R) (v + bias) times it");
+  mod.def("window", &rmaat::window, py::arg("mem"), py::arg("tokens"), py::arg("weight"), py::arg("pos"),
+          py::arg("keep"),
+          "model.RMAAT.step's window [mem | (weight[tokens] + pos) * keep] (B, M + N, D), a graph node in grad mode");
   mod.def("normaliser_grad",
           [](const Tensor& dout, const Tensor& C, const Tensor& yT, int64_t nh) {
             const int64_t B = dout.size(0), m = dout.size(1) / nh, Wq = dout.size(2);

@@ -295,6 +295,46 @@ def test_a_second_derivative_is_refused_on_both_paths(path):
         g.square().sum().backward()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("dropout", [True, False], ids=["dropout", "no-dropout"])
+def test_the_window_is_the_operators_to_the_bit(dtype, dropout):
+    """A segment's window [mem | (tok_emb(seg) + pos_emb) * keep] in one C++ pass, and its
+    backward: the values and the gradients of the memory (an expanded learned memory, as the
+    first segment's), the embedding table (tokens repeated, some rows never used, special values
+    in it) and the position rows are the Python operators' to the bit; the mask is a slice of one
+    dropout draw, as the model's. A token outside the table is refused, naming it."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    g = torch.Generator().manual_seed(14)
+    B, M, N, D, V = 3, 4, 37, 16, 11
+    mem_init = torch.randn(M, D, generator=g, dtype=dtype).requires_grad_(True)
+    weight = special_values((V, D), dtype, g).requires_grad_(True)
+    pos = torch.randn(N, D, generator=g, dtype=dtype).requires_grad_(True)
+    tokens = torch.randint(0, V - 2, (B, N), generator=g)             # the last two rows unused
+    keep = dropout_masks((N, N + M), B, D, 0.3, pos, True)[0] if dropout else None
+    dx = torch.randn(B, M + N, D, generator=g, dtype=dtype)
+
+    def run(window):
+        mem = mem_init.unsqueeze(0).expand(B, -1, -1)
+        x = window(mem, tokens, weight, pos, keep)
+        grads = torch.autograd.grad(x, (mem_init, weight, pos), dx)
+        return (x.detach(), *grads)
+
+    def operators(mem, tokens, weight, pos, keep):
+        emb = torch.nn.functional.embedding(tokens, weight) + pos
+        return torch.cat([mem, emb if keep is None else emb * keep], dim=1)
+
+    for name, a, b in zip(["x", "d mem", "d weight", "d pos"], run(ext.window), run(operators), strict=True):
+        assert a.dtype == dtype and same_bits(a, b), name
+    with torch.no_grad():
+        assert same_bits(ext.window(mem_init.expand(B, -1, -1), tokens, weight, pos, keep),
+                         operators(mem_init.expand(B, -1, -1), tokens, weight, pos, keep))
+    bad = tokens.clone()
+    bad[1, 5] = V
+    with pytest.raises(RuntimeError, match=f"token id {V} is outside"):
+        ext.window(mem_init.expand(B, -1, -1), bad, weight, pos, keep)
+
+
 def test_mixed_precision_and_narrow_dtypes_take_the_python_block():
     block = build_model(ModelConfig(arch="rmaat", **CFG)).blocks[0]
     x = torch.randn(2, 20, 16)
@@ -620,7 +660,8 @@ def test_every_fused_loop_runs_in_a_training_step_none_falls_back_to_the_operato
     own layouts get: through a whole step at the demo's width (padding, dropout, the last
     block's memory rows) no clamp runs, the first operator of phi's chain and of the phi'
     product's, each of which a loop replaces (the phi' product's once fell back wherever it
-    wrote into the rows of the Q, K, V gradient)."""
+    wrote into the rows of the Q, K, V gradient), and no embedding, which the window's pass
+    replaces."""
     from torch.profiler import ProfilerActivity, profile
     assert native.extension() is not None, native.status()
     cfg = dict(CFG, d_model=64, n_heads=4, d_ff=128, max_len=512, segment_len=128, n_mem=8, dropout=0.1)
@@ -637,6 +678,7 @@ def test_every_fused_loop_runs_in_a_training_step_none_falls_back_to_the_operato
     calls = {e.key: e.count for e in prof.key_averages()}
     assert calls.get("torch::autograd::CppNode<rmaat::FusedBlock>", 0) > 0   # the C++ block ran
     assert "aten::clamp_max" not in calls and "aten::clamp_min" not in calls, calls
+    assert "aten::embedding" not in calls and "aten::embedding_dense_backward" not in calls, calls   # the window's
 
 
 def assert_padded_block_is_the_python_blocks(cfg: dict, B: int, row: int, end: int, g: torch.Generator) -> None:
