@@ -17,10 +17,12 @@
 // Python path's (a NaN's sign and payload bits aside, which ATen's own vector and scalar loops
 // already set differently). Transcendentals (exp2, GELU), reductions and products stay ATen's: their
 // rounding depends on the vector code and summation order ATen picks. The exceptions are the
-// attention's products per head, made in a loop of ours, and two linear maps' biases, added by
-// the loop that reads the product next, each only where, for that shape, it has been seen to give
-// ATen's bits (checked products, below). Off the CPU, or for a layout a loop does not take, the
-// operators run as in Python.
+// attention's products per head, made in a loop of ours, two linear maps' biases, added by the
+// loop that reads the product next (checked products), phi's exponential (phi by rows) and the
+// normaliser's gradient with its sum over each head's rows, each only where it has been seen to
+// give ATen's bits (a check once per shape or layout and ATen state, below). Off the CPU, or for
+// a layout a loop does not take, the operators run as in Python. The segment's window
+// (model.RMAAT.step's embedding, position, mask and memory rows) is here too, with its node.
 
 #include <torch/csrc/autograd/functions/basic_ops.h>
 #include <torch/csrc/autograd/functions/utils.h>
