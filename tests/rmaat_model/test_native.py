@@ -102,6 +102,12 @@ def cpu_vendor() -> str:
     return "unknown"
 
 
+def intel_at_avx512() -> bool:
+    """An Intel CPU with ATen at its AVX-512 kernels (not lowered by ATEN_CPU_CAPABILITY): where the
+    checks' exact counts below were measured (MKL's sums on Intel, ATen's exp2_ by 32-value rounds)."""
+    return cpu_vendor() == "GenuineIntel" and torch.backends.cpu.get_cpu_capability() == "AVX512"
+
+
 @pytest.mark.parametrize("W", [20, 32], ids=["tail", "whole-vectors"])
 @pytest.mark.parametrize("n_query", [None, 4], ids=["all-rows", "memory-rows"])
 @pytest.mark.parametrize("padded", [False, True], ids=["all-real", "padded"])
@@ -150,7 +156,7 @@ def test_the_checked_loops_run_only_for_shapes_whose_bits_they_have_matched(n_qu
         assert torch.equal(a, c) and torch.equal(b, c), name
     under_threshold, biases = (0, 2) if n_query is None else (2, 3)
     assert refused >= under_threshold and matched + refused == 4 + biases + 2
-    if cpu_vendor() == "GenuineIntel":
+    if intel_at_avx512():
         assert (matched, refused) == (6 + biases - under_threshold, under_threshold)
 
 
@@ -192,7 +198,7 @@ def test_two_steps_at_the_demos_listops_size_are_the_same_to_the_bit_with_the_ch
         python = run()
     for a, b, c in zip(on, off, python, strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)
-    if avx512 and cpu_vendor() == "GenuineIntel":
+    if avx512 and intel_at_avx512():
         assert matched > 10 and refused == 0, (matched, refused)
 
 
@@ -459,15 +465,18 @@ def test_the_fused_loops_give_the_operators_bits_special_values_included(dtype):
 
 def odd_exponents(n: int, g: torch.Generator) -> torch.Tensor:
     """n inputs <= 0 whose phi exponents (x log2 e, as phi_kernel rounds it) ATen's float32
-    exp2_ rounds differently in its vector body and in its scalar tail (a tensor under 32
-    elements is all tail): wherever one of them lands on the other's position, its bits show."""
+    exp2_ rounds differently in its vector body and in its scalar tail (a tensor of 4 elements is
+    all tail at any vector width): wherever one of them lands on the other's position, its bits
+    show."""
     x = -torch.rand(4096, generator=g) * 16
     e = x * torch.tensor(LOG2E, dtype=torch.float32)
     body = torch.exp2(e)
-    tail = torch.cat([torch.exp2(e[i:i + 16]) for i in range(0, e.numel(), 16)])
+    tail = torch.cat([torch.exp2(e[i:i + 4]) for i in range(0, e.numel(), 4)])   # under any vector round
     odd = x[body.view(torch.int32) != tail.view(torch.int32)]
-    assert odd.numel() > 100, odd.numel()   # about 6 % of them
-    return odd[torch.randint(odd.numel(), (n,), generator=g)]
+    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":   # there both are std::exp2
+        assert odd.numel() > 100, odd.numel()   # about 6 % of them
+    pool = odd if odd.numel() else x
+    return pool[torch.randint(pool.numel(), (n,), generator=g)]
 
 
 @pytest.mark.parametrize("shape", [(3, 8, 37), (5, 4, 33), (2, 16, 45), (1, 4, 7)],
@@ -498,7 +507,10 @@ def test_phi_by_rows_gives_exp2_s_bits_by_position(shape):
             assert same_bits(fk, ref)
             assert same_bits(a, (ref.view(-1, m, W) + phi_rT).view(B, D, W))
             if on and avx512:
-                assert ext.checked_products()[2:] == (1, 0)   # phi by rows, checked once and matched
+                counts = ext.checked_products()[2:]
+                assert sum(counts) == 1                      # phi by rows, checked once
+                if torch.backends.cpu.get_cpu_capability() == "AVX512":
+                    assert counts == (1, 0)                  # and matched: ATen's exp2_ is Sleef's 16-wide one
     finally:
         ext.checked_products(enabled)
 
@@ -537,7 +549,7 @@ def test_the_normaliser_gradient_sums_in_aten_s_order(layout):
             assert same_bits(ext.normaliser_grad(dout, C, yT, nh), ref), (nh, m, Wq)
             after = ext.checked_products()[2:]
             assert after[0] + after[1] == before[0] + before[1] + 1   # one check per layout
-            if avx512 and cpu_vendor() == "GenuineIntel" and Wq > 1:
+            if avx512 and intel_at_avx512() and Wq > 1:
                 assert after[0] == before[0] + 1, (nh, m, Wq)       # matched: the loop made it
 
 
