@@ -358,9 +358,12 @@ class RMAAT(nn.Module):
 
     def _window(self, mem: torch.Tensor, seg: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         """A segment's window [mem | (tok_emb(seg) + pos_emb) * keep] (b, M+N, D): on the CPU in
-        full precision one pass of the C++ extension (rmaat_model.native), bitwise these operators."""
+        full precision one pass of the C++ extension (rmaat_model.native), bitwise these operators
+        (keep, a dropout mask, is a constant there)."""
         w = self.tok_emb.weight
         if (mem.device.type == "cpu" and autocast_dtype(mem) is None and native.usable(mem, w, self.pos_emb, keep)
+                and seg.dtype == torch.long and self.pos_emb.shape == (seg.shape[1], w.shape[1])
+                and (keep is None or (keep.shape == (*seg.shape, w.shape[1]) and not keep.requires_grad))
                 and (ext := native.extension()) is not None):
             return ext.window(mem, seg, w, self.pos_emb, keep)
         emb = self.tok_emb(seg) + self.pos_emb                               # (b, N, D)

@@ -1325,6 +1325,7 @@ bool dyt_take(const Tensor& dYT, const Tensor& dout, const Tensor& C, const Tens
         dout.size(2) == Wq && C.size(0) == B * nh && C.size(1) == 1 && C.size(2) == Wq && C.stride(2) == 1 &&
         yT.size(0) == B * nh && yT.size(1) == m && yT.size(2) == Wq && yT.stride(2) == 1 &&
         std::abs(dout.stride(2)) * 16 < (int64_t{1} << 31) && dout.stride(2) > 0 &&
+        at::has_internal_overlap(dout) != at::MemOverlap::Yes &&   // the check writes its copy of the layout
         (at::get_num_threads() == 1 || B * nh * m * Wq < at::internal::GRAIN_SIZE)))
     return false;
   return checked_once({4, nh, m, Wq, dout.stride(1), dout.stride(2), yT.stride(1)}, [&] {
@@ -1637,6 +1638,7 @@ Tensor window_forward(const Tensor& mem, const Tensor& tokens, const Tensor& wei
   TORCH_CHECK(!keep || (keep->is_cpu() && keep->scalar_type() == dt && keep->dim() == 3 && keep->size(0) == B &&
                         keep->size(1) == N && keep->size(2) == D),
               "window: expected the dropout mask (B, N, D) in the window's dtype");
+  TORCH_CHECK(!keep || !keep->requires_grad(), "window: the dropout mask takes no gradient here (a constant)");
   const Tensor tok = tokens.contiguous(), w = weight.contiguous(), ps = pos.contiguous();
   const int64_t* tp = tok.data_ptr<int64_t>();
   for (int64_t i = 0; i < B * N; ++i)
@@ -1721,12 +1723,14 @@ struct Window : public torch::autograd::Function<Window> {
       de = dx.slice(1, M);
       if (keep.defined()) de = at::mul(de, keep);
       const std::vector<int64_t> pos_shape{de.size(1), de.size(2)};
-      dpos = at::sum_to(de, at::IntArrayRef(pos_shape));
-      dw = embedding_grad(de, tokens, V);
+      if (ctx->needs_input_grad(3)) dpos = at::sum_to(de, at::IntArrayRef(pos_shape));
+      if (ctx->needs_input_grad(2)) dw = embedding_grad(de, tokens, V);
     }
-    std::vector<Tensor> g{dmem, dw, dpos};
+    std::vector<Tensor> g;   // the defined ones
+    for (const Tensor& t : {dmem, dw, dpos})
+      if (t.defined()) g.push_back(t);
     if (torch::autograd::GradMode::is_enabled() && dx.requires_grad()) refuse_second_derivative(g);
-    return {g[0], Tensor(), g[1], g[2], Tensor()};
+    return {dmem, Tensor(), dw, dpos, Tensor()};
   }
 };
 
@@ -1770,6 +1774,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
           "model.RMAAT.step's window [mem | (weight[tokens] + pos) * keep] (B, M + N, D), a graph node in grad mode");
   mod.def("normaliser_grad",
           [](const Tensor& dout, const Tensor& C, const Tensor& yT, int64_t nh) {
+            TORCH_CHECK(dout.dim() == 3 && nh > 0 && dout.size(1) % nh == 0,
+                        "normaliser_grad: expected dout (B, nh m, Wq) with nh > 0 dividing its rows, got ",
+                        dout.sizes(), " and nh = ", nh);
             const int64_t B = dout.size(0), m = dout.size(1) / nh, Wq = dout.size(2);
             Tensor dYT = at::empty({B, nh, m + 1, Wq}, dout.options());
             if (rmaat::dyt_take(dYT, dout, C, yT, nh)) {

@@ -339,6 +339,15 @@ def test_the_window_is_the_operators_to_the_bit(dtype, dropout):
     bad[1, 5] = V
     with pytest.raises(RuntimeError, match=f"token id {V} is outside"):
         ext.window(mem_init.expand(B, -1, -1), bad, weight, pos, keep)
+    # a frozen table: no gradient made for it, the others as before
+    frozen = weight.detach()
+    x = ext.window(mem_init.expand(B, -1, -1), tokens, frozen, pos, keep)
+    d_mem, d_pos = torch.autograd.grad(x, (mem_init, pos), dx)
+    y = operators(mem_init.expand(B, -1, -1), tokens, frozen, pos, keep)
+    assert all(same_bits(a, b) for a, b in zip((d_mem, d_pos), torch.autograd.grad(y, (mem_init, pos), dx)))
+    if keep is not None:   # the mask is a constant here; the model sends one that wants a gradient to Python
+        with pytest.raises(RuntimeError, match="takes no gradient"):
+            ext.window(mem_init.expand(B, -1, -1), tokens, weight, pos, keep.clone().requires_grad_(True))
 
 
 def test_mixed_precision_and_narrow_dtypes_take_the_python_block():
@@ -551,6 +560,23 @@ def test_the_normaliser_gradient_sums_in_aten_s_order(layout):
             assert after[0] + after[1] == before[0] + before[1] + 1   # one check per layout
             if avx512 and intel_at_avx512() and Wq > 1:
                 assert after[0] == before[0] + 1, (nh, m, Wq)       # matched: the loop made it
+
+
+def test_the_normaliser_gradient_refuses_what_its_loop_cannot_take():
+    """A gradient laid out with overlapping elements (a stride of 0) goes to ATen's operators,
+    whose bits it keeps; a head count that does not divide the rows is one clear error."""
+    ext = native.extension()
+    assert ext is not None, native.status()
+    g = torch.Generator().manual_seed(15)
+    dout = torch.randn(2, 1, 9, generator=g).expand(2, 6, 9)
+    C, yT = torch.rand(4, 1, 9, generator=g) + 0.5, torch.randn(4, 3, 9, generator=g)
+    ref = torch.empty(2, 2, 4, 9)
+    torch.div(dout.reshape(2, 2, 3, 9), C.view(2, 2, 1, 9), out=ref[:, :, :3])
+    torch.sum(ref[:, :, :3] * yT.view(2, 2, 3, 9), dim=2, keepdim=True, out=ref[:, :, 3:]).neg_()
+    assert same_bits(ext.normaliser_grad(dout, C, yT, 2), ref)
+    for nh in (0, 4):
+        with pytest.raises(RuntimeError, match="nh > 0 dividing its rows"):
+            ext.normaliser_grad(dout, C, yT, nh)
 
 
 def test_the_fused_loops_split_among_threads_give_the_same_bits():
