@@ -844,17 +844,21 @@ bool checked_once(std::vector<int64_t> key, const F& check) {
 // elements the numbers repeat with that period (a product's check then costs the product, not
 // the drawing): every element still sees random operands.
 constexpr int64_t kFresh = 16411;   // a prime: the period falls across rows of any width
+
+// The checks' generator (xorshift64): the next 24 random bits of state.
+inline uint32_t next_bits24(uint64_t& state) {
+  state ^= state << 13;
+  state ^= state >> 7;
+  state ^= state << 17;
+  return static_cast<uint32_t>(state >> 40);
+}
+
 Tensor random_strided(at::IntArrayRef sizes, at::IntArrayRef strides, uint64_t& state) {
   int64_t span = 1;   // every element a stride can reach
   for (size_t d = 0; d < sizes.size(); ++d) span += (sizes[d] - 1) * strides[d];
   Tensor t = at::empty({span}, at::TensorOptions().dtype(at::kFloat));
   float* p = t.data_ptr<float>();
-  for (int64_t e = 0; e < std::min(span, kFresh); ++e) {
-    state ^= state << 13;
-    state ^= state >> 7;
-    state ^= state << 17;
-    p[e] = static_cast<float>(state >> 40) * 0x1p-23f - 1.0f;
-  }
+  for (int64_t e = 0; e < std::min(span, kFresh); ++e) p[e] = static_cast<float>(next_bits24(state)) * 0x1p-23f - 1.0f;
   for (int64_t e = kFresh; e < span; e += kFresh)
     std::memcpy(p + e, p, sizeof(float) * std::min(kFresh, span - e));
   return t.as_strided(sizes, strides);
@@ -1164,10 +1168,7 @@ bool phi_rows_match() {
     std::vector<float> odd;
     uint64_t draw = 20261206;
     for (int tries = 0; tries < (1 << 20) && odd.size() < 64; ++tries) {
-      draw ^= draw << 13;
-      draw ^= draw >> 7;
-      draw ^= draw << 17;
-      const float x = -static_cast<float>(draw >> 40) * 0x1p-20f;   // [-16, 0]
+      const float x = -static_cast<float>(next_bits24(draw)) * 0x1p-20f;   // [-16, 0]
       float vec = 0;
       phi_row<false, false, false>(&x, 0.0f, nullptr, nullptr, &vec, nullptr, 1, 1);
       const float sca = std::exp2(x * log2e);
@@ -1324,7 +1325,7 @@ bool dyt_take(const Tensor& dYT, const Tensor& dout, const Tensor& C, const Tens
         dYT.is_contiguous() && m > 0 && m <= 4096 && Wq > 0 && dout.size(0) == B && dout.size(1) == nh * m &&
         dout.size(2) == Wq && C.size(0) == B * nh && C.size(1) == 1 && C.size(2) == Wq && C.stride(2) == 1 &&
         yT.size(0) == B * nh && yT.size(1) == m && yT.size(2) == Wq && yT.stride(2) == 1 &&
-        std::abs(dout.stride(2)) * 16 < (int64_t{1} << 31) && dout.stride(2) > 0 &&
+        dout.stride(2) > 0 && dout.stride(2) * 16 < (int64_t{1} << 31) &&
         at::has_internal_overlap(dout) != at::MemOverlap::Yes &&   // the check writes its copy of the layout
         (at::get_num_threads() == 1 || B * nh * m * Wq < at::internal::GRAIN_SIZE)))
     return false;
@@ -1347,6 +1348,18 @@ bool dyt_take(const Tensor& dYT, const Tensor& dout, const Tensor& C, const Tens
   (void)dYT; (void)dout; (void)C; (void)yT; (void)nh;
   return false;
 #endif
+}
+
+// astro_backward's dY rows into dYT (B, nh, m + 1, Wq): by dyt_loop where dyt_take lets it, else
+// by ATen's operators.
+void normaliser_grad_into(Tensor& dYT, const Tensor& dout, const Tensor& C, const Tensor& yT, int64_t nh) {
+#if RMAAT_HEADS
+  if (dyt_take(dYT, dout, C, yT, nh)) {
+    dyt_apply(dYT, dout, C, yT, nh);
+    return;
+  }
+#endif
+  dyt_aten(dYT, dout, C, yT, nh);
 }
 
 // The extension's checked_products(enabled=None, forget=False): switch the checked loops on or
@@ -1421,13 +1434,7 @@ std::pair<Tensor, Tensor> astro_backward(const std::vector<Tensor>& sv, size_t a
   const int64_t B = dout.size(0), nh = BH / B, D = dout.size(1);
   Tensor dYT = at::empty({B, nh, m + 1, Wq},
                          dout.options().dtype(at::promote_types(dout.scalar_type(), C.scalar_type())));
-  if (dyt_take(dYT, dout, C, yT, nh)) {
-#if RMAAT_HEADS
-    dyt_apply(dYT, dout, C, yT, nh);
-#endif
-  } else {
-    dyt_aten(dYT, dout, C, yT, nh);
-  }
+  normaliser_grad_into(dYT, dout, C, yT, nh);
   dYT = dYT.view({BH, m + 1, Wq});
   Tensor dH = at::bmm(fqT, dYT.transpose(1, 2));
   Tensor dHn = dH.slice(2, 0, m), dg = dH.slice(2, m);
@@ -1566,8 +1573,6 @@ std::vector<Tensor> block_backward(const Tensor& dy_in, const std::vector<Tensor
   return {dx, dw_qkv, db_qkv, dw_o, db_o, dg1, dc1, dw1, dbf1, dw2, dbf2, dg2, dc2};
 }
 
-// FusedBlock as a C++ autograd node: its forward and backward above, with no Python between
-// them (the Function's context, the saving and unpacking of some thirty tensors).
 // Where a graph of the gradients is asked for (create_graph): as Python's once_differentiable,
 // the gradients get a node that refuses to be differentiated, where differentiating the
 // written-out backward's operators would give a wrong second derivative.
@@ -1580,6 +1585,8 @@ void refuse_second_derivative(std::vector<Tensor>& g) {
   for (const Tensor& t : g) torch::autograd::set_history(t, refuse);
 }
 
+// FusedBlock as a C++ autograd node: its forward and backward above, with no Python between
+// them (the Function's context, the saving and unpacking of some thirty tensors).
 struct FusedBlock : public torch::autograd::Function<FusedBlock> {
   static Tensor forward(torch::autograd::AutogradContext* ctx, const Tensor& x, const Tensor& w_qkv,
                         const Tensor& b_qkv, const Tensor& w_o, const Tensor& b_o, const Tensor& g1, const Tensor& c1,
@@ -1779,13 +1786,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, mod) {
                         dout.sizes(), " and nh = ", nh);
             const int64_t B = dout.size(0), m = dout.size(1) / nh, Wq = dout.size(2);
             Tensor dYT = at::empty({B, nh, m + 1, Wq}, dout.options());
-            if (rmaat::dyt_take(dYT, dout, C, yT, nh)) {
-#if RMAAT_HEADS
-              rmaat::dyt_apply(dYT, dout, C, yT, nh);
-#endif
-            } else {
-              rmaat::dyt_aten(dYT, dout, C, yT, nh);
-            }
+            rmaat::normaliser_grad_into(dYT, dout, C, yT, nh);
             return dYT;
           },
           py::arg("dout"), py::arg("C"), py::arg("yT"), py::arg("nh"),

@@ -524,6 +524,16 @@ def test_phi_by_rows_gives_exp2_s_bits_by_position(shape):
         ext.checked_products(enabled)
 
 
+def normaliser_reference(dout, C, yT, nh):
+    """astro_backward's dY by the operators kernels.astro_backward uses: (B, nh, m + 1, Wq)."""
+    B, Wq = dout.shape[0], dout.shape[2]
+    m = dout.shape[1] // nh
+    ref = torch.empty(B, nh, m + 1, Wq)
+    torch.div(dout.reshape(B, nh, m, Wq), C.view(B, nh, 1, Wq), out=ref[:, :, :m])
+    torch.sum(ref[:, :, :m] * yT.view(B, nh, m, Wq), dim=2, keepdim=True, out=ref[:, :, m:]).neg_()
+    return ref
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "transposed"])
 def test_the_normaliser_gradient_sums_in_aten_s_order(layout):
     """astro_backward's dY = [dout / C | -sum over the head's rows of (dout / C) yT]: the block
@@ -551,10 +561,8 @@ def test_the_normaliser_gradient_sums_in_aten_s_order(layout):
                 dout = dout.transpose(1, 2).contiguous().transpose(1, 2)
             C = torch.rand(B * nh, 1, Wq, generator=g) + 0.5
             yT = torch.randn(B * nh, m, Wq, generator=g)
-            ref = torch.empty(B, nh, m + 1, Wq)
-            torch.div(dout.view(B, nh, m, Wq), C.view(B, nh, 1, Wq), out=ref[:, :, :m])
-            torch.sum(ref[:, :, :m] * yT.view(B, nh, m, Wq), dim=2, keepdim=True, out=ref[:, :, m:]).neg_()
             before = ext.checked_products()[2:]
+            ref = normaliser_reference(dout, C, yT, nh)
             assert same_bits(ext.normaliser_grad(dout, C, yT, nh), ref), (nh, m, Wq)
             after = ext.checked_products()[2:]
             assert after[0] + after[1] == before[0] + before[1] + 1   # one check per layout
@@ -570,10 +578,7 @@ def test_the_normaliser_gradient_refuses_what_its_loop_cannot_take():
     g = torch.Generator().manual_seed(15)
     dout = torch.randn(2, 1, 9, generator=g).expand(2, 6, 9)
     C, yT = torch.rand(4, 1, 9, generator=g) + 0.5, torch.randn(4, 3, 9, generator=g)
-    ref = torch.empty(2, 2, 4, 9)
-    torch.div(dout.reshape(2, 2, 3, 9), C.view(2, 2, 1, 9), out=ref[:, :, :3])
-    torch.sum(ref[:, :, :3] * yT.view(2, 2, 3, 9), dim=2, keepdim=True, out=ref[:, :, 3:]).neg_()
-    assert same_bits(ext.normaliser_grad(dout, C, yT, 2), ref)
+    assert same_bits(ext.normaliser_grad(dout, C, yT, 2), normaliser_reference(dout, C, yT, 2))
     for nh in (0, 4):
         with pytest.raises(RuntimeError, match="nh > 0 dividing its rows"):
             ext.normaliser_grad(dout, C, yT, nh)
